@@ -1,0 +1,23 @@
+"""uqeval: how good is a segmentation model's uncertainty, and are its aleatoric and
+epistemic parts really separate?
+
+The public API lives here; everything else may change.
+"""
+
+from uqeval.cube import CubeWriter, check_cube_values, open_cube, validate_cube
+from uqeval.decompose import decompose
+from uqeval.errors import UQEvalError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCENARIOS",
+    "CubeWriter",
+    "UQEvalError",
+    "__version__",
+    "check_cube_values",
+    "decompose",
+    "make_synthetic_cube",
+    "open_cube",
+    "validate_cube",
+]

@@ -1,0 +1,78 @@
+"""Value checks on probability cubes, with messages that name the image at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from uqeval import _kernels
+from uqeval.errors import UQEvalError
+
+#: Largest accepted deviation of a sample's class sum from 1. float16 storage alone
+#: moves a sum by up to ~C·2.4e-4, and mixed-precision softmax by a little more.
+SUM_TOLERANCE = 1e-2
+
+
+def value_stats(values: np.ndarray) -> np.ndarray:
+    """Per-image value statistics of a probability array.
+
+    Parameters
+    ----------
+    values : (image, ..., class, y, x) float16/float32/float64
+        Every dim between ``image`` and ``class`` counts as a sample dim.
+
+    Returns
+    -------
+    (image, 4) float64: pixels with a NaN/inf value, smallest value, smallest and
+    largest class sum of one sample.
+    """
+    n_images, n_classes = values.shape[0], values.shape[-3]
+    flat = np.ascontiguousarray(values).reshape(n_images, -1, n_classes, values.shape[-2] * values.shape[-1])
+    kernel_input, table = _kernels.as_kernel_input(flat)
+    n_blocks = -(-flat.shape[-1] // _kernels.PIXEL_BLOCK)
+    stats = np.empty((n_images, n_blocks, 4))
+    _kernels.value_stats_kernel(kernel_input, table, stats)
+    return reduce_block_stats(stats)
+
+
+def reduce_block_stats(stats: np.ndarray) -> np.ndarray:
+    """Fold ``(image, block, 4)`` kernel statistics into ``(image, 4)``."""
+    return np.stack(
+        [stats[..., 0].sum(1), stats[..., 1].min(1), stats[..., 2].min(1), stats[..., 3].max(1)],
+        axis=1,
+    )
+
+
+def raise_for_value_stats(
+    stats: np.ndarray, image_ids: Sequence[object], variable: str = "probs"
+) -> None:
+    """Raise :class:`UQEvalError` for the first image whose values break the contract.
+
+    Probabilities must be finite, non-negative and sum to 1 over ``class`` within
+    :data:`SUM_TOLERANCE` for every sample and pixel.
+    """
+    n_bad, lowest, lowest_sum, highest_sum = stats.T
+    for index in np.flatnonzero(n_bad > 0)[:1]:
+        raise UQEvalError(
+            f"{variable}: image {_name(image_ids[index])} has NaN or inf values "
+            f"at {int(n_bad[index])} pixel(s)"
+        )
+    for index in np.flatnonzero(lowest < 0)[:1]:
+        raise UQEvalError(
+            f"{variable}: image {_name(image_ids[index])} has negative probabilities "
+            f"(as low as {lowest[index]:.4g}); probabilities lie in [0, 1]. If these are "
+            "logits, store them as the `logits` variable (softmax is applied on read)"
+        )
+    off = (np.abs(lowest_sum - 1) > SUM_TOLERANCE) | (np.abs(highest_sum - 1) > SUM_TOLERANCE)
+    for index in np.flatnonzero(off)[:1]:
+        raise UQEvalError(
+            f"{variable}: image {_name(image_ids[index])} does not sum to 1 over `class` "
+            f"(sums from {lowest_sum[index]:.4g} to {highest_sum[index]:.4g}); they look like "
+            "logits or unnormalised scores: store logits as the `logits` variable "
+            "(softmax is applied on read)"
+        )
+
+
+def _name(image_id: object) -> str:
+    return repr(image_id.item() if isinstance(image_id, np.generic) else image_id)

@@ -1,0 +1,213 @@
+"""Kendall & Gal entropy decomposition of sample cubes into AU, EU and TU maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import xarray as xr
+
+from uqeval import _kernels
+from uqeval.checks import raise_for_value_stats, reduce_block_stats
+from uqeval.errors import UQEvalError
+
+#: Dims of one image's sample cube, in storage order.
+CUBE_DIMS = ("eu", "au", "class", "y", "x")
+#: Name of the leading dim of a batch of cubes.
+IMAGE_DIM = "image"
+
+
+def decompose(x: np.ndarray | xr.DataArray, *, check: bool = True) -> xr.Dataset:
+    r"""Split the uncertainty of sample cubes into aleatoric, epistemic and total parts.
+
+    With ``p[e, a, c]`` the probability of class ``c`` in sample ``a`` of member ``e``
+    at one pixel, ``m_e = mean_a p[e, a]`` and ``m = mean_e m_e``:
+
+    .. math::
+
+        TU = H(m), \quad AU = \frac{1}{E}\sum_e H(m_e), \quad EU = \max(TU - AU, 0),
+        \quad H(q) = -\sum_c q_c \ln q_c \ (0 \ln 0 = 0)
+
+    in nats. EU is the mutual information between prediction and member; it is
+    non-negative by Jensen's inequality, so the clamp only removes rounding.
+
+    Parameters
+    ----------
+    x : numpy array or xarray.DataArray
+        Probabilities, float16/float32/float64, dims ``(eu, au, class, y, x)`` or
+        ``(image, eu, au, class, y, x)``. A DataArray is matched by dim name (any
+        order, any extra leading dims) and may be numpy- or dask-backed; a dask input
+        gives a lazy result computed block by block.
+    check : bool
+        Raise :class:`~uqeval.UQEvalError` naming the image when a value is NaN, inf or
+        negative, or a sample does not sum to 1 over ``class``. Costs nothing extra:
+        the statistics come out of the same pass.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``au``, ``eu``, ``tu`` (..., y, x) float32 in nats; ``mean`` (..., class, y, x)
+        float32, the Bayesian model average; ``pred`` (..., y, x) uint8, its argmax
+        (first class on ties). With ``eu = 1`` the ``au`` samples are treated as the
+        members (the study's "no EU" convention), so ``AU = mean_a H(p_a)`` and ``EU``
+        is the mutual information over samples; ``attrs["eu_convention"]`` says which
+        applied.
+
+    Raises
+    ------
+    UQEvalError
+        For ``eu = au = 1`` (a deterministic model has no decomposition), fewer than
+        two classes, a dtype that is not floating, or bad values (see ``check``).
+
+    See Also
+    --------
+    scipy.stats.entropy : ``H`` of one distribution, the reference used in the tests.
+    """
+    if isinstance(x, xr.DataArray):
+        return _decompose_dataarray(x, check=check)
+    array = np.asarray(x)
+    if array.ndim not in (5, 6):
+        raise UQEvalError(
+            f"decompose: expected dims {CUBE_DIMS} or ({IMAGE_DIM}, {', '.join(CUBE_DIMS)}), "
+            f"got an array with {array.ndim} dims of shape {array.shape}"
+        )
+    single = array.ndim == 5
+    batch = array[None] if single else array
+    ids = ["cube"] if single else list(range(batch.shape[0]))
+    maps = decompose_batch(batch, ids, check=check)
+    dataset = _to_dataset(maps, leading=() if single else (IMAGE_DIM,), squeeze=single)
+    return dataset
+
+
+def decompose_batch(
+    cubes: np.ndarray, image_ids: Sequence[object], *, check: bool = True
+) -> dict[str, np.ndarray]:
+    """Decompose ``(image, eu, au, class, y, x)`` numpy cubes; return plain arrays.
+
+    The engine under :func:`decompose`: ``au``, ``eu``, ``tu``, ``pred`` (image, y, x),
+    ``mean`` (image, class, y, x) and ``eu_convention``. ``image_ids`` only names images
+    in error messages.
+    """
+    if cubes.dtype.kind != "f":
+        raise UQEvalError(f"decompose: probabilities must be floating point, got dtype {cubes.dtype}")
+    n_images, n_members, n_samples, n_classes, height, width = cubes.shape
+    if n_classes < 2:
+        raise UQEvalError(f"decompose: dim 'class' has size {n_classes}; at least 2 classes are needed")
+    convention = "members"
+    if n_members == 1:
+        if n_samples == 1:
+            raise UQEvalError(
+                "decompose: eu = au = 1 is a deterministic model (one sample per image); "
+                "the AU/EU decomposition needs several members or samples"
+            )
+        cubes = cubes.reshape(n_images, n_samples, 1, n_classes, height, width)
+        n_members, n_samples = n_samples, 1
+        convention = "samples-as-members"
+    flat = np.ascontiguousarray(cubes).reshape(n_images, n_members, n_samples, n_classes, height * width)
+    kernel_input, table = _kernels.as_kernel_input(flat)
+    n_pixels = height * width
+    au = np.empty((n_images, n_pixels), dtype=np.float32)
+    eu = np.empty_like(au)
+    tu = np.empty_like(au)
+    mean = np.empty((n_images, n_classes, n_pixels), dtype=np.float32)
+    pred = np.empty((n_images, n_pixels), dtype=np.uint8 if n_classes <= 256 else np.int16)
+    stats = np.empty((n_images, -(-n_pixels // _kernels.PIXEL_BLOCK), 4))
+    _kernels.decompose_kernel(kernel_input, table, au, eu, tu, mean, pred, stats)
+    if check:
+        raise_for_value_stats(reduce_block_stats(stats), image_ids)
+    shape = (n_images, height, width)
+    return {
+        "au": au.reshape(shape),
+        "eu": eu.reshape(shape),
+        "tu": tu.reshape(shape),
+        "mean": mean.reshape(n_images, n_classes, height, width),
+        "pred": pred.reshape(shape),
+        "eu_convention": convention,
+    }
+
+
+_ATTRS = {
+    "au": {"long_name": "aleatoric uncertainty", "units": "nat"},
+    "eu": {"long_name": "epistemic uncertainty", "units": "nat"},
+    "tu": {"long_name": "total uncertainty", "units": "nat"},
+    "mean": {"long_name": "mean predicted probability"},
+    "pred": {"long_name": "predicted class (argmax of mean)"},
+}
+
+
+def _to_dataset(maps: dict, leading: tuple[str, ...], squeeze: bool) -> xr.Dataset:
+    def take(array: np.ndarray) -> np.ndarray:
+        return array[0] if squeeze else array
+
+    map_dims = (*leading, "y", "x")
+    data_vars = {
+        name: xr.Variable(map_dims, take(maps[name]), attrs=_ATTRS[name]) for name in ("au", "eu", "tu", "pred")
+    }
+    data_vars["mean"] = xr.Variable((*leading, "class", "y", "x"), take(maps["mean"]), attrs=_ATTRS["mean"])
+    return xr.Dataset(data_vars, attrs={"eu_convention": maps["eu_convention"]})
+
+
+def _decompose_dataarray(array: xr.DataArray, *, check: bool) -> xr.Dataset:
+    missing = [dim for dim in CUBE_DIMS if dim not in array.dims]
+    if missing:
+        raise UQEvalError(
+            f"decompose: DataArray {array.name or ''!s} lacks dim(s) {missing}; "
+            f"expected {CUBE_DIMS} (got {array.dims})"
+        )
+    leading = tuple(dim for dim in array.dims if dim not in CUBE_DIMS)
+    array = array.transpose(*leading, *CUBE_DIMS)
+    if array.chunks is None:
+        return _decompose_numpy_dataarray(array, leading, check=check)
+    array = array.chunk({dim: -1 for dim in CUBE_DIMS})
+    template = _template(array, leading)
+    return xr.map_blocks(_decompose_numpy_dataarray, array, args=(leading,), kwargs={"check": check}, template=template)
+
+
+def _decompose_numpy_dataarray(array: xr.DataArray, leading: tuple[str, ...], *, check: bool) -> xr.Dataset:
+    values = np.asarray(array.values)
+    lead_shape = values.shape[: len(leading)]
+    batch = values.reshape(-1, *values.shape[len(leading) :])
+    ids = _image_ids(array, leading)
+    maps = decompose_batch(batch, ids, check=check)
+    for name in ("au", "eu", "tu", "pred", "mean"):
+        maps[name] = maps[name].reshape(*lead_shape, *maps[name].shape[1:])
+    dataset = _to_dataset(maps, leading, squeeze=False)
+    coords = {name: coord for name, coord in array.coords.items() if set(coord.dims) <= set(dataset.dims)}
+    return dataset.assign_coords(coords)
+
+
+def _image_ids(array: xr.DataArray, leading: tuple[str, ...]) -> list[object]:
+    if not leading:
+        return ["cube"]
+    if len(leading) == 1 and leading[0] in array.coords:
+        return list(array.coords[leading[0]].values)
+    return [tuple(int(i) for i in index) for index in np.ndindex(*array.shape[: len(leading)])]
+
+
+def _template(array: xr.DataArray, leading: tuple[str, ...]) -> xr.Dataset:
+    import dask.array as da
+
+    lead_chunks = array.chunks[: len(leading)]
+    lead_shape = array.shape[: len(leading)]
+    n_classes, height, width = array.shape[-3:]
+    n_members, n_samples = array.sizes["eu"], array.sizes["au"]
+    if n_members == 1 and n_samples == 1:
+        raise UQEvalError(
+            "decompose: eu = au = 1 is a deterministic model (one sample per image); "
+            "the AU/EU decomposition needs several members or samples"
+        )
+
+    def empty(extra: tuple[int, ...], dtype) -> da.Array:
+        return da.empty((*lead_shape, *extra), chunks=(*lead_chunks, *extra), dtype=dtype)
+
+    maps = {
+        "au": empty((height, width), np.float32),
+        "eu": empty((height, width), np.float32),
+        "tu": empty((height, width), np.float32),
+        "pred": empty((height, width), np.uint8 if n_classes <= 256 else np.int16),
+        "mean": empty((n_classes, height, width), np.float32),
+        "eu_convention": "members" if n_members > 1 else "samples-as-members",
+    }
+    dataset = _to_dataset(maps, leading, squeeze=False)
+    coords = {name: coord for name, coord in array.coords.items() if set(coord.dims) <= set(dataset.dims)}
+    return dataset.assign_coords(coords)
