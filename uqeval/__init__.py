@@ -7,6 +7,7 @@ The public API lives here; everything else may change.
 from uqeval.cube import CubeWriter, check_cube_values, open_cube, validate_cube
 from uqeval.decompose import decompose
 from uqeval.errors import UQEvalError
+from uqeval.synth import SCENARIOS, make_synthetic_cube
 
 __version__ = "0.1.0"
 

@@ -44,9 +44,7 @@ def reduce_block_stats(stats: np.ndarray) -> np.ndarray:
     )
 
 
-def raise_for_value_stats(
-    stats: np.ndarray, image_ids: Sequence[object], variable: str = "probs"
-) -> None:
+def raise_for_value_stats(stats: np.ndarray, image_ids: Sequence[object], variable: str = "probs") -> None:
     """Raise :class:`UQEvalError` for the first image whose values break the contract.
 
     Probabilities must be finite, non-negative and sum to 1 over ``class`` within
@@ -55,8 +53,7 @@ def raise_for_value_stats(
     n_bad, lowest, lowest_sum, highest_sum = stats.T
     for index in np.flatnonzero(n_bad > 0)[:1]:
         raise UQEvalError(
-            f"{variable}: image {_name(image_ids[index])} has NaN or inf values "
-            f"at {int(n_bad[index])} pixel(s)"
+            f"{variable}: image {_name(image_ids[index])} has NaN or inf values at {int(n_bad[index])} pixel(s)"
         )
     for index in np.flatnonzero(lowest < 0)[:1]:
         raise UQEvalError(

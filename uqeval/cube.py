@@ -88,7 +88,7 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
     try:
         consolidated = getattr(group.metadata, "consolidated_metadata", None) is not None
         dataset = xr.open_zarr(path, chunks={}, consolidated=consolidated)
-    except Exception as error:  # noqa: BLE001 - any reader failure is a bad store
+    except Exception as error:
         raise UQEvalError(f"{path}: cannot be read as an xarray Dataset ({error})") from None
     return validate_cube(dataset, where=str(path), check_values=check_values)
 
@@ -145,8 +145,7 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
         for dim in ("y", "x"):
             if labels.sizes[dim] != sizes[dim]:
                 raise UQEvalError(
-                    f"{where}: dim `{dim}` of `labels` has size {labels.sizes[dim]} but `{variable}` "
-                    f"has {sizes[dim]}"
+                    f"{where}: dim `{dim}` of `labels` has size {labels.sizes[dim]} but `{variable}` has {sizes[dim]}"
                 )
 
     class_names = attrs.get("class_names")
@@ -160,7 +159,7 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
             f"{where}: attribute `background` is {background!r}; expected a class index in [0, {sizes['class']})"
         )
 
-    whole = {dim: -1 for dim in PROBS_DIMS[1:]}
+    whole = dict.fromkeys(PROBS_DIMS[1:], -1)
     if values.chunks is not None:
         values = values.chunk(whole)
     if variable == "logits":
@@ -221,10 +220,7 @@ def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
 
 
 def _image_blocks(array: xr.DataArray) -> list[tuple[int, int]]:
-    if array.chunks is None:
-        sizes = [array.sizes["image"]]
-    else:
-        sizes = list(array.chunks[0])
+    sizes = [array.sizes["image"]] if array.chunks is None else list(array.chunks[0])
     edges = np.cumsum([0, *sizes])
     return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
@@ -518,7 +514,7 @@ class CubeWriter:
     def _open_for_resume(self) -> None:
         try:
             self._group = zarr.open_group(self.path, mode="r+")
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise UQEvalError(f"{self.path}: cannot resume, not a zarr store ({error})") from None
         progress = self._group.attrs.get(PROGRESS_ATTR)
         if progress is None:
@@ -605,7 +601,9 @@ class CubeWriter:
         if "image" in self._group:
             return
         dtype = np.int64 if self._id_kind == "int" else str
-        self._group.create_array("image", shape=(self._n_written,), chunks=(4096,), dtype=dtype, dimension_names=("image",))
+        self._group.create_array(
+            "image", shape=(self._n_written,), chunks=(4096,), dtype=dtype, dimension_names=("image",)
+        )
 
     def _take_values(self, probs: np.ndarray | None, logits: np.ndarray | None) -> np.ndarray:
         given = {"probs": probs, "logits": logits}

@@ -79,9 +79,7 @@ def decompose(x: np.ndarray | xr.DataArray, *, check: bool = True) -> xr.Dataset
     return dataset
 
 
-def decompose_batch(
-    cubes: np.ndarray, image_ids: Sequence[object], *, check: bool = True
-) -> dict[str, np.ndarray]:
+def decompose_batch(cubes: np.ndarray, image_ids: Sequence[object], *, check: bool = True) -> dict[str, np.ndarray]:
     """Decompose ``(image, eu, au, class, y, x)`` numpy cubes; return plain arrays.
 
     The engine under :func:`decompose`: ``au``, ``eu``, ``tu``, ``pred`` (image, y, x),
@@ -151,14 +149,13 @@ def _decompose_dataarray(array: xr.DataArray, *, check: bool) -> xr.Dataset:
     missing = [dim for dim in CUBE_DIMS if dim not in array.dims]
     if missing:
         raise UQEvalError(
-            f"decompose: DataArray {array.name or ''!s} lacks dim(s) {missing}; "
-            f"expected {CUBE_DIMS} (got {array.dims})"
+            f"decompose: DataArray {array.name or ''!s} lacks dim(s) {missing}; expected {CUBE_DIMS} (got {array.dims})"
         )
     leading = tuple(dim for dim in array.dims if dim not in CUBE_DIMS)
     array = array.transpose(*leading, *CUBE_DIMS)
     if array.chunks is None:
         return _decompose_numpy_dataarray(array, leading, check=check)
-    array = array.chunk({dim: -1 for dim in CUBE_DIMS})
+    array = array.chunk(dict.fromkeys(CUBE_DIMS, -1))
     template = _template(array, leading)
     return xr.map_blocks(_decompose_numpy_dataarray, array, args=(leading,), kwargs={"check": check}, template=template)
 

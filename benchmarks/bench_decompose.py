@@ -1,0 +1,201 @@
+"""Throughput of the entropy decomposition, as ratios against baselines run in the same process.
+
+Contenders, each on the same in-memory cube (image, eu, au, class, y, x):
+
+* ``decompose_batch``: the numba engine, ``uqeval.decompose.decompose_batch(cube, ids)``;
+* ``uqeval.decompose``: the same wrapped into an ``xarray.Dataset``;
+* ``numpy cube.sum()``: one read of the whole array, the read-bandwidth ceiling;
+* ``numpy reference``: a plain vectorised numpy decomposition, as a user would write it.
+
+Ratios (DESIGN §6): ``t_sum / t_decompose >= 0.5`` and ``t_numpy / t_decompose >= 5`` on
+float32. A float16 copy of the cube is measured too, for information only.
+
+Every time is the best (minimum) of ``--repeats`` runs after a warm-up (the first numba
+call compiles). Contenders are timed round-robin, one run each per round, so slow
+phases of a noisy machine hit them all alike.
+
+Run: ``.venv/bin/python benchmarks/bench_decompose.py [--check]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+import numba
+import numpy as np
+
+import uqeval
+from uqeval.decompose import decompose_batch
+
+TARGET_SUM = 0.5
+TARGET_NUMPY = 5.0
+
+
+def make_cube(n_images: int, eu: int, au: int, n_classes: int, size: int, seed: int) -> np.ndarray:
+    """Random float32 probabilities normalised over ``class``."""
+    rng = np.random.default_rng(seed)
+    cube = rng.random((n_images, eu, au, n_classes, size, size), dtype=np.float32)
+    cube += np.float32(1e-3)
+    cube /= cube.sum(axis=3, keepdims=True)
+    return cube
+
+
+def entropy(q: np.ndarray, axis: int) -> np.ndarray:
+    """``-sum q ln q`` over ``axis`` with ``0 ln 0 = 0``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(q > 0, q * np.log(q), 0).sum(axis=axis)
+
+
+def numpy_decompose(p: np.ndarray) -> dict[str, np.ndarray]:
+    """The decomposition in plain vectorised numpy; ``p`` is (image, eu, au, class, y, x)."""
+    m_e = p.mean(axis=2)  # (image, eu, class, y, x)
+    m = m_e.mean(axis=1)  # (image, class, y, x)
+    au = entropy(m_e, axis=2).mean(axis=1)
+    tu = entropy(m, axis=1)
+    eu = np.maximum(tu - au, 0)
+    return {"au": au, "eu": eu, "tu": tu, "mean": m, "pred": m.argmax(axis=1)}
+
+
+def verify(cube: np.ndarray, reference_input: np.ndarray, ids: list[int], tolerance: float = 1e-5) -> None:
+    """Assert that the engine agrees with the numpy reference to ``tolerance``."""
+    ours = decompose_batch(cube, ids)
+    theirs = numpy_decompose(reference_input)
+    for name in ("au", "eu", "tu", "mean"):
+        error = float(np.max(np.abs(ours[name].astype(np.float64) - theirs[name].astype(np.float64))))
+        assert error <= tolerance, f"{name}: max |decompose_batch - numpy| = {error:.3g} > {tolerance}"
+    # argmax may differ only where the two leading classes tie to within rounding.
+    differ = ours["pred"] != theirs["pred"]
+    if differ.any():
+        top2 = np.sort(theirs["mean"], axis=1)[:, -2:]
+        gap = (top2[:, 1] - top2[:, 0])[differ]
+        assert float(gap.max()) <= tolerance, "pred differs from numpy argmax away from ties"
+
+
+def total(cube: np.ndarray) -> object:
+    """``cube.sum()``: one pass over the input; a float16 total overflows, which is harmless here."""
+    with np.errstate(over="ignore"):
+        return cube.sum()
+
+
+def best_times(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Best of ``repeats`` wall times per contender, timed round-robin after ``warmup`` runs."""
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(contenders, float("inf"))
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    line = "  ".join("-" * w for w in widths)
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    print(line)
+    for row in rows:
+        cells = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        print("  ".join(cells))
+
+
+def run_dtype(cube: np.ndarray, reference_input: np.ndarray, repeats: int) -> dict[str, float]:
+    ids = list(range(cube.shape[0]))
+    verify(cube, reference_input, ids)
+    contenders = {
+        "decompose_batch": lambda: decompose_batch(cube, ids),
+        "uqeval.decompose": lambda: uqeval.decompose(cube),
+        "numpy cube.sum()": lambda: total(cube),
+        "numpy reference": lambda: numpy_decompose(cube),
+    }
+    return best_times(contenders, repeats)
+
+
+def report(label: str, cube: np.ndarray, times: dict[str, float]) -> None:
+    n_images = cube.shape[0]
+    engine = times["decompose_batch"]
+    rows = []
+    for name, seconds in times.items():
+        rows.append(
+            [
+                name,
+                f"{seconds * 1e3:.1f}",
+                f"{cube.nbytes / seconds / 1e9:.2f}",
+                f"{n_images / seconds:.1f}",
+                f"{seconds / engine:.2f}",
+            ]
+        )
+    print_table(
+        f"{label}: {n_images} images x {cube.shape[1:]} = {cube.nbytes / 1e6:.0f} MB",
+        ["contender", "best ms", "input GB/s", "images/s", "t / t_decompose_batch"],
+        rows,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--eu", type=int, default=10)
+    parser.add_argument("--au", type=int, default=10)
+    parser.add_argument("--classes", type=int, default=2)
+    parser.add_argument("--size", type=int, default=128, help="height = width of each image")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per contender (best is kept)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-float16", action="store_true", help="skip the informational float16 run")
+    parser.add_argument("--check", action="store_true", help="exit with status 1 if a target ratio is missed")
+    args = parser.parse_args(argv)
+
+    cube = make_cube(args.images, args.eu, args.au, args.classes, args.size, args.seed)
+    times = run_dtype(cube, cube, args.repeats)
+    print(
+        f"numba {numba.__version__} ({numba.get_num_threads()} threads, {numba.threading_layer()} layer), "
+        f"numpy {np.__version__}; best of {args.repeats} runs after a warm-up; agreement with numpy checked to 1e-5"
+    )
+    report("float32", cube, times)
+
+    engine = times["decompose_batch"]
+    ratios = [
+        ("t_sum / t_decompose_batch (float32)", times["numpy cube.sum()"] / engine, TARGET_SUM),
+        ("t_numpy / t_decompose_batch (float32)", times["numpy reference"] / engine, TARGET_NUMPY),
+    ]
+
+    if not args.no_float16:
+        half = cube.astype(np.float16)
+        del cube
+        # The reference runs on the exact float32 widening of the halves, so the
+        # agreement check is as tight as for float32; it is timed on the halves as given.
+        half_times = run_dtype(half, half.astype(np.float32), args.repeats)
+        report("float16 (informational)", half, half_times)
+        half_engine = half_times["decompose_batch"]
+        ratios += [
+            ("t_sum / t_decompose_batch (float16)", half_times["numpy cube.sum()"] / half_engine, None),
+            ("t_numpy / t_decompose_batch (float16)", half_times["numpy reference"] / half_engine, None),
+        ]
+
+    rows = []
+    missed = []
+    for name, value, target in ratios:
+        if target is None:
+            status, target_text = "info", "-"
+        else:
+            status = "ok" if value >= target else "MISSED"
+            target_text = f">= {target:g}"
+            if value < target:
+                missed.append(name)
+        rows.append([name, f"{value:.2f}", target_text, status])
+    print_table("ratios (DESIGN §6)", ["ratio", "measured", "target", "status"], rows)
+
+    if args.check and missed:
+        print(f"\nFAILED: {', '.join(missed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""Tests of :func:`uqeval.decompose` against an independent float64 reference."""
+
+from __future__ import annotations
+
+import math
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.stats
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import uqeval
+from uqeval import UQEvalError, decompose
+
+CUBE_DIMS = ("eu", "au", "class", "y", "x")
+PROPERTY_SETTINGS = settings(max_examples=50, deadline=None)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def reference_entropy(p: np.ndarray, axis: int) -> np.ndarray:
+    """``H(p) = -Σ p ln p`` over ``axis`` in float64, with ``0 ln 0 = 0``."""
+    p = np.asarray(p, dtype=np.float64)
+    safe = np.where(p > 0, p, 1.0)
+    return -np.where(p > 0, p * np.log(safe), 0.0).sum(axis=axis)
+
+
+def reference_decompose(cube: np.ndarray) -> dict[str, np.ndarray]:
+    """Float64 reference for ``(..., eu, au, class, y, x)`` cubes.
+
+    With ``eu == 1`` the ``au`` samples are the members (the "no EU" convention).
+    """
+    p = np.asarray(cube, dtype=np.float64)
+    if p.shape[-5] == 1:
+        p = np.swapaxes(p, -5, -4)  # (..., au, 1, class, y, x): samples become members
+    member_mean = p.mean(axis=-4)  # (..., eu, class, y, x)
+    mean = member_mean.mean(axis=-4)  # (..., class, y, x)
+    tu = reference_entropy(mean, axis=-3)
+    au = reference_entropy(member_mean, axis=-3).mean(axis=-3)
+    eu = np.maximum(tu - au, 0.0)
+    return {"au": au, "eu": eu, "tu": tu, "mean": mean}
+
+
+def test_reference_entropy_matches_scipy():
+    rng = np.random.default_rng(0)
+    rows = [
+        rng.dirichlet(np.ones(5)),
+        np.array([0.0, 0.25, 0.0, 0.75, 0.0]),
+        np.array([1.0, 0.0, 0.0, 0.0, 0.0]),
+        np.full(5, 0.2),
+    ]
+    p = np.stack(rows, axis=1)  # class first
+    expected = np.array([scipy.stats.entropy(row) for row in rows])
+    np.testing.assert_allclose(reference_entropy(p, axis=0), expected, rtol=0, atol=1e-14)
+    assert reference_entropy(p, axis=0)[2] == 0.0
+    np.testing.assert_allclose(reference_entropy(p, axis=0)[3], math.log(5), atol=1e-14)
+
+
+def test_reference_no_eu_convention_is_samples_as_members():
+    """The reference itself: eu == 1 gives AU = mean_a H(p_a), TU = H(mean_a p_a)."""
+    rng = np.random.default_rng(1)
+    cube = np.moveaxis(rng.dirichlet(np.ones(3), size=(1, 4, 2, 3)), -1, 2)  # (1, 4, 3, 2, 3)
+    ref = reference_decompose(cube)
+    samples = cube[0]  # (au, class, y, x)
+    np.testing.assert_allclose(ref["au"], reference_entropy(samples, axis=1).mean(0), atol=1e-15)
+    np.testing.assert_allclose(ref["tu"], reference_entropy(samples.mean(0), axis=0), atol=1e-15)
+    assert (ref["eu"] > 1e-3).any()
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def _make_probs(rng: np.random.Generator, kind: str, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
+    """Probabilities of shape ``(*shape, class)`` in float64 of the given kind."""
+    if kind == "soft":
+        alpha = rng.uniform(0.3, 3.0)
+        return rng.dirichlet(np.full(n_classes, alpha), size=shape)
+    if kind == "tiny_dirichlet":
+        # Many values underflow to exact zeros (in float64 or after the cast).
+        return rng.dirichlet(np.full(n_classes, 0.01), size=shape)
+    if kind == "onehot_mix":
+        soft = rng.dirichlet(np.ones(n_classes), size=shape)
+        onehot = np.eye(n_classes)[rng.integers(0, n_classes, size=shape)]
+        return np.where(rng.random(shape)[..., None] < 0.5, onehot, soft)
+    if kind == "rounded":
+        soft = rng.dirichlet(np.full(n_classes, 0.7), size=shape)
+        onehot = np.eye(n_classes)[soft.argmax(-1)]
+        return np.where(rng.random(shape)[..., None] < 0.3, onehot, soft)
+    if kind == "identical":
+        # Every member and sample alike: EU is zero up to rounding (exercises the clamp).
+        one = rng.dirichlet(np.ones(n_classes), size=shape[-2:])
+        return np.broadcast_to(one, (*shape, n_classes)).copy()
+    raise AssertionError(kind)
+
+
+@st.composite
+def cubes(draw, dtype) -> np.ndarray:
+    """Random cubes ``([image,] eu, au, class, y, x)`` of the given dtype."""
+    n_members = draw(st.integers(1, 4))
+    n_samples = draw(st.integers(1 if n_members > 1 else 2, 4))
+    n_classes = draw(st.integers(2, 4))
+    height, width = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    n_images = draw(st.sampled_from([None, 1, 2]))
+    kind = draw(st.sampled_from(["soft", "tiny_dirichlet", "onehot_mix", "rounded", "identical"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    lead = () if n_images is None else (n_images,)
+    probs = _make_probs(rng, kind, (*lead, n_members, n_samples, height, width), n_classes)
+    cube = np.moveaxis(probs, -1, -3).astype(dtype)  # class before y, x
+    assert np.isfinite(cube).all()
+    return cube
+
+
+def _check_against_reference(cube: np.ndarray, ds: xr.Dataset) -> None:
+    ref = reference_decompose(cube.astype(np.float64))
+    for name in ("au", "eu", "tu", "mean"):
+        assert ds[name].dtype == np.float32
+        np.testing.assert_allclose(ds[name].values, ref[name], rtol=0, atol=1e-5, err_msg=name)
+    top_two = np.sort(ref["mean"], axis=-3)[..., -2:, :, :]
+    clear = (top_two[..., 1, :, :] - top_two[..., 0, :, :]) > 1e-4
+    expected_pred = ref["mean"].argmax(axis=-3)
+    np.testing.assert_array_equal(ds["pred"].values[clear], expected_pred[clear])
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_matches_float64_reference(dtype, data):
+    cube = data.draw(cubes(dtype))
+    ds = decompose(cube)
+    _check_against_reference(cube, ds)
+    expected = "members" if cube.shape[-5] > 1 else "samples-as-members"
+    assert ds.attrs["eu_convention"] == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_decomposition_identities(dtype, data):
+    cube = data.draw(cubes(dtype))
+    ds = decompose(cube)
+    au, eu, tu = ds.au.values, ds.eu.values, ds.tu.values
+    n_classes = cube.shape[-3]
+    assert (tu >= au - 1e-6).all()
+    assert (eu >= 0).all()
+    assert (au >= 0).all()
+    assert (au <= math.log(n_classes) + 1e-6).all()
+    assert (tu <= math.log(n_classes) + 1e-6).all()
+    unclamped = tu >= au
+    # EU = max(TU - AU, 0) computed from the very same float32 values.
+    np.testing.assert_array_equal(eu[unclamped], (tu - au)[unclamped])
+    np.testing.assert_array_equal(eu[~unclamped], 0.0)
+    np.testing.assert_allclose(au + eu, tu, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_invariant_under_member_and_sample_permutations(dtype, data):
+    cube = data.draw(cubes(dtype))
+    member_order = np.array(data.draw(st.permutations(range(cube.shape[-5]))))
+    sample_order = np.array(data.draw(st.permutations(range(cube.shape[-4]))))
+    permuted = np.take(np.take(cube, member_order, axis=-5), sample_order, axis=-4)
+    original, shuffled = decompose(cube), decompose(permuted)
+    for name in ("au", "eu", "tu", "mean"):
+        np.testing.assert_allclose(shuffled[name].values, original[name].values, rtol=0, atol=1e-6, err_msg=name)
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+def _random_cube(shape: tuple[int, ...], seed: int = 0, dtype=np.float32) -> np.ndarray:
+    """Soft probabilities of shape ``(..., eu, au, class, y, x)``."""
+    rng = np.random.default_rng(seed)
+    *lead, n_classes, height, width = shape
+    probs = rng.dirichlet(np.ones(n_classes), size=(*lead, height, width))
+    return np.moveaxis(probs, -1, -3).astype(dtype)
+
+
+def test_no_eu_convention_treats_samples_as_members():
+    cube = _random_cube((1, 5, 3, 4, 6), seed=3)
+    ds = decompose(cube)
+    assert ds.attrs["eu_convention"] == "samples-as-members"
+    samples = cube[0].astype(np.float64)  # (au, class, y, x)
+    expected_au = reference_entropy(samples, axis=1).mean(axis=0)
+    expected_tu = reference_entropy(samples.mean(axis=0), axis=0)
+    np.testing.assert_allclose(ds.au.values, expected_au, atol=1e-5)
+    np.testing.assert_allclose(ds.tu.values, expected_tu, atol=1e-5)
+    np.testing.assert_allclose(ds.eu.values, np.maximum(expected_tu - expected_au, 0), atol=1e-5)
+    # Not the "single member" reading, which would give EU = 0 everywhere.
+    assert (ds.eu.values > 1e-3).any()
+    # The same numbers as a cube with the samples as members.
+    as_members = decompose(np.swapaxes(cube, 0, 1).copy())
+    assert as_members.attrs["eu_convention"] == "members"
+    for name in ("au", "eu", "tu", "mean"):
+        np.testing.assert_allclose(ds[name].values, as_members[name].values, atol=1e-6)
+
+
+def test_convention_with_members():
+    ds = decompose(_random_cube((3, 1, 2, 2, 2)))
+    assert ds.attrs["eu_convention"] == "members"
+    ds = decompose(_random_cube((2, 2, 3, 2, 2)))
+    assert ds.attrs["eu_convention"] == "members"
+
+
+def test_no_eu_convention_through_dask():
+    cube = _random_cube((4, 1, 3, 2, 3, 3), seed=5)
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS)).chunk({"image": 2})
+    ds = decompose(array)
+    assert ds.attrs["eu_convention"] == "samples-as-members"
+    computed = ds.compute()
+    assert computed.attrs["eu_convention"] == "samples-as-members"
+    ref = reference_decompose(cube)
+    np.testing.assert_allclose(computed.au.values, ref["au"], atol=1e-5)
+    np.testing.assert_allclose(computed.eu.values, ref["eu"], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_deterministic_cube_raises():
+    with pytest.raises(UQEvalError, match="deterministic"):
+        decompose(_random_cube((1, 1, 3, 4, 4)))
+
+
+def test_deterministic_cube_raises_for_dataarray_and_dask():
+    cube = _random_cube((2, 1, 1, 3, 4, 4))
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS))
+    with pytest.raises(UQEvalError, match="deterministic"):
+        decompose(array)
+    with pytest.raises(UQEvalError, match="deterministic"):
+        decompose(array.chunk({"image": 1}))
+
+
+def test_single_class_raises():
+    with pytest.raises(UQEvalError, match="class"):
+        decompose(np.ones((2, 2, 1, 3, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, bool])
+def test_non_float_dtype_raises(dtype):
+    cube = np.zeros((2, 2, 2, 3, 3), dtype=dtype)
+    cube[:, :, 0] = 1
+    with pytest.raises(UQEvalError, match="floating"):
+        decompose(cube)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 2, 2, 3, 2, 4, 4), (3,)])
+def test_wrong_ndim_raises(shape):
+    with pytest.raises(UQEvalError, match=f"{len(shape)} dims"):
+        decompose(np.full(shape, 0.5, dtype=np.float32))
+
+
+def test_dataarray_missing_dim_raises():
+    array = xr.DataArray(_random_cube((2, 2, 3, 4, 4)), dims=("eu", "au", "klass", "y", "x"))
+    with pytest.raises(UQEvalError, match="class"):
+        decompose(array)
+
+
+# --------------------------------------------------------------------------- shapes and dims
+
+
+def test_single_cube_dims_and_dtypes():
+    cube = _random_cube((2, 3, 4, 5, 6))
+    ds = decompose(cube)
+    for name in ("au", "eu", "tu"):
+        assert ds[name].dims == ("y", "x")
+        assert ds[name].shape == (5, 6)
+        assert ds[name].dtype == np.float32
+    assert ds["mean"].dims == ("class", "y", "x")
+    assert ds["mean"].shape == (4, 5, 6)
+    assert ds["mean"].dtype == np.float32
+    assert ds["pred"].dims == ("y", "x")
+    assert ds["pred"].dtype == np.uint8
+    _check_against_reference(cube, ds)
+
+
+def test_batch_dims_and_dtypes():
+    cube = _random_cube((3, 2, 3, 4, 5, 6), dtype=np.float64)
+    ds = decompose(cube)
+    for name in ("au", "eu", "tu", "pred"):
+        assert ds[name].dims == ("image", "y", "x")
+        assert ds[name].shape == (3, 5, 6)
+    for name in ("au", "eu", "tu", "mean"):
+        assert ds[name].dtype == np.float32
+    assert ds["mean"].dims == ("image", "class", "y", "x")
+    assert ds["mean"].shape == (3, 4, 5, 6)
+    _check_against_reference(cube, ds)
+    # Each image decomposes on its own.
+    single = decompose(cube[1])
+    for name in ("au", "eu", "tu", "mean", "pred"):
+        np.testing.assert_array_equal(ds[name].values[1], single[name].values)
+
+
+def test_mean_sums_to_one_and_pred_is_its_argmax():
+    cube = _random_cube((2, 2, 3, 5, 5, 7), seed=11)
+    ds = decompose(cube)
+    np.testing.assert_allclose(ds["mean"].values.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(ds["pred"].values, ds["mean"].values.argmax(axis=1))
+
+
+def test_pred_takes_first_class_on_ties():
+    cube = np.full((2, 2, 3, 2, 2), 1 / 3, dtype=np.float32)
+    np.testing.assert_array_equal(decompose(cube).pred.values, 0)
+    cube = np.zeros((2, 2, 3, 2, 2), dtype=np.float32)
+    cube[:, :, 1:] = 0.5
+    np.testing.assert_array_equal(decompose(cube).pred.values, 1)
+
+
+def _image_dataarray(cube: np.ndarray, ids: list[str]) -> xr.DataArray:
+    """A DataArray with its dims in a scrambled order and string image ids."""
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS), coords={"image": ids})
+    return array.transpose("x", "class", "image", "au", "y", "eu")
+
+
+def test_dataarray_in_any_dim_order_with_string_ids():
+    cube = _random_cube((3, 2, 3, 4, 5, 6), seed=2)
+    ids = ["img-a", "img-b", "img-c"]
+    ds = decompose(_image_dataarray(cube, ids))
+    expected = decompose(cube)
+    assert ds.au.dims == ("image", "y", "x")
+    assert ds["mean"].dims == ("image", "class", "y", "x")
+    assert ds.image.values.tolist() == ids
+    for name in ("au", "eu", "tu", "mean", "pred"):
+        np.testing.assert_array_equal(ds[name].values, expected[name].values)
+    _check_against_reference(cube, ds)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_dask_input_is_lazy_and_identical(dtype):
+    cube = _random_cube((5, 2, 3, 3, 6, 7), seed=4, dtype=dtype)
+    ids = [f"img-{i}" for i in range(5)]
+    array = _image_dataarray(cube, ids).chunk({"image": 2})
+    ds = decompose(array)
+    assert ds.au.chunks is not None
+    assert ds["mean"].chunks is not None
+    assert ds.au.chunks[0] == (2, 2, 1)
+    computed = ds.compute()
+    expected = decompose(cube)
+    assert computed.image.values.tolist() == ids
+    for name in ("au", "eu", "tu", "mean", "pred"):
+        assert computed[name].dtype == expected[name].dtype
+        np.testing.assert_array_equal(computed[name].values, expected[name].values, err_msg=name)
+
+
+def test_dask_array_inside_dataarray_without_image_coordinate():
+    cube = _random_cube((4, 3, 2, 2, 3, 3), seed=6)
+    array = xr.DataArray(da.from_array(cube, chunks=(1, 3, 2, 2, 3, 3)), dims=("image", *CUBE_DIMS))
+    ds = decompose(array)
+    assert ds.tu.chunks is not None
+    np.testing.assert_array_equal(ds.tu.values, decompose(cube).tu.values)
+
+
+# --------------------------------------------------------------------------- bad values
+
+
+def _bad_value_array(value: float, where: tuple = (1, 0, 0, 0, 2, 3)) -> tuple[np.ndarray, list[str]]:
+    cube = _random_cube((3, 2, 2, 3, 4, 5), seed=8)
+    cube[where] = value
+    return cube, ["img-a", "img-b", "img-c"]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_value_names_the_image(value):
+    cube, ids = _bad_value_array(value)
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS), coords={"image": ids})
+    with pytest.raises(UQEvalError, match="NaN or inf") as info:
+        decompose(array)
+    assert "img-b" in str(info.value)
+    assert "img-a" not in str(info.value)
+
+
+def test_nan_names_the_image_through_dask():
+    cube, ids = _bad_value_array(np.nan)
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS), coords={"image": ids}).chunk({"image": 2})
+    ds = decompose(array)  # lazy: nothing computed yet
+    with pytest.raises(UQEvalError, match="NaN or inf") as info:
+        ds.compute()
+    assert "img-b" in str(info.value)
+
+
+def test_nan_in_numpy_batch_names_the_image_index():
+    cube, _ = _bad_value_array(np.nan, where=(2, 1, 1, 2, 0, 0))
+    with pytest.raises(UQEvalError, match="image 2 has NaN or inf"):
+        decompose(cube)
+
+
+def test_negative_value_suggests_logits():
+    cube, ids = _bad_value_array(-0.25)
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS), coords={"image": ids})
+    with pytest.raises(UQEvalError, match="negative") as info:
+        decompose(array)
+    assert "logits" in str(info.value)
+    assert "img-b" in str(info.value)
+
+
+def test_values_summing_to_five_suggest_logits():
+    cube, ids = _bad_value_array(0.0)
+    cube[2] *= 5
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS), coords={"image": ids})
+    with pytest.raises(UQEvalError, match="sum to 1") as info:
+        decompose(array)
+    assert "logits" in str(info.value)
+    assert "img-c" in str(info.value)
+
+
+def test_sums_within_tolerance_are_accepted():
+    cube = _random_cube((2, 2, 3, 4, 4))
+    cube[0, 0, 0] += 0.005  # sums of 1.005
+    ds = decompose(cube)
+    np.testing.assert_allclose(ds.tu.values, reference_decompose(cube)["tu"], atol=1e-5)
+
+
+def test_check_false_skips_the_checks():
+    cube = _random_cube((3, 2, 2, 3, 4, 5), seed=9)
+    cube[1] *= 5  # sums of 5
+    cube[2, 0, 0, 0, 1, 1] = np.nan
+    with pytest.raises(UQEvalError):
+        decompose(cube)
+    ds = decompose(cube, check=False)
+    ref = reference_decompose(cube)
+    # Same formulas, whatever the values.
+    for name in ("au", "tu", "mean"):
+        np.testing.assert_allclose(ds[name].values[:2], ref[name][:2], rtol=1e-5, atol=1e-4, err_msg=name)
+    assert np.isnan(ds.tu.values[2, 1, 1])
+    assert np.isnan(ds.au.values[2, 1, 1])
+    np.testing.assert_allclose(ds.au.values[2, 0, 0], ref["au"][2, 0, 0], atol=1e-5)
+    # Also through the DataArray and dask paths.
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS))
+    lazy = decompose(array.chunk({"image": 1}), check=False).compute()
+    np.testing.assert_array_equal(lazy.au.values[:2], ds.au.values[:2])
+
+
+# --------------------------------------------------------------------------- block boundaries
+
+
+def test_large_cube_crosses_pixel_blocks():
+    # 100 × 131 = 13,100 pixels: 13 blocks of 1024 and a partial last one.
+    from uqeval import _kernels
+
+    height, width = 100, 131
+    assert (height * width) % _kernels.PIXEL_BLOCK != 0
+    assert height * width > 12 * _kernels.PIXEL_BLOCK
+    rng = np.random.default_rng(12)
+    probs = rng.dirichlet(np.full(3, 0.5), size=(3, 2, 3, height, width))
+    probs[0, 0, 0, :50] = np.eye(3)[rng.integers(0, 3, size=(50, width))]
+    cube = np.moveaxis(probs, -1, 3).astype(np.float32)
+    ds = decompose(cube)
+    _check_against_reference(cube, ds)
+
+    # A bad value in the very last pixel (last, partial block) of the last image.
+    bad = cube.copy()
+    bad[2, 1, 2, 1, height - 1, width - 1] = np.nan
+    with pytest.raises(UQEvalError, match="image 2 has NaN or inf values at 1 pixel"):
+        decompose(bad)
+    # And a negative value in the first pixel of a middle block of image 1.
+    bad = cube.copy()
+    flat_index = 7 * _kernels.PIXEL_BLOCK
+    bad[1, 0, 0, 0, flat_index // width, flat_index % width] = -1e-3
+    with pytest.raises(UQEvalError, match="image 1 has negative"):
+        decompose(bad)
+
+
+def test_large_cube_float16_and_dask():
+    cube = _random_cube((3, 2, 2, 4, 128, 128), seed=13, dtype=np.float16)
+    array = xr.DataArray(cube, dims=("image", *CUBE_DIMS), coords={"image": ["a", "b", "c"]})
+    ds = decompose(array.chunk({"image": 2})).compute()
+    _check_against_reference(cube, ds)
+
+
+def test_public_name():
+    assert uqeval.decompose is decompose

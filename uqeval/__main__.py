@@ -1,0 +1,3 @@
+from uqeval.cli import main
+
+main()

@@ -1,0 +1,308 @@
+"""Synthetic sample cubes whose truth is known by construction.
+
+Each image holds one elliptical object (and, with three classes, a core inside it).
+Several raters draw its border at different places, and sometimes disagree about
+whether a small satellite blob is there at all; their disagreement *is* the
+ambiguity. A model is simulated by drawing its ``eu`` members × ``au`` samples as
+soft masks whose spread is chosen per scenario:
+
+``disentangled``
+    The samples of every member span exactly the raters' range (AU follows the
+    raters' disagreement); members agree on in-distribution images apart from a
+    rare tiny blob of their own, and on OOD images they disagree about hallucinated
+    blobs, each believed confidently by a random subset of members (EU flags OOD,
+    and marks the pixels where the majority is wrong).
+``entangled``
+    Each member covers only a slice of the raters' range, so members disagree in the
+    ambiguous band (EU leaks into ambiguity); AU carries a texture unrelated to the
+    raters, and on OOD images the hallucinated blobs vary between *samples* (AU
+    rises on OOD) while EU does not.
+``collapsed``
+    Members are copies of one model up to a 1 % jitter (EU ≈ 0); ambiguity and the
+    OOD blobs live in the samples, so AU carries everything.
+``no-eu``
+    ``eu = 1``: only samples, with the ambiguity and the OOD blobs among them.
+
+Domains are ``id`` and the shifts ``blur`` (few, large blobs) and ``noise`` (many
+small blobs); a third of the ID images have the role ``calibration``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from uqeval.cube import CubeWriter
+from uqeval.errors import UQEvalError
+
+SCENARIOS = ("disentangled", "entangled", "collapsed", "no-eu")
+OOD_DOMAINS = ("blur", "noise")
+#: Width of a soft edge, in pixels.
+EDGE = 0.6
+
+
+@dataclass(frozen=True)
+class _Shift:
+    """Hallucinated blobs of one OOD domain: how many and how large (fraction of size)."""
+
+    count: tuple[int, int]
+    radius: tuple[float, float]
+
+
+_SHIFTS = {"blur": _Shift(count=(2, 4), radius=(0.07, 0.13)), "noise": _Shift(count=(5, 9), radius=(0.035, 0.07))}
+
+
+def image_plan(n_images: int) -> list[tuple[str, str]]:
+    """``(domain, role)`` of each image: every other image is ID (a third of those
+    have the role calibration), the rest alternate over the OOD domains, so any
+    prefix of the store is mixed."""
+    if n_images < 1:
+        raise UQEvalError(f"synth: `images` must be at least 1, got {n_images}")
+    plan = []
+    n_ood = 0
+    for index in range(n_images):
+        if index % 2 == 0:
+            plan.append(("id", "calibration" if index % 6 == 0 else "test"))
+        else:
+            plan.append((OOD_DOMAINS[n_ood % len(OOD_DOMAINS)], "test"))
+            n_ood += 1
+    return plan
+
+
+def synthesize_image(
+    rng: np.random.Generator,
+    scenario: str,
+    domain: str,
+    *,
+    size: int = 64,
+    n_classes: int = 2,
+    eu: int = 5,
+    au: int = 8,
+    raters: int = 4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image: probabilities ``(eu, au, class, y, x)`` float32 and rater labels
+    ``(rater, y, x)`` uint8."""
+    if scenario not in SCENARIOS:
+        raise UQEvalError(f"synth: unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if n_classes not in (2, 3):
+        raise UQEvalError(f"synth: `classes` must be 2 or 3, got {n_classes}")
+    if scenario == "no-eu":
+        eu = 1
+    coords = np.arange(size, dtype=np.float32) + 0.5
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+
+    # The object: an ellipse; `distance` is 1 on its nominal border.
+    centre = rng.uniform(0.35, 0.65, 2) * size
+    radii = rng.uniform(0.14, 0.26, 2) * size
+    angle = rng.uniform(0, np.pi)
+    dy, dx = yy - centre[0], xx - centre[1]
+    u = (np.cos(angle) * dy + np.sin(angle) * dx) / radii[0]
+    v = (-np.sin(angle) * dy + np.cos(angle) * dx) / radii[1]
+    distance = np.sqrt(u**2 + v**2)
+    edge = EDGE / radii.mean()  # soft-edge width in units of `distance`
+    ambiguity = rng.uniform(0.03, 0.3)  # half-width of the raters' relative border range
+    core_ambiguity = rng.uniform(0.03, 0.3)
+    satellite = None
+    if rng.random() < 0.4:
+        offset = rng.uniform(1.3, 1.6) * radii.mean()
+        theta = rng.uniform(0, 2 * np.pi)
+        satellite = _disc(yy, xx, centre + offset * np.array([np.sin(theta), np.cos(theta)]), 0.35 * radii.mean())
+
+    # Raters: each puts the border (and the core's border) somewhere in the range.
+    rater_scales = rng.uniform(1 - ambiguity, 1 + ambiguity, raters)
+    rater_core = rng.uniform(1 - core_ambiguity, 1 + core_ambiguity, raters)
+    marks_satellite = _split_vote(rng, raters)
+    labels = np.zeros((raters, size, size), dtype=np.uint8)
+    for r in range(raters):
+        inside = distance < rater_scales[r]
+        if satellite is not None and marks_satellite[r]:
+            inside |= satellite > 0.5
+        labels[r][inside] = 1
+        if n_classes == 3:
+            labels[r][distance < 0.5 * rater_core[r]] = 2
+
+    # Where each member's samples put the borders: quantiles of the raters' range.
+    quantiles = (np.arange(au) + 0.5) / au
+    if scenario == "entangled":
+        quantiles = (np.arange(eu)[:, None] + quantiles[None, :]) / eu  # a slice per member
+    else:
+        quantiles = np.broadcast_to(quantiles, (eu, au))
+    scales = 1 - ambiguity + 2 * ambiguity * quantiles
+    core_scales = 1 - core_ambiguity + 2 * core_ambiguity * quantiles
+    has_satellite = quantiles < marks_satellite.mean()
+
+    foreground = _sigmoid((scales[..., None, None] - distance) / edge)  # (eu, au, y, x)
+    if satellite is not None:
+        foreground = np.where(has_satellite[..., None, None], np.maximum(foreground, satellite), foreground)
+    probs = np.zeros((eu, au, n_classes, size, size), dtype=np.float32)
+    if n_classes == 3:
+        core = _sigmoid((0.5 * core_scales[..., None, None] - distance) / edge)
+        probs[:, :, 2] = foreground * core
+        probs[:, :, 1] = foreground * (1 - core)
+    else:
+        probs[:, :, 1] = foreground
+    probs[:, :, 0] = 1 - foreground
+
+    # OOD: hallucinated blobs; who believes them depends on the scenario.
+    if domain != "id":
+        shift = _SHIFTS.get(domain, _SHIFTS["noise"])
+        for _ in range(rng.integers(shift.count[0], shift.count[1] + 1)):
+            blob = _disc(yy, xx, rng.uniform(0.1, 0.9, 2) * size, rng.uniform(*shift.radius) * size, soft=False)
+            believers = _believers(rng, scenario, eu, au)
+            _paint(probs, blob, believers, rng.integers(1, n_classes))
+    elif scenario == "disentangled":
+        # In distribution: now and then a member sees a tiny blob of its own.
+        for e in range(eu):
+            if rng.random() < 0.3:
+                blob = _disc(yy, xx, rng.uniform(0.1, 0.9, 2) * size, rng.uniform(0.02, 0.035) * size, soft=False)
+                believers = np.zeros((eu, au), dtype=bool)
+                believers[e] = True
+                _paint(probs, blob, believers, rng.integers(1, n_classes))
+
+    if scenario == "entangled":
+        # Sample noise that follows a texture of its own, not the raters; stronger on OOD.
+        strength = (0.25 if domain == "id" else 0.5) * _smooth_field(rng, size)
+        weights = rng.uniform(0, 1, (eu, au, 1, 1, 1)) * strength
+        probs = (1 - weights) * probs + weights / n_classes
+    elif scenario == "collapsed":
+        jitter = rng.dirichlet(np.ones(n_classes), (eu, 1, size, size)).transpose(0, 1, 4, 2, 3)
+        probs = 0.99 * probs + 0.01 * jitter
+    return probs.astype(np.float32), labels
+
+
+def make_synthetic_cube(
+    path: str | os.PathLike[str],
+    scenario: str = "disentangled",
+    *,
+    n_images: int = 96,
+    seed: int = 0,
+    size: int = 64,
+    n_classes: int = 2,
+    eu: int = 5,
+    au: int = 8,
+    raters: int = 4,
+    overwrite: bool = False,
+    progress=None,
+) -> Path:
+    """Write a synthetic cube store through :class:`~uqeval.CubeWriter`.
+
+    Deterministic given ``seed``: image ``k`` draws from its own stream of
+    ``numpy.random.SeedSequence(seed)``, so it does not depend on batch sizes.
+
+    Parameters
+    ----------
+    path : the store to write.
+    scenario : one of :data:`SCENARIOS`.
+    n_images : images in all; see :func:`image_plan` for their domains and roles.
+    seed : the random seed.
+    size : height and width in pixels.
+    n_classes : 2 (background, object) or 3 (background, object, core).
+    eu, au : members and samples per member (``no-eu`` forces ``eu = 1``).
+    raters : label maps per image.
+    progress : optional callable ``progress(n_done)`` called after each image.
+
+    Returns
+    -------
+    pathlib.Path of the store.
+    """
+    if scenario not in SCENARIOS:
+        raise UQEvalError(f"synth: unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if scenario == "no-eu":
+        eu = 1
+    elif eu < 2:
+        raise UQEvalError(f"synth: scenario {scenario!r} needs eu >= 2 members, got {eu}")
+    if au < 2:
+        raise UQEvalError(f"synth: `au` must be at least 2 samples, got {au}")
+    if raters < 2:
+        raise UQEvalError(f"synth: `raters` must be at least 2 (their disagreement is the ambiguity), got {raters}")
+    if size < 8:
+        raise UQEvalError(f"synth: `size` must be at least 8 pixels, got {size}")
+    plan = image_plan(n_images)
+    streams = np.random.SeedSequence(seed).spawn(n_images)
+    class_names = ["background", "object", "core"][:n_classes]
+    with CubeWriter(
+        path,
+        n_classes=n_classes,
+        eu=eu,
+        au=au,
+        height=size,
+        width=size,
+        raters=raters,
+        au_method=f"synthetic-{scenario}",
+        eu_method="none" if scenario == "no-eu" else "synthetic-members",
+        model=f"synthetic-{scenario}",
+        dataset="synthetic",
+        seed=seed,
+        class_names=class_names,
+        background=0,
+        attrs={"scenario": scenario},
+        overwrite=overwrite,
+    ) as writer:
+        for index, ((domain, role), stream) in enumerate(zip(plan, streams, strict=True)):
+            rng = np.random.default_rng(stream)
+            probs, labels = synthesize_image(
+                rng, scenario, domain, size=size, n_classes=n_classes, eu=eu, au=au, raters=raters
+            )
+            writer.append(probs[None], labels[None], domain=domain, role=role, image_ids=[f"{domain}-{index:05d}"])
+            if progress is not None:
+                progress(index + 1)
+    return Path(path)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * z))
+
+
+def _disc(yy: np.ndarray, xx: np.ndarray, centre: np.ndarray, radius: float, *, soft: bool = True) -> np.ndarray:
+    """A disc, 1 inside and 0 outside, with a soft edge or a hard one.
+
+    Hallucinated blobs are hard: a member that sees one is sure of it, so the blob
+    adds disagreement between members and no aleatoric entropy of its own.
+    """
+    distance = np.hypot(yy - centre[0], xx - centre[1])
+    if not soft:
+        return (distance < radius).astype(np.float32)
+    return _sigmoid((radius - distance) / EDGE)
+
+
+def _split_vote(rng: np.random.Generator, raters: int) -> np.ndarray:
+    """Which raters mark the satellite blob: at least one does and one does not."""
+    votes = rng.random(raters) < 0.5
+    votes[0], votes[-1] = True, False
+    return rng.permutation(votes)
+
+
+def _believers(rng: np.random.Generator, scenario: str, eu: int, au: int) -> np.ndarray:
+    """Which (member, sample) pairs see a hallucinated blob."""
+    share = rng.uniform(0.2, 0.8)
+    if scenario == "disentangled":
+        members = rng.random(eu) < share
+        members[rng.integers(eu)] = True
+        return np.repeat(members[:, None], au, axis=1)
+    samples = rng.random(au) < share
+    samples[rng.integers(au)] = True
+    if scenario == "entangled":
+        return rng.random((eu, au)) < share
+    return np.broadcast_to(samples, (eu, au))  # collapsed, no-eu: shared by all members
+
+
+def _paint(probs: np.ndarray, blob: np.ndarray, believers: np.ndarray, label: int) -> None:
+    """Mix a confident blob of class ``label`` into the chosen (member, sample) pairs."""
+    for e, a in zip(*np.nonzero(believers), strict=True):
+        probs[e, a] *= 1 - blob
+        probs[e, a, label] += blob
+
+
+def _smooth_field(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random field in [0, 1]: a few random sinusoids."""
+    coords = np.arange(size, dtype=np.float32) / size
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    field = np.zeros((size, size), dtype=np.float32)
+    for _ in range(4):
+        frequency = rng.uniform(1, 4, 2)
+        phase = rng.uniform(0, 2 * np.pi)
+        field += np.sin(2 * np.pi * (frequency[0] * yy + frequency[1] * xx) + phase)
+    return (field - field.min()) / (field.max() - field.min() + 1e-12)
