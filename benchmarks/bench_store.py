@@ -105,13 +105,17 @@ def alternative_codecs() -> dict[str, object]:
 
 
 def codec_name(array: zarr.Array) -> str:
-    codecs = array.compressors
-    if not codecs:
-        return "none"
-    return ", ".join(
-        f"{type(c).__name__}({', '.join(f'{k}={v}' for k, v in c.to_dict().get('configuration', {}).items())})"
-        for c in codecs
-    )
+    """The array's compressors as stored in its metadata, in short."""
+    names = []
+    for codec in array.compressors:
+        config = codec.to_dict().get("configuration", {})
+        if isinstance(codec, zarr.codecs.BloscCodec):
+            names.append(f"blosc {config['cname']} clevel {config['clevel']} {config['shuffle']}")
+        elif isinstance(codec, zarr.codecs.ZstdCodec):
+            names.append(f"zstd level {config['level']}")
+        else:
+            names.append(type(codec).__name__)
+    return " + ".join(names) or "none"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         uqeval_array = zarr.open_group(paths["uqeval default"], mode="r")["probs"]
         codecs["uqeval default"] = f"{uqeval_array.dtype}, {codec_name(uqeval_array)}"
         assert uqeval_array.dtype == np.float16 and uqeval_array.chunks == chunks
+        expected_codec = default_compressor().to_dict()["configuration"]
+        stored_codec = uqeval_array.compressors[0].to_dict()["configuration"]
+        assert all(stored_codec[key] == expected_codec[key] for key in ("cname", "clevel", "shuffle")), stored_codec
 
         paths["zarr default"] = root / "zarr-default.zarr"
         baseline = zarr.create_array(paths["zarr default"], shape=probs.shape, chunks=chunks, dtype="float32")
