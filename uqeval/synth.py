@@ -150,7 +150,8 @@ def synthesize_image(
     if domain != "id":
         shift = _SHIFTS.get(domain, _SHIFTS["noise"])
         for _ in range(rng.integers(shift.count[0], shift.count[1] + 1)):
-            blob = _disc(yy, xx, rng.uniform(0.1, 0.9, 2) * size, rng.uniform(*shift.radius) * size, soft=False)
+            centre = _background_point(rng, distance, size)
+            blob = _disc(yy, xx, centre, rng.uniform(*shift.radius) * size, soft=False)
             believers = _believers(rng, scenario, eu, au)
             _paint(probs, blob, believers, rng.integers(1, n_classes))
     elif scenario == "disentangled":
@@ -210,6 +211,8 @@ def make_synthetic_cube(
     """
     if scenario not in SCENARIOS:
         raise UQEvalError(f"synth: unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if n_classes not in (2, 3):
+        raise UQEvalError(f"synth: `classes` must be 2 or 3, got {n_classes}")
     if scenario == "no-eu":
         eu = 1
     elif eu < 2:
@@ -279,14 +282,28 @@ def _believers(rng: np.random.Generator, scenario: str, eu: int, au: int) -> np.
     """Which (member, sample) pairs see a hallucinated blob."""
     share = rng.uniform(0.2, 0.8)
     if scenario == "disentangled":
-        members = rng.random(eu) < share
-        members[rng.integers(eu)] = True
-        return np.repeat(members[:, None], au, axis=1)
-    samples = rng.random(au) < share
-    samples[rng.integers(au)] = True
+        return np.repeat(_some_but_not_all(rng, eu, share)[:, None], au, axis=1)
+    samples = _some_but_not_all(rng, au, share)
     if scenario == "entangled":
         return rng.random((eu, au)) < share
     return np.broadcast_to(samples, (eu, au))  # collapsed, no-eu: shared by all members
+
+
+def _some_but_not_all(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
+    """A random subset holding about ``share`` of ``n``, never empty and never all."""
+    chosen = rng.random(n) < share
+    first, second = rng.choice(n, 2, replace=False)
+    chosen[first], chosen[second] = True, False
+    return chosen
+
+
+def _background_point(rng: np.random.Generator, distance: np.ndarray, size: int) -> np.ndarray:
+    """A point well outside the object (tries a few draws, then takes the last)."""
+    for _ in range(20):
+        point = rng.uniform(0.1, 0.9, 2) * size
+        if distance[int(point[0]), int(point[1])] > 1.5:
+            break
+    return point
 
 
 def _paint(probs: np.ndarray, blob: np.ndarray, believers: np.ndarray, label: int) -> None:

@@ -1,0 +1,93 @@
+"""The command line: commands, output, and bad input (exit 2, one line, no traceback)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import uqeval
+from uqeval.cli import app
+
+runner = CliRunner()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the real entry point in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "uqeval", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert uqeval.__version__ in result.output
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("synth", "inspect", "demo"):
+        assert command in result.output
+
+
+def test_synth_then_inspect(tmp_path):
+    store = tmp_path / "cube.zarr"
+    result = run_cli("synth", str(store), "--scenario", "collapsed", "--images", "8", "--size", "24", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    cube = uqeval.open_cube(store)
+    assert cube.sizes["image"] == 8
+    assert cube.attrs["seed"] == 1
+    result = run_cli("inspect", str(store))
+    assert result.returncode == 0, result.stderr
+    assert "mean EU" in result.stdout
+    for domain in ("id", "blur", "noise"):
+        assert domain in result.stdout
+
+
+def test_demo_writes_every_scenario(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--images", "6"])
+    assert result.exit_code == 0, result.output
+    for scenario in uqeval.SCENARIOS:
+        assert uqeval.open_cube(tmp_path / f"{scenario}.zarr").sizes["image"] == 6
+    assert "EU / AU" in result.output
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "missing.zarr", "no such file"),
+        (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "not a zarr store"),
+    ],
+)
+def test_bad_store_exits_2_with_one_line(tmp_path, make, message):
+    result = run_cli("inspect", str(make(tmp_path)))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 or "error:" in result.stderr.splitlines()[0]
+
+
+def test_synth_refuses_to_overwrite(tmp_path):
+    store = tmp_path / "cube.zarr"
+    assert run_cli("synth", str(store), "--images", "2", "--size", "16").returncode == 0
+    result = run_cli("synth", str(store), "--images", "2", "--size", "16")
+    assert result.returncode == 2
+    assert "--overwrite" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_scenario_exits_2(tmp_path):
+    result = run_cli("synth", str(tmp_path / "x.zarr"), "--scenario", "bogus")
+    assert result.returncode == 2
+    assert "unknown scenario" in result.stderr
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_usage_error_exits_2():
+    result = run_cli("inspect")
+    assert result.returncode == 2
+    assert "Missing argument" in result.stderr

@@ -1,0 +1,137 @@
+"""Synthetic cubes: deterministic, valid, and with the truth each scenario promises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import uqeval
+from uqeval.synth import OOD_DOMAINS, SCENARIOS, image_plan, synthesize_image
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    return {
+        scenario: uqeval.make_synthetic_cube(root / f"{scenario}.zarr", scenario, n_images=36, size=40, seed=3)
+        for scenario in SCENARIOS
+    }
+
+
+@pytest.fixture(scope="module")
+def maps(stores):
+    return {scenario: uqeval.decompose(uqeval.open_cube(path).probs).compute() for scenario, path in stores.items()}
+
+
+def ambiguity(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Σ_c Var_r(1[label_r = c]), population variance over raters: (image, y, x)."""
+    return sum((labels == c).astype(float).var(axis=1) for c in range(n_classes))
+
+
+def mean_ncc(truth: np.ndarray, maps_: np.ndarray) -> float:
+    values = []
+    for g, u in zip(truth, maps_, strict=True):
+        if g.std() > 0 and u.std() > 0:
+            values.append(np.corrcoef(g.ravel(), u.ravel())[0, 1])
+    return float(np.mean(values))
+
+
+def test_plan_mixes_domains_and_roles():
+    plan = image_plan(12)
+    domains = [domain for domain, _ in plan]
+    assert domains.count("id") == 6
+    assert {domain for domain in domains if domain != "id"} == set(OOD_DOMAINS)
+    assert [role for domain, role in plan if domain != "id"] == ["test"] * 6
+    assert [role for _, role in plan].count("calibration") == 2
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_store_is_valid_and_has_every_split(stores, scenario):
+    cube = uqeval.open_cube(stores[scenario], check_values=True)
+    assert set(cube.domain.values) == {"id", *OOD_DOMAINS}
+    assert set(cube.role.values) == {"calibration", "test"}
+    assert cube.sizes["rater"] == 4
+    assert cube.sizes["eu"] == (1 if scenario == "no-eu" else 5)
+    assert cube.attrs["scenario"] == scenario
+    assert cube.attrs["class_names"] == ["background", "object"]
+
+
+def test_same_seed_same_store_other_seed_other_store(tmp_path):
+    first = uqeval.make_synthetic_cube(tmp_path / "a.zarr", "entangled", n_images=6, size=24, seed=7)
+    second = uqeval.make_synthetic_cube(tmp_path / "b.zarr", "entangled", n_images=6, size=24, seed=7)
+    third = uqeval.make_synthetic_cube(tmp_path / "c.zarr", "entangled", n_images=6, size=24, seed=8)
+    a, b, c = (uqeval.open_cube(path) for path in (first, second, third))
+    xr.testing.assert_identical(a.probs.load(), b.probs.load())
+    xr.testing.assert_identical(a.labels.load(), b.labels.load())
+    assert not np.array_equal(a.probs.values, c.probs.values)
+
+
+def test_image_does_not_depend_on_store_size(tmp_path):
+    small = uqeval.open_cube(uqeval.make_synthetic_cube(tmp_path / "s.zarr", n_images=4, size=24, seed=2))
+    large = uqeval.open_cube(uqeval.make_synthetic_cube(tmp_path / "l.zarr", n_images=9, size=24, seed=2))
+    np.testing.assert_array_equal(small.probs.values, large.probs.values[:4])
+
+
+def test_raters_disagree_where_the_truth_is_ambiguous(stores):
+    cube = uqeval.open_cube(stores["disentangled"])
+    g = ambiguity(cube.labels.values, 2)
+    assert (g.reshape(len(g), -1).max(axis=1) > 0).all()  # every image has some ambiguity
+    assert 0.005 < g.mean() < 0.2  # but most pixels are clear
+
+
+def test_three_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    probs, labels = synthesize_image(rng, "disentangled", "id", size=48, n_classes=3, eu=3, au=4, raters=3)
+    assert probs.shape == (3, 4, 3, 48, 48)
+    np.testing.assert_allclose(probs.sum(axis=2), 1, atol=1e-5)
+    assert set(np.unique(labels)) == {0, 1, 2}
+
+
+def test_disentangled_au_follows_raters_and_eu_flags_ood(stores, maps):
+    cube = uqeval.open_cube(stores["disentangled"])
+    result = maps["disentangled"]
+    in_dist = cube.domain.values == "id"
+    g = ambiguity(cube.labels.values, 2)
+    assert mean_ncc(g[in_dist], result.au.values[in_dist]) > 0.6
+    assert abs(mean_ncc(g[in_dist], result.eu.values[in_dist])) < 0.2
+    eu_per_image = result.eu.mean(("y", "x")).values
+    au_per_image = result.au.mean(("y", "x")).values
+    assert eu_per_image[~in_dist].min() > eu_per_image[in_dist].max()  # EU separates OOD perfectly
+    # AU does not rise on OOD images: hallucinations are confident member beliefs.
+    assert au_per_image[~in_dist].mean() < 1.15 * au_per_image[in_dist].mean()
+
+
+def test_entangled_eu_leaks_into_ambiguity_and_au_rises_on_ood(stores, maps):
+    cube = uqeval.open_cube(stores["entangled"])
+    result = maps["entangled"]
+    in_dist = cube.domain.values == "id"
+    g = ambiguity(cube.labels.values, 2)
+    assert mean_ncc(g[in_dist], result.eu.values[in_dist]) > mean_ncc(g[in_dist], result.au.values[in_dist])
+    au_per_image = result.au.mean(("y", "x")).values
+    assert au_per_image[~in_dist].mean() > 1.3 * au_per_image[in_dist].mean()
+
+
+def test_collapsed_has_almost_no_eu(maps):
+    result = maps["collapsed"]
+    assert float(result.eu.mean() / result.au.mean()) < 0.05
+
+
+def test_no_eu_uses_samples_as_members(maps):
+    assert maps["no-eu"].attrs["eu_convention"] == "samples-as-members"
+    assert maps["disentangled"].attrs["eu_convention"] == "members"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scenario": "bogus"}, "unknown scenario"),
+        ({"n_images": 0}, "at least 1"),
+        ({"raters": 1}, "raters"),
+        ({"eu": 1}, "eu >= 2"),
+        ({"n_classes": 4}, "2 or 3"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(uqeval.UQEvalError, match=message):
+        uqeval.make_synthetic_cube(tmp_path / "x.zarr", **{"n_images": 2, "size": 16, **kwargs})
