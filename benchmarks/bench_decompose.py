@@ -5,7 +5,9 @@ Contenders, each on the same in-memory cube (image, eu, au, class, y, x):
 * ``decompose_batch``: the numba engine, ``uqeval.decompose.decompose_batch(cube, ids)``;
 * ``uqeval.decompose``: the same wrapped into an ``xarray.Dataset``;
 * ``numpy cube.sum()``: one read of the whole array, the read-bandwidth ceiling;
-* ``numpy reference``: a plain vectorised numpy decomposition, as a user would write it.
+* ``numpy reference``: a plain vectorised numpy decomposition, as a user would write it;
+* ``numba parallel read``: a float32 sum over the array on all numba threads, for
+  information: the read bandwidth of the machine with as many threads as the engine.
 
 Ratios (DESIGN §6): ``t_sum / t_decompose >= 0.5`` and ``t_numpy / t_decompose >= 5`` on
 float32. A float16 copy of the cube is measured too, for information only.
@@ -20,6 +22,7 @@ Run: ``.venv/bin/python benchmarks/bench_decompose.py [--check]``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -74,6 +77,27 @@ def verify(cube: np.ndarray, reference_input: np.ndarray, ids: list[int], tolera
         assert float(gap.max()) <= tolerance, "pred differs from numpy argmax away from ties"
 
 
+@numba.njit(parallel=True, fastmath=True, nogil=True)
+def _parallel_sum(flat: np.ndarray, n_tasks: int) -> float:
+    n = flat.shape[0]
+    per = (n + n_tasks - 1) // n_tasks
+    partial = np.zeros(n_tasks)
+    for task in numba.prange(n_tasks):
+        acc = np.float32(0.0)
+        for i in range(task * per, min(n, (task + 1) * per)):
+            acc += numba.float32(flat[i])
+        partial[task] = acc
+    return partial.sum()
+
+
+def parallel_read(cube: np.ndarray) -> float:
+    """Sum of every value on all numba threads: the multi-threaded read ceiling."""
+    flat = cube.reshape(-1)
+    if flat.dtype == np.float16:  # numba has no float16; summing the bits reads the same bytes
+        flat = flat.view(np.uint16)
+    return _parallel_sum(flat, 4 * numba.get_num_threads())
+
+
 def total(cube: np.ndarray) -> object:
     """``cube.sum()``: one pass over the input; a float16 total overflows, which is harmless here."""
     with np.errstate(over="ignore"):
@@ -113,6 +137,7 @@ def run_dtype(cube: np.ndarray, reference_input: np.ndarray, repeats: int) -> di
         "uqeval.decompose": lambda: uqeval.decompose(cube),
         "numpy cube.sum()": lambda: total(cube),
         "numpy reference": lambda: numpy_decompose(cube),
+        "numba parallel read": lambda: parallel_read(cube),
     }
     return best_times(contenders, repeats)
 
@@ -151,11 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit with status 1 if a target ratio is missed")
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()[0]
     cube = make_cube(args.images, args.eu, args.au, args.classes, args.size, args.seed)
     times = run_dtype(cube, cube, args.repeats)
     print(
         f"numba {numba.__version__} ({numba.get_num_threads()} threads, {numba.threading_layer()} layer), "
-        f"numpy {np.__version__}; best of {args.repeats} runs after a warm-up; agreement with numpy checked to 1e-5"
+        f"numpy {np.__version__}, {os.cpu_count()} CPUs; best of {args.repeats} runs after a warm-up; "
+        "agreement with numpy checked to 1e-5"
     )
     report("float32", cube, times)
 
@@ -163,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [
         ("t_sum / t_decompose_batch (float32)", times["numpy cube.sum()"] / engine, TARGET_SUM),
         ("t_numpy / t_decompose_batch (float32)", times["numpy reference"] / engine, TARGET_NUMPY),
+        ("t_parallel_read / t_decompose_batch (float32)", times["numba parallel read"] / engine, None),
     ]
 
     if not args.no_float16:
@@ -178,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             ("t_numpy / t_decompose_batch (float16)", half_times["numpy reference"] / half_engine, None),
         ]
 
+    print(f"\n1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other work skews times)")
     rows = []
     missed = []
     for name, value, target in ratios:

@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit with status 1 if the target ratio is missed")
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()[0]
     probs = make_probs(args.images, args.eu, args.au, args.size, args.seed)
     n_probs = probs.size
     half = probs.astype(np.float16)
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table("uqeval default vs zarr default", header, [row("uqeval default"), row("zarr default")])
     print_table("alternative codecs on float16 (same chunks)", header, [row(name) for name in alternative_codecs()])
 
+    print(f"\n1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other work skews times)")
     ratio = t_default / t_uqeval
     status = "ok" if ratio >= TARGET else "MISSED"
     print_table(

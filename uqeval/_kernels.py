@@ -1,16 +1,19 @@
 """Numba kernels over plain arrays with explicit axes.
 
-Public functions in :mod:`uqeval.decompose` and :mod:`uqeval.cube` wrap these for
+Public functions in :mod:`uqeval.decompose` and :mod:`uqeval.checks` wrap these for
 numpy, xarray and dask inputs; nothing here knows about labels or dims.
 
-Numba has no float16 on the CPU, so half-precision input is passed as its ``uint16``
-bit pattern and widened through a 65,536-entry lookup table (exact, NaN and inf
-included). Other float dtypes are read directly.
+Every loop runs over a block of pixels held in small float32 buffers, so that LLVM
+vectorises it:
+
+- Numba has no float16 on the CPU, so half-precision input arrives as its ``uint16``
+  bit pattern and is widened exactly through a lookup table, a row at a time.
+- ``ln`` is computed by :func:`_negative_xlogx`, a branch-free float32 logarithm
+  (Cephes ``logf``: exponent from the bits, degree-9 polynomial on the mantissa,
+  about 1 ulp), since libm's scalar ``logf`` would cost as much as reading the input.
 """
 
 from __future__ import annotations
-
-import math
 
 import numba
 import numpy as np
@@ -21,46 +24,100 @@ from numba.extending import overload
 #: (class × block float32) stay in L1, large enough to amortise task start-up.
 PIXEL_BLOCK = 1024
 
-#: float32 value of every float16 bit pattern.
+#: Floor inside the logarithm: ``v ln max(v, tiny)`` is exactly 0 at v = 0 and below
+#: the floor the term is under 1e-28 nats. A normal float32, so the bit-level log holds.
+_TINY = np.float32(1e-30)
+_SQRT_HALF = np.float32(0.70710677)
+_LN2_HIGH = np.float32(0.693359375)
+_LN2_LOW = np.float32(-2.12194440e-4)
+#: float32 value of every float16 bit pattern: exact, subnormals, inf and NaN included.
+#: A 256 KiB lookup that stays in L2 beat integer bit manipulation in measurements.
 HALF_TO_FLOAT = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-#: Dummy table passed with float32/float64 input (never read).
-NO_TABLE = np.zeros(1, dtype=np.float32)
 
 
-def as_kernel_input(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(array, table)`` for the kernels: float16 becomes its uint16 bits."""
-    if x.dtype == np.float16:
-        return x.view(np.uint16), HALF_TO_FLOAT
-    return x, NO_TABLE
+def as_kernel_input(x: np.ndarray) -> np.ndarray:
+    """The array as the kernels take it: float16 becomes its ``uint16`` bit pattern."""
+    return x.view(np.uint16) if x.dtype == np.float16 else x
 
 
-def _widen(value, table):  # pragma: no cover - replaced by the overload below
+def _widen_row(row, floats, bits):  # pragma: no cover - replaced by the overload below
     raise NotImplementedError
 
 
-@overload(_widen)
-def _widen_overload(value, table):
-    if isinstance(value, types.Integer):
-        return lambda value, table: table[value]
-    return lambda value, table: np.float32(value)
+@overload(_widen_row)
+def _widen_row_overload(row, floats, bits):
+    """A row of input as float32: itself for float32, widened into ``floats`` otherwise.
+
+    ``floats`` and ``bits`` are the same buffer seen as float32 and int32.
+    """
+    if isinstance(row.dtype, types.Integer):
+
+        def widen_half(row, floats, bits):
+            for i in range(row.shape[0]):
+                floats[i] = HALF_TO_FLOAT[row[i]]
+            return floats
+
+        return widen_half
+    if row.dtype == types.float32:
+        return lambda row, floats, bits: row
+
+    def narrow(row, floats, bits):
+        for i in range(row.shape[0]):
+            floats[i] = np.float32(row[i])
+        return floats
+
+    return narrow
 
 
-#: Floor inside the logarithm: ``v ln max(v, tiny)`` is exactly 0 at v = 0 and
-#: branch-free, so the loop vectorises; below the floor the term is under 1e-36.
-_TINY = np.float32(1e-38)
+@numba.njit(inline="always")
+def _negative_xlogx(values, entropy, floats, bits, exponents):
+    """``entropy[i] -= v ln v`` for ``v = values[i]`` in [0, 1], with ``0 ln 0 = 0``.
+
+    ``floats``/``bits`` is one scratch buffer seen as float32 and int32;
+    ``exponents`` is a float32 scratch buffer.
+    """
+    n = values.shape[0]
+    for i in range(n):
+        floats[i] = max(values[i], _TINY)
+    for i in range(n):
+        word = bits[i]
+        exponents[i] = np.float32(((word >> 23) & 0xFF) - 126)
+        bits[i] = (word & 0x007FFFFF) | 0x3F000000  # mantissa in [0.5, 1)
+    for i in range(n):
+        mantissa = floats[i]
+        exponent = exponents[i]
+        small = mantissa < _SQRT_HALF
+        exponent = exponent - np.float32(1.0) if small else exponent
+        x = mantissa + mantissa - np.float32(1.0) if small else mantissa - np.float32(1.0)
+        z = x * x
+        y = np.float32(7.0376836292e-2)
+        y = y * x - np.float32(1.1514610310e-1)
+        y = y * x + np.float32(1.1676998740e-1)
+        y = y * x - np.float32(1.2420140846e-1)
+        y = y * x + np.float32(1.4249322787e-1)
+        y = y * x - np.float32(1.6668057665e-1)
+        y = y * x + np.float32(2.0000714765e-1)
+        y = y * x - np.float32(2.4999993993e-1)
+        y = y * x + np.float32(3.3333331174e-1)
+        y = y * x * z
+        y += _LN2_LOW * exponent
+        y -= np.float32(0.5) * z
+        logarithm = x + y + _LN2_HIGH * exponent
+        entropy[i] -= values[i] * logarithm
 
 
 @numba.njit(inline="always")
 def _track_sums(sample_sum, lowest_sum, highest_sum, not_finite):
-    """Lane-wise running minimum and maximum of the class sums of one sample.
+    """Lane-wise running minimum and maximum of the finite class sums of one sample.
 
     A NaN or inf among the values makes its sum non-finite; ``total - total`` is then
     NaN and poisons that lane of ``not_finite``, which is otherwise 0.
     """
     for i in range(sample_sum.shape[0]):
         total = sample_sum[i]
-        lowest_sum[i] = total if total < lowest_sum[i] else lowest_sum[i]
-        highest_sum[i] = total if total > highest_sum[i] else highest_sum[i]
+        finite = total - total == 0.0
+        lowest_sum[i] = total if finite and total < lowest_sum[i] else lowest_sum[i]
+        highest_sum[i] = total if finite and total > highest_sum[i] else highest_sum[i]
         not_finite[i] += total - total
 
 
@@ -77,13 +134,12 @@ def _write_stats(stats, image, block, lowest, lowest_sum, highest_sum, not_finit
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def decompose_kernel(x, table, au, eu, tu, mean, pred, stats):
+def decompose_kernel(x, au, eu, tu, mean, pred, stats):
     """Entropy decomposition of a batch of sample cubes, in one pass.
 
     Parameters
     ----------
     x : (image, eu, au, class, pixel) float32/float64, or uint16 float16 bits
-    table : float16-bits-to-float32 table (ignored for float input)
     au, eu, tu : (image, pixel) float32, written
     mean : (image, class, pixel) float32, written
     pred : (image, pixel) uint8/int16, written
@@ -113,15 +169,19 @@ def decompose_kernel(x, table, au, eu, tu, mean, pred, stats):
         lowest_sum = np.full(length, np.inf, dtype=np.float32)
         highest_sum = np.full(length, -np.inf, dtype=np.float32)
         not_finite = np.zeros(length, dtype=np.float32)
+        scaled = np.empty(length, dtype=np.float32)
+        bits = np.empty(length, dtype=np.int32)
+        floats = bits.view(np.float32)
+        exponents = np.empty(length, dtype=np.float32)
         for e in range(n_members):
             member_mean[:] = 0.0
             for a in range(n_samples):
                 sample_sum[:] = 0.0
                 for c in range(n_classes):
-                    row = x[image, e, a, c, start : start + length]
+                    row = _widen_row(x[image, e, a, c, start : start + length], floats, bits)
                     accumulator = member_mean[c]
                     for i in range(length):
-                        v = _widen(row[i], table)
+                        v = row[i]
                         accumulator[i] += v
                         sample_sum[i] += v
                         lowest[i] = v if v < lowest[i] else lowest[i]
@@ -132,33 +192,37 @@ def decompose_kernel(x, table, au, eu, tu, mean, pred, stats):
                 for i in range(length):
                     v = member_row[i] * inv_samples
                     total_row[i] += v
-                    expected_entropy[i] -= v * math.log(max(v, _TINY))
+                    scaled[i] = v
+                _negative_xlogx(scaled, expected_entropy, floats, bits, exponents)
         entropy = np.zeros(length, dtype=np.float32)
         best_value = np.full(length, -np.inf, dtype=np.float32)
-        pred[image, start : start + length] = 0
+        best_class = np.zeros(length, dtype=np.int32)
         for c in range(n_classes):
             total_row = total_mean[c]
+            mean_row = mean[image, c, start : start + length]
             for i in range(length):
                 v = total_row[i] * inv_members
-                mean[image, c, start + i] = v
-                entropy[i] -= v * math.log(max(v, _TINY))
-                if v > best_value[i]:
-                    best_value[i] = v
-                    pred[image, start + i] = c
+                mean_row[i] = v
+                scaled[i] = v
+                better = v > best_value[i]
+                best_value[i] = v if better else best_value[i]
+                best_class[i] = c if better else best_class[i]
+            _negative_xlogx(scaled, entropy, floats, bits, exponents)
         for i in range(length):
             aleatoric = expected_entropy[i] * inv_members
             au[image, start + i] = aleatoric
             tu[image, start + i] = entropy[i]
             eu[image, start + i] = max(entropy[i] - aleatoric, np.float32(0.0))
+            pred[image, start + i] = best_class[i]
         _write_stats(stats, image, block, lowest, lowest_sum, highest_sum, not_finite)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def value_stats_kernel(x, table, stats):
+def value_stats_kernel(x, stats):
     """Per image and pixel block, the value statistics of :func:`decompose_kernel`.
 
     ``x`` is ``(image, sample, class, pixel)``; ``stats`` is ``(image, block, 4)``:
-    non-finite class-sum count, minimum value, minimum and maximum finite class sum.
+    non-finite pixel count, minimum value, minimum and maximum finite class sum.
     """
     n_images, n_draws, n_classes, n_pixels = x.shape
     n_blocks = (n_pixels + PIXEL_BLOCK - 1) // PIXEL_BLOCK
@@ -172,12 +236,14 @@ def value_stats_kernel(x, table, stats):
         lowest_sum = np.full(length, np.inf, dtype=np.float32)
         highest_sum = np.full(length, -np.inf, dtype=np.float32)
         not_finite = np.zeros(length, dtype=np.float32)
+        bits = np.empty(length, dtype=np.int32)
+        floats = bits.view(np.float32)
         for s in range(n_draws):
             sample_sum[:] = 0.0
             for c in range(n_classes):
-                row = x[image, s, c, start : start + length]
+                row = _widen_row(x[image, s, c, start : start + length], floats, bits)
                 for i in range(length):
-                    v = _widen(row[i], table)
+                    v = row[i]
                     sample_sum[i] += v
                     lowest[i] = v if v < lowest[i] else lowest[i]
             _track_sums(sample_sum, lowest_sum, highest_sum, not_finite)

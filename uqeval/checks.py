@@ -29,10 +29,10 @@ def value_stats(values: np.ndarray) -> np.ndarray:
     """
     n_images, n_classes = values.shape[0], values.shape[-3]
     flat = np.ascontiguousarray(values).reshape(n_images, -1, n_classes, values.shape[-2] * values.shape[-1])
-    kernel_input, table = _kernels.as_kernel_input(flat)
+    kernel_input = _kernels.as_kernel_input(flat)
     n_blocks = -(-flat.shape[-1] // _kernels.PIXEL_BLOCK)
     stats = np.empty((n_images, n_blocks, 4))
-    _kernels.value_stats_kernel(kernel_input, table, stats)
+    _kernels.value_stats_kernel(kernel_input, stats)
     return reduce_block_stats(stats)
 
 
@@ -51,24 +51,24 @@ def raise_for_value_stats(stats: np.ndarray, image_ids: Sequence[object], variab
     :data:`SUM_TOLERANCE` for every sample and pixel.
     """
     n_bad, lowest, lowest_sum, highest_sum = stats.T
-    for index in np.flatnonzero(n_bad > 0)[:1]:
+    off_sum = (np.abs(lowest_sum - 1) > SUM_TOLERANCE) | (np.abs(highest_sum - 1) > SUM_TOLERANCE)
+    broken = np.flatnonzero((n_bad > 0) | (lowest < 0) | off_sum)
+    if broken.size == 0:
+        return
+    index = broken[0]
+    where = f"{variable}: image {_name(image_ids[index])}"
+    if n_bad[index] > 0:
+        raise UQEvalError(f"{where} has NaN or inf values at {int(n_bad[index])} pixel(s)")
+    if lowest[index] < 0:
         raise UQEvalError(
-            f"{variable}: image {_name(image_ids[index])} has NaN or inf values at {int(n_bad[index])} pixel(s)"
+            f"{where} has negative probabilities (as low as {lowest[index]:.4g}); probabilities lie in "
+            "[0, 1]. If these are logits, store them as the `logits` variable (softmax is applied on read)"
         )
-    for index in np.flatnonzero(lowest < 0)[:1]:
-        raise UQEvalError(
-            f"{variable}: image {_name(image_ids[index])} has negative probabilities "
-            f"(as low as {lowest[index]:.4g}); probabilities lie in [0, 1]. If these are "
-            "logits, store them as the `logits` variable (softmax is applied on read)"
-        )
-    off = (np.abs(lowest_sum - 1) > SUM_TOLERANCE) | (np.abs(highest_sum - 1) > SUM_TOLERANCE)
-    for index in np.flatnonzero(off)[:1]:
-        raise UQEvalError(
-            f"{variable}: image {_name(image_ids[index])} does not sum to 1 over `class` "
-            f"(sums from {lowest_sum[index]:.4g} to {highest_sum[index]:.4g}); they look like "
-            "logits or unnormalised scores: store logits as the `logits` variable "
-            "(softmax is applied on read)"
-        )
+    raise UQEvalError(
+        f"{where} does not sum to 1 over `class` (sums from {lowest_sum[index]:.4g} to "
+        f"{highest_sum[index]:.4g}); they look like logits or unnormalised scores: store logits as the "
+        "`logits` variable (softmax is applied on read)"
+    )
 
 
 def _name(image_id: object) -> str:

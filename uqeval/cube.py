@@ -83,8 +83,7 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
         group = zarr.open_group(path, mode="r")
     except (zarr.errors.GroupNotFoundError, FileNotFoundError, ValueError, KeyError) as error:
         raise UQEvalError(f"{path}: not a zarr store ({error.__class__.__name__}: {error})") from None
-    attrs = dict(group.attrs)
-    _check_complete(path, attrs)
+    _check_complete(str(path), dict(group.attrs))
     try:
         consolidated = getattr(group.metadata, "consolidated_metadata", None) is not None
         dataset = xr.open_zarr(path, chunks={}, consolidated=consolidated)
@@ -99,6 +98,7 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
     Returns the normalised Dataset described in :func:`open_cube`.
     """
     attrs = dict(dataset.attrs)
+    _check_complete(where, attrs)
     schema = attrs.get("schema")
     if schema is None:
         raise UQEvalError(f"{where}: attribute `schema` is missing (a uqeval cube has schema = {SCHEMA})")
@@ -225,11 +225,11 @@ def _image_blocks(array: xr.DataArray) -> list[tuple[int, int]]:
     return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
-def _check_complete(path: Path, attrs: dict[str, Any]) -> None:
+def _check_complete(where: str, attrs: dict[str, Any]) -> None:
     progress = attrs.get(PROGRESS_ATTR)
     if progress is not None and not progress.get("complete", False):
         raise UQEvalError(
-            f"{path}: the store is incomplete: writing stopped after {progress.get('n_images', 0)} "
+            f"{where}: the store is incomplete: writing stopped after {progress.get('n_images', 0)} "
             "complete image(s) and close() was never reached; continue it with "
             "CubeWriter(path, ..., resume=True)"
         )
@@ -262,7 +262,7 @@ def _normalise_image_coordinate(dataset: xr.Dataset, where: str) -> xr.Dataset:
         raise UQEvalError(f"{where}: coordinate `image` has dtype {ids.dtype}; image ids are strings or integers")
     unique, counts = np.unique(ids.astype(str) if ids.dtype == object else ids, return_counts=True)
     if (counts > 1).any():
-        raise UQEvalError(f"{where}: coordinate `image` repeats the id {unique[counts > 1][0]!r}")
+        raise UQEvalError(f"{where}: coordinate `image` repeats the id {_name(unique[counts > 1][0])}")
     return dataset.assign_coords(image=ids)
 
 
@@ -447,18 +447,18 @@ class CubeWriter:
             raise UQEvalError(f"{self.path}: CubeWriter is closed")
         values = self._take_values(probs, logits)
         n = values.shape[0]
-        labels_array = self._take_labels(labels, n)
         ids = self._take_ids(image_ids, n)
-        self._check_values(values, ids)
+        labels_array = self._take_labels(labels, ids)
+        with np.errstate(over="ignore"):
+            stored = values.astype(self.dtype)
+        self._check_values(values, stored, ids)
         domains = _per_image("domain", domain, n)
         roles = _per_image("role", role, n)
         bad_roles = [value for value in roles if value not in ROLES]
         if bad_roles:
             raise UQEvalError(f"CubeWriter.append: role {bad_roles[0]!r}; roles are {ROLES}")
         self._seen_ids.update(ids)
-        self._buffer.append(
-            {"values": values.astype(self.dtype), "labels": labels_array, "ids": ids, "domain": domains, "role": roles}
-        )
+        self._buffer.append({"values": stored, "labels": labels_array, "ids": ids, "domain": domains, "role": roles})
         if sum(len(batch["ids"]) for batch in self._buffer) >= self.chunk_images:
             self._flush(whole_chunks_only=True)
 
@@ -625,14 +625,24 @@ class CubeWriter:
             raise UQEvalError(f"CubeWriter.append: `{self.variable}` has dtype {values.dtype}; expected floats")
         return values
 
-    def _check_values(self, values: np.ndarray, ids: list[object]) -> None:
+    def _check_values(self, values: np.ndarray, stored: np.ndarray, ids: list[object]) -> None:
         if self.variable == "probs":
             raise_for_value_stats(value_stats(values), ids, variable="CubeWriter.append: probs")
-        elif not np.isfinite(values).all():
-            index = int(np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(1))[0])
-            raise UQEvalError(f"CubeWriter.append: logits of image {ids[index]!r} have NaN or inf values")
+        else:
+            finite = np.isfinite(values).reshape(len(values), -1).all(1)
+            stored_finite = np.isfinite(stored).reshape(len(values), -1).all(1)
+            if not finite.all():
+                index = int(np.flatnonzero(~finite)[0])
+                raise UQEvalError(f"CubeWriter.append: logits of image {ids[index]!r} have NaN or inf values")
+            if not stored_finite.all():
+                index = int(np.flatnonzero(~stored_finite)[0])
+                raise UQEvalError(
+                    f"CubeWriter.append: logits of image {ids[index]!r} overflow {self.dtype} (largest magnitude "
+                    f"{np.abs(values[index]).max():.4g}); store them with dtype='float32'"
+                )
 
-    def _take_labels(self, labels: np.ndarray | None, n: int) -> np.ndarray | None:
+    def _take_labels(self, labels: np.ndarray | None, ids: list[object]) -> np.ndarray | None:
+        n = len(ids)
         if not self.raters:
             if labels is not None:
                 raise UQEvalError("CubeWriter.append: labels given but the writer was made with raters=0")
@@ -650,7 +660,7 @@ class CubeWriter:
         if bad.any():
             image, rater, y, x = np.argwhere(bad)[0]
             raise UQEvalError(
-                f"CubeWriter.append: label {int(labels[image, rater, y, x])} of image {self.n_images + image} "
+                f"CubeWriter.append: label {int(labels[image, rater, y, x])} of image {ids[image]!r} "
                 f"(rater {rater}, y={y}, x={x}) is not a class in 0..{n_classes - 1} or {IGNORE_LABEL}"
             )
         return labels.astype(np.uint8)

@@ -102,7 +102,7 @@ def decompose_batch(cubes: np.ndarray, image_ids: Sequence[object], *, check: bo
         n_members, n_samples = n_samples, 1
         convention = "samples-as-members"
     flat = np.ascontiguousarray(cubes).reshape(n_images, n_members, n_samples, n_classes, height * width)
-    kernel_input, table = _kernels.as_kernel_input(flat)
+    kernel_input = _kernels.as_kernel_input(flat)
     n_pixels = height * width
     au = np.empty((n_images, n_pixels), dtype=np.float32)
     eu = np.empty_like(au)
@@ -110,7 +110,7 @@ def decompose_batch(cubes: np.ndarray, image_ids: Sequence[object], *, check: bo
     mean = np.empty((n_images, n_classes, n_pixels), dtype=np.float32)
     pred = np.empty((n_images, n_pixels), dtype=np.uint8 if n_classes <= 256 else np.int16)
     stats = np.empty((n_images, -(-n_pixels // _kernels.PIXEL_BLOCK), 4))
-    _kernels.decompose_kernel(kernel_input, table, au, eu, tu, mean, pred, stats)
+    _kernels.decompose_kernel(kernel_input, au, eu, tu, mean, pred, stats)
     if check:
         raise_for_value_stats(reduce_block_stats(stats), image_ids)
     shape = (n_images, height, width)
