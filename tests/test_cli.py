@@ -91,3 +91,29 @@ def test_usage_error_exits_2():
     result = run_cli("inspect")
     assert result.returncode == 2
     assert "Missing argument" in result.stderr
+
+
+def test_nan_in_one_image_names_store_and_image(tmp_path):
+    import numpy as np
+    import zarr
+
+    store = uqeval.make_synthetic_cube(tmp_path / "cube.zarr", n_images=6, size=16)
+    probs = zarr.open_group(store, mode="r+")["probs"]
+    image = probs[2]
+    image[0, 0, 0, 3, 3] = np.nan
+    probs[2] = image
+    result = run_cli("inspect", str(store))
+    assert result.returncode == 2
+    assert "cube.zarr" in result.stderr
+    assert "'id-00002'" in result.stderr
+    assert "NaN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_single_array_is_not_a_cube(tmp_path):
+    import zarr
+
+    zarr.create_array(tmp_path / "array.zarr", shape=(3,), dtype="float32")
+    result = run_cli("inspect", str(tmp_path / "array.zarr"))
+    assert result.returncode == 2
+    assert "single zarr array" in result.stderr

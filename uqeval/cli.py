@@ -108,7 +108,10 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
     sizes = dataset["probs"].sizes
     with _progress() as progress:
         task = progress.add_task(f"decompose {store.name}", total=sizes["image"])
-        rows = summarize(dataset, progress=lambda done: progress.update(task, completed=done))
+        try:
+            rows = summarize(dataset, progress=lambda done: progress.update(task, completed=done))
+        except UQEvalError as error:
+            raise UQEvalError(f"{store}: {error}") from None
     attrs = dataset.attrs
     title = (
         f"{store.name}: {attrs.get('model') or 'model'} — eu {sizes['eu']} × au {sizes['au']}, "

@@ -81,6 +81,8 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
         raise UQEvalError(f"{path}: no such file or directory")
     try:
         group = zarr.open_group(path, mode="r")
+    except zarr.errors.ContainsArrayError:
+        raise UQEvalError(f"{path}: is a single zarr array; a cube store is a zarr group of variables") from None
     except (zarr.errors.GroupNotFoundError, FileNotFoundError, ValueError, KeyError) as error:
         raise UQEvalError(f"{path}: not a zarr store ({error.__class__.__name__}: {error})") from None
     _check_complete(str(path), dict(group.attrs))
