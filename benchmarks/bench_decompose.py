@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections.abc import Callable
 
 import numba
 import numpy as np
+from _timing import best_times, print_table
 
 import uqeval
 from uqeval.decompose import decompose_batch
@@ -102,31 +101,6 @@ def total(cube: np.ndarray) -> object:
     """``cube.sum()``: one pass over the input; a float16 total overflows, which is harmless here."""
     with np.errstate(over="ignore"):
         return cube.sum()
-
-
-def best_times(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Best of ``repeats`` wall times per contender, timed round-robin after ``warmup`` runs."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    best = dict.fromkeys(contenders, float("inf"))
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
-    print(line)
-    for row in rows:
-        cells = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-        print("  ".join(cells))
 
 
 def run_dtype(cube: np.ndarray, reference_input: np.ndarray, repeats: int) -> dict[str, float]:

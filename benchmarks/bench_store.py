@@ -30,13 +30,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import zarr
 import zarr.codecs
+from _timing import best_times, print_table
 from scipy.ndimage import gaussian_filter
 
 import uqeval
@@ -67,30 +67,6 @@ def make_probs(n_images: int, eu: int, au: int, size: int, seed: int) -> np.ndar
 
 def store_bytes(path: Path) -> int:
     return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
-
-
-def best_times(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Best of ``repeats`` wall times per contender, timed round-robin after ``warmup`` runs."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    best = dict.fromkeys(contenders, float("inf"))
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        cells = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-        print("  ".join(cells))
 
 
 def alternative_codecs() -> dict[str, object]:

@@ -74,22 +74,32 @@ def synth(
     """Write a synthetic cube store whose aleatoric and epistemic truth is known."""
     if out.exists() and not overwrite:
         raise UQEvalError(f"{out}: already exists; pass --overwrite to replace it")
-    with _progress() as progress:
-        task = progress.add_task(f"synth {scenario}", total=images)
-        make_synthetic_cube(
-            out,
-            scenario,
-            n_images=images,
-            seed=seed,
-            size=size,
-            n_classes=classes,
-            eu=eu,
-            au=au,
-            raters=raters,
-            overwrite=overwrite,
-            progress=lambda done: progress.update(task, completed=done),
-        )
+    _write_synthetic(
+        out,
+        scenario,
+        n_images=images,
+        seed=seed,
+        size=size,
+        n_classes=classes,
+        eu=eu,
+        au=au,
+        raters=raters,
+        overwrite=overwrite,
+    )
     err_console.print(f"wrote {out} ({images} images, scenario {scenario}, seed {seed})")
+
+
+def _write_synthetic(store: Path, scenario: str, *, n_images: int, **options) -> None:
+    """:func:`make_synthetic_cube` behind a progress bar."""
+    with _progress() as progress:
+        task = progress.add_task(f"synth {scenario}", total=n_images)
+        make_synthetic_cube(
+            store,
+            scenario,
+            n_images=n_images,
+            progress=lambda done: progress.update(task, completed=done),
+            **options,
+        )
 
 
 @app.command()
@@ -139,16 +149,7 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     for scenario in SCENARIOS:
         store = out / f"{scenario}.zarr"
-        with _progress() as progress:
-            task = progress.add_task(f"synth {scenario}", total=images)
-            make_synthetic_cube(
-                store,
-                scenario,
-                n_images=images,
-                seed=seed,
-                overwrite=True,
-                progress=lambda done, task=task: progress.update(task, completed=done),
-            )
+        _write_synthetic(store, scenario, n_images=images, seed=seed, overwrite=True)
         console.print(_summary_table(store))
     console.print(
         f"Stores are in [cyan]{out}[/]. In the disentangled model EU rises on the OOD domains while AU does not; "

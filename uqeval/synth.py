@@ -85,10 +85,7 @@ def synthesize_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image: probabilities ``(eu, au, class, y, x)`` float32 and rater labels
     ``(rater, y, x)`` uint8."""
-    if scenario not in SCENARIOS:
-        raise UQEvalError(f"synth: unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    if n_classes not in (2, 3):
-        raise UQEvalError(f"synth: `classes` must be 2 or 3, got {n_classes}")
+    _check_scenario_and_classes(scenario, n_classes)
     if scenario == "no-eu":
         eu = 1
     coords = np.arange(size, dtype=np.float32) + 0.5
@@ -209,10 +206,7 @@ def make_synthetic_cube(
     -------
     pathlib.Path of the store.
     """
-    if scenario not in SCENARIOS:
-        raise UQEvalError(f"synth: unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    if n_classes not in (2, 3):
-        raise UQEvalError(f"synth: `classes` must be 2 or 3, got {n_classes}")
+    _check_scenario_and_classes(scenario, n_classes)
     if scenario == "no-eu":
         eu = 1
     elif eu < 2:
@@ -253,6 +247,13 @@ def make_synthetic_cube(
             if progress is not None:
                 progress(index + 1)
     return Path(path)
+
+
+def _check_scenario_and_classes(scenario: str, n_classes: int) -> None:
+    if scenario not in SCENARIOS:
+        raise UQEvalError(f"synth: unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if n_classes not in (2, 3):
+        raise UQEvalError(f"synth: `classes` must be 2 or 3, got {n_classes}")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
