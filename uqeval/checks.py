@@ -14,6 +14,21 @@ from uqeval.errors import UQEvalError
 SUM_TOLERANCE = 1e-2
 
 
+def check_decomposable(n_members: int, n_samples: int, n_classes: int, where: str) -> None:
+    """Refuse cube sizes that have no AU/EU decomposition.
+
+    ``eu = au = 1`` is a deterministic model (one sample per image), and fewer than two
+    classes leave nothing to be uncertain about.
+    """
+    if n_members == 1 and n_samples == 1:
+        raise UQEvalError(
+            f"{where}: eu = au = 1 is a deterministic model (one sample per image); "
+            "the AU/EU decomposition needs several members (eu) or samples (au)"
+        )
+    if n_classes < 2:
+        raise UQEvalError(f"{where}: dim `class` has size {n_classes}; at least 2 classes are needed")
+
+
 def value_stats(values: np.ndarray) -> np.ndarray:
     """Per-image value statistics of a probability array.
 
@@ -56,7 +71,7 @@ def raise_for_value_stats(stats: np.ndarray, image_ids: Sequence[object], variab
     if broken.size == 0:
         return
     index = broken[0]
-    where = f"{variable}: image {_name(image_ids[index])}"
+    where = f"{variable}: image {image_name(image_ids[index])}"
     if n_bad[index] > 0:
         raise UQEvalError(f"{where} has NaN or inf values at {int(n_bad[index])} pixel(s)")
     if lowest[index] < 0:
@@ -71,5 +86,6 @@ def raise_for_value_stats(stats: np.ndarray, image_ids: Sequence[object], variab
     )
 
 
-def _name(image_id: object) -> str:
+def image_name(image_id: object) -> str:
+    """An image id as messages show it: ``'case-3'`` or ``7``, never ``np.str_('case-3')``."""
     return repr(image_id.item() if isinstance(image_id, np.generic) else image_id)

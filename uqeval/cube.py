@@ -19,7 +19,7 @@ import zarr
 import zarr.codecs
 import zarr.errors
 
-from uqeval.checks import raise_for_value_stats, value_stats
+from uqeval.checks import check_decomposable, image_name, raise_for_value_stats, value_stats
 from uqeval.errors import UQEvalError
 
 SCHEMA = 1
@@ -119,13 +119,7 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
     for dim in PROBS_DIMS:
         if sizes[dim] == 0:
             raise UQEvalError(f"{where}: dim `{dim}` of `{variable}` is empty")
-    if sizes["class"] < 2:
-        raise UQEvalError(f"{where}: dim `class` has size {sizes['class']}; at least 2 classes are needed")
-    if sizes["eu"] == 1 and sizes["au"] == 1:
-        raise UQEvalError(
-            f"{where}: eu = au = 1 is a deterministic model (one sample per image); "
-            "the AU/EU decomposition needs several members (eu) or samples (au)"
-        )
+    check_decomposable(sizes["eu"], sizes["au"], sizes["class"], where)
 
     dataset = _normalise_image_coordinate(dataset, where)
     dataset = dataset.assign(domain=_string_variable(dataset, "domain", where, default=None))
@@ -135,7 +129,7 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
         index = int(np.flatnonzero(~np.isin(role.values, ROLES))[0])
         raise UQEvalError(
             f"{where}: variable `role` has value {unknown[0]!r} for image "
-            f"{_image_name(dataset, index)}; roles are {ROLES}"
+            f"{_image_id_at(dataset, index)}; roles are {ROLES}"
         )
     dataset = dataset.assign(role=role)
 
@@ -215,7 +209,7 @@ def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
             if bad.any():
                 image, rater, y, x = np.argwhere(bad)[0]
                 raise UQEvalError(
-                    f"{where}: `labels` of image {_name(ids[start + image])} (rater {rater}, pixel y={y}, "
+                    f"{where}: `labels` of image {image_name(ids[start + image])} (rater {rater}, pixel y={y}, "
                     f"x={x}) is {int(block[image, rater, y, x])}; classes are 0..{n_classes - 1} "
                     f"and {IGNORE_LABEL} means ignore"
                 )
@@ -264,7 +258,7 @@ def _normalise_image_coordinate(dataset: xr.Dataset, where: str) -> xr.Dataset:
         raise UQEvalError(f"{where}: coordinate `image` has dtype {ids.dtype}; image ids are strings or integers")
     unique, counts = np.unique(ids.astype(str) if ids.dtype == object else ids, return_counts=True)
     if (counts > 1).any():
-        raise UQEvalError(f"{where}: coordinate `image` repeats the id {_name(unique[counts > 1][0])}")
+        raise UQEvalError(f"{where}: coordinate `image` repeats the id {image_name(unique[counts > 1][0])}")
     return dataset.assign_coords(image=ids)
 
 
@@ -283,18 +277,14 @@ def _string_variable(dataset: xr.Dataset, name: str, where: str, default: str | 
     for index, value in enumerate(strings):
         if not isinstance(value, str) or not value:
             raise UQEvalError(
-                f"{where}: variable `{name}` of image {_image_name(dataset, index)} is {value!r}; "
+                f"{where}: variable `{name}` of image {_image_id_at(dataset, index)} is {value!r}; "
                 "expected a non-empty string"
             )
     return xr.DataArray(np.asarray(strings, dtype=object), dims=("image",))
 
 
-def _image_name(dataset: xr.Dataset, index: int) -> str:
-    return _name(dataset["image"].values[index])
-
-
-def _name(image_id: object) -> str:
-    return repr(image_id.item() if isinstance(image_id, np.generic) else image_id)
+def _image_id_at(dataset: xr.Dataset, index: int) -> str:
+    return image_name(dataset["image"].values[index])
 
 
 # --------------------------------------------------------------------------- writing
@@ -364,15 +354,9 @@ class CubeWriter:
         for name, value in {"n_classes": n_classes, "eu": eu, "au": au, "height": height, "width": width}.items():
             if not isinstance(value, int | np.integer) or value < 1:
                 raise UQEvalError(f"CubeWriter: `{name}` must be a positive integer, got {value!r}")
-        if n_classes < 2:
-            raise UQEvalError(f"CubeWriter: `n_classes` is {n_classes}; at least 2 classes are needed")
+        check_decomposable(eu, au, n_classes, "CubeWriter")
         if n_classes > IGNORE_LABEL and raters:
             raise UQEvalError(f"CubeWriter: labels are uint8 with {IGNORE_LABEL} = ignore; at most 255 classes")
-        if eu == 1 and au == 1:
-            raise UQEvalError(
-                "CubeWriter: eu = au = 1 is a deterministic model; the AU/EU decomposition "
-                "needs several members (eu) or samples (au)"
-            )
         if variable not in ("probs", "logits"):
             raise UQEvalError(f"CubeWriter: `variable` is {variable!r}; expected 'probs' or 'logits'")
         self.dtype = np.dtype(dtype)
@@ -688,10 +672,8 @@ class CubeWriter:
                 f"CubeWriter.append: image_ids are {kind}s but earlier ones were {self._id_kind}s; "
                 "keep one kind per store"
             )
-        buffered = {i for batch in self._buffer for i in batch["ids"]}
-        repeated = [value for value in ids if value in self._seen_ids or value in buffered]
-        if len(set(ids)) != len(ids):
-            repeated = [value for value in ids if ids.count(value) > 1]
+        # Buffered ids are already in `_seen_ids`; repeats within the batch come first.
+        repeated = [value for value in ids if ids.count(value) > 1 or value in self._seen_ids]
         if repeated:
             raise UQEvalError(f"CubeWriter.append: image id {repeated[0]!r} is already in the store")
         return ids

@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 
 from uqeval import _kernels
-from uqeval.checks import raise_for_value_stats, reduce_block_stats
+from uqeval.checks import check_decomposable, raise_for_value_stats, reduce_block_stats
 from uqeval.errors import UQEvalError
 
 #: Dims of one image's sample cube, in storage order.
@@ -89,15 +89,9 @@ def decompose_batch(cubes: np.ndarray, image_ids: Sequence[object], *, check: bo
     if cubes.dtype.kind != "f":
         raise UQEvalError(f"decompose: probabilities must be floating point, got dtype {cubes.dtype}")
     n_images, n_members, n_samples, n_classes, height, width = cubes.shape
-    if n_classes < 2:
-        raise UQEvalError(f"decompose: dim 'class' has size {n_classes}; at least 2 classes are needed")
+    check_decomposable(n_members, n_samples, n_classes, "decompose")
     convention = "members"
     if n_members == 1:
-        if n_samples == 1:
-            raise UQEvalError(
-                "decompose: eu = au = 1 is a deterministic model (one sample per image); "
-                "the AU/EU decomposition needs several members or samples"
-            )
         cubes = cubes.reshape(n_images, n_samples, 1, n_classes, height, width)
         n_members, n_samples = n_samples, 1
         convention = "samples-as-members"
@@ -188,11 +182,7 @@ def _template(array: xr.DataArray, leading: tuple[str, ...]) -> xr.Dataset:
     lead_shape = array.shape[: len(leading)]
     n_classes, height, width = array.shape[-3:]
     n_members, n_samples = array.sizes["eu"], array.sizes["au"]
-    if n_members == 1 and n_samples == 1:
-        raise UQEvalError(
-            "decompose: eu = au = 1 is a deterministic model (one sample per image); "
-            "the AU/EU decomposition needs several members or samples"
-        )
+    check_decomposable(n_members, n_samples, n_classes, "decompose")
 
     def empty(extra: tuple[int, ...], dtype) -> da.Array:
         return da.empty((*lead_shape, *extra), chunks=(*lead_chunks, *extra), dtype=dtype)
