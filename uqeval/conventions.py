@@ -1,0 +1,103 @@
+"""Every choice behind a score, in one frozen dataclass with the DESIGN §4 defaults.
+
+Two runs scored with equal :class:`Conventions` are comparable; ``scores.json`` records
+the conventions used. :data:`PRESETS` holds named sets: ``default`` and ``paper`` (the
+study's choices where they differ). ``docs/metrics.md`` explains each field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from uqeval.errors import UQEvalError
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """The conventions of aggregation, the task metrics and segmentation quality.
+
+    Attributes
+    ----------
+    aggregation : str
+        Aggregation that turns a map into the image score for OOD detection
+        (``border``; any registered name, see :mod:`uqeval.aggregate`).
+    patch_size : int
+        Side ``k`` of the ``patch_max`` window, clamped to the image along each axis.
+    quantile_method : str
+        ``numpy.quantile`` method for the threshold ``τ`` of the ``threshold`` aggregation.
+    ncc_constant : ``"skip"`` or ``"zero"``
+        Images whose rater variance map or uncertainty map is constant have no Pearson
+        correlation: ``skip`` leaves them out of the mean (and counts them), ``zero``
+        scores them 0 (the study's code).
+    calibration_bins : int
+        Equal-width confidence bins on [0, 1] for ACE, ECE and the reliability diagram.
+    ace_scope : ``"pooled"`` or ``"per-image"``
+        ``pooled`` bins every pixel of a split together; ``per-image`` computes ACE per
+        image and averages over images.
+    rescale_eu : bool
+        The study's proposed mitigation of epistemic collapse: ``EU' = r·EU`` with
+        ``r = mean AU / mean EU`` over the calibration images, ``TU' = AU + EU'``.
+    segmentation_samples : int
+        Discrete samples (argmax of single members' samples) drawn per image for GED and
+        Hungarian-matched IoU.
+    seed : int
+        Seed of that draw; image ``i`` draws from ``SeedSequence(seed, spawn_key=(i,))``.
+    empty_iou : float
+        IoU (and Dice) of two masks that are both empty.
+    """
+
+    aggregation: str = "border"
+    patch_size: int = 10
+    quantile_method: str = "linear"
+    ncc_constant: Literal["skip", "zero"] = "skip"
+    calibration_bins: int = 20
+    ace_scope: Literal["pooled", "per-image"] = "pooled"
+    rescale_eu: bool = False
+    segmentation_samples: int = 16
+    seed: int = 0
+    empty_iou: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.ncc_constant not in ("skip", "zero"):
+            raise UQEvalError(f"conventions: ncc_constant is {self.ncc_constant!r}; expected 'skip' or 'zero'")
+        if self.ace_scope not in ("pooled", "per-image"):
+            raise UQEvalError(f"conventions: ace_scope is {self.ace_scope!r}; expected 'pooled' or 'per-image'")
+        for name in ("patch_size", "calibration_bins", "segmentation_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UQEvalError(f"conventions: {name} is {value!r}; expected a positive integer")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise UQEvalError(f"conventions: seed is {self.seed!r}; expected a non-negative integer")
+        if not isinstance(self.rescale_eu, bool):
+            raise UQEvalError(f"conventions: rescale_eu is {self.rescale_eu!r}; expected True or False")
+        if not 0.0 <= self.empty_iou <= 1.0:
+            raise UQEvalError(f"conventions: empty_iou is {self.empty_iou!r}; expected a value in [0, 1]")
+
+    def replace(self, **changes: Any) -> Conventions:
+        """A copy with some fields changed (validated like the original)."""
+        unknown = sorted(set(changes) - {field.name for field in dataclasses.fields(self)})
+        if unknown:
+            raise UQEvalError(f"conventions: unknown field(s) {unknown}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+#: Named convention sets. ``paper`` differs from ``default`` only where the study's
+#: code chose otherwise; ``docs/metrics.md`` lists the differences.
+PRESETS: dict[str, Conventions] = {
+    "default": Conventions(),
+    "paper": Conventions(ncc_constant="zero"),
+}
+
+
+def preset(name: str) -> Conventions:
+    """The conventions of a named preset (``default`` or ``paper``)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UQEvalError(f"unknown conventions preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,30 @@
+"""Task metrics, one module per task: OOD detection, ambiguity, calibration,
+entanglement and collapse, and segmentation quality."""
+
+from uqeval.metrics.ambiguity import mean_ncc, ncc, rater_statistics, rater_variance
+from uqeval.metrics.calibration import CalibrationTable, PlattFit, PlattTable, ace, ece, fit_platt, reliability
+from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
+from uqeval.metrics.oodd import auroc, fpr_at_tpr, roc_curve
+from uqeval.metrics.segmentation import generalised_energy_distance, hungarian_iou, overlap_matrix
+
+__all__ = [
+    "CalibrationTable",
+    "PlattFit",
+    "PlattTable",
+    "ace",
+    "auroc",
+    "collapse_ratio",
+    "ece",
+    "entanglement_delta",
+    "fit_platt",
+    "fpr_at_tpr",
+    "generalised_energy_distance",
+    "hungarian_iou",
+    "mean_ncc",
+    "ncc",
+    "overlap_matrix",
+    "rater_statistics",
+    "rater_variance",
+    "reliability",
+    "roc_curve",
+]

@@ -1,0 +1,170 @@
+"""Numba kernels of the task metrics, over plain arrays with explicit axes.
+
+Maps arrive flattened to ``(image, pixel)``; rater labels as ``(image, rater, pixel)``.
+The public functions in :mod:`uqeval.metrics` validate inputs and wrap these.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: Mantissa bits kept by the Platt key: values within a relative 2**-12 share a key.
+PLATT_MANTISSA_BITS = 12
+_SHIFT = 23 - PLATT_MANTISSA_BITS
+#: Values below 2**-24 nats share key 0; values from 2**5 nats up share the last key.
+PLATT_SMALLEST = np.float32(2.0**-24)
+_LOW_KEY = int(np.array(PLATT_SMALLEST).view(np.uint32)) >> _SHIFT
+_HIGH_KEY = int(np.array(np.float32(2.0**5)).view(np.uint32)) >> _SHIFT
+#: Rows of a Platt table.
+PLATT_KEYS = _HIGH_KEY - _LOW_KEY + 2
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def rater_kernel(labels, pred, n_classes, ignore, variance, agree, valid, out_of_range):
+    """Rater variance ``g = 1 - Σ_c (n_c / n)²``, agreement with ``pred`` and rater count.
+
+    ``n_c`` counts the raters whose label is ``c`` at a pixel and ``n`` the raters whose
+    label is not ``ignore``; ``Σ_c p_c (1 - p_c) = 1 - Σ_c p_c²`` is the population
+    variance of the one-hot labels summed over classes. A pixel with ``n = 0`` gets
+    ``g = 0`` and ``valid = 0``. Labels that are neither ``ignore`` nor a class are
+    counted per image in ``out_of_range`` and otherwise treated as ignored.
+    """
+    n_images, n_raters, n_pixels = labels.shape
+    for image in numba.prange(n_images):
+        counts = np.zeros(n_classes, dtype=np.int64)
+        bad = 0
+        for pixel in range(n_pixels):
+            total = 0
+            squares = 0
+            agreeing = 0
+            predicted = pred[image, pixel]
+            for rater in range(n_raters):
+                label = labels[image, rater, pixel]
+                if label == ignore:
+                    continue
+                if label < 0 or label >= n_classes:
+                    bad += 1
+                    continue
+                squares += 2 * counts[label] + 1
+                counts[label] += 1
+                total += 1
+                if label == predicted:
+                    agreeing += 1
+            for rater in range(n_raters):
+                label = labels[image, rater, pixel]
+                if label >= 0 and label < n_classes:
+                    counts[label] = 0
+            valid[image, pixel] = total
+            agree[image, pixel] = agreeing
+            if total > 0:
+                variance[image, pixel] = 1.0 - squares / (total * total)
+            else:
+                variance[image, pixel] = 0.0
+        out_of_range[image] = bad
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def pearson_kernel(reference, maps, valid, correlation, state):
+    """Pearson correlation (ddof 0) of ``reference`` and ``maps`` over valid pixels.
+
+    Two passes in float64 (means first, then centred sums), so a constant map is
+    recognised exactly (its minimum equals its maximum) rather than by a rounding
+    residue. ``state``: 0 scored, 1 a map is constant, 2 no valid pixel; the
+    correlation is NaN unless scored.
+    """
+    n_images, n_pixels = maps.shape
+    for image in numba.prange(n_images):
+        count = 0
+        sum_reference = 0.0
+        sum_map = 0.0
+        low_reference = np.inf
+        high_reference = -np.inf
+        low_map = np.inf
+        high_map = -np.inf
+        for pixel in range(n_pixels):
+            if valid[image, pixel] == 0:
+                continue
+            r = np.float64(reference[image, pixel])
+            m = np.float64(maps[image, pixel])
+            count += 1
+            sum_reference += r
+            sum_map += m
+            low_reference = min(low_reference, r)
+            high_reference = max(high_reference, r)
+            low_map = min(low_map, m)
+            high_map = max(high_map, m)
+        if count == 0:
+            correlation[image] = np.nan
+            state[image] = 2
+            continue
+        if low_reference == high_reference or low_map == high_map:
+            correlation[image] = np.nan
+            state[image] = 1
+            continue
+        mean_reference = sum_reference / count
+        mean_map = sum_map / count
+        cross = 0.0
+        square_reference = 0.0
+        square_map = 0.0
+        for pixel in range(n_pixels):
+            if valid[image, pixel] == 0:
+                continue
+            r = np.float64(reference[image, pixel]) - mean_reference
+            m = np.float64(maps[image, pixel]) - mean_map
+            cross += r * m
+            square_reference += r * r
+            square_map += m * m
+        value = cross / np.sqrt(square_reference * square_map)
+        correlation[image] = min(1.0, max(-1.0, value))
+        state[image] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def platt_table_kernel(maps, bits, agree, valid, table):
+    """Add pixels to a Platt table: per key, ``n``, ``Σw``, ``ΣU`` and ``Σw·U``.
+
+    ``bits`` is ``maps`` viewed as uint32; the key keeps the exponent and the top
+    :data:`PLATT_MANTISSA_BITS` of the mantissa. ``w = agree / valid``; pixels with
+    ``valid = 0`` are left out.
+    """
+    n_images, n_pixels = maps.shape
+    last = table.shape[0] - 1
+    for image in range(n_images):
+        for pixel in range(n_pixels):
+            raters = valid[image, pixel]
+            if raters == 0:
+                continue
+            u = np.float64(maps[image, pixel])
+            if maps[image, pixel] < PLATT_SMALLEST:
+                key = 0
+            else:
+                key = min((np.int64(bits[image, pixel]) >> _SHIFT) - _LOW_KEY + 1, last)
+            w = agree[image, pixel] / raters
+            table[key, 0] += 1.0
+            table[key, 1] += w
+            table[key, 2] += u
+            table[key, 3] += w * u
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def calibration_kernel(maps, agree, valid, slope, intercept, table):
+    """Per image and confidence bin: pixel count, ``Σ confidence`` and ``Σ w``.
+
+    ``confidence = 1 / (1 + exp(-(intercept - slope·U)))`` in float64; bin
+    ``min(floor(confidence · bins), bins - 1)``, so 0 falls in the first bin and 1 in
+    the last.
+    """
+    n_images, n_pixels = maps.shape
+    n_bins = table.shape[1]
+    for image in numba.prange(n_images):
+        for pixel in range(n_pixels):
+            raters = valid[image, pixel]
+            if raters == 0:
+                continue
+            z = intercept - slope * np.float64(maps[image, pixel])
+            confidence = 1.0 / (1.0 + np.exp(-z))
+            index = min(int(confidence * n_bins), n_bins - 1)
+            table[image, index, 0] += 1.0
+            table[image, index, 1] += confidence
+            table[image, index, 2] += agree[image, pixel] / raters

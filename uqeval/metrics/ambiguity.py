@@ -1,0 +1,178 @@
+"""Ambiguity modelling: rater variance maps and their correlation with uncertainty.
+
+>>> import numpy as np
+>>> labels = np.array([[[[0, 1, 1, 1]], [[0, 0, 1, 1]]]], dtype=np.uint8)  # 1 image, 2 raters, 1×4
+>>> rater_variance(labels, n_classes=2)[0, 0].tolist()
+[0.0, 0.5, 0.0, 0.0]
+>>> u = np.array([[[0.1, 0.6, 0.2, 0.1]]], dtype=np.float32)
+>>> round(float(ncc(rater_variance(labels, 2), u).correlation[0]), 4)
+0.9802
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from uqeval.cube import IGNORE_LABEL
+from uqeval.errors import UQEvalError
+from uqeval.metrics import _kernels
+
+#: ``state`` of a scored image, one whose map is constant, and one with no valid pixel.
+SCORED, CONSTANT, NO_PIXELS = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class RaterStatistics:
+    """Per-pixel summaries of the raters of a batch of images, each (image, y, x).
+
+    Attributes
+    ----------
+    variance : float32
+        ``g = Σ_c Var_r(1[label_r = c])``, population variance over the raters whose
+        label is not the ignore label.
+    agree : int32
+        Raters whose label equals ``pred``.
+    valid : int32
+        Raters whose label is not the ignore label; a pixel with 0 is left out of NCC
+        and calibration.
+    """
+
+    variance: np.ndarray
+    agree: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def correctness(self) -> np.ndarray:
+        """``w = agree / valid``, the fraction of raters who agree with ``pred`` (NaN where no rater counts)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.agree / np.where(self.valid > 0, self.valid, np.nan)
+
+
+def rater_statistics(
+    labels: np.ndarray,
+    pred: np.ndarray | None,
+    n_classes: int,
+    *,
+    ignore: int = IGNORE_LABEL,
+) -> RaterStatistics:
+    """Rater variance, agreement with the prediction, and rater count per pixel.
+
+    Parameters
+    ----------
+    labels : (image, rater, y, x) int array
+        Label maps; ``ignore`` marks pixels a rater did not label.
+    pred : (image, y, x) int array or None
+        Predicted classes (``agree`` is 0 when None).
+    n_classes : int
+        Labels other than ``ignore`` must lie in ``[0, n_classes)``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 4 or labels.dtype.kind not in "iu":
+        raise UQEvalError(f"labels: expected integer labels (image, rater, y, x); got {labels.dtype} {labels.shape}")
+    n_images, n_raters, height, width = labels.shape
+    if pred is None:
+        pred = np.full((n_images, height, width), -1, dtype=np.int16)
+    pred = np.asarray(pred)
+    if pred.shape != (n_images, height, width):
+        raise UQEvalError(f"labels: shape {labels.shape} does not match predictions of shape {pred.shape}")
+    flat = np.ascontiguousarray(labels).reshape(n_images, n_raters, height * width)
+    variance = np.empty((n_images, height * width), dtype=np.float32)
+    agree = np.empty((n_images, height * width), dtype=np.int32)
+    valid = np.empty_like(agree)
+    out_of_range = np.zeros(n_images, dtype=np.int64)
+    _kernels.rater_kernel(
+        flat, np.ascontiguousarray(pred).reshape(n_images, -1), n_classes, ignore, variance, agree, valid, out_of_range
+    )
+    if out_of_range.any():
+        image = int(np.flatnonzero(out_of_range)[0])
+        raise UQEvalError(
+            f"labels: image {image} has {int(out_of_range[image])} label(s) outside [0, {n_classes}) "
+            f"that are not the ignore label {ignore}"
+        )
+    shape = (n_images, height, width)
+    return RaterStatistics(variance.reshape(shape), agree.reshape(shape), valid.reshape(shape))
+
+
+def rater_variance(labels: np.ndarray, n_classes: int, *, ignore: int = IGNORE_LABEL) -> np.ndarray:
+    r"""Ground-truth ambiguity map ``g`` of each image.
+
+    .. math:: g = \sum_c \mathrm{Var}_r\left(\mathbb{1}[l_r = c]\right) = 1 - \sum_c p_c^2
+
+    with ``p_c`` the fraction of (non-ignored) raters who chose class ``c``; 0 where the
+    raters all agree, at most ``1 - 1/C``. Returns (image, y, x) float32.
+    """
+    return rater_statistics(labels, None, n_classes, ignore=ignore).variance
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Per-image NCC with why an image was not scored.
+
+    Attributes
+    ----------
+    correlation : (image,) float64
+        Pearson correlation, NaN where not scored.
+    state : (image,) int8
+        :data:`SCORED`, :data:`CONSTANT` (g or U constant over the valid pixels) or
+        :data:`NO_PIXELS` (no pixel with a rater).
+    """
+
+    correlation: np.ndarray
+    state: np.ndarray
+
+
+def ncc(variance: np.ndarray, u: np.ndarray, valid: np.ndarray | None = None) -> Correlation:
+    r"""Normalised cross-correlation of rater variance and uncertainty, per image.
+
+    .. math::
+
+        \mathrm{NCC} = \frac{\sum_i (g_i - \bar g)(u_i - \bar u)}
+        {\sqrt{\sum_i (g_i - \bar g)^2 \sum_i (u_i - \bar u)^2}}
+
+    over the pixels with at least one valid rater: the Pearson correlation (ddof 0).
+    An image where ``g`` or ``u`` is constant has none; see :func:`mean_ncc`.
+
+    Parameters
+    ----------
+    variance, u : (image, y, x) float arrays
+    valid : (image, y, x) int array, optional
+        Raters per pixel; pixels with 0 are left out.
+
+    See Also
+    --------
+    scipy.stats.pearsonr : the reference in the tests.
+    """
+    variance = np.asarray(variance)
+    u = np.asarray(u)
+    if variance.shape != u.shape or u.ndim != 3:
+        raise UQEvalError(f"NCC: expected two (image, y, x) maps of one shape; got {variance.shape} and {u.shape}")
+    n_images = u.shape[0]
+    if valid is None:
+        valid = np.ones(u.shape, dtype=np.int32)
+    correlation = np.empty(n_images)
+    state = np.empty(n_images, dtype=np.int8)
+    _kernels.pearson_kernel(
+        np.ascontiguousarray(variance, dtype=np.float32).reshape(n_images, -1),
+        np.ascontiguousarray(u, dtype=np.float32).reshape(n_images, -1),
+        np.ascontiguousarray(valid).reshape(n_images, -1),
+        correlation,
+        state,
+    )
+    return Correlation(correlation, state)
+
+
+def mean_ncc(correlation: Correlation, *, constant: str = "skip") -> tuple[float, int]:
+    """Mean NCC over images and the number of images with a constant map.
+
+    ``constant="skip"`` leaves constant images out of the mean; ``"zero"`` scores them
+    0. Images without valid pixels are always left out. NaN when nothing is scored.
+    """
+    if constant not in ("skip", "zero"):
+        raise UQEvalError(f"NCC: constant is {constant!r}; expected 'skip' or 'zero'")
+    values = correlation.correlation[correlation.state == SCORED]
+    n_constant = int((correlation.state == CONSTANT).sum())
+    if constant == "zero":
+        values = np.r_[values, np.zeros(n_constant)]
+    return (float(values.mean()) if values.size else float("nan")), n_constant

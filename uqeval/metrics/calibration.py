@@ -1,0 +1,308 @@
+r"""Calibration: Platt scaling of an uncertainty measure, then ACE, ECE and reliability.
+
+Per pixel, the correctness ``w`` is the fraction of raters whose label equals the
+prediction. A measure ``U`` becomes a confidence by Platt scaling its negative,
+``c = σ(b - a·U)``, with ``(a, b)`` the weighted maximum-likelihood logistic fit of
+``w`` on calibration pixels. Everything accumulates in fixed-size tables, so pixels
+stream through without the memory growing with their number.
+
+>>> import numpy as np
+>>> table = PlattTable()
+>>> u = np.array([[[0.05, 0.1, 0.3, 0.6, 0.7]]], dtype=np.float32)  # 1 image, 1×5
+>>> table.add(u, agree=np.array([[[2, 2, 1, 2, 0]]]), valid=np.full((1, 1, 5), 2))
+>>> fit = table.fit()
+>>> round(fit.slope, 3), round(fit.intercept, 3)
+(5.518, 3.173)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from uqeval.errors import UQEvalError
+from uqeval.metrics import _kernels
+
+
+def _flat_maps(u: np.ndarray, agree: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    u = np.asarray(u)
+    agree = np.asarray(agree)
+    valid = np.asarray(valid)
+    if not (u.shape == agree.shape == valid.shape) or u.ndim < 2:
+        raise UQEvalError(
+            f"calibration: maps, agreement and rater counts must share one shape (image, ...); "
+            f"got {u.shape}, {agree.shape}, {valid.shape}"
+        )
+    n_images = u.shape[0]
+    return (
+        np.ascontiguousarray(u, dtype=np.float32).reshape(n_images, -1),
+        np.ascontiguousarray(agree, dtype=np.int32).reshape(n_images, -1),
+        np.ascontiguousarray(valid, dtype=np.int32).reshape(n_images, -1),
+    )
+
+
+@dataclass(frozen=True)
+class PlattFit:
+    """Platt parameters of one measure: ``confidence = σ(intercept - slope·U)``.
+
+    Attributes
+    ----------
+    slope, intercept : float
+        ``a`` and ``b``; ``a > 0`` when more uncertainty means less often correct.
+    n_pixels : int
+        Calibration pixels the fit saw.
+    note : str
+        Empty for a regular fit; otherwise why the fit is degenerate.
+    """
+
+    slope: float
+    intercept: float
+    n_pixels: int
+    note: str = ""
+
+    def confidence(self, u: np.ndarray) -> np.ndarray:
+        """``σ(b - a·U)`` in float64."""
+        z = self.intercept - self.slope * np.asarray(u, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-z))
+
+
+class PlattTable:
+    """Sufficient statistics for the Platt fit of one measure, additive over pixels.
+
+    Pixels are grouped by ``U`` rounded to a relative 2**-12 (the float32 exponent and
+    top 12 mantissa bits); per group the table keeps ``n``, ``Σw``, ``ΣU`` and ``Σw·U``.
+    The likelihood's linear terms are then exact, and its log-partition term is
+    evaluated at each group's mean ``U``, off by a relative ~1e-8, far below the
+    parameters' sampling noise. Tables of several workers merge by addition.
+    """
+
+    def __init__(self) -> None:
+        self.table = np.zeros((_kernels.PLATT_KEYS, 4))
+
+    def add(self, u: np.ndarray, agree: np.ndarray, valid: np.ndarray) -> None:
+        """Add pixels: maps ``u``, agreeing raters ``agree`` and counted raters ``valid`` (same shape)."""
+        flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
+        _kernels.platt_table_kernel(flat_u, flat_u.view(np.uint32), flat_agree, flat_valid, self.table)
+
+    def merge(self, other: PlattTable) -> PlattTable:
+        """Add the pixels of ``other`` to this table; returns self."""
+        self.table += other.table
+        return self
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.table[:, 0].sum())
+
+    def fit(self, *, max_iterations: int = 100, tolerance: float = 1e-12) -> PlattFit:
+        """Maximum-likelihood ``(a, b)`` by damped Newton steps on the table.
+
+        Minimises ``Σ_i [log(1 + e^{z_i}) - w_i z_i]`` with ``z_i = b - a·U_i``. Degenerate
+        data get the likelihood's limit and a note: every ``w`` equal to 1 (or 0) gives
+        ``a = 0, b = ±inf``; a constant ``U`` gives ``a = 0, b = logit(mean w)``; data that
+        ``U`` separates perfectly have no finite optimum and keep the last iterate.
+        """
+        used = self.table[self.table[:, 0] > 0]
+        count, correct, sum_u, sum_wu = used.T
+        n = float(count.sum())
+        if n == 0:
+            raise UQEvalError("calibration: no calibration pixel with a rater to fit Platt scaling on")
+        total_correct = float(correct.sum())
+        if total_correct <= 0 or total_correct >= n:
+            side = "correct" if total_correct >= n else "wrong"
+            return PlattFit(0.0, math.inf if side == "correct" else -math.inf, int(n), f"every pixel is {side}")
+        mean_u = sum_u / count
+        if len(used) == 1:
+            return PlattFit(0.0, _logit(total_correct / n), int(n), "U is constant on the calibration pixels")
+        # Centre U so the Newton system is well conditioned: z = b' - a (U - centre).
+        centre = float(sum_u.sum() / n)
+        x = mean_u - centre
+        linear_u = float(sum_wu.sum()) - centre * total_correct
+
+        def objective(slope: float, intercept: float) -> float:
+            z = intercept - slope * x
+            return float((count * np.logaddexp(0.0, z)).sum() - intercept * total_correct + slope * linear_u)
+
+        slope, intercept = 0.0, _logit(total_correct / n)
+        value = objective(slope, intercept)
+        diverged = "the Platt fit did not converge; U may separate correct and wrong pixels"
+        note = diverged
+        # With separated data the probabilities saturate in float64, the gradient rounds to
+        # 0 and the steps "converge" at a finite iterate; the note must stay.
+        separated = _separated(mean_u, count, correct)
+        for _ in range(max_iterations):
+            p = _sigmoid(intercept - slope * x)
+            h = count * p * (1 - p)
+            gradient = np.array([linear_u - float((count * p * x).sum()), float((count * p).sum()) - total_correct])
+            cross = -float((h * x).sum())
+            hessian = np.array([[float((h * x * x).sum()), cross], [cross, float(h.sum())]])
+            if np.linalg.det(hessian) <= 0:
+                break
+            step = np.linalg.solve(hessian, gradient)
+            scale = 1.0
+            while scale > 1e-12:
+                candidate = (slope - scale * step[0], intercept - scale * step[1])
+                candidate_value = objective(*candidate)
+                if candidate_value <= value:
+                    break
+                scale /= 2
+            else:
+                note = ""  # no descent left: at the optimum to machine precision
+                break
+            slope, intercept = candidate
+            value = candidate_value
+            if np.all(np.abs(scale * step) <= tolerance * (1 + np.abs([slope, intercept]))):
+                note = ""
+                break
+        if separated:
+            note = diverged
+        return PlattFit(float(slope), float(intercept + slope * centre), int(n), note)
+
+
+def _separated(mean_u: np.ndarray, count: np.ndarray, correct: np.ndarray) -> bool:
+    """Whether ``U`` (quasi-)separates the groups: all correct below one group and all wrong above it,
+    or the reverse; the likelihood then has no finite optimum."""
+    order = np.argsort(mean_u, kind="stable")
+    all_correct = (correct >= count)[order]
+    all_wrong = (correct <= 0)[order]
+    for low, high in ((all_correct, all_wrong), (all_wrong, all_correct)):
+        first_other = int(np.argmin(low)) if not low.all() else len(low)
+        if high[first_other + 1 :].all():
+            return True
+    return False
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def fit_platt(u: np.ndarray, agree: np.ndarray, valid: np.ndarray) -> PlattFit:
+    """Platt parameters of one measure on calibration pixels (see :class:`PlattTable`).
+
+    Parameters
+    ----------
+    u : (image, y, x) float
+        Uncertainty maps of the calibration images.
+    agree, valid : (image, y, x) int
+        Raters agreeing with ``pred`` and raters counted, per pixel
+        (:func:`uqeval.metrics.ambiguity.rater_statistics`).
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegression : with ``penalty=None`` on ``-U``, each pixel
+        entered as a positive of weight ``w`` and a negative of weight ``1 - w``: the
+        reference in the tests.
+    """
+    table = PlattTable()
+    table.add(u, agree, valid)
+    return table.fit()
+
+
+class CalibrationTable:
+    """Per image and equal-width confidence bin: pixel count, Σ confidence and Σ correctness.
+
+    ``table`` has shape (image, bins, 3). Bin ``k`` holds confidences in
+    ``[k/bins, (k+1)/bins)``, the last bin also 1; so a confidence of exactly 0 or 1
+    lands in the first or last bin.
+    """
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+
+    @classmethod
+    def from_maps(
+        cls, u: np.ndarray, agree: np.ndarray, valid: np.ndarray, fit: PlattFit, *, bins: int = 20
+    ) -> CalibrationTable:
+        """Bin every pixel with a rater by its Platt confidence ``σ(b - a·U)``."""
+        flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
+        table = np.zeros((flat_u.shape[0], bins, 3))
+        if not (math.isfinite(fit.slope) and not math.isnan(fit.intercept)):
+            raise UQEvalError(f"calibration: Platt parameters ({fit.slope}, {fit.intercept}) are not usable")
+        _kernels.calibration_kernel(flat_u, flat_agree, flat_valid, fit.slope, fit.intercept, table)
+        return cls(table)
+
+    def pooled(self, images: np.ndarray | None = None) -> np.ndarray:
+        """(bins, 3) sums over the chosen images (boolean mask or indices; default all)."""
+        chosen = self.table if images is None else self.table[images]
+        return chosen.sum(axis=0)
+
+
+def _errors(bins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    count = bins[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(bins[..., 2] - bins[..., 1]) / count
+    return count, gap, count > 0
+
+
+def ace(bins: np.ndarray) -> float:
+    r"""Average calibration error of a (bins, 3) table: equal weight per non-empty bin.
+
+    .. math:: \mathrm{ACE} = \frac{1}{|\{b : n_b > 0\}|} \sum_{b : n_b > 0} |\mathrm{acc}_b - \mathrm{conf}_b|
+
+    with ``acc_b`` the mean correctness and ``conf_b`` the mean confidence in bin ``b``.
+    NaN for an empty table.
+    """
+    _, gap, used = _errors(bins)
+    return float(gap[used].mean()) if used.any() else float("nan")
+
+
+def ece(bins: np.ndarray) -> float:
+    r"""Expected calibration error: ``Σ_b (n_b / n) |acc_b - conf_b|``, NaN for an empty table."""
+    count, gap, used = _errors(bins)
+    return float((count[used] * gap[used]).sum() / count.sum()) if used.any() else float("nan")
+
+
+def _per_image(table: CalibrationTable, images: np.ndarray | None, weighted: bool) -> float:
+    chosen = table.table if images is None else table.table[images]
+    count, gap, used = _errors(chosen)
+    has_pixels = used.any(axis=1)
+    if not has_pixels.any():
+        return float("nan")
+    gap = np.where(used, gap, 0)[has_pixels]
+    if weighted:
+        count = count[has_pixels]
+        return float(((count * gap).sum(axis=1) / count.sum(axis=1)).mean())
+    return float((gap.sum(axis=1) / used[has_pixels].sum(axis=1)).mean())
+
+
+def per_image_ace(table: CalibrationTable, images: np.ndarray | None = None) -> float:
+    """Mean over images (with at least one scored pixel) of each image's own ACE."""
+    return _per_image(table, images, weighted=False)
+
+
+def per_image_ece(table: CalibrationTable, images: np.ndarray | None = None) -> float:
+    """Mean over images (with at least one scored pixel) of each image's own ECE."""
+    return _per_image(table, images, weighted=True)
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Reliability-diagram data, one entry per bin (NaN accuracy/confidence when empty)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    count: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {
+            name: [float(v) for v in getattr(self, name)]
+            for name in ("lower", "upper", "count", "confidence", "accuracy")
+        }
+
+
+def reliability(bins: np.ndarray) -> Reliability:
+    """Per-bin pixel count, mean confidence and accuracy of a (bins, 3) table."""
+    n_bins = bins.shape[0]
+    edges = np.arange(n_bins + 1) / n_bins
+    count = bins[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return Reliability(edges[:-1], edges[1:], count, bins[:, 1] / count, bins[:, 2] / count)

@@ -1,0 +1,258 @@
+"""Per-image statistics: everything the task summaries need, computed a batch at a time.
+
+A batch of decomposed maps (and the raters' labels) becomes small per-image results —
+aggregated scores, NCC, calibration bin tables, segmentation scores — that
+concatenate across batches. Parameters fitted on calibration images (Platt scaling,
+the threshold ``τ``, the EU scale) come in as a :class:`Fitted`; :func:`fit` finds
+them. The streaming scorer calls these per chunk; :func:`uqeval.tasks.evaluate` on
+whole arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from uqeval.aggregate import AggregationParameters, fit_threshold, get_aggregator
+from uqeval.conventions import Conventions
+from uqeval.errors import UQEvalError
+from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
+from uqeval.metrics.calibration import CalibrationTable, PlattFit, PlattTable
+from uqeval.metrics.segmentation import SegmentationQuality, segmentation_quality
+
+#: The three uncertainty measures, in report order.
+MEASURES = ("au", "eu", "tu")
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Parameters fitted on the calibration images.
+
+    Attributes
+    ----------
+    thresholds : dict
+        ``τ`` per measure, for the ``threshold`` aggregation.
+    platt : dict
+        :class:`~uqeval.metrics.calibration.PlattFit` per measure.
+    eu_scale : float
+        ``r`` of EU rescaling (1 when off).
+    n_images : int
+        Images fitted on.
+    images_from : str
+        ``calibration`` or, when the store has no calibration images, ``test``.
+    """
+
+    thresholds: dict[str, float] = field(default_factory=dict)
+    platt: dict[str, PlattFit] = field(default_factory=dict)
+    eu_scale: float = 1.0
+    n_images: int = 0
+    images_from: str = "calibration"
+
+    def to_dict(self) -> dict:
+        return {
+            "images_from": self.images_from,
+            "n_images": self.n_images,
+            "eu_scale": self.eu_scale,
+            "thresholds": dict(self.thresholds),
+            "platt": {
+                measure: {"slope": fit.slope, "intercept": fit.intercept, "n_pixels": fit.n_pixels}
+                for measure, fit in self.platt.items()
+            },
+        }
+
+
+def rescaled(maps: Mapping[str, np.ndarray], eu_scale: float) -> dict[str, np.ndarray]:
+    """Maps with ``EU' = r·EU`` and ``TU' = AU + EU'`` (unchanged when ``r = 1``)."""
+    maps = dict(maps)
+    if eu_scale != 1.0:
+        maps["eu"] = (maps["eu"] * np.float32(eu_scale)).astype(np.float32)
+        maps["tu"] = maps["au"] + maps["eu"]
+    return maps
+
+
+def fit(
+    maps: Mapping[str, np.ndarray],
+    raters: RaterStatistics | None,
+    *,
+    conventions: Conventions,
+    background: int = 0,
+    thresholds: bool = False,
+    platt: bool = False,
+    images_from: str = "calibration",
+) -> Fitted:
+    """Fit the EU scale, ``τ`` per measure and Platt per measure on calibration maps.
+
+    Parameters
+    ----------
+    maps : mapping
+        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x) of the calibration images only.
+    raters : RaterStatistics or None
+        Their rater statistics; needed for ``platt``.
+    thresholds, platt : bool
+        Which fits to make (each costs a pass over the maps).
+    """
+    n_images = int(maps["au"].shape[0])
+    eu_scale = 1.0
+    if conventions.rescale_eu:
+        total_eu = float(np.sum(maps["eu"], dtype=np.float64))
+        if total_eu <= 0:
+            raise UQEvalError("EU rescaling: EU is 0 on every calibration pixel, so it cannot be rescaled")
+        eu_scale = float(np.sum(maps["au"], dtype=np.float64)) / total_eu
+    maps = rescaled(maps, eu_scale)
+    fitted_thresholds = {}
+    if thresholds:
+        fitted_thresholds = {
+            measure: fit_threshold(
+                maps[measure], maps["pred"], background=background, method=conventions.quantile_method
+            )
+            for measure in MEASURES
+        }
+    fitted_platt = {}
+    if platt:
+        if raters is None:
+            raise UQEvalError("calibration: Platt scaling needs rater labels")
+        for measure in MEASURES:
+            table = PlattTable()
+            table.add(maps[measure], raters.agree, raters.valid)
+            fitted_platt[measure] = table.fit()
+    return Fitted(fitted_thresholds, fitted_platt, eu_scale, n_images, images_from)
+
+
+@dataclass
+class ImageStatistics:
+    """Per-image results of a batch of images; every array has the image axis first.
+
+    Attributes
+    ----------
+    means : dict
+        Mean AU, EU and TU per image, before any EU rescaling (nats per pixel).
+    scores : dict
+        ``scores[aggregation][measure]``: the image scores.
+    ncc : dict or None
+        :class:`~uqeval.metrics.ambiguity.Correlation` per measure (None without labels).
+    calibration : dict or None
+        :class:`~uqeval.metrics.calibration.CalibrationTable` per measure (None without
+        labels or Platt fits).
+    segmentation : SegmentationQuality or None
+    """
+
+    means: dict[str, np.ndarray]
+    scores: dict[str, dict[str, np.ndarray]]
+    ncc: dict[str, Correlation] | None = None
+    calibration: dict[str, CalibrationTable] | None = None
+    segmentation: SegmentationQuality | None = None
+
+    @property
+    def n_images(self) -> int:
+        return len(self.means["au"])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[ImageStatistics]) -> ImageStatistics:
+        """Join the statistics of consecutive batches."""
+        first = parts[0]
+
+        def join(get):
+            return np.concatenate([get(part) for part in parts])
+
+        means = {name: join(lambda part, name=name: part.means[name]) for name in first.means}
+        scores = {
+            aggregation: {
+                measure: join(lambda part, a=aggregation, m=measure: part.scores[a][m]) for measure in by_measure
+            }
+            for aggregation, by_measure in first.scores.items()
+        }
+        correlations = None
+        if first.ncc is not None:
+            correlations = {
+                measure: Correlation(
+                    join(lambda part, m=measure: part.ncc[m].correlation),
+                    join(lambda part, m=measure: part.ncc[m].state),
+                )
+                for measure in first.ncc
+            }
+        calibration = None
+        if first.calibration is not None:
+            calibration = {
+                measure: CalibrationTable(join(lambda part, m=measure: part.calibration[m].table))
+                for measure in first.calibration
+            }
+        segmentation = None
+        if first.segmentation is not None:
+            segmentation = SegmentationQuality(
+                *(
+                    join(lambda part, name=name: getattr(part.segmentation, name))
+                    for name in ("dice", "ged", "hungarian_iou")
+                )
+            )
+        return cls(means, scores, correlations, calibration, segmentation)
+
+
+def image_statistics(
+    maps: Mapping[str, np.ndarray],
+    *,
+    fitted: Fitted,
+    conventions: Conventions,
+    aggregations: Sequence[str],
+    raters: RaterStatistics | None = None,
+    background: int = 0,
+    cubes: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    image_indices: np.ndarray | None = None,
+) -> ImageStatistics:
+    """Per-image results of one batch.
+
+    Parameters
+    ----------
+    maps : mapping
+        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), as from
+        :func:`uqeval.decompose.decompose_batch`.
+    fitted : Fitted
+        Calibration fits: ``τ`` is needed by a fitted aggregation, Platt by calibration
+        (skipped when ``fitted.platt`` is empty).
+    aggregations : sequence of str
+        Registered aggregations to score each measure with.
+    raters : RaterStatistics, optional
+        For NCC and calibration.
+    cubes, labels, image_indices : optional
+        The batch's probabilities (image, eu, au, class, y, x), label maps and positions
+        in the store: given all three, segmentation quality is computed too.
+    """
+    means = {measure: maps[measure].mean(axis=(1, 2), dtype=np.float64) for measure in MEASURES}
+    maps = rescaled(maps, fitted.eu_scale)
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for name in aggregations:
+        aggregator = get_aggregator(name)
+        scores[name] = {}
+        for measure in MEASURES:
+            parameters = AggregationParameters(
+                background=background,
+                patch_size=conventions.patch_size,
+                threshold=fitted.thresholds.get(measure) if aggregator.fitted else None,
+            )
+            scores[name][measure] = aggregator(maps[measure], maps["pred"], parameters)
+    correlations = calibration = None
+    if raters is not None:
+        correlations = {measure: ncc(raters.variance, maps[measure], raters.valid) for measure in MEASURES}
+        if fitted.platt:
+            calibration = {
+                measure: CalibrationTable.from_maps(
+                    maps[measure], raters.agree, raters.valid, fitted.platt[measure], bins=conventions.calibration_bins
+                )
+                for measure in MEASURES
+            }
+    segmentation = None
+    if cubes is not None and labels is not None:
+        indices = np.arange(len(cubes)) if image_indices is None else image_indices
+        segmentation = segmentation_quality(
+            cubes,
+            maps["pred"],
+            labels,
+            indices,
+            background=background,
+            n_samples=conventions.segmentation_samples,
+            seed=conventions.seed,
+            empty=conventions.empty_iou,
+        )
+    return ImageStatistics(means, scores, correlations, calibration, segmentation)
