@@ -1,22 +1,28 @@
 """Synthetic sample cubes whose truth is known by construction.
 
-Each image holds one elliptical object (and, with three classes, a core inside it).
-Several raters draw its border at different places, and sometimes disagree about
-whether a small satellite blob is there at all; their disagreement *is* the
-ambiguity. A model is simulated by drawing its ``eu`` members × ``au`` samples as
-soft masks whose spread is chosen per scenario:
+Each image holds one elliptical object (and, with three classes, a core inside it)
+whose border lies somewhere in a range, and sometimes a small satellite blob that
+only some samples show. A model is simulated by drawing its ``eu`` members × ``au``
+samples as soft masks whose spread is chosen per scenario (below). The raters are
+then drawn so that the truth is known: each labels a pixel as the model's mean
+prediction with probability ``σ(k (ln C − U))`` (:func:`rater_agreement`), and as the
+runner-up class otherwise, where ``U`` is TU — or, in the ``entangled`` scenario, EU.
+So TU is, by construction, exactly Platt-calibrated and the raters disagree where
+the model is aleatorically uncertain; hallucinated blobs are all-or-nothing (every
+rater marks one, or none does), so they hold no ambiguity, only ignorance.
 
 ``disentangled``
     The samples of every member span exactly the raters' range (AU follows the
     raters' disagreement); members agree on in-distribution images apart from a
     rare tiny blob of their own, and on OOD images they disagree about hallucinated
-    blobs, each believed confidently by a random subset of members (EU flags OOD,
-    and marks the pixels where the majority is wrong).
+    blobs, each believed confidently by a random subset of members (EU flags OOD
+    and, with AU, makes TU the calibrated measure).
 ``entangled``
-    Each member covers only a slice of the raters' range, so members disagree in the
-    ambiguous band (EU leaks into ambiguity); AU carries a texture unrelated to the
-    raters, and on OOD images the hallucinated blobs vary between *samples* (AU
-    rises on OOD) while EU does not.
+    Each member covers only a slice of the border's range, so members disagree in
+    the ambiguous band, and the raters follow that disagreement (EU carries the
+    ambiguity and the calibration); AU carries a texture unrelated to the raters,
+    and on OOD images the hallucinated blobs vary between *samples* (AU rises on OOD)
+    while EU does not.
 ``collapsed``
     Members are copies of one model up to a 1 % jitter (EU ≈ 0); ambiguity and the
     OOD blobs live in the samples, so AU carries everything.
@@ -42,6 +48,10 @@ SCENARIOS = ("disentangled", "entangled", "collapsed", "no-eu")
 OOD_DOMAINS = ("blur", "noise")
 #: Width of a soft edge, in pixels.
 EDGE = 0.6
+#: Slope ``k`` of the raters' agreement curve, see :func:`rater_agreement`.
+RATER_SLOPE = 13.0
+#: In the entangled scenario the raters follow EU, scaled by this to span TU's range.
+ENTANGLED_EU_GAIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -108,19 +118,6 @@ def synthesize_image(
         theta = rng.uniform(0, 2 * np.pi)
         satellite = _disc(yy, xx, centre + offset * np.array([np.sin(theta), np.cos(theta)]), 0.35 * radii.mean())
 
-    # Raters: each puts the border (and the core's border) somewhere in the range.
-    rater_scales = rng.uniform(1 - ambiguity, 1 + ambiguity, raters)
-    rater_core = rng.uniform(1 - core_ambiguity, 1 + core_ambiguity, raters)
-    marks_satellite = _split_vote(rng, raters)
-    labels = np.zeros((raters, size, size), dtype=np.uint8)
-    for r in range(raters):
-        inside = distance < rater_scales[r]
-        if satellite is not None and marks_satellite[r]:
-            inside |= satellite > 0.5
-        labels[r][inside] = 1
-        if n_classes == 3:
-            labels[r][distance < 0.5 * rater_core[r]] = 2
-
     # Where each member's samples put the borders: quantiles of the raters' range.
     quantiles = (np.arange(au) + 0.5) / au
     if scenario == "entangled":
@@ -129,7 +126,7 @@ def synthesize_image(
         quantiles = np.broadcast_to(quantiles, (eu, au))
     scales = 1 - ambiguity + 2 * ambiguity * quantiles
     core_scales = 1 - core_ambiguity + 2 * core_ambiguity * quantiles
-    has_satellite = quantiles < marks_satellite.mean()
+    has_satellite = quantiles < rng.uniform(0.25, 0.75)
 
     foreground = _sigmoid((scales[..., None, None] - distance) / edge)  # (eu, au, y, x)
     if satellite is not None:
@@ -144,13 +141,14 @@ def synthesize_image(
     probs[:, :, 0] = 1 - foreground
 
     # OOD: hallucinated blobs; who believes them depends on the scenario.
+    blobs: list[np.ndarray] = []
     if domain != "id":
         shift = _SHIFTS.get(domain, _SHIFTS["noise"])
         for _ in range(rng.integers(shift.count[0], shift.count[1] + 1)):
             centre = _background_point(rng, distance, size)
             blob = _disc(yy, xx, centre, rng.uniform(*shift.radius) * size, soft=False)
-            believers = _believers(rng, scenario, eu, au)
-            _paint(probs, blob, believers, rng.integers(1, n_classes))
+            _paint(probs, blob, _believers(rng, scenario, eu, au), rng.integers(1, n_classes))
+            blobs.append(blob > 0.5)
     elif scenario == "disentangled":
         # In distribution: now and then a member sees a tiny blob of its own.
         for e in range(eu):
@@ -159,15 +157,25 @@ def synthesize_image(
                 believers = np.zeros((eu, au), dtype=bool)
                 believers[e] = True
                 _paint(probs, blob, believers, rng.integers(1, n_classes))
+                blobs.append(blob > 0.5)
 
     if scenario == "entangled":
         # Sample noise that follows a texture of its own, not the raters; stronger on OOD.
         strength = (0.25 if domain == "id" else 0.5) * _smooth_field(rng, size)
-        weights = rng.uniform(0, 1, (eu, au, 1, 1, 1)) * strength
+        weights = rng.uniform(0, 1, (1, au, 1, 1, 1)) * strength  # the same for every member
         probs = (1 - weights) * probs + weights / n_classes
     elif scenario == "collapsed":
         jitter = rng.dirichlet(np.ones(n_classes), (eu, 1, size, size)).transpose(0, 1, 4, 2, 3)
         probs = 0.99 * probs + 0.01 * jitter
+    mean = probs.mean(axis=(0, 1))
+    total = _entropy(mean)
+    if scenario == "entangled":
+        # The raters disagree where the members do: they follow EU, not TU.
+        member_entropy = _entropy(probs.mean(axis=1).transpose(1, 0, 2, 3)).mean(axis=0)
+        uncertainty = ENTANGLED_EU_GAIN * np.maximum(total - member_entropy, 0)
+    else:
+        uncertainty = total
+    labels = _calibrated_raters(rng, mean, uncertainty, blobs, raters)
     return probs.astype(np.float32), labels
 
 
@@ -272,13 +280,6 @@ def _disc(yy: np.ndarray, xx: np.ndarray, centre: np.ndarray, radius: float, *, 
     return _sigmoid((radius - distance) / EDGE)
 
 
-def _split_vote(rng: np.random.Generator, raters: int) -> np.ndarray:
-    """Which raters mark the satellite blob: at least one does and one does not."""
-    votes = rng.random(raters) < 0.5
-    votes[0], votes[-1] = True, False
-    return rng.permutation(votes)
-
-
 def _believers(rng: np.random.Generator, scenario: str, eu: int, au: int) -> np.ndarray:
     """Which (member, sample) pairs see a hallucinated blob."""
     share = rng.uniform(0.2, 0.8)
@@ -312,6 +313,47 @@ def _paint(probs: np.ndarray, blob: np.ndarray, believers: np.ndarray, label: in
     for e, a in zip(*np.nonzero(believers), strict=True):
         probs[e, a] *= 1 - blob
         probs[e, a, label] += blob
+
+
+def rater_agreement(total_uncertainty: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probability that a rater agrees with the reference prediction: ``σ(k (ln C − TU))``.
+
+    The synthetic world's Platt curve (``k`` = :data:`RATER_SLOPE`): certain pixels are
+    labelled as predicted, maximally uncertain ones are a coin toss.
+    """
+    return _sigmoid(RATER_SLOPE * (np.log(n_classes) - total_uncertainty))
+
+
+def _calibrated_raters(
+    rng: np.random.Generator,
+    reference: np.ndarray,
+    uncertainty: np.ndarray,
+    blobs: list[np.ndarray],
+    n_raters: int,
+) -> np.ndarray:
+    """Rater label maps under which ``uncertainty`` is exactly Platt-calibrated.
+
+    ``reference`` is the model's (class, y, x) mean prediction. Each rater labels a
+    pixel as its argmax with probability :func:`rater_agreement` of ``uncertainty``
+    (TU, or EU in the entangled scenario) and as the runner-up class otherwise,
+    independently: their disagreement is the ambiguity. A blob is all or nothing —
+    every rater marks it, or none does, with the same probability of agreeing — so it
+    carries the model's ignorance and no ambiguity.
+    """
+    n_classes = reference.shape[0]
+    ranked = np.argsort(-reference, axis=0, kind="stable")
+    best, runner_up = ranked[0].astype(np.uint8), ranked[1].astype(np.uint8)
+    agreement = rater_agreement(uncertainty, n_classes)
+    agrees = rng.random((n_raters, *agreement.shape)) < agreement
+    for blob in blobs:
+        if blob.any():
+            agrees[:, blob] = rng.random() < agreement[blob].mean()
+    return np.where(agrees, best, runner_up)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=0)
 
 
 def _smooth_field(rng: np.random.Generator, size: int) -> np.ndarray:
