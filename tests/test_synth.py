@@ -135,3 +135,41 @@ def test_no_eu_uses_samples_as_members(maps):
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(uqeval.UQEvalError, match=message):
         uqeval.make_synthetic_cube(tmp_path / "x.zarr", **{"n_images": 2, "size": 16, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def evaluations(stores, maps):
+    from uqeval.tasks import evaluate
+
+    results = {}
+    for scenario, path in stores.items():
+        cube = uqeval.open_cube(path)
+        results[scenario] = evaluate(maps[scenario], cube.domain.values, cube.role.values, cube.labels.values)
+    return results
+
+
+#: The split on which each task's Δ is compared: OOD detection has only OOD splits.
+HEADLINE_SPLITS = {"oodd": ["ood"], "amb": ["id", "ood"], "cal": ["id", "ood"]}
+
+
+@pytest.mark.parametrize("task", sorted(HEADLINE_SPLITS))
+def test_disentangled_is_disentangled_and_beats_entangled(evaluations, task):
+    for split in HEADLINE_SPLITS[task]:
+        disentangled = evaluations["disentangled"].delta(task, split)
+        entangled = evaluations["entangled"].delta(task, split)
+        assert disentangled > 0, (task, split, disentangled)
+        assert disentangled > entangled + 0.1, (task, split, disentangled, entangled)
+
+
+def test_entangled_scenario_is_entangled_on_every_task(evaluations):
+    for task, splits in HEADLINE_SPLITS.items():
+        for split in splits:
+            assert evaluations["entangled"].delta(task, split) < 0, (task, split)
+
+
+def test_collapsed_scenario_has_eu_far_below_au(evaluations):
+    for row in evaluations["collapsed"].collapse:
+        assert row["eu_over_au"] < 0.05, row
+    for row in evaluations["disentangled"].collapse:
+        if row["split"] != "id":
+            assert row["eu_over_au"] > 0.3, row  # on OOD the members disagree

@@ -8,15 +8,15 @@ then drawn so that the truth is known: each labels a pixel as the model's mean
 prediction with probability ``σ(k (ln C − U))`` (:func:`rater_agreement`), and as the
 runner-up class otherwise, where ``U`` is TU — or, in the ``entangled`` scenario, EU.
 So TU is, by construction, exactly Platt-calibrated and the raters disagree where
-the model is aleatorically uncertain; hallucinated blobs are all-or-nothing (every
-rater marks one, or none does), so they hold no ambiguity, only ignorance.
+the model is uncertain; on hallucinated blobs the raters are unanimous (pixel by
+pixel), so blobs hold no ambiguity, only ignorance.
 
 ``disentangled``
-    The samples of every member span exactly the raters' range (AU follows the
-    raters' disagreement); members agree on in-distribution images apart from a
-    rare tiny blob of their own, and on OOD images they disagree about hallucinated
-    blobs, each believed confidently by a random subset of members (EU flags OOD
-    and, with AU, makes TU the calibrated measure).
+    The samples of every member span the border's whole range (AU follows the
+    raters' disagreement); members disagree only about blobs, each believed
+    confidently by a random subset of members: now and then a small one on
+    in-distribution images, several larger ones on OOD images (EU flags OOD and,
+    with AU, makes TU the calibrated measure).
 ``entangled``
     Each member covers only a slice of the border's range, so members disagree in
     the ambiguous band, and the raters follow that disagreement (EU carries the
@@ -150,14 +150,12 @@ def synthesize_image(
             _paint(probs, blob, _believers(rng, scenario, eu, au), rng.integers(1, n_classes))
             blobs.append(blob > 0.5)
     elif scenario == "disentangled":
-        # In distribution: now and then a member sees a tiny blob of its own.
-        for e in range(eu):
-            if rng.random() < 0.3:
-                blob = _disc(yy, xx, rng.uniform(0.1, 0.9, 2) * size, rng.uniform(0.02, 0.035) * size, soft=False)
-                believers = np.zeros((eu, au), dtype=bool)
-                believers[e] = True
-                _paint(probs, blob, believers, rng.integers(1, n_classes))
-                blobs.append(blob > 0.5)
+        # In distribution: now and then some members see a small blob the rest do not.
+        for _ in range(rng.integers(0, 3)):
+            centre = _background_point(rng, distance, size)
+            blob = _disc(yy, xx, centre, rng.uniform(0.02, 0.045) * size, soft=False)
+            _paint(probs, blob, _believers(rng, scenario, eu, au), rng.integers(1, n_classes))
+            blobs.append(blob > 0.5)
 
     if scenario == "entangled":
         # Sample noise that follows a texture of its own, not the raters; stronger on OOD.
@@ -336,9 +334,9 @@ def _calibrated_raters(
     ``reference`` is the model's (class, y, x) mean prediction. Each rater labels a
     pixel as its argmax with probability :func:`rater_agreement` of ``uncertainty``
     (TU, or EU in the entangled scenario) and as the runner-up class otherwise,
-    independently: their disagreement is the ambiguity. A blob is all or nothing —
-    every rater marks it, or none does, with the same probability of agreeing — so it
-    carries the model's ignorance and no ambiguity.
+    independently: their disagreement is the ambiguity. On a blob the raters are
+    unanimous — all agree with the model at a pixel, with that probability, or none
+    does — so a blob carries the model's ignorance and no ambiguity.
     """
     n_classes = reference.shape[0]
     ranked = np.argsort(-reference, axis=0, kind="stable")
@@ -346,8 +344,7 @@ def _calibrated_raters(
     agreement = rater_agreement(uncertainty, n_classes)
     agrees = rng.random((n_raters, *agreement.shape)) < agreement
     for blob in blobs:
-        if blob.any():
-            agrees[:, blob] = rng.random() < agreement[blob].mean()
+        agrees[:, blob] = rng.random(int(blob.sum())) < agreement[blob]
     return np.where(agrees, best, runner_up)
 
 
