@@ -234,6 +234,15 @@ def evaluate(
         if n_classes is None:
             raise UQEvalError("evaluate: pass n_classes (or maps with `mean`) to read the labels")
         raters = rater_statistics(labels, arrays["pred"], int(n_classes))
+    if cubes is not None:
+        cubes = np.asarray(cubes)
+        if cubes.ndim != 6 or cubes.shape[0] != n_images or cubes.shape[4:] != arrays["au"].shape[1:]:
+            raise UQEvalError(
+                f"evaluate: cubes have shape {cubes.shape}; expected (image, eu, au, class, y, x) with "
+                f"image = {n_images} and (y, x) = {arrays['au'].shape[1:]}"
+            )
+        if not has_labels:
+            notes.append("segmentation: skipped, the store has no rater labels")
 
     wanted = {name: TASKS[name] for name in tasks}
     for task in wanted.values():

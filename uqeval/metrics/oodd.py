@@ -99,7 +99,8 @@ def roc_curve(scores: ArrayLike, positive: ArrayLike) -> RocCurve:
     true_positives = np.cumsum(positive[order])
     false_positives = np.arange(1, scores.size + 1) - true_positives
     # One operating point per distinct score: the last index of each run of ties.
-    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), scores.size - 1]
+    # (`!=` rather than np.diff, which gives NaN and so splits a run of tied infinite scores.)
+    last = np.r_[np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), scores.size - 1]
     tpr = np.r_[0, true_positives[last]] / true_positives[-1]
     fpr = np.r_[0, false_positives[last]] / false_positives[-1]
     return RocCurve(fpr=fpr, tpr=tpr, thresholds=np.r_[np.inf, sorted_scores[last]])

@@ -1,0 +1,378 @@
+"""Tests of :mod:`uqeval.metrics.ambiguity` (DESIGN §4, AMB) against independent numpy/scipy references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from uqeval import UQEvalError
+from uqeval.metrics.ambiguity import (
+    CONSTANT,
+    NO_PIXELS,
+    SCORED,
+    Correlation,
+    mean_ncc,
+    ncc,
+    rater_statistics,
+    rater_variance,
+)
+
+IGNORE = 255
+PROPERTY_SETTINGS = settings(max_examples=50, deadline=None)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def reference_rater_statistics(
+    labels: np.ndarray, pred: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel by pixel: ``Σ_c np.var(one_hot_c, ddof=0)`` over the raters not ignored, agreeing and valid raters."""
+    n_images, _, height, width = labels.shape
+    variance = np.zeros((n_images, height, width))
+    agree = np.zeros((n_images, height, width), dtype=np.int64)
+    valid = np.zeros((n_images, height, width), dtype=np.int64)
+    for image in range(n_images):
+        for y in range(height):
+            for x in range(width):
+                raters = labels[image, :, y, x].astype(np.int64)
+                raters = raters[raters != IGNORE]
+                valid[image, y, x] = raters.size
+                agree[image, y, x] = int((raters == pred[image, y, x]).sum())
+                if raters.size:
+                    one_hot = np.eye(n_classes)[raters]  # (rater, class)
+                    variance[image, y, x] = np.var(one_hot, axis=0, ddof=0).sum()
+    return variance, agree, valid
+
+
+def test_reference_rater_statistics_by_hand():
+    # 4 raters at one pixel: classes 0, 0, 1 and one ignored -> p = (2/3, 1/3, 0).
+    labels = np.array([0, 0, 1, IGNORE], dtype=np.uint8).reshape(1, 4, 1, 1)
+    variance, agree, valid = reference_rater_statistics(labels, np.array([[[1]]]), 3)
+    assert variance[0, 0, 0] == pytest.approx(2 * (2 / 3) * (1 / 3))  # Σ p(1-p) = 1 - Σ p²
+    assert (agree[0, 0, 0], valid[0, 0, 0]) == (1, 3)
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@st.composite
+def rater_labels(draw) -> tuple[np.ndarray, np.ndarray, int]:
+    """Random ``(labels (image, rater, y, x), pred (image, y, x), n_classes)`` with some ignored raters."""
+    n_classes = draw(st.integers(2, 4))
+    n_images = draw(st.integers(1, 3))
+    n_raters = draw(st.integers(1, 6))
+    height, width = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    ignore_rate = draw(st.sampled_from([0.0, 0.2, 0.5, 0.9]))
+    dtype = draw(st.sampled_from([np.uint8, np.int16, np.int32, np.int64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (n_images, n_raters, height, width)
+    labels = rng.integers(0, n_classes, size=shape)
+    labels[rng.random(shape) < ignore_rate] = IGNORE
+    pred = rng.integers(0, n_classes, size=(n_images, height, width)).astype(
+        draw(st.sampled_from([np.uint8, np.int64]))
+    )
+    return labels.astype(dtype), pred, n_classes
+
+
+# --------------------------------------------------------------------------- rater statistics
+
+
+@PROPERTY_SETTINGS
+@given(case=rater_labels())
+def test_rater_statistics_match_reference(case):
+    labels, pred, n_classes = case
+    stats = rater_statistics(labels, pred, n_classes)
+    variance, agree, valid = reference_rater_statistics(labels, pred, n_classes)
+    assert stats.variance.dtype == np.float32
+    assert stats.variance.shape == pred.shape
+    np.testing.assert_allclose(stats.variance, variance, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(stats.agree, agree)
+    np.testing.assert_array_equal(stats.valid, valid)
+    # g = 1 - Σ p_c² lies in [0, 1 - 1/C]; pixels without a valid rater are 0.
+    assert (stats.variance >= 0).all()
+    assert (stats.variance <= 1 - 1 / n_classes + 1e-6).all()
+    assert (stats.variance[valid == 0] == 0).all()
+    # Without predictions, nothing agrees and the variance is the same.
+    np.testing.assert_array_equal(rater_variance(labels, n_classes), stats.variance)
+    no_pred = rater_statistics(labels, None, n_classes)
+    assert (no_pred.agree == 0).all()
+    np.testing.assert_array_equal(no_pred.valid, valid)
+
+
+def test_rater_variance_by_hand():
+    # Pixel 0: 2 raters of 3 choose class 2, one class 0 -> 1 - (1/9 + 4/9) = 4/9.
+    # Pixel 1: one rater each of classes 0, 1, 2 -> 1 - 3/9 = 2/3 (the maximum 1 - 1/C).
+    # Pixel 2: one rater ignored, two choose 0 and 1 -> 1/2.
+    labels = np.array([[[[2, 0, IGNORE]], [[2, 1, 0]], [[0, 2, 1]]]], dtype=np.uint8)
+    pred = np.array([[[2, 1, 0]]])
+    stats = rater_statistics(labels, pred, 3)
+    np.testing.assert_allclose(stats.variance[0, 0], [4 / 9, 2 / 3, 1 / 2], rtol=1e-6)
+    np.testing.assert_array_equal(stats.agree[0, 0], [2, 1, 1])
+    np.testing.assert_array_equal(stats.valid[0, 0], [3, 3, 2])
+    np.testing.assert_allclose(stats.correctness[0, 0], [2 / 3, 1 / 3, 1 / 2])
+
+
+def test_all_raters_ignored_gives_no_valid_rater_and_zero_variance():
+    labels = np.full((2, 3, 2, 2), IGNORE, dtype=np.uint8)
+    labels[1, :, 0, 0] = [1, 0, 1]  # image 1 has one labelled pixel
+    stats = rater_statistics(labels, np.ones((2, 2, 2), dtype=np.uint8), 2)
+    expected_valid = np.zeros((2, 2, 2), dtype=np.int32)
+    expected_valid[1, 0, 0] = 3
+    np.testing.assert_array_equal(stats.valid, expected_valid)
+    assert stats.agree[1, 0, 0] == 2
+    assert stats.agree.sum() == 2
+    expected_variance = np.zeros((2, 2, 2), dtype=np.float32)
+    expected_variance[1, 0, 0] = 1 - (1 / 9 + 4 / 9)
+    np.testing.assert_allclose(stats.variance, expected_variance, rtol=1e-6, atol=0)
+    assert np.isnan(stats.correctness[stats.valid == 0]).all()
+
+
+@pytest.mark.parametrize("n_raters", [1, 2, 5])
+def test_raters_that_agree_give_exactly_zero_variance(n_raters):
+    rng = np.random.default_rng(n_raters)
+    one = rng.integers(0, 4, size=(3, 1, 5, 4))
+    labels = np.repeat(one, n_raters, axis=1).astype(np.uint8)
+    # Ignoring some raters of a unanimous pixel leaves it unanimous.
+    labels[rng.random(labels.shape) < 0.3] = IGNORE
+    labels[:, 0] = one[:, 0]  # at least one rater everywhere
+    stats = rater_statistics(labels, one[:, 0], 4)
+    assert (stats.variance == 0).all()
+    np.testing.assert_array_equal(stats.agree, stats.valid)
+    np.testing.assert_array_equal(stats.correctness, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bad_value"),
+    [(np.uint8, 3), (np.uint8, 254), (np.int16, -1), (np.int64, 7)],
+)
+def test_out_of_range_labels_raise_naming_the_image(dtype, bad_value):
+    labels = np.zeros((4, 2, 3, 3), dtype=dtype)
+    labels[0, 0, 0, 0] = IGNORE  # the ignore label itself is fine
+    labels[2, 1, 1, 2] = bad_value
+    labels[2, 0, 0, 1] = bad_value
+    labels[3, 0, 0, 0] = bad_value  # a later image is not the one named
+    with pytest.raises(UQEvalError, match=r"image 2 has 2 label\(s\) outside \[0, 3\)"):
+        rater_statistics(labels, np.zeros((4, 3, 3), dtype=np.uint8), 3)
+    with pytest.raises(UQEvalError, match="image 2"):
+        rater_variance(labels, 3)
+
+
+def test_labels_equal_to_n_classes_are_out_of_range_but_below_are_not():
+    labels = np.array([[[[0, 1]], [[1, 1]]]], dtype=np.uint8)
+    rater_statistics(labels, None, 2)  # fine
+    with pytest.raises(UQEvalError, match="image 0"):
+        rater_statistics(labels, None, 1)
+
+
+def test_bad_label_arrays_raise():
+    with pytest.raises(UQEvalError, match="integer labels"):
+        rater_statistics(np.zeros((1, 2, 3, 3), dtype=np.float32), None, 2)
+    with pytest.raises(UQEvalError, match="integer labels"):
+        rater_statistics(np.zeros((2, 3, 3), dtype=np.uint8), None, 2)
+    with pytest.raises(UQEvalError, match="does not match"):
+        rater_statistics(np.zeros((1, 2, 3, 3), dtype=np.uint8), np.zeros((1, 3, 4), dtype=np.uint8), 2)
+
+
+# --------------------------------------------------------------------------- NCC
+
+
+def reference_ncc(variance: np.ndarray, u: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """scipy's Pearson correlation, image by image, over the pixels with a valid rater (float64 of float32 maps)."""
+    out = []
+    for g_image, u_image, v_image in zip(variance, u, valid, strict=True):
+        mask = v_image > 0
+        g_valid = g_image[mask].astype(np.float32).astype(np.float64)
+        u_valid = u_image[mask].astype(np.float32).astype(np.float64)
+        out.append(scipy.stats.pearsonr(g_valid, u_valid).statistic)
+    return np.array(out)
+
+
+def test_ncc_matches_scipy_on_random_maps():
+    rng = np.random.default_rng(7)
+    n_images, height, width = 6, 17, 13
+    g = rng.random((n_images, height, width)).astype(np.float32)
+    # Correlations across the whole range, from strongly negative to strongly positive.
+    weights = np.linspace(-3, 3, n_images)[:, None, None]
+    u = (weights * g + rng.gamma(2.0, 0.3, size=g.shape)).astype(np.float32)
+    valid = rng.integers(0, 4, size=g.shape)
+    result = ncc(g, u, valid)
+    expected = reference_ncc(g, u, valid)
+    np.testing.assert_array_equal(result.state, SCORED)
+    np.testing.assert_allclose(result.correlation, expected, rtol=0, atol=1e-6)
+    assert expected.min() < -0.5 and expected.max() > 0.5
+    # Without a valid mask every pixel counts: np.corrcoef over the whole image.
+    full = ncc(g, u)
+    for image in range(n_images):
+        expected_full = np.corrcoef(g[image].ravel().astype(np.float64), u[image].ravel().astype(np.float64))[0, 1]
+        assert full.correlation[image] == pytest.approx(expected_full, abs=1e-6)
+
+
+def test_ncc_ignores_pixels_without_a_rater():
+    rng = np.random.default_rng(3)
+    g = rng.random((1, 8, 8)).astype(np.float32)
+    u = rng.random((1, 8, 8)).astype(np.float32)
+    valid = np.ones((1, 8, 8), dtype=np.int32)
+    valid[0, :2] = 0
+    base = ncc(g, u, valid).correlation[0]
+    # Whatever the invalid pixels hold, they do not count.
+    g2, u2 = g.copy(), u.copy()
+    g2[0, :2] = 100.0
+    u2[0, :2] = -50.0
+    assert ncc(g2, u2, valid).correlation[0] == pytest.approx(base, abs=1e-12)
+    assert ncc(g2, u2).correlation[0] != pytest.approx(base, abs=1e-3)
+    expected = np.corrcoef(g[0, 2:].ravel().astype(np.float64), u[0, 2:].ravel().astype(np.float64))[0, 1]
+    assert base == pytest.approx(expected, abs=1e-6)
+
+
+def test_ncc_of_rater_statistics_matches_corrcoef():
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 3, size=(4, 5, 9, 9)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.3] = IGNORE
+    stats = rater_statistics(labels, None, 3)
+    u = (stats.variance + rng.normal(0, 0.2, size=stats.variance.shape)).astype(np.float32)
+    result = ncc(stats.variance, u, stats.valid)
+    np.testing.assert_allclose(result.correlation, reference_ncc(stats.variance, u, stats.valid), rtol=0, atol=1e-6)
+
+
+def test_ncc_by_hand_doc_example():
+    g = np.array([[[0.0, 0.5, 0.0, 0.0]]], dtype=np.float32)
+    u = np.array([[[0.1, 0.6, 0.2, 0.1]]], dtype=np.float32)
+    expected = np.corrcoef(g[0, 0].astype(np.float64), u[0, 0].astype(np.float64))[0, 1]
+    assert ncc(g, u).correlation[0] == pytest.approx(expected, abs=1e-6)
+    assert ncc(g, u).correlation[0] == pytest.approx(0.98019, abs=1e-4)
+
+
+def test_ncc_of_perfectly_related_maps_is_plus_or_minus_one():
+    rng = np.random.default_rng(5)
+    g = rng.random((2, 10, 10)).astype(np.float32)
+    u = np.stack([2 * g[0] + 1, 1 - 3 * g[1]])
+    result = ncc(g, u)
+    np.testing.assert_allclose(result.correlation, [1.0, -1.0], atol=1e-6)
+    assert (np.abs(result.correlation) <= 1.0).all()
+
+
+def test_constant_maps_are_not_scored():
+    rng = np.random.default_rng(2)
+    g = rng.random((5, 6, 6)).astype(np.float32)
+    u = rng.random((5, 6, 6)).astype(np.float32)
+    valid = np.ones((5, 6, 6), dtype=np.int32)
+    g[1] = 0.0  # raters all agree
+    u[2] = 0.7  # constant uncertainty
+    g[3] = 0.25  # constant over the valid pixels only
+    g[3, 0, 0] = 0.9
+    valid[3, 0, 0] = 0
+    valid[4] = 0  # no pixel with a rater
+    result = ncc(g, u, valid)
+    np.testing.assert_array_equal(result.state, [SCORED, CONSTANT, CONSTANT, CONSTANT, NO_PIXELS])
+    assert result.state.dtype == np.int8
+    assert not np.isnan(result.correlation[0])
+    assert np.isnan(result.correlation[1:]).all()
+
+
+def test_nearly_constant_map_is_still_scored():
+    """A map that varies only at float32 resolution is not constant."""
+    g = np.zeros((1, 1, 4), dtype=np.float32)
+    g[0, 0, 2] = np.float32(1e-30)
+    u = np.array([[[0.1, 0.2, 0.9, 0.3]]], dtype=np.float32)
+    result = ncc(g, u)
+    assert result.state[0] == SCORED
+    expected = np.corrcoef(g[0, 0].astype(np.float64), u[0, 0].astype(np.float64))[0, 1]
+    assert result.correlation[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_ncc_rejects_mismatched_maps():
+    with pytest.raises(UQEvalError, match="NCC"):
+        ncc(np.zeros((2, 3, 3)), np.zeros((2, 3, 4)))
+    with pytest.raises(UQEvalError, match="NCC"):
+        ncc(np.zeros((3, 3)), np.zeros((3, 3)))
+
+
+@PROPERTY_SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_pixels=st.integers(3, 60),
+    n_images=st.integers(1, 3),
+    rater_levels=st.integers(1, 6),
+)
+def test_ncc_is_invariant_to_pixel_permutations(seed, n_pixels, n_images, rater_levels):
+    rng = np.random.default_rng(seed)
+    # g takes few levels (like a rater variance), u is continuous; some pixels lack a rater.
+    g = (rng.integers(0, rater_levels + 1, size=(n_images, 1, n_pixels)) / (rater_levels + 1)).astype(np.float32)
+    u = rng.gamma(1.5, 0.4, size=(n_images, 1, n_pixels)).astype(np.float32)
+    valid = rng.integers(0, 3, size=(n_images, 1, n_pixels))
+    original = ncc(g, u, valid)
+    order = rng.permutation(n_pixels)
+    shuffled = ncc(g[..., order], u[..., order], valid[..., order])
+    np.testing.assert_array_equal(shuffled.state, original.state)
+    np.testing.assert_allclose(shuffled.correlation, original.correlation, rtol=0, atol=1e-9)
+    # Reshaping the same pixels to another (y, x) grid changes nothing either.
+    reshaped = ncc(
+        g.reshape(n_images, n_pixels, 1), u.reshape(n_images, n_pixels, 1), valid.reshape(n_images, n_pixels, 1)
+    )
+    np.testing.assert_array_equal(reshaped.correlation, original.correlation)
+    # And the scored values agree with scipy.
+    for image in np.flatnonzero(original.state == SCORED):
+        mask = valid[image, 0] > 0
+        expected = scipy.stats.pearsonr(g[image, 0, mask].astype(np.float64), u[image, 0, mask].astype(np.float64))
+        assert original.correlation[image] == pytest.approx(expected.statistic, abs=1e-6)
+    for image in np.flatnonzero(original.state == CONSTANT):
+        mask = valid[image, 0] > 0
+        assert np.ptp(g[image, 0, mask]) == 0 or np.ptp(u[image, 0, mask]) == 0
+    for image in np.flatnonzero(original.state == NO_PIXELS):
+        assert (valid[image] == 0).all()
+
+
+# --------------------------------------------------------------------------- mean NCC
+
+
+def _correlation(values, states) -> Correlation:
+    return Correlation(np.array(values, dtype=np.float64), np.array(states, dtype=np.int8))
+
+
+def test_mean_ncc_skip_and_zero():
+    corr = _correlation(
+        [0.8, np.nan, 0.2, np.nan, -0.4, np.nan],
+        [SCORED, CONSTANT, SCORED, NO_PIXELS, SCORED, CONSTANT],
+    )
+    value, n_constant = mean_ncc(corr)
+    assert n_constant == 2
+    assert value == pytest.approx((0.8 + 0.2 - 0.4) / 3)
+    assert mean_ncc(corr, constant="skip") == (value, 2)
+    zero, n_constant = mean_ncc(corr, constant="zero")
+    assert n_constant == 2
+    assert zero == pytest.approx((0.8 + 0.2 - 0.4) / 5)  # images without pixels never count
+
+
+def test_mean_ncc_is_nan_when_nothing_is_scored():
+    only_constant = _correlation([np.nan, np.nan], [CONSTANT, NO_PIXELS])
+    value, n_constant = mean_ncc(only_constant)
+    assert math.isnan(value) and n_constant == 1
+    assert mean_ncc(only_constant, constant="zero") == (0.0, 1)
+    value, n_constant = mean_ncc(_correlation([np.nan], [NO_PIXELS]), constant="zero")
+    assert math.isnan(value) and n_constant == 0
+    value, n_constant = mean_ncc(_correlation([], []))
+    assert math.isnan(value) and n_constant == 0
+
+
+def test_mean_ncc_end_to_end():
+    rng = np.random.default_rng(9)
+    g = rng.random((4, 5, 5)).astype(np.float32)
+    u = (g + rng.normal(0, 0.3, size=g.shape)).astype(np.float32)
+    g[1] = 0.0
+    corr = ncc(g, u)
+    expected = reference_ncc(g[[0, 2, 3]], u[[0, 2, 3]], np.ones((3, 5, 5)))
+    value, n_constant = mean_ncc(corr)
+    assert n_constant == 1
+    assert value == pytest.approx(expected.mean(), abs=1e-6)
+    assert mean_ncc(corr, constant="zero")[0] == pytest.approx(expected.sum() / 4, abs=1e-6)
+
+
+def test_mean_ncc_rejects_unknown_policy():
+    with pytest.raises(UQEvalError, match="constant"):
+        mean_ncc(_correlation([0.5], [SCORED]), constant="nan")

@@ -1,0 +1,327 @@
+"""Tests of :mod:`uqeval.metrics.segmentation` against loop-based references."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from uqeval import UQEvalError
+from uqeval.metrics.segmentation import (
+    discrete_samples,
+    generalised_energy_distance,
+    hungarian_iou,
+    overlap_matrix,
+    segmentation_quality,
+)
+
+IGNORE = 255
+PROPERTY_SETTINGS = settings(max_examples=60, deadline=None)
+
+
+# --------------------------------------------------------------------------- references
+
+
+def reference_overlap(
+    a: np.ndarray, b: np.ndarray, n_classes: int, *, background=0, kind="iou", empty=1.0, ignore=IGNORE
+) -> float:
+    """IoU or Dice of two single masks, one class at a time, by counting pixels."""
+    counted = (a != ignore) & (b != ignore)
+    scores = []
+    for c in range(n_classes):
+        if c == background:
+            continue
+        in_a = (a == c) & counted
+        in_b = (b == c) & counted
+        union = int((in_a | in_b).sum())
+        if union == 0:
+            continue
+        both = int((in_a & in_b).sum())
+        if kind == "iou":
+            scores.append(both / union)
+        else:
+            scores.append(2 * both / (int(in_a.sum()) + int(in_b.sum())))
+    return float(np.mean(scores)) if scores else empty
+
+
+def reference_matrix(first, second, n_classes, **options) -> np.ndarray:
+    return np.array([[reference_overlap(a, b, n_classes, **options) for b in second] for a in first])
+
+
+def reference_ged(samples, raters, n_classes, **options) -> float:
+    """``2 E d(S, Y) - E d(S, S') - E d(Y, Y')`` with ``d = 1 - IoU``, by explicit double sums."""
+
+    def mean_distance(xs, ys):
+        total = 0.0
+        for x in xs:
+            for y in ys:
+                total += 1.0 - reference_overlap(x, y, n_classes, **options)
+        return total / (len(xs) * len(ys))
+
+    return 2 * mean_distance(samples, raters) - mean_distance(samples, samples) - mean_distance(raters, raters)
+
+
+def brute_force_hungarian(iou: np.ndarray) -> float:
+    """Best mean IoU over every perfect matching of the two sets, each repeated up to ``lcm(n, m)``."""
+    n, m = iou.shape
+    size = math.lcm(n, m)
+    rows = [i for i in range(n) for _ in range(size // n)]
+    columns = [j for j in range(m) for _ in range(size // m)]
+    best = -np.inf
+    for order in itertools.permutations(columns):
+        best = max(best, sum(iou[i, j] for i, j in zip(rows, order, strict=True)) / size)
+    return float(best)
+
+
+def cube_from_class_maps(maps: np.ndarray, n_classes: int, sharpness: float = 0.9) -> np.ndarray:
+    """(eu, au, class, y, x) probabilities whose samples have the argmax ``maps[e, a]``."""
+    off = (1 - sharpness) / (n_classes - 1)
+    one_hot = np.eye(n_classes, dtype=np.float64)[maps]  # (eu, au, y, x, class)
+    probabilities = np.where(one_hot == 1, sharpness, off)
+    return np.moveaxis(probabilities, -1, 2).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- overlap_matrix
+
+
+def test_doctest_example_by_hand():
+    a = np.array([[[0, 1, 1, 0]]])
+    b = np.array([[[0, 1, 0, 0]], [[0, 0, 0, 0]]])
+    np.testing.assert_allclose(overlap_matrix(a, b, n_classes=2), [[0.5, 0.0]])
+    np.testing.assert_allclose(overlap_matrix(a, b, n_classes=2, kind="dice"), [[2 / 3, 0.0]])
+
+
+@st.composite
+def mask_pairs(draw):
+    n_classes = draw(st.integers(2, 3))
+    height, width = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    values = st.sampled_from([*range(n_classes), IGNORE])
+    first = draw(hnp.arrays(np.uint8, (draw(st.integers(1, 3)), height, width), elements=values))
+    second = draw(hnp.arrays(np.uint8, (draw(st.integers(1, 3)), height, width), elements=values))
+    background = draw(st.integers(0, n_classes - 1))
+    return first, second, n_classes, background
+
+
+@PROPERTY_SETTINGS
+@given(mask_pairs(), st.sampled_from(["iou", "dice"]), st.sampled_from([1.0, 0.0, 0.25]))
+def test_overlap_matrix_matches_reference(pair, kind, empty):
+    first, second, n_classes, background = pair
+    options = {"background": background, "kind": kind, "empty": empty}
+    got = overlap_matrix(first, second, n_classes, **options)
+    assert got.shape == (len(first), len(second))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, reference_matrix(first, second, n_classes, **options), rtol=0, atol=1e-12)
+
+
+def test_overlap_matrix_random_masks_with_ignores():
+    rng = np.random.default_rng(3)
+    for n_classes in (2, 3):
+        first = rng.integers(0, n_classes, (4, 12, 9)).astype(np.uint8)
+        second = rng.integers(0, n_classes, (3, 12, 9)).astype(np.uint8)
+        first[rng.random(first.shape) < 0.1] = IGNORE
+        second[rng.random(second.shape) < 0.1] = IGNORE
+        for kind in ("iou", "dice"):
+            np.testing.assert_allclose(
+                overlap_matrix(first, second, n_classes, kind=kind),
+                reference_matrix(first, second, n_classes, kind=kind),
+                atol=1e-12,
+            )
+
+
+def test_empty_masks_score_empty_and_ignore_is_excluded():
+    empty = np.zeros((1, 3, 3), dtype=np.uint8)
+    assert overlap_matrix(empty, empty, 2)[0, 0] == 1.0
+    assert overlap_matrix(empty, empty, 3, kind="dice", empty=0.5)[0, 0] == 0.5
+    # The only foreground pixel of `a` is ignored by `b`: nothing left to compare.
+    a = np.array([[[1, 0, 0]]], dtype=np.uint8)
+    b = np.array([[[IGNORE, 0, 0]]], dtype=np.uint8)
+    assert overlap_matrix(a, b, 2)[0, 0] == 1.0
+    assert overlap_matrix(b, a, 2, empty=0.0)[0, 0] == 0.0
+    # A class present in one mask only scores 0 and is averaged in; an absent class is not.
+    a = np.array([[[1, 1, 2, 0]]], dtype=np.uint8)
+    b = np.array([[[1, 0, 0, 0]]], dtype=np.uint8)
+    assert overlap_matrix(a, b, 3)[0, 0] == pytest.approx((0.5 + 0.0) / 2)
+    assert overlap_matrix(a, b, 4)[0, 0] == pytest.approx((0.5 + 0.0) / 2)
+
+
+def test_overlap_matrix_rejects_bad_input():
+    a = np.zeros((1, 2, 2), dtype=np.uint8)
+    with pytest.raises(UQEvalError, match="kind"):
+        overlap_matrix(a, a, 2, kind="jaccard")
+    with pytest.raises(UQEvalError, match="shapes"):
+        overlap_matrix(a, np.zeros((1, 2, 3), dtype=np.uint8), 2)
+    with pytest.raises(UQEvalError, match="shapes"):
+        overlap_matrix(a[0], a[0], 2)
+
+
+# --------------------------------------------------------------------------- GED
+
+
+def test_ged_is_the_formula_with_self_pairs():
+    rng = np.random.default_rng(0)
+    cross, samples, raters = rng.random((3, 2)), rng.random((3, 3)), rng.random((2, 2))
+    expected = 2 * cross.sum() / 6 - samples.sum() / 9 - raters.sum() / 4
+    assert generalised_energy_distance(cross, samples, raters) == pytest.approx(expected, abs=1e-14)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_ged_from_masks_matches_direct_computation(n_classes):
+    rng = np.random.default_rng(n_classes)
+    samples = rng.integers(0, n_classes, (5, 8, 8)).astype(np.uint8)
+    raters = rng.integers(0, n_classes, (3, 8, 8)).astype(np.uint8)
+    raters[rng.random(raters.shape) < 0.15] = IGNORE
+    got = generalised_energy_distance(
+        1 - overlap_matrix(samples, raters, n_classes),
+        1 - overlap_matrix(samples, samples, n_classes),
+        1 - overlap_matrix(raters, raters, n_classes),
+    )
+    assert got == pytest.approx(reference_ged(samples, raters, n_classes), abs=1e-12)
+    assert got > 0
+
+
+def test_ged_of_identical_sets_is_zero():
+    rng = np.random.default_rng(1)
+    masks = rng.integers(0, 3, (4, 6, 6)).astype(np.uint8)
+    distance = 1 - overlap_matrix(masks, masks, 3)
+    assert generalised_energy_distance(distance, distance, distance) == pytest.approx(0.0, abs=1e-14)
+
+
+# --------------------------------------------------------------------------- Hungarian IoU
+
+
+@pytest.mark.parametrize("shape", [(4, 2), (3, 3), (2, 4), (3, 2), (2, 3), (1, 3), (4, 4)])
+def test_hungarian_iou_matches_brute_force(shape):
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(5):
+        iou = rng.random(shape)
+        assert hungarian_iou(iou) == pytest.approx(brute_force_hungarian(iou), abs=1e-12)
+
+
+def test_hungarian_iou_repeats_raters_equally():
+    # Two samples both closest to rater 0: tiling forces one of them onto rater 1.
+    iou = np.array([[0.9, 0.1], [0.8, 0.3]])
+    assert hungarian_iou(iou) == pytest.approx((0.9 + 0.3) / 2)
+    # 4 samples, 2 raters: each rater takes two samples.
+    iou = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.5]])
+    assert hungarian_iou(iou) == pytest.approx((1.0 + 1.0 + 0.0 + 0.5) / 4)
+
+
+# --------------------------------------------------------------------------- segmentation_quality
+
+
+def random_cubes(rng, n_images, eu, au, n_classes, size=6):
+    maps = rng.integers(0, n_classes, (n_images, eu, au, size, size))
+    cubes = np.stack([cube_from_class_maps(m, n_classes) for m in maps])
+    return cubes, maps
+
+
+def test_discrete_samples_are_argmax_of_drawn_members():
+    rng = np.random.default_rng(0)
+    cubes, maps = random_cubes(rng, 1, 3, 4, 3)
+    all_of_them = discrete_samples(cubes[0], 50, np.random.default_rng(0))
+    np.testing.assert_array_equal(all_of_them, maps[0].reshape(12, 6, 6))
+    chosen = np.sort(np.random.default_rng(5).choice(12, size=5, replace=False))
+    np.testing.assert_array_equal(
+        discrete_samples(cubes[0], 5, np.random.default_rng(5)), maps[0].reshape(12, 6, 6)[chosen]
+    )
+
+
+def reference_quality(cube_maps, pred, raters, n_classes, image_index, *, n_samples=16, seed=0):
+    """Dice, GED and brute-force Hungarian IoU of one image from its sample class maps."""
+    flat = cube_maps.reshape(-1, *cube_maps.shape[-2:])
+    if len(flat) > n_samples:
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(image_index,)))
+        flat = flat[np.sort(rng.choice(len(flat), size=n_samples, replace=False))]
+    dice = np.mean([reference_overlap(pred, rater, n_classes, kind="dice") for rater in raters])
+    ged = reference_ged(flat, raters, n_classes)
+    return dice, ged, flat
+
+
+@pytest.mark.parametrize(("eu", "au"), [(2, 3), (5, 5)])
+def test_segmentation_quality_matches_reference(eu, au):
+    rng = np.random.default_rng(eu * au)
+    n_classes = 3
+    cubes, maps = random_cubes(rng, 4, eu, au, n_classes)
+    pred = cubes.mean(axis=(1, 2)).argmax(axis=1).astype(np.uint8)
+    labels = rng.integers(0, n_classes, (4, 3, 6, 6)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.1] = IGNORE
+    indices = np.array([7, 3, 0, 11])
+    quality = segmentation_quality(cubes, pred, labels, indices, n_samples=16, seed=4)
+    for i in range(4):
+        dice, ged, samples = reference_quality(maps[i], pred[i], labels[i], n_classes, int(indices[i]), seed=4)
+        assert len(samples) == min(16, eu * au)
+        assert quality.dice[i] == pytest.approx(dice, abs=1e-12)
+        assert quality.ged[i] == pytest.approx(ged, abs=1e-12)
+        iou = reference_matrix(samples, labels[i], n_classes)
+        assert quality.hungarian_iou[i] == pytest.approx(hungarian_iou(iou), abs=1e-12)
+
+
+def test_segmentation_quality_hungarian_against_brute_force_small():
+    rng = np.random.default_rng(8)
+    cubes, maps = random_cubes(rng, 3, 2, 2, 2)  # 4 samples against 2 raters
+    pred = maps[:, 0, 0].astype(np.uint8)
+    labels = rng.integers(0, 2, (3, 2, 6, 6)).astype(np.uint8)
+    quality = segmentation_quality(cubes, pred, labels, np.arange(3))
+    for i in range(3):
+        iou = reference_matrix(maps[i].reshape(4, 6, 6), labels[i], 2)
+        assert quality.hungarian_iou[i] == pytest.approx(brute_force_hungarian(iou), abs=1e-12)
+
+
+def test_segmentation_quality_is_deterministic_and_independent_of_batching():
+    rng = np.random.default_rng(2)
+    cubes, _ = random_cubes(rng, 6, 5, 5, 2)
+    pred = cubes.mean(axis=(1, 2)).argmax(axis=1).astype(np.uint8)
+    labels = rng.integers(0, 2, (6, 3, 6, 6)).astype(np.uint8)
+    indices = np.arange(6)
+    whole = segmentation_quality(cubes, pred, labels, indices, seed=9)
+    again = segmentation_quality(cubes, pred, labels, indices, seed=9)
+    parts = [segmentation_quality(cubes[s], pred[s], labels[s], indices[s], seed=9) for s in (slice(0, 2), slice(2, 6))]
+    reversed_order = segmentation_quality(cubes[::-1], pred[::-1], labels[::-1], indices[::-1], seed=9)
+    for name in ("dice", "ged", "hungarian_iou"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(again, name))
+        np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(p, name) for p in parts]))
+        np.testing.assert_array_equal(getattr(whole, name), getattr(reversed_order, name)[::-1])
+    other_seed = segmentation_quality(cubes, pred, labels, indices, seed=10)
+    assert not np.array_equal(whole.ged, other_seed.ged)  # 16 of 25 samples: the draw matters
+    np.testing.assert_array_equal(whole.dice, other_seed.dice)  # Dice uses pred only
+
+
+def test_segmentation_quality_uses_every_sample_when_there_are_few():
+    rng = np.random.default_rng(4)
+    cubes, _ = random_cubes(rng, 2, 2, 3, 2)
+    pred = np.zeros((2, 6, 6), dtype=np.uint8)
+    labels = rng.integers(0, 2, (2, 3, 6, 6)).astype(np.uint8)
+    first = segmentation_quality(cubes, pred, labels, np.arange(2), seed=0)
+    second = segmentation_quality(cubes, pred, labels, np.arange(2), seed=123)
+    np.testing.assert_array_equal(first.ged, second.ged)
+    np.testing.assert_array_equal(first.hungarian_iou, second.hungarian_iou)
+
+
+def test_segmentation_quality_of_empty_prediction_and_raters():
+    maps = np.zeros((1, 2, 2, 5, 5), dtype=np.int64)
+    cubes = cube_from_class_maps(maps[0], 2)[None]
+    pred = np.zeros((1, 5, 5), dtype=np.uint8)
+    labels = np.zeros((1, 3, 5, 5), dtype=np.uint8)
+    quality = segmentation_quality(cubes, pred, labels, np.arange(1))
+    assert quality.dice[0] == 1.0
+    assert quality.ged[0] == 0.0
+    assert quality.hungarian_iou[0] == 1.0
+    # One rater draws an object the prediction misses: Dice (1 + 1 + 0) / 3.
+    labels[0, 2, 1, 1] = 1
+    quality = segmentation_quality(cubes, pred, labels, np.arange(1), empty=1.0)
+    assert quality.dice[0] == pytest.approx(2 / 3)
+    assert segmentation_quality(cubes, pred, labels, np.arange(1), empty=0.0).dice[0] == pytest.approx(0.0)
+
+
+def test_ged_is_zero_when_samples_equal_raters():
+    rng = np.random.default_rng(6)
+    raters = rng.integers(0, 3, (4, 6, 6))
+    cubes = cube_from_class_maps(raters.reshape(2, 2, 6, 6), 3)[None]
+    quality = segmentation_quality(cubes, raters[:1].astype(np.uint8), raters[None].astype(np.uint8), np.arange(1))
+    assert quality.ged[0] == pytest.approx(0.0, abs=1e-12)
+    assert quality.hungarian_iou[0] == pytest.approx(1.0)

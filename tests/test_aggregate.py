@@ -1,0 +1,464 @@
+"""Aggregation strategies (DESIGN §4) against brute-force and first-principles references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
+
+from uqeval import UQEvalError
+from uqeval.aggregate import (
+    AGGREGATORS,
+    AggregationParameters,
+    Aggregator,
+    aggregate,
+    border_length,
+    fit_threshold,
+    foreground_area,
+    get_aggregator,
+    per_image,
+    register_aggregator,
+)
+
+PROPERTY_SETTINGS = settings(max_examples=60, deadline=None)
+BUILT_INS = ("area", "border", "mean", "patch_max", "sum", "threshold")
+
+
+# --------------------------------------------------------------------------- references
+
+
+def reference_patch_max(u: np.ndarray, k: int) -> np.ndarray:
+    """Max over every stride-1 window of ``min(k, H) × min(k, W)`` of the window mean, by brute force."""
+    scores = []
+    for image in np.asarray(u, dtype=np.float64):
+        window = (min(k, image.shape[0]), min(k, image.shape[1]))
+        scores.append(sliding_window_view(image, window).mean(axis=(-2, -1)).max())
+    return np.array(scores)
+
+
+def reference_quantile(values: np.ndarray, q: float) -> float:
+    """``numpy.quantile(values, q, method="linear")`` written out: interpolate at ``h = (n - 1) q``."""
+    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    h = (x.size - 1) * q
+    low = math.floor(h)
+    high = min(low + 1, x.size - 1)
+    return float(x[low] + (h - low) * (x[high] - x[low]))
+
+
+def reference_fit_threshold(u: np.ndarray, pred: np.ndarray, background: int = 0) -> float:
+    fractions = [np.count_nonzero(p == background) / p.size for p in pred]
+    return reference_quantile(u, sum(fractions) / len(fractions))
+
+
+def reference_threshold_scores(u: np.ndarray, tau: float) -> np.ndarray:
+    scores = []
+    for image in u:
+        above = [float(value) for value in image.ravel() if value >= tau]
+        scores.append(sum(above) / len(above) if above else 0.0)
+    return np.array(scores)
+
+
+def reference_border_length(pred: np.ndarray) -> np.ndarray:
+    """4-neighbour pairs with different labels, counted with explicit loops."""
+    lengths = []
+    for image in pred:
+        height, width = image.shape
+        count = 0
+        for y in range(height):
+            for x in range(width):
+                if y + 1 < height and image[y, x] != image[y + 1, x]:
+                    count += 1
+                if x + 1 < width and image[y, x] != image[y, x + 1]:
+                    count += 1
+        lengths.append(count)
+    return np.array(lengths)
+
+
+@st.composite
+def batches(draw, max_side: int = 12, max_classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Random float32 maps and multi-class predictions ``(image, y, x)``."""
+    n_images = draw(st.integers(1, 3))
+    height, width = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    n_classes = draw(st.integers(1, max_classes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    u = rng.gamma(0.5, size=(n_images, height, width)).astype(np.float32)
+    pred = rng.integers(0, n_classes, size=(n_images, height, width)).astype(np.uint8)
+    return u, pred
+
+
+# --------------------------------------------------------------------------- patch_max
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_patch_max_matches_brute_force(data):
+    u, pred = data.draw(batches(max_side=25))
+    k = data.draw(st.integers(1, 14))
+    scores = aggregate("patch_max", u, pred, AggregationParameters(patch_size=k))
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, reference_patch_max(u, k), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("shape", "k"),
+    [
+        ((3, 7), 10),  # smaller than the patch along both axes: the whole image
+        ((3, 17), 10),  # clamped along y only: 3 × 10 windows
+        ((15, 4), 10),  # clamped along x only: 10 × 4 windows
+        ((12, 13), 10),
+        ((10, 10), 10),  # exactly one window
+        ((9, 11), 1),  # k = 1: the largest pixel
+        ((1, 1), 10),
+    ],
+)
+def test_patch_max_shapes_against_sliding_window_view(shape, k):
+    rng = np.random.default_rng(sum(shape) * 31 + k)
+    u = rng.random((3, *shape)).astype(np.float32)
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    scores = aggregate("patch_max", u, pred, AggregationParameters(patch_size=k))
+    np.testing.assert_allclose(scores, reference_patch_max(u, k), rtol=1e-12, atol=1e-12)
+
+
+def test_patch_max_small_image_is_its_mean_and_k1_is_its_max():
+    rng = np.random.default_rng(5)
+    u = rng.random((2, 3, 7))
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    np.testing.assert_allclose(aggregate("patch_max", u, pred), u.mean(axis=(1, 2)), rtol=1e-13)
+    ones = AggregationParameters(patch_size=1)
+    np.testing.assert_allclose(aggregate("patch_max", u, pred, ones), u.max(axis=(1, 2)), rtol=1e-13)
+
+
+def test_patch_max_hand_values_default_k_is_10():
+    u = np.zeros((3, 20, 20))
+    u[0, 5:15, 7:17] = 1.0  # a 10 × 10 hot block: one window covers it exactly
+    u[1, 0, 0] = 1.0  # one hot pixel: 1 / 100
+    u[2, 18:, 18:] = 2.0  # a 2 × 2 block in the corner: 8 / 100
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    assert AggregationParameters().patch_size == 10
+    np.testing.assert_allclose(aggregate("patch_max", u, pred), [1.0, 0.01, 0.08], rtol=1e-14)
+    # k = 11: the hot block fills 100 of the 121 pixels of the best window.
+    big = AggregationParameters(patch_size=11)
+    np.testing.assert_allclose(aggregate("patch_max", u, pred, big), [100 / 121, 1 / 121, 8 / 121], rtol=1e-14)
+
+
+# --------------------------------------------------------------------------- threshold
+
+
+def test_fit_threshold_hand_values():
+    u = np.array([[[1.0, 2.0], [3.0, 4.0]]])
+    pred = np.array([[[0, 0], [1, 2]]])  # half the pixels are background
+    # q = 0.5, h = 3 · 0.5 = 1.5: halfway between 2 and 3.
+    assert fit_threshold(u, pred) == pytest.approx(2.5, abs=1e-15)
+    # Background 1: q = 0.25, h = 0.75, τ = 1.75.
+    assert fit_threshold(u, pred, background=1) == pytest.approx(1.75, abs=1e-15)
+    # Background 7 is never predicted: q = 0, τ = min U.
+    assert fit_threshold(u, pred, background=7) == 1.0
+    # Everything background: q = 1, τ = max U.
+    assert fit_threshold(u, np.zeros_like(pred)) == 4.0
+
+
+def test_fit_threshold_pools_images_and_averages_fractions():
+    u = np.array([[[0.0, 1.0, 2.0, 3.0]], [[10.0, 20.0, 30.0, 40.0]]])
+    pred = np.array([[[0, 0, 0, 1]], [[1, 1, 1, 0]]])  # fractions 3/4 and 1/4: q = 1/2
+    # Pooled sorted values 0 1 2 3 10 20 30 40; h = 7 / 2 = 3.5: between 3 and 10.
+    assert fit_threshold(u, pred) == pytest.approx(6.5, abs=1e-14)
+    # Per image the quantiles would be 2.25 and 17.5: pooling is not averaging per-image τ.
+    assert fit_threshold(u[:1], pred[:1]) == pytest.approx(2.25, abs=1e-14)
+    assert fit_threshold(u[1:], pred[1:]) == pytest.approx(17.5, abs=1e-14)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_fit_threshold_matches_first_principles(data):
+    u, pred = data.draw(batches())
+    background = data.draw(st.integers(0, 3))
+    tau = fit_threshold(u, pred, background=background)
+    assert isinstance(tau, float)
+    expected = reference_fit_threshold(u, pred, background)
+    assert tau == pytest.approx(expected, rel=1e-6, abs=1e-7)  # float32 maps: numpy interpolates in float32
+    tau64 = fit_threshold(u.astype(np.float64), pred, background=background)
+    assert tau64 == pytest.approx(expected, rel=1e-12, abs=1e-14)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_threshold_score_matches_first_principles(data):
+    u, pred = data.draw(batches())
+    u = u.astype(np.float64)
+    tau = reference_fit_threshold(u, pred)
+    scores = aggregate("threshold", u, pred, AggregationParameters(threshold=tau))
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, reference_threshold_scores(u, tau), rtol=1e-12, atol=0)
+
+
+def test_threshold_fit_then_score_end_to_end():
+    rng = np.random.default_rng(11)
+    calibration_u = rng.random((4, 8, 9)).astype(np.float32)
+    calibration_pred = (rng.random((4, 8, 9)) < 0.3).astype(np.uint8)  # ~70 % background
+    tau = fit_threshold(calibration_u, calibration_pred)
+    assert 0.55 < tau < 0.85
+    test_u = rng.random((3, 8, 9)).astype(np.float32)
+    test_pred = np.zeros(test_u.shape, dtype=np.uint8)
+    scores = aggregate("threshold", test_u, test_pred, AggregationParameters(threshold=tau))
+    np.testing.assert_allclose(scores, reference_threshold_scores(test_u, tau), rtol=1e-6)
+    assert (scores >= tau).all()
+
+
+def test_threshold_includes_values_equal_to_tau():
+    u = np.array([[[1.0, 2.0, 3.0, 4.0]]])
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    parameters = AggregationParameters(threshold=fit_threshold(u, pred))  # q = 1: τ = 4
+    assert parameters.threshold == 4.0
+    np.testing.assert_array_equal(aggregate("threshold", u, pred, parameters), [4.0])
+    low = AggregationParameters(threshold=2.0)
+    np.testing.assert_allclose(aggregate("threshold", u, pred, low), [3.0], rtol=1e-15)
+
+
+def test_threshold_none_above_tau_scores_zero():
+    u = np.array([[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.9], [0.6, 0.7]], [[0.0, 0.0], [0.0, 0.0]]])
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    scores = aggregate("threshold", u, pred, AggregationParameters(threshold=0.55))
+    np.testing.assert_allclose(scores, [0.0, (0.9 + 0.6 + 0.7) / 3, 0.0], rtol=1e-15)
+    assert np.isfinite(scores).all()
+    everything_below = aggregate("threshold", u, pred, AggregationParameters(threshold=5.0))
+    np.testing.assert_array_equal(everything_below, [0.0, 0.0, 0.0])
+
+
+def test_threshold_without_tau_raises():
+    u = np.ones((2, 3, 3))
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    with pytest.raises(UQEvalError, match="threshold"):
+        aggregate("threshold", u, pred)
+    with pytest.raises(UQEvalError, match="threshold"):
+        get_aggregator("threshold")(u, pred, AggregationParameters(threshold=None))
+    # τ = 0 is a valid threshold, not a missing one.
+    np.testing.assert_array_equal(aggregate("threshold", u, pred, AggregationParameters(threshold=0.0)), [1.0, 1.0])
+
+
+def test_fit_threshold_bad_input_raises():
+    with pytest.raises(UQEvalError, match="calibration"):
+        fit_threshold(np.zeros((0, 3, 3)), np.zeros((0, 3, 3), dtype=np.uint8))
+    with pytest.raises(UQEvalError, match="shape"):
+        fit_threshold(np.zeros((1, 3, 3)), np.zeros((1, 3, 4), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- area, border, mean, sum
+
+
+def test_docstring_example_hand_values():
+    u = np.ones((1, 4, 4), dtype=np.float32)
+    pred = np.zeros((1, 4, 4), dtype=np.uint8)
+    pred[0, 1:3, 1:3] = 1
+    np.testing.assert_array_equal(foreground_area(pred, 0), [4])
+    np.testing.assert_array_equal(border_length(pred), [8])
+    expected = {"mean": 1.0, "sum": 16.0, "area": 4.0, "border": 2.0, "patch_max": 1.0}
+    for name, value in expected.items():
+        assert aggregate(name, u, pred)[0] == pytest.approx(value, rel=1e-15), name
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_border_length_matches_loops(data):
+    _, pred = data.draw(batches(max_side=9, max_classes=5))
+    np.testing.assert_array_equal(border_length(pred), reference_border_length(pred))
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_area_border_mean_sum_match_definitions(data):
+    u, pred = data.draw(batches(max_side=9))
+    background = data.draw(st.integers(0, 3))
+    parameters = AggregationParameters(background=background)
+    sums = np.array([sum(float(v) for v in image.ravel()) for image in u])
+    pixels = u.shape[1] * u.shape[2]
+    areas = np.array([sum(int(label != background) for label in image.ravel()) for image in pred])
+    borders = reference_border_length(pred)
+    np.testing.assert_array_equal(foreground_area(pred, background), areas)
+    expected = {
+        "mean": sums / pixels,
+        "sum": sums,
+        "area": sums / np.where(areas == 0, 1, areas),
+        "border": sums / np.where(borders == 0, 1, borders),
+    }
+    for name, values in expected.items():
+        scores = aggregate(name, u, pred, parameters)
+        assert scores.dtype == np.float64
+        assert scores.shape == (u.shape[0],)
+        np.testing.assert_allclose(scores, values, rtol=1e-12, atol=0, err_msg=name)
+
+
+def test_empty_prediction_divides_by_one():
+    rng = np.random.default_rng(2)
+    u = rng.random((2, 5, 6))
+    pred = np.zeros(u.shape, dtype=np.uint8)  # A = 0 and B = 0
+    np.testing.assert_array_equal(foreground_area(pred, 0), [0, 0])
+    np.testing.assert_array_equal(border_length(pred), [0, 0])
+    sums = u.sum(axis=(1, 2))
+    np.testing.assert_allclose(aggregate("area", u, pred), sums, rtol=1e-14)
+    np.testing.assert_allclose(aggregate("border", u, pred), sums, rtol=1e-14)
+    # All one non-background class: A = 30 but still B = 0.
+    ones = np.ones(u.shape, dtype=np.uint8)
+    np.testing.assert_allclose(aggregate("area", u, ones), sums / 30, rtol=1e-14)
+    np.testing.assert_allclose(aggregate("border", u, ones), sums, rtol=1e-14)
+
+
+def test_non_zero_background_class():
+    u = np.full((2, 3, 4), 0.5)
+    pred = np.full((2, 3, 4), 2, dtype=np.uint8)
+    pred[0, 0, :3] = 0  # 3 pixels of class 0: foreground when the background is 2
+    pred[1] = 2  # all background
+    parameters = AggregationParameters(background=2)
+    np.testing.assert_array_equal(foreground_area(pred, 2), [3, 0])
+    np.testing.assert_allclose(aggregate("area", u, pred, parameters), [6.0 / 3, 6.0], rtol=1e-15)
+    # With the default background 0 the same prediction counts the other 9 and 12 pixels.
+    np.testing.assert_allclose(aggregate("area", u, pred), [6.0 / 9, 6.0 / 12], rtol=1e-15)
+    # Border does not depend on which class is background: 3 pairs below + 1 to the right.
+    np.testing.assert_array_equal(border_length(pred), [4, 0])
+    np.testing.assert_allclose(aggregate("border", u, pred, parameters), [6.0 / 4, 6.0], rtol=1e-15)
+
+
+def test_border_counts_every_label_change_not_just_foreground():
+    pred = np.array([[[0, 1, 2], [0, 1, 2]]])  # two vertical class boundaries, 2 pairs each
+    np.testing.assert_array_equal(border_length(pred), [4])
+    pred = np.array([[[1, 2], [2, 1]]])  # checkerboard: all 4 pairs differ
+    np.testing.assert_array_equal(border_length(pred), [4])
+    pred = np.array([[[3]]])
+    np.testing.assert_array_equal(border_length(pred), [0])
+
+
+def test_sums_accumulate_in_float64():
+    u = np.full((1, 300, 300), 0.1, dtype=np.float32)  # float32 accumulation would drift
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    expected = 90000 * float(np.float32(0.1))
+    assert aggregate("sum", u, pred)[0] == pytest.approx(expected, rel=1e-12)
+    assert aggregate("mean", u, pred)[0] == pytest.approx(float(np.float32(0.1)), rel=1e-12)
+
+
+def test_images_are_scored_independently():
+    rng = np.random.default_rng(9)
+    u = rng.random((4, 11, 12))
+    pred = rng.integers(0, 3, size=u.shape)
+    parameters = AggregationParameters(threshold=0.6, patch_size=4)
+    for name in BUILT_INS:
+        together = aggregate(name, u, pred, parameters)
+        alone = [aggregate(name, u[i : i + 1], pred[i : i + 1], parameters)[0] for i in range(len(u))]
+        np.testing.assert_allclose(together, alone, rtol=1e-14, err_msg=name)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+@pytest.mark.parametrize("name", BUILT_INS)
+def test_bad_shapes_raise(name):
+    parameters = AggregationParameters(threshold=0.5)
+    with pytest.raises(UQEvalError, match="shape"):
+        aggregate(name, np.ones((2, 3, 3)), np.zeros((2, 3, 4), dtype=np.uint8), parameters)
+    with pytest.raises(UQEvalError, match="shape"):
+        aggregate(name, np.ones((3, 3)), np.zeros((3, 3), dtype=np.uint8), parameters)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_built_in_registry_contents():
+    assert sorted(AGGREGATORS) == sorted(BUILT_INS)
+    for name, aggregator in AGGREGATORS.items():
+        assert aggregator.name == name
+        assert aggregator.source == "uqeval"
+        assert aggregator.fitted == (name == "threshold")
+        assert get_aggregator(name) is aggregator
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(UQEvalError, match="unknown aggregation 'nope'") as info:
+        get_aggregator("nope")
+    message = str(info.value)
+    for name in BUILT_INS:
+        assert name in message
+    with pytest.raises(UQEvalError, match="nope"):
+        aggregate("nope", np.ones((1, 2, 2)), np.zeros((1, 2, 2), dtype=np.uint8))
+    private = {"alpha": Aggregator("alpha", per_image(lambda u, p: 0.0), "zero")}
+    with pytest.raises(UQEvalError) as info:
+        get_aggregator("mean", registry=private)
+    assert "alpha" in str(info.value)
+    assert "patch_max" not in str(info.value)
+
+
+def test_register_into_private_registry():
+    before = dict(AGGREGATORS)
+    registry: dict[str, Aggregator] = {}
+    median = Aggregator("median", per_image(lambda u, p: np.median(u)), "median of U", source="plugin-a")
+    register_aggregator(median, registry=registry)
+    register_aggregator(median, registry=registry)  # the very same aggregator again is fine
+    assert registry == {"median": median}
+    assert get_aggregator("median", registry=registry) is median
+    assert before == AGGREGATORS
+    assert "median" not in AGGREGATORS
+
+
+def test_duplicate_name_from_another_source_names_both():
+    registry = dict(AGGREGATORS)
+    impostor = Aggregator("mean", per_image(lambda u, p: 1.0), "not the mean", source="plugin-b")
+    with pytest.raises(UQEvalError) as info:
+        register_aggregator(impostor, registry=registry)
+    message = str(info.value)
+    assert "'mean'" in message
+    assert "uqeval" in message
+    assert "plugin-b" in message
+    assert registry["mean"] is AGGREGATORS["mean"]
+
+    first = Aggregator("spread", per_image(lambda u, p: np.ptp(u)), "range", source="plugin-a")
+    second = Aggregator("spread", per_image(lambda u, p: np.std(u)), "std", source="plugin-c")
+    register_aggregator(first, registry=registry)
+    with pytest.raises(UQEvalError, match=r"plugin-a.*plugin-c"):
+        register_aggregator(second, registry=registry)
+    assert registry["spread"] is first
+    assert "spread" not in AGGREGATORS
+
+
+def test_per_image_lifts_a_scalar_function():
+    rng = np.random.default_rng(4)
+    u = rng.random((3, 4, 5)).astype(np.float32)
+    pred = rng.integers(0, 3, size=u.shape).astype(np.uint8)
+    calls = []
+
+    def weighted(image_u: np.ndarray, image_pred: np.ndarray) -> float:
+        calls.append((image_u.shape, image_pred.shape))
+        return float((image_u * (image_pred == 1)).sum())
+
+    aggregator = Aggregator("weighted", per_image(weighted), "U summed over class 1", source="plugin-a")
+    scores = aggregator(u, pred, AggregationParameters())
+    assert calls == [((4, 5), (4, 5))] * 3
+    assert scores.dtype == np.float64
+    expected = [float((u[i].astype(np.float64) * (pred[i] == 1)).sum()) for i in range(3)]
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda u, pred, parameters: np.zeros(len(u) + 1),
+        lambda u, pred, parameters: np.zeros((len(u), 1)),
+        lambda u, pred, parameters: 0.0,
+        lambda u, pred, parameters: u.mean(axis=1),
+    ],
+)
+def test_wrong_output_shape_raises(wrong):
+    aggregator = Aggregator("broken", wrong, "wrong shape", source="plugin-x")
+    with pytest.raises(UQEvalError, match="shape") as info:
+        aggregator(np.ones((2, 3, 4)), np.zeros((2, 3, 4), dtype=np.uint8), AggregationParameters())
+    assert "broken" in str(info.value)
+    assert "plugin-x" in str(info.value)
+
+
+def test_fitted_plugin_needs_threshold():
+    aggregator = Aggregator("tau_count", lambda u, pred, p: (u >= p.threshold).sum(axis=(1, 2)), "count", fitted=True)
+    u = np.arange(8.0).reshape(2, 2, 2)
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    with pytest.raises(UQEvalError, match="tau_count"):
+        aggregator(u, pred, AggregationParameters())
+    np.testing.assert_array_equal(aggregator(u, pred, AggregationParameters(threshold=3.0)), [1.0, 4.0])

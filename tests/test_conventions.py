@@ -1,0 +1,111 @@
+"""Tests of :mod:`uqeval.conventions`: the DESIGN defaults, presets and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from uqeval import UQEvalError
+from uqeval.conventions import PRESETS, Conventions, preset
+
+DESIGN_DEFAULTS = {
+    "aggregation": "border",
+    "patch_size": 10,
+    "ncc_constant": "skip",
+    "calibration_bins": 20,
+    "ace_scope": "pooled",
+    "rescale_eu": False,
+    "segmentation_samples": 16,
+    "seed": 0,
+    "empty_iou": 1.0,
+}
+
+
+def test_defaults_are_the_design_defaults():
+    conventions = Conventions()
+    for name, value in DESIGN_DEFAULTS.items():
+        assert getattr(conventions, name) == value, name
+        assert type(getattr(conventions, name)) is type(value), name
+    assert conventions.quantile_method == "linear"
+    assert preset("default") == conventions
+    assert set(PRESETS) == {"default", "paper"}
+
+
+def test_paper_preset_differs_only_in_the_ncc_constant():
+    default, paper = preset("default").to_dict(), preset("paper").to_dict()
+    assert {name for name in default if default[name] != paper[name]} == {"ncc_constant"}
+    assert paper["ncc_constant"] == "zero"
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(UQEvalError, match="'default', 'paper'"):
+        preset("study")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"ncc_constant": "nan"},
+        {"ncc_constant": None},
+        {"ace_scope": "per_image"},
+        {"patch_size": 0},
+        {"patch_size": -3},
+        {"patch_size": 2.5},
+        {"patch_size": True},
+        {"patch_size": "10"},
+        {"calibration_bins": 0},
+        {"calibration_bins": 20.0},
+        {"segmentation_samples": 0},
+        {"seed": -1},
+        {"seed": 1.5},
+        {"rescale_eu": "no"},
+        {"rescale_eu": 1},
+        {"empty_iou": 1.5},
+        {"empty_iou": -0.1},
+        {"empty_iou": float("nan")},
+    ],
+)
+def test_bad_values_are_rejected(changes):
+    with pytest.raises(UQEvalError, match=next(iter(changes))):
+        Conventions(**changes)
+    with pytest.raises(UQEvalError, match=next(iter(changes))):
+        Conventions().replace(**changes)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"ace_scope": "per-image"},
+        {"ncc_constant": "zero"},
+        {"patch_size": 1},
+        {"calibration_bins": 1},
+        {"empty_iou": 0.0},
+        {"rescale_eu": True, "seed": 7},
+        {"seed": 2**40},
+    ],
+)
+def test_good_values_are_accepted(changes):
+    changed = Conventions().replace(**changes)
+    for name, value in changes.items():
+        assert getattr(changed, name) == value
+    assert Conventions(**changes) == changed
+
+
+def test_replace_rejects_unknown_fields_and_leaves_the_original():
+    conventions = Conventions()
+    with pytest.raises(UQEvalError, match="ncc_constnat"):
+        conventions.replace(ncc_constnat="zero")
+    changed = conventions.replace(patch_size=4)
+    assert (conventions.patch_size, changed.patch_size) == (10, 4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        conventions.patch_size = 4
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_to_dict_is_json_and_round_trips(name):
+    conventions = preset(name)
+    data = conventions.to_dict()
+    assert set(data) == {field.name for field in dataclasses.fields(Conventions)}
+    assert Conventions(**json.loads(json.dumps(data))) == conventions

@@ -1,0 +1,593 @@
+"""Tests of :func:`uqeval.tasks.evaluate` against independent recomputations of every row."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from uqeval import UQEvalError, decompose
+from uqeval.aggregate import AggregationParameters, aggregate
+from uqeval.conventions import Conventions, preset
+from uqeval.metrics.segmentation import segmentation_quality
+from uqeval.tasks import evaluate
+
+IGNORE = 255
+MEASURES = ("au", "eu", "tu")
+SIZE = 16
+
+
+# --------------------------------------------------------------------------- synthetic stores
+
+
+@dataclass
+class Store:
+    cubes: np.ndarray  # (image, eu, au, class, y, x)
+    labels: np.ndarray  # (image, rater, y, x)
+    domain: np.ndarray
+    role: np.ndarray
+
+    @property
+    def maps(self):
+        return decompose(self.cubes)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        maps = self.maps
+        return {name: maps[name].values for name in (*MEASURES, "pred")}
+
+    def evaluate(self, **options):
+        options.setdefault("n_classes", 2)
+        return evaluate(self.maps, self.domain, self.role, self.labels, **options)
+
+
+def make_store(
+    layout: list[tuple[str, str, int]], *, seed: int = 0, eu: int = 3, au: int = 4, ignore_rate: float = 0.05
+) -> Store:
+    """Soft-mask cubes: a disc per image, member shifts (larger off the ID domain), sample noise; 3 raters."""
+    rng = np.random.default_rng(seed)
+    domain = np.array([d for d, _, count in layout for _ in range(count)], dtype=object)
+    role = np.array([r for _, r, count in layout for _ in range(count)], dtype=object)
+    n_images = len(domain)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    cubes = np.empty((n_images, eu, au, 2, SIZE, SIZE), dtype=np.float32)
+    labels = np.empty((n_images, 3, SIZE, SIZE), dtype=np.uint8)
+    for i in range(n_images):
+        centre = rng.uniform(4, 12, size=2)
+        base = rng.uniform(2.5, 6) - np.hypot(yy - centre[0], xx - centre[1])
+        spread = 0.6 if domain[i] == "id" else rng.uniform(1.0, 2.5)
+        for e in range(eu):
+            shift = rng.normal(0, spread, size=(SIZE, SIZE)) * 0.3 + rng.normal(0, spread)
+            for a in range(au):
+                p = 1 / (1 + np.exp(-(base + shift + rng.normal(0, 0.8, size=(SIZE, SIZE)))))
+                cubes[i, e, a, 1] = p
+                cubes[i, e, a, 0] = 1 - p
+        for rater in range(3):
+            labels[i, rater] = base + rng.normal(0, 1.0, size=(SIZE, SIZE)) > 0
+    labels[rng.random(labels.shape) < ignore_rate] = IGNORE
+    return Store(cubes, labels, domain, role)
+
+
+STANDARD = [
+    ("id", "calibration", 6),
+    ("id", "test", 8),
+    ("blur", "test", 5),
+    ("noise", "test", 5),
+    ("noise", "calibration", 1),
+]
+
+
+@pytest.fixture(scope="module")
+def store() -> Store:
+    return make_store(STANDARD)
+
+
+@pytest.fixture(scope="module")
+def standard(store):
+    return store.evaluate()
+
+
+# --------------------------------------------------------------------------- references
+
+
+def split_masks(domain, role) -> dict[str, np.ndarray]:
+    test = role == "test"
+    splits = {"id": test & (domain == "id")}
+    for name in sorted(set(domain[test]) - {"id"}):
+        splits[name] = test & (domain == name)
+    splits["ood"] = test & (domain != "id")
+    return splits
+
+
+def rater_counts(labels, pred):
+    valid = (labels != IGNORE).sum(axis=1)
+    agree = (labels == pred[:, None]).sum(axis=1)
+    return agree, valid
+
+
+def reference_ncc(labels_image, u_image, n_classes=2):
+    """(Pearson r, state) of one image: ``scored``, ``constant`` or ``none`` (no pixel with a rater)."""
+    counted = labels_image != IGNORE
+    valid = counted.sum(axis=0)
+    keep = valid > 0
+    if not keep.any():
+        return math.nan, "none"
+    fractions = [((labels_image == c) & counted).sum(axis=0)[keep] / valid[keep] for c in range(n_classes)]
+    g = 1 - sum(f**2 for f in fractions)
+    u = u_image[keep].astype(np.float64)
+    if np.ptp(g) == 0 or np.ptp(u) == 0:
+        return math.nan, "constant"
+    return float(np.corrcoef(g, u)[0, 1]), "scored"
+
+
+def reference_mean_ncc(labels, u, chosen, constant="skip"):
+    values, n_constant = [], 0
+    for i in np.flatnonzero(chosen):
+        r, state = reference_ncc(labels[i], u[i])
+        if state == "scored":
+            values.append(r)
+        elif state == "constant":
+            n_constant += 1
+            if constant == "zero":
+                values.append(0.0)
+    return (float(np.mean(values)) if values else math.nan), n_constant
+
+
+def sklearn_platt(u, agree, valid):
+    """(slope, intercept) of ``σ(b - a U)`` by weighted logistic regression, each pixel twice."""
+    keep = valid > 0
+    x = -u[keep].astype(np.float64)
+    w = agree[keep] / valid[keep]
+    model = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000)
+    model.fit(np.r_[x, x][:, None], np.r_[np.ones_like(w), np.zeros_like(w)], sample_weight=np.r_[w, 1 - w])
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def reference_calibration_errors(u, agree, valid, fit, bins=20):
+    """(ACE, ECE) of pooled pixels with a rater, confidence ``σ(b - a U)``."""
+    keep = valid > 0
+    confidence = 1 / (1 + np.exp(-(fit.intercept - fit.slope * u[keep].astype(np.float64))))
+    w = agree[keep] / valid[keep]
+    index = np.minimum(np.floor(confidence * bins).astype(int), bins - 1)
+    gaps, counts = [], []
+    for b in range(bins):
+        in_bin = index == b
+        if in_bin.any():
+            gaps.append(abs(w[in_bin].mean() - confidence[in_bin].mean()))
+            counts.append(in_bin.sum())
+    if not gaps:
+        return math.nan, math.nan
+    return float(np.mean(gaps)), float(np.dot(gaps, counts) / np.sum(counts))
+
+
+def delta(u_correct, u_wrong, sign=1.0):
+    return sign * (math.atan2(u_correct, u_wrong) - math.pi / 4) / (math.pi / 4)
+
+
+def fpr95(scores, positive):
+    fpr, tpr, _ = roc_curve(positive, scores, drop_intermediate=False)
+    return float(fpr[tpr >= 0.95].min())
+
+
+def rows_of(evaluation, **fields):
+    return [row for row in evaluation.results if all(row[key] == value for key, value in fields.items())]
+
+
+# --------------------------------------------------------------------------- shape of the result
+
+
+def test_rows_are_tidy_and_unique(standard):
+    keys = set()
+    for row in standard.results:
+        assert set(row) == {"task", "split", "measure", "aggregation", "metric", "value"}
+        assert isinstance(row["value"], float)
+        key = (row["task"], row["split"], row["measure"], row["aggregation"], row["metric"])
+        assert key not in keys
+        keys.add(key)
+        assert standard.value(*key[:3], key[4], key[3]) == row["value"] or math.isnan(row["value"])
+    assert {row["task"] for row in standard.results} == {"oodd", "amb", "cal"}
+    assert standard.n_images == {"id": 8, "blur": 5, "noise": 5}
+    assert standard.fitted.n_images == 6
+    assert standard.fitted.images_from == "calibration"
+    assert any("1 OOD image(s) have role calibration" in note for note in standard.notes)
+    with pytest.raises(KeyError):
+        standard.value("oodd", "id", "eu", "auroc")
+    with pytest.raises(KeyError):
+        standard.delta("oodd", "id")
+
+
+# --------------------------------------------------------------------------- OOD detection
+
+
+def test_oodd_matches_sklearn(store, standard):
+    arrays = store.arrays()
+    splits = split_masks(store.domain, store.role)
+    for measure in MEASURES:
+        scores = aggregate("border", arrays[measure], arrays["pred"])
+        aurocs, fprs = [], []
+        for name in ("blur", "noise"):
+            chosen = splits["id"] | splits[name]
+            positive = splits[name][chosen]
+            aurocs.append(roc_auc_score(positive, scores[chosen]))
+            fprs.append(fpr95(scores[chosen], positive))
+            assert standard.value("oodd", name, measure, "auroc") == pytest.approx(aurocs[-1], abs=1e-12)
+            assert standard.value("oodd", name, measure, "fpr95", "border") == pytest.approx(fprs[-1], abs=1e-12)
+        assert standard.value("oodd", "ood", measure, "auroc") == pytest.approx(np.mean(aurocs), abs=1e-12)
+        assert standard.value("oodd", "ood", measure, "fpr95") == pytest.approx(np.mean(fprs), abs=1e-12)
+    assert not rows_of(standard, task="oodd", split="id")
+
+
+def test_oodd_ignores_calibration_images(store, standard):
+    # Calibration images with extreme uncertainty would change every AUROC if they were scored.
+    cubes = store.cubes.copy()
+    calibration = store.role == "calibration"
+    flat = np.full((2, SIZE, SIZE), 0.5, dtype=np.float32)
+    cubes[calibration, 0, :] = flat  # member 0 at p = 0.5, the others confident: high EU and AU
+    changed = Store(cubes, store.labels, store.domain, store.role).evaluate(tasks=["oodd"])
+    for row in rows_of(standard, task="oodd"):
+        key = (row["task"], row["split"], row["measure"], row["metric"], row["aggregation"])
+        assert changed.value(*key) == row["value"]
+
+
+def test_single_ood_domain(store):
+    single = make_store([("id", "calibration", 4), ("id", "test", 6), ("fog", "test", 6)], seed=5)
+    evaluation = single.evaluate(tasks=["oodd"])
+    arrays = single.arrays()
+    positive = single.domain[single.role == "test"] == "fog"
+    for measure in MEASURES:
+        scores = aggregate("border", arrays[measure], arrays["pred"])[single.role == "test"]
+        expected = roc_auc_score(positive, scores)
+        assert evaluation.value("oodd", "fog", measure, "auroc") == pytest.approx(expected, abs=1e-12)
+        assert evaluation.value("oodd", "ood", measure, "auroc") == pytest.approx(expected, abs=1e-12)
+    assert evaluation.delta("oodd", "fog") == evaluation.delta("oodd", "ood")
+    assert {row["split"] for row in evaluation.entanglement} == {"fog", "ood"}
+
+
+def test_threshold_aggregation_fitted_on_calibration_images(store):
+    evaluation = store.evaluate(tasks=["oodd"], aggregations=["threshold", "mean"])
+    arrays = store.arrays()
+    calibration = (store.domain == "id") & (store.role == "calibration")
+    q = (arrays["pred"][calibration] == 0).mean(axis=(1, 2)).mean()
+    splits = split_masks(store.domain, store.role)
+    for measure in MEASURES:
+        tau = np.quantile(arrays[measure][calibration], q)
+        assert evaluation.fitted.thresholds[measure] == pytest.approx(tau, rel=1e-6)  # float32 interpolation
+        u = arrays[measure].astype(np.float64)
+        above = u >= evaluation.fitted.thresholds[measure]
+        counts = above.sum(axis=(1, 2))
+        scores = np.where(counts > 0, np.where(above, u, 0).sum(axis=(1, 2)) / np.maximum(counts, 1), 0.0)
+        for name in ("blur", "noise"):
+            chosen = splits["id"] | splits[name]
+            expected = roc_auc_score(splits[name][chosen], scores[chosen])
+            assert evaluation.value("oodd", name, measure, "auroc", "threshold") == pytest.approx(expected, abs=1e-12)
+        params = AggregationParameters(threshold=evaluation.fitted.thresholds[measure])
+        mean_scores = aggregate("mean", arrays[measure], arrays["pred"], params)
+        chosen = splits["id"] | splits["blur"]
+        expected = roc_auc_score(splits["blur"][chosen], mean_scores[chosen])
+        assert evaluation.value("oodd", "blur", measure, "auroc", "mean") == pytest.approx(expected, abs=1e-12)
+    # Δ uses the conventions' aggregation only.
+    assert len([row for row in evaluation.entanglement if row["task"] == "oodd"]) == 3
+    border = store.evaluate(tasks=["oodd"])
+    assert evaluation.delta("oodd", "ood") == border.delta("oodd", "ood")
+
+
+# --------------------------------------------------------------------------- ambiguity
+
+
+@pytest.fixture(scope="module")
+def store_with_constant_images() -> Store:
+    store = make_store(STANDARD, seed=1)
+    labels = store.labels.copy()
+    test_id = np.flatnonzero((store.domain == "id") & (store.role == "test"))
+    labels[test_id[:2]] = labels[test_id[:2], :1]  # every rater agrees: g is constant (0)
+    blur = np.flatnonzero(store.domain == "blur")
+    labels[blur[0]] = IGNORE  # no pixel with a rater: never scored, never counted
+    return Store(store.cubes, labels, store.domain, store.role)
+
+
+@pytest.mark.parametrize("preset_name", ["default", "paper"])
+def test_amb_matches_corrcoef_with_constant_images(store_with_constant_images, preset_name):
+    store = store_with_constant_images
+    conventions = preset(preset_name)
+    evaluation = store.evaluate(conventions=conventions)
+    arrays = store.arrays()
+    for split, chosen in split_masks(store.domain, store.role).items():
+        values = {}
+        for measure in MEASURES:
+            expected, n_constant = reference_mean_ncc(store.labels, arrays[measure], chosen, conventions.ncc_constant)
+            values[measure] = expected
+            assert evaluation.value("amb", split, measure, "ncc") == pytest.approx(expected, abs=1e-6)
+            assert evaluation.value("amb", split, measure, "ncc_constant") == n_constant
+        assert evaluation.delta("amb", split) == pytest.approx(delta(values["au"], values["eu"]), abs=1e-5)
+    assert evaluation.value("amb", "id", "au", "ncc_constant") == 2
+    assert evaluation.value("amb", "blur", "au", "ncc_constant") == 0
+    action = "left out" if preset_name == "default" else "scored 0"
+    assert any(note.startswith("amb: 2 id image(s)") and action in note for note in evaluation.notes)
+
+
+def test_amb_skip_and_zero_differ_by_the_constant_images(store_with_constant_images):
+    skip = store_with_constant_images.evaluate(tasks=["amb"])
+    zero = store_with_constant_images.evaluate(tasks=["amb"], conventions=preset("paper"))
+    n_scored = 8 - 2
+    for measure in MEASURES:
+        assert zero.value("amb", "id", measure, "ncc") == pytest.approx(
+            skip.value("amb", "id", measure, "ncc") * n_scored / (n_scored + 2), abs=1e-12
+        )
+        assert zero.value("amb", "blur", measure, "ncc") == skip.value("amb", "blur", measure, "ncc")
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_platt_matches_sklearn_on_id_calibration_pixels(store, standard):
+    arrays = store.arrays()
+    agree, valid = rater_counts(store.labels, arrays["pred"])
+    fitting = (store.domain == "id") & (store.role == "calibration")
+    for measure in MEASURES:
+        slope, intercept = sklearn_platt(arrays[measure][fitting], agree[fitting], valid[fitting])
+        fit = standard.fitted.platt[measure]
+        assert fit.slope == pytest.approx(slope, rel=1e-4)
+        assert fit.intercept == pytest.approx(intercept, rel=1e-4)
+        assert fit.n_pixels == int((valid[fitting] > 0).sum())
+        assert fit.slope > 0
+
+
+def test_ace_and_ece_match_numpy(store, standard):
+    arrays = store.arrays()
+    agree, valid = rater_counts(store.labels, arrays["pred"])
+    for split, chosen in split_masks(store.domain, store.role).items():
+        values = {}
+        for measure in MEASURES:
+            fit = standard.fitted.platt[measure]
+            ace, ece = reference_calibration_errors(arrays[measure][chosen], agree[chosen], valid[chosen], fit)
+            values[measure] = ace
+            assert standard.value("cal", split, measure, "ace") == pytest.approx(ace, abs=1e-10)
+            assert standard.value("cal", split, measure, "ece") == pytest.approx(ece, abs=1e-10)
+        expected = delta(values["tu"], min(values["au"], values["eu"]), sign=-1.0)
+        assert standard.delta("cal", split) == pytest.approx(expected, abs=1e-9)
+        row = next(r for r in standard.entanglement if r["task"] == "cal" and r["split"] == split)
+        assert row["wrong"] == min(("au", "eu"), key=values.get)
+
+
+def test_per_image_ace_scope(store):
+    evaluation = store.evaluate(tasks=["cal"], conventions=Conventions(ace_scope="per-image"))
+    arrays = store.arrays()
+    agree, valid = rater_counts(store.labels, arrays["pred"])
+    for split, chosen in split_masks(store.domain, store.role).items():
+        for measure in MEASURES:
+            fit = evaluation.fitted.platt[measure]
+            per_image = [
+                reference_calibration_errors(arrays[measure][[i]], agree[[i]], valid[[i]], fit)
+                for i in np.flatnonzero(chosen)
+            ]
+            ace, ece = np.nanmean(per_image, axis=0)
+            assert evaluation.value("cal", split, measure, "ace") == pytest.approx(ace, abs=1e-10)
+            assert evaluation.value("cal", split, measure, "ece") == pytest.approx(ece, abs=1e-10)
+
+
+def test_entirely_correct_image_has_accuracy_one():
+    store = make_store([*STANDARD, ("clean", "test", 1)], seed=2)
+    pred = store.arrays()["pred"]
+    labels = store.labels.copy()
+    labels[-1] = pred[-1][None]  # every rater agrees with the prediction everywhere
+    store = Store(store.cubes, labels, store.domain, store.role)
+    evaluation = store.evaluate(tasks=["cal"])
+    for measure in MEASURES:
+        table = evaluation.images.calibration[measure].table[-1]
+        assert table[:, 0].sum() == SIZE * SIZE
+        np.testing.assert_allclose(table[:, 2], table[:, 0])
+        reliability = evaluation.reliability[("clean", measure)]
+        used = reliability.count > 0
+        np.testing.assert_allclose(reliability.accuracy[used], 1.0)
+        expected = np.mean(1 - reliability.confidence[used])
+        assert evaluation.value("cal", "clean", measure, "ace") == pytest.approx(expected, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- Δ and collapse
+
+
+def test_oodd_delta_uses_eu_against_au(standard):
+    for split in ("blur", "noise", "ood"):
+        eu = standard.value("oodd", split, "eu", "auroc")
+        au = standard.value("oodd", split, "au", "auroc")
+        row = next(r for r in standard.entanglement if r["task"] == "oodd" and r["split"] == split)
+        assert (row["correct"], row["wrong"], row["u_correct"], row["u_wrong"]) == ("eu", "au", eu, au)
+        assert standard.delta("oodd", split) == pytest.approx(delta(eu, au), abs=1e-12)
+    assert {(r["task"], r["split"]) for r in standard.entanglement} == {
+        *(("oodd", s) for s in ("blur", "noise", "ood")),
+        *((task, s) for task in ("amb", "cal") for s in ("id", "blur", "noise", "ood")),
+    }
+
+
+def test_collapse_is_mean_eu_over_mean_au(store, standard):
+    maps = store.maps
+    for row in standard.collapse:
+        chosen = split_masks(store.domain, store.role)[row["split"]]
+        mean_au = maps.au.values[chosen].astype(np.float64).mean()
+        mean_eu = maps.eu.values[chosen].astype(np.float64).mean()
+        assert row["mean_au"] == pytest.approx(mean_au, rel=1e-12)
+        assert row["mean_eu"] == pytest.approx(mean_eu, rel=1e-12)
+        assert row["eu_over_au"] == pytest.approx(mean_eu / mean_au, rel=1e-12)
+    assert [row["split"] for row in standard.collapse] == ["id", "blur", "noise", "ood"]
+
+
+# --------------------------------------------------------------------------- EU rescaling
+
+
+def test_rescale_eu(store, standard):
+    rescaled = store.evaluate(conventions=Conventions(rescale_eu=True))
+    arrays = store.arrays()
+    calibration = (store.domain == "id") & (store.role == "calibration")
+    r = arrays["au"][calibration].astype(np.float64).mean() / arrays["eu"][calibration].astype(np.float64).mean()
+    assert rescaled.fitted.eu_scale == pytest.approx(r, rel=1e-9)
+    assert r > 2  # the synthetic members barely disagree: a real rescaling
+    eu = (arrays["eu"] * np.float32(rescaled.fitted.eu_scale)).astype(np.float32)
+    tu = arrays["au"] + eu
+    splits = split_masks(store.domain, store.role)
+    # OODD: TU' = AU + r·EU is a different score; EU's ranking does not change.
+    scores = aggregate("border", tu, arrays["pred"])
+    for name in ("blur", "noise"):
+        chosen = splits["id"] | splits[name]
+        expected = roc_auc_score(splits[name][chosen], scores[chosen])
+        assert rescaled.value("oodd", name, "tu", "auroc") == pytest.approx(expected, abs=1e-12)
+        assert rescaled.value("oodd", name, "eu", "auroc") == standard.value("oodd", name, "eu", "auroc")
+    # AMB: NCC of TU' against the raters.
+    for split, chosen in splits.items():
+        expected, _ = reference_mean_ncc(store.labels, tu, chosen)
+        assert rescaled.value("amb", split, "tu", "ncc") == pytest.approx(expected, abs=1e-6)
+    # CAL: Platt of TU' on the calibration pixels.
+    agree, valid = rater_counts(store.labels, arrays["pred"])
+    slope, intercept = sklearn_platt(tu[calibration], agree[calibration], valid[calibration])
+    assert rescaled.fitted.platt["tu"].slope == pytest.approx(slope, rel=1e-4)
+    assert rescaled.fitted.platt["tu"].intercept == pytest.approx(intercept, rel=1e-4)
+    assert rescaled.fitted.platt["au"] == standard.fitted.platt["au"]
+    assert rescaled.value("cal", "id", "tu", "ace") != standard.value("cal", "id", "tu", "ace")
+    # Collapse reports the maps as given.
+    assert rescaled.collapse == standard.collapse
+    assert any(note.startswith("EU rescaled by r =") for note in rescaled.notes)
+    assert not any(note.startswith("EU rescaled") for note in standard.notes)
+
+
+# --------------------------------------------------------------------------- segmentation rows
+
+
+def reference_dice(pred, raters):
+    scores = []
+    for rater in raters:
+        counted = rater != IGNORE
+        a, b = (pred == 1) & counted, (rater == 1) & counted
+        total = int(a.sum() + b.sum())
+        scores.append(2 * int((a & b).sum()) / total if total else 1.0)
+    return float(np.mean(scores))
+
+
+def test_segmentation_rows_with_cubes(store, standard):
+    conventions = Conventions(seed=3, segmentation_samples=5)
+    evaluation = store.evaluate(cubes=store.cubes, conventions=conventions)
+    arrays = store.arrays()
+    quality = segmentation_quality(
+        store.cubes, arrays["pred"], store.labels, np.arange(len(store.cubes)), n_samples=5, seed=3
+    )
+    for split, chosen in split_masks(store.domain, store.role).items():
+        dice = np.mean([reference_dice(arrays["pred"][i], store.labels[i]) for i in np.flatnonzero(chosen)])
+        assert evaluation.value("segmentation", split, "none", "dice") == pytest.approx(dice, abs=1e-12)
+        for metric in ("ged", "hungarian_iou"):
+            expected = getattr(quality, metric)[chosen].mean()
+            assert evaluation.value("segmentation", split, "none", metric) == pytest.approx(expected, abs=1e-12)
+    assert not rows_of(standard, task="segmentation")
+    # Segmentation needs the labels too; without them there is nothing to compare with.
+    no_labels = evaluate(store.maps, store.domain, store.role, cubes=store.cubes)
+    assert not rows_of(no_labels, task="segmentation")
+    assert "segmentation: skipped, the store has no rater labels" in no_labels.notes
+
+
+def test_cubes_of_the_wrong_shape_raise(store):
+    for cubes in (
+        store.cubes[:-1],
+        store.cubes[..., :-1],
+        np.concatenate([store.cubes, store.cubes[:1]]),
+        store.cubes[0],
+    ):
+        with pytest.raises(UQEvalError, match="cubes have shape"):
+            store.evaluate(cubes=cubes)
+
+
+# --------------------------------------------------------------------------- missing data
+
+
+def test_no_labels_skips_amb_and_cal(store, standard):
+    evaluation = evaluate(store.maps, store.domain, store.role)
+    assert {row["task"] for row in evaluation.results} == {"oodd"}
+    assert "amb: skipped, the store has no rater labels" in evaluation.notes
+    assert "cal: skipped, the store has no rater labels" in evaluation.notes
+    assert evaluation.fitted.platt == {}
+    for row in rows_of(standard, task="oodd"):
+        key = (row["task"], row["split"], row["measure"], row["metric"])
+        assert evaluation.value(*key) == row["value"]
+
+
+def test_no_ood_images_skips_oodd(store):
+    in_domain = store.domain == "id"
+    evaluation = evaluate(
+        {name: store.maps[name].values[in_domain] for name in (*MEASURES, "pred")},
+        store.domain[in_domain],
+        store.role[in_domain],
+        store.labels[in_domain],
+        n_classes=2,
+    )
+    assert "oodd: skipped, there are no OOD test images" in evaluation.notes
+    assert {row["task"] for row in evaluation.results} == {"amb", "cal"}
+    assert {row["split"] for row in evaluation.results} == {"id"}
+    assert evaluation.n_images == {"id": 8}
+    # OOD images that all have role calibration leave no OOD test images either.
+    role = np.where(store.domain == "id", store.role, "calibration")
+    evaluation = evaluate(store.maps, store.domain, role, store.labels, tasks=["oodd"])
+    assert "oodd: skipped, there are no OOD test images" in evaluation.notes
+    assert not evaluation.results
+
+
+def test_no_id_images_skips_oodd_and_cal(store):
+    ood = store.domain != "id"
+    test = store.role == "test"
+    evaluation = evaluate(
+        store.maps.isel(image=np.flatnonzero(ood & test)),
+        store.domain[ood & test],
+        labels=store.labels[ood & test],
+    )
+    assert "oodd: skipped, there are no ID test images" in evaluation.notes
+    assert "cal: skipped, there are no ID images to fit Platt scaling on" in evaluation.notes
+    assert {row["task"] for row in evaluation.results} == {"amb"}
+
+
+def test_no_calibration_role_fits_on_id_test_images(store):
+    test = store.role == "test"
+    maps = store.maps.isel(image=np.flatnonzero(test))
+    evaluation = evaluate(maps, store.domain[test], None, store.labels[test], aggregations=["threshold"])
+    assert "no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images" in (
+        evaluation.notes
+    )
+    assert evaluation.fitted.images_from == "test"
+    in_domain = store.domain[test] == "id"
+    assert evaluation.fitted.n_images == int(in_domain.sum())
+    arrays = {name: maps[name].values for name in (*MEASURES, "pred")}
+    agree, valid = rater_counts(store.labels[test], arrays["pred"])
+    for measure in MEASURES:
+        slope, intercept = sklearn_platt(arrays[measure][in_domain], agree[in_domain], valid[in_domain])
+        assert evaluation.fitted.platt[measure].slope == pytest.approx(slope, rel=1e-4)
+        assert evaluation.fitted.platt[measure].intercept == pytest.approx(intercept, rel=1e-4)
+        q = (arrays["pred"][in_domain] == 0).mean()
+        tau = np.quantile(arrays[measure][in_domain], q)
+        assert evaluation.fitted.thresholds[measure] == pytest.approx(tau, rel=1e-6)  # float32 interpolation
+    assert evaluation.n_images == {"id": 8, "blur": 5, "noise": 5}
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"tasks": ["oodd", "segmentation"]}, "unknown task"),
+        ({"aggregations": ["median"]}, "unknown aggregation"),
+        ({"conventions": Conventions(aggregation="median")}, "unknown aggregation"),
+    ],
+)
+def test_unknown_names_raise(store, options, match):
+    with pytest.raises(UQEvalError, match=match):
+        store.evaluate(**options)
+
+
+def test_bad_inputs_raise(store):
+    maps = store.maps
+    domain = np.where(store.domain == "noise", "ood", store.domain)
+    with pytest.raises(UQEvalError, match="named 'ood'"):
+        evaluate(maps, domain, store.role)
+    for labels in (store.labels[:-1], store.labels[:, :, :, :-1], store.labels[:, 0]):
+        with pytest.raises(UQEvalError, match="labels have shape"):
+            evaluate(maps, store.domain, store.role, labels, n_classes=2)
+    with pytest.raises(UQEvalError, match="one per image"):
+        evaluate(maps, store.domain[:-1], store.role)
+    with pytest.raises(UQEvalError, match="unknown role"):
+        evaluate(maps, store.domain, np.where(store.role == "test", "val", store.role))
+    with pytest.raises(UQEvalError, match="maps lack 'tu'"):
+        evaluate(maps.drop_vars("tu"), store.domain, store.role)
