@@ -109,3 +109,10 @@ def test_to_dict_is_json_and_round_trips(name):
     data = conventions.to_dict()
     assert set(data) == {field.name for field in dataclasses.fields(Conventions)}
     assert Conventions(**json.loads(json.dumps(data))) == conventions
+
+
+def test_unknown_quantile_method_is_refused_up_front():
+    with pytest.raises(UQEvalError, match="quantile_method"):
+        Conventions(quantile_method="fastest")
+    for method in ("linear", "lower", "hazen", "nearest"):
+        assert Conventions(quantile_method=method).quantile_method == method

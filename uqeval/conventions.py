@@ -13,6 +13,25 @@ from typing import Any, Literal
 
 from uqeval.errors import UQEvalError
 
+#: The methods ``numpy.quantile`` accepts.
+_QUANTILE_METHODS = frozenset(
+    {
+        "inverted_cdf",
+        "averaged_inverted_cdf",
+        "closest_observation",
+        "interpolated_inverted_cdf",
+        "hazen",
+        "weibull",
+        "linear",
+        "median_unbiased",
+        "normal_unbiased",
+        "lower",
+        "higher",
+        "midpoint",
+        "nearest",
+    }
+)
+
 
 @dataclass(frozen=True)
 class Conventions:
@@ -72,6 +91,10 @@ class Conventions:
             raise UQEvalError(f"conventions: seed is {self.seed!r}; expected a non-negative integer")
         if not isinstance(self.rescale_eu, bool):
             raise UQEvalError(f"conventions: rescale_eu is {self.rescale_eu!r}; expected True or False")
+        if self.quantile_method not in _QUANTILE_METHODS:
+            raise UQEvalError(
+                f"conventions: quantile_method is {self.quantile_method!r}; expected one of {sorted(_QUANTILE_METHODS)}"
+            )
         if not 0.0 <= self.empty_iou <= 1.0:
             raise UQEvalError(f"conventions: empty_iou is {self.empty_iou!r}; expected a value in [0, 1]")
 
