@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from uqeval.decompose import decompose_batch
+from uqeval.metrics.entanglement import collapse_ratio
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class DomainSummary:
     @property
     def eu_over_au(self) -> float:
         """The epistemic-collapse ratio, mean EU / mean AU (NaN when AU is 0)."""
-        return self.eu / self.au if self.au > 0 else float("nan")
+        return collapse_ratio(self.eu, self.au)
 
 
 def image_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:

@@ -261,7 +261,7 @@ def evaluate(
         subset = {name: arrays[name][fitting] for name in (*MEASURES, "pred")}
         fit_raters = None
         if run_cal:
-            fit_raters = rater_statistics(labels[fitting], arrays["pred"][fitting], int(n_classes))
+            fit_raters = raters.select(fitting)
         fitted = fit(
             subset,
             fit_raters,
@@ -445,7 +445,7 @@ def summarise(
                 "split": split,
                 "mean_au": mean_au,
                 "mean_eu": mean_eu,
-                "eu_over_au": collapse_ratio(np.array([mean_eu]), np.array([mean_au])),
+                "eu_over_au": collapse_ratio(mean_eu, mean_au),
             }
         )
     if fitted.eu_scale != 1.0:

@@ -43,6 +43,10 @@ class RaterStatistics:
     agree: np.ndarray
     valid: np.ndarray
 
+    def select(self, images: np.ndarray) -> RaterStatistics:
+        """The statistics of some images (boolean mask or indices)."""
+        return RaterStatistics(self.variance[images], self.agree[images], self.valid[images])
+
     @property
     def correctness(self) -> np.ndarray:
         """``w = agree / valid``, the fraction of raters who agree with ``pred`` (NaN where no rater counts)."""

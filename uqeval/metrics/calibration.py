@@ -64,9 +64,7 @@ class PlattFit:
 
     def confidence(self, u: np.ndarray) -> np.ndarray:
         """``σ(b - a·U)`` in float64."""
-        z = self.intercept - self.slope * np.asarray(u, dtype=np.float64)
-        with np.errstate(over="ignore"):
-            return 1.0 / (1.0 + np.exp(-z))
+        return _sigmoid(self.intercept - self.slope * np.asarray(u, dtype=np.float64))
 
 
 class PlattTable:
@@ -223,7 +221,7 @@ class CalibrationTable:
         """Bin every pixel with a rater by its Platt confidence ``σ(b - a·U)``."""
         flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
         table = np.zeros((flat_u.shape[0], bins, 3))
-        if not (math.isfinite(fit.slope) and not math.isnan(fit.intercept)):
+        if not math.isfinite(fit.slope) or math.isnan(fit.intercept):
             raise UQEvalError(f"calibration: Platt parameters ({fit.slope}, {fit.intercept}) are not usable")
         _kernels.calibration_kernel(flat_u, flat_agree, flat_valid, fit.slope, fit.intercept, table)
         return cls(table)

@@ -39,7 +39,7 @@ def entanglement_delta(u_correct: float, u_wrong: float, *, lower_is_better: boo
     return sign * (math.atan2(u_correct, u_wrong) - math.pi / 4) / (math.pi / 4)
 
 
-def collapse_ratio(eu: np.ndarray, au: np.ndarray) -> float:
+def collapse_ratio(eu: np.ndarray | float, au: np.ndarray | float) -> float:
     """Epistemic collapse: mean EU / mean AU over all pixels given (NaN when AU sums to 0).
 
     Far below 1 means the members barely disagree, so ``TU ≈ AU``.
