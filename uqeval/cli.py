@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from uqeval import __version__
+from uqeval.conventions import preset as conventions_preset
 from uqeval.cube import open_cube
 from uqeval.errors import UQEvalError
+from uqeval.report.files import ensure_writable
 from uqeval.summary import summarize
 from uqeval.synth import SCENARIOS, make_synthetic_cube
 
@@ -44,12 +56,23 @@ def _main(
     """How good is a segmentation model's uncertainty, and are its aleatoric and epistemic parts really separate?"""
 
 
+class _RateColumn(ProgressColumn):
+    """Images per second."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.1f} images/s", style="progress.data.speed")
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("images"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
@@ -137,6 +160,92 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
             row.domain, str(row.n_images), f"{row.au:.4f}", f"{row.eu:.4f}", f"{row.tu:.4f}", f"{row.eu_over_au:.3f}"
         )
     return table
+
+
+def _names(value: str, option: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise UQEvalError(f"{option}: give at least one name")
+    return names
+
+
+def _default_out(store: Path) -> Path:
+    return store.parent / f"{store.name.removesuffix('.zarr')}-scores"
+
+
+@app.command()
+def score(
+    store: Annotated[Path, typer.Argument(help="The cube store to score (e.g. [cyan]predictions.zarr[/]).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for the report (default: [cyan]STORE-scores[/] beside the store)."),
+    ] = None,
+    tasks: Annotated[str, typer.Option(help="Tasks to score, comma-separated: oodd, amb, cal.")] = "oodd,amb,cal",
+    aggregation: Annotated[
+        str | None,
+        typer.Option(
+            help="Image score for OOD detection (and Δ); more, comma-separated, are scored beside it. "
+            "Default: the preset's ([cyan]border[/])."
+        ),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Conventions: [cyan]default[/] or the study's ([cyan]paper[/]).")] = (
+        "default"
+    ),
+    segmentation: Annotated[
+        bool, typer.Option(help="Also score Dice, GED and Hungarian IoU against the raters (slower).")
+    ] = False,
+    plots: Annotated[bool, typer.Option(help="Write ROC curves, reliability diagrams and example maps.")] = True,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print scores.json to stdout and nothing else (tables are not shown).")
+    ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Run on a dask.distributed cluster at this address (its workers must see STORE)."),
+    ] = None,
+) -> None:
+    """Score how good a model's uncertainty is and how entangled AU and EU are (the main job).
+
+    Reads the store once, chunk by chunk: decomposes every image into AU / EU / TU maps,
+    scores OOD detection (AUROC), ambiguity (NCC) and calibration (ACE), and the
+    entanglement Δ of each task. Writes [cyan]scores.json[/], [cyan]metrics.csv[/],
+    [cyan]images.csv[/] and plots to [cyan]--out[/].
+    """
+    from uqeval.report.tables import score_tables
+    from uqeval.scoring import score as score_store
+
+    conventions = conventions_preset(preset)
+    names = _names(aggregation, "--aggregation") if aggregation else [conventions.aggregation]
+    conventions = conventions.replace(aggregation=names[0])
+    out = out if out is not None else _default_out(store)
+    ensure_writable(out)
+    with _progress() as progress:
+        bars: dict[str, int] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in bars:
+                label = "scoring" if phase == "score" else "calibrating"
+                bars[phase] = progress.add_task(f"{label} {store.name}", total=total)
+            progress.update(bars[phase], completed=done)
+
+        scores = score_store(
+            store,
+            tasks=_names(tasks, "--tasks"),
+            aggregations=names[1:],
+            conventions=conventions,
+            segmentation=segmentation,
+            scheduler=scheduler,
+            scratch=out,
+            progress=report,
+        )
+    scores.save(out, plots=plots)
+    if json_output:
+        typer.echo(json.dumps(scores.to_dict(), indent=2, ensure_ascii=False))
+        return
+    for table in score_tables(scores):
+        console.print(table)
+    for note in scores.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(f"Report in [cyan]{out}[/]")
 
 
 @app.command()

@@ -171,18 +171,19 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
 
 def softmax(logits: xr.DataArray) -> xr.DataArray:
     """Softmax over ``class`` in float32, lazily for dask-backed input."""
-
-    def block_softmax(block: np.ndarray) -> np.ndarray:
-        block = block.astype(np.float32, copy=False)
-        shifted = np.exp(block - block.max(axis=3, keepdims=True))
-        return shifted / shifted.sum(axis=3, keepdims=True)
-
     data = logits.data
     if hasattr(data, "map_blocks"):
-        result = data.map_blocks(block_softmax, dtype=np.float32)
+        result = data.map_blocks(softmax_array, dtype=np.float32)
     else:
-        result = block_softmax(np.asarray(data))
+        result = softmax_array(np.asarray(data))
     return logits.copy(data=result).rename("probs")
+
+
+def softmax_array(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the ``class`` axis (axis 3) of ``(image, eu, au, class, y, x)`` logits, in float32."""
+    logits = logits.astype(np.float32, copy=False)
+    shifted = np.exp(logits - logits.max(axis=3, keepdims=True))
+    return shifted / shifted.sum(axis=3, keepdims=True)
 
 
 def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uqeval.aggregate import AggregationParameters, fit_threshold, get_aggregator
+from uqeval.aggregate import AggregationParameters, get_aggregator
 from uqeval.conventions import Conventions
 from uqeval.errors import UQEvalError
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
@@ -72,6 +72,82 @@ def rescaled(maps: Mapping[str, np.ndarray], eu_scale: float) -> dict[str, np.nd
     return maps
 
 
+def eu_scale(total_au: float, total_eu: float) -> float:
+    """``r = ΣAU / ΣEU`` over the calibration pixels, for EU rescaling."""
+    if total_eu <= 0:
+        raise UQEvalError("EU rescaling: EU is 0 on every calibration pixel, so it cannot be rescaled")
+    return float(total_au) / float(total_eu)
+
+
+class Fitter:
+    """Fit ``τ`` and Platt scaling per measure on calibration maps added batch by batch.
+
+    Platt scaling accumulates a :class:`~uqeval.metrics.calibration.PlattTable` per
+    measure, so its memory does not grow with the pixels. ``τ`` is an exact quantile of
+    the pooled calibration pixels, so it keeps them (4 bytes per pixel and measure,
+    only when a fitted aggregation is scored).
+
+    Parameters
+    ----------
+    conventions : Conventions
+    background : int
+    thresholds, platt : bool
+        Which fits to make.
+    eu_scale : float
+        ``r`` of EU rescaling, applied to the maps before fitting (1 when off).
+    images_from : str
+        ``calibration`` or ``test``, recorded in the result.
+    """
+
+    def __init__(
+        self,
+        *,
+        conventions: Conventions,
+        background: int = 0,
+        thresholds: bool = False,
+        platt: bool = False,
+        eu_scale: float = 1.0,
+        images_from: str = "calibration",
+    ) -> None:
+        self.conventions = conventions
+        self.background = background
+        self.thresholds = thresholds
+        self.platt = platt
+        self.eu_scale = eu_scale
+        self.images_from = images_from
+        self.n_images = 0
+        self._values: dict[str, list[np.ndarray]] = {measure: [] for measure in MEASURES}
+        self._background_fractions: list[np.ndarray] = []
+        self._tables = {measure: PlattTable() for measure in MEASURES}
+
+    def add(self, maps: Mapping[str, np.ndarray], raters: RaterStatistics | None) -> None:
+        """Add the maps (``au``, ``eu``, ``tu``, ``pred``, image first) of some calibration images."""
+        maps = rescaled(maps, self.eu_scale)
+        self.n_images += int(maps["au"].shape[0])
+        if self.thresholds:
+            for measure in MEASURES:
+                self._values[measure].append(np.asarray(maps[measure], dtype=np.float32).ravel())
+            self._background_fractions.append((maps["pred"] == self.background).mean(axis=(1, 2)))
+        if self.platt:
+            if raters is None:
+                raise UQEvalError("calibration: Platt scaling needs rater labels")
+            for measure in MEASURES:
+                self._tables[measure].add(maps[measure], raters.agree, raters.valid)
+
+    def result(self) -> Fitted:
+        """The fitted parameters."""
+        thresholds = {}
+        if self.thresholds:
+            if self.n_images == 0:
+                raise UQEvalError("aggregation 'threshold': no calibration images to fit τ on")
+            fraction = float(np.concatenate(self._background_fractions).mean())
+            for measure in MEASURES:
+                values = np.concatenate(self._values[measure])
+                thresholds[measure] = float(np.quantile(values, fraction, method=self.conventions.quantile_method))
+        platt = {measure: table.fit() for measure, table in self._tables.items()} if self.platt else {}
+        return Fitted(thresholds, platt, self.eu_scale, self.n_images, self.images_from)
+
+
 def fit(
     maps: Mapping[str, np.ndarray],
     raters: RaterStatistics | None,
@@ -92,32 +168,24 @@ def fit(
         Their rater statistics; needed for ``platt``.
     thresholds, platt : bool
         Which fits to make (each costs a pass over the maps).
+
+    See Also
+    --------
+    Fitter : the same fits, batch by batch.
     """
-    n_images = int(maps["au"].shape[0])
-    eu_scale = 1.0
+    scale = 1.0
     if conventions.rescale_eu:
-        total_eu = float(np.sum(maps["eu"], dtype=np.float64))
-        if total_eu <= 0:
-            raise UQEvalError("EU rescaling: EU is 0 on every calibration pixel, so it cannot be rescaled")
-        eu_scale = float(np.sum(maps["au"], dtype=np.float64)) / total_eu
-    maps = rescaled(maps, eu_scale)
-    fitted_thresholds = {}
-    if thresholds:
-        fitted_thresholds = {
-            measure: fit_threshold(
-                maps[measure], maps["pred"], background=background, method=conventions.quantile_method
-            )
-            for measure in MEASURES
-        }
-    fitted_platt = {}
-    if platt:
-        if raters is None:
-            raise UQEvalError("calibration: Platt scaling needs rater labels")
-        for measure in MEASURES:
-            table = PlattTable()
-            table.add(maps[measure], raters.agree, raters.valid)
-            fitted_platt[measure] = table.fit()
-    return Fitted(fitted_thresholds, fitted_platt, eu_scale, n_images, images_from)
+        scale = eu_scale(np.sum(maps["au"], dtype=np.float64), np.sum(maps["eu"], dtype=np.float64))
+    fitter = Fitter(
+        conventions=conventions,
+        background=background,
+        thresholds=thresholds,
+        platt=platt,
+        eu_scale=scale,
+        images_from=images_from,
+    )
+    fitter.add(maps, raters)
+    return fitter.result()
 
 
 @dataclass

@@ -121,6 +121,118 @@ class Evaluation:
         raise KeyError(f"no entanglement row for {task}/{split}")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What an evaluation will do with a store's images, decided before reading a pixel.
+
+    Attributes
+    ----------
+    tasks : tuple of str
+        Tasks that will be scored (CAL is dropped when nothing can be fitted).
+    aggregations : tuple of str
+        Aggregations scored, the conventions' one first.
+    fitting : (image,) bool
+        Images the fitted parameters are fitted on.
+    images_from : str
+        ``calibration``, or ``test`` when the store has no ID calibration images.
+    needs_threshold : bool
+        A fitted aggregation (``threshold``) is scored.
+    run_cal : bool
+        Platt scaling and CAL are computed.
+    rescale_eu : bool
+    notes : tuple of str
+        What is skipped or fallen back on, in words.
+    """
+
+    tasks: tuple[str, ...]
+    aggregations: tuple[str, ...]
+    fitting: np.ndarray
+    images_from: str
+    needs_threshold: bool
+    run_cal: bool
+    rescale_eu: bool
+    notes: tuple[str, ...]
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether any parameter is fitted on the calibration images."""
+        return bool(self.fitting.any()) and (self.needs_threshold or self.run_cal or self.rescale_eu)
+
+    def fit_notes(self, fitted: Fitted) -> list[str]:
+        """Notes on degenerate Platt fits."""
+        return [
+            f"cal: Platt scaling of {measure.upper()}: {platt.note}"
+            for measure, platt in fitted.platt.items()
+            if platt.note
+        ]
+
+
+def plan(
+    domains: np.ndarray,
+    roles: np.ndarray,
+    *,
+    has_labels: bool,
+    tasks: Sequence[str],
+    aggregations: Sequence[str],
+    conventions: Conventions,
+) -> Plan:
+    """Decide which tasks run, which images are fitted on, and what to note.
+
+    Parameters
+    ----------
+    domains, roles : (image,) str
+    has_labels : bool
+        Whether rater labels exist.
+    tasks : sequence of str
+        Requested tasks.
+    aggregations : sequence of str
+        Registered aggregation names (already checked).
+
+    Raises
+    ------
+    UQEvalError
+        An unknown role, an OOD domain named ``ood``, or a fitted aggregation or EU
+        rescaling with no ID image to fit on.
+    """
+    bad_roles = sorted(set(roles) - {"calibration", "test"})
+    if bad_roles:
+        raise UQEvalError(f"unknown role(s) {bad_roles}; expected 'calibration' or 'test'")
+    notes: list[str] = []
+    is_id = domains == "id"
+    is_test = roles == "test"
+    if POOLED_OOD in set(domains[~is_id]):
+        raise UQEvalError(f"an OOD domain is named {POOLED_OOD!r}, the name of the pooled OOD split")
+    ood_calibration = int((~is_id & ~is_test).sum())
+    if ood_calibration:
+        notes.append(f"{ood_calibration} OOD image(s) have role calibration; they are neither fitted on nor scored")
+    fitting = is_id & ~is_test
+    images_from = "calibration"
+    if not fitting.any():
+        fitting = is_id & is_test
+        images_from = "test"
+        notes.append("no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images")
+    for name in tasks:
+        if TASKS[name].needs_labels and not has_labels:
+            notes.append(f"{name}: skipped, the store has no rater labels")
+    run_cal = "cal" in tasks and has_labels
+    if run_cal and not fitting.any():
+        notes.append("cal: skipped, there are no ID images to fit Platt scaling on")
+        run_cal = False
+    needs_threshold = any(get_aggregator(name).fitted for name in aggregations)
+    if (needs_threshold or conventions.rescale_eu) and not fitting.any():
+        raise UQEvalError("no ID images to fit the threshold τ or the EU scale on")
+    return Plan(
+        tasks=tuple(name for name in tasks if name != "cal" or run_cal),
+        aggregations=tuple(aggregations),
+        fitting=fitting,
+        images_from=images_from,
+        needs_threshold=needs_threshold,
+        run_cal=run_cal,
+        rescale_eu=conventions.rescale_eu,
+        notes=tuple(notes),
+    )
+
+
 def _as_arrays(maps: xr.Dataset | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     arrays = {}
     for name in ("au", "eu", "tu", "pred"):
@@ -201,26 +313,6 @@ def evaluate(
     n_images = arrays["au"].shape[0]
     domains = _strings(domain, n_images, "id", "domain")
     roles = _strings(role, n_images, "test", "role")
-    bad_roles = sorted(set(roles) - {"calibration", "test"})
-    if bad_roles:
-        raise UQEvalError(f"evaluate: unknown role(s) {bad_roles}; expected 'calibration' or 'test'")
-    notes: list[str] = []
-    is_id = domains == "id"
-    is_test = roles == "test"
-    ood_domains = sorted(set(domains[~is_id]))
-    if POOLED_OOD in ood_domains:
-        raise UQEvalError(f"evaluate: an OOD domain is named {POOLED_OOD!r}, the name of the pooled OOD split")
-    ood_calibration = int((~is_id & ~is_test).sum())
-    if ood_calibration:
-        notes.append(f"{ood_calibration} OOD image(s) have role calibration; they are neither fitted on nor scored")
-
-    fitting = is_id & ~is_test
-    images_from = "calibration"
-    if not fitting.any():
-        fitting = is_id & is_test
-        images_from = "test"
-        notes.append("no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images")
-
     raters = None
     has_labels = labels is not None
     if has_labels:
@@ -241,39 +333,31 @@ def evaluate(
                 f"evaluate: cubes have shape {cubes.shape}; expected (image, eu, au, class, y, x) with "
                 f"image = {n_images} and (y, x) = {arrays['au'].shape[1:]}"
             )
-        if not has_labels:
-            notes.append("segmentation: skipped, the store has no rater labels")
 
-    wanted = {name: TASKS[name] for name in tasks}
-    for task in wanted.values():
-        if task.needs_labels and not has_labels:
-            notes.append(f"{task.name}: skipped, the store has no rater labels")
-    run_cal = "cal" in wanted and has_labels
-    if run_cal and not fitting.any():
-        notes.append("cal: skipped, there are no ID images to fit Platt scaling on")
-        run_cal = False
-    needs_threshold = any(get_aggregator(name).fitted for name in aggregations)
-    if (needs_threshold or conventions.rescale_eu) and not fitting.any():
-        raise UQEvalError("evaluate: no ID images to fit the threshold τ or the EU scale on")
+    try:
+        evaluation_plan = plan(
+            domains, roles, has_labels=has_labels, tasks=tasks, aggregations=aggregations, conventions=conventions
+        )
+    except UQEvalError as error:
+        raise UQEvalError(f"evaluate: {error}") from None
+    notes = list(evaluation_plan.notes)
+    if cubes is not None and not has_labels:
+        notes.append("segmentation: skipped, the store has no rater labels")
 
     fitted = Fitted()
-    if fitting.any() and (needs_threshold or run_cal or conventions.rescale_eu):
+    fitting = evaluation_plan.fitting
+    if evaluation_plan.needs_fit:
         subset = {name: arrays[name][fitting] for name in (*MEASURES, "pred")}
-        fit_raters = None
-        if run_cal:
-            fit_raters = raters.select(fitting)
         fitted = fit(
             subset,
-            fit_raters,
+            raters.select(fitting) if evaluation_plan.run_cal else None,
             conventions=conventions,
             background=background,
-            thresholds=needs_threshold,
-            platt=run_cal,
-            images_from=images_from,
+            thresholds=evaluation_plan.needs_threshold,
+            platt=evaluation_plan.run_cal,
+            images_from=evaluation_plan.images_from,
         )
-        for measure, platt in fitted.platt.items():
-            if platt.note:
-                notes.append(f"cal: Platt scaling of {measure.upper()}: {platt.note}")
+        notes.extend(evaluation_plan.fit_notes(fitted))
 
     statistics = image_statistics(
         arrays,
@@ -290,7 +374,7 @@ def evaluate(
         domains,
         roles,
         fitted=fitted,
-        tasks=[name for name in wanted if name != "cal" or run_cal],
+        tasks=evaluation_plan.tasks,
         aggregations=aggregations,
         conventions=conventions,
         notes=notes,

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from uqeval.checks import image_name
 from uqeval.cube import IGNORE_LABEL
 from uqeval.errors import UQEvalError
 from uqeval.metrics import _kernels
@@ -60,6 +62,7 @@ def rater_statistics(
     n_classes: int,
     *,
     ignore: int = IGNORE_LABEL,
+    image_ids: Sequence[object] | None = None,
 ) -> RaterStatistics:
     """Rater variance, agreement with the prediction, and rater count per pixel.
 
@@ -71,6 +74,8 @@ def rater_statistics(
         Predicted classes (``agree`` is 0 when None).
     n_classes : int
         Labels other than ``ignore`` must lie in ``[0, n_classes)``.
+    image_ids : sequence, optional
+        Ids that error messages name images by (default their positions).
     """
     labels = np.asarray(labels)
     if labels.ndim != 4 or labels.dtype.kind not in "iu":
@@ -91,8 +96,9 @@ def rater_statistics(
     )
     if out_of_range.any():
         image = int(np.flatnonzero(out_of_range)[0])
+        name = image if image_ids is None else image_name(image_ids[image])
         raise UQEvalError(
-            f"labels: image {image} has {int(out_of_range[image])} label(s) outside [0, {n_classes}) "
+            f"labels: image {name} has {int(out_of_range[image])} label(s) outside [0, {n_classes}) "
             f"that are not the ignore label {ignore}"
         )
     shape = (n_images, height, width)

@@ -1,0 +1,98 @@
+"""Atomic writes of report files: JSON, CSV and bytes, never half written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uqeval.errors import UQEvalError
+
+
+def ensure_writable(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` if needed and prove a file can be written there.
+
+    Called before a long job so that an unwritable output folder fails at once.
+
+    Raises
+    ------
+    UQEvalError
+        Naming the folder and the reason.
+    """
+    folder = Path(folder)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise UQEvalError(f"{folder}: exists and is not a folder; pass --out a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UQEvalError(f"{folder}: cannot write the report there ({error.strerror or error})") from None
+    return folder
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays made plain and NaN/inf made ``None``."""
+    if isinstance(value, Mapping):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> Path:
+    """Write ``value`` as indented, standard JSON (NaN as ``null``), atomically."""
+    text = json.dumps(json_ready(value), indent=2, ensure_ascii=False, allow_nan=False)
+    return write_bytes(path, (text + "\n").encode())
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as CSV text; NaN and ``None`` become empty cells, floats keep full precision."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in columns])
+    return buffer.getvalue()
+
+
+def write_csv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """Write rows as CSV, atomically."""
+    return write_bytes(path, csv_text(rows, columns).encode())
+
+
+def _cell(value: Any) -> str:
+    value = json_ready(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

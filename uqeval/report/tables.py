@@ -1,0 +1,97 @@
+"""Rich tables of a :class:`~uqeval.results.Scores` for the terminal."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from uqeval.results import Scores
+from uqeval.statistics import MEASURES
+from uqeval.tasks import NO_AGGREGATION, POOLED_OOD, TASKS
+
+_MEASURE_NAMES = {"au": "AU", "eu": "EU", "tu": "TU"}
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    """A value for a table cell: ``0.913``, or ``–`` when undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _splits(scores: Scores, task: str) -> list[str]:
+    seen = dict.fromkeys(row["split"] for row in scores.results if row["task"] == task)
+    ordered = sorted(seen, key=lambda split: (split != "id", split == POOLED_OOD, split))
+    return ordered
+
+
+def task_table(scores: Scores, task: str) -> Table | None:
+    """Metric per measure (rows) and split (columns) of one task, the correct measure marked."""
+    definition = TASKS[task]
+    splits = _splits(scores, task)
+    if not splits:
+        return None
+    aggregation = scores.evaluation.conventions.aggregation if task == "oodd" else NO_AGGREGATION
+    lower = " (lower is better)" if definition.lower_is_better else ""
+    detail = f", image score: {aggregation}" if task == "oodd" else ""
+    title = f"{definition.title} — {definition.metric.upper()}{lower}{detail}"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    table.add_column("measure")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for measure in MEASURES:
+        label = _MEASURE_NAMES[measure] + (" ✓" if measure == definition.correct else "")
+        cells = []
+        for split in splits:
+            try:
+                cells.append(number(scores.value(task, split, measure, definition.metric, aggregation)))
+            except KeyError:
+                cells.append("")
+        table.add_row(label, *cells)
+    return table
+
+
+def entanglement_table(scores: Scores) -> Table | None:
+    """Δ per task and split: 1 means the correct measure is far better, −1 the wrong one."""
+    if not scores.entanglement:
+        return None
+    title = "Entanglement Δ: 1 = the correct measure far better, 0 = no better than the best wrong one"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    for name in ("task", "split", "correct", "wrong", "U correct", "U wrong", "Δ"):
+        table.add_column(name, justify="right" if name.startswith(("U", "Δ")) else "left")
+    for row in scores.entanglement:
+        wrong = _MEASURE_NAMES[row["wrong"]]
+        table.add_row(
+            row["task"],
+            row["split"],
+            _MEASURE_NAMES[row["correct"]],
+            wrong,
+            number(row["u_correct"]),
+            number(row["u_wrong"]),
+            number(row["delta"], 2),
+        )
+    return table
+
+
+def collapse_table(scores: Scores) -> Table:
+    """Mean AU, mean EU and EU / AU per split (epistemic collapse when EU / AU ≪ 1)."""
+    title = "Epistemic collapse — mean uncertainty per pixel (nats)"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    for name in ("split", "images", "mean AU", "mean EU", "EU / AU"):
+        table.add_column(name, justify="left" if name == "split" else "right")
+    for row in scores.collapse:
+        n_images = scores.n_images.get(row["split"])
+        if n_images is None:
+            n_images = sum(count for split, count in scores.n_images.items() if split != "id")
+        table.add_row(
+            row["split"], str(n_images), number(row["mean_au"], 4), number(row["mean_eu"], 4), number(row["eu_over_au"])
+        )
+    return table
+
+
+def score_tables(scores: Scores) -> list[Table]:
+    """Every table of ``uqeval score``, in the order printed."""
+    tables = [task_table(scores, task) for task in TASKS]
+    tables += [entanglement_table(scores), collapse_table(scores)]
+    return [table for table in tables if table is not None]
