@@ -1,0 +1,1 @@
+"""Figures and other human-readable output of ``uqeval score`` (import submodules explicitly)."""
