@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import secrets
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,9 +41,16 @@ def ensure_writable(folder: str | os.PathLike[str]) -> Path:
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
+    """Write ``data`` to ``path`` atomically.
+
+    The bytes go to a hidden temporary file in the same folder, which then replaces
+    ``path`` in one step: readers see the old file or the new one, never a partial one,
+    and the temporary file is removed if anything fails.
+    """
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # os.open rather than tempfile: the file gets the usual permissions (0o666 less the umask), not 0o600.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
@@ -50,7 +58,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
