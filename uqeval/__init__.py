@@ -9,6 +9,8 @@ from uqeval.conventions import Conventions
 from uqeval.cube import CubeWriter, check_cube_values, open_cube, validate_cube
 from uqeval.decompose import decompose
 from uqeval.errors import UQEvalError
+from uqeval.results import Scores
+from uqeval.scoring import score
 from uqeval.synth import SCENARIOS, make_synthetic_cube
 from uqeval.tasks import TASKS, Evaluation, evaluate
 
@@ -20,6 +22,7 @@ __all__ = [
     "Conventions",
     "CubeWriter",
     "Evaluation",
+    "Scores",
     "UQEvalError",
     "__version__",
     "aggregate",
@@ -28,5 +31,6 @@ __all__ = [
     "evaluate",
     "make_synthetic_cube",
     "open_cube",
+    "score",
     "validate_cube",
 ]

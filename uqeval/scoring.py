@@ -1,23 +1,27 @@
 """The streaming scorer behind ``uqeval score``: one pass over the cube, bounded memory.
 
 The cube is read a batch of whole store chunks at a time. Each batch is decomposed
-into AU / EU / TU maps and reduced at once to small per-image results (means,
-segmentation quality and, when nothing needs fitting, every aggregated score, NCC and
-so on); the batch's probabilities are then dropped. Parameters fitted on calibration
-images — Platt scaling, the threshold ``τ``, the EU scale — need every calibration
-image before any image can be scored, so when a task needs one, the per-image maps
-(about 5 % of the cube's bytes) are spilled to a scratch folder and a second pass
-over the spill, never over the cube, finishes the job.
+into AU / EU / TU maps and reduced at once to small per-image results — means,
+aggregated scores, NCC, calibration bin tables, segmentation quality — and its
+probabilities are dropped.
+
+Parameters fitted on calibration images (Platt scaling, the threshold ``τ``, the EU
+scale) must be known before an image can be scored. So the chunks that hold the
+images fitted on are read first; their per-image maps (about 5 % of the cube's bytes)
+are spilled to a scratch folder, the parameters are fitted on them, and they get a
+second look from the spill, never from the cube. Every other chunk is then scored in
+a single pass with the fits in hand.
 
 Locally, reading and decoding the next batch overlaps with computing on the current
 one (the numba kernels use every core). With a ``dask.distributed`` scheduler the
-first pass runs on the cluster's workers, which read the store themselves, and the
-client gathers the per-image maps; the numbers are the same.
+batches run on the cluster's workers, which read the store themselves; the numbers
+are the same.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -65,10 +69,9 @@ class PassOptions:
 
 @dataclass
 class FirstPass:
-    """The result of the first pass over one batch of images ``[start, stop)``."""
+    """The result of reading and reducing one batch of images (positions ``indices``)."""
 
-    start: int
-    stop: int
+    indices: np.ndarray
     statistics: ImageStatistics | None = None
     maps: dict[str, np.ndarray] | None = None
     raters: RaterStatistics | None = None
@@ -176,57 +179,58 @@ def score(
         needs_fit=evaluation_plan.needs_fit,
         segmentation=segmentation and has_labels,
     )
-    ranges = batch_ranges(_image_chunks(probs), _bytes_per_image(probs), batch_bytes)
+    fitting_batches, other_batches = plan_batches(
+        _image_chunks(probs), _bytes_per_image(probs), batch_bytes, evaluation_plan.fitting, options.needs_fit
+    )
     examples = example_images(domains, roles)
     variable = dataset.attrs.get("source_variable", "probs")
-    reader = _reader(dataset, path)
     n_images = len(ids)
+    done = {"score": 0, "calibrate": 0}
 
-    def report(phase: str, done: int) -> None:
+    def report(phase: str, result: FirstPass) -> None:
+        done[phase] += len(result.indices)
         if progress is not None:
-            progress(phase, done, n_images)
+            progress(phase, done[phase], n_images)
 
-    with _Scratch(scratch) as spill:
-        first = {}
-        done = 0
-        passes = (
-            _distributed_first_pass(
-                scheduler, path, variable, has_labels, ranges, ids, evaluation_plan, options, examples
-            )
-            if scheduler is not None
-            else _local_first_pass(reader, ranges, ids, evaluation_plan, options, examples)
+    if scheduler is not None:
+        runner = _DistributedRunner(scheduler, str(path.resolve()), variable, has_labels)
+    else:
+        runner = _LocalRunner(_reader(dataset, path))
+    results: list[FirstPass] = []
+    fitted = Fitted()
+    with _Scratch(scratch) as spill, runner:
+        work = functools.partial(
+            _run_batch, ids=ids, fitting=evaluation_plan.fitting, options=options, examples=examples
         )
-        example_maps: list[ExampleMaps] = []
-        for result in _named(passes, where):
-            if options.needs_fit:
-                spill.write(result.start, result.maps, result.raters)
+        batches = runner.run(work, fitting_batches, other_batches, fitted=None)
+        for result in _named(batches, where):
+            if result.statistics is None:  # a fitting batch: keep its maps for the fit
+                spill.write(len(results), result.maps, result.raters)
                 result.maps = result.raters = None
-            example_maps.extend(replace(example, domain=str(domains[example.position])) for example in result.examples)
-            first[result.start] = result
-            done += result.stop - result.start
-            report("score", done)
-        results = [first[start] for start, _ in ranges]
+            results.append(result)
+            report("score", result)
+            if len(results) == len(fitting_batches) and options.needs_fit:
+                fitted = _fit(results, spill, evaluation_plan, options)
+                notes.extend(evaluation_plan.fit_notes(fitted))
+                for key, result in enumerate(results):
+                    maps, raters = spill.read(key)
+                    result.statistics = image_statistics(
+                        maps,
+                        fitted=fitted,
+                        conventions=conventions,
+                        aggregations=aggregations,
+                        raters=raters,
+                        background=options.background,
+                    )
+                    result.statistics.segmentation = result.segmentation
+                    report("calibrate", result)
+                runner.fitted = fitted
 
-        fitted = Fitted()
-        if options.needs_fit:
-            fitted = _fit(results, spill, evaluation_plan, options)
-            notes.extend(evaluation_plan.fit_notes(fitted))
-            done = 0
-            for result in results:
-                maps, raters = spill.read(result.start)
-                result.statistics = image_statistics(
-                    maps,
-                    fitted=fitted,
-                    conventions=conventions,
-                    aggregations=aggregations,
-                    raters=raters,
-                    background=options.background,
-                )
-                result.statistics.segmentation = result.segmentation
-                done += result.stop - result.start
-                report("calibrate", done)
-
-    statistics = ImageStatistics.concatenate([result.statistics for result in results])
+    example_maps = [
+        replace(example, domain=str(domains[example.position])) for result in results for example in result.examples
+    ]
+    indices = np.concatenate([result.indices for result in results])
+    statistics = ImageStatistics.concatenate([result.statistics for result in results]).take(np.argsort(indices))
     evaluation = summarise(
         statistics,
         domains,
@@ -254,21 +258,45 @@ def score(
 # --------------------------------------------------------------------------- batches
 
 
-def batch_ranges(chunk_sizes: Sequence[int], bytes_per_image: int, batch_bytes: int) -> list[tuple[int, int]]:
-    """Group consecutive store chunks into batches of about ``batch_bytes`` decoded bytes.
+def plan_batches(
+    chunk_sizes: Sequence[int],
+    bytes_per_image: int,
+    batch_bytes: int,
+    fitting: np.ndarray,
+    needs_fit: bool,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Group the store's chunks into batches of image positions, fitting chunks first.
 
-    A batch never splits a chunk, so each chunk is decoded once.
+    A chunk that holds an image fitted on is a *fitting* chunk (when anything is
+    fitted). Chunks of each kind are grouped, in store order, into batches of about
+    ``batch_bytes`` decoded bytes; a batch never splits a chunk, so each chunk is
+    decoded exactly once.
+
+    Returns
+    -------
+    (fitting batches, other batches), each a list of sorted int64 position arrays.
     """
-    ranges = []
-    start = stop = 0
-    for size in chunk_sizes:
-        stop += size
-        if (stop - start) * bytes_per_image >= batch_bytes:
-            ranges.append((start, stop))
-            start = stop
-    if stop > start:
-        ranges.append((start, stop))
-    return ranges
+    edges = np.cumsum([0, *chunk_sizes])
+    groups: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    pending: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    sizes = {True: 0, False: 0}
+    for start, stop in itertools.pairwise(edges.tolist()):
+        kind = bool(needs_fit and fitting[start:stop].any())
+        pending[kind].append(np.arange(start, stop))
+        sizes[kind] += stop - start
+        if sizes[kind] * bytes_per_image >= batch_bytes:
+            groups[kind].append(np.concatenate(pending[kind]))
+            pending[kind], sizes[kind] = [], 0
+    for kind in (True, False):
+        if pending[kind]:
+            groups[kind].append(np.concatenate(pending[kind]))
+    return groups[True], groups[False]
+
+
+def batch_ranges(chunk_sizes: Sequence[int], bytes_per_image: int, batch_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive chunks grouped into ``[start, stop)`` ranges of about ``batch_bytes`` decoded bytes."""
+    _, batches = plan_batches(chunk_sizes, bytes_per_image, batch_bytes, np.zeros(sum(chunk_sizes), bool), False)
+    return [(int(batch[0]), int(batch[-1]) + 1) for batch in batches]
 
 
 def example_images(domains: np.ndarray, roles: np.ndarray, per_kind: int = EXAMPLES_PER_KIND) -> list[int]:
@@ -295,18 +323,28 @@ def _bytes_per_image(array: xr.DataArray) -> int:
     return int(np.prod([array.sizes[dim] for dim in array.dims[1:]])) * array.dtype.itemsize
 
 
+def _runs(indices: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(offset, start, stop)`` of each run of consecutive positions in sorted ``indices``."""
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    starts = np.r_[0, breaks]
+    stops = np.r_[breaks, len(indices)]
+    return [(int(i), int(indices[i]), int(indices[j - 1]) + 1) for i, j in zip(starts, stops, strict=True)]
+
+
 # --------------------------------------------------------------------------- reading
 
+Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
-def _reader(dataset: xr.Dataset, path: Path | None) -> Callable[[int, int], tuple[np.ndarray, np.ndarray | None]]:
-    """A function reading ``probs`` (and ``labels``) of images ``[start, stop)`` as numpy."""
+
+def _reader(dataset: xr.Dataset, path: Path | None) -> Reader:
+    """A function reading ``probs`` (and ``labels``) of some images as numpy."""
     has_labels = "labels" in dataset
     if path is not None:
         return functools.partial(read_store, str(path), dataset.attrs.get("source_variable", "probs"), has_labels)
 
-    def read_dataset(start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
-        probs = np.asarray(dataset["probs"][start:stop].values)
-        labels = np.asarray(dataset["labels"][start:stop].values) if has_labels else None
+    def read_dataset(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        probs = np.asarray(dataset["probs"][indices].values)
+        labels = np.asarray(dataset["labels"][indices].values) if has_labels else None
         return probs, labels
 
     return read_dataset
@@ -317,32 +355,42 @@ def _open_group(path: str) -> zarr.Group:
     return zarr.open_group(path, mode="r")
 
 
-def read_store(
-    path: str, variable: str, has_labels: bool, start: int, stop: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read images ``[start, stop)`` of a cube store straight through zarr (no dask graph).
+def read_store(path: str, variable: str, has_labels: bool, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the images at sorted positions ``indices`` of a cube store straight through zarr.
 
-    ``variable`` is ``probs`` or ``logits`` (softmax applied here).
+    ``variable`` is ``probs`` or ``logits`` (softmax applied here). Each run of
+    consecutive positions is one zarr read, so no dask graph is built.
     """
     group = _open_group(path)
-    values = group[variable][start:stop]
+
+    def read(name: str) -> np.ndarray:
+        array = group[name]
+        runs = _runs(indices)
+        if len(runs) == 1:
+            return array[runs[0][1] : runs[0][2]]
+        out = np.empty((len(indices), *array.shape[1:]), dtype=array.dtype)
+        for offset, start, stop in runs:
+            out[offset : offset + stop - start] = array[start:stop]
+        return out
+
+    values = read(variable)
     if variable == "logits":
         values = softmax_array(values)
-    labels = group["labels"][start:stop] if has_labels else None
-    return values, labels
+    return values, read("labels") if has_labels else None
 
 
-# --------------------------------------------------------------------------- first pass
+# --------------------------------------------------------------------------- one batch
 
 
 def first_pass(
     cubes: np.ndarray,
     labels: np.ndarray | None,
-    image_ids: np.ndarray,
+    indices: np.ndarray,
     *,
-    start: int,
+    ids: np.ndarray,
     fitting: np.ndarray,
     options: PassOptions,
+    fitted: Fitted | None,
     examples: Sequence[int] = (),
 ) -> FirstPass:
     """Decompose one batch and reduce it to per-image results.
@@ -352,157 +400,182 @@ def first_pass(
     cubes : (image, eu, au, class, y, x)
         The batch's probabilities.
     labels : (image, rater, y, x) or None
-    image_ids : (image,)
-        Ids of the batch's images (for messages).
-    start : int
-        Position of the batch's first image in the store.
-    fitting : (image,) bool
-        Which of the batch's images are fitted on.
+    indices : (image,) int
+        The batch's positions in the store.
+    ids, fitting : (store image,)
+        Image ids (for messages) and which images are fitted on, for the whole store.
+    fitted : Fitted or None
+        The fits, or None for a batch of images to fit on: its maps are returned
+        for spilling instead of its statistics.
     examples : sequence of int
         Store positions of images whose maps to keep for the report.
     """
+    image_ids = ids[indices]
     maps = decompose_batch(cubes, image_ids)
-    stop = start + len(cubes)
     raters = None
     if labels is not None:
         raters = rater_statistics(labels, maps["pred"], options.n_classes, image_ids=image_ids)
-    result = FirstPass(start, stop)
-    kept = [position for position in examples if start <= position < stop]
-    for position in kept:
-        local = position - start
-        result.examples.append(
-            ExampleMaps(
-                position=position,
-                image_id=str(image_ids[local]),
-                mean=maps["mean"][local].copy(),
-                au=maps["au"][local].copy(),
-                eu=maps["eu"][local].copy(),
-                tu=maps["tu"][local].copy(),
+    result = FirstPass(indices)
+    for local, position in enumerate(indices.tolist()):
+        if position in examples:
+            result.examples.append(
+                ExampleMaps(
+                    position=position,
+                    image_id=str(image_ids[local]),
+                    mean=maps["mean"][local].copy(),
+                    au=maps["au"][local].copy(),
+                    eu=maps["eu"][local].copy(),
+                    tu=maps["tu"][local].copy(),
+                )
             )
-        )
     if options.segmentation:
         result.segmentation = segmentation_quality(
             cubes,
             maps["pred"],
             labels,
-            np.arange(start, stop),
+            indices,
             background=options.background,
             n_samples=options.conventions.segmentation_samples,
             seed=options.conventions.seed,
             empty=options.conventions.empty_iou,
         )
-    if options.needs_fit:
+    if fitted is None and options.needs_fit:
         result.maps = {name: maps[name] for name in (*MEASURES, "pred")}
         result.raters = raters
-        if fitting.any():
-            result.fit_sums = (
-                float(np.sum(maps["au"][fitting], dtype=np.float64)),
-                float(np.sum(maps["eu"][fitting], dtype=np.float64)),
-            )
-    else:
-        result.statistics = image_statistics(
-            maps,
-            fitted=Fitted(),
-            conventions=options.conventions,
-            aggregations=options.aggregations,
-            raters=raters,
-            background=options.background,
+        chosen = fitting[indices]
+        result.fit_sums = (
+            float(np.sum(maps["au"][chosen], dtype=np.float64)),
+            float(np.sum(maps["eu"][chosen], dtype=np.float64)),
         )
-        result.statistics.segmentation = result.segmentation
+        return result
+    result.statistics = image_statistics(
+        maps,
+        fitted=fitted or Fitted(),
+        conventions=options.conventions,
+        aggregations=options.aggregations,
+        raters=raters,
+        background=options.background,
+    )
+    result.statistics.segmentation = result.segmentation
     return result
 
 
-def _local_first_pass(
-    reader: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]],
-    ranges: Sequence[tuple[int, int]],
+def _run_batch(
+    cubes: np.ndarray,
+    labels: np.ndarray | None,
+    indices: np.ndarray,
+    fitted: Fitted | None,
+    *,
     ids: np.ndarray,
-    evaluation_plan: Plan,
-    options: PassOptions,
-    examples: Sequence[int],
-) -> Iterator[FirstPass]:
-    """Batches in order; the next batch is read and decoded while this one is computed."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uqeval-read") as pool:
-        pending = pool.submit(reader, *ranges[0]) if ranges else None
-        for index, (start, stop) in enumerate(ranges):
-            cubes, labels = pending.result()
-            pending = pool.submit(reader, *ranges[index + 1]) if index + 1 < len(ranges) else None
-            yield first_pass(
-                cubes,
-                labels,
-                ids[start:stop],
-                start=start,
-                fitting=evaluation_plan.fitting[start:stop],
-                options=options,
-                examples=examples,
-            )
-            del cubes, labels
-
-
-def _store_first_pass(
-    path: str,
-    variable: str,
-    has_labels: bool,
-    start: int,
-    stop: int,
-    image_ids: np.ndarray,
     fitting: np.ndarray,
     options: PassOptions,
     examples: Sequence[int],
 ) -> FirstPass:
-    """Read one batch from the store and run :func:`first_pass` on it (a worker's task)."""
-    cubes, labels = read_store(path, variable, has_labels, start, stop)
-    return first_pass(cubes, labels, image_ids, start=start, fitting=fitting, options=options, examples=examples)
+    return first_pass(
+        cubes, labels, indices, ids=ids, fitting=fitting, options=options, fitted=fitted, examples=examples
+    )
 
 
-def _distributed_first_pass(
-    scheduler: str,
-    path: Path,
-    variable: str,
-    has_labels: bool,
-    ranges: Sequence[tuple[int, int]],
-    ids: np.ndarray,
-    evaluation_plan: Plan,
-    options: PassOptions,
-    examples: Sequence[int],
-) -> Iterator[FirstPass]:
-    """Batches as the cluster finishes them, with a bounded number in flight."""
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise UQEvalError("--scheduler needs dask.distributed: pip install distributed") from None
-    try:
-        client = Client(scheduler, timeout="20s", set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as error:
-        raise UQEvalError(f"--scheduler {scheduler}: cannot connect ({error})") from None
-    try:
-        threads = max(1, sum(client.nthreads().values()))
-        queue = list(ranges)
+BatchWork = Callable[[np.ndarray, "np.ndarray | None", np.ndarray, "Fitted | None"], FirstPass]
+
+
+class _LocalRunner:
+    """Batches in order on this machine; the next batch is read and decoded while this one is computed.
+
+    ``fitted`` is read when each batch starts: the scorer sets it once the fitting
+    batches are done.
+    """
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.fitted: Fitted | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uqeval-read")
+
+    def __enter__(self) -> _LocalRunner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(
+        self, work: BatchWork, fitting_batches: list[np.ndarray], other_batches: list[np.ndarray], fitted: None
+    ) -> Iterator[FirstPass]:
+        batches = [*fitting_batches, *other_batches]
+        pending = self._pool.submit(self.reader, batches[0]) if batches else None
+        for number, indices in enumerate(batches):
+            cubes, labels = pending.result()
+            if number + 1 < len(batches):
+                pending = self._pool.submit(self.reader, batches[number + 1])
+            yield work(cubes, labels, indices, self.fitted if number >= len(fitting_batches) else None)
+            del cubes, labels
+
+
+def _store_batch(
+    path: str, variable: str, has_labels: bool, indices: np.ndarray, fitted: Fitted | None, work: BatchWork
+) -> FirstPass:
+    """A worker's task: read one batch from the store and reduce it."""
+    cubes, labels = read_store(path, variable, has_labels, indices)
+    return work(cubes, labels, indices, fitted)
+
+
+class _DistributedRunner:
+    """Batches on a ``dask.distributed`` cluster, a bounded number in flight; results in completion order."""
+
+    def __init__(self, scheduler: str, path: str, variable: str, has_labels: bool) -> None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise UQEvalError("--scheduler needs dask.distributed: pip install distributed") from None
+        try:
+            self.client = Client(scheduler, timeout="20s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise UQEvalError(f"--scheduler {scheduler}: cannot connect ({error})") from None
+        self.path, self.variable, self.has_labels = path, variable, has_labels
+        self.fitted: Fitted | None = None
+
+    def __enter__(self) -> _DistributedRunner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.client.close()
+
+    def run(
+        self, work: BatchWork, fitting_batches: list[np.ndarray], other_batches: list[np.ndarray], fitted: None
+    ) -> Iterator[FirstPass]:
+        yield from self._phase(work, fitting_batches, None)
+        yield from self._phase(work, other_batches, lambda: self.fitted)
+
+    def _phase(
+        self, work: BatchWork, batches: list[np.ndarray], fitted: Callable[[], Fitted | None] | None
+    ) -> Iterator[FirstPass]:
+        from distributed import as_completed
+
+        if not batches:
+            return
+        queue = list(batches)
+        current = fitted() if fitted is not None else None
+        remote_work = self.client.scatter(work, broadcast=True, hash=False)
 
         def submit():
-            start, stop = queue.pop(0)
-            return client.submit(
-                _store_first_pass,
-                str(path.resolve()),
-                variable,
-                has_labels,
-                start,
-                stop,
-                ids[start:stop],
-                evaluation_plan.fitting[start:stop],
-                options,
-                [position for position in examples if start <= position < stop],
+            return self.client.submit(
+                _store_batch,
+                self.path,
+                self.variable,
+                self.has_labels,
+                queue.pop(0),
+                current,
+                remote_work,
                 pure=False,
             )
 
-        futures = as_completed([submit() for _ in range(min(2 * threads, len(queue)))], loop=client.loop)
+        threads = max(1, sum(self.client.nthreads().values()))
+        futures = as_completed([submit() for _ in range(min(2 * threads, len(queue)))], loop=self.client.loop)
         for future in futures:
             result = future.result()
             future.release()
             if queue:
                 futures.add(submit())
             yield result
-    finally:
-        client.close()
 
 
 def _named(passes: Iterator[FirstPass], where: str) -> Iterator[FirstPass]:
@@ -517,7 +590,7 @@ def _named(passes: Iterator[FirstPass], where: str) -> Iterator[FirstPass]:
 
 
 def _fit(results: Sequence[FirstPass], spill: _Scratch, evaluation_plan: Plan, options: PassOptions) -> Fitted:
-    """Fit the EU scale, ``τ`` and Platt scaling from the spilled calibration maps."""
+    """Fit the EU scale, ``τ`` and Platt scaling from the spilled maps of the fitting batches."""
     scale = 1.0
     if options.conventions.rescale_eu:
         scale = eu_scale(sum(r.fit_sums[0] for r in results), sum(r.fit_sums[1] for r in results))
@@ -529,11 +602,13 @@ def _fit(results: Sequence[FirstPass], spill: _Scratch, evaluation_plan: Plan, o
         eu_scale=scale,
         images_from=evaluation_plan.images_from,
     )
-    for result in results:
-        chosen = evaluation_plan.fitting[result.start : result.stop]
+    # In store order, so that the sums (and so the fit) do not depend on which worker finished first.
+    for key in sorted(range(len(results)), key=lambda key: results[key].indices[0]):
+        result = results[key]
+        chosen = evaluation_plan.fitting[result.indices]
         if not chosen.any():
             continue
-        maps, raters = spill.read(result.start)
+        maps, raters = spill.read(key)
         fitter.add(
             {name: values[chosen] for name, values in maps.items()},
             raters.select(chosen) if raters is not None and evaluation_plan.run_cal else None,
@@ -582,4 +657,4 @@ class _Scratch:
         return arrays, raters
 
 
-__all__ = ["BATCH_BYTES", "FirstPass", "PassOptions", "batch_ranges", "first_pass", "score"]
+__all__ = ["BATCH_BYTES", "FirstPass", "PassOptions", "batch_ranges", "first_pass", "plan_batches", "score"]

@@ -216,6 +216,31 @@ class ImageStatistics:
     def n_images(self) -> int:
         return len(self.means["au"])
 
+    def take(self, indices: np.ndarray) -> ImageStatistics:
+        """The statistics of some images, in the order of ``indices`` (positions or a boolean mask)."""
+        scores = {
+            aggregation: {measure: values[indices] for measure, values in by_measure.items()}
+            for aggregation, by_measure in self.scores.items()
+        }
+        correlations = None
+        if self.ncc is not None:
+            correlations = {
+                measure: Correlation(correlation.correlation[indices], correlation.state[indices])
+                for measure, correlation in self.ncc.items()
+            }
+        calibration = None
+        if self.calibration is not None:
+            calibration = {
+                measure: CalibrationTable(table.table[indices]) for measure, table in self.calibration.items()
+            }
+        segmentation = None
+        if self.segmentation is not None:
+            segmentation = SegmentationQuality(
+                *(getattr(self.segmentation, name)[indices] for name in ("dice", "ged", "hungarian_iou"))
+            )
+        means = {name: values[indices] for name, values in self.means.items()}
+        return ImageStatistics(means, scores, correlations, calibration, segmentation)
+
     @classmethod
     def concatenate(cls, parts: Sequence[ImageStatistics]) -> ImageStatistics:
         """Join the statistics of consecutive batches."""

@@ -1,0 +1,170 @@
+"""End-to-end throughput and peak memory of ``uqeval.score`` on a float16 cube store.
+
+Two measurements (DESIGN §6):
+
+1. **Rate.** A store of ``--images`` cubes of eu 10 × au 10 × class 2 × 128 × 128 in
+   float16, written by ``uqeval.CubeWriter`` with its defaults, with three raters'
+   labels, ID calibration/test and one OOD domain. Contenders, timed round-robin in
+   one process, best of ``--repeats``:
+
+   * ``read + decode``: read every chunk of ``probs`` with zarr, in the batches the
+     scorer uses (the baseline: what merely touching the data costs);
+   * ``uqeval.score``: the whole job with the default tasks (OODD, AMB, CAL with
+     Platt scaling, border aggregation), returning the results.
+
+   Ratio ``t_read / t_score`` (images/s of scoring over images/s of reading),
+   target ≥ 0.7.
+
+2. **Memory.** A store of at least ``--large-gb`` GB of decoded probabilities is
+   scored in a fresh process; its peak resident memory (``ru_maxrss``) must stay below
+   1.5 GB. The large store repeats a pool of distinct cubes under new ids, which is
+   fast to write and costs the scorer the same as distinct data.
+
+The stores live in a temporary folder that was just written, so reads come mostly
+from the page cache: the benchmark measures decoding and compute, not the disk.
+
+Run: ``.venv/bin/python benchmarks/bench_score.py [--check]`` (about 3 minutes; writes
+about 2.5 GB to a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+from _timing import best_times, print_table
+from bench_store import make_probs, store_bytes
+
+import uqeval
+from uqeval.scoring import BATCH_BYTES, _bytes_per_image, _image_chunks, batch_ranges
+
+RATE_TARGET = 0.7
+MEMORY_TARGET_GB = 1.5
+
+
+def write_store(path: Path, pool: np.ndarray, n_images: int, seed: int) -> None:
+    """A cube store of ``n_images`` images cycling through ``pool``, with labels, domain and role."""
+    rng = np.random.default_rng(seed)
+    n_pool, eu, au, n_classes, height, width = pool.shape
+    foreground = pool[:, :, :, 1].mean(axis=(1, 2))
+    raters = 3
+    with uqeval.CubeWriter(
+        path, n_classes=n_classes, eu=eu, au=au, height=height, width=width, raters=raters, model="bench"
+    ) as writer:
+        for start in range(0, n_images, 8):
+            indices = np.arange(start, min(start + 8, n_images))
+            source = indices % n_pool
+            noise = rng.normal(0, 0.15, (len(indices), raters, height, width))
+            labels = (foreground[source][:, None] + noise > 0.5).astype(np.uint8)
+            domain = np.where(indices % 2 == 0, "id", "noise")
+            role = np.where((indices % 2 == 0) & (indices % 8 == 0), "calibration", "test")
+            writer.append(
+                pool[source],
+                labels=labels,
+                domain=list(domain),
+                role=list(role),
+                image_ids=[f"image-{i:05d}" for i in indices],
+            )
+
+
+def read_every_chunk(path: Path) -> None:
+    """Read and decode all of ``probs`` in the scorer's batches (the baseline)."""
+    group = zarr.open_group(path, mode="r")
+    probs = group["probs"]
+    dataset = uqeval.open_cube(path)
+    ranges = batch_ranges(_image_chunks(dataset["probs"]), _bytes_per_image(dataset["probs"]), BATCH_BYTES)
+    for start, stop in ranges:
+        probs[start:stop]
+
+
+def peak_memory_gb(path: Path) -> tuple[float, float, float]:
+    """Score ``path`` in a fresh process; return (peak RSS in GB, seconds, baseline RSS after import in GB)."""
+    script = textwrap.dedent(
+        f"""
+        import resource, time
+        import uqeval
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        uqeval.score({str(path)!r})
+        elapsed = time.perf_counter() - start
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, elapsed, baseline)
+        """
+    )
+    output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    peak_kb, elapsed, baseline_kb = output.split()
+    return int(peak_kb) / 2**20, float(elapsed), int(baseline_kb) / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=96, help="images of the rate store")
+    parser.add_argument("--pool", type=int, default=32, help="distinct cubes generated")
+    parser.add_argument("--large-gb", type=float, default=4.0, help="decoded size of the memory store (GB)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-memory", action="store_true", help="only measure the rate")
+    parser.add_argument("--check", action="store_true", help="exit with status 1 if a target is missed")
+    args = parser.parse_args(argv)
+
+    load_before = os.getloadavg()[0]
+    pool = make_probs(args.pool, 10, 10, 128, args.seed).astype(np.float16)
+    image_bytes = pool[0].nbytes
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="uqeval-bench-score-") as tmp:
+        root = Path(tmp)
+        rate_store = root / "rate.zarr"
+        write_store(rate_store, pool, args.images, args.seed)
+        times = best_times(
+            {"read + decode": lambda: read_every_chunk(rate_store), "uqeval.score": lambda: uqeval.score(rate_store)},
+            repeats=args.repeats,
+        )
+        ratio = times["read + decode"] / times["uqeval.score"]
+        decoded = args.images * image_bytes / 1e9
+        print(
+            f"\nrate store: {args.images} images of 10×10×2×128×128 float16, {decoded:.2f} GB decoded, "
+            f"{store_bytes(rate_store) / 1e9:.2f} GB on disk"
+        )
+        print_table(
+            "Throughput (best of repeats)",
+            ["contender", "seconds", "images/s", "GB/s decoded"],
+            [
+                [name, f"{seconds:.3f}", f"{args.images / seconds:.1f}", f"{decoded / seconds:.2f}"]
+                for name, seconds in times.items()
+            ],
+        )
+        verdict = "ok" if ratio >= RATE_TARGET else "MISSED"
+        print(f"\nt_read / t_score = {ratio:.2f} (target ≥ {RATE_TARGET}) {verdict}")
+        failed |= ratio < RATE_TARGET
+
+        if not args.skip_memory:
+            n_large = int(np.ceil(args.large_gb * 1e9 / image_bytes))
+            large_store = root / "large.zarr"
+            start = time.perf_counter()
+            write_store(large_store, pool, n_large, args.seed)
+            written = time.perf_counter() - start
+            peak, elapsed, baseline = peak_memory_gb(large_store)
+            print(
+                f"\nmemory store: {n_large} images, {n_large * image_bytes / 1e9:.2f} GB decoded, "
+                f"{store_bytes(large_store) / 1e9:.2f} GB on disk (written in {written:.0f} s)"
+            )
+            print(
+                f"scored in {elapsed:.1f} s ({n_large / elapsed:.1f} images/s); peak RSS {peak:.2f} GB "
+                f"(after import: {baseline:.2f} GB)"
+            )
+            verdict = "ok" if peak < MEMORY_TARGET_GB else "MISSED"
+            print(f"peak RSS {peak:.2f} GB (target < {MEMORY_TARGET_GB} GB) {verdict}")
+            failed |= peak >= MEMORY_TARGET_GB
+    print(f"\nload average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    return 1 if failed and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

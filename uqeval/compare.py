@@ -1,0 +1,908 @@
+r"""Compare scored runs: ranks as in the study's Table 2, Δ pooled over seeds, and Fig. 7.
+
+``uqeval score --out DIR`` writes ``DIR/scores.json``; :func:`load_run` reads one and
+:func:`compare` ranks several. A run's *group* is its model identity (``model.model``,
+else ``"<au_method>+<eu_method>"``, else its folder's name); its *seed* puts it in a
+seed group, the runs that are ranked against each other.
+
+Ranking rules (the study's Table 2)
+-----------------------------------
+1. Within each seed group (runs sharing ``model.seed``; runs without a seed form one
+   group of their own), rank the models per task and split, twice:
+
+   * **performance** by ``u_correct``, the correct measure's metric (EU AUROC for
+     OODD, AU NCC for AMB, TU ACE for CAL); rank 1 is the best, so the *lowest* ACE
+     and the *highest* AUROC and NCC;
+   * **entanglement** by Δ; rank 1 is the highest Δ (least entangled).
+
+   The splits ranked are the pooled ones (:data:`RANK_SPLITS`): OODD ``ood`` (the mean
+   over OOD domains); AMB and CAL ``id`` and ``ood``. Single OOD domains are not
+   ranked. Ties get the average of the ranks they span (``scipy.stats.rankdata``,
+   ``method="average"``). An undefined value (``null`` in ``scores.json``, NaN here)
+   ranks after every defined one; several undefined values tie among themselves.
+   Only runs that have a row for a task and split take part in its ranking: a run
+   without OOD images, say, is not ranked on OODD (nor counted last).
+2. A model's rank for a task is the mean of its ranks over that task's splits (the
+   ones it has); its overall rank is the mean of its task ranks over the tasks it has.
+3. Over seed groups, each rank is reported as mean ± the half-width of a two-sided
+   95 % Student-t interval for the mean, ``t.ppf(0.975, n - 1) · s / √n`` with the
+   sample standard deviation ``s`` (``ddof=1``) over the ``n`` seeds; with one seed the
+   half-width is NaN (``null`` in files, no ``±`` in tables).
+
+Pooled points (the Fig. 7 scatter) are the mean ± the same interval over a group's
+runs of ``u_correct``, ``u_wrong`` and Δ per task and split, and of the collapse ratio
+``eu_over_au`` per split; undefined values are left out of these means (``n`` counts
+the runs that have the row).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import stats
+
+from uqeval.errors import UQEvalError
+from uqeval.tasks import POOLED_OOD, TASKS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.table import Table
+
+#: ``schema`` of the ``scores.json`` that :func:`load_run` reads.
+SCORES_SCHEMA = "uqeval.scores/1"
+#: ``schema`` of the ``comparison.json`` that :meth:`Comparison.save` writes.
+COMPARISON_SCHEMA = "uqeval.comparison/1"
+#: File name of a run's scores inside its folder.
+SCORES_FILE = "scores.json"
+#: The splits ranked per task (the study's Table 2: OODD on the mean over OOD domains,
+#: AMB and CAL on ID and on all OOD images pooled).
+RANK_SPLITS: dict[str, tuple[str, ...]] = {"oodd": (POOLED_OOD,), "amb": ("id", POOLED_OOD), "cal": ("id", POOLED_OOD)}
+#: Coverage of the Student-t intervals over seeds.
+CONFIDENCE = 0.95
+#: Resolution of saved PNGs.
+DPI = 120
+
+_REQUIRED_KEYS = ("entanglement", "collapse")
+_ENTANGLEMENT_KEYS = ("task", "split", "u_correct", "u_wrong", "delta")
+_COLLAPSE_KEYS = ("split", "eu_over_au")
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One scored run: the contents of a ``scores.json`` that :func:`compare` needs.
+
+    Attributes
+    ----------
+    folder : Path
+        The run folder (the one holding ``scores.json``).
+    label : str
+        Display name, ``"<group> (seed <seed>)"`` or just the group without a seed.
+    group : str
+        Model identity: ``model.model`` when set, else ``"<au_method>+<eu_method>"``
+        when both are set, else the folder's name. Runs of one group are pooled.
+    seed : int or None
+        ``model.seed``; runs of one seed are ranked against each other.
+    entanglement : tuple of dict
+        Rows ``task, split, correct, wrong, u_correct, u_wrong, delta`` (floats, NaN
+        for ``null``).
+    collapse : tuple of dict
+        Rows ``split, mean_au, mean_eu, eu_over_au`` (floats, NaN for ``null`` or missing).
+    data : dict
+        The whole ``scores.json`` as read.
+    """
+
+    folder: Path
+    label: str
+    group: str
+    seed: int | None
+    entanglement: tuple[dict[str, Any], ...]
+    collapse: tuple[dict[str, Any], ...]
+    data: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], folder: str | os.PathLike[str], *, source: str | None = None) -> Run:
+        """A run from the parsed contents of a ``scores.json``.
+
+        Parameters
+        ----------
+        data : mapping
+            The ``uqeval.scores/1`` document.
+        folder : str or PathLike
+            The run folder; its name is the group when the document names no model.
+        source : str, optional
+            What error messages call the document (default: ``folder/scores.json``).
+
+        Raises
+        ------
+        UQEvalError
+            When the schema is not ``uqeval.scores/1`` or a key or value is missing or
+            of the wrong type; the message names ``source`` and the key.
+        """
+        folder = Path(folder)
+        where = source if source is not None else str(folder / SCORES_FILE)
+        if not isinstance(data, Mapping):
+            raise UQEvalError(f"{where}: expected a JSON object at the top level, got {type(data).__name__}")
+        if "schema" not in data:
+            raise UQEvalError(
+                f"{where}: missing key 'schema' (expected {SCORES_SCHEMA!r}); is it a uqeval scores file?"
+            )
+        if data["schema"] != SCORES_SCHEMA:
+            raise UQEvalError(f"{where}: schema is {data['schema']!r}, expected {SCORES_SCHEMA!r}")
+        missing = [key for key in _REQUIRED_KEYS if key not in data]
+        if missing:
+            raise UQEvalError(f"{where}: missing key(s) {', '.join(repr(key) for key in missing)}")
+        model = data.get("model")
+        if model is None:
+            model = {}
+        if not isinstance(model, Mapping):
+            raise UQEvalError(f"{where}: 'model' must be an object, got {type(model).__name__}")
+        group = _group(model, folder)
+        seed = _seed(model.get("seed"), where)
+        entanglement = tuple(_entanglement_rows(data["entanglement"], where))
+        collapse = tuple(_collapse_rows(data["collapse"], where))
+        label = group if seed is None else f"{group} (seed {seed})"
+        return cls(folder, label, group, seed, entanglement, collapse, dict(data))
+
+    @property
+    def dataset(self) -> str | None:
+        """``model.dataset``, if the run names one."""
+        model = self.data.get("model") or {}
+        value = model.get("dataset")
+        return str(value) if value is not None else None
+
+    @property
+    def aggregation(self) -> str | None:
+        """``conventions.aggregation`` (the OODD image score), if the run names one."""
+        conventions = self.data.get("conventions") or {}
+        value = conventions.get("aggregation") if isinstance(conventions, Mapping) else None
+        return str(value) if value is not None else None
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """Read one run: a folder written by ``uqeval score --out`` or its ``scores.json``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The run folder (holding ``scores.json``) or the JSON file itself (any name; its
+        folder is then the run folder).
+
+    Returns
+    -------
+    Run
+
+    Raises
+    ------
+    UQEvalError
+        When the folder or file does not exist, the file is not JSON (with line and
+        column), its ``schema`` is not ``uqeval.scores/1``, or a key is missing; the
+        message names the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        folder, file = path, path / SCORES_FILE
+        if not file.is_file():
+            raise UQEvalError(f"{file}: missing; is {path} a folder written by `uqeval score --out`?")
+    elif path.is_file():
+        folder, file = path.parent, path
+    else:
+        raise UQEvalError(f"{path}: no such run folder or scores file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UQEvalError(f"{file}: not JSON (not UTF-8 text at byte {error.start})") from None
+    except OSError as error:
+        raise UQEvalError(f"{file}: cannot be read ({error.strerror or error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UQEvalError(f"{file}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    return Run.from_dict(data, folder, source=str(file))
+
+
+def _group(model: Mapping[str, Any], folder: Path) -> str:
+    name = model.get("model")
+    if name is not None and str(name).strip():
+        return str(name).strip()
+    au, eu = model.get("au_method"), model.get("eu_method")
+    if au is not None and eu is not None and str(au).strip() and str(eu).strip():
+        return f"{str(au).strip()}+{str(eu).strip()}"
+    return folder.resolve().name or str(folder)
+
+
+def _seed(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise UQEvalError(f"{where}: model.seed must be an integer or null, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise UQEvalError(f"{where}: model.seed must be an integer or null, got {value!r}")
+
+
+def _number(value: Any, where: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UQEvalError(f"{where} must be a number or null, got {value!r}")
+    return float(value)
+
+
+def _rows(value: Any, key: str, where: str) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        raise UQEvalError(f"{where}: {key!r} must be a list of objects, got {type(value).__name__}")
+    for index, row in enumerate(value):
+        if not isinstance(row, Mapping):
+            raise UQEvalError(f"{where}: {key}[{index}] must be an object, got {type(row).__name__}")
+    return value
+
+
+def _entanglement_rows(value: Any, where: str) -> list[dict[str, Any]]:
+    rows, seen = [], set()
+    for index, row in enumerate(_rows(value, "entanglement", where)):
+        missing = [key for key in _ENTANGLEMENT_KEYS if key not in row]
+        if missing:
+            raise UQEvalError(f"{where}: entanglement[{index}] misses key(s) {', '.join(map(repr, missing))}")
+        task, split = str(row["task"]), str(row["split"])
+        if (task, split) in seen:
+            raise UQEvalError(f"{where}: entanglement has two rows for task {task!r}, split {split!r}")
+        seen.add((task, split))
+        rows.append(
+            {
+                "task": task,
+                "split": split,
+                "correct": None if row.get("correct") is None else str(row["correct"]),
+                "wrong": None if row.get("wrong") is None else str(row["wrong"]),
+                **{
+                    key: _number(row[key], f"{where}: entanglement[{index}].{key}")
+                    for key in ("u_correct", "u_wrong", "delta")
+                },
+            }
+        )
+    return rows
+
+
+def _collapse_rows(value: Any, where: str) -> list[dict[str, Any]]:
+    rows, seen = [], set()
+    for index, row in enumerate(_rows(value, "collapse", where)):
+        missing = [key for key in _COLLAPSE_KEYS if key not in row]
+        if missing:
+            raise UQEvalError(f"{where}: collapse[{index}] misses key(s) {', '.join(map(repr, missing))}")
+        split = str(row["split"])
+        if split in seen:
+            raise UQEvalError(f"{where}: collapse has two rows for split {split!r}")
+        seen.add(split)
+        rows.append(
+            {
+                "split": split,
+                **{
+                    key: _number(row.get(key), f"{where}: collapse[{index}].{key}")
+                    for key in ("mean_au", "mean_eu", "eu_over_au")
+                },
+            }
+        )
+    return rows
+
+
+# ------------------------------------------------------------------- statistics
+
+
+def rank_values(values: Sequence[float] | np.ndarray, *, lower_is_better: bool = False) -> np.ndarray:
+    """Ranks, 1 = best, with average ranks for ties and undefined values last.
+
+    Parameters
+    ----------
+    values : sequence of float
+        One score per model; NaN marks an undefined score.
+    lower_is_better : bool
+        True for errors such as ACE.
+
+    Returns
+    -------
+    ndarray of float
+        ``scipy.stats.rankdata(..., method="average")`` of the defined values (negated
+        when higher is better); the ``k`` NaN values all get the mean of the last ``k``
+        ranks.
+
+    Examples
+    --------
+    >>> rank_values([0.9, 0.7, 0.9, float("nan")]).tolist()
+    [1.5, 3.0, 1.5, 4.0]
+    >>> rank_values([0.05, 0.02], lower_is_better=True).tolist()
+    [2.0, 1.0]
+    """
+    values = np.asarray(values, dtype=float)
+    ranks = np.empty(values.shape, dtype=float)
+    defined = ~np.isnan(values)
+    keys = values[defined] if lower_is_better else -values[defined]
+    ranks[defined] = stats.rankdata(keys, method="average") if keys.size else keys
+    n_defined = int(defined.sum())
+    ranks[~defined] = (n_defined + 1 + values.size) / 2
+    return ranks
+
+
+def mean_interval(values: Iterable[float], *, confidence: float = CONFIDENCE) -> tuple[float, float, int]:
+    """Mean and Student-t interval half-width of the defined values.
+
+    Parameters
+    ----------
+    values : iterable of float
+        NaN values are left out.
+    confidence : float
+        Coverage of the two-sided interval.
+
+    Returns
+    -------
+    mean : float
+        NaN when no value is defined.
+    half_width : float
+        ``t.ppf((1 + confidence) / 2, n - 1) · s / √n`` with ``s`` the sample standard
+        deviation (``ddof=1``); NaN for ``n < 2``. Equal to half the width of
+        ``scipy.stats.t.interval(confidence, n - 1, loc=mean, scale=s / √n)``.
+    n : int
+        Number of defined values.
+
+    Examples
+    --------
+    >>> mean, half, n = mean_interval([1.0, 2.0, 3.0])
+    >>> mean, round(half, 4), n
+    (2.0, 2.4841, 3)
+    >>> mean_interval([5.0])
+    (5.0, nan, 1)
+    """
+    array = np.asarray(list(values), dtype=float)
+    array = array[~np.isnan(array)]
+    n = int(array.size)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = float(array.mean())
+    if n < 2:
+        return mean, math.nan, n
+    spread = float(array.std(ddof=1))
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * spread / math.sqrt(n)
+    return mean, half, n
+
+
+# ------------------------------------------------------------------- comparison
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """Ranks and pooled scores of several runs (see the module docstring for the rules).
+
+    Attributes
+    ----------
+    runs : tuple of Run
+        Sorted by group, then seed (no seed last).
+    tasks : tuple of str
+        The ranked tasks present in at least one run, in :data:`uqeval.TASKS` order.
+    ranks : list of dict
+        One row per group, best performance rank first: ``group, n_seeds,
+        performance_rank, performance_interval, entanglement_rank,
+        entanglement_interval`` and, per task ``t`` in :attr:`tasks`,
+        ``performance_rank_<t>, performance_interval_<t>, entanglement_rank_<t>,
+        entanglement_interval_<t>``. Ranks are means over seeds, intervals
+        Student-t half-widths (NaN with one seed).
+    split_ranks : list of dict
+        The ranks behind them, one row per seed, task, ranked split and run:
+        ``seed, group, task, split, n_ranked, u_correct, delta, performance_rank,
+        entanglement_rank``.
+    points : list of dict
+        One row per group, task and split (every split in the runs, single OOD domains
+        included): ``group, task, split, metric, correct, wrong, n, u_correct,
+        u_correct_interval, u_wrong, u_wrong_interval, delta, delta_interval``.
+    collapse : list of dict
+        One row per group and split: ``group, split, n, eu_over_au, eu_over_au_interval``.
+    notes : list of str
+        Anything a reader of the ranks should know (missing runs, mixed datasets,
+        undefined values ranked last, ...).
+    """
+
+    runs: tuple[Run, ...]
+    tasks: tuple[str, ...]
+    ranks: list[dict[str, Any]]
+    split_ranks: list[dict[str, Any]]
+    points: list[dict[str, Any]]
+    collapse: list[dict[str, Any]]
+    notes: list[str]
+
+    @property
+    def groups(self) -> list[str]:
+        """The groups, best performance rank first (the order of :attr:`ranks`)."""
+        return [row["group"] for row in self.ranks]
+
+    def rank(self, group: str) -> dict[str, Any]:
+        """The :attr:`ranks` row of ``group``."""
+        for row in self.ranks:
+            if row["group"] == group:
+                return row
+        raise KeyError(f"no group {group!r}; groups: {self.groups}")
+
+    def point(self, group: str, task: str, split: str) -> dict[str, Any]:
+        """The :attr:`points` row of ``group`` on ``task`` and ``split``."""
+        for row in self.points:
+            if (row["group"], row["task"], row["split"]) == (group, task, split):
+                return row
+        raise KeyError(f"no point for group {group!r}, task {task!r}, split {split!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as plain JSON-ready data; NaN becomes ``None``."""
+        return _jsonable(
+            {
+                "schema": COMPARISON_SCHEMA,
+                "confidence": CONFIDENCE,
+                "rank_splits": {task: list(splits) for task, splits in RANK_SPLITS.items()},
+                "tasks": list(self.tasks),
+                "runs": [
+                    {
+                        "folder": str(run.folder),
+                        "label": run.label,
+                        "group": run.group,
+                        "seed": run.seed,
+                        "dataset": run.dataset,
+                    }
+                    for run in self.runs
+                ],
+                "ranks": self.ranks,
+                "split_ranks": self.split_ranks,
+                "points": self.points,
+                "collapse": self.collapse,
+                "notes": self.notes,
+            }
+        )
+
+    def save(self, folder: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write ``comparison.json``, ``ranks.csv``, ``points.csv``, ``collapse.csv``,
+        ``entanglement.png`` and (with collapse rows) ``collapse.png`` into ``folder``.
+
+        The folder is created if needed. Every file is written to a hidden temporary
+        file in the same folder and then moved over its name (``os.replace``), so a
+        reader never sees a partial file. In ``comparison.json`` NaN is ``null``; in
+        the CSV files it is an empty field.
+
+        Returns
+        -------
+        dict
+            File name → path written.
+
+        Raises
+        ------
+        UQEvalError
+            When the folder cannot be created or written; the message names it.
+        """
+        from uqeval.report.compare_plots import collapse_figure, entanglement_figure
+
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UQEvalError(f"{folder}: cannot create the output folder ({error.strerror or error})") from None
+        if not folder.is_dir():
+            raise UQEvalError(f"{folder}: not a folder, cannot write the comparison there")
+        written: dict[str, Path] = {}
+
+        def write(name: str, content: bytes) -> None:
+            written[name] = _write_atomic(folder / name, content)
+
+        write("comparison.json", (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode())
+        write("ranks.csv", _csv(self.ranks).encode())
+        write("points.csv", _csv(self.points).encode())
+        write(
+            "collapse.csv", _csv(self.collapse, ["group", "split", "n", "eu_over_au", "eu_over_au_interval"]).encode()
+        )
+        written["entanglement.png"] = _save_png(entanglement_figure(self), folder / "entanglement.png")
+        if self.collapse:
+            written["collapse.png"] = _save_png(collapse_figure(self), folder / "collapse.png")
+        return written
+
+
+def compare(runs: Iterable[str | os.PathLike[str] | Run]) -> Comparison:
+    """Rank runs as in the study's Table 2 and pool their scores over seeds.
+
+    Parameters
+    ----------
+    runs : iterable of path or Run
+        Run folders (or their ``scores.json``, or :class:`Run` objects); at least two.
+        Their order does not matter.
+
+    Returns
+    -------
+    Comparison
+
+    Raises
+    ------
+    UQEvalError
+        When fewer than two runs are given, a run cannot be read (see
+        :func:`load_run`), or two runs have the same group and seed (the message names
+        both folders).
+
+    Notes
+    -----
+    Ranking, per seed group (runs with the same ``model.seed``; runs without a seed form
+    one group):
+
+    1. per task and pooled split (OODD ``ood``; AMB and CAL ``id`` and ``ood``), rank
+       the runs that have that row by ``u_correct`` (performance; rank 1 = highest
+       AUROC or NCC, lowest ACE) and by Δ (entanglement; rank 1 = highest Δ). Ties get
+       average ranks; undefined (NaN) values rank last, tied among themselves;
+    2. average a run's ranks over the splits of each task, then over its tasks.
+
+    Each group's ranks are then averaged over seeds and given a 95 % Student-t interval
+    half-width ``t.ppf(0.975, n - 1) · s / √n`` (``ddof=1``; NaN with one seed).
+    """
+    loaded = [run if isinstance(run, Run) else load_run(run) for run in runs]
+    if len(loaded) < 2:
+        raise UQEvalError(f"compare needs at least 2 runs, got {len(loaded)}")
+    seen: dict[tuple[str, int | None], Run] = {}
+    for run in loaded:
+        key = (run.group, run.seed)
+        if key in seen:
+            seed = "no seed" if run.seed is None else f"seed {run.seed}"
+            raise UQEvalError(
+                f"{seen[key].folder} and {run.folder} are both model {run.group!r} with {seed}; "
+                "compare each model and seed once (set model.model or model.seed to tell them apart)"
+            )
+        seen[key] = run
+    ordered = tuple(sorted(loaded, key=_run_key))
+    notes = _consistency_notes(ordered)
+    tasks = tuple(
+        task for task in RANK_SPLITS if any(row["task"] == task for run in ordered for row in run.entanglement)
+    )
+    unranked = sorted({row["task"] for run in ordered for row in run.entanglement} - set(RANK_SPLITS))
+    if unranked:
+        notes.append(f"task(s) {', '.join(unranked)} are not ranked (no ranking rule); their points are pooled")
+    split_ranks, per_seed = _rank_seed_groups(ordered, tasks, notes)
+    return Comparison(
+        runs=ordered,
+        tasks=tasks,
+        ranks=_pool_ranks(ordered, tasks, per_seed),
+        split_ranks=split_ranks,
+        points=_pool_points(ordered),
+        collapse=_pool_collapse(ordered),
+        notes=notes,
+    )
+
+
+def _run_key(run: Run) -> tuple[str, bool, int]:
+    return (run.group, run.seed is None, run.seed if run.seed is not None else 0)
+
+
+def _seed_key(seed: int | None) -> tuple[bool, int]:
+    return (seed is None, seed if seed is not None else 0)
+
+
+def _split_key(split: str) -> tuple[int, str]:
+    return (0 if split == "id" else 2 if split == POOLED_OOD else 1, split)
+
+
+def _task_key(task: str) -> tuple[int, str]:
+    order = list(TASKS)
+    return (order.index(task) if task in order else len(order), task)
+
+
+def _seed_name(seed: int | None) -> str:
+    return "no seed" if seed is None else f"seed {seed}"
+
+
+def _consistency_notes(runs: Sequence[Run]) -> list[str]:
+    notes = []
+    datasets = sorted({run.dataset for run in runs if run.dataset is not None})
+    if len(datasets) > 1:
+        notes.append(f"the runs are on different datasets ({', '.join(datasets)}); ranks across them mean little")
+    aggregations = sorted({run.aggregation for run in runs if run.aggregation is not None})
+    if len(aggregations) > 1:
+        notes.append(
+            f"the runs use different OODD aggregations ({', '.join(aggregations)}); OODD scores differ in kind"
+        )
+    seeds = sorted({run.seed for run in runs}, key=_seed_key)
+    if None in seeds and len(seeds) > 1:
+        notes.append("some runs have no seed; they are ranked together as one seed group of their own")
+    groups = sorted({run.group for run in runs})
+    for seed in seeds:
+        present = {run.group for run in runs if run.seed == seed}
+        if len(present) == 1:
+            notes.append(f"{_seed_name(seed)} has a single run ({next(iter(present))}); its ranks are all 1")
+        absent = [group for group in groups if group not in present]
+        if absent and len(seeds) > 1:
+            notes.append(f"{_seed_name(seed)} has no run of {', '.join(absent)}; ranks of that seed cover fewer models")
+    return notes
+
+
+def _rank_seed_groups(
+    runs: Sequence[Run], tasks: Sequence[str], notes: list[str]
+) -> tuple[list[dict[str, Any]], dict[tuple[str, int | None], dict[str, Any]]]:
+    """Ranks per seed, task and split, and per run the task and overall averages."""
+    split_ranks: list[dict[str, Any]] = []
+    # (group, seed) -> kind ("performance"/"entanglement") -> task -> list of split ranks
+    collected: dict[tuple[str, int | None], dict[str, dict[str, list[float]]]] = {
+        (run.group, run.seed): {"performance": {}, "entanglement": {}} for run in runs
+    }
+    for seed in sorted({run.seed for run in runs}, key=_seed_key):
+        members = [run for run in runs if run.seed == seed]
+        for task in tasks:
+            lower_is_better = TASKS[task].lower_is_better
+            for split in RANK_SPLITS[task]:
+                entries = [
+                    (run, row)
+                    for run in members
+                    for row in run.entanglement
+                    if row["task"] == task and row["split"] == split
+                ]
+                if not entries:
+                    continue
+                u_correct = np.array([row["u_correct"] for _, row in entries])
+                delta = np.array([row["delta"] for _, row in entries])
+                performance = rank_values(u_correct, lower_is_better=lower_is_better)
+                entanglement = rank_values(delta)
+                for what, values in (("u_correct", u_correct), ("Δ", delta)):
+                    undefined = [run.group for (run, _), value in zip(entries, values, strict=True) if np.isnan(value)]
+                    if undefined and len(entries) > 1:
+                        notes.append(
+                            f"{task}/{split}, {_seed_name(seed)}: {what} of {', '.join(undefined)} is undefined "
+                            "and ranked last"
+                        )
+                for (run, row), p_rank, e_rank in zip(entries, performance, entanglement, strict=True):
+                    split_ranks.append(
+                        {
+                            "seed": seed,
+                            "group": run.group,
+                            "task": task,
+                            "split": split,
+                            "n_ranked": len(entries),
+                            "u_correct": row["u_correct"],
+                            "delta": row["delta"],
+                            "performance_rank": float(p_rank),
+                            "entanglement_rank": float(e_rank),
+                        }
+                    )
+                    mine = collected[(run.group, run.seed)]
+                    mine["performance"].setdefault(task, []).append(float(p_rank))
+                    mine["entanglement"].setdefault(task, []).append(float(e_rank))
+    per_seed: dict[tuple[str, int | None], dict[str, Any]] = {}
+    for key, kinds in collected.items():
+        summary: dict[str, Any] = {}
+        for kind, by_task in kinds.items():
+            task_ranks = {task: float(np.mean(ranks)) for task, ranks in by_task.items()}
+            summary[kind] = float(np.mean(list(task_ranks.values()))) if task_ranks else math.nan
+            summary[f"{kind}_tasks"] = task_ranks
+        per_seed[key] = summary
+    for run in runs:
+        if not collected[(run.group, run.seed)]["performance"]:
+            notes.append(f"{run.label} ({run.folder}) has no ranked task and split; it has no rank")
+    return split_ranks, per_seed
+
+
+def _pool_ranks(
+    runs: Sequence[Run], tasks: Sequence[str], per_seed: Mapping[tuple[str, int | None], Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    rows = []
+    for group in sorted({run.group for run in runs}):
+        mine = [per_seed[(run.group, run.seed)] for run in runs if run.group == group]
+        row: dict[str, Any] = {"group": group, "n_seeds": len(mine)}
+        for kind in ("performance", "entanglement"):
+            row[f"{kind}_rank"], row[f"{kind}_interval"], _ = mean_interval(summary[kind] for summary in mine)
+        for task in tasks:
+            for kind in ("performance", "entanglement"):
+                values = (summary[f"{kind}_tasks"].get(task, math.nan) for summary in mine)
+                row[f"{kind}_rank_{task}"], row[f"{kind}_interval_{task}"], _ = mean_interval(values)
+        rows.append(row)
+    rows.sort(key=lambda row: (_nan_last(row["performance_rank"]), _nan_last(row["entanglement_rank"]), row["group"]))
+    return rows
+
+
+def _pool_points(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    by_key: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        for row in run.entanglement:
+            by_key.setdefault((run.group, row["task"], row["split"]), []).append(row)
+    points = []
+    for (group, task, split), rows in sorted(
+        by_key.items(), key=lambda item: (item[0][0], _task_key(item[0][1]), _split_key(item[0][2]))
+    ):
+        wrong = sorted({row["wrong"] for row in rows if row["wrong"] is not None})
+        correct = sorted({row["correct"] for row in rows if row["correct"] is not None})
+        point: dict[str, Any] = {
+            "group": group,
+            "task": task,
+            "split": split,
+            "metric": TASKS[task].metric if task in TASKS else None,
+            "correct": "/".join(correct) or (TASKS[task].correct if task in TASKS else None),
+            "wrong": "/".join(wrong) or None,
+            "n": len(rows),
+        }
+        for key in ("u_correct", "u_wrong", "delta"):
+            point[key], point[f"{key}_interval"], _ = mean_interval(row[key] for row in rows)
+        points.append(point)
+    return points
+
+
+def _pool_collapse(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    by_key: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        for row in run.collapse:
+            by_key.setdefault((run.group, row["split"]), []).append(row["eu_over_au"])
+    rows = []
+    for (group, split), values in sorted(by_key.items(), key=lambda item: (item[0][0], _split_key(item[0][1]))):
+        mean, half, _ = mean_interval(values)
+        rows.append({"group": group, "split": split, "n": len(values), "eu_over_au": mean, "eu_over_au_interval": half})
+    return rows
+
+
+def _nan_last(value: float) -> tuple[bool, float]:
+    return (math.isnan(value), 0.0 if math.isnan(value) else value)
+
+
+# ------------------------------------------------------------------- rich tables
+
+
+def format_value(value: float, interval: float = math.nan, *, digits: int = 1) -> str:
+    """``"3.0 ± 0.8"``, or ``"3.0"`` when the interval is NaN, or ``"–"`` for NaN.
+
+    >>> format_value(3.0, 0.81)
+    '3.0 ± 0.8'
+    >>> format_value(0.2134, digits=3)
+    '0.213'
+    """
+    if value is None or math.isnan(value):
+        return "–"
+    if interval is None or math.isnan(interval):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {interval:.{digits}f}"
+
+
+def comparison_tables(comparison: Comparison) -> list[Table]:
+    """Rich tables of a comparison: ranks, Δ per task and split, and the collapse ratio.
+
+    Parameters
+    ----------
+    comparison : Comparison
+
+    Returns
+    -------
+    list of rich.table.Table
+        The ranking (group, seeds, performance and entanglement ranks as mean ± 95 %
+        Student-t half-width over seeds, then the ranks per task), best performance
+        first; Δ of each group on each ranked task and split (mean ± half-width); and,
+        when the runs have collapse rows, EU/AU per group and split. No ``±`` where a
+        group has one seed; ``–`` where a value is undefined.
+    """
+    from rich.table import Table
+
+    tables = []
+    ranking = Table(title="Ranks (1 = best; mean ± 95 % t-interval over seeds)", title_justify="left")
+    ranking.add_column("model")
+    ranking.add_column("seeds", justify="right")
+    ranking.add_column("performance", justify="right")
+    ranking.add_column("entanglement (Δ)", justify="right")
+    for task in comparison.tasks:
+        ranking.add_column(f"{task.upper()} perf.", justify="right")
+        ranking.add_column(f"{task.upper()} Δ", justify="right")
+    for row in comparison.ranks:
+        cells = [
+            row["group"],
+            str(row["n_seeds"]),
+            format_value(row["performance_rank"], row["performance_interval"]),
+            format_value(row["entanglement_rank"], row["entanglement_interval"]),
+        ]
+        for task in comparison.tasks:
+            cells.append(format_value(row[f"performance_rank_{task}"], row[f"performance_interval_{task}"]))
+            cells.append(format_value(row[f"entanglement_rank_{task}"], row[f"entanglement_interval_{task}"]))
+        ranking.add_row(*cells)
+    tables.append(ranking)
+
+    panels = [(task, split) for task in comparison.tasks for split in RANK_SPLITS[task]]
+    panels = [panel for panel in panels if any((p["task"], p["split"]) == panel for p in comparison.points)]
+    if panels:
+        deltas = Table(title="Entanglement Δ (higher = less entangled)", title_justify="left")
+        deltas.add_column("model")
+        for task, split in panels:
+            deltas.add_column(f"{task.upper()} {split}", justify="right")
+        points = {(p["group"], p["task"], p["split"]): p for p in comparison.points}
+        for group in comparison.groups:
+            cells = [group]
+            for task, split in panels:
+                point = points.get((group, task, split))
+                cells.append("–" if point is None else format_value(point["delta"], point["delta_interval"], digits=3))
+            deltas.add_row(*cells)
+        tables.append(deltas)
+
+    if comparison.collapse:
+        splits = sorted({row["split"] for row in comparison.collapse}, key=_split_key)
+        collapse = Table(title="Epistemic collapse: mean EU / mean AU", title_justify="left")
+        collapse.add_column("model")
+        for split in splits:
+            collapse.add_column(split, justify="right")
+        ratios = {(row["group"], row["split"]): row for row in comparison.collapse}
+        for group in comparison.groups:
+            cells = [group]
+            for split in splits:
+                row = ratios.get((group, split))
+                cells.append(
+                    "–" if row is None else format_value(row["eu_over_au"], row["eu_over_au_interval"], digits=3)
+                )
+            collapse.add_row(*cells)
+        tables.append(collapse)
+    return tables
+
+
+# ------------------------------------------------------------------- files
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_cell(row.get(key)) for key in columns})
+    return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float | np.floating):
+        return repr(float(value)) if math.isfinite(value) else ""
+    return value
+
+
+def _write_atomic(path: Path, content: bytes) -> Path:
+    """Write ``content`` to a hidden temporary file beside ``path``, then move it over ``path``."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        # os.open rather than tempfile: the usual permissions (0o666 less the umask), not 0o600.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:
+        raise UQEvalError(f"{path.parent}: cannot write {path.name} there ({error.strerror or error})") from None
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise UQEvalError(f"{path}: cannot be written ({error.strerror or error})") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _save_png(figure: Figure, path: str | os.PathLike[str]) -> Path:
+    """Render ``figure`` as a PNG and write it atomically to ``path`` (its folder must exist)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return _write_atomic(Path(path), buffer.getvalue())
