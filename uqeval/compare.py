@@ -37,12 +37,9 @@ the runs that have the row).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,14 +49,13 @@ import numpy as np
 from scipy import stats
 
 from uqeval.errors import UQEvalError
+from uqeval.report.files import ensure_writable, json_ready, write_csv, write_json
+from uqeval.results import SCORES_SCHEMA
 from uqeval.tasks import POOLED_OOD, TASKS
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from rich.table import Table
 
-#: ``schema`` of the ``scores.json`` that :func:`load_run` reads.
-SCORES_SCHEMA = "uqeval.scores/1"
 #: ``schema`` of the ``comparison.json`` that :meth:`Comparison.save` writes.
 COMPARISON_SCHEMA = "uqeval.comparison/1"
 #: File name of a run's scores inside its folder.
@@ -69,8 +65,6 @@ SCORES_FILE = "scores.json"
 RANK_SPLITS: dict[str, tuple[str, ...]] = {"oodd": (POOLED_OOD,), "amb": ("id", POOLED_OOD), "cal": ("id", POOLED_OOD)}
 #: Coverage of the Student-t intervals over seeds.
 CONFIDENCE = 0.95
-#: Resolution of saved PNGs.
-DPI = 120
 
 _REQUIRED_KEYS = ("entanglement", "collapse")
 _ENTANGLEMENT_KEYS = ("task", "split", "u_correct", "u_wrong", "delta")
@@ -444,7 +438,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain JSON-ready data; NaN becomes ``None``."""
-        return _jsonable(
+        return json_ready(
             {
                 "schema": COMPARISON_SCHEMA,
                 "confidence": CONFIDENCE,
@@ -488,28 +482,24 @@ class Comparison:
             When the folder cannot be created or written; the message names it.
         """
         from uqeval.report.compare_plots import collapse_figure, entanglement_figure
+        from uqeval.report.plots import save_figure
 
-        folder = Path(folder)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UQEvalError(f"{folder}: cannot create the output folder ({error.strerror or error})") from None
-        if not folder.is_dir():
-            raise UQEvalError(f"{folder}: not a folder, cannot write the comparison there")
-        written: dict[str, Path] = {}
+        folder = ensure_writable(folder)
 
-        def write(name: str, content: bytes) -> None:
-            written[name] = _write_atomic(folder / name, content)
+        def columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+            return list(dict.fromkeys(key for row in rows for key in row))
 
-        write("comparison.json", (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode())
-        write("ranks.csv", _csv(self.ranks).encode())
-        write("points.csv", _csv(self.points).encode())
-        write(
-            "collapse.csv", _csv(self.collapse, ["group", "split", "n", "eu_over_au", "eu_over_au_interval"]).encode()
-        )
-        written["entanglement.png"] = _save_png(entanglement_figure(self), folder / "entanglement.png")
+        written = {
+            "comparison.json": write_json(folder / "comparison.json", self.to_dict()),
+            "ranks.csv": write_csv(folder / "ranks.csv", self.ranks, columns(self.ranks)),
+            "points.csv": write_csv(folder / "points.csv", self.points, columns(self.points)),
+            "collapse.csv": write_csv(
+                folder / "collapse.csv", self.collapse, ["group", "split", "n", "eu_over_au", "eu_over_au_interval"]
+            ),
+            "entanglement.png": save_figure(entanglement_figure(self), folder / "entanglement.png"),
+        }
         if self.collapse:
-            written["collapse.png"] = _save_png(collapse_figure(self), folder / "collapse.png")
+            written["collapse.png"] = save_figure(collapse_figure(self), folder / "collapse.png")
         return written
 
 
@@ -778,40 +768,45 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
     -------
     list of rich.table.Table
         The ranking (group, seeds, performance and entanglement ranks as mean ± 95 %
-        Student-t half-width over seeds, then the ranks per task), best performance
-        first; Δ of each group on each ranked task and split (mean ± half-width); and,
+        Student-t half-width over seeds), best performance first; the ranks per task;
+        Δ of each group on each ranked task and split (mean ± half-width); and,
         when the runs have collapse rows, EU/AU per group and split. No ``±`` where a
         group has one seed; ``–`` where a value is undefined.
     """
     from rich.table import Table
 
     tables = []
-    ranking = Table(title="Ranks (1 = best; mean ± 95 % t-interval over seeds)", title_justify="left")
-    ranking.add_column("model")
+    title = "Average rank (1 = best; mean ± 95 % t-interval over seeds)"
+    ranking = Table(title=title, title_justify="left", min_width=len(title))
+    ranking.add_column("model", no_wrap=True)
     ranking.add_column("seeds", justify="right")
     ranking.add_column("performance", justify="right")
     ranking.add_column("entanglement (Δ)", justify="right")
+    title = "Rank per task: performance of the correct measure / Δ"
+    per_task = Table(title=title, title_justify="left", min_width=len(title))
+    per_task.add_column("model", no_wrap=True)
     for task in comparison.tasks:
-        ranking.add_column(f"{task.upper()} perf.", justify="right")
-        ranking.add_column(f"{task.upper()} Δ", justify="right")
+        per_task.add_column(f"{task.upper()} perf.", justify="right")
+        per_task.add_column(f"{task.upper()} Δ", justify="right")
     for row in comparison.ranks:
-        cells = [
+        ranking.add_row(
             row["group"],
             str(row["n_seeds"]),
             format_value(row["performance_rank"], row["performance_interval"]),
             format_value(row["entanglement_rank"], row["entanglement_interval"]),
-        ]
+        )
+        cells = [row["group"]]
         for task in comparison.tasks:
             cells.append(format_value(row[f"performance_rank_{task}"], row[f"performance_interval_{task}"]))
             cells.append(format_value(row[f"entanglement_rank_{task}"], row[f"entanglement_interval_{task}"]))
-        ranking.add_row(*cells)
-    tables.append(ranking)
+        per_task.add_row(*cells)
+    tables += [ranking, per_task]
 
     panels = [(task, split) for task in comparison.tasks for split in RANK_SPLITS[task]]
     panels = [panel for panel in panels if any((p["task"], p["split"]) == panel for p in comparison.points)]
     if panels:
         deltas = Table(title="Entanglement Δ (higher = less entangled)", title_justify="left")
-        deltas.add_column("model")
+        deltas.add_column("model", no_wrap=True)
         for task, split in panels:
             deltas.add_column(f"{task.upper()} {split}", justify="right")
         points = {(p["group"], p["task"], p["split"]): p for p in comparison.points}
@@ -826,7 +821,7 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
     if comparison.collapse:
         splits = sorted({row["split"] for row in comparison.collapse}, key=_split_key)
         collapse = Table(title="Epistemic collapse: mean EU / mean AU", title_justify="left")
-        collapse.add_column("model")
+        collapse.add_column("model", no_wrap=True)
         for split in splits:
             collapse.add_column(split, justify="right")
         ratios = {(row["group"], row["split"]): row for row in comparison.collapse}
@@ -840,69 +835,3 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
             collapse.add_row(*cells)
         tables.append(collapse)
     return tables
-
-
-# ------------------------------------------------------------------- files
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    if columns is None:
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _csv_cell(row.get(key)) for key in columns})
-    return buffer.getvalue()
-
-
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float | np.floating):
-        return repr(float(value)) if math.isfinite(value) else ""
-    return value
-
-
-def _write_atomic(path: Path, content: bytes) -> Path:
-    """Write ``content`` to a hidden temporary file beside ``path``, then move it over ``path``."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        # os.open rather than tempfile: the usual permissions (0o666 less the umask), not 0o600.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as error:
-        raise UQEvalError(f"{path.parent}: cannot write {path.name} there ({error.strerror or error})") from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise UQEvalError(f"{path}: cannot be written ({error.strerror or error})") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _save_png(figure: Figure, path: str | os.PathLike[str]) -> Path:
-    """Render ``figure`` as a PNG and write it atomically to ``path`` (its folder must exist)."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    return _write_atomic(Path(path), buffer.getvalue())
