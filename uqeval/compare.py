@@ -776,14 +776,22 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
     from rich.table import Table
 
     tables = []
-    title = "Average rank (1 = best; mean ± 95 % t-interval over seeds)"
-    ranking = Table(title=title, title_justify="left", min_width=len(title))
+    ranking = Table(
+        title="Average rank",
+        caption="1 = best; mean ± 95 % Student-t interval over seeds",
+        title_justify="left",
+        caption_justify="left",
+    )
     ranking.add_column("model", no_wrap=True)
     ranking.add_column("seeds", justify="right")
     ranking.add_column("performance", justify="right")
     ranking.add_column("entanglement (Δ)", justify="right")
-    title = "Rank per task: performance of the correct measure / Δ"
-    per_task = Table(title=title, title_justify="left", min_width=len(title))
+    per_task = Table(
+        title="Rank per task",
+        caption="perf.: the correct measure's metric; Δ: entanglement",
+        title_justify="left",
+        caption_justify="left",
+    )
     per_task.add_column("model", no_wrap=True)
     for task in comparison.tasks:
         per_task.add_column(f"{task.upper()} perf.", justify="right")

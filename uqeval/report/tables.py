@@ -33,10 +33,18 @@ def task_table(scores: Scores, task: str) -> Table | None:
     if not splits:
         return None
     aggregation = scores.evaluation.conventions.aggregation if task == "oodd" else NO_AGGREGATION
-    lower = " (lower is better)" if definition.lower_is_better else ""
-    detail = f", image score: {aggregation}" if task == "oodd" else ""
-    title = f"{definition.title} — {definition.metric.upper()}{lower}{detail}"
-    table = Table(title=title, title_justify="left", min_width=len(title))
+    notes = []
+    if task == "oodd":
+        notes.append(f"image score: {aggregation}")
+    if definition.lower_is_better:
+        notes.append("lower is better")
+    notes.append("✓ the measure that should win")
+    table = Table(
+        title=f"{definition.title[0].upper()}{definition.title[1:]}: {definition.metric.upper()}",
+        caption="; ".join(notes),
+        title_justify="left",
+        caption_justify="left",
+    )
     table.add_column("measure")
     for split in splits:
         table.add_column(split, justify="right")
@@ -56,8 +64,12 @@ def entanglement_table(scores: Scores) -> Table | None:
     """Δ per task and split: 1 means the correct measure is far better, −1 the wrong one."""
     if not scores.entanglement:
         return None
-    title = "Entanglement Δ: 1 = the correct measure far better, 0 = no better than the best wrong one"
-    table = Table(title=title, title_justify="left", min_width=len(title))
+    table = Table(
+        title="Entanglement Δ",
+        caption="1: the correct measure far better; 0: no better than the best wrong one; < 0: worse",
+        title_justify="left",
+        caption_justify="left",
+    )
     for name in ("task", "split", "correct", "wrong", "U correct", "U wrong", "Δ"):
         table.add_column(name, justify="right" if name.startswith(("U", "Δ")) else "left")
     for row in scores.entanglement:
@@ -76,8 +88,7 @@ def entanglement_table(scores: Scores) -> Table | None:
 
 def collapse_table(scores: Scores) -> Table:
     """Mean AU, mean EU and EU / AU per split (epistemic collapse when EU / AU ≪ 1)."""
-    title = "Epistemic collapse — mean uncertainty per pixel (nats)"
-    table = Table(title=title, title_justify="left", min_width=len(title))
+    table = Table(title="Epistemic collapse (nats per pixel)", title_justify="left")
     for name in ("split", "images", "mean AU", "mean EU", "EU / AU"):
         table.add_column(name, justify="left" if name == "split" else "right")
     for row in scores.collapse:
