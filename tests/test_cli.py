@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -53,7 +54,12 @@ def test_demo_writes_every_scenario(tmp_path):
     assert result.exit_code == 0, result.output
     for scenario in uqeval.SCENARIOS:
         assert uqeval.open_cube(tmp_path / f"{scenario}.zarr").sizes["image"] == 6
-    assert "EU / AU" in result.output
+        scores = json.loads((tmp_path / f"{scenario}-scores" / "scores.json").read_text())
+        assert scores["model"]["model"] == f"synthetic-{scenario}"
+        assert f"{scenario}: Entanglement Δ" in result.output
+    comparison = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
+    assert sorted(row["group"] for row in comparison["ranks"]) == sorted(f"synthetic-{s}" for s in uqeval.SCENARIOS)
+    assert "Average rank" in result.output
 
 
 @pytest.mark.parametrize(

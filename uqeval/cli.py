@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -169,6 +171,28 @@ def _names(value: str, option: str) -> list[str]:
     return names
 
 
+def _option(option: str, function, value):
+    """``function(value)``, with a bad value's message prefixed by the option's name."""
+    try:
+        return function(value)
+    except UQEvalError as error:
+        raise UQEvalError(f"{option}: {error}") from None
+
+
+@contextlib.contextmanager
+def _report_folder(folder: Path) -> Iterator[Path]:
+    """Make sure ``folder`` can be written before the work starts; remove it again if
+    it was made here and the work fails before writing anything into it."""
+    created = not folder.exists()
+    ensure_writable(folder)
+    try:
+        yield folder
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
 def _default_out(store: Path) -> Path:
     return store.parent / f"{store.name.removesuffix('.zarr')}-scores"
 
@@ -210,34 +234,42 @@ def score(
     entanglement Δ of each task. Writes [cyan]scores.json[/], [cyan]metrics.csv[/],
     [cyan]images.csv[/] and plots to [cyan]--out[/].
     """
+    from uqeval.aggregate import get_aggregator
     from uqeval.report.tables import score_tables
     from uqeval.scoring import score as score_store
+    from uqeval.tasks import TASKS
 
-    conventions = conventions_preset(preset)
+    conventions = _option("--preset", conventions_preset, preset)
     names = _names(aggregation, "--aggregation") if aggregation else [conventions.aggregation]
+    for name in names:
+        _option("--aggregation", get_aggregator, name)
     conventions = conventions.replace(aggregation=names[0])
+    task_names = _names(tasks, "--tasks")
+    unknown = [name for name in task_names if name not in TASKS]
+    if unknown:
+        raise UQEvalError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     out = out if out is not None else _default_out(store)
-    ensure_writable(out)
-    with _progress() as progress:
-        bars: dict[str, int] = {}
+    with _report_folder(out):
+        with _progress() as progress:
+            bars: dict[str, int] = {}
 
-        def report(phase: str, done: int, total: int) -> None:
-            if phase not in bars:
-                label = "scoring" if phase == "score" else "calibrating"
-                bars[phase] = progress.add_task(f"{label} {store.name}", total=total)
-            progress.update(bars[phase], completed=done)
+            def report(phase: str, done: int, total: int) -> None:
+                if phase not in bars:
+                    label = "scoring" if phase == "score" else "calibrating"
+                    bars[phase] = progress.add_task(f"{label} {store.name}", total=total)
+                progress.update(bars[phase], completed=done)
 
-        scores = score_store(
-            store,
-            tasks=_names(tasks, "--tasks"),
-            aggregations=names[1:],
-            conventions=conventions,
-            segmentation=segmentation,
-            scheduler=scheduler,
-            scratch=out,
-            progress=report,
-        )
-    scores.save(out, plots=plots)
+            scores = score_store(
+                store,
+                tasks=task_names,
+                aggregations=names[1:],
+                conventions=conventions,
+                segmentation=segmentation,
+                scheduler=scheduler,
+                scratch=out,
+                progress=report,
+            )
+        scores.save(out, plots=plots)
     if json_output:
         typer.echo(json.dumps(scores.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -266,9 +298,9 @@ def compare(
     from uqeval.compare import compare as compare_runs
     from uqeval.compare import comparison_tables
 
-    ensure_writable(out)
-    comparison = compare_runs(runs)
-    comparison.save(out)
+    with _report_folder(out):
+        comparison = compare_runs(runs)
+        comparison.save(out)
     for table in comparison_tables(comparison):
         console.print(table)
     for note in comparison.notes:

@@ -84,8 +84,13 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
     except zarr.errors.ContainsArrayError:
         raise UQEvalError(f"{path}: is a single zarr array; a cube store is a zarr group of variables") from None
     except (zarr.errors.GroupNotFoundError, FileNotFoundError, ValueError, KeyError) as error:
+        if path.is_file():
+            raise UQEvalError(f"{path}: is a file, not a zarr store (a cube store is a zarr v3 folder)") from None
+        if isinstance(error, zarr.errors.GroupNotFoundError):
+            raise UQEvalError(f"{path}: not a zarr store (no zarr.json group metadata found)") from None
         raise UQEvalError(f"{path}: not a zarr store ({error.__class__.__name__}: {error})") from None
     _check_complete(str(path), dict(group.attrs))
+    _check_chunks_written(path, group)
     try:
         consolidated = getattr(group.metadata, "consolidated_metadata", None) is not None
         dataset = xr.open_zarr(path, chunks={}, consolidated=consolidated)
@@ -230,6 +235,24 @@ def _check_complete(where: str, attrs: dict[str, Any]) -> None:
             "complete image(s) and close() was never reached; continue it with "
             "CubeWriter(path, ..., resume=True)"
         )
+
+
+def _check_chunks_written(path: Path, group: zarr.Group) -> None:
+    """Refuse a store whose probabilities lack chunks (copied or written only in part).
+
+    Valid probabilities never equal a fill value everywhere in a chunk, so every chunk
+    of ``probs`` (or ``logits``) must be stored; a missing one would read as fill values.
+    ``labels`` chunks may legitimately be absent (all-ignore chunks are not stored).
+    """
+    for name in ("probs", "logits"):
+        if name in group and isinstance(group[name], zarr.Array):
+            array = group[name]
+            written, expected = array.nchunks_initialized, array.nchunks
+            if written < expected:
+                raise UQEvalError(
+                    f"{path}: variable `{name}` has {written} of its {expected} chunks on disk; the store is "
+                    "truncated (copied or written only in part)"
+                )
 
 
 def _check_dims(where: str, variable: str, dims: tuple, expected: tuple) -> None:

@@ -527,7 +527,7 @@ class _DistributedRunner:
         except ImportError:
             raise UQEvalError("--scheduler needs dask.distributed: pip install distributed") from None
         try:
-            self.client = Client(scheduler, timeout="20s", set_as_default=False)
+            self.client = Client(scheduler, timeout="10s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as error:
             raise UQEvalError(f"--scheduler {scheduler}: cannot connect ({error})") from None
         self.path, self.variable, self.has_labels = path, variable, has_labels

@@ -144,7 +144,9 @@ class Fitter:
             for measure in MEASURES:
                 values = np.concatenate(self._values[measure])
                 thresholds[measure] = float(np.quantile(values, fraction, method=self.conventions.quantile_method))
-        platt = {measure: table.fit() for measure, table in self._tables.items()} if self.platt else {}
+        platt = {}
+        if self.platt and self._tables["au"].n_pixels > 0:
+            platt = {measure: table.fit() for measure, table in self._tables.items()}
         return Fitted(thresholds, platt, self.eu_scale, self.n_images, self.images_from)
 
 

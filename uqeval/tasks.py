@@ -19,8 +19,9 @@ import xarray as xr
 
 from uqeval.aggregate import get_aggregator
 from uqeval.conventions import Conventions
+from uqeval.cube import IGNORE_LABEL
 from uqeval.errors import UQEvalError
-from uqeval.metrics.ambiguity import mean_ncc, rater_statistics
+from uqeval.metrics.ambiguity import NO_PIXELS, mean_ncc, rater_statistics
 from uqeval.metrics.calibration import Reliability, ace, ece, per_image_ace, per_image_ece, reliability
 from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
 from uqeval.metrics.oodd import auroc, fpr_at_tpr
@@ -159,7 +160,11 @@ class Plan:
         return bool(self.fitting.any()) and (self.needs_threshold or self.run_cal or self.rescale_eu)
 
     def fit_notes(self, fitted: Fitted) -> list[str]:
-        """Notes on degenerate Platt fits."""
+        """Notes on Platt fits that are degenerate or impossible."""
+        if self.run_cal and not fitted.platt:
+            return [
+                f"cal: skipped, no {self.images_from} pixel of the ID domain has a rater label to fit Platt scaling on"
+            ]
         return [
             f"cal: Platt scaling of {measure.upper()}: {platt.note}"
             for measure, platt in fitted.platt.items()
@@ -475,6 +480,14 @@ def summarise(
                 if aggregation == conventions.aggregation:
                     for name in [*ood_names, POOLED_OOD]:
                         add_delta(TASKS["oodd"], name, per_domain.get(name, means))
+
+    if statistics.ncc is not None:
+        unlabelled = int((scored & (statistics.ncc["au"].state == NO_PIXELS)).sum())
+        if unlabelled:
+            notes.append(
+                f"{unlabelled} test image(s) have no rater label at any pixel (all {IGNORE_LABEL}); "
+                "they are left out of AMB and CAL"
+            )
 
     if "amb" in tasks and statistics.ncc is not None:
         for split, chosen in splits.items():

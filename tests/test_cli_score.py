@@ -1,0 +1,477 @@
+"""``uqeval score``: the report it writes, its options, and bad input.
+
+Good runs go through typer's ``CliRunner``; bad input runs the real entry point
+(``python -m uqeval``) so that ``main()``'s handling is tested: exit code 2, one line on
+stderr that names the problem and where, no traceback, nothing written, the store
+untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from typer.testing import CliRunner
+
+import uqeval
+from uqeval import CubeWriter
+from uqeval.cli import app
+from uqeval.synth import image_plan, synthesize_image
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+REPORT_FILES = {"scores.json", "metrics.csv", "images.csv", "fitted.json", "roc.png", "reliability.png", "maps.png"}
+SCORE_OPTIONS = (
+    "--out",
+    "--tasks",
+    "--aggregation",
+    "--preset",
+    "--segmentation",
+    "--no-segmentation",
+    "--plots",
+    "--no-plots",
+    "--json",
+    "--scheduler",
+)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "uqeval", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def write_store(path: Path, *, n_images: int = 8, size: int = 16, chunk_images: int = 2, raters: int = 2) -> Path:
+    """A small store, two images per chunk (so single chunks can go missing)."""
+    streams = np.random.SeedSequence(0).spawn(n_images)
+    with CubeWriter(
+        path, n_classes=2, eu=2, au=2, height=size, width=size, raters=raters, chunk_images=chunk_images
+    ) as writer:
+        for index, ((domain, role), stream) in enumerate(zip(image_plan(n_images), streams, strict=True)):
+            probs, labels = synthesize_image(
+                np.random.default_rng(stream), "disentangled", domain, size=size, eu=2, au=2, raters=raters
+            )
+            writer.append(probs[None], labels[None], domain=domain, role=role, image_ids=[f"{domain}-{index:03d}"])
+    return path
+
+
+def fingerprint(path: Path) -> dict[str, str]:
+    """Content hash of every file under ``path`` (or of ``path`` itself)."""
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if not path.exists():
+        return {}
+    return {
+        str(file.relative_to(path)): hashlib.sha256(file.read_bytes()).hexdigest()
+        for file in sorted(path.rglob("*"))
+        if file.is_file()
+    }
+
+
+def scores_json(folder: Path) -> dict:
+    return json.loads((folder / "scores.json").read_text())
+
+
+# --------------------------------------------------------------------------- good runs
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return uqeval.make_synthetic_cube(
+        tmp_path_factory.mktemp("cli") / "model.zarr", n_images=24, size=32, eu=3, au=4, raters=3
+    )
+
+
+@pytest.fixture(scope="module")
+def default_run(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("default") / "report"
+    result = runner.invoke(app, ["score", str(store), "--out", str(out)], env=WIDE)
+    return result, out
+
+
+def test_entry_point_calls_main():
+    source = (Path(uqeval.__file__).parent / "__main__.py").read_text()
+    assert "main()" in source
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert uqeval.__version__ in result.stdout
+
+
+def test_score_prints_tables_and_writes_the_report(default_run, store):
+    result, out = default_run
+    assert result.exit_code == 0, result.output
+    printed = result.stdout.lower()
+    for title in ("ood detection", "ambiguity modelling", "calibration", "entanglement δ", "epistemic collapse"):
+        assert title in printed, title
+    assert "Δ" in result.stdout
+    assert str(out) in result.stdout.replace("\n", "")
+    assert {path.name for path in out.iterdir()} == REPORT_FILES  # no temporary or spill files left
+    content = scores_json(out)
+    assert content["schema"] == "uqeval.scores/1"
+    assert content["store"] == str(store.resolve())
+    assert {row["task"] for row in content["results"]} == {"oodd", "amb", "cal"}
+    assert content["model"]["au_method"] == "synthetic-disentangled"
+
+
+def test_default_out_is_beside_the_store(store, tmp_path):
+    copy = tmp_path / "my-model.zarr"
+    shutil.copytree(store, copy)
+    result = runner.invoke(app, ["score", str(copy), "--no-plots"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "my-model-scores"
+    assert (out / "scores.json").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["my-model-scores", "my-model.zarr"]
+    assert fingerprint(copy) == fingerprint(store)
+
+
+def test_json_prints_exactly_scores_json(store, tmp_path):
+    out = tmp_path / "report"
+    result = run_cli("score", str(store), "--out", str(out), "--json", "--no-plots")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)  # nothing but the JSON on stdout
+    assert printed == scores_json(out)
+    assert "Traceback" not in result.stderr
+
+
+def test_no_plots_writes_no_png(store, tmp_path):
+    result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--no-plots"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert not list(tmp_path.glob("*.png"))
+    assert {path.name for path in tmp_path.iterdir()} == {"scores.json", "metrics.csv", "images.csv", "fitted.json"}
+
+
+def test_tasks_oodd_only(store, tmp_path):
+    result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--tasks", "oodd", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    content = scores_json(tmp_path)
+    assert {row["task"] for row in content["results"]} == {"oodd"}
+    assert {row["task"] for row in content["entanglement"]} == {"oodd"}
+    assert "ambiguity modelling" not in result.stdout.lower()
+
+
+def test_aggregation_list_scores_each(store, tmp_path):
+    result = runner.invoke(
+        app, ["score", str(store), "--out", str(tmp_path), "--aggregation", "border,mean", "--no-plots"]
+    )
+    assert result.exit_code == 0, result.output
+    content = scores_json(tmp_path)
+    oodd = {row["aggregation"] for row in content["results"] if row["task"] == "oodd"}
+    assert oodd == {"border", "mean"}
+    assert content["conventions"]["aggregation"] == "border"
+    result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--aggregation", "mean", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    content = scores_json(tmp_path)
+    assert content["conventions"]["aggregation"] == "mean"
+    assert {row["aggregation"] for row in content["results"] if row["task"] == "oodd"} == {"mean"}
+
+
+def test_preset_paper_changes_the_conventions(store, default_run, tmp_path):
+    result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--preset", "paper", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert scores_json(tmp_path)["conventions"]["ncc_constant"] == "zero"
+    assert scores_json(default_run[1])["conventions"]["ncc_constant"] == "skip"
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert f"uqeval {uqeval.__version__}" in result.stdout
+
+
+def test_score_help_mentions_every_option():
+    result = runner.invoke(app, ["score", "--help"], env=WIDE)
+    assert result.exit_code == 0
+    for option in SCORE_OPTIONS:
+        assert option in result.stdout, option
+    assert "STORE" in result.stdout
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> Path:
+    return write_store(tmp_path_factory.mktemp("good") / "good.zarr")
+
+
+def copy_of(good: Path, folder: Path, name: str) -> Path:
+    target = folder / name
+    shutil.copytree(good, target)
+    return target
+
+
+def rewritten(good: Path, folder: Path, name: str, edit: Callable[[xr.Dataset], xr.Dataset]) -> Path:
+    """The good store through xarray, edited, written anew (attributes such as ``schema`` kept)."""
+    dataset = xr.open_zarr(good, consolidated=False).load()
+    edited = edit(dataset)
+    target = folder / name
+    edited.to_zarr(target, zarr_format=3, consolidated=False)
+    assert xr.open_zarr(target, consolidated=False).attrs["schema"] == 1
+    return target
+
+
+def edit_probs(store: Path, image: int, change: Callable[[np.ndarray], None]) -> Path:
+    probs = zarr.open_group(store, mode="r+")["probs"]
+    values = probs[image]
+    change(values)
+    probs[image] = values
+    return store
+
+
+def make_plain_folder(good, folder):
+    (folder / "plain").mkdir()
+    return folder / "plain"
+
+
+def make_text_file(good, folder):
+    (folder / "notes.txt").write_text("not a store\n")
+    return folder / "notes.txt"
+
+
+def make_missing_probs(good, folder):
+    return rewritten(good, folder, "noprobs.zarr", lambda d: d.drop_vars("probs"))
+
+
+def make_wrong_dim_names(good, folder):
+    return rewritten(good, folder, "dimnames.zarr", lambda d: d.rename_dims({"class": "klass"}))
+
+
+def make_wrong_dim_order(good, folder):
+    return rewritten(
+        good,
+        folder,
+        "dimorder.zarr",
+        lambda d: d.assign(probs=d["probs"].transpose("image", "au", "eu", "class", "y", "x")),
+    )
+
+
+def make_nan(good, folder):
+    def change(values):
+        values[1, 0, 1, 4, 9] = np.nan
+
+    return edit_probs(copy_of(good, folder, "nan.zarr"), 5, change)
+
+
+def make_negative(good, folder):
+    def change(values):
+        values[0, 1, 0, 3, 3] = -0.25
+        values[0, 1, 1, 3, 3] = 1.25
+
+    return edit_probs(copy_of(good, folder, "negative.zarr"), 3, change)
+
+
+def make_sum_five(good, folder):
+    store = copy_of(good, folder, "sum5.zarr")
+    probs = zarr.open_group(store, mode="r+")["probs"]
+    probs[:] = (probs[:].astype(np.float32) * 5).astype(probs.dtype)
+    return store
+
+
+def make_label_out_of_range(good, folder):
+    store = copy_of(good, folder, "labelrange.zarr")
+    labels = zarr.open_group(store, mode="r+")["labels"]
+    values = labels[6]
+    values[1, 2, 2] = 7
+    labels[6] = values
+    return store
+
+
+def make_label_height(good, folder):
+    """``labels`` 12 pixels high beside 16-pixel probabilities (zarr arrays written directly)."""
+    store = copy_of(good, folder, "labelheight.zarr")
+    group = zarr.open_group(store, mode="r+")
+    old = group["labels"][:]
+    del group["labels"]
+    labels = group.create_array(
+        "labels",
+        shape=(old.shape[0], old.shape[1], 12, old.shape[3]),
+        dtype="uint8",
+        fill_value=255,
+        dimension_names=("image", "rater", "y", "x"),
+    )
+    labels[:] = old[:, :, :12]
+    return store
+
+
+def make_unclosed_writer(good, folder):
+    dataset = xr.open_zarr(good, consolidated=False).load()
+    writer = CubeWriter(folder / "unclosed.zarr", n_classes=2, eu=2, au=2, height=16, width=16, chunk_images=2)
+    writer.append(
+        dataset["probs"].values[:5].astype(np.float32),
+        domain=list(dataset["domain"].values[:5]),
+        role=list(dataset["role"].values[:5]),
+    )
+    return folder / "unclosed.zarr"  # never closed: 4 images written, 1 buffered
+
+
+def make_deleted_chunks(good, folder):
+    store = copy_of(good, folder, "deletedchunks.zarr")
+    chunk = store / "probs" / "c" / "2" / "0" / "0" / "0" / "0" / "0"  # images 4 and 5
+    assert chunk.is_file()
+    chunk.unlink()
+    return store
+
+
+def make_deterministic(good, folder):
+    return rewritten(good, folder, "deterministic.zarr", lambda d: d.isel(eu=[0], au=[0]))
+
+
+# (make the input, extra arguments, words the one-line message must hold)
+BAD_STORES = {
+    "plain-folder": (make_plain_folder, [], ["plain", "not a zarr store"]),
+    "text-file": (make_text_file, [], ["notes.txt", "not a zarr store"]),
+    "probs-missing": (make_missing_probs, [], ["noprobs.zarr", "`probs`"]),
+    "wrong-dim-names": (make_wrong_dim_names, [], ["dimnames.zarr", "`probs`", "klass", "'class'"]),
+    "wrong-dim-order": (make_wrong_dim_order, [], ["dimorder.zarr", "`probs`", "wrong order"]),
+    "nan": (make_nan, [], ["nan.zarr", "'blur-005'", "NaN"]),
+    "negative": (make_negative, [], ["negative.zarr", "'noise-003'", "negative"]),
+    "sum-five": (make_sum_five, [], ["sum5.zarr", "'id-000'", "sum to 1", "logits"]),
+    "label-out-of-range": (make_label_out_of_range, [], ["labelrange.zarr", "labels", "'id-006'"]),
+    "label-height": (make_label_height, [], ["labelheight.zarr", "'y'", "labels", "probs"]),
+    "unclosed-writer": (make_unclosed_writer, [], ["unclosed.zarr", "incomplete", "resume"]),
+    "deleted-chunks": (make_deleted_chunks, [], ["deletedchunks.zarr", "`probs`", "truncated"]),
+    "eu-au-1": (make_deterministic, [], ["deterministic.zarr", "eu = au = 1"]),
+}
+
+BAD_OPTIONS = {
+    "unknown-aggregation": (
+        ["--aggregation", "nope"],
+        ["'nope'", "aggregation", "border", "mean", "patch_max", "threshold", "area", "sum"],
+    ),
+    "unknown-extra-aggregation": (["--aggregation", "border,nope"], ["'nope'", "aggregation", "border"]),
+    "unknown-task": (["--tasks", "oodd,foo"], ["foo", "task", "oodd", "amb", "cal"]),
+    "empty-tasks": (["--tasks", ","], ["--tasks"]),
+    "unknown-preset": (["--preset", "nope"], ["'nope'", "preset", "default", "paper"]),
+}
+
+
+def assert_clean_refusal(result: subprocess.CompletedProcess, words: list[str]) -> str:
+    """Exit 2, one line on stderr naming the problem, no traceback; returns the line."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
+@pytest.mark.parametrize("case", list(BAD_STORES))
+def test_bad_store_exits_2_with_one_line(good, tmp_path, case):
+    make, extra, words = BAD_STORES[case]
+    source = make(good, tmp_path)
+    before = fingerprint(source)
+    out = tmp_path / "report"
+    result = run_cli("score", str(source), "--out", str(out), *extra)
+    assert_clean_refusal(result, words)
+    assert not out.exists() or not any(out.iterdir()), sorted(out.rglob("*"))
+    assert fingerprint(source) == before
+    assert not (tmp_path / f"{source.name.removesuffix('.zarr')}-scores" / "scores.json").exists()
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_option_exits_2_with_one_line(good, tmp_path, case):
+    arguments, words = BAD_OPTIONS[case]
+    store = copy_of(good, tmp_path, "good.zarr")
+    before = fingerprint(store)
+    out = tmp_path / "report"
+    result = run_cli("score", str(store), "--out", str(out), *arguments)
+    assert_clean_refusal(result, words)
+    assert not out.exists() or not any(out.iterdir())
+    assert fingerprint(store) == before
+
+
+def test_missing_store(tmp_path):
+    result = run_cli("score", str(tmp_path / "absent.zarr"), "--out", str(tmp_path / "report"))
+    assert_clean_refusal(result, ["absent.zarr", "no such file"])
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "is-a-file"])
+def test_unwritable_out_exits_2(good, tmp_path, where):
+    blocker = tmp_path / "blocker.txt"
+    blocker.write_text("a file, not a folder\n")
+    out = blocker / "report" if where == "under-a-file" else blocker
+    result = run_cli("score", str(good), "--out", str(out))
+    assert_clean_refusal(result, [str(out)])
+    assert blocker.read_text() == "a file, not a folder\n"
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="running as root: chmod 0o500 does not stop root writing"
+)
+def test_read_only_out_folder_exits_2(good, tmp_path):
+    out = tmp_path / "locked"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        result = run_cli("score", str(good), "--out", str(out))
+        assert_clean_refusal(result, [str(out), "cannot write"])
+    finally:
+        out.chmod(0o700)
+    assert not any(out.iterdir())
+
+
+@pytest.mark.skip(
+    reason="n/a on the command line: it always passes a store path (Dataset + scheduler is tested in test_scoring.py)"
+)
+def test_scheduler_with_a_dataset():
+    pass
+
+
+def test_deleted_chunk_message_says_missing(good, tmp_path):
+    store = make_deleted_chunks(good, tmp_path)
+    result = run_cli("score", str(store), "--out", str(tmp_path / "report"))
+    line = assert_clean_refusal(result, ["`probs`", "chunks"]).replace(str(store), "STORE")
+    assert "truncated" in line, line
+
+
+def write_big_store(folder: Path) -> Path:
+    """32 images, two per `probs` chunk; `labels` chunks hold 16 images (CubeWriter's minimum)."""
+    store = write_store(folder / "big.zarr", n_images=32)
+    chunks = sorted(path for path in (store / "labels" / "c").rglob("*") if path.is_file())
+    assert len(chunks) == 2
+    return store
+
+
+def test_deleted_labels_chunk_is_noted(tmp_path):
+    # A labels chunk may legitimately be absent (zarr does not store an all-ignore chunk),
+    # so the images it covers are scored without labels, and the notes count them.
+    store = write_big_store(tmp_path)
+    (store / "labels" / "c" / "1" / "0" / "0" / "0").unlink()
+    result = run_cli("score", str(store), "--out", str(tmp_path / "report"), "--no-plots", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    roles = zarr.open_group(store, mode="r")["role"][16:]
+    n_test = int(sum(role == "test" for role in roles))
+    assert (
+        f"{n_test} test image(s) have no rater label at any pixel (all 255); they are left out of AMB and CAL"
+        in (document["notes"])
+    )
+
+
+def test_all_labels_ignored_skips_cal_with_a_note(good, tmp_path):
+    store = copy_of(good, tmp_path, "ignored.zarr")
+    labels = zarr.open_group(store, mode="r+")["labels"]
+    labels[:] = 255
+    result = run_cli("score", str(store), "--out", str(tmp_path / "report"), "--no-plots", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert not any(
+        row["task"] in ("amb", "cal") and row["metric"] in ("ncc", "ace") and row["value"] is not None
+        for row in document["results"]
+    )
+    assert any(note.startswith("cal: skipped") and "rater label" in note for note in document["notes"])
+    assert any("no rater label at any pixel" in note for note in document["notes"])
