@@ -193,6 +193,14 @@ def _report_folder(folder: Path) -> Iterator[Path]:
         raise
 
 
+def _print_report(tables: list[Table], notes: list[str], where: str) -> None:
+    for table in tables:
+        console.print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(where)
+
+
 def _default_out(store: Path) -> Path:
     return store.parent / f"{store.name.removesuffix('.zarr')}-scores"
 
@@ -208,8 +216,8 @@ def score(
     aggregation: Annotated[
         str | None,
         typer.Option(
-            help="Image score for OOD detection (and Δ); more, comma-separated, are scored beside it. "
-            "Default: the preset's ([cyan]border[/])."
+            help="Image score for OOD detection (and Δ): mean, sum, patch_max, threshold, area or border; "
+            "more, comma-separated, are scored beside it. Default: the preset's ([cyan]border[/])."
         ),
     ] = None,
     preset: Annotated[str, typer.Option(help="Conventions: [cyan]default[/] or the study's ([cyan]paper[/]).")] = (
@@ -273,11 +281,7 @@ def score(
     if json_output:
         typer.echo(json.dumps(scores.to_dict(), indent=2, ensure_ascii=False))
         return
-    for table in score_tables(scores):
-        console.print(table)
-    for note in scores.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    console.print(f"Report in [cyan]{out}[/]")
+    _print_report(score_tables(scores), scores.notes, f"Report in [cyan]{out}[/]")
 
 
 @app.command()
@@ -301,11 +305,7 @@ def compare(
     with _report_folder(out):
         comparison = compare_runs(runs)
         comparison.save(out)
-    for table in comparison_tables(comparison):
-        console.print(table)
-    for note in comparison.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    console.print(f"Comparison in [cyan]{out}[/]")
+    _print_report(comparison_tables(comparison), comparison.notes, f"Comparison in [cyan]{out}[/]")
 
 
 @app.command()

@@ -204,28 +204,20 @@ def score(
         work = functools.partial(
             _run_batch, ids=ids, fitting=evaluation_plan.fitting, options=options, examples=examples
         )
-        batches = runner.run(work, fitting_batches, other_batches, fitted=None)
-        for result in _named(batches, where):
+        for result in _named(runner.run(work, fitting_batches, other_batches), where):
             if result.statistics is None:  # a fitting batch: keep its maps for the fit
                 spill.write(len(results), result.maps, result.raters)
                 result.maps = result.raters = None
             results.append(result)
             report("score", result)
             if len(results) == len(fitting_batches) and options.needs_fit:
+                # Every image to fit on has been seen: fit, score the spilled batches,
+                # and hand the fits to the runner for the batches still to come.
                 fitted = _fit(results, spill, evaluation_plan, options)
                 notes.extend(evaluation_plan.fit_notes(fitted))
-                for key, result in enumerate(results):
-                    maps, raters = spill.read(key)
-                    result.statistics = image_statistics(
-                        maps,
-                        fitted=fitted,
-                        conventions=conventions,
-                        aggregations=aggregations,
-                        raters=raters,
-                        background=options.background,
-                    )
-                    result.statistics.segmentation = result.segmentation
-                    report("calibrate", result)
+                for key, spilled in enumerate(results):
+                    _score_spilled(spilled, *spill.read(key), fitted=fitted, options=options)
+                    report("calibrate", spilled)
                 runner.fitted = fitted
 
     example_maps = [
@@ -535,8 +527,9 @@ class _LocalRunner:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run(
-        self, work: BatchWork, fitting_batches: list[np.ndarray], other_batches: list[np.ndarray], fitted: None
+        self, work: BatchWork, fitting_batches: list[np.ndarray], other_batches: list[np.ndarray]
     ) -> Iterator[FirstPass]:
+        """Results of the fitting batches, then of the others (which see :attr:`fitted`)."""
         # Reading and decoding keeps about one core busy; giving the kernels one thread
         # fewer than the machine has avoids oversubscribing it (measured: 15 % faster on
         # 2 cores). numba's thread count is per calling thread, so this stays local.
@@ -591,8 +584,9 @@ class _DistributedRunner:
         self.client.close()
 
     def run(
-        self, work: BatchWork, fitting_batches: list[np.ndarray], other_batches: list[np.ndarray], fitted: None
+        self, work: BatchWork, fitting_batches: list[np.ndarray], other_batches: list[np.ndarray]
     ) -> Iterator[FirstPass]:
+        """Results of the fitting batches, then of the others (which see :attr:`fitted`)."""
         yield from self._phase(work, fitting_batches, None)
         yield from self._phase(work, other_batches, lambda: self.fitted)
 
@@ -627,6 +621,26 @@ class _DistributedRunner:
             if queue:
                 futures.add(submit())
             yield result
+
+
+def _score_spilled(
+    result: FirstPass,
+    maps: dict[str, np.ndarray],
+    raters: RaterStatistics | None,
+    *,
+    fitted: Fitted,
+    options: PassOptions,
+) -> None:
+    """Give a fitting batch its statistics, from its spilled maps, once the fits are known."""
+    result.statistics = image_statistics(
+        maps,
+        fitted=fitted,
+        conventions=options.conventions,
+        aggregations=options.aggregations,
+        raters=raters,
+        background=options.background,
+    )
+    result.statistics.segmentation = result.segmentation
 
 
 def _named(passes: Iterator[FirstPass], where: str) -> Iterator[FirstPass]:
