@@ -11,6 +11,7 @@ whole arrays.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,7 +147,10 @@ class Fitter:
                 thresholds[measure] = float(np.quantile(values, fraction, method=self.conventions.quantile_method))
         platt = {}
         if self.platt and self._tables["au"].n_pixels > 0:
-            platt = {measure: table.fit() for measure, table in self._tables.items()}
+            # The three fits are independent and numpy releases the GIL in their array work.
+            with ThreadPoolExecutor(max_workers=len(MEASURES), thread_name_prefix="uqeval-platt") as pool:
+                fits = pool.map(PlattTable.fit, [self._tables[measure] for measure in MEASURES])
+                platt = dict(zip(MEASURES, fits, strict=True))
         return Fitted(thresholds, platt, self.eu_scale, self.n_images, self.images_from)
 
 
