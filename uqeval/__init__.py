@@ -9,6 +9,7 @@ from uqeval.conventions import Conventions
 from uqeval.cube import CubeWriter, check_cube_values, open_cube, validate_cube
 from uqeval.decompose import decompose
 from uqeval.errors import UQEvalError
+from uqeval.hookspecs import hookimpl
 from uqeval.results import Scores
 from uqeval.scoring import score
 from uqeval.synth import SCENARIOS, make_synthetic_cube
@@ -29,6 +30,7 @@ __all__ = [
     "check_cube_values",
     "decompose",
     "evaluate",
+    "hookimpl",
     "make_synthetic_cube",
     "open_cube",
     "score",

@@ -178,7 +178,10 @@ AGGREGATORS: dict[str, Aggregator] = {
 
 
 def register_aggregator(aggregator: Aggregator, registry: dict[str, Aggregator] | None = None) -> None:
-    """Add ``aggregator`` to ``registry`` (default :data:`AGGREGATORS`); a taken name is an error."""
+    """Add ``aggregator`` to ``registry`` (default :data:`AGGREGATORS`, which the built-in
+    plugin offers); a taken name is an error. A package should rather offer its
+    strategies through the ``uqeval_aggregators`` hook (``docs/plugins.md``)."""
+    default = registry is None
     registry = AGGREGATORS if registry is None else registry
     existing = registry.get(aggregator.name)
     if existing is not None and existing is not aggregator:
@@ -186,6 +189,10 @@ def register_aggregator(aggregator: Aggregator, registry: dict[str, Aggregator] 
             f"aggregation {aggregator.name!r} is offered by both {existing.source} and {aggregator.source}"
         )
     registry[aggregator.name] = aggregator
+    if default:
+        from uqeval.plugins import forget_contributions
+
+        forget_contributions()
 
 
 def per_image(function: Callable[[np.ndarray, np.ndarray], float]) -> BatchFunction:
@@ -198,12 +205,23 @@ def per_image(function: Callable[[np.ndarray, np.ndarray], float]) -> BatchFunct
 
 
 def get_aggregator(name: str, registry: Mapping[str, Aggregator] | None = None) -> Aggregator:
-    """The strategy registered as ``name``; an unknown name lists the known ones."""
-    registry = AGGREGATORS if registry is None else registry
+    """The strategy registered as ``name``: built-in, from a plugin, or in ``registry`` when given.
+
+    An unknown name lists the known ones, and any plugin that failed to load.
+    """
+    problems = ""
+    if registry is None:
+        from uqeval.plugins import plugin_manager
+
+        manager = plugin_manager()
+        registry = manager.aggregators()
+        problems = manager.problems_note()
     try:
         return registry[name]
     except KeyError:
-        raise UQEvalError(f"unknown aggregation {name!r}; choose one of {', '.join(sorted(registry))}") from None
+        raise UQEvalError(
+            f"unknown aggregation {name!r}; choose one of {', '.join(sorted(registry))}{problems}"
+        ) from None
 
 
 def aggregate(

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -350,8 +351,35 @@ def demo(
     )
 
 
+@app.command()
+def plugins(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the plugins as JSON to stdout.")] = False,
+) -> None:
+    """List the plugins: their distribution and version and what each contributes."""
+    from uqeval.plugins import KINDS, plugin_manager
+
+    rows = plugin_manager().report()
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    titles = {"aggregators": "aggregators", "au_methods": "AU methods", "eu_methods": "EU methods"}
+    titles |= {"datasets": "datasets", "commands": "commands"}
+    table = Table(title="Plugins (entry-point group uqeval)", title_justify="left", show_lines=True)
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("distribution", no_wrap=True)
+    table.add_column("contributes")
+    for row in rows:
+        lines = [f"{titles[kind]}: {', '.join(row[kind])}" for kind in (*KINDS.values(), "commands") if row[kind]]
+        lines += [f"[red]problem:[/] {escape(problem)}" for problem in row["problems"]]
+        table.add_row(row["name"], f"{row['distribution']} {row['version']}".strip(), "\n".join(lines) or "nothing")
+    console.print(table)
+
+
 def main() -> None:
     """Entry point: bad input exits 2 with one line on stderr, no traceback."""
+    from uqeval.plugins import plugin_manager
+
+    plugin_manager().add_commands(app)
     try:
         app()
     except UQEvalError as error:

@@ -1,0 +1,171 @@
+"""The contracts of AU methods, EU methods and datasets that plugins implement.
+
+They are :class:`typing.Protocol` classes: a plugin's class matches by having the
+attributes and methods, without inheriting from anything in uqeval. The core never
+imports a deep-learning framework; ``Model`` and ``Tensor`` below are whatever the
+plugin's framework uses (``torch.nn.Module`` and ``torch.Tensor`` for the reference
+families in ``plugins/uqeval-torch``).
+
+How the pieces meet, for one model ``(AU method, EU method)`` on a dataset::
+
+    def routine(seed, dropout=0.0, on_step=None):        # the trainer's training loop
+        model = au.build(backbone, in_channels=ds.in_channels, n_classes=ds.n_classes, dropout=dropout)
+        for step, batch in ...:                          # AdamW, EMA, …
+            loss = au.loss(model, batch.images, batch.labels, epoch=epoch)
+            ...
+            if on_step: on_step(model, step)             # e.g. SWAG collects moments
+        return model
+
+    trained = eu.train(routine, n_members=5, seed=0)     # N runs, one run with dropout, …
+    for member in eu.members(trained, n=5, seed=0):      # E models at test time
+        probs = au.sample(member, images, n=10)          # (10, batch, class, y, x)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+#: The framework's model type (``torch.nn.Module`` in the reference families).
+Model = Any
+#: The framework's tensor type (``torch.Tensor`` in the reference families).
+Tensor = Any
+
+
+class TrainRoutine(Protocol):
+    """Trains one model from scratch and returns it.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds initialisation and data order.
+    dropout : float
+        Dropout probability the AU method builds into the network (0: none).
+    on_step : callable, optional
+        ``on_step(model, step)`` after every optimiser step (SWAG collects its
+        moments here).
+    """
+
+    def __call__(
+        self, *, seed: int, dropout: float = 0.0, on_step: Callable[[Model, int], None] | None = None
+    ) -> Model: ...
+
+
+@runtime_checkable
+class AUMethod(Protocol):
+    """An aleatoric-uncertainty method: how a network models the data's ambiguity.
+
+    Attributes
+    ----------
+    name : str
+        As in the cube's ``au_method`` attribute (``softmax``, ``ssn``, …).
+    description : str
+        One line for ``uqeval plugins``.
+    deterministic : bool
+        True when :meth:`sample` gives the same map every time (``softmax``): such a
+        method needs an EU method with several members to be decomposed.
+    default_samples : int
+        Samples per member written to a cube unless asked otherwise.
+    """
+
+    name: str
+    description: str
+    deterministic: bool
+    default_samples: int
+
+    def build(self, backbone: Callable[..., Model], *, in_channels: int, n_classes: int, dropout: float = 0.0) -> Model:
+        """The full network: ``backbone(in_channels=…, out_channels=…, dropout=…)`` with the
+        method's heads or extra networks around it."""
+        ...
+
+    def loss(self, model: Model, images: Tensor, labels: Tensor, *, epoch: int) -> Tensor:
+        """The training loss of a batch: images (batch, channel, y, x), one rater's labels
+        (batch, y, x) as class indices (255 = ignore); ``epoch`` drives warm-ups."""
+        ...
+
+    def sample(self, model: Model, images: Tensor, n: int) -> Tensor:
+        """``n`` softmax probability maps per image: (n, batch, class, y, x)."""
+        ...
+
+
+@runtime_checkable
+class EUMethod(Protocol):
+    """An epistemic-uncertainty method: how training yields several plausible models.
+
+    Attributes
+    ----------
+    name : str
+        As in the cube's ``eu_method`` attribute (``none``, ``ensemble``, ``dropout``, …).
+    description : str
+        One line for ``uqeval plugins``.
+    default_members : int
+        Members per image written to a cube unless asked otherwise (1 for ``none``).
+    """
+
+    name: str
+    description: str
+    default_members: int
+
+    def train(self, routine: TrainRoutine, *, n_members: int, seed: int) -> Any:
+        """Run the training routine as the method needs (N seeds for an ensemble, once
+        with dropout, once collecting SWAG moments) and return what :meth:`members`
+        needs."""
+        ...
+
+    def members(self, trained: Any, *, n: int, seed: int) -> Iterator[Model]:
+        """Yield ``n`` member models for prediction, ready in evaluation mode."""
+        ...
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset with its raters' labels.
+
+    Attributes
+    ----------
+    image_id : str
+    image : (channel, y, x) float32
+    labels : (rater, y, x) uint8
+        Class per pixel per rater; 255 = not labelled.
+    domain : str
+        ``id`` or the name of an OOD shift.
+    role : str
+        ``train``, ``calibration`` or ``test``.
+    """
+
+    image_id: str
+    image: np.ndarray
+    labels: np.ndarray
+    domain: str
+    role: str
+
+
+@runtime_checkable
+class DatasetSource(Protocol):
+    """A dataset: images with rater labels, split into roles and domains.
+
+    Attributes
+    ----------
+    name : str
+        As in the cube's ``dataset`` attribute.
+    description : str
+        One line for ``uqeval plugins``.
+    in_channels, n_classes : int
+    class_names : sequence of str
+    domains : sequence of str
+        ``id`` first, then the OOD shifts.
+    """
+
+    name: str
+    description: str
+    in_channels: int
+    n_classes: int
+    class_names: Sequence[str]
+    domains: Sequence[str]
+
+    def samples(self, role: str, domain: str = "id", *, seed: int = 0) -> Iterable[Sample]:
+        """The images of a role (``train``, ``calibration``, ``test``) and domain, in a fixed order."""
+        ...
