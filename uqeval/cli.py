@@ -379,7 +379,10 @@ def main() -> None:
     """Entry point: bad input exits 2 with one line on stderr, no traceback."""
     from uqeval.plugins import plugin_manager
 
-    plugin_manager().add_commands(app)
+    manager = plugin_manager()
+    manager.add_commands(app)
+    for problem in manager.problems:
+        err_console.print(f"[yellow]warning:[/] {escape(str(problem))}; see `uqeval plugins`", highlight=False)
     try:
         app()
     except UQEvalError as error:
