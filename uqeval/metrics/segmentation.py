@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from uqeval.cube import IGNORE_LABEL
 from uqeval.errors import UQEvalError
@@ -129,6 +128,8 @@ def hungarian_iou(iou: np.ndarray) -> float:
     n, m = iou.shape
     size = math.lcm(n, m)
     tiled = np.tile(iou, (size // n, size // m))
+    from scipy.optimize import linear_sum_assignment  # imported here: scipy is slow to import
+
     rows, columns = linear_sum_assignment(tiled, maximize=True)
     return float(tiled[rows, columns].mean())
 
