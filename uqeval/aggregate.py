@@ -214,6 +214,7 @@ def get_aggregator(name: str, registry: Mapping[str, Aggregator] | None = None) 
         from uqeval.plugins import plugin_manager
 
         manager = plugin_manager()
+        manager.lookup("uqeval_aggregators", name)  # a name two plugins offer raises here, naming both
         registry = manager.aggregators()
         problems = manager.problems_note()
     try:

@@ -382,7 +382,9 @@ def main() -> None:
     manager = plugin_manager()
     manager.add_commands(app)
     for problem in manager.problems:
-        err_console.print(f"[yellow]warning:[/] {escape(str(problem))}; see `uqeval plugins`", highlight=False)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(str(problem))}; see `uqeval plugins`", highlight=False, soft_wrap=True
+        )
     try:
         app()
     except UQEvalError as error:

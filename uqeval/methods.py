@@ -13,7 +13,7 @@ How the pieces meet, for one model ``(AU method, EU method)`` on a dataset::
         for step, batch in ...:                          # AdamW, EMA, …
             loss = au.loss(model, batch.images, batch.labels, epoch=epoch)
             ...
-            if on_step: on_step(model, step)             # e.g. SWAG collects moments
+            if on_step: on_step(model, step, epoch)      # e.g. SWAG collects moments
         return model
 
     trained = eu.train(routine, n_members=5, seed=0)     # N runs, one run with dropout, …
@@ -45,12 +45,13 @@ class TrainRoutine(Protocol):
     dropout : float
         Dropout probability the AU method builds into the network (0: none).
     on_step : callable, optional
-        ``on_step(model, step)`` after every optimiser step (SWAG collects its
-        moments here).
+        ``on_step(model, step, epoch)`` after every optimiser step, with the step count
+        and the epoch (from 0) of the run; SWAG collects its moments here, e.g. once per
+        epoch over the last epochs.
     """
 
     def __call__(
-        self, *, seed: int, dropout: float = 0.0, on_step: Callable[[Model, int], None] | None = None
+        self, *, seed: int, dropout: float = 0.0, on_step: Callable[[Model, int, int], None] | None = None
     ) -> Model: ...
 
 
@@ -116,7 +117,9 @@ class EUMethod(Protocol):
         ...
 
     def members(self, trained: Any, *, n: int, seed: int) -> Iterator[Model]:
-        """Yield ``n`` member models for prediction, ready in evaluation mode."""
+        """Yield ``n`` member models for prediction: in evaluation mode except for what
+        makes them members (MC dropout keeps its dropout layers active); ``seed`` drives
+        any sampling (dropout masks, SWAG weights)."""
         ...
 
 
@@ -167,5 +170,11 @@ class DatasetSource(Protocol):
     domains: Sequence[str]
 
     def samples(self, role: str, domain: str = "id", *, seed: int = 0) -> Iterable[Sample]:
-        """The images of a role (``train``, ``calibration``, ``test``) and domain, in a fixed order."""
+        """The images of a role (``train``, ``calibration``, ``test``) and domain.
+
+        The same arguments give the same images in the same order. ``seed`` picks
+        whatever a dataset draws at random (a synthetic dataset's shapes and raters, an
+        OOD shift's noise); a dataset without randomness ignores it. A domain that has
+        no images of that role (OOD domains have no ``train`` images) yields nothing.
+        """
         ...

@@ -24,6 +24,7 @@ import pluggy
 from uqeval import builtin_plugin, hookspecs
 from uqeval.aggregate import Aggregator, per_image
 from uqeval.errors import UQEvalError
+from uqeval.methods import AUMethod, DatasetSource, EUMethod
 
 #: Entry-point group that plugins register under.
 ENTRY_POINT_GROUP = "uqeval"
@@ -32,6 +33,13 @@ LOAD_PLUGINS_ENV = "UQEVAL_LOAD_PLUGINS"
 #: Name of the built-in plugin.
 BUILTIN = "uqeval"
 
+#: One contribution of each hook, as messages name it.
+KINDS_SINGULAR = {
+    "uqeval_aggregators": "aggregation",
+    "uqeval_au_methods": "AU method",
+    "uqeval_eu_methods": "EU method",
+    "uqeval_datasets": "dataset",
+}
 #: What ``uqeval plugins`` reports per hook.
 KINDS = {
     "uqeval_aggregators": "aggregators",
@@ -62,11 +70,13 @@ class PluginProblem:
 
     plugin: str
     distribution: str
+    version: str
     stage: str
     error: str
 
     def __str__(self) -> str:
-        return f"plugin {self.plugin!r} ({self.distribution}) failed in {self.stage}: {self.error}"
+        where = f"{self.distribution} {self.version}".strip()
+        return f"plugin {self.plugin!r} ({where}) failed in {self.stage}: {self.error}"
 
 
 class PluginManager:
@@ -82,6 +92,7 @@ class PluginManager:
         self.info: dict[str, PluginInfo] = {}
         self.problems: list[PluginProblem] = []
         self._cache: dict[str, dict[str, tuple[Any, PluginInfo]]] = {}
+        self.clashes: dict[str, dict[str, list[PluginInfo]]] = {}
         self._aggregators: dict[str, dict[str, Aggregator]] = {}
         self.commands: dict[str, list[str]] = {}
         from uqeval import __version__
@@ -93,14 +104,21 @@ class PluginManager:
     # ------------------------------------------------------------------ registration
 
     def register(self, plugin: object, info: PluginInfo) -> bool:
-        """Register ``plugin``; a hook it implements that does not exist is recorded as a problem."""
+        """Register ``plugin``; a hook it implements that does not exist is recorded as a problem.
+
+        Registering the same object or name again is recorded as a problem and leaves the
+        first registration in place.
+        """
+        if self.pluggy.is_registered(plugin) or info.name in self.info:
+            self._problem(info, "registration", "already registered")
+            return False
         try:
             self.pluggy.register(plugin, name=info.name)
             self.pluggy.check_pending()
         except (pluggy.PluginValidationError, ValueError) as error:
             if self.pluggy.is_registered(plugin):
                 self.pluggy.unregister(plugin)
-            self.problems.append(PluginProblem(info.name, _distribution_label(info), "registration", str(error)))
+            self._problem(info, "registration", str(error))
             return False
         self.info[info.name] = info
         self.forget()
@@ -126,21 +144,12 @@ class PluginManager:
             )
             if entry_point.name in self.info:
                 other = self.info[entry_point.name]
-                self.problems.append(
-                    PluginProblem(
-                        info.name,
-                        _distribution_label(info),
-                        "registration",
-                        f"the plugin name is already taken by {other.label}",
-                    )
-                )
+                self._problem(info, "registration", f"the plugin name is already taken by {other.label}")
                 continue
             try:
                 plugin = entry_point.load()
             except Exception as error:
-                self.problems.append(
-                    PluginProblem(info.name, _distribution_label(info), "import", f"{type(error).__name__}: {error}")
-                )
+                self._problem(info, "import", f"{type(error).__name__}: {error}")
                 continue
             self.register(plugin, info)
 
@@ -149,14 +158,14 @@ class PluginManager:
     def contributions(self, hook: str) -> dict[str, tuple[Any, PluginInfo]]:
         """Name → (contribution, plugin) of every plugin implementing ``hook``.
 
-        Raises
-        ------
-        UQEvalError
-            When two plugins offer the same name, naming both.
+        A plugin whose hook raises, or returns something other than a dict, is recorded
+        as a problem and left out. A name that two plugins offer is left out too and
+        recorded in :attr:`clashes`; :meth:`lookup` of that name raises, naming both.
         """
         if hook in self._cache:
             return self._cache[hook]
         collected: dict[str, tuple[Any, PluginInfo]] = {}
+        clashes: dict[str, list[PluginInfo]] = {}
         for implementation in reversed(getattr(self.pluggy.hook, hook).get_hookimpls()):
             info = self.info[implementation.plugin_name]
             try:
@@ -164,19 +173,43 @@ class PluginManager:
                 if not isinstance(offered, dict):
                     raise TypeError(f"returned {type(offered).__name__}, expected a dict of name → contribution")
             except Exception as error:
-                problem = PluginProblem(info.name, _distribution_label(info), hook, f"{type(error).__name__}: {error}")
-                if problem not in self.problems:
-                    self.problems.append(problem)
+                self._problem(info, hook, f"{type(error).__name__}: {error}")
                 continue
             for name, value in offered.items():
-                if name in collected:
-                    other = collected[name][1]
-                    raise UQEvalError(
-                        f"{KINDS.get(hook, hook)} name {name!r} is offered by both {other.label} and {info.label}"
-                    )
-                collected[name] = (value, info)
+                problem = _check_contribution(hook, name, value)
+                if problem:
+                    self._problem(info, hook, problem)
+                elif name in clashes:
+                    clashes[name].append(info)
+                elif name in collected:
+                    clashes[name] = [collected.pop(name)[1], info]
+                else:
+                    collected[name] = (value, info)
+        for name, infos in clashes.items():
+            message = self.clash_message(hook, name, infos)
+            for info in infos:
+                self._problem(info, hook, message)
+        self.clashes[hook] = clashes
         self._cache[hook] = collected
         return collected
+
+    @staticmethod
+    def clash_message(hook: str, name: str, infos: list[PluginInfo]) -> str:
+        """The error of a name offered by several plugins."""
+        plugins = " and ".join(info.label for info in infos)
+        return f"{KINDS_SINGULAR[hook]} name {name!r} is offered by both {plugins}; uninstall one of them"
+
+    def lookup(self, hook: str, name: str) -> tuple[Any, PluginInfo] | None:
+        """The contribution ``name`` to ``hook``, or None; a clashing name raises, naming the plugins."""
+        contributions = self.contributions(hook)
+        if name in self.clashes.get(hook, {}):
+            raise UQEvalError(self.clash_message(hook, name, self.clashes[hook][name]))
+        return contributions.get(name)
+
+    def _problem(self, info: PluginInfo, stage: str, error: str) -> None:
+        problem = PluginProblem(info.name, info.distribution, info.version, stage, error)
+        if problem not in self.problems:
+            self.problems.append(problem)
 
     def aggregators(self) -> dict[str, Aggregator]:
         """Every aggregation strategy, built-in and from plugins, in their batched form."""
@@ -187,16 +220,16 @@ class PluginManager:
             }
         return self._aggregators["aggregators"]
 
-    def au_methods(self) -> dict[str, Any]:
-        """AU methods by name."""
+    def au_methods(self) -> dict[str, AUMethod]:
+        """AU methods by name (each checked against :class:`~uqeval.methods.AUMethod`)."""
         return {name: value for name, (value, _) in self.contributions("uqeval_au_methods").items()}
 
-    def eu_methods(self) -> dict[str, Any]:
-        """EU methods by name."""
+    def eu_methods(self) -> dict[str, EUMethod]:
+        """EU methods by name (each checked against :class:`~uqeval.methods.EUMethod`)."""
         return {name: value for name, (value, _) in self.contributions("uqeval_eu_methods").items()}
 
-    def datasets(self) -> dict[str, Any]:
-        """Datasets by name."""
+    def datasets(self) -> dict[str, DatasetSource]:
+        """Datasets by name (each checked against :class:`~uqeval.methods.DatasetSource`)."""
         return {name: value for name, (value, _) in self.contributions("uqeval_datasets").items()}
 
     def add_commands(self, app: Any) -> None:
@@ -206,17 +239,15 @@ class PluginManager:
             before = len(app.registered_commands)
             try:
                 implementation.function(app=app)
+                taken = {_command_name(command) for command in app.registered_commands[:before]}
                 added = app.registered_commands[before:]
-                self.commands[info.name] = [
-                    command.name or command.callback.__name__.replace("_", "-") for command in added
-                ]
+                for command in [command for command in added if _command_name(command) in taken]:
+                    app.registered_commands.remove(command)
+                    self._problem(info, "uqeval_cli", f"command {_command_name(command)!r} is already taken; not added")
+                self.commands[info.name] = [_command_name(command) for command in app.registered_commands[before:]]
             except Exception as error:
                 del app.registered_commands[before:]
-                self.problems.append(
-                    PluginProblem(
-                        info.name, _distribution_label(info), "uqeval_cli", f"{type(error).__name__}: {error}"
-                    )
-                )
+                self._problem(info, "uqeval_cli", f"{type(error).__name__}: {error}")
 
     def problems_note(self) -> str:
         """The problems in one sentence, for error messages (empty when there are none)."""
@@ -243,14 +274,7 @@ class PluginManager:
             for name, info in self.info.items()
         }
         for hook, kind in KINDS.items():
-            try:
-                contributions = self.contributions(hook)
-            except UQEvalError as error:
-                for row in rows.values():
-                    if repr(row["name"]) in str(error):
-                        row["problems"].append(str(error))
-                continue
-            for name, (_, info) in contributions.items():
+            for name, (_, info) in self.contributions(hook).items():
                 rows[info.name][kind].append(name)
         for problem in self.problems:
             row = rows.get(problem.plugin)
@@ -258,7 +282,7 @@ class PluginManager:
                 row = rows[problem.plugin] = {
                     "name": problem.plugin,
                     "distribution": problem.distribution,
-                    "version": "",
+                    "version": problem.version,
                     "module": "",
                     **{kind: [] for kind in KINDS.values()},
                     "commands": [],
@@ -268,19 +292,39 @@ class PluginManager:
         return list(rows.values())
 
 
-def _distribution_label(info: PluginInfo) -> str:
-    return f"{info.distribution} {info.version}".strip()
+def _check_contribution(hook: str, name: Any, value: Any) -> str:
+    """Why a contribution breaks its hook's contract ("" when it does not)."""
+    if not isinstance(name, str) or not name:
+        return f"a contribution is named {name!r}; names are non-empty strings"
+    if hook == "uqeval_aggregators":
+        if not (isinstance(value, Aggregator) or callable(value)):
+            return f"aggregation {name!r} is a {type(value).__name__}; expected f(u, pred) -> float or an Aggregator"
+        return ""
+    contract = {"uqeval_au_methods": AUMethod, "uqeval_eu_methods": EUMethod, "uqeval_datasets": DatasetSource}.get(
+        hook
+    )
+    if contract is None:
+        return ""
+    if not isinstance(value, contract):
+        missing = [
+            member
+            for member in (*contract.__annotations__, *(m for m in vars(contract) if not m.startswith("_")))
+            if not hasattr(value, member)
+        ]
+        return f"{KINDS_SINGULAR[hook]} {name!r} does not meet uqeval.methods.{contract.__name__} (missing {missing})"
+    if getattr(value, "name", name) != name:
+        return f"{KINDS_SINGULAR[hook]} is offered as {name!r} but its name is {value.name!r}"
+    return ""
+
+
+def _command_name(command: Any) -> str:
+    return command.name or command.callback.__name__.replace("_", "-")
 
 
 def _as_aggregator(name: str, value: Any, info: PluginInfo) -> Aggregator:
     source = BUILTIN if info.name == BUILTIN else info.label
     if isinstance(value, Aggregator):
         return value if value.source == source else _replace(value, name=name, source=source)
-    if not callable(value):
-        raise UQEvalError(
-            f"aggregation {name!r} from {info.label} is a {type(value).__name__}; expected f(u, pred) -> float "
-            "or a uqeval.aggregate.Aggregator"
-        )
     description = (getattr(value, "__doc__", None) or "").strip().splitlines()
     return Aggregator(name, per_image(value), description[0] if description else "", fitted=False, source=source)
 
