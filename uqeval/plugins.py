@@ -109,8 +109,16 @@ class PluginManager:
         Registering the same object or name again is recorded as a problem and leaves the
         first registration in place.
         """
-        if self.pluggy.is_registered(plugin) or info.name in self.info:
-            self._problem(info, "registration", "already registered")
+        if info.name in self.info:
+            self._problem(info, "registration", f"the plugin name is already taken by {self.info[info.name].label}")
+            return False
+        if self.pluggy.is_registered(plugin):
+            holder = self.info.get(self.pluggy.get_name(plugin) or "")
+            self._problem(
+                info,
+                "registration",
+                f"the module is already registered as {holder.label if holder else 'another plugin'}",
+            )
             return False
         try:
             self.pluggy.register(plugin, name=info.name)
@@ -166,7 +174,7 @@ class PluginManager:
             return self._cache[hook]
         collected: dict[str, tuple[Any, PluginInfo]] = {}
         clashes: dict[str, list[PluginInfo]] = {}
-        for implementation in reversed(getattr(self.pluggy.hook, hook).get_hookimpls()):
+        for implementation in getattr(self.pluggy.hook, hook).get_hookimpls():  # in registration order
             info = self.info[implementation.plugin_name]
             try:
                 offered = implementation.function()
@@ -181,6 +189,9 @@ class PluginManager:
                     self._problem(info, hook, problem)
                 elif name in clashes:
                     clashes[name].append(info)
+                elif name in collected and collected[name][1].name == BUILTIN:
+                    # A built-in name is never shadowed: the plugin's contribution is left out.
+                    self._problem(info, hook, f"{KINDS_SINGULAR[hook]} name {name!r} is a built-in one; not added")
                 elif name in collected:
                     clashes[name] = [collected.pop(name)[1], info]
                 else:
@@ -196,8 +207,11 @@ class PluginManager:
     @staticmethod
     def clash_message(hook: str, name: str, infos: list[PluginInfo]) -> str:
         """The error of a name offered by several plugins."""
-        plugins = " and ".join(info.label for info in infos)
-        return f"{KINDS_SINGULAR[hook]} name {name!r} is offered by both {plugins}; uninstall one of them"
+        labels = [info.label for info in infos]
+        plugins = (
+            f"both {labels[0]} and {labels[1]}" if len(labels) == 2 else ", ".join(labels[:-1]) + f" and {labels[-1]}"
+        )
+        return f"{KINDS_SINGULAR[hook]} name {name!r} is offered by {plugins}; uninstall all but one of them"
 
     def lookup(self, hook: str, name: str) -> tuple[Any, PluginInfo] | None:
         """The contribution ``name`` to ``hook``, or None; a clashing name raises, naming the plugins."""
@@ -233,21 +247,33 @@ class PluginManager:
         return {name: value for name, (value, _) in self.contributions("uqeval_datasets").items()}
 
     def add_commands(self, app: Any) -> None:
-        """Let every plugin add its commands to the typer ``app``; a failing plugin is recorded and skipped."""
-        for implementation in reversed(self.pluggy.hook.uqeval_cli.get_hookimpls()):
+        """Let every plugin add its commands (or command groups) to the typer ``app``.
+
+        A plugin whose hook raises is recorded and its additions removed; a command
+        whose name is taken (by a built-in or an earlier plugin) is not added, and the
+        problem names who holds it.
+        """
+        owners = dict.fromkeys(_command_names(app), "a built-in command")
+        for implementation in self.pluggy.hook.uqeval_cli.get_hookimpls():  # in registration order
             info = self.info[implementation.plugin_name]
-            before = len(app.registered_commands)
+            commands, groups = len(app.registered_commands), len(app.registered_groups)
             try:
                 implementation.function(app=app)
-                taken = {_command_name(command) for command in app.registered_commands[:before]}
-                added = app.registered_commands[before:]
-                for command in [command for command in added if _command_name(command) in taken]:
-                    app.registered_commands.remove(command)
-                    self._problem(info, "uqeval_cli", f"command {_command_name(command)!r} is already taken; not added")
-                self.commands[info.name] = [_command_name(command) for command in app.registered_commands[before:]]
             except Exception as error:
-                del app.registered_commands[before:]
+                del app.registered_commands[commands:], app.registered_groups[groups:]
                 self._problem(info, "uqeval_cli", f"{type(error).__name__}: {error}")
+                continue
+            added = []
+            for registry, start in ((app.registered_commands, commands), (app.registered_groups, groups)):
+                for entry in list(registry[start:]):
+                    name = _command_name(entry)
+                    if name in owners:
+                        registry.remove(entry)
+                        self._problem(info, "uqeval_cli", f"command {name!r} is taken by {owners[name]}; not added")
+                    else:
+                        owners[name] = info.label
+                        added.append(name)
+            self.commands[info.name] = added
 
     def problems_note(self) -> str:
         """The problems in one sentence, for error messages (empty when there are none)."""
@@ -298,7 +324,9 @@ def _check_contribution(hook: str, name: Any, value: Any) -> str:
         return f"a contribution is named {name!r}; names are non-empty strings"
     if hook == "uqeval_aggregators":
         if not (isinstance(value, Aggregator) or callable(value)):
-            return f"aggregation {name!r} is a {type(value).__name__}; expected f(u, pred) -> float or an Aggregator"
+            return (
+                f"aggregation {name!r} is of type {type(value).__name__}; expected f(u, pred) -> float or an Aggregator"
+            )
         return ""
     contract = {"uqeval_au_methods": AUMethod, "uqeval_eu_methods": EUMethod, "uqeval_datasets": DatasetSource}.get(
         hook
@@ -317,8 +345,16 @@ def _check_contribution(hook: str, name: Any, value: Any) -> str:
     return ""
 
 
-def _command_name(command: Any) -> str:
-    return command.name or command.callback.__name__.replace("_", "-")
+def _command_name(entry: Any) -> str:
+    """The name typer gives a registered command (``CommandInfo``) or group (``TyperInfo``)."""
+    if entry.name:
+        return entry.name
+    callback = entry.callback if entry.callback is not None else getattr(entry.typer_instance, "info", entry).callback
+    return callback.__name__.replace("_", "-") if callback is not None else ""
+
+
+def _command_names(app: Any) -> set[str]:
+    return {_command_name(entry) for entry in (*app.registered_commands, *app.registered_groups)}
 
 
 def _as_aggregator(name: str, value: Any, info: PluginInfo) -> Aggregator:
