@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_cli import cli_env, run_cli
 from sklearn.metrics import roc_auc_score
 
 import uqeval
@@ -37,27 +37,6 @@ def top_decile_reference(u: np.ndarray) -> float:
     values = np.asarray(u, dtype=np.float64).ravel()
     count = max(1, math.ceil(0.1 * values.size))
     return float(np.mean(np.partition(values, values.size - count)[values.size - count :]))
-
-
-def cli_env(*paths: Path) -> dict[str, str]:
-    """The environment of a user's shell with ``paths`` on ``PYTHONPATH`` and every plugin allowed."""
-    env = {key: value for key, value in os.environ.items() if key != uqeval.plugins.LOAD_PLUGINS_ENV}
-    outer = [env.pop("PYTHONPATH")] if env.get("PYTHONPATH") else []
-    if paths or outer:
-        env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), *outer])
-    env.update(COLUMNS="200", TERMINAL_WIDTH="200")
-    return env
-
-
-def run_cli(*args: str, paths: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "uqeval", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=cli_env(*paths),
-    )
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ import numpy as np
 import pluggy
 import pytest
 import typer
+from plugin_cli import cli_env, run_cli
 from typer.testing import CliRunner
 
 import uqeval
@@ -72,28 +72,6 @@ def write_distribution(
         "[uqeval]\n" + "".join(f"{name} = {value}\n" for name, value in entry_points.items())
     )
     return module
-
-
-def cli_env(*paths: Path, columns: int = 200, **extra: str) -> dict[str, str]:
-    """A user's environment with ``paths`` on ``PYTHONPATH`` and every plugin allowed."""
-    env = {key: value for key, value in os.environ.items() if key != LOAD_PLUGINS_ENV}
-    outer = [env.pop("PYTHONPATH")] if env.get("PYTHONPATH") else []
-    if paths or outer:
-        env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), *outer])
-    env.update(COLUMNS=str(columns), TERMINAL_WIDTH=str(columns), **extra)
-    return env
-
-
-def run_cli(*args: str, paths: tuple[Path, ...] = (), columns: int = 200) -> subprocess.CompletedProcess:
-    """The real entry point in a subprocess, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "uqeval", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=cli_env(*paths, columns=columns),
-    )
 
 
 def plugin_rows(result: subprocess.CompletedProcess) -> dict[str, dict]:
