@@ -251,7 +251,10 @@ def score(
     conventions = _option("--preset", conventions_preset, preset)
     names = _names(aggregation, "--aggregation") if aggregation else [conventions.aggregation]
     for name in names:
-        _option("--aggregation", get_aggregator, name)
+        if aggregation:
+            _option("--aggregation", get_aggregator, name)
+        else:
+            get_aggregator(name)
     conventions = conventions.replace(aggregation=names[0])
     task_names = _names(tasks, "--tasks")
     unknown = [name for name in task_names if name not in TASKS]
@@ -259,15 +262,20 @@ def score(
         raise UQEvalError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     out = out if out is not None else _default_out(store)
     with _report_folder(out):
-        with _progress() as progress:
-            bars: dict[str, int] = {}
+        # The bar starts with the first batch, so that an error in validating the
+        # store is the only thing on stderr.
+        progress = _progress()
+        bars: dict[str, int] = {}
 
-            def report(phase: str, done: int, total: int) -> None:
-                if phase not in bars:
-                    label = "scoring" if phase == "score" else "calibrating"
-                    bars[phase] = progress.add_task(f"{label} {store.name}", total=total)
-                progress.update(bars[phase], completed=done)
+        def report(phase: str, done: int, total: int) -> None:
+            if not bars:
+                progress.start()
+            if phase not in bars:
+                label = "scoring" if phase == "score" else "calibrating"
+                bars[phase] = progress.add_task(f"{label} {store.name}", total=total)
+            progress.update(bars[phase], completed=done)
 
+        try:
             scores = score_store(
                 store,
                 tasks=task_names,
@@ -278,6 +286,9 @@ def score(
                 scratch=out,
                 progress=report,
             )
+        finally:
+            if bars:
+                progress.stop()
         scores.save(out, plots=plots)
     if json_output:
         typer.echo(json.dumps(scores.to_dict(), indent=2, ensure_ascii=False))
