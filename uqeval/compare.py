@@ -50,6 +50,7 @@ from scipy import stats
 
 from uqeval.errors import UQEvalError
 from uqeval.report.files import ensure_writable, json_ready, write_csv, write_json
+from uqeval.report.tables import format_value
 from uqeval.results import SCORES_SCHEMA
 from uqeval.tasks import POOLED_OOD, TASKS
 
@@ -740,21 +741,6 @@ def _nan_last(value: float) -> tuple[bool, float]:
 
 
 # ------------------------------------------------------------------- rich tables
-
-
-def format_value(value: float, interval: float = math.nan, *, digits: int = 1) -> str:
-    """``"3.0 ± 0.8"``, or ``"3.0"`` when the interval is NaN, or ``"–"`` for NaN.
-
-    >>> format_value(3.0, 0.81)
-    '3.0 ± 0.8'
-    >>> format_value(0.2134, digits=3)
-    '0.213'
-    """
-    if value is None or math.isnan(value):
-        return "–"
-    if interval is None or math.isnan(interval):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ± {interval:.{digits}f}"
 
 
 def comparison_tables(comparison: Comparison) -> list[Table]:

@@ -13,6 +13,7 @@ loads all, an empty value none, ``a,b`` only the entry points named ``a`` and ``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import os
@@ -360,15 +361,9 @@ def _command_names(app: Any) -> set[str]:
 def _as_aggregator(name: str, value: Any, info: PluginInfo) -> Aggregator:
     source = BUILTIN if info.name == BUILTIN else info.label
     if isinstance(value, Aggregator):
-        return value if value.source == source else _replace(value, name=name, source=source)
+        return value if value.source == source else dataclasses.replace(value, name=name, source=source)
     description = (getattr(value, "__doc__", None) or "").strip().splitlines()
     return Aggregator(name, per_image(value), description[0] if description else "", fitted=False, source=source)
-
-
-def _replace(aggregator: Aggregator, **changes: Any) -> Aggregator:
-    import dataclasses
-
-    return dataclasses.replace(aggregator, **changes)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from uqeval.metrics.oodd import roc_curve
-from uqeval.report.files import ensure_writable, write_csv, write_json
+from uqeval.report.files import ensure_writable, json_ready, write_csv, write_json
 from uqeval.statistics import MEASURES
 from uqeval.tasks import POOLED_OOD, Evaluation
 
@@ -108,8 +108,6 @@ class Scores:
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``scores.json`` (DESIGN §5), JSON-ready: NaN is ``None``."""
-        from uqeval.report.files import json_ready
-
         return json_ready(
             {
                 "schema": SCORES_SCHEMA,

@@ -13,11 +13,20 @@ from uqeval.tasks import NO_AGGREGATION, POOLED_OOD, TASKS
 _MEASURE_NAMES = {"au": "AU", "eu": "EU", "tu": "TU"}
 
 
-def number(value: float | None, digits: int = 3) -> str:
-    """A value for a table cell: ``0.913``, or ``–`` when undefined."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def format_value(value: float | None, interval: float | None = math.nan, *, digits: int = 1) -> str:
+    """A value for a table cell: ``"3.0 ± 0.8"``, or ``"3.0"`` when the interval is NaN,
+    or ``"–"`` when the value is undefined.
+
+    >>> format_value(3.0, 0.81)
+    '3.0 ± 0.8'
+    >>> format_value(0.2134, digits=3)
+    '0.213'
+    """
+    if value is None or math.isnan(value):
         return "–"
-    return f"{value:.{digits}f}"
+    if interval is None or math.isnan(interval):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {interval:.{digits}f}"
 
 
 def _splits(scores: Scores, task: str) -> list[str]:
@@ -53,7 +62,7 @@ def task_table(scores: Scores, task: str) -> Table | None:
         cells = []
         for split in splits:
             try:
-                cells.append(number(scores.value(task, split, measure, definition.metric, aggregation)))
+                cells.append(format_value(scores.value(task, split, measure, definition.metric, aggregation), digits=3))
             except KeyError:
                 cells.append("")
         table.add_row(label, *cells)
@@ -79,9 +88,9 @@ def entanglement_table(scores: Scores) -> Table | None:
             row["split"],
             _MEASURE_NAMES[row["correct"]],
             wrong,
-            number(row["u_correct"]),
-            number(row["u_wrong"]),
-            number(row["delta"], 2),
+            format_value(row["u_correct"], digits=3),
+            format_value(row["u_wrong"], digits=3),
+            format_value(row["delta"], digits=2),
         )
     return table
 
@@ -96,7 +105,11 @@ def collapse_table(scores: Scores) -> Table:
         if n_images is None:
             n_images = sum(count for split, count in scores.n_images.items() if split != "id")
         table.add_row(
-            row["split"], str(n_images), number(row["mean_au"], 4), number(row["mean_eu"], 4), number(row["eu_over_au"])
+            row["split"],
+            str(n_images),
+            format_value(row["mean_au"], digits=4),
+            format_value(row["mean_eu"], digits=4),
+            format_value(row["eu_over_au"], digits=3),
         )
     return table
 
