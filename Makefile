@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint format clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt plugins/uqeval-torch/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,examples]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,examples]" -e plugins/uqeval-torch
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,1 @@
+"""Aleatoric-uncertainty methods: how one network models the ambiguity of its labels."""

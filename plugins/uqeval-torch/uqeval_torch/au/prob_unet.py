@@ -1,0 +1,222 @@
+"""``prob_unet``: the Probabilistic UNet (Kohl et al. 2018; the study's §3.2 and §3.3).
+
+A UNet gives a feature map of the image; a low-dimensional Gaussian latent z, drawn
+from a *prior* net that sees the image (at test time) or a *posterior* net that sees
+the image and a rater's label (in training), is tiled over the image, concatenated with
+the features and turned into logits by a few 1×1 convs (the *fusion head*). Training
+minimises the negative evidence lower bound
+
+    loss = CE(fusion(features, z ~ q(z | image, label)), label)
+           + β · min(1, (epoch + 1) / warmup_epochs) · KL(q(z | image, label) ‖ p(z | image)),
+
+with the cross-entropy in nats per labelled pixel (mean reduction, which is why the
+study's β = 5e-4 is small: Kohl et al. sum over pixels) and the KL in nats per image.
+
+The study: latent dimension 6, β = 5e-4 (LIDC; 2.5e-3 on Cháksu) warmed up linearly over
+32 epochs; the prior and posterior are encoders of the shared UNet, and all three nets
+have 24 base channels instead of 32 (``width_scale`` 0.75) to pay for the two encoders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uqeval_torch.au.common import cross_entropy, one_hot
+from uqeval_torch.backbone import group_norm
+
+
+def gaussian_kl(
+    mu_q: torch.Tensor, log_sigma_q: torch.Tensor, mu_p: torch.Tensor, log_sigma_p: torch.Tensor
+) -> torch.Tensor:
+    """KL(q ‖ p) of two diagonal Gaussians, summed over the latent dimensions: (batch, latent) → (batch,) nats.
+
+    KL = Σ_d [ log σ_p − log σ_q + (σ_q² + (μ_q − μ_p)²) / (2 σ_p²) − 1/2 ], computed in float32.
+    """
+    mu_q, log_sigma_q, mu_p, log_sigma_p = (t.float() for t in (mu_q, log_sigma_q, mu_p, log_sigma_p))
+    variance_ratio = torch.exp(2.0 * (log_sigma_q - log_sigma_p))
+    mean_term = (mu_q - mu_p) ** 2 * torch.exp(-2.0 * log_sigma_p)
+    return (log_sigma_p - log_sigma_q + 0.5 * (variance_ratio + mean_term) - 0.5).sum(dim=-1)
+
+
+class GaussianEncoder(nn.Module):
+    """An image (or image + one-hot label) → a diagonal Gaussian over the latent: (μ, log σ), each (batch, latent).
+
+    The UNet encoder's deepest map goes through GroupNorm → SiLU (as the UNet's own head
+    does before its conv: the residual stream is not normalised), a global average over
+    the pixels and a 1×1 conv to 2·latent channels; log σ is clamped to ``log_sigma_range``.
+    μ and log σ are float32.
+    """
+
+    def __init__(self, encoder: nn.Module, latent_dim: int, log_sigma_range: tuple[float, float]):
+        super().__init__()
+        self.encoder = encoder
+        self.norm = group_norm(encoder.out_channels)
+        self.to_moments = nn.Conv2d(encoder.out_channels, 2 * latent_dim, 1)
+        self.log_sigma_range = (float(log_sigma_range[0]), float(log_sigma_range[1]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = F.silu(self.norm(self.encoder(x))).mean(dim=(-2, -1), keepdim=True)
+        mu, log_sigma = self.to_moments(pooled).flatten(1).float().chunk(2, dim=1)
+        return mu, log_sigma.clamp(*self.log_sigma_range)
+
+
+class FusionHead(nn.Module):
+    """UNet features (batch, feature, y, x) and a latent z (batch, latent) → logits (batch, class, y, x).
+
+    z is tiled over the image and concatenated with the features; then ``layers`` 1×1
+    convs with SiLU between them, the hidden ones as wide as the features (Kohl et al.:
+    three 1×1 convs as wide as the UNet's first scale), the last one to the classes.
+    """
+
+    def __init__(self, feature_channels: int, latent_dim: int, n_classes: int, *, layers: int = 3):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"the fusion head needs at least one layer; got {layers}")
+        widths = [feature_channels + latent_dim] + [feature_channels] * (layers - 1) + [n_classes]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in pairwise(widths))
+
+    def forward(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        tiled = z.to(features.dtype)[:, :, None, None].expand(-1, -1, *features.shape[-2:])
+        h = torch.cat([features, tiled], dim=1)
+        for i, conv in enumerate(self.convs):
+            h = conv(F.silu(h) if i else h)
+        return h
+
+
+class ProbUNetNetwork(nn.Module):
+    """The Prob. UNet: a UNet, a prior and a posterior encoder, and a fusion head.
+
+    Attributes
+    ----------
+    unet : the UNet; ``unet(images)`` is its activated last feature map (batch, width, y, x):
+        its 3×3 output conv is replaced by the identity, so its forward ends with the
+        head's GroupNorm → SiLU and no parameter goes unused.
+    prior : :class:`GaussianEncoder` of the image, p(z | image).
+    posterior : :class:`GaussianEncoder` of the image and the label's one-hot map, q(z | image, label).
+    fusion : :class:`FusionHead`.
+    """
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        prior: GaussianEncoder,
+        posterior: GaussianEncoder,
+        fusion: FusionHead,
+        *,
+        n_classes: int,
+    ):
+        super().__init__()
+        unet.head = nn.Identity()
+        self.unet = unet
+        self.prior = prior
+        self.posterior = posterior
+        self.fusion = fusion
+        self.n_classes = n_classes
+
+    def posterior_input(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Images with the labels' one-hot maps appended (ignored pixels all zero): (batch, channel + class, y, x)."""
+        return torch.cat([images, one_hot(labels, self.n_classes).to(images.dtype)], dim=1)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (batch, class, y, x) of one z drawn from the posterior when ``labels`` are given, else the prior."""
+        mu, log_sigma = self.prior(images) if labels is None else self.posterior(self.posterior_input(images, labels))
+        z = mu + torch.exp(log_sigma) * torch.randn_like(mu)
+        return self.fusion(self.unet(images), z)
+
+
+class ProbUNet:
+    """The Probabilistic UNet (Kohl et al. 2018) on the shared attention UNet.
+
+    Parameters
+    ----------
+    latent_dim : dimensions of z (the study: 6).
+    beta : weight of the KL term once warmed up (the study: 5e-4 on LIDC, 2.5e-3 on Cháksu).
+    warmup_epochs : the KL weight at epoch e (from 0) is ``beta · min(1, (e + 1) / warmup_epochs)``,
+        so it reaches ``beta`` in the last warm-up epoch (epoch 31 of 32) and is never 0;
+        ``warmup_epochs`` ≤ 0 gives ``beta`` from the start.
+    width_scale : base width of all three nets relative to the backbone's (the study: 24/32).
+    fusion_layers : 1×1 convs of the fusion head (Kohl et al.: 3).
+    log_sigma_range : hard clamp of the encoders' log σ (no gradient beyond it). The default
+        (−6, 3) bounds σ to [0.0025, 20]: it keeps exp(−2 log σ_p) in the KL below e¹² and z
+        finite when a net puts out extreme values early in training, while a latent spread
+        below 0.0025 (a point mass, for a 6-d z fed to 1×1 convs) or above 20 (z far outside
+        anything the fusion head was trained on) is no use to a trained model, so the bounds
+        should not bind.
+    """
+
+    name = "prob_unet"
+    description = "Probabilistic UNet: prior/posterior nets over a 6-d latent fused with UNet features, ELBO loss"
+    deterministic = False
+    default_samples = 10
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int = 6,
+        beta: float = 5e-4,
+        warmup_epochs: int = 32,
+        width_scale: float = 0.75,
+        fusion_layers: int = 3,
+        log_sigma_range: tuple[float, float] = (-6.0, 3.0),
+    ):
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be at least 1; got {latent_dim}")
+        if not log_sigma_range[0] < log_sigma_range[1]:
+            raise ValueError(f"log_sigma_range must be (low, high) with low < high; got {log_sigma_range}")
+        self.latent_dim = latent_dim
+        self.beta = beta
+        self.warmup_epochs = warmup_epochs
+        self.width_scale = width_scale
+        self.fusion_layers = fusion_layers
+        self.log_sigma_range = log_sigma_range
+
+    def build(
+        self, backbone: Callable[..., nn.Module], *, in_channels: int, n_classes: int, dropout: float = 0.0
+    ) -> ProbUNetNetwork:
+        """The UNet (with ``dropout``), the prior and posterior encoders (without), all at ``width_scale``."""
+        unet = backbone(in_channels=in_channels, out_channels=n_classes, dropout=dropout, width_scale=self.width_scale)
+        moments = 2 * self.latent_dim
+
+        def encoder(channels: int) -> GaussianEncoder:
+            net = backbone(in_channels=channels, out_channels=moments, width_scale=self.width_scale, encoder_only=True)
+            return GaussianEncoder(net, self.latent_dim, self.log_sigma_range)
+
+        return ProbUNetNetwork(
+            unet,
+            encoder(in_channels),
+            encoder(in_channels + n_classes),
+            FusionHead(unet.feature_channels, self.latent_dim, n_classes, layers=self.fusion_layers),
+            n_classes=n_classes,
+        )
+
+    def kl_weight(self, epoch: int) -> float:
+        """β · min(1, (epoch + 1) / warmup_epochs): the weight of the KL term in epoch ``epoch`` (from 0)."""
+        if self.warmup_epochs <= 0:
+            return self.beta
+        return self.beta * min(1.0, (epoch + 1) / self.warmup_epochs)
+
+    def loss(self, model: ProbUNetNetwork, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> torch.Tensor:
+        """The negative ELBO: CE (nats per labelled pixel) of a reparameterised posterior sample
+        + :meth:`kl_weight` · KL(q ‖ p) (nats, summed over the latent, averaged over the batch)."""
+        mu_q, log_sigma_q = model.posterior(model.posterior_input(images, labels))
+        mu_p, log_sigma_p = model.prior(images)
+        z = mu_q + torch.exp(log_sigma_q) * torch.randn_like(mu_q)
+        logits = model.fusion(model.unet(images), z)
+        kl = gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p).mean()
+        return cross_entropy(logits, labels) + self.kl_weight(epoch) * kl
+
+    def sample(self, model: ProbUNetNetwork, images: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` maps from z ~ p(z | image): (n, batch, class, y, x) float32 probabilities.
+
+        The UNet and the prior run once; each draw reruns only the fusion head.
+        """
+        features = model.unet(images)
+        mu, log_sigma = model.prior(images)
+        noise = torch.randn((n, *mu.shape), device=mu.device, dtype=mu.dtype)
+        draws = [model.fusion(features, mu + torch.exp(log_sigma) * eps) for eps in noise]
+        return torch.softmax(torch.stack(draws).float(), dim=2)

@@ -1,0 +1,1 @@
+"""Datasets: images with several raters' labels, split into roles and OOD domains."""

@@ -1,0 +1,1 @@
+"""Epistemic-uncertainty methods: how training yields several plausible networks."""

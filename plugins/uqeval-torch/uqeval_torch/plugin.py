@@ -1,0 +1,46 @@
+"""The ``uqeval`` entry point of uqeval-torch: its hook implementations.
+
+Nothing here imports torch at module level: the core loads this module on every
+``uqeval`` command, and only the hooks that hand out torch models import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from uqeval import hookimpl
+
+
+@hookimpl
+def uqeval_au_methods() -> dict[str, Any]:
+    from uqeval_torch.au.diffusion import Diffusion
+    from uqeval_torch.au.prob_unet import ProbUNet
+    from uqeval_torch.au.softmax import Softmax
+    from uqeval_torch.au.ssn import SSN
+
+    return {method.name: method for method in (Softmax(), SSN(), ProbUNet(), Diffusion())}
+
+
+@hookimpl
+def uqeval_eu_methods() -> dict[str, Any]:
+    from uqeval_torch.eu.ensemble import Ensemble
+    from uqeval_torch.eu.none import NoEU
+
+    return {method.name: method for method in (NoEU(), Ensemble())}
+
+
+@hookimpl
+def uqeval_datasets() -> dict[str, Any]:
+    from uqeval_torch.data.synthetic import SyntheticDataset
+
+    dataset = SyntheticDataset()
+    return {dataset.name: dataset}
+
+
+@hookimpl
+def uqeval_cli(app: typer.Typer) -> None:
+    from uqeval_torch.cli import add_commands
+
+    add_commands(app)

@@ -1,0 +1,208 @@
+"""A training run's folder: its settings, its members' weights and checkpoints, atomic writes.
+
+Layout of ``RUN/``::
+
+    run.json                       the settings (RunSettings), written once
+    members/seed-0.pt              a finished member: its EMA weights
+    members/seed-1.checkpoint.pt   an unfinished member: weights, EMA, optimiser, RNG, step
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uqeval.errors import UQEvalError
+from uqeval.methods import AUMethod, DatasetSource, EUMethod
+from uqeval.plugins import plugin_manager
+from uqeval_torch import __version__
+from uqeval_torch.backbone import SIZES
+
+SETTINGS_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that determines a training run (and so its folder's contents).
+
+    Attributes
+    ----------
+    au, eu, data : names of the AU method, EU method and dataset (any plugin's).
+    data_options : the dataset's ``configure`` options (``{"size": 32}``).
+    size : network size, ``tiny`` or ``full`` (:data:`uqeval_torch.backbone.SIZES`).
+    epochs : passes over the training split per member.
+    members : networks the EU method trains (an ensemble's N); 1 for ``none``.
+    seed : seed of the first member; member ``i`` of an ensemble uses ``seed + i``.
+    data_seed : seed of the dataset's draws (the same for every model seed).
+    batch_size, learning_rate, weight_decay, clip_norm, ema_decay : the optimiser
+        (AdamW), gradient clipping (max global L2 norm) and EMA decay of the study's §3.5.
+    """
+
+    au: str
+    eu: str
+    data: str
+    data_options: dict[str, Any] = field(default_factory=dict)
+    size: str = "full"
+    epochs: int = 100
+    members: int = 1
+    seed: int = 0
+    data_seed: int = 0
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    clip_norm: float = 0.5
+    ema_decay: float = 0.999
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise UQEvalError(f"unknown --size {self.size!r}; sizes are {', '.join(sorted(SIZES))}")
+        for name in ("epochs", "members", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UQEvalError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise UQEvalError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: Path) -> RunSettings:
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{key: value for key, value in data.items() if key in known})
+        except TypeError as error:
+            raise UQEvalError(f"{where}: not a run's settings ({error})") from None
+
+    def differences(self, other: RunSettings) -> list[str]:
+        """``name: mine → other`` for every setting that differs."""
+        mine, theirs = asdict(self), asdict(other)
+        return [f"{key}: {mine[key]!r} → {theirs[key]!r}" for key in mine if mine[key] != theirs[key]]
+
+
+@dataclass(frozen=True)
+class Components:
+    """The plugins a run's settings name, looked up and configured."""
+
+    au: AUMethod
+    eu: EUMethod
+    dataset: DatasetSource
+
+
+def _lookup(hook: str, name: str, kind: str, option: str) -> Any:
+    manager = plugin_manager()
+    found = manager.lookup(hook, name)
+    if found is None:
+        known = ", ".join(sorted(manager.contributions(hook))) or "none"
+        raise UQEvalError(f"unknown {kind} {name!r} ({option}); known: {known}{manager.problems_note()}")
+    return found[0]
+
+
+def configure_dataset(name: str, options: dict[str, Any]) -> DatasetSource:
+    """The dataset ``name`` of any plugin, with its ``configure(**options)`` applied."""
+    dataset = _lookup("uqeval_datasets", name, "dataset", "--data")
+    if not options:
+        return dataset
+    configure = getattr(dataset, "configure", None)
+    if configure is None:
+        raise UQEvalError(f"dataset {name!r} takes no options (--data-option {', '.join(options)})")
+    return configure(**options)
+
+
+def components(settings: RunSettings) -> Components:
+    """Look up the AU method, EU method and dataset of ``settings`` among all plugins."""
+    return Components(
+        au=_lookup("uqeval_au_methods", settings.au, "AU method", "--au"),
+        eu=_lookup("uqeval_eu_methods", settings.eu, "EU method", "--eu"),
+        dataset=configure_dataset(settings.data, settings.data_options),
+    )
+
+
+class RunFolder:
+    """The files of one training run (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    @property
+    def settings_path(self) -> Path:
+        return self.path / SETTINGS_FILE
+
+    def member_path(self, seed: int) -> Path:
+        return self.path / "members" / f"seed-{seed}.pt"
+
+    def checkpoint_path(self, seed: int) -> Path:
+        return self.path / "members" / f"seed-{seed}.checkpoint.pt"
+
+    def read_settings(self) -> RunSettings:
+        """The settings of an existing run; a clear error when ``path`` is not one."""
+        if not self.settings_path.is_file():
+            raise UQEvalError(f"{self.path}: not a training run (no {SETTINGS_FILE}); make one with `uqeval train`")
+        try:
+            data = json.loads(self.settings_path.read_text())
+        except (OSError, ValueError) as error:
+            raise UQEvalError(f"{self.settings_path}: unreadable ({error})") from None
+        return RunSettings.from_json(data, self.settings_path)
+
+    def start(self, settings: RunSettings) -> bool:
+        """Create the run, or check that an existing one has the same settings (to resume it).
+
+        Returns True when the run already existed.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise UQEvalError(f"--out {self.path} is a file; a run is a folder")
+        if self.settings_path.exists():
+            existing = self.read_settings()
+            if existing != settings:
+                changed = "; ".join(existing.differences(settings))
+                raise UQEvalError(
+                    f"{self.path} holds a run with other settings ({changed}); "
+                    "resume it with the same options or choose another --out"
+                )
+            return True
+        if self.path.exists() and any(self.path.iterdir()):
+            raise UQEvalError(f"--out {self.path} is a folder with other files in it; choose an empty or new folder")
+        (self.path / "members").mkdir(parents=True, exist_ok=True)
+        document = {"uqeval_torch": __version__, **asdict(settings)}
+        write_atomically(self.settings_path, json.dumps(document, indent=2).encode() + b"\n")
+        return False
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_atomically(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: ``path`` is always whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(state, temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A checkpoint or member file, on the CPU; a clear error when it is damaged."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UQEvalError(f"{path}: cannot be read ({type(error).__name__}: {error}); delete it to retrain") from None

@@ -1,0 +1,109 @@
+"""`uqeval train` and `uqeval predict` through the real entry point, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import uqeval
+from uqeval.plugins import LOAD_PLUGINS_ENV
+
+DATA_OPTIONS = ["--data-option", "size=16", "--data-option", "n_train=8"]
+SMALL = [*DATA_OPTIONS, "--data-option", "n_calibration=2", "--data-option", "n_test=3"]
+
+
+def uqeval_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != LOAD_PLUGINS_ENV}
+    env.update(COLUMNS="200", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
+    return subprocess.run(
+        [sys.executable, "-m", "uqeval", *args], capture_output=True, text=True, timeout=600, env=env, check=False
+    )
+
+
+def test_plugins_lists_the_reference_families():
+    result = uqeval_cli("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    [row] = [row for row in json.loads(result.stdout) if row["name"] == "torch"]
+    assert row["distribution"] == "uqeval-torch"
+    assert row["au_methods"] == ["softmax", "ssn", "prob_unet", "diffusion"]
+    assert row["eu_methods"] == ["none", "ensemble"]
+    assert row["datasets"] == ["synthetic"]
+    assert set(row["commands"]) == {"train", "predict"}
+
+
+def test_train_predict_score(tmp_path):
+    run, store = tmp_path / "run", tmp_path / "cube.zarr"
+    trained = uqeval_cli(
+        "train", "--au", "ssn", "--eu", "ensemble", "--members", "2", "--data", "synthetic", *SMALL,
+        "--size", "tiny", "--epochs", "1", "--batch-size", "4", "--out", str(run), "--device", "cpu",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "trained ssn+ensemble (2 member(s))" in trained.stderr
+    assert json.loads((run / "run.json").read_text())["data_options"] == {
+        "size": "16", "n_train": "8", "n_calibration": "2", "n_test": "3"
+    }  # fmt: skip
+    predicted = uqeval_cli("predict", str(run), "--out", str(store), "--samples", "2", "--quiet")
+    assert predicted.returncode == 0, predicted.stderr
+    assert "wrote 17 images × 2 members × 2 samples" in predicted.stderr
+    assert uqeval.open_cube(store).sizes["image"] == 2 + 3 + 4 * 3
+    scored = uqeval_cli("score", str(store), "--json", "--no-plots")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["model"]["au_method"] == "ssn"
+    # Running the same training command again loads the finished run.
+    again = uqeval_cli(
+        "train", "--au", "ssn", "--eu", "ensemble", "--members", "2", "--data", "synthetic", *SMALL,
+        "--size", "tiny", "--epochs", "1", "--batch-size", "4", "--out", str(run), "--quiet",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--au", "softmax", "--eu", "none"], "AU method 'softmax' is deterministic"),
+        (
+            ["--au", "unet", "--eu", "none"],
+            "unknown AU method 'unet' (--au); known: diffusion, prob_unet, softmax, ssn",
+        ),
+        (["--au", "ssn", "--eu", "swag"], "unknown EU method 'swag' (--eu); known: ensemble, none"),
+        (["--au", "ssn", "--eu", "none", "--data-option", "size"], "--data-option 'size': expected KEY=VALUE"),
+        (["--au", "ssn", "--eu", "none", "--data-option", "colour=red"], "colour"),
+        (["--au", "ssn", "--eu", "none", "--size", "huge"], "unknown --size 'huge'"),
+        (["--au", "ssn", "--eu", "ensemble", "--members", "1"], "an ensemble needs at least 2 members"),
+    ],
+)
+def test_bad_training_requests_exit_2_with_one_line(tmp_path, arguments, message):
+    result = uqeval_cli("train", "--data", "synthetic", "--out", str(tmp_path / "run"), "--epochs", "1", *arguments)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_on_a_folder_that_is_not_a_run(tmp_path):
+    result = uqeval_cli("predict", str(tmp_path), "--out", str(tmp_path / "cube.zarr"))
+    assert result.returncode == 2
+    assert "not a training run (no run.json)" in result.stderr
+    assert not (tmp_path / "cube.zarr").exists()
+
+
+def test_core_commands_do_not_import_torch():
+    code = (
+        "import sys, typer, uqeval\n"
+        "from uqeval.plugins import plugin_manager\n"
+        "manager = plugin_manager()\n"
+        "manager.add_commands(typer.Typer())\n"
+        "manager.aggregators()\n"
+        "assert 'torch' in {info.name for info in manager.info.values()}, manager.info\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != LOAD_PLUGINS_ENV}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
