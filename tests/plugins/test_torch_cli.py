@@ -44,7 +44,7 @@ def test_train_predict_score(tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert "trained ssn+ensemble (2 member(s))" in trained.stderr
     assert json.loads((run / "run.json").read_text())["data_options"] == {
-        "size": "16", "n_train": "8", "n_calibration": "2", "n_test": "3"
+        "size": 16, "n_train": 8, "n_calibration": 2, "n_test": 3
     }  # fmt: skip
     predicted = uqeval_cli("predict", str(run), "--out", str(store), "--samples", "2", "--quiet")
     assert predicted.returncode == 0, predicted.stderr

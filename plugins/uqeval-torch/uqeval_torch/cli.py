@@ -79,16 +79,21 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a reference model (AU method × EU method) on a dataset; resumes an interrupted run."""
-    from uqeval_torch.run import RunSettings, components
+    from uqeval_torch.run import RunSettings, components, configure_dataset
     from uqeval_torch.train import train
 
     if members is None:
         members = components_default_members(eu)
+    options: dict[str, Any] = parse_options(data_option)
+    if options:  # typed as the dataset takes them ("32" → 32), so API and CLI runs resume alike
+        dataset = configure_dataset(data, options)
+        canonical = getattr(dataset, "options", None)
+        options = {key: canonical()[key] for key in options} if canonical else options
     settings = RunSettings(
         au=au,
         eu=eu,
         data=data,
-        data_options=parse_options(data_option),
+        data_options=options,
         size=size,
         epochs=epochs,
         members=members,
