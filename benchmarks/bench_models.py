@@ -32,6 +32,9 @@ from uqeval_torch.au.ssn import SSN
 from uqeval_torch.backbone import Backbone, parameter_count
 from uqeval_torch.train import pick_device, update_ema
 
+#: An epoch past SSN's mean-only and Prob. UNet's KL warm-up epochs.
+LATE_EPOCH = 100
+
 METHODS = {"softmax": Softmax(), "ssn": SSN(), "prob_unet": ProbUNet(), "diffusion": Diffusion()}
 
 
@@ -80,12 +83,11 @@ def main() -> None:
         model = method.build(backbone, in_channels=1, n_classes=args.classes).to(device)
         ema = method.build(backbone, in_channels=1, n_classes=args.classes).to(device).requires_grad_(False)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-        epoch = 100  # past SSN's mean-only and Prob. UNet's warm-up epochs
 
         def step(model=model, ema=ema, optimizer=optimizer, method=method) -> None:
             model.train()
             with autocast:
-                loss = method.loss(model, images, labels, epoch=epoch)
+                loss = method.loss(model, images, labels, epoch=LATE_EPOCH)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
