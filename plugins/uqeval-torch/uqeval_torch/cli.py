@@ -79,11 +79,11 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a reference model (AU method × EU method) on a dataset; resumes an interrupted run."""
-    from uqeval_torch.run import RunSettings, components, configure_dataset
+    from uqeval_torch.run import RunSettings, configure_dataset, lookup
     from uqeval_torch.train import train
 
     if members is None:
-        members = components_default_members(eu)
+        members = int(lookup("uqeval_eu_methods", eu, "EU method", "--eu").default_members)
     options: dict[str, Any] = parse_options(data_option)
     if options:  # typed as the dataset takes them ("32" → 32), so API and CLI runs resume alike
         dataset = configure_dataset(data, options)
@@ -100,16 +100,9 @@ def train_command(
         seed=seed,
         batch_size=batch_size,
     )
-    components(settings)  # unknown names fail before anything is written
     with progress_display(quiet) as progress:
         train(settings, out, device=device, progress=progress)
     err_console.print(f"trained {settings.au}+{settings.eu} ({members} member(s)) → {out}", highlight=False)
-
-
-def components_default_members(eu: str) -> int:
-    from uqeval_torch.run import _lookup
-
-    return int(_lookup("uqeval_eu_methods", eu, "EU method", "--eu").default_members)
 
 
 def predict_command(

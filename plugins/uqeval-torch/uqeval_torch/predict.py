@@ -85,7 +85,8 @@ def predict(
     chunk_images : images per store chunk (default: the writer's, about 8 MiB per chunk).
     progress : a rich progress display to report images on.
     """
-    settings, parts, trained = load_trained(run, device=device)
+    chosen = pick_device(device)
+    settings, parts, trained = load_trained(run, device=chosen)
     if data is None or data == settings.data:  # the run's dataset, with any options changed
         dataset = configure_dataset(settings.data, {**settings.data_options, **(data_options or {})})
     else:
@@ -103,8 +104,7 @@ def predict(
         )
     if batch_size < 1:
         raise UQEvalError(f"--batch-size must be at least 1, got {batch_size}")
-    chosen = pick_device(device)
-    networks = [network.to(chosen) for network in eu_method.members(trained, n=n_members, seed=settings.seed)]
+    networks = list(eu_method.members(trained, n=n_members, seed=settings.seed))  # already on ``chosen``
     images = list(prediction_samples(dataset, seed=settings.data_seed))
     if not images:
         raise UQEvalError(f"dataset {dataset.name!r} has no calibration or test images")

@@ -9,9 +9,9 @@ Layout of ``RUN/``::
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch
 from uqeval.errors import UQEvalError
 from uqeval.methods import AUMethod, DatasetSource, EUMethod
 from uqeval.plugins import plugin_manager
+from uqeval.report.files import write_bytes, write_json
 from uqeval_torch import __version__
 from uqeval_torch.backbone import SIZES
 
@@ -91,7 +92,8 @@ class Components:
     dataset: DatasetSource
 
 
-def _lookup(hook: str, name: str, kind: str, option: str) -> Any:
+def lookup(hook: str, name: str, kind: str, option: str) -> Any:
+    """The contribution ``name`` to ``hook`` of any plugin; unknown names list the known ones."""
     manager = plugin_manager()
     found = manager.lookup(hook, name)
     if found is None:
@@ -102,7 +104,7 @@ def _lookup(hook: str, name: str, kind: str, option: str) -> Any:
 
 def configure_dataset(name: str, options: dict[str, Any]) -> DatasetSource:
     """The dataset ``name`` of any plugin, with its ``configure(**options)`` applied."""
-    dataset = _lookup("uqeval_datasets", name, "dataset", "--data")
+    dataset = lookup("uqeval_datasets", name, "dataset", "--data")
     if not options:
         return dataset
     configure = getattr(dataset, "configure", None)
@@ -114,8 +116,8 @@ def configure_dataset(name: str, options: dict[str, Any]) -> DatasetSource:
 def components(settings: RunSettings) -> Components:
     """Look up the AU method, EU method and dataset of ``settings`` among all plugins."""
     return Components(
-        au=_lookup("uqeval_au_methods", settings.au, "AU method", "--au"),
-        eu=_lookup("uqeval_eu_methods", settings.eu, "EU method", "--eu"),
+        au=lookup("uqeval_au_methods", settings.au, "AU method", "--au"),
+        eu=lookup("uqeval_eu_methods", settings.eu, "EU method", "--eu"),
         dataset=configure_dataset(settings.data, settings.data_options),
     )
 
@@ -165,39 +167,16 @@ class RunFolder:
         if self.path.exists() and any(self.path.iterdir()):
             raise UQEvalError(f"--out {self.path} is a folder with other files in it; choose an empty or new folder")
         (self.path / "members").mkdir(parents=True, exist_ok=True)
-        document = {"uqeval_torch": __version__, **asdict(settings)}
-        write_atomically(self.settings_path, json.dumps(document, indent=2).encode() + b"\n")
+        write_json(self.settings_path, {"uqeval_torch": __version__, **asdict(settings)})
         return False
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save_atomically(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: ``path`` is always whole or absent."""
+    """``torch.save`` through uqeval's atomic write: ``path`` is always whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -36,8 +36,10 @@ from uqeval_torch.run import Components, RunFolder, RunSettings, components, loa
 CHECKPOINT_SECONDS = 300.0
 
 
-def pick_device(device: str = "auto") -> torch.device:
+def pick_device(device: str | torch.device = "auto") -> torch.device:
     """``auto``: CUDA when present, else the CPU; otherwise the named device."""
+    if isinstance(device, torch.device):
+        return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -291,7 +293,7 @@ def train(
         raise
 
 
-def load_trained(out: str | Path, *, device: str = "auto") -> tuple[RunSettings, Components, Any]:
+def load_trained(out: str | Path, *, device: str | torch.device = "auto") -> tuple[RunSettings, Components, Any]:
     """The settings, plugins and trained object of a finished run (nothing is trained)."""
     folder = RunFolder(out)
     settings = folder.read_settings()
