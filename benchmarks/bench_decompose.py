@@ -2,7 +2,7 @@
 
 Contenders, each on the same in-memory cube (image, eu, au, class, y, x):
 
-* ``decompose_batch``: the numba engine, ``uqeval.decompose.decompose_batch(cube, ids)``;
+* ``decompose_batch``: the numba engine, ``uqeval.decomposition.decompose_batch(cube, ids)``;
 * ``uqeval.decompose``: the same wrapped into an ``xarray.Dataset``;
 * ``numpy cube.sum()``: one read of the whole array, the read-bandwidth ceiling;
 * ``numpy reference``: a plain vectorised numpy decomposition, as a user would write it;
@@ -30,7 +30,7 @@ import numpy as np
 from _timing import best_times, print_table
 
 import uqeval
-from uqeval.decompose import decompose_batch
+from uqeval.decomposition import decompose_batch
 
 TARGET_SUM = 0.5
 TARGET_NUMPY = 5.0

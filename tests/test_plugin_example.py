@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 import uqeval
 import uqeval.plugins
-from uqeval.aggregate import AGGREGATORS, AggregationParameters, get_aggregator
+from uqeval.aggregation import AGGREGATORS, AggregationParameters, get_aggregator
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "uqeval-plugin-example"
 BUILTINS = ["mean", "sum", "patch_max", "threshold", "area", "border"]

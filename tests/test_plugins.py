@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 import uqeval
 import uqeval.plugins
 from uqeval import UQEvalError, hookspecs
-from uqeval.aggregate import (
+from uqeval.aggregation import (
     AGGREGATORS,
     AggregationParameters,
     Aggregator,
@@ -41,7 +41,7 @@ from uqeval.aggregate import (
     register_aggregator,
     total,
 )
-from uqeval.methods import AUMethod, DatasetSource, EUMethod, Sample
+from uqeval.contracts import AUMethod, DatasetSource, EUMethod, Sample
 from uqeval.plugins import BUILTIN, LOAD_PLUGINS_ENV, PluginInfo, PluginManager, PluginProblem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -749,10 +749,10 @@ def test_non_callable_aggregator_is_a_clear_error_naming_plugin_and_name():
 @pytest.mark.parametrize(
     ("hook", "offered", "expected"),
     [
-        ("uqeval_au_methods", {"x": lambda: AUWithoutSample()}, "AU method 'x' does not meet uqeval.methods.AUMethod"),
-        ("uqeval_eu_methods", {"x": lambda: EUWithoutName()}, "EU method 'x' does not meet uqeval.methods.EUMethod"),
+        ("uqeval_au_methods", {"x": lambda: AUWithoutSample()}, "AU method 'x' does not meet uqeval.contracts.AUMethod"),
+        ("uqeval_eu_methods", {"x": lambda: EUWithoutName()}, "EU method 'x' does not meet uqeval.contracts.EUMethod"),
         ("uqeval_datasets", {"x": lambda: DatasetWithoutSamples()}, "dataset 'x' does not meet"),
-        ("uqeval_datasets", {"x": lambda: "a string"}, "dataset 'x' does not meet uqeval.methods.DatasetSource"),
+        ("uqeval_datasets", {"x": lambda: "a string"}, "dataset 'x' does not meet uqeval.contracts.DatasetSource"),
         ("uqeval_au_methods", {"other": lambda: FakeAU()}, "AU method is offered as 'other' but its name is 'fake_au'"),
         ("uqeval_aggregators", {"": lambda: constant(1.0)}, "a contribution is named ''; names are non-empty strings"),
         ("uqeval_aggregators", {3: lambda: constant(1.0)}, "a contribution is named 3"),

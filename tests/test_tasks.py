@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from uqeval import UQEvalError, decompose
-from uqeval.aggregate import AggregationParameters, aggregate
+from uqeval.aggregation import AggregationParameters, aggregate
 from uqeval.conventions import Conventions, preset
 from uqeval.metrics.segmentation import segmentation_quality
 from uqeval.tasks import evaluate

@@ -41,7 +41,7 @@ class Conventions:
     ----------
     aggregation : str
         Aggregation that turns a map into the image score for OOD detection
-        (``border``; any registered name, see :mod:`uqeval.aggregate`).
+        (``border``; any registered name, see :mod:`uqeval.aggregation`).
     patch_size : int
         Side ``k`` of the ``patch_max`` window, clamped to the image along each axis.
     quantile_method : str

@@ -21,12 +21,11 @@ import zarr.errors
 
 from uqeval.checks import check_decomposable, image_name, raise_for_value_stats, value_stats
 from uqeval.errors import UQEvalError
+from uqeval.names import IGNORE_LABEL, ROLES
 
 SCHEMA = 1
 PROBS_DIMS = ("image", "eu", "au", "class", "y", "x")
 LABELS_DIMS = ("image", "rater", "y", "x")
-IGNORE_LABEL = 255
-ROLES = ("calibration", "test")
 #: Group attribute where the writer records its progress; absent on stores written
 #: by other tools, which then read as complete.
 PROGRESS_ATTR = "uqeval_writer"

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from uqeval import AUMethod, DatasetSource, EUMethod
 from uqeval.errors import UQEvalError
-from uqeval.methods import AUMethod, DatasetSource, EUMethod
 from uqeval.plugins import plugin_manager
 from uqeval.report.files import write_bytes, write_json
 from uqeval_torch import __version__
@@ -35,7 +35,7 @@ class RunSettings:
     Attributes
     ----------
     au, eu, data : names of the AU method, EU method and dataset (any plugin's).
-    data_options : the dataset's ``configure`` options (``{"size": 32}``).
+    data_options : the dataset's ``configure`` options (``{"size": 32}``), as the dataset types them.
     size : network size, ``tiny`` or ``full`` (:data:`uqeval_torch.backbone.SIZES`).
     epochs : passes over the training split per member.
     members : networks the EU method trains (an ensemble's N); 1 for ``none``.
@@ -92,33 +92,13 @@ class Components:
     dataset: DatasetSource
 
 
-def lookup(hook: str, name: str, kind: str, option: str) -> Any:
-    """The contribution ``name`` to ``hook`` of any plugin; unknown names list the known ones."""
-    manager = plugin_manager()
-    found = manager.lookup(hook, name)
-    if found is None:
-        known = ", ".join(sorted(manager.contributions(hook))) or "none"
-        raise UQEvalError(f"unknown {kind} {name!r} ({option}); known: {known}{manager.problems_note()}")
-    return found[0]
-
-
-def configure_dataset(name: str, options: dict[str, Any]) -> DatasetSource:
-    """The dataset ``name`` of any plugin, with its ``configure(**options)`` applied."""
-    dataset = lookup("uqeval_datasets", name, "dataset", "--data")
-    if not options:
-        return dataset
-    configure = getattr(dataset, "configure", None)
-    if configure is None:
-        raise UQEvalError(f"dataset {name!r} takes no options (--data-option {', '.join(options)})")
-    return configure(**options)
-
-
 def components(settings: RunSettings) -> Components:
-    """Look up the AU method, EU method and dataset of ``settings`` among all plugins."""
+    """The AU method, EU method and (configured) dataset that ``settings`` name, from any plugin."""
+    manager = plugin_manager()
     return Components(
-        au=lookup("uqeval_au_methods", settings.au, "AU method", "--au"),
-        eu=lookup("uqeval_eu_methods", settings.eu, "EU method", "--eu"),
-        dataset=configure_dataset(settings.data, settings.data_options),
+        au=manager.au_method(settings.au),
+        eu=manager.eu_method(settings.eu),
+        dataset=manager.dataset(settings.data, settings.data_options),
     )
 
 

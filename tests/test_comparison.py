@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from scipy import stats
 
-from uqeval.compare import (
+from uqeval.comparison import (
     COMPARISON_SCHEMA,
     Run,
     compare,

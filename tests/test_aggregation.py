@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 
 from uqeval import UQEvalError
-from uqeval.aggregate import (
+from uqeval.aggregation import (
     AGGREGATORS,
     AggregationParameters,
     Aggregator,
