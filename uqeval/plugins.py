@@ -67,8 +67,9 @@ class PluginInfo:
 
     @property
     def label(self) -> str:
-        """``plugin 'name' (distribution version)``, as messages name it."""
-        return f"plugin {self.name!r} ({self.distribution} {self.version})"
+        """``plugin 'name' (distribution version)``, as messages name it (``(in code)`` without a version)."""
+        where = f"{self.distribution} {self.version}".strip()
+        return f"plugin {self.name!r} ({where})"
 
 
 @dataclass(frozen=True)

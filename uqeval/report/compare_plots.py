@@ -141,7 +141,7 @@ def collapse_figure(comparison: Comparison) -> Figure:
         ``ood`` last) with 95 % Student-t error bars over seeds where there are
         several, and a dashed line at EU/AU = 1.
     """
-    from uqeval.comparison import _split_key
+    from uqeval.comparison import split_order
 
     rows = comparison.collapse
     groups = [group for group in comparison.groups if any(row["group"] == group for row in rows)]
@@ -150,7 +150,7 @@ def collapse_figure(comparison: Comparison) -> Figure:
     if not rows:
         figure.text(0.5, 0.5, "no collapse rows to plot", ha="center", va="center")
         return figure
-    splits = sorted({row["split"] for row in rows}, key=_split_key)
+    splits = sorted({row["split"] for row in rows}, key=split_order)
     ax = figure.subplots()
     width = 0.8 / len(splits)
     colours = colormaps["tab10"].colors

@@ -29,7 +29,7 @@ def ensure_writable(folder: str | os.PathLike[str]) -> Path:
     folder = Path(folder)
     try:
         if folder.exists() and not folder.is_dir():
-            raise UQEvalError(f"{folder}: exists and is not a folder; pass --out a folder")
+            raise UQEvalError(f"{folder}: exists and is not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass

@@ -42,6 +42,17 @@ def progress_display(quiet: bool) -> Iterator[Progress | None]:
         yield progress
 
 
+@contextlib.contextmanager
+def _flags() -> Iterator[None]:
+    """Name the flag of a library error about one of the command's arguments (``parameter``)."""
+    try:
+        yield
+    except UQEvalError as error:
+        if not error.parameter:
+            raise
+        raise UQEvalError(f"--{error.parameter.replace('_', '-')}: {error}") from None
+
+
 def _flagged(flag: str, function, value):
     """``function(value)``, with an error's message prefixed by the command-line flag."""
     try:
@@ -84,18 +95,19 @@ def train_command(
     if options:  # typed as the dataset takes them ("32" → 32), so API and CLI runs resume alike
         dataset = _flagged("--data-option", lambda name: manager.dataset(name, options), data)
         options = {key: dataset.options()[key] for key in options}
-    settings = RunSettings(
-        au=au,
-        eu=eu,
-        data=data,
-        data_options=options,
-        size=size,
-        epochs=epochs,
-        members=members,
-        seed=seed,
-        batch_size=batch_size,
-    )
-    with progress_display(quiet) as progress:
+    with _flags():
+        settings = RunSettings(
+            au=au,
+            eu=eu,
+            data=data,
+            data_options=options,
+            size=size,
+            epochs=epochs,
+            members=members,
+            seed=seed,
+            batch_size=batch_size,
+        )
+    with progress_display(quiet) as progress, _flags():
         train(settings, out, device=device, progress=progress)
     err_console.print(f"trained {settings.au}+{settings.eu} ({members} member(s)) → {out}", highlight=False)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,10 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
-            raise UQEvalError(f"unknown --size {self.size!r}; sizes are {', '.join(sorted(SIZES))}")
+            raise UQEvalError(f"unknown size {self.size!r}; sizes are {', '.join(sorted(SIZES))}", parameter="size")
         for name in ("epochs", "members", "batch_size"):
             if getattr(self, name) < 1:
-                raise UQEvalError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise UQEvalError(f"{name} must be at least 1, got {getattr(self, name)}", parameter=name)
         if not 0 <= self.ema_decay < 1:
             raise UQEvalError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
 
@@ -96,10 +97,18 @@ def components(settings: RunSettings) -> Components:
     """The AU method, EU method and (configured) dataset that ``settings`` name, from any plugin."""
     manager = plugin_manager()
     return Components(
-        au=manager.au_method(settings.au),
-        eu=manager.eu_method(settings.eu),
-        dataset=manager.dataset(settings.data, settings.data_options),
+        au=_argument("au", manager.au_method, settings.au),
+        eu=_argument("eu", manager.eu_method, settings.eu),
+        dataset=_argument("data", manager.dataset, settings.data, settings.data_options),
     )
+
+
+def _argument(parameter: str, getter: Callable[..., Any], *arguments: Any) -> Any:
+    """``getter(*arguments)``, its error marked as being about ``parameter``."""
+    try:
+        return getter(*arguments)
+    except UQEvalError as error:
+        raise UQEvalError(str(error), parameter=parameter) from None
 
 
 class RunFolder:
@@ -134,7 +143,7 @@ class RunFolder:
         Returns True when the run already existed.
         """
         if self.path.exists() and not self.path.is_dir():
-            raise UQEvalError(f"--out {self.path} is a file; a run is a folder")
+            raise UQEvalError(f"{self.path} is a file; a run is a folder", parameter="out")
         if self.settings_path.exists():
             existing = self.read_settings()
             if existing != settings:
@@ -145,7 +154,9 @@ class RunFolder:
                 )
             return True
         if self.path.exists() and any(self.path.iterdir()):
-            raise UQEvalError(f"--out {self.path} is a folder with other files in it; choose an empty or new folder")
+            raise UQEvalError(
+                f"{self.path} is a folder with other files in it; choose an empty or new folder", parameter="out"
+            )
         (self.path / "members").mkdir(parents=True, exist_ok=True)
         write_json(self.settings_path, {"uqeval_torch": __version__, **asdict(settings)})
         return False
