@@ -16,7 +16,7 @@ def cli_env(*paths: Path, columns: int = 200, **extra: str) -> dict[str, str]:
     outer = [env.pop("PYTHONPATH")] if env.get("PYTHONPATH") else []
     if paths or outer:
         env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), *outer])
-    env.update(COLUMNS=str(columns), TERMINAL_WIDTH=str(columns), **extra)
+    env.update({"COLUMNS": str(columns), "TERMINAL_WIDTH": str(columns), **extra})
     return env
 
 
