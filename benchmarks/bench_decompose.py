@@ -9,7 +9,7 @@ Contenders, each on the same in-memory cube (image, eu, au, class, y, x):
 * ``numba parallel read``: a float32 sum over the array on all numba threads, for
   information: the read bandwidth of the machine with as many threads as the engine.
 
-Ratios (DESIGN §6): ``t_sum / t_decompose >= 0.5`` and ``t_numpy / t_decompose >= 5`` on
+Ratios (benchmarks/README.md): ``t_sum / t_decompose >= 0.5`` and ``t_numpy / t_decompose >= 5`` on
 float32. A float16 copy of the cube is measured too, for information only.
 
 Every time is the best (minimum) of ``--repeats`` runs after a warm-up (the first numba
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             if value < target:
                 missed.append(name)
         rows.append([name, f"{value:.2f}", target_text, status])
-    print_table("ratios (DESIGN §6)", ["ratio", "measured", "target", "status"], rows)
+    print_table("ratios (benchmarks/README.md)", ["ratio", "measured", "target", "status"], rows)
 
     if args.check and missed:
         print(f"\nFAILED: {', '.join(missed)}")

@@ -1,6 +1,6 @@
 """End-to-end throughput and peak memory of ``uqeval.score`` on a float16 cube store.
 
-Two measurements (DESIGN §6):
+Two measurements (benchmarks/README.md):
 
 1. **Rate.** A store of ``--images`` cubes of eu 10 × au 10 × class 2 × 128 × 128 in
    float16, written by ``uqeval.CubeWriter`` with its defaults, with three raters'

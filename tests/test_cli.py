@@ -73,6 +73,7 @@ def test_synth_then_inspect(tmp_path):
         assert domain in result.stdout
 
 
+@pytest.mark.slow  # every scenario written and scored end to end
 def test_demo_writes_every_scenario(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--images", "6"])
     assert result.exit_code == 0, result.output

@@ -436,6 +436,7 @@ def test_unknown_preset_is_a_usage_error(good, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # waits out the client's 10 s connection timeout
 def test_unreachable_scheduler_names_the_flag(good, tmp_path):
     pytest.importorskip("distributed")
     out = tmp_path / "report"

@@ -1,4 +1,4 @@
-"""Every choice behind a score, in one frozen dataclass with the DESIGN §4 defaults.
+"""Every choice behind a score, in one frozen dataclass with the defaults of docs/metrics.md.
 
 Two runs scored with equal :class:`Conventions` are comparable; ``scores.json`` records
 the conventions used. :data:`PRESETS` holds named sets: ``default`` and ``paper`` (the

@@ -2,7 +2,7 @@
 
 A cube store is a zarr v3 group holding, per image, the softmax probabilities of every
 member (``eu``) and sample (``au``) of a model, optionally the raters' label maps, and
-the image's domain and role (DESIGN §3, schema 1).
+the image's domain and role (docs/cube.md, schema 1).
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ class CubeWriter:
     compressor : a zarr v3 bytes-to-bytes codec, ``None`` for none, or ``"default"``
         (:func:`default_compressor`).
     au_method, eu_method, model, dataset, seed, class_names, background : store
-        attributes (DESIGN §3); ``attrs`` adds any others.
+        attributes (docs/cube.md); ``attrs`` adds any others.
     overwrite : replace an existing store at ``path``.
     resume : continue an existing store written by a ``CubeWriter``.
 
