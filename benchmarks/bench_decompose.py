@@ -2,14 +2,14 @@
 
 Contenders, each on the same in-memory cube (image, eu, au, class, y, x):
 
-* ``decompose_batch``: the numba engine, ``uqeval.decompose.decompose_batch(cube, ids)``;
+* ``decompose_batch``: the numba engine, ``uqeval.decomposition.decompose_batch(cube, ids)``;
 * ``uqeval.decompose``: the same wrapped into an ``xarray.Dataset``;
 * ``numpy cube.sum()``: one read of the whole array, the read-bandwidth ceiling;
 * ``numpy reference``: a plain vectorised numpy decomposition, as a user would write it;
 * ``numba parallel read``: a float32 sum over the array on all numba threads, for
   information: the read bandwidth of the machine with as many threads as the engine.
 
-Ratios (DESIGN §6): ``t_sum / t_decompose >= 0.5`` and ``t_numpy / t_decompose >= 5`` on
+Ratios (benchmarks/README.md): ``t_sum / t_decompose >= 0.5`` and ``t_numpy / t_decompose >= 5`` on
 float32. A float16 copy of the cube is measured too, for information only.
 
 Every time is the best (minimum) of ``--repeats`` runs after a warm-up (the first numba
@@ -30,7 +30,7 @@ import numpy as np
 from _timing import best_times, print_table
 
 import uqeval
-from uqeval.decompose import decompose_batch
+from uqeval.decomposition import decompose_batch
 
 TARGET_SUM = 0.5
 TARGET_NUMPY = 5.0
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             if value < target:
                 missed.append(name)
         rows.append([name, f"{value:.2f}", target_text, status])
-    print_table("ratios (DESIGN §6)", ["ratio", "measured", "target", "status"], rows)
+    print_table("ratios (benchmarks/README.md)", ["ratio", "measured", "target", "status"], rows)
 
     if args.check and missed:
         print(f"\nFAILED: {', '.join(missed)}")

@@ -1,6 +1,6 @@
 """End-to-end throughput and peak memory of ``uqeval.score`` on a float16 cube store.
 
-Two measurements (DESIGN §6):
+Two measurements (benchmarks/README.md):
 
 1. **Rate.** A store of ``--images`` cubes of eu 10 × au 10 × class 2 × 128 × 128 in
    float16, written by ``uqeval.CubeWriter`` with its defaults, with three raters'
@@ -44,7 +44,8 @@ from _timing import best_times, print_table
 from bench_store import make_probs, store_bytes
 
 import uqeval
-from uqeval.scoring import BATCH_BYTES, _bytes_per_image, _image_chunks, batch_ranges
+from uqeval.scoring.batches import BATCH_BYTES, batch_ranges
+from uqeval.scoring.sources import cube_source
 
 RATE_TARGET = 0.7
 MEMORY_TARGET_GB = 1.5
@@ -79,8 +80,8 @@ def read_every_chunk(path: Path) -> None:
     """Read and decode all of ``probs`` in the scorer's batches (the baseline)."""
     group = zarr.open_group(path, mode="r")
     probs = group["probs"]
-    dataset = uqeval.open_cube(path)
-    ranges = batch_ranges(_image_chunks(dataset["probs"]), _bytes_per_image(dataset["probs"]), BATCH_BYTES)
+    source = cube_source(uqeval.open_cube(path), path)
+    ranges = batch_ranges(source.chunk_sizes, source.bytes_per_image, BATCH_BYTES)
     for start, stop in ranges:
         probs[start:stop]
 

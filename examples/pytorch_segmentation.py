@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     write_cube(cube, data, members, args.seed)
 
     scores = uqeval.score(cube)
-    scores.save(args.out)
+    uqeval.save_report(scores, args.out)
     table = scores.to_dataframe()  # one row per task, split, measure, aggregation and metric
     headline = table.query("metric in ['auroc', 'ncc', 'ace'] and split in ['id', 'noise']")
     print(headline.round(3).to_string(index=False))

@@ -7,19 +7,14 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_cli
 from typer.testing import CliRunner
 
 import uqeval
+import uqeval.cli
 from uqeval.cli import app
 
 runner = CliRunner()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """Run the real entry point in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "uqeval", *args], capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def test_version():
@@ -31,8 +26,37 @@ def test_version():
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("synth", "inspect", "demo"):
+    for command in ("synth", "inspect", "score", "compare", "demo", "plugins"):
         assert command in result.output
+
+
+#: What ``uqeval --help`` must not import (each costs seconds, or pulls in the kernels).
+HEAVY = ("numba", "xarray", "zarr", "dask", "distributed", "scipy", "pandas", "matplotlib")
+
+IMPORTED_BY_HELP = f"""
+import runpy, sys
+sys.argv = ["uqeval", "--help"]
+try:
+    runpy.run_module("uqeval", run_name="__main__")
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+print(sorted(m for m in sys.modules if m.split(".")[0] in {set(HEAVY)!r}))
+"""
+
+
+def test_help_imports_no_heavy_module():
+    # The real entry point (plugins loaded), in a fresh interpreter.
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTED_BY_HELP], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout and "score" in result.stdout  # the help really ran
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_scenario_names_match_the_writer():
+    # The CLI names them without importing the writer; they must not drift apart.
+    assert uqeval.cli.SCENARIO_NAMES == uqeval.SCENARIOS
 
 
 def test_synth_then_inspect(tmp_path):
@@ -49,6 +73,7 @@ def test_synth_then_inspect(tmp_path):
         assert domain in result.stdout
 
 
+@pytest.mark.slow  # every scenario written and scored end to end
 def test_demo_writes_every_scenario(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--images", "6"])
     assert result.exit_code == 0, result.output

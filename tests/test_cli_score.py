@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from helpers import run_cli
 from typer.testing import CliRunner
 
 import uqeval
@@ -43,13 +43,6 @@ SCORE_OPTIONS = (
     "--json",
     "--scheduler",
 )
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """The real entry point in a subprocess, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "uqeval", *args], capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def write_store(path: Path, *, n_images: int = 8, size: int = 16, chunk_images: int = 2, raters: int = 2) -> Path:
@@ -87,10 +80,8 @@ def scores_json(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return uqeval.make_synthetic_cube(
-        tmp_path_factory.mktemp("cli") / "model.zarr", n_images=24, size=32, eu=3, au=4, raters=3
-    )
+def store(synthetic_store) -> Path:
+    return synthetic_store("disentangled", n_images=24, size=32, eu=3, au=4, raters=3)
 
 
 @pytest.fixture(scope="module")
@@ -344,15 +335,21 @@ BAD_STORES = {
     "eu-au-1": (make_deterministic, [], ["deterministic.zarr", "eu = au = 1"]),
 }
 
+# The library's message, with the flag named first by the CLI.
 BAD_OPTIONS = {
     "unknown-aggregation": (
         ["--aggregation", "nope"],
-        ["'nope'", "aggregation", "border", "mean", "patch_max", "threshold", "area", "sum"],
+        [
+            "error: --aggregation: unknown aggregation 'nope'; choose one of",
+            *("border", "mean", "patch_max", "threshold", "area", "sum"),
+        ],
     ),
-    "unknown-extra-aggregation": (["--aggregation", "border,nope"], ["'nope'", "aggregation", "border"]),
-    "unknown-task": (["--tasks", "oodd,foo"], ["foo", "task", "oodd", "amb", "cal"]),
-    "empty-tasks": (["--tasks", ","], ["--tasks"]),
-    "unknown-preset": (["--preset", "nope"], ["'nope'", "preset", "default", "paper"]),
+    "unknown-extra-aggregation": (
+        ["--aggregation", "border,nope"],
+        ["error: --aggregation: unknown aggregation 'nope'", "border"],
+    ),
+    "unknown-task": (["--tasks", "oodd,foo"], ["error: --tasks: unknown task(s) foo; choose from oodd, amb, cal"]),
+    "empty-tasks": (["--tasks", ","], ["error: --tasks: give at least one name"]),
 }
 
 
@@ -405,7 +402,8 @@ def test_unwritable_out_exits_2(good, tmp_path, where):
     blocker.write_text("a file, not a folder\n")
     out = blocker / "report" if where == "under-a-file" else blocker
     result = run_cli("score", str(good), "--out", str(out))
-    assert_clean_refusal(result, [str(out)])
+    reason = "cannot write the report there" if where == "under-a-file" else "exists and is not a folder"
+    assert_clean_refusal(result, [f"error: {out}: {reason}"])
     assert blocker.read_text() == "a file, not a folder\n"
 
 
@@ -424,11 +422,27 @@ def test_read_only_out_folder_exits_2(good, tmp_path):
     assert not any(out.iterdir())
 
 
-@pytest.mark.skip(
-    reason="n/a on the command line: it always passes a store path (Dataset + scheduler is tested in test_scoring.py)"
-)
-def test_scheduler_with_a_dataset():
-    pass
+def test_unknown_preset_is_a_usage_error(good, tmp_path):
+    """``--preset`` is a choice: click refuses a bad one with its usage message, before any work."""
+    store = copy_of(good, tmp_path, "good.zarr")
+    out = tmp_path / "report"
+    result = run_cli("score", str(store), "--out", str(out), "--preset", "nope", env={"COLUMNS": "200"})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Usage:" in result.stderr and "error:" not in result.stderr  # click's message, not ours
+    assert "Invalid value for '--preset'" in result.stderr
+    for word in ("'nope'", "'default'", "'paper'"):
+        assert word in result.stderr, word
+    assert not out.exists()
+
+
+@pytest.mark.slow  # waits out the client's 10 s connection timeout
+def test_unreachable_scheduler_names_the_flag(good, tmp_path):
+    pytest.importorskip("distributed")
+    out = tmp_path / "report"
+    result = run_cli("score", str(good), "--out", str(out), "--scheduler", "tcp://127.0.0.1:1")
+    assert_clean_refusal(result, ["error: --scheduler: scheduler tcp://127.0.0.1:1: cannot connect"])
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_deleted_chunk_message_says_missing(good, tmp_path):

@@ -5,6 +5,9 @@ in a subprocess with that folder on ``PYTHONPATH``, so the plugin is found the w
 user's is: through the ``uqeval`` entry point in its ``dist-info``. Its aggregation
 ``top_decile`` is checked against an independent recomputation from
 :func:`uqeval.decompose` and :func:`sklearn.metrics.roc_auc_score`.
+
+Only the example's entry point is loaded (``UQEVAL_LOAD_PLUGINS=top_decile``), so a
+plugin installed in the environment (uqeval-torch) changes no outcome.
 """
 
 from __future__ import annotations
@@ -19,17 +22,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_cli import cli_env, run_cli
+from helpers import cli_env
 from sklearn.metrics import roc_auc_score
 
 import uqeval
 import uqeval.plugins
-from uqeval.aggregate import AGGREGATORS, AggregationParameters, get_aggregator
+from uqeval import AggregationParameters, builtin_plugin
+from uqeval.plugins import LOAD_PLUGINS_ENV
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "uqeval-plugin-example"
+#: The example's entry point: the only one the tests here load.
+PLUGIN = "top_decile"
 BUILTINS = ["mean", "sum", "patch_max", "threshold", "area", "border"]
 MEASURES = ("au", "eu", "tu")
 PIP_INSTALL = (sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile")
+
+
+def run_cli(*args: str, paths: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess, loading the example's entry point and no other."""
+    return subprocess.run(
+        [sys.executable, "-m", "uqeval", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=cli_env(*paths, **{LOAD_PLUGINS_ENV: PLUGIN}),
+    )
 
 
 def top_decile_reference(u: np.ndarray) -> float:
@@ -58,10 +76,8 @@ def example_site(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return uqeval.make_synthetic_cube(
-        tmp_path_factory.mktemp("example-store") / "model.zarr", n_images=24, size=16, eu=2, au=2, raters=2
-    )
+def store(synthetic_store) -> Path:
+    return synthetic_store("disentangled", n_images=24, size=16, eu=2, au=2, raters=2)
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +147,12 @@ def test_plugins_table_mentions_the_example(example_site):
 
 def test_without_the_plugin_only_the_builtins_are_listed():
     rows = read_rows(run_cli("plugins", "--json"))
-    assert "top_decile" not in rows
+    assert list(rows) == ["uqeval"]
     assert rows["uqeval"]["aggregators"] == BUILTINS
 
 
 def test_load_plugins_env_can_leave_the_example_out(example_site):
-    env = cli_env(example_site) | {uqeval.plugins.LOAD_PLUGINS_ENV: ""}
+    env = cli_env(example_site, **{LOAD_PLUGINS_ENV: ""})
     result = subprocess.run(
         [sys.executable, "-m", "uqeval", "plugins", "--json"], capture_output=True, text=True, env=env, check=False
     )
@@ -232,8 +248,9 @@ def test_score_top_decile_without_the_plugin_exits_2(store, tmp_path):
 
 @pytest.fixture
 def example_manager(example_site, monkeypatch):
-    """The process's plugin manager rebuilt with the example on ``sys.path``; restored afterwards."""
-    monkeypatch.delenv(uqeval.plugins.LOAD_PLUGINS_ENV, raising=False)
+    """The process's plugin manager rebuilt with the example on ``sys.path`` (and no other entry point);
+    restored afterwards."""
+    monkeypatch.setenv(LOAD_PLUGINS_ENV, PLUGIN)
     monkeypatch.syspath_prepend(str(example_site))
     uqeval.plugins.reset_plugin_manager()
     yield uqeval.plugins.plugin_manager()
@@ -241,9 +258,11 @@ def example_manager(example_site, monkeypatch):
     sys.modules.pop("uqeval_plugin_example", None)
 
 
-def test_example_in_process_through_get_aggregator(example_manager):
-    aggregator = get_aggregator("top_decile")
-    assert "top_decile" not in AGGREGATORS  # a plugin's contribution, not the built-in registry
+def test_example_in_process_through_the_plugin_manager(example_manager):
+    assert set(example_manager.info) == {"uqeval", "top_decile"}
+    assert example_manager.problems == []
+    aggregator = example_manager.aggregator("top_decile")
+    assert "top_decile" not in builtin_plugin.uqeval_aggregators()  # a plugin's contribution, not a built-in
     assert aggregator.source == "plugin 'top_decile' (uqeval-plugin-example 0.1.0)"
     assert aggregator.description == "Mean of U over the most uncertain 10 % of the pixels."
     assert example_manager.info["top_decile"].distribution == "uqeval-plugin-example"

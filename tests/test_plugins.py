@@ -6,7 +6,12 @@ temporary folder: a module plus ``NAME-VERSION.dist-info`` with ``METADATA`` and
 installed package is: in a subprocess with the folder on ``PYTHONPATH`` (what a user
 runs) or in this process with the folder on ``sys.path`` (cheaper, for the details).
 Plugins that only test a hook are registered directly on a
-``PluginManager(load_entry_points=False)``.
+``PluginManager(load_entry_points=False)``, or in code with ``PluginManager.register``.
+
+Every test is hermetic: a plugin installed in the environment (uqeval-torch, or any
+other entry point of the group ``uqeval``) changes no outcome. ``UQEVAL_LOAD_PLUGINS``
+is empty unless a test names the entry points it loads (its own hand-made ones), and
+the subprocesses load only the entry points of the folder they are given.
 """
 
 from __future__ import annotations
@@ -21,27 +26,19 @@ import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pluggy
 import pytest
 import typer
-from plugin_cli import cli_env, run_cli
+from helpers import cli_env
 from typer.testing import CliRunner
 
 import uqeval
 import uqeval.plugins
-from uqeval import UQEvalError, hookspecs
-from uqeval.aggregate import (
-    AGGREGATORS,
-    AggregationParameters,
-    Aggregator,
-    get_aggregator,
-    mean,
-    per_image,
-    register_aggregator,
-    total,
-)
-from uqeval.methods import AUMethod, DatasetSource, EUMethod, Sample
+from uqeval import UQEvalError, aggregation, builtin_plugin, contracts, hookspecs
+from uqeval.aggregation import AggregationParameters, Aggregator, per_image, total
+from uqeval.contracts import AUMethod, DatasetSource, EUMethod, Sample
 from uqeval.plugins import BUILTIN, LOAD_PLUGINS_ENV, PluginInfo, PluginManager, PluginProblem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +70,22 @@ def write_distribution(
         "[uqeval]\n" + "".join(f"{name} = {value}\n" for name, value in entry_points.items())
     )
     return module
+
+
+def entry_point_names(*sites: Path) -> list[str]:
+    """The names of the ``uqeval`` entry points of the hand-made distributions in ``sites``."""
+    names = []
+    for site in sites:
+        for path in sorted(site.glob("*.dist-info/entry_points.txt")):
+            lines = path.read_text().splitlines()
+            names += [line.split("=")[0].strip() for line in lines if "=" in line]
+    return names
+
+
+def run_cli(*args: str, paths: tuple[Path, ...] = (), columns: int = 200) -> subprocess.CompletedProcess:
+    """The real entry point, loading only the entry points found in ``paths`` (so an installed
+    plugin such as uqeval-torch neither adds rows, commands or warnings nor takes a name)."""
+    return helpers.run_cli(*args, paths=paths, columns=columns, plugins=",".join(entry_point_names(*paths)))
 
 
 def plugin_rows(result: subprocess.CompletedProcess) -> dict[str, dict]:
@@ -118,8 +131,9 @@ def constant(value: float) -> Callable[[np.ndarray, np.ndarray], float]:
 
 @pytest.fixture(autouse=True)
 def isolated_plugins(monkeypatch) -> Iterator[None]:
-    """No UQEVAL_LOAD_PLUGINS from outside; the process's manager and the modules written here forgotten after."""
-    monkeypatch.delenv(LOAD_PLUGINS_ENV, raising=False)
+    """No entry point loaded unless a test names it; the process's manager and the modules written here
+    forgotten after."""
+    monkeypatch.setenv(LOAD_PLUGINS_ENV, "")
     uqeval.plugins.reset_plugin_manager()
     yield
     uqeval.plugins.reset_plugin_manager()
@@ -129,19 +143,21 @@ def isolated_plugins(monkeypatch) -> Iterator[None]:
 
 @pytest.fixture
 def on_path(monkeypatch) -> Callable[[Path], None]:
-    """Put a folder of hand-made distributions on ``sys.path`` for this test."""
+    """Put a folder of hand-made distributions on ``sys.path`` for this test and load its entry points
+    (those of every folder put there, and no installed plugin's)."""
+    sites: list[Path] = []
 
     def prepend(site: Path) -> None:
         monkeypatch.syspath_prepend(str(site))
+        sites.append(site)
+        monkeypatch.setenv(LOAD_PLUGINS_ENV, ",".join(entry_point_names(*sites)))
 
     return prepend
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return uqeval.make_synthetic_cube(
-        tmp_path_factory.mktemp("plugins-store") / "model.zarr", n_images=16, size=12, eu=2, au=2, raters=2
-    )
+def store(synthetic_store) -> Path:
+    return synthetic_store("disentangled", n_images=16, size=12, eu=2, au=2, raters=2)
 
 
 # --------------------------------------------------------------------------- the plugins used below
@@ -318,7 +334,10 @@ def test_unknown_aggregation_names_the_failing_plugin(mixed_site, store, tmp_pat
     assert "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1, result.stderr
-    assert error[0].startswith("error: --aggregation: unknown aggregation 'nope'; choose one of area, border, mean")
+    assert error[0].startswith(
+        "error: --aggregation: unknown aggregation 'nope'; "
+        "choose one of area, border, mean, patch_max, sum, threshold ("
+    )
     assert (
         "plugin 'raiser' (uqt-raiser 0.2.0) failed in uqeval_aggregators: RuntimeError: raiser cannot count"
         in (error[0])
@@ -459,21 +478,26 @@ def duplicate_site(tmp_path_factory) -> Path:
 
 def test_duplicate_aggregator_from_two_distributions_names_both(duplicate_site, on_path):
     on_path(duplicate_site)
-    manager = uqeval.plugins.plugin_manager()  # the process's manager, which get_aggregator uses
-    assert {"dup_a", "dup_b", "solo"} <= set(manager.info)
+    manager = uqeval.plugins.plugin_manager()  # the process's manager, which uqeval.aggregate uses
+    assert set(manager.info) == {BUILTIN, "dup_a", "dup_b", "solo"}
     labels = ("plugin 'dup_a' (uqt-dup-a 1.0)", "plugin 'dup_b' (uqt-dup-b 2.0)")
+    u = np.full((2, 3, 3), 0.5, dtype=np.float32)
+    pred = np.zeros(u.shape, dtype=np.uint8)
     # Using the clashing name is an error naming both plugins ...
-    with pytest.raises(UQEvalError) as caught:
-        get_aggregator("top_decile")
-    assert "aggregation name 'top_decile' is offered by both" in str(caught.value)
-    assert_names_both(str(caught.value), *labels)
-    with pytest.raises(UQEvalError) as caught:
-        manager.lookup("uqeval_aggregators", "top_decile")
-    assert_names_both(str(caught.value), *labels)
+    for use in (
+        lambda: manager.aggregator("top_decile"),
+        lambda: manager.lookup("uqeval_aggregators", "top_decile"),
+        lambda: uqeval.aggregate("top_decile", u, pred),
+    ):
+        with pytest.raises(UQEvalError) as caught:
+            use()
+        assert str(caught.value).startswith("aggregation name 'top_decile' is offered by both")
+        assert_names_both(str(caught.value), *labels)
     # ... while every other name keeps working.
     assert "top_decile" not in manager.aggregators()
-    assert get_aggregator("border") is AGGREGATORS["border"]
-    assert get_aggregator("solo").source == "plugin 'solo' (uqt-solo 3.0)"
+    assert manager.aggregator("border") == builtin_plugin.uqeval_aggregators()["border"]
+    assert manager.aggregator("solo").source == "plugin 'solo' (uqt-solo 3.0)"
+    assert uqeval.aggregate("solo", u, pred).tolist() == [3.0, 3.0]
     _, plugin_info = manager.lookup("uqeval_aggregators", "solo")
     assert plugin_info.distribution == "uqt-solo"
     assert manager.lookup("uqeval_aggregators", "nope") is None
@@ -609,7 +633,7 @@ def test_two_entry_points_to_one_module_keep_the_first(tmp_path, on_path):
     (problem,) = manager.problems
     assert (problem.distribution, problem.stage) == ("uqt-twice", "registration")
     assert problem.error == "the module is already registered as plugin 'twice_a' (uqt-twice 1.0)"
-    assert get_aggregator("twice_score").source.startswith("plugin 'twice_")
+    assert manager.aggregator("twice_score").source == "plugin 'twice_a' (uqt-twice 1.0)"
 
 
 def test_second_registration_of_one_module_or_name_keeps_the_first():
@@ -634,20 +658,27 @@ def test_second_registration_of_one_module_or_name_keeps_the_first():
 def test_load_plugins_env_limits_the_entry_points(tmp_path, on_path, monkeypatch):
     write_distribution(tmp_path, "uqt-alpha", "1.0", aggregator_plugin("alpha_score"), {"alpha": PREFIX + "uqt_alpha"})
     write_distribution(tmp_path, "uqt-beta", "1.0", aggregator_plugin("beta_score"), {"beta": PREFIX + "uqt_beta"})
-    installed = {entry.name for entry in importlib.metadata.entry_points(group="uqeval")}  # e.g. uqeval-torch
+    installed = {entry.name for entry in importlib.metadata.entry_points(group="uqeval")}  # e.g. uqeval-torch's
     on_path(tmp_path)
     cases = {None: {"alpha", "beta"}, "": set(), "alpha": {"alpha"}, " beta , alpha ": {"alpha", "beta"}, ",": set()}
     for value, expected in cases.items():
         if value is None:  # unset: every installed plugin, those of this test and any others
             expected = expected | installed
-        if value is None:
             monkeypatch.delenv(LOAD_PLUGINS_ENV, raising=False)
         else:
             monkeypatch.setenv(LOAD_PLUGINS_ENV, value)
         manager = PluginManager()
-        assert set(manager.info) - {BUILTIN} == expected, value
-        scores = {name.removesuffix("_score") for name in manager.aggregators() if name.endswith("_score")}
-        assert scores == expected & {"alpha", "beta"}, value
+        # Loaded means tried: an installed plugin may fail in its own way, which is not this test's business.
+        tried = set(manager.info) | {
+            problem.plugin for problem in manager.problems if problem.stage in ("import", "registration")
+        }
+        assert tried - {BUILTIN} == expected, value
+        # Their hooks count (an installed plugin offering the same name would clash, not hide them).
+        offering = {plugin.name for _, plugin in manager.contributions("uqeval_aggregators").values()}
+        offering |= {plugin.name for infos in manager.clashes["uqeval_aggregators"].values() for plugin in infos}
+        assert offering & {"alpha", "beta"} == expected & {"alpha", "beta"}, value
+        if value is not None:
+            assert {"alpha_score", "beta_score"} & set(manager.aggregators()) == {f"{name}_score" for name in expected}
 
 
 def test_broken_import_in_process(mixed_site, on_path, monkeypatch):
@@ -730,15 +761,19 @@ def test_non_callable_aggregator_is_a_clear_error_naming_plugin_and_name():
     plugin = module("bad", uqeval_aggregators=lambda: {"bad_score": 3, "good_score": constant(1.0)})
     manager = uqeval.plugins.plugin_manager()
     assert manager.register(plugin, info("bad", "dist-bad", "2.0"))
+    u = np.ones((1, 2, 2), dtype=np.float32)
+    pred = np.zeros(u.shape, dtype=np.uint8)
     with pytest.raises(UQEvalError) as caught:
-        get_aggregator("bad_score")
-    message = str(caught.value)
-    assert message.startswith("unknown aggregation 'bad_score'; choose one of")
-    assert "plugin 'bad' (dist-bad 2.0) failed in uqeval_aggregators: aggregation 'bad_score' is of type int" in message
-    assert "f(u, pred) -> float or an Aggregator" in message
+        uqeval.aggregate("bad_score", u, pred)
+    assert str(caught.value) == (
+        "unknown aggregation 'bad_score'; choose one of area, border, good_score, mean, patch_max, sum, threshold "
+        "(plugin 'bad' (dist-bad 2.0) failed in uqeval_aggregators: aggregation 'bad_score' is of type int; "
+        "expected f(u, pred) -> float or an Aggregator)"
+    )
     # Only that name is left out: the built-ins and the plugin's other aggregation work.
-    assert get_aggregator("border") is AGGREGATORS["border"]
-    assert get_aggregator("good_score").source == "plugin 'bad' (dist-bad 2.0)"
+    assert manager.aggregator("border") == builtin_plugin.uqeval_aggregators()["border"]
+    assert manager.aggregator("good_score").source == "plugin 'bad' (dist-bad 2.0)"
+    assert uqeval.aggregate("good_score", u, pred).tolist() == [1.0]
     rows = rows_by_name(manager)
     assert rows["bad"]["aggregators"] == ["good_score"]
     assert rows["bad"]["problems"] == [
@@ -749,10 +784,32 @@ def test_non_callable_aggregator_is_a_clear_error_naming_plugin_and_name():
 @pytest.mark.parametrize(
     ("hook", "offered", "expected"),
     [
-        ("uqeval_au_methods", {"x": lambda: AUWithoutSample()}, "AU method 'x' does not meet uqeval.methods.AUMethod"),
-        ("uqeval_eu_methods", {"x": lambda: EUWithoutName()}, "EU method 'x' does not meet uqeval.methods.EUMethod"),
-        ("uqeval_datasets", {"x": lambda: DatasetWithoutSamples()}, "dataset 'x' does not meet"),
-        ("uqeval_datasets", {"x": lambda: "a string"}, "dataset 'x' does not meet uqeval.methods.DatasetSource"),
+        (
+            "uqeval_au_methods",
+            {"x": lambda: AUWithoutSample()},
+            "AU method 'x' does not meet uqeval.AUMethod (missing ['sample'])",
+        ),
+        (
+            "uqeval_eu_methods",
+            {"x": lambda: EUWithoutName()},
+            "EU method 'x' does not meet uqeval.EUMethod (missing ['name'])",
+        ),
+        (
+            "uqeval_datasets",
+            {"x": lambda: DatasetWithoutSamples()},
+            "dataset 'x' does not meet uqeval.DatasetSource (missing ['samples'])",
+        ),
+        # The contract before datasets had options: not enough any more.
+        (
+            "uqeval_datasets",
+            {"x": lambda: DatasetWithoutOptions()},
+            "dataset 'x' does not meet uqeval.DatasetSource (missing ['options', 'configure'])",
+        ),
+        (
+            "uqeval_datasets",
+            {"x": lambda: "a string"},
+            "dataset 'x' does not meet uqeval.DatasetSource (missing ['name', ",
+        ),
         ("uqeval_au_methods", {"other": lambda: FakeAU()}, "AU method is offered as 'other' but its name is 'fake_au'"),
         ("uqeval_aggregators", {"": lambda: constant(1.0)}, "a contribution is named ''; names are non-empty strings"),
         ("uqeval_aggregators", {3: lambda: constant(1.0)}, "a contribution is named 3"),
@@ -832,6 +889,8 @@ class FakeEU:
 
 
 class FakeDataset:
+    """A dataset with one option, ``size``: the side of its one image."""
+
     name = "fake_data"
     description = "a fake dataset"
     in_channels = 1
@@ -839,8 +898,21 @@ class FakeDataset:
     class_names = ("background", "object")
     domains = ("id",)
 
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+
     def samples(self, role, domain="id", *, seed=0):
-        yield Sample("a", np.zeros((1, 2, 2), np.float32), np.zeros((1, 2, 2), np.uint8), domain, role)
+        shape = (1, self.size, self.size)
+        yield Sample("a", np.zeros(shape, np.float32), np.zeros(shape, np.uint8), domain, role)
+
+    def options(self):
+        return {"size": self.size}
+
+    def configure(self, **options):
+        unknown = sorted(set(options) - {"size"})
+        if unknown:
+            raise UQEvalError(f"dataset 'fake_data' has no option {', '.join(unknown)}; its options: size")
+        return FakeDataset(**{**self.options(), **{name: int(value) for name, value in options.items()}})
 
 
 class AUWithoutSample:
@@ -875,6 +947,26 @@ class DatasetWithoutSamples:
     class_names = ("a", "b")
     domains = ("id",)
 
+    def options(self):
+        return {}
+
+    def configure(self, **options):
+        return self
+
+
+class DatasetWithoutOptions:
+    """A dataset as the contract was before options: no ``options`` and no ``configure``."""
+
+    name = "x"
+    description = "x"
+    in_channels = 1
+    n_classes = 2
+    class_names = ("a", "b")
+    domains = ("id",)
+
+    def samples(self, role, domain="id", *, seed=0):
+        return iter(())
+
 
 @pytest.mark.parametrize(
     ("protocol", "good", "bad"),
@@ -882,6 +974,7 @@ class DatasetWithoutSamples:
         (AUMethod, FakeAU, AUWithoutSample),
         (EUMethod, FakeEU, EUWithoutName),
         (DatasetSource, FakeDataset, DatasetWithoutSamples),
+        (DatasetSource, FakeDataset, DatasetWithoutOptions),
     ],
 )
 def test_contracts_are_runtime_checkable_protocols(protocol, good, bad):
@@ -892,14 +985,34 @@ def test_contracts_are_runtime_checkable_protocols(protocol, good, bad):
     assert not any(isinstance(good(), other) for other in others)
 
 
+def test_contract_types_are_importable_from_the_package():
+    from uqeval import AggregationParameters, Aggregator, AUMethod, DatasetSource, EUMethod, Sample, hookimpl
+
+    assert (AUMethod, EUMethod, DatasetSource, Sample) == (
+        contracts.AUMethod,
+        contracts.EUMethod,
+        contracts.DatasetSource,
+        contracts.Sample,
+    )
+    assert (Aggregator, AggregationParameters) == (aggregation.Aggregator, aggregation.AggregationParameters)
+    assert hookimpl is hookspecs.hookimpl
+    public = {"AUMethod", "EUMethod", "DatasetSource", "Sample", "Aggregator", "AggregationParameters", "hookimpl"}
+    assert public <= set(uqeval.__all__)
+    assert public <= set(dir(uqeval))
+    with pytest.raises(AttributeError, match="no attribute 'TrainRoutine'"):
+        uqeval.TrainRoutine  # noqa: B018  (only what a plugin implements or returns is public)
+
+
 def test_core_imports_no_deep_learning_framework():
     code = (
-        "import sys, uqeval, uqeval.methods, uqeval.hookspecs, uqeval.plugins\n"
+        "import sys, uqeval, uqeval.contracts, uqeval.hookspecs, uqeval.plugins\n"
+        "uqeval.AUMethod, uqeval.EUMethod, uqeval.DatasetSource, uqeval.Sample, uqeval.Aggregator\n"
         "uqeval.plugins.plugin_manager().aggregators()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'tensorflow', 'jax'}))"
     )
+    env = cli_env(**{LOAD_PLUGINS_ENV: ""})  # the core alone, whatever is installed
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=cli_env(), timeout=120
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env, timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -924,7 +1037,13 @@ def test_builtin_plugin_is_registered_like_any_other():
     assert manager.info == {BUILTIN: PluginInfo(BUILTIN, "uqeval", uqeval.__version__, "uqeval.builtin_plugin")}
     assert manager.pluggy.get_plugin(BUILTIN) is uqeval.builtin_plugin
     assert list(manager.aggregators()) == BUILTINS
-    assert all(aggregator is AGGREGATORS[name] for name, aggregator in manager.aggregators().items())
+    # The built-in plugin's hook is where the built-in strategies are listed (aggregation.py only defines them).
+    assert manager.aggregators() == builtin_plugin.uqeval_aggregators()
+    assert {name: aggregator.source for name, aggregator in manager.aggregators().items()} == dict.fromkeys(
+        BUILTINS, BUILTIN
+    )
+    assert manager.aggregator("sum").function is aggregation.total
+    assert manager.aggregator("threshold").fitted
     assert manager.au_methods() == manager.eu_methods() == manager.datasets() == {}
     assert manager.problems == [] and manager.problems_note() == ""
 
@@ -948,6 +1067,7 @@ def check_uqeval_aggregators() -> None:
     manager = manager_with((module("corners", uqeval_aggregators=lambda: offered), plugin_info))
     aggregators = manager.aggregators()
     assert sorted(aggregators) == sorted(["corner", "doubled", *BUILTINS])
+    assert manager.aggregator("corner") is aggregators["corner"]
     rng = np.random.default_rng(1)
     u = rng.random((3, 4, 5)).astype(np.float32)
     pred = rng.integers(0, 2, (3, 4, 5)).astype(np.uint8)
@@ -971,6 +1091,7 @@ def check_uqeval_au_methods() -> None:
     method = FakeAU()
     manager = manager_with((module("au", uqeval_au_methods=lambda: {"fake_au": method}), info("au")))
     assert manager.au_methods() == {"fake_au": method}
+    assert manager.au_method("fake_au") is method
     assert manager.contributions("uqeval_au_methods")["fake_au"][1] == info("au")
     assert rows_by_name(manager)["au"]["au_methods"] == ["fake_au"]
 
@@ -979,6 +1100,7 @@ def check_uqeval_eu_methods() -> None:
     method = FakeEU()
     manager = manager_with((module("eu", uqeval_eu_methods=lambda: {"fake_eu": method}), info("eu")))
     assert manager.eu_methods() == {"fake_eu": method}
+    assert manager.eu_method("fake_eu") is method
     assert rows_by_name(manager)["eu"]["eu_methods"] == ["fake_eu"]
     assert list(method.members(method.train(lambda seed: f"model-{seed}", n_members=1, seed=3), n=2, seed=0)) == [
         "model-3",
@@ -990,8 +1112,14 @@ def check_uqeval_datasets() -> None:
     dataset = FakeDataset()
     manager = manager_with((module("data", uqeval_datasets=lambda: {"fake_data": dataset}), info("data")))
     assert manager.datasets() == {"fake_data": dataset}
+    assert manager.dataset("fake_data") is dataset
     assert rows_by_name(manager)["data"]["datasets"] == ["fake_data"]
     assert [sample.role for sample in dataset.samples("test")] == ["test"]
+    # Options (as the command line gives them, strings) go through the dataset's configure.
+    configured = manager.dataset("fake_data", {"size": "3"})
+    assert configured.options() == {"size": 3}
+    assert next(iter(configured.samples("test"))).image.shape == (1, 3, 3)
+    assert manager.dataset("fake_data").options() == {"size": 2}  # the offered one is unchanged
 
 
 def check_uqeval_cli() -> None:
@@ -1066,48 +1194,231 @@ def test_every_hook_is_documented(hook):
 # --------------------------------------------------------------------------- registration in code
 
 
-@pytest.fixture
-def restore_aggregators() -> Iterator[None]:
-    before = dict(AGGREGATORS)
-    yield
-    AGGREGATORS.clear()
-    AGGREGATORS.update(before)
-    uqeval.plugins.forget_contributions()
+def in_code_plugin(name: str, **offered: Callable) -> types.ModuleType:
+    """A module ``name`` offering aggregations ``offered``, to register without a PluginInfo."""
+    return module(name, uqeval_aggregators=lambda: dict(offered))
 
 
-def test_register_aggregator_is_found_through_the_plugin_manager(restore_aggregators):
-    get_aggregator("mean")  # the process's manager is built and has cached the aggregators
-    aggregator = Aggregator("in_code", total, "registered in code")
-    register_aggregator(aggregator)
-    assert get_aggregator("in_code") is aggregator
-    row = rows_by_name(uqeval.plugins.plugin_manager())[BUILTIN]
-    assert row["aggregators"] == [*BUILTINS, "in_code"]
+class Scorer:
+    """A plugin object: its hooks are methods."""
+
+    @uqeval.hookimpl
+    def uqeval_aggregators(self):
+        return {"scorer_sum": Aggregator("scorer_sum", total, "sum of U")}
+
+
+def test_register_in_code_names_the_plugin_after_its_module():
+    manager = PluginManager(load_entry_points=False)
+    assert manager.register(in_code_plugin("my_scores", tenfold=lambda u, pred: 10 * float(u.sum())))  # no PluginInfo
+    assert manager.problems == []
+    assert manager.info["my_scores"] == PluginInfo("my_scores", "in code", "", "my_scores")
+    assert manager.info["my_scores"].label == "plugin 'my_scores' (in code)"
+    aggregator = manager.aggregator("tenfold")
+    assert aggregator.source == "plugin 'my_scores' (in code)"
     u = np.full((2, 3, 3), 0.5, dtype=np.float32)
-    assert uqeval.aggregate("in_code", u, np.zeros(u.shape, np.uint8)).tolist() == [4.5, 4.5]
-    register_aggregator(aggregator)  # the same one again is no clash
-    with pytest.raises(UQEvalError, match="'in_code' is offered by both uqeval and mine"):
-        register_aggregator(Aggregator("in_code", mean, "", source="mine"))
+    u[1] = 1.0
+    assert aggregator(u, np.zeros(u.shape, np.uint8), AggregationParameters()).tolist() == [45.0, 90.0]
+    rows = rows_by_name(manager)
+    assert rows["my_scores"] == rows["my_scores"] | {
+        "distribution": "in code",
+        "version": "",
+        "module": "my_scores",
+        "aggregators": ["tenfold"],
+        "problems": [],
+    }
+    assert rows[BUILTIN]["aggregators"] == BUILTINS  # a plugin of its own, not part of the built-ins
 
 
-def test_register_aggregator_takes_a_name_before_a_plugin(restore_aggregators):
-    # Code registrations join the built-in plugin, whose names a plugin cannot shadow.
-    manager = manager_with((module("p", uqeval_aggregators=lambda: {"clash": constant(1.0)}), info("p")))
-    assert manager.aggregators()["clash"].source == "plugin 'p' (dist-p 1.0)"
-    register_aggregator(Aggregator("clash", mean, ""))
-    manager.forget()
-    assert manager.aggregators()["clash"].source == BUILTIN
-    assert [problem.error for problem in manager.problems] == ["aggregation name 'clash' is a built-in one; not added"]
+def test_register_in_code_names_an_object_after_its_class():
+    manager = PluginManager(load_entry_points=False)
+    assert manager.register(Scorer())
+    assert manager.info["Scorer"] == PluginInfo("Scorer", "in code", "", __name__)
+    assert manager.aggregator("scorer_sum").source == "plugin 'Scorer' (in code)"
+    # A second object of the class has the same name: refused, the first kept.
+    assert not manager.register(Scorer())
+    (problem,) = manager.problems
+    assert (problem.plugin, problem.distribution, problem.stage) == ("Scorer", "in code", "registration")
+    assert problem.error == "the plugin name is already taken by plugin 'Scorer' (in code)"
+    assert str(problem) == (
+        "plugin 'Scorer' (in code) failed in registration: "
+        "the plugin name is already taken by plugin 'Scorer' (in code)"
+    )
 
 
-def test_register_aggregator_in_a_registry_of_ones_own(restore_aggregators):
-    registry: dict[str, Aggregator] = {}
-    aggregator = Aggregator("mine", mean, "")
-    register_aggregator(aggregator, registry)
-    assert registry == {"mine": aggregator}
-    assert "mine" not in AGGREGATORS
-    assert get_aggregator("mine", registry) is aggregator
-    with pytest.raises(UQEvalError, match=r"unknown aggregation 'mean'; choose one of mine$"):
-        get_aggregator("mean", registry)
+def test_register_in_code_with_a_misspelt_hook_is_refused():
+    plugin = module("sloppy", uqeval_aggregator=lambda: {"x": constant(1.0)})  # no s: not a hook
+    manager = PluginManager(load_entry_points=False)
+    assert not manager.register(plugin)
+    assert "sloppy" not in manager.info
+    (problem,) = manager.problems
+    assert (problem.plugin, problem.distribution, problem.version, problem.stage) == (
+        "sloppy",
+        "in code",
+        "",
+        "registration",
+    )
+    assert "unknown hook 'uqeval_aggregator'" in problem.error
+
+
+def test_register_on_the_process_manager_is_found_by_name():
+    u = np.full((2, 3, 3), 0.5, dtype=np.float32)
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    manager = uqeval.plugins.plugin_manager()
+    assert uqeval.aggregate("mean", u, pred).tolist() == [0.5, 0.5]  # the manager has collected the aggregations
+    assert manager.register(in_code_plugin("late_scores", late=Aggregator("late", total, "sum of U")))
+    # Registering forgets what was collected: the next lookup sees the new name.
+    assert uqeval.aggregate("late", u, pred).tolist() == [4.5, 4.5]
+    assert uqeval.plugins.plugin_manager().aggregator("late").source == "plugin 'late_scores' (in code)"
+    assert rows_by_name(manager)["late_scores"]["aggregators"] == ["late"]
+    # It exists only in that manager: a fresh one (a new process, a worker) does not know it.
+    uqeval.plugins.reset_plugin_manager()
+    with pytest.raises(
+        UQEvalError, match=r"^unknown aggregation 'late'; choose one of area, border, mean, patch_max, sum, threshold$"
+    ):
+        uqeval.aggregate("late", u, pred)
+
+
+def test_register_on_the_process_manager_is_what_score_uses(store):
+    assert uqeval.plugins.plugin_manager().register(in_code_plugin("constant_scores", flat=constant(0.25)))
+    scores = uqeval.score(store, tasks=["oodd"], aggregations=["flat"])
+    flat = {row["value"] for row in scores.results if row["aggregation"] == "flat" and row["metric"] == "auroc"}
+    assert flat == {0.5}  # a constant score: every image ties
+    assert scores.value("oodd", "ood", "eu", "auroc", "border") != 0.5
+
+
+def test_score_of_an_unknown_aggregation_names_the_argument(store):
+    with pytest.raises(UQEvalError) as caught:
+        uqeval.score(store, tasks=["oodd"], aggregations=["nope"])
+    assert caught.value.parameter == "aggregations"
+    assert str(caught.value) == (
+        "unknown aggregation 'nope'; choose one of area, border, mean, patch_max, sum, threshold"
+    )
+
+
+def test_a_private_manager_leaves_the_process_manager_alone():
+    manager = PluginManager(load_entry_points=False)
+    assert manager.register(in_code_plugin("private_scores", mine=constant(1.0)))
+    assert "mine" in manager.aggregators()
+    assert "mine" not in uqeval.plugins.plugin_manager().aggregators()
+    assert "private_scores" not in uqeval.plugins.plugin_manager().info
+
+
+def test_register_in_code_cannot_shadow_a_builtin():
+    manager = PluginManager(load_entry_points=False)
+    assert manager.register(in_code_plugin("shadowing", mean=constant(7.0), own=constant(8.0)))
+    assert manager.aggregator("mean") == builtin_plugin.uqeval_aggregators()["mean"]
+    assert manager.aggregator("own").source == "plugin 'shadowing' (in code)"  # its other names count
+    (problem,) = manager.problems
+    assert (problem.plugin, problem.stage) == ("shadowing", "uqeval_aggregators")
+    assert problem.error == "aggregation name 'mean' is a built-in one; not added"
+
+
+def test_two_registrations_in_code_offering_one_name_clash():
+    manager = PluginManager(load_entry_points=False)
+    assert manager.register(in_code_plugin("scores_a", spread=constant(1.0)))
+    assert manager.register(in_code_plugin("scores_b", spread=constant(2.0)))
+    message = (
+        "aggregation name 'spread' is offered by both plugin 'scores_a' (in code) and plugin 'scores_b' (in code); "
+        "uninstall all but one of them"
+    )
+    with pytest.raises(UQEvalError) as caught:
+        manager.aggregator("spread")
+    assert str(caught.value) == message
+    assert "spread" not in manager.aggregators()
+    assert [(problem.plugin, problem.error) for problem in manager.problems] == [
+        ("scores_a", message),
+        ("scores_b", message),
+    ]
+
+
+# --------------------------------------------------------------------------- the typed getters
+
+#: getter, hook, the kind in messages, a good contribution
+GETTERS = [
+    ("aggregator", "uqeval_aggregators", "aggregation", lambda: Aggregator("kept", total, "sum")),
+    ("au_method", "uqeval_au_methods", "AU method", FakeAU),
+    ("eu_method", "uqeval_eu_methods", "EU method", FakeEU),
+    ("dataset", "uqeval_datasets", "dataset", FakeDataset),
+]
+
+
+@pytest.mark.parametrize(("getter", "hook", "kind", "make"), GETTERS)
+def test_getter_of_an_unknown_name_lists_the_known_ones_and_the_problems(getter, hook, kind, make):
+    def broken():
+        raise RuntimeError("cannot offer")
+
+    good = make()
+    name = getattr(good, "name", "kept")
+    manager = manager_with(
+        (module("good", **{hook: lambda: {name: good}}), info("good")),
+        (module("bad", **{hook: broken}), info("bad")),
+    )
+    known = sorted([name, *BUILTINS]) if hook == "uqeval_aggregators" else [name]
+    with pytest.raises(UQEvalError) as caught:
+        getattr(manager, getter)("nope")
+    assert str(caught.value) == (
+        f"unknown {kind} 'nope'; choose one of {', '.join(known)} "
+        f"(plugin 'bad' (dist-bad 1.0) failed in {hook}: RuntimeError: cannot offer)"
+    )
+    assert caught.value.parameter is None  # the caller knows which of its arguments it was
+    found = getattr(manager, getter)(name)
+    assert found is good if hook != "uqeval_aggregators" else found.source == "plugin 'good' (dist-good 1.0)"
+
+
+@pytest.mark.parametrize(("getter", "hook", "kind", "make"), GETTERS)
+def test_getter_of_a_name_two_plugins_offer_names_both(getter, hook, kind, make):
+    good = make()
+    name = getattr(good, "name", "kept")
+    manager = manager_with(
+        (module("one", **{hook: lambda: {name: good}}), info("one")),
+        (module("two", **{hook: lambda: {name: make()}}), info("two")),
+    )
+    with pytest.raises(UQEvalError) as caught:
+        getattr(manager, getter)(name)
+    assert str(caught.value) == (
+        f"{kind} name {name!r} is offered by both plugin 'one' (dist-one 1.0) and plugin 'two' (dist-two 1.0); "
+        "uninstall all but one of them"
+    )
+
+
+def test_dataset_getter_configures_a_copy_and_refuses_an_unknown_option():
+    dataset = FakeDataset()
+    manager = manager_with((module("data", uqeval_datasets=lambda: {"fake_data": dataset}), info("data")))
+    assert manager.dataset("fake_data", None) is dataset
+    assert manager.dataset("fake_data", {}) is dataset  # no options: configure is not even called
+    assert manager.dataset("fake_data", {"size": 5}).options() == {"size": 5}
+    assert dataset.options() == {"size": 2}
+    with pytest.raises(UQEvalError, match=r"^dataset 'fake_data' has no option colour; its options: size$"):
+        manager.dataset("fake_data", {"colour": "red"})
+
+
+def test_aggregate_is_the_process_managers_getter_applied():
+    assert uqeval.aggregate is uqeval.plugins.aggregate
+    rng = np.random.default_rng(3)
+    u = rng.random((3, 5, 6)).astype(np.float32)
+    pred = rng.integers(0, 2, u.shape).astype(np.uint8)
+    builtins = builtin_plugin.uqeval_aggregators()
+    for name in ("mean", "sum", "patch_max", "area", "border"):
+        np.testing.assert_array_equal(uqeval.aggregate(name, u, pred), builtins[name](u, pred, AggregationParameters()))
+    parameters = AggregationParameters(threshold=0.5, patch_size=2)
+    np.testing.assert_array_equal(
+        uqeval.aggregate("threshold", u, pred, parameters), builtins["threshold"](u, pred, parameters)
+    )
+    np.testing.assert_array_equal(
+        uqeval.aggregate("patch_max", u, pred, parameters), builtins["patch_max"](u, pred, parameters)
+    )
+    assert not np.array_equal(
+        uqeval.aggregate("patch_max", u, pred, parameters), uqeval.aggregate("patch_max", u, pred)
+    )
+    with pytest.raises(UQEvalError, match="needs a threshold fitted"):
+        uqeval.aggregate("threshold", u, pred)
+
+
+def test_registration_has_one_path():
+    """No registry beside the plugin manager: no global aggregations, no second way to register."""
+    for name in ("register_aggregator", "get_aggregator", "forget_contributions", "AGGREGATORS"):
+        assert not hasattr(uqeval.plugins, name), name
+        assert not hasattr(aggregation, name), name
 
 
 def test_per_image_lifts_a_function_of_one_image():

@@ -138,13 +138,11 @@ def test_bad_arguments(tmp_path, kwargs, message):
 
 
 @pytest.fixture(scope="module")
-def evaluations(stores, maps):
-    from uqeval.tasks import evaluate
-
+def scored(stores, maps):
     results = {}
     for scenario, path in stores.items():
         cube = uqeval.open_cube(path)
-        results[scenario] = evaluate(maps[scenario], cube.domain.values, cube.role.values, cube.labels.values)
+        results[scenario] = uqeval.evaluate(maps[scenario], cube.domain.values, cube.role.values, cube.labels.values)
     return results
 
 
@@ -153,23 +151,23 @@ HEADLINE_SPLITS = {"oodd": ["ood"], "amb": ["id", "ood"], "cal": ["id", "ood"]}
 
 
 @pytest.mark.parametrize("task", sorted(HEADLINE_SPLITS))
-def test_disentangled_is_disentangled_and_beats_entangled(evaluations, task):
+def test_disentangled_is_disentangled_and_beats_entangled(scored, task):
     for split in HEADLINE_SPLITS[task]:
-        disentangled = evaluations["disentangled"].delta(task, split)
-        entangled = evaluations["entangled"].delta(task, split)
+        disentangled = scored["disentangled"].delta(task, split)
+        entangled = scored["entangled"].delta(task, split)
         assert disentangled > 0, (task, split, disentangled)
         assert disentangled > entangled + 0.1, (task, split, disentangled, entangled)
 
 
-def test_entangled_scenario_is_entangled_on_every_task(evaluations):
+def test_entangled_scenario_is_entangled_on_every_task(scored):
     for task, splits in HEADLINE_SPLITS.items():
         for split in splits:
-            assert evaluations["entangled"].delta(task, split) < 0, (task, split)
+            assert scored["entangled"].delta(task, split) < 0, (task, split)
 
 
-def test_collapsed_scenario_has_eu_far_below_au(evaluations):
-    for row in evaluations["collapsed"].collapse:
+def test_collapsed_scenario_has_eu_far_below_au(scored):
+    for row in scored["collapsed"].collapse:
         assert row["eu_over_au"] < 0.05, row
-    for row in evaluations["disentangled"].collapse:
+    for row in scored["disentangled"].collapse:
         if row["split"] != "id":
             assert row["eu_over_au"] > 0.3, row  # on OOD the members disagree

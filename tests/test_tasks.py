@@ -1,4 +1,4 @@
-"""Tests of :func:`uqeval.tasks.evaluate` against independent recomputations of every row."""
+"""Tests of :func:`uqeval.evaluate` against independent recomputations of every row."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from uqeval import UQEvalError, decompose
-from uqeval.aggregate import AggregationParameters, aggregate
+from uqeval import AggregationParameters, Scores, UQEvalError, aggregate, decompose, evaluate
 from uqeval.conventions import Conventions, preset
 from uqeval.metrics.segmentation import segmentation_quality
-from uqeval.tasks import evaluate
 
 IGNORE = 255
 MEASURES = ("au", "eu", "tu")
@@ -180,6 +178,7 @@ def rows_of(evaluation, **fields):
 
 
 def test_rows_are_tidy_and_unique(standard):
+    assert isinstance(standard, Scores)  # evaluate and score return the same type
     keys = set()
     for row in standard.results:
         assert set(row) == {"task", "split", "measure", "aggregation", "metric", "value"}
@@ -565,16 +564,18 @@ def test_no_calibration_role_fits_on_id_test_images(store):
 
 
 @pytest.mark.parametrize(
-    ("options", "match"),
+    ("options", "match", "parameter"),
     [
-        ({"tasks": ["oodd", "segmentation"]}, "unknown task"),
-        ({"aggregations": ["median"]}, "unknown aggregation"),
-        ({"conventions": Conventions(aggregation="median")}, "unknown aggregation"),
+        ({"tasks": ["oodd", "segmentation"]}, r"^unknown task\(s\) segmentation; choose from oodd, amb, cal$", "tasks"),
+        ({"aggregations": ["median"]}, "^unknown aggregation 'median'; choose one of ", "aggregations"),
+        ({"conventions": Conventions(aggregation="median")}, "^unknown aggregation 'median'", "aggregations"),
     ],
 )
-def test_unknown_names_raise(store, options, match):
-    with pytest.raises(UQEvalError, match=match):
+def test_unknown_names_raise(store, options, match, parameter):
+    with pytest.raises(UQEvalError, match=match) as raised:
         store.evaluate(**options)
+    assert raised.value.parameter == parameter
+    assert "--" not in str(raised.value)  # the library names no CLI flag
 
 
 def test_bad_inputs_raise(store):
@@ -583,8 +584,9 @@ def test_bad_inputs_raise(store):
     with pytest.raises(UQEvalError, match="named 'ood'"):
         evaluate(maps, domain, store.role)
     for labels in (store.labels[:-1], store.labels[:, :, :, :-1], store.labels[:, 0]):
-        with pytest.raises(UQEvalError, match="labels have shape"):
+        with pytest.raises(UQEvalError, match=r"^evaluate: labels have shape") as raised:
             evaluate(maps, store.domain, store.role, labels, n_classes=2)
+        assert raised.value.parameter == "labels"
     with pytest.raises(UQEvalError, match="one per image"):
         evaluate(maps, store.domain[:-1], store.role)
     with pytest.raises(UQEvalError, match="unknown role"):

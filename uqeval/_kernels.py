@@ -1,6 +1,6 @@
 """Numba kernels over plain arrays with explicit axes.
 
-Public functions in :mod:`uqeval.decompose` and :mod:`uqeval.checks` wrap these for
+Public functions in :mod:`uqeval.decomposition` and :mod:`uqeval.checks` wrap these for
 numpy, xarray and dask inputs; nothing here knows about labels or dims.
 
 Every loop runs over a block of pixels held in small float32 buffers, so that LLVM

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from uqeval.aggregate import AGGREGATORS, Aggregator
+from uqeval import aggregation
+from uqeval.aggregation import Aggregator
 from uqeval.hookspecs import hookimpl
 
 
 @hookimpl
 def uqeval_aggregators() -> dict[str, Aggregator]:
-    """The built-in aggregations (and any added in code with :func:`uqeval.aggregate.register_aggregator`)."""
-    return dict(AGGREGATORS)
+    """The built-in aggregation strategies (docs/metrics.md defines each)."""
+    return {
+        strategy.name: strategy
+        for strategy in (
+            Aggregator("mean", aggregation.mean, "mean of U over the image"),
+            Aggregator("sum", aggregation.total, "sum of U over the image"),
+            Aggregator("patch_max", aggregation.patch_max, "largest mean of U over a k×k window (k = 10)"),
+            Aggregator(
+                "threshold",
+                aggregation.threshold,
+                "mean of U where U ≥ τ, τ fitted on calibration images",
+                fitted=True,
+            ),
+            Aggregator("area", aggregation.area, "sum of U over the predicted foreground area"),
+            Aggregator("border", aggregation.border, "sum of U over the border length of the prediction"),
+        )
+    }

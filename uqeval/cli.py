@@ -1,36 +1,39 @@
-"""The ``uqeval`` command line."""
+"""The ``uqeval`` command line.
+
+Each command imports what it needs when it runs, so ``uqeval --help`` and the start of
+every command import none of numba, xarray, zarr, dask, scipy or matplotlib. Library
+errors name arguments (``UQEvalError.parameter``); the commands name them as flags.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
 from uqeval import __version__
-from uqeval.conventions import preset as conventions_preset
-from uqeval.cube import open_cube
+from uqeval.conventions import PRESETS
 from uqeval.errors import UQEvalError
-from uqeval.report.files import ensure_writable
-from uqeval.summary import summarize
-from uqeval.synth import SCENARIOS, make_synthetic_cube
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from rich.table import Table
+
+#: The synthetic scenarios (:data:`uqeval.SCENARIOS`), named here so that ``--help``
+#: does not import the writer; a test keeps the two equal.
+SCENARIO_NAMES = ("disentangled", "entangled", "collapsed", "no-eu")
+#: Library parameters → the flags that set them, for error messages.
+FLAGS = {"tasks": "--tasks", "aggregations": "--aggregation", "preset": "--preset", "scheduler": "--scheduler"}
+
+Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
 
 app = typer.Typer(
     name="uqeval",
@@ -59,34 +62,17 @@ def _main(
     """How good is a segmentation model's uncertainty, and are its aleatoric and epistemic parts really separate?"""
 
 
-class _RateColumn(ProgressColumn):
-    """Images per second."""
-
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.1f} images/s", style="progress.data.speed")
-
-
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images"),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    )
+    from uqeval.report.progress import progress_bar
+
+    return progress_bar(err_console)
 
 
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="The cube store to write (a folder, e.g. [cyan]cube.zarr[/]).")],
     scenario: Annotated[
-        str, typer.Option(help=f"What the simulated model gets right: {', '.join(SCENARIOS)}.")
+        str, typer.Option(help=f"What the simulated model gets right: {', '.join(SCENARIO_NAMES)}.")
     ] = "disentangled",
     images: Annotated[int, typer.Option(help="Images in all (half ID, the rest OOD 'blur' and 'noise').")] = 96,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same store.")] = 0,
@@ -116,7 +102,9 @@ def synth(
 
 
 def _write_synthetic(store: Path, scenario: str, *, n_images: int, **options) -> None:
-    """:func:`make_synthetic_cube` behind a progress bar."""
+    """:func:`uqeval.make_synthetic_cube` behind a progress bar."""
+    from uqeval.synth import make_synthetic_cube
+
     with _progress() as progress:
         task = progress.add_task(f"synth {scenario}", total=n_images)
         make_synthetic_cube(
@@ -140,12 +128,17 @@ def inspect(
 
 
 def _summary_table(store: Path, *, check_values: bool = False) -> Table:
+    from rich.table import Table
+
+    from uqeval.cube import open_cube
+    from uqeval.domain_means import domain_means
+
     dataset = open_cube(store, check_values=check_values)
     sizes = dataset["probs"].sizes
     with _progress() as progress:
         task = progress.add_task(f"decompose {store.name}", total=sizes["image"])
         try:
-            rows = summarize(dataset, progress=lambda done: progress.update(task, completed=done))
+            rows = domain_means(dataset, progress=lambda done: progress.update(task, completed=done))
         except UQEvalError as error:
             raise UQEvalError(f"{store}: {error}") from None
     attrs = dataset.attrs
@@ -172,18 +165,24 @@ def _names(value: str, option: str) -> list[str]:
     return names
 
 
-def _option(option: str, function, value):
-    """``function(value)``, with a bad value's message prefixed by the option's name."""
+@contextlib.contextmanager
+def _flags() -> Iterator[None]:
+    """Name the flag of a library error that is about one of the command's arguments."""
     try:
-        return function(value)
+        yield
     except UQEvalError as error:
-        raise UQEvalError(f"{option}: {error}") from None
+        flag = FLAGS.get(error.parameter or "")
+        if flag is None:
+            raise
+        raise UQEvalError(f"{flag}: {error}") from None
 
 
 @contextlib.contextmanager
 def _report_folder(folder: Path) -> Iterator[Path]:
     """Make sure ``folder`` can be written before the work starts; remove it again if
     it was made here and the work fails before writing anything into it."""
+    from uqeval.report.files import ensure_writable
+
     created = not folder.exists()
     ensure_writable(folder)
     try:
@@ -221,9 +220,9 @@ def score(
             "more, comma-separated, are scored beside it. Default: the preset's ([cyan]border[/])."
         ),
     ] = None,
-    preset: Annotated[str, typer.Option(help="Conventions: [cyan]default[/] or the study's ([cyan]paper[/]).")] = (
-        "default"
-    ),
+    preset: Annotated[
+        Preset, typer.Option(help="Conventions: [cyan]default[/] or the study's ([cyan]paper[/]).")
+    ] = Preset.default,
     segmentation: Annotated[
         bool, typer.Option(help="Also score Dice, GED and Hungarian IoU against the raters (slower).")
     ] = False,
@@ -243,23 +242,15 @@ def score(
     entanglement Δ of each task. Writes [cyan]scores.json[/], [cyan]metrics.csv[/],
     [cyan]images.csv[/] and plots to [cyan]--out[/].
     """
-    from uqeval.aggregate import get_aggregator
+    from uqeval.conventions import preset as conventions_preset
+    from uqeval.report.save import save_report
     from uqeval.report.tables import score_tables
     from uqeval.scoring import score as score_store
-    from uqeval.tasks import TASKS
 
-    conventions = _option("--preset", conventions_preset, preset)
+    conventions = conventions_preset(preset.value)
     names = _names(aggregation, "--aggregation") if aggregation else [conventions.aggregation]
-    for name in names:
-        if aggregation:
-            _option("--aggregation", get_aggregator, name)
-        else:
-            get_aggregator(name)
     conventions = conventions.replace(aggregation=names[0])
     task_names = _names(tasks, "--tasks")
-    unknown = [name for name in task_names if name not in TASKS]
-    if unknown:
-        raise UQEvalError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     out = out if out is not None else _default_out(store)
     with _report_folder(out):
         # The bar starts with the first batch, so that an error in validating the
@@ -276,20 +267,21 @@ def score(
             progress.update(bars[phase], completed=done)
 
         try:
-            scores = score_store(
-                store,
-                tasks=task_names,
-                aggregations=names[1:],
-                conventions=conventions,
-                segmentation=segmentation,
-                scheduler=scheduler,
-                scratch=out,
-                progress=report,
-            )
+            with _flags():
+                scores = score_store(
+                    store,
+                    tasks=task_names,
+                    aggregations=names[1:],
+                    conventions=conventions,
+                    segmentation=segmentation,
+                    scheduler=scheduler,
+                    scratch=out,
+                    progress=report,
+                )
         finally:
             if bars:
                 progress.stop()
-        scores.save(out, plots=plots)
+        save_report(scores, out, plots=plots)
     if json_output:
         typer.echo(json.dumps(scores.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -311,12 +303,13 @@ def compare(
     [cyan]ranks.csv[/], [cyan]points.csv[/], [cyan]collapse.csv[/] and the scatter plot
     [cyan]entanglement.png[/].
     """
-    from uqeval.compare import compare as compare_runs
-    from uqeval.compare import comparison_tables
+    from uqeval.comparison import compare as compare_runs
+    from uqeval.report.save import save_comparison
+    from uqeval.report.tables import comparison_tables
 
     with _report_folder(out):
         comparison = compare_runs(runs)
-        comparison.save(out)
+        save_comparison(comparison, out)
     _print_report(comparison_tables(comparison), comparison.notes, f"Comparison in [cyan]{out}[/]")
 
 
@@ -327,10 +320,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write one synthetic store per scenario, score each, and compare them (the embedded default)."""
-    from uqeval.compare import compare as compare_runs
-    from uqeval.compare import comparison_tables
-    from uqeval.report.tables import entanglement_table
+    from uqeval.comparison import compare as compare_runs
+    from uqeval.report.files import ensure_writable
+    from uqeval.report.save import save_comparison, save_report
+    from uqeval.report.tables import comparison_tables, entanglement_table
     from uqeval.scoring import score as score_store
+    from uqeval.synth import SCENARIOS
 
     ensure_writable(out)
     reports = []
@@ -346,14 +341,14 @@ def demo(
                     progress.update(bar, completed=done)
 
             scores = score_store(store, scratch=report, progress=advance)
-        scores.save(report)
+        save_report(scores, report)
         reports.append(report)
         table = entanglement_table(scores)
         if table is not None:
             table.title = f"{scenario}: {table.title}"
             console.print(table)
     comparison = compare_runs(reports)
-    comparison.save(out / "comparison")
+    save_comparison(comparison, out / "comparison")
     console.print(comparison_tables(comparison)[0])
     console.print(
         f"Reports in [cyan]{out}[/]: one [cyan]*-scores[/] folder per scenario (scores.json, metrics.csv, "
@@ -367,6 +362,8 @@ def plugins(
     json_output: Annotated[bool, typer.Option("--json", help="Print the plugins as JSON to stdout.")] = False,
 ) -> None:
     """List the plugins: their distribution and version and what each contributes."""
+    from rich.table import Table
+
     from uqeval.plugins import KINDS, plugin_manager
 
     rows = plugin_manager().report()

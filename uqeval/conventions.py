@@ -1,4 +1,4 @@
-"""Every choice behind a score, in one frozen dataclass with the DESIGN §4 defaults.
+"""Every choice behind a score, in one frozen dataclass with the defaults of docs/metrics.md.
 
 Two runs scored with equal :class:`Conventions` are comparable; ``scores.json`` records
 the conventions used. :data:`PRESETS` holds named sets: ``default`` and ``paper`` (the
@@ -41,7 +41,7 @@ class Conventions:
     ----------
     aggregation : str
         Aggregation that turns a map into the image score for OOD detection
-        (``border``; any registered name, see :mod:`uqeval.aggregate`).
+        (``border``; any registered name, see :mod:`uqeval.aggregation`).
     patch_size : int
         Side ``k`` of the ``patch_max`` window, clamped to the image along each axis.
     quantile_method : str

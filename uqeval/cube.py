@@ -2,7 +2,7 @@
 
 A cube store is a zarr v3 group holding, per image, the softmax probabilities of every
 member (``eu``) and sample (``au``) of a model, optionally the raters' label maps, and
-the image's domain and role (DESIGN §3, schema 1).
+the image's domain and role (docs/cube.md, schema 1).
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ import zarr.errors
 
 from uqeval.checks import check_decomposable, image_name, raise_for_value_stats, value_stats
 from uqeval.errors import UQEvalError
+from uqeval.names import IGNORE_LABEL, ROLES
 
 SCHEMA = 1
 PROBS_DIMS = ("image", "eu", "au", "class", "y", "x")
 LABELS_DIMS = ("image", "rater", "y", "x")
-IGNORE_LABEL = 255
-ROLES = ("calibration", "test")
 #: Group attribute where the writer records its progress; absent on stores written
 #: by other tools, which then read as complete.
 PROGRESS_ATTR = "uqeval_writer"
@@ -334,7 +333,7 @@ class CubeWriter:
     compressor : a zarr v3 bytes-to-bytes codec, ``None`` for none, or ``"default"``
         (:func:`default_compressor`).
     au_method, eu_method, model, dataset, seed, class_names, background : store
-        attributes (DESIGN §3); ``attrs`` adds any others.
+        attributes (docs/cube.md); ``attrs`` adds any others.
     overwrite : replace an existing store at ``path``.
     resume : continue an existing store written by a ``CubeWriter``.
 

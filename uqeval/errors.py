@@ -8,4 +8,15 @@ class UQEvalError(ValueError):
 
     The message names what is wrong and where (variable, dim, image id). The CLI turns
     it into one line on stderr and exit code 2, without a traceback.
+
+    Attributes
+    ----------
+    parameter : str or None
+        The argument of the function called that is at fault (``tasks``,
+        ``aggregations``, ``preset``, ``scheduler``, …), when it is one; a front end
+        names it in its own terms (the CLI as its flag).
     """
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter

@@ -6,9 +6,25 @@ named after the hooks below, registered under the entry-point group ``uqeval``::
     [project.entry-points.uqeval]
     my_plugin = "my_package.uqeval_plugin"
 
-Every hook returns a dict of contributions, name → thing; several plugins may
-contribute to the same hook, but a name may be taken only once. ``docs/plugins.md``
-has a worked example of each.
+Every hook but :func:`uqeval_cli` returns a dict of contributions, name → thing;
+several plugins may contribute to the same hook, but a name may be taken only once.
+``docs/plugins.md`` has a worked example of each.
+
+What holds for every contribution hook:
+
+* **When it is called**: on the first lookup of its kind in a process (``uqeval score``
+  asks for aggregations before it reads the store, ``uqeval train`` for methods and
+  datasets, ``uqeval plugins`` for all), never at import.
+* **Caching**: once per process; the contributions are kept until a plugin is
+  registered (:meth:`uqeval.plugins.PluginManager.register`), after which the next
+  lookup calls the hook again.
+* **On an error**: a hook that raises, returns something other than a dict, or offers
+  something that breaks its contract is recorded as a problem of that plugin
+  (``uqeval plugins`` shows it, every command warns once on stderr); the plugin's other
+  hooks and every other plugin still count.
+* **On a duplicate name**: a name a built-in already has is left out (the built-in
+  wins); a name two plugins offer is left out for both, and using it is an error that
+  names both plugins.
 """
 
 from __future__ import annotations
@@ -23,8 +39,8 @@ if TYPE_CHECKING:
     import numpy as np
     import typer
 
-    from uqeval.aggregate import Aggregator
-    from uqeval.methods import AUMethod, DatasetSource, EUMethod
+    from uqeval.aggregation import Aggregator
+    from uqeval.contracts import AUMethod, DatasetSource, EUMethod
 
 #: Marks the hook specifications below.
 hookspec = pluggy.HookspecMarker("uqeval")
@@ -38,29 +54,53 @@ def uqeval_aggregators() -> dict[str, Callable[[np.ndarray, np.ndarray], float] 
 
     The simple form is a function of one image, ``f(u, pred) -> float``: ``u`` is its
     uncertainty map (y, x) float32 in nats, ``pred`` its predicted classes (y, x)
-    integers. The batched form is a :class:`uqeval.aggregate.Aggregator` whose function
-    takes (image, y, x) batches and an :class:`~uqeval.aggregate.AggregationParameters`.
+    integers. The batched form is a :class:`uqeval.Aggregator` whose function takes
+    (image, y, x) batches and an :class:`~uqeval.aggregation.AggregationParameters`.
+
+    Called on the first aggregation lookup (``uqeval score`` resolves
+    ``--aggregation`` before reading the store); cached per process. Errors and
+    duplicate names: see the module docstring.
     """
 
 
 @hookspec
 def uqeval_au_methods() -> dict[str, AUMethod]:
-    """Aleatoric-uncertainty methods (see :class:`uqeval.methods.AUMethod`), by name."""
+    """Aleatoric-uncertainty methods (see :class:`uqeval.AUMethod`), by name.
+
+    Called on the first AU-method lookup (``uqeval train --au``, ``uqeval plugins``);
+    cached per process. Each is checked against the contract; errors and duplicate
+    names: see the module docstring.
+    """
 
 
 @hookspec
 def uqeval_eu_methods() -> dict[str, EUMethod]:
-    """Epistemic-uncertainty methods (see :class:`uqeval.methods.EUMethod`), by name."""
+    """Epistemic-uncertainty methods (see :class:`uqeval.EUMethod`), by name.
+
+    Called on the first EU-method lookup (``uqeval train --eu``, ``uqeval plugins``);
+    cached per process. Each is checked against the contract; errors and duplicate
+    names: see the module docstring.
+    """
 
 
 @hookspec
 def uqeval_datasets() -> dict[str, DatasetSource]:
-    """Datasets (see :class:`uqeval.methods.DatasetSource`), by name."""
+    """Datasets (see :class:`uqeval.DatasetSource`), by name.
+
+    Called on the first dataset lookup (``uqeval train --data``, ``uqeval plugins``);
+    cached per process, so a dataset should load its files lazily, in
+    :meth:`~uqeval.DatasetSource.samples`. Each is checked against the contract;
+    errors and duplicate names: see the module docstring.
+    """
 
 
 @hookspec
 def uqeval_cli(app: typer.Typer) -> Any:
     """Add commands to the ``uqeval`` command line: ``@app.command()`` on your functions.
 
-    Called once, before the command line is parsed; the return value is ignored.
+    Called once per ``uqeval`` invocation, before the command line is parsed (so keep
+    the imports of your commands inside them: ``uqeval --help`` pays for what this
+    hook imports); the return value is ignored. A hook that raises is recorded as a
+    problem and whatever it added is removed; a command whose name is taken (by a
+    built-in or an earlier plugin) is not added, and the problem names who holds it.
     """

@@ -9,6 +9,11 @@ distribution; it breaks only what needs it, and ``uqeval plugins`` shows it.
 
 The environment variable ``UQEVAL_LOAD_PLUGINS`` limits which entry points load: unset
 loads all, an empty value none, ``a,b`` only the entry points named ``a`` and ``b``.
+
+The core and the plugins resolve names only here, through the typed getters
+(:meth:`PluginManager.aggregator`, :meth:`~PluginManager.au_method`,
+:meth:`~PluginManager.eu_method`, :meth:`~PluginManager.dataset`), and only at the
+boundary: the scorer resolves its aggregations once, before it reads a pixel.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pluggy
 
 from uqeval import builtin_plugin, hookspecs
-from uqeval.aggregate import Aggregator, per_image
+from uqeval.aggregation import AggregationParameters, Aggregator, per_image
+from uqeval.contracts import AUMethod, DatasetSource, EUMethod
 from uqeval.errors import UQEvalError
-from uqeval.methods import AUMethod, DatasetSource, EUMethod
 
 #: Entry-point group that plugins register under.
 ENTRY_POINT_GROUP = "uqeval"
@@ -61,8 +67,9 @@ class PluginInfo:
 
     @property
     def label(self) -> str:
-        """``plugin 'name' (distribution version)``, as messages name it."""
-        return f"plugin {self.name!r} ({self.distribution} {self.version})"
+        """``plugin 'name' (distribution version)``, as messages name it (``(in code)`` without a version)."""
+        where = f"{self.distribution} {self.version}".strip()
+        return f"plugin {self.name!r} ({where})"
 
 
 @dataclass(frozen=True)
@@ -104,12 +111,23 @@ class PluginManager:
 
     # ------------------------------------------------------------------ registration
 
-    def register(self, plugin: object, info: PluginInfo) -> bool:
-        """Register ``plugin``; a hook it implements that does not exist is recorded as a problem.
+    def register(self, plugin: object, info: PluginInfo | None = None) -> bool:
+        """Register ``plugin``: the one way in, for entry points and for code alike.
 
-        Registering the same object or name again is recorded as a problem and leaves the
-        first registration in place.
+        ``plugin`` is any object whose attributes are hook functions (a module, a class
+        instance). ``info`` names it; by default a plugin registered in code is named
+        after its module (or class) with distribution ``in code``. A hook it implements
+        that does not exist is recorded as a problem; registering the same object or
+        name again is recorded as a problem and leaves the first registration in place.
+
+        Returns
+        -------
+        bool
+            Whether it was registered (see :attr:`problems` when not).
         """
+        if info is None:
+            name = getattr(plugin, "__name__", type(plugin).__name__)
+            info = PluginInfo(name, "in code", "", getattr(plugin, "__module__", None) or name)
         if info.name in self.info:
             self._problem(info, "registration", f"the plugin name is already taken by {self.info[info.name].label}")
             return False
@@ -236,16 +254,52 @@ class PluginManager:
         return self._aggregators["aggregators"]
 
     def au_methods(self) -> dict[str, AUMethod]:
-        """AU methods by name (each checked against :class:`~uqeval.methods.AUMethod`)."""
+        """AU methods by name (each checked against :class:`~uqeval.contracts.AUMethod`)."""
         return {name: value for name, (value, _) in self.contributions("uqeval_au_methods").items()}
 
     def eu_methods(self) -> dict[str, EUMethod]:
-        """EU methods by name (each checked against :class:`~uqeval.methods.EUMethod`)."""
+        """EU methods by name (each checked against :class:`~uqeval.contracts.EUMethod`)."""
         return {name: value for name, (value, _) in self.contributions("uqeval_eu_methods").items()}
 
     def datasets(self) -> dict[str, DatasetSource]:
-        """Datasets by name (each checked against :class:`~uqeval.methods.DatasetSource`)."""
+        """Datasets by name (each checked against :class:`~uqeval.contracts.DatasetSource`)."""
         return {name: value for name, (value, _) in self.contributions("uqeval_datasets").items()}
+
+    def aggregator(self, name: str) -> Aggregator:
+        """The aggregation strategy ``name``, built-in or from a plugin.
+
+        Raises
+        ------
+        UQEvalError
+            For an unknown name (listing the known ones and any plugin that failed to
+            load) or a name two plugins offer (naming both).
+        """
+        self._get("uqeval_aggregators", name)
+        return self.aggregators()[name]
+
+    def au_method(self, name: str) -> AUMethod:
+        """The AU method ``name`` of any plugin (errors as :meth:`aggregator`)."""
+        return self._get("uqeval_au_methods", name)
+
+    def eu_method(self, name: str) -> EUMethod:
+        """The EU method ``name`` of any plugin (errors as :meth:`aggregator`)."""
+        return self._get("uqeval_eu_methods", name)
+
+    def dataset(self, name: str, options: dict[str, Any] | None = None) -> DatasetSource:
+        """The dataset ``name`` of any plugin, configured with ``options`` when given.
+
+        ``options`` go to :meth:`~uqeval.contracts.DatasetSource.configure`, which
+        refuses a name the dataset does not know. Other errors as :meth:`aggregator`.
+        """
+        dataset = self._get("uqeval_datasets", name)
+        return dataset.configure(**options) if options else dataset
+
+    def _get(self, hook: str, name: str) -> Any:
+        found = self.lookup(hook, name)
+        if found is None:
+            known = ", ".join(sorted(self.contributions(hook))) or "none"
+            raise UQEvalError(f"unknown {KINDS_SINGULAR[hook]} {name!r}; choose one of {known}{self.problems_note()}")
+        return found[0]
 
     def add_commands(self, app: Any) -> None:
         """Let every plugin add its commands (or command groups) to the typer ``app``.
@@ -340,7 +394,7 @@ def _check_contribution(hook: str, name: Any, value: Any) -> str:
             for member in (*contract.__annotations__, *(m for m in vars(contract) if not m.startswith("_")))
             if not hasattr(value, member)
         ]
-        return f"{KINDS_SINGULAR[hook]} {name!r} does not meet uqeval.methods.{contract.__name__} (missing {missing})"
+        return f"{KINDS_SINGULAR[hook]} {name!r} does not meet uqeval.{contract.__name__} (missing {missing})"
     if getattr(value, "name", name) != name:
         return f"{KINDS_SINGULAR[hook]} is offered as {name!r} but its name is {value.name!r}"
     return ""
@@ -377,7 +431,37 @@ def reset_plugin_manager() -> None:
     plugin_manager.cache_clear()
 
 
-def forget_contributions() -> None:
-    """Make the next lookup collect contributions afresh (after an in-code registration)."""
-    if plugin_manager.cache_info().currsize:
-        plugin_manager().forget()
+def aggregate(
+    name: str,
+    u: np.ndarray,
+    pred: np.ndarray,
+    parameters: AggregationParameters | None = None,
+) -> np.ndarray:
+    """Scores of a batch of maps under the aggregation strategy ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A strategy of any plugin: ``mean``, ``sum``, ``patch_max``, ``threshold``,
+        ``area``, ``border`` (built in) or a plugin's.
+    u : (image, y, x) float array
+        Uncertainty maps, nats per pixel.
+    pred : (image, y, x) int array
+        Predicted classes.
+    parameters : AggregationParameters, optional
+        Background class, patch size and (for ``threshold``) ``τ``.
+
+    Returns
+    -------
+    (image,) float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> u = np.ones((1, 4, 4), dtype=np.float32)
+    >>> pred = np.zeros((1, 4, 4), dtype=np.uint8)
+    >>> pred[0, 1:3, 1:3] = 1  # a 2×2 object: area 4, border 8
+    >>> [round(float(aggregate(name, u, pred)[0]), 3) for name in ("mean", "sum", "area", "border")]
+    [1.0, 16.0, 4.0, 2.0]
+    """
+    return plugin_manager().aggregator(name)(u, pred, parameters or AggregationParameters())

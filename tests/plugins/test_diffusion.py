@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from uqeval.methods import AUMethod  # noqa: E402
+from uqeval.contracts import AUMethod  # noqa: E402
 from uqeval_torch.au.diffusion import (  # noqa: E402
     GAMMA_MIN,
     SCHEDULE_OFFSET,

@@ -7,9 +7,10 @@ import pytest
 
 import uqeval
 from uqeval.errors import UQEvalError
+from uqeval.plugins import plugin_manager
 from uqeval_torch import predict as predict_module
 from uqeval_torch.predict import predict, prediction_samples
-from uqeval_torch.run import RunSettings, configure_dataset
+from uqeval_torch.run import RunSettings
 from uqeval_torch.train import train
 
 DATA = {"size": 16, "n_train": 16, "n_calibration": 4, "n_test": 6}
@@ -67,7 +68,7 @@ def test_every_combination_writes_a_cube_that_scores(runs, tmp_path, au, eu):
     probabilities = cube["probs"].values.astype(np.float64)
     np.testing.assert_allclose(probabilities.sum(axis=3), 1.0, atol=2e-3)
     # The labels are the dataset's, image by image.
-    dataset = configure_dataset("synthetic", DATA)
+    dataset = plugin_manager().dataset("synthetic", DATA)
     expected = list(prediction_samples(dataset))
     assert list(cube["image"].values) == [sample.image_id for sample in expected]
     np.testing.assert_array_equal(cube["labels"].values, np.stack([sample.labels for sample in expected]))

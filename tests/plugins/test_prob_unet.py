@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from uqeval.methods import AUMethod
+from uqeval.contracts import AUMethod
 from uqeval_torch.au.prob_unet import ProbUNet, ProbUNetNetwork, gaussian_kl
 from uqeval_torch.backbone import Backbone
 

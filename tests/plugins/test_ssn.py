@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from uqeval.methods import AUMethod
+from uqeval.contracts import AUMethod
 from uqeval_torch.au.common import IGNORE_LABEL, cross_entropy
 from uqeval_torch.au.ssn import SSN, SSNNetwork, monte_carlo_nll, sample_logits
 from uqeval_torch.backbone import Backbone

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.ndimage import distance_transform_edt
 
 from uqeval import UQEvalError
-from uqeval.methods import DatasetSource, Sample
+from uqeval.contracts import DatasetSource, Sample
 from uqeval_torch.data import synthetic
 from uqeval_torch.data.synthetic import DOMAINS, ROLES, SyntheticDataset
 

@@ -67,12 +67,12 @@ def test_train_predict_score(tmp_path):
         (["--au", "softmax", "--eu", "none"], "AU method 'softmax' is deterministic"),
         (
             ["--au", "unet", "--eu", "none"],
-            "unknown AU method 'unet' (--au); known: diffusion, prob_unet, softmax, ssn",
+            "error: --au: unknown AU method 'unet'; choose one of diffusion, prob_unet, softmax, ssn",
         ),
-        (["--au", "ssn", "--eu", "swag"], "unknown EU method 'swag' (--eu); known: ensemble, none"),
+        (["--au", "ssn", "--eu", "swag"], "error: --eu: unknown EU method 'swag'; choose one of ensemble, none"),
         (["--au", "ssn", "--eu", "none", "--data-option", "size"], "--data-option 'size': expected KEY=VALUE"),
         (["--au", "ssn", "--eu", "none", "--data-option", "colour=red"], "colour"),
-        (["--au", "ssn", "--eu", "none", "--size", "huge"], "unknown --size 'huge'"),
+        (["--au", "ssn", "--eu", "none", "--size", "huge"], "error: --size: unknown size 'huge'; sizes are full, tiny"),
         (["--au", "ssn", "--eu", "ensemble", "--members", "1"], "an ensemble needs at least 2 members"),
     ],
 )

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from uqeval.checks import image_name
-from uqeval.cube import IGNORE_LABEL
 from uqeval.errors import UQEvalError
 from uqeval.metrics import _kernels
+from uqeval.names import IGNORE_LABEL
 
 #: ``state`` of a scored image, one whose map is constant, and one with no valid pixel.
 SCORED, CONSTANT, NO_PIXELS = 0, 1, 2

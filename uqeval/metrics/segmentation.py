@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uqeval.cube import IGNORE_LABEL
 from uqeval.errors import UQEvalError
+from uqeval.names import IGNORE_LABEL
 
 
 def _one_hot(masks: np.ndarray, classes: np.ndarray) -> np.ndarray:

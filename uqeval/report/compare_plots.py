@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from uqeval.tasks import TASKS
 
 if TYPE_CHECKING:
-    from uqeval.compare import Comparison
+    from uqeval.comparison import Comparison
 
 #: ``gid`` of the dashed Δ = 0 line (``U_c = U_w``) in each panel of :func:`entanglement_figure`.
 DELTA_ZERO_GID = "delta-zero"
@@ -36,7 +36,7 @@ def panels(comparison: Comparison) -> list[tuple[str, str]]:
     OODD ``ood``, AMB ``id``, AMB ``ood``, CAL ``id``, CAL ``ood`` — those with at
     least one point.
     """
-    from uqeval.compare import RANK_SPLITS
+    from uqeval.comparison import RANK_SPLITS
 
     present = {(point["task"], point["split"]) for point in comparison.points}
     return [(task, split) for task, splits in RANK_SPLITS.items() for split in splits if (task, split) in present]
@@ -66,7 +66,7 @@ def entanglement_figure(comparison: Comparison) -> Figure:
     Parameters
     ----------
     comparison : Comparison
-        From :func:`uqeval.compare.compare`.
+        From :func:`uqeval.comparison.compare`.
 
     Returns
     -------
@@ -141,7 +141,7 @@ def collapse_figure(comparison: Comparison) -> Figure:
         ``ood`` last) with 95 % Student-t error bars over seeds where there are
         several, and a dashed line at EU/AU = 1.
     """
-    from uqeval.compare import _split_key
+    from uqeval.comparison import split_order
 
     rows = comparison.collapse
     groups = [group for group in comparison.groups if any(row["group"] == group for row in rows)]
@@ -150,7 +150,7 @@ def collapse_figure(comparison: Comparison) -> Figure:
     if not rows:
         figure.text(0.5, 0.5, "no collapse rows to plot", ha="center", va="center")
         return figure
-    splits = sorted({row["split"] for row in rows}, key=_split_key)
+    splits = sorted({row["split"] for row in rows}, key=split_order)
     ax = figure.subplots()
     width = 0.8 / len(splits)
     colours = colormaps["tab10"].colors

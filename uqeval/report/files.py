@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import secrets
 import tempfile
@@ -13,9 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from uqeval.errors import UQEvalError
+from uqeval.jsonable import json_ready
 
 
 def ensure_writable(folder: str | os.PathLike[str]) -> Path:
@@ -31,7 +29,7 @@ def ensure_writable(folder: str | os.PathLike[str]) -> Path:
     folder = Path(folder)
     try:
         if folder.exists() and not folder.is_dir():
-            raise UQEvalError(f"{folder}: exists and is not a folder; pass --out a folder")
+            raise UQEvalError(f"{folder}: exists and is not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -61,21 +59,6 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         temporary.unlink(missing_ok=True)
         raise
     return path
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays made plain and NaN/inf made ``None``."""
-    if isinstance(value, Mapping):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [json_ready(item) for item in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:

@@ -1,14 +1,19 @@
-"""Rich tables of a :class:`~uqeval.results.Scores` for the terminal."""
+"""Rich tables for the terminal: of a :class:`~uqeval.Scores` and of a :class:`~uqeval.Comparison`."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from uqeval.results import Scores
-from uqeval.statistics import MEASURES
-from uqeval.tasks import NO_AGGREGATION, POOLED_OOD, TASKS
+from uqeval.comparison import RANK_SPLITS, split_order
+from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
+from uqeval.tasks import TASKS
+
+if TYPE_CHECKING:
+    from uqeval.comparison import Comparison
+    from uqeval.results import Scores
 
 _MEASURE_NAMES = {"au": "AU", "eu": "EU", "tu": "TU"}
 
@@ -31,7 +36,7 @@ def format_value(value: float | None, interval: float | None = math.nan, *, digi
 
 def _splits(scores: Scores, task: str) -> list[str]:
     seen = dict.fromkeys(row["split"] for row in scores.results if row["task"] == task)
-    ordered = sorted(seen, key=lambda split: (split != "id", split == POOLED_OOD, split))
+    ordered = sorted(seen, key=lambda split: (split != ID_DOMAIN, split == POOLED_OOD, split))
     return ordered
 
 
@@ -41,7 +46,7 @@ def task_table(scores: Scores, task: str) -> Table | None:
     splits = _splits(scores, task)
     if not splits:
         return None
-    aggregation = scores.evaluation.conventions.aggregation if task == "oodd" else NO_AGGREGATION
+    aggregation = scores.conventions.aggregation if task == "oodd" else NO_AGGREGATION
     notes = []
     if task == "oodd":
         notes.append(f"image score: {aggregation}")
@@ -119,3 +124,89 @@ def score_tables(scores: Scores) -> list[Table]:
     tables = [task_table(scores, task) for task in TASKS]
     tables += [entanglement_table(scores), collapse_table(scores)]
     return [table for table in tables if table is not None]
+
+
+def comparison_tables(comparison: Comparison) -> list[Table]:
+    """Rich tables of a comparison: ranks, Δ per task and split, and the collapse ratio.
+
+    Parameters
+    ----------
+    comparison : Comparison
+
+    Returns
+    -------
+    list of rich.table.Table
+        The ranking (group, seeds, performance and entanglement ranks as mean ± 95 %
+        Student-t half-width over seeds), best performance first; the ranks per task;
+        Δ of each group on each ranked task and split (mean ± half-width); and,
+        when the runs have collapse rows, EU/AU per group and split. No ``±`` where a
+        group has one seed; ``–`` where a value is undefined.
+    """
+    tables = []
+    ranking = Table(
+        title="Average rank",
+        caption="1 = best; mean ± 95 % Student-t interval over seeds",
+        title_justify="left",
+        caption_justify="left",
+    )
+    ranking.add_column("model", no_wrap=True)
+    ranking.add_column("seeds", justify="right")
+    ranking.add_column("performance", justify="right")
+    ranking.add_column("entanglement (Δ)", justify="right")
+    per_task = Table(
+        title="Rank per task",
+        caption="perf.: the correct measure's metric; Δ: entanglement",
+        title_justify="left",
+        caption_justify="left",
+    )
+    per_task.add_column("model", no_wrap=True)
+    for task in comparison.tasks:
+        per_task.add_column(f"{task.upper()} perf.", justify="right")
+        per_task.add_column(f"{task.upper()} Δ", justify="right")
+    for row in comparison.ranks:
+        ranking.add_row(
+            row["group"],
+            str(row["n_seeds"]),
+            format_value(row["performance_rank"], row["performance_interval"]),
+            format_value(row["entanglement_rank"], row["entanglement_interval"]),
+        )
+        cells = [row["group"]]
+        for task in comparison.tasks:
+            cells.append(format_value(row[f"performance_rank_{task}"], row[f"performance_interval_{task}"]))
+            cells.append(format_value(row[f"entanglement_rank_{task}"], row[f"entanglement_interval_{task}"]))
+        per_task.add_row(*cells)
+    tables += [ranking, per_task]
+
+    panels = [(task, split) for task in comparison.tasks for split in RANK_SPLITS[task]]
+    panels = [panel for panel in panels if any((p["task"], p["split"]) == panel for p in comparison.points)]
+    if panels:
+        deltas = Table(title="Entanglement Δ (higher = less entangled)", title_justify="left")
+        deltas.add_column("model", no_wrap=True)
+        for task, split in panels:
+            deltas.add_column(f"{task.upper()} {split}", justify="right")
+        points = {(p["group"], p["task"], p["split"]): p for p in comparison.points}
+        for group in comparison.groups:
+            cells = [group]
+            for task, split in panels:
+                point = points.get((group, task, split))
+                cells.append("–" if point is None else format_value(point["delta"], point["delta_interval"], digits=3))
+            deltas.add_row(*cells)
+        tables.append(deltas)
+
+    if comparison.collapse:
+        splits = sorted({row["split"] for row in comparison.collapse}, key=split_order)
+        collapse = Table(title="Epistemic collapse: mean EU / mean AU", title_justify="left")
+        collapse.add_column("model", no_wrap=True)
+        for split in splits:
+            collapse.add_column(split, justify="right")
+        ratios = {(row["group"], row["split"]): row for row in comparison.collapse}
+        for group in comparison.groups:
+            cells = [group]
+            for split in splits:
+                row = ratios.get((group, split))
+                cells.append(
+                    "–" if row is None else format_value(row["eu_over_au"], row["eu_over_au_interval"], digits=3)
+                )
+            collapse.add_row(*cells)
+        tables.append(collapse)
+    return tables

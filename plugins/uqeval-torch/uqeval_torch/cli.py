@@ -13,16 +13,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
 from uqeval.errors import UQEvalError
+from uqeval.report.progress import progress_bar
 
 err_console = Console(stderr=True)
 
@@ -44,16 +38,27 @@ def progress_display(quiet: bool) -> Iterator[Progress | None]:
     if quiet:
         yield None
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    ) as progress:
+    with progress_bar(err_console, unit="", transient=False) as progress:
         yield progress
+
+
+@contextlib.contextmanager
+def _flags() -> Iterator[None]:
+    """Name the flag of a library error about one of the command's arguments (``parameter``)."""
+    try:
+        yield
+    except UQEvalError as error:
+        if not error.parameter:
+            raise
+        raise UQEvalError(f"--{error.parameter.replace('_', '-')}: {error}") from None
+
+
+def _flagged(flag: str, function, value):
+    """``function(value)``, with an error's message prefixed by the command-line flag."""
+    try:
+        return function(value)
+    except UQEvalError as error:
+        raise UQEvalError(f"{flag}: {error}") from None
 
 
 DataOption = Annotated[
@@ -79,28 +84,30 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a reference model (AU method × EU method) on a dataset; resumes an interrupted run."""
-    from uqeval_torch.run import RunSettings, configure_dataset, lookup
+    from uqeval.plugins import plugin_manager
+    from uqeval_torch.run import RunSettings
     from uqeval_torch.train import train
 
+    manager = plugin_manager()
     if members is None:
-        members = int(lookup("uqeval_eu_methods", eu, "EU method", "--eu").default_members)
+        members = int(_flagged("--eu", manager.eu_method, eu).default_members)
     options: dict[str, Any] = parse_options(data_option)
     if options:  # typed as the dataset takes them ("32" → 32), so API and CLI runs resume alike
-        dataset = configure_dataset(data, options)
-        canonical = getattr(dataset, "options", None)
-        options = {key: canonical()[key] for key in options} if canonical else options
-    settings = RunSettings(
-        au=au,
-        eu=eu,
-        data=data,
-        data_options=options,
-        size=size,
-        epochs=epochs,
-        members=members,
-        seed=seed,
-        batch_size=batch_size,
-    )
-    with progress_display(quiet) as progress:
+        dataset = _flagged("--data-option", lambda name: manager.dataset(name, options), data)
+        options = {key: dataset.options()[key] for key in options}
+    with _flags():
+        settings = RunSettings(
+            au=au,
+            eu=eu,
+            data=data,
+            data_options=options,
+            size=size,
+            epochs=epochs,
+            members=members,
+            seed=seed,
+            batch_size=batch_size,
+        )
+    with progress_display(quiet) as progress, _flags():
         train(settings, out, device=device, progress=progress)
     err_console.print(f"trained {settings.au}+{settings.eu} ({members} member(s)) → {out}", highlight=False)
 

@@ -24,11 +24,12 @@ import torch
 import zarr
 from rich.progress import Progress
 
+from uqeval import DatasetSource
+from uqeval.contracts import Sample
 from uqeval.cube import CubeWriter
 from uqeval.errors import UQEvalError
-from uqeval.methods import DatasetSource, Sample
+from uqeval.plugins import plugin_manager
 from uqeval_torch import __version__
-from uqeval_torch.run import configure_dataset
 from uqeval_torch.train import load_trained, pick_device
 
 #: The roles a cube holds, in store order.
@@ -88,9 +89,9 @@ def predict(
     chosen = pick_device(device)
     settings, parts, trained = load_trained(run, device=chosen)
     if data is None or data == settings.data:  # the run's dataset, with any options changed
-        dataset = configure_dataset(settings.data, {**settings.data_options, **(data_options or {})})
+        dataset = plugin_manager().dataset(settings.data, {**settings.data_options, **(data_options or {})})
     else:
-        dataset = configure_dataset(data, data_options or {})
+        dataset = plugin_manager().dataset(data, data_options or {})
     au_method, eu_method = parts.au, parts.eu
     n_members = settings.members if members is None else members
     n_samples = au_method.default_samples if samples is None else samples

@@ -12,14 +12,15 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from uqeval import AUMethod, DatasetSource, EUMethod
 from uqeval.errors import UQEvalError
-from uqeval.methods import AUMethod, DatasetSource, EUMethod
 from uqeval.plugins import plugin_manager
 from uqeval.report.files import write_bytes, write_json
 from uqeval_torch import __version__
@@ -35,7 +36,7 @@ class RunSettings:
     Attributes
     ----------
     au, eu, data : names of the AU method, EU method and dataset (any plugin's).
-    data_options : the dataset's ``configure`` options (``{"size": 32}``).
+    data_options : the dataset's ``configure`` options (``{"size": 32}``), as the dataset types them.
     size : network size, ``tiny`` or ``full`` (:data:`uqeval_torch.backbone.SIZES`).
     epochs : passes over the training split per member.
     members : networks the EU method trains (an ensemble's N); 1 for ``none``.
@@ -62,10 +63,10 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
-            raise UQEvalError(f"unknown --size {self.size!r}; sizes are {', '.join(sorted(SIZES))}")
+            raise UQEvalError(f"unknown size {self.size!r}; sizes are {', '.join(sorted(SIZES))}", parameter="size")
         for name in ("epochs", "members", "batch_size"):
             if getattr(self, name) < 1:
-                raise UQEvalError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise UQEvalError(f"{name} must be at least 1, got {getattr(self, name)}", parameter=name)
         if not 0 <= self.ema_decay < 1:
             raise UQEvalError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
 
@@ -92,34 +93,22 @@ class Components:
     dataset: DatasetSource
 
 
-def lookup(hook: str, name: str, kind: str, option: str) -> Any:
-    """The contribution ``name`` to ``hook`` of any plugin; unknown names list the known ones."""
-    manager = plugin_manager()
-    found = manager.lookup(hook, name)
-    if found is None:
-        known = ", ".join(sorted(manager.contributions(hook))) or "none"
-        raise UQEvalError(f"unknown {kind} {name!r} ({option}); known: {known}{manager.problems_note()}")
-    return found[0]
-
-
-def configure_dataset(name: str, options: dict[str, Any]) -> DatasetSource:
-    """The dataset ``name`` of any plugin, with its ``configure(**options)`` applied."""
-    dataset = lookup("uqeval_datasets", name, "dataset", "--data")
-    if not options:
-        return dataset
-    configure = getattr(dataset, "configure", None)
-    if configure is None:
-        raise UQEvalError(f"dataset {name!r} takes no options (--data-option {', '.join(options)})")
-    return configure(**options)
-
-
 def components(settings: RunSettings) -> Components:
-    """Look up the AU method, EU method and dataset of ``settings`` among all plugins."""
+    """The AU method, EU method and (configured) dataset that ``settings`` name, from any plugin."""
+    manager = plugin_manager()
     return Components(
-        au=lookup("uqeval_au_methods", settings.au, "AU method", "--au"),
-        eu=lookup("uqeval_eu_methods", settings.eu, "EU method", "--eu"),
-        dataset=configure_dataset(settings.data, settings.data_options),
+        au=_argument("au", manager.au_method, settings.au),
+        eu=_argument("eu", manager.eu_method, settings.eu),
+        dataset=_argument("data", manager.dataset, settings.data, settings.data_options),
     )
+
+
+def _argument(parameter: str, getter: Callable[..., Any], *arguments: Any) -> Any:
+    """``getter(*arguments)``, its error marked as being about ``parameter``."""
+    try:
+        return getter(*arguments)
+    except UQEvalError as error:
+        raise UQEvalError(str(error), parameter=parameter) from None
 
 
 class RunFolder:
@@ -154,7 +143,7 @@ class RunFolder:
         Returns True when the run already existed.
         """
         if self.path.exists() and not self.path.is_dir():
-            raise UQEvalError(f"--out {self.path} is a file; a run is a folder")
+            raise UQEvalError(f"{self.path} is a file; a run is a folder", parameter="out")
         if self.settings_path.exists():
             existing = self.read_settings()
             if existing != settings:
@@ -165,7 +154,9 @@ class RunFolder:
                 )
             return True
         if self.path.exists() and any(self.path.iterdir()):
-            raise UQEvalError(f"--out {self.path} is a folder with other files in it; choose an empty or new folder")
+            raise UQEvalError(
+                f"{self.path} is a folder with other files in it; choose an empty or new folder", parameter="out"
+            )
         (self.path / "members").mkdir(parents=True, exist_ok=True)
         write_json(self.settings_path, {"uqeval_torch": __version__, **asdict(settings)})
         return False

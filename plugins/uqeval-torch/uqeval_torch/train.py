@@ -80,7 +80,7 @@ class TrainingData:
 
 
 class MemberTrainer:
-    """The training routine (``uqeval.methods.TrainRoutine``) an EU method calls per member.
+    """The training routine (``uqeval.contracts.TrainRoutine``) an EU method calls per member.
 
     ``routine(seed=…, dropout=…, on_step=…)`` returns the member's EMA network in
     evaluation mode: loaded when the run already finished it, resumed from its

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: The label value of pixels a rater left unlabelled (DESIGN §3).
-IGNORE_LABEL = 255
+from uqeval.names import IGNORE_LABEL
+
+__all__ = ["IGNORE_LABEL", "cross_entropy", "one_hot"]
 
 
 def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

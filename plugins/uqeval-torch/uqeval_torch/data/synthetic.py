@@ -67,8 +67,8 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.special import expit
 
+from uqeval.contracts import Sample
 from uqeval.errors import UQEvalError
-from uqeval.methods import Sample
 
 #: The roles, in the order of their index in the seed's spawn key.
 ROLES = ("train", "calibration", "test")
@@ -239,7 +239,7 @@ def _parse(name: str, value: Any, kind: type) -> Any:
 class SyntheticDataset:
     """Synthetic shapes drawn by several raters, with blur, noise, contrast and JPEG shifts.
 
-    Satisfies :class:`uqeval.methods.DatasetSource`; the module docstring describes the
+    Satisfies :class:`uqeval.contracts.DatasetSource`; the module docstring describes the
     generative model.
 
     Parameters

@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from uqeval.contracts import TrainRoutine
 from uqeval.errors import UQEvalError
-from uqeval.methods import TrainRoutine
 
 
 class Ensemble:

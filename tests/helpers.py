@@ -1,4 +1,4 @@
-"""Running the real ``uqeval`` entry point in a subprocess, with plugin folders on the path."""
+"""Test helpers: running the real ``uqeval`` entry point in a subprocess, as a user runs it."""
 
 from __future__ import annotations
 
@@ -16,17 +16,30 @@ def cli_env(*paths: Path, columns: int = 200, **extra: str) -> dict[str, str]:
     outer = [env.pop("PYTHONPATH")] if env.get("PYTHONPATH") else []
     if paths or outer:
         env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), *outer])
-    env.update(COLUMNS=str(columns), TERMINAL_WIDTH=str(columns), **extra)
+    env.update({"COLUMNS": str(columns), "TERMINAL_WIDTH": str(columns), **extra})
     return env
 
 
-def run_cli(*args: str, paths: tuple[Path, ...] = (), columns: int = 200) -> subprocess.CompletedProcess:
-    """The real entry point in a subprocess, as a user runs it."""
+def run_cli(
+    *args: str,
+    paths: tuple[Path, ...] = (),
+    columns: int = 200,
+    plugins: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess, as a user runs it.
+
+    ``paths`` go on ``PYTHONPATH``; ``plugins`` (when given) is ``UQEVAL_LOAD_PLUGINS``,
+    the entry points allowed to load; ``env`` adds variables.
+    """
+    extra = dict(env or {})
+    if plugins is not None:
+        extra[LOAD_PLUGINS_ENV] = plugins
     return subprocess.run(
         [sys.executable, "-m", "uqeval", *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-        env=cli_env(*paths, columns=columns),
+        env=cli_env(*paths, columns=columns, **extra),
     )

@@ -1,4 +1,10 @@
-"""Aggregation strategies (DESIGN §4) against brute-force and first-principles references."""
+"""Aggregation strategies (DESIGN §4) against brute-force and first-principles references.
+
+The strategies are checked as the built-in plugin offers them
+(:func:`uqeval.builtin_plugin.uqeval_aggregators`), with no plugin manager in between;
+the tests at the end check that name lookup (:func:`uqeval.aggregate`, the plugin
+manager) gives the same strategies, with only the built-ins loaded.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +16,39 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 
-from uqeval import UQEvalError
-from uqeval.aggregate import (
-    AGGREGATORS,
+import uqeval
+import uqeval.plugins
+from uqeval import UQEvalError, aggregation, builtin_plugin
+from uqeval.aggregation import (
     AggregationParameters,
     Aggregator,
-    aggregate,
     border_length,
     fit_threshold,
     foreground_area,
-    get_aggregator,
     per_image,
-    register_aggregator,
 )
+from uqeval.plugins import LOAD_PLUGINS_ENV, PluginInfo, PluginManager
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None)
 BUILT_INS = ("area", "border", "mean", "patch_max", "sum", "threshold")
+#: The built-in strategies by name, as the built-in plugin offers them.
+STRATEGIES = builtin_plugin.uqeval_aggregators()
+
+
+def aggregate(
+    name: str, u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters | None = None
+) -> np.ndarray:
+    """The built-in strategy ``name`` applied: :func:`uqeval.aggregate` without the plugin manager."""
+    return STRATEGIES[name](u, pred, parameters or AggregationParameters())
+
+
+@pytest.fixture
+def builtins_only(monkeypatch):
+    """The process's plugin manager with no entry point loaded (hermetic); rebuilt afterwards."""
+    monkeypatch.setenv(LOAD_PLUGINS_ENV, "")
+    uqeval.plugins.reset_plugin_manager()
+    yield uqeval.plugins.plugin_manager()
+    uqeval.plugins.reset_plugin_manager()
 
 
 # --------------------------------------------------------------------------- references
@@ -234,7 +257,7 @@ def test_threshold_without_tau_raises():
     with pytest.raises(UQEvalError, match="threshold"):
         aggregate("threshold", u, pred)
     with pytest.raises(UQEvalError, match="threshold"):
-        get_aggregator("threshold")(u, pred, AggregationParameters(threshold=None))
+        STRATEGIES["threshold"](u, pred, AggregationParameters(threshold=None))
     # τ = 0 is a valid threshold, not a missing one.
     np.testing.assert_array_equal(aggregate("threshold", u, pred, AggregationParameters(threshold=0.0)), [1.0, 1.0])
 
@@ -361,63 +384,115 @@ def test_bad_shapes_raise(name):
         aggregate(name, np.ones((3, 3)), np.zeros((3, 3), dtype=np.uint8), parameters)
 
 
-# --------------------------------------------------------------------------- registry
+# --------------------------------------------------------------------------- the built-in strategies by name
 
 
-def test_built_in_registry_contents():
-    assert sorted(AGGREGATORS) == sorted(BUILT_INS)
-    for name, aggregator in AGGREGATORS.items():
+def test_built_in_strategies():
+    assert sorted(STRATEGIES) == sorted(BUILT_INS)
+    functions = {
+        "mean": aggregation.mean,
+        "sum": aggregation.total,
+        "patch_max": aggregation.patch_max,
+        "threshold": aggregation.threshold,
+        "area": aggregation.area,
+        "border": aggregation.border,
+    }
+    for name, aggregator in STRATEGIES.items():
         assert aggregator.name == name
         assert aggregator.source == "uqeval"
         assert aggregator.fitted == (name == "threshold")
-        assert get_aggregator(name) is aggregator
+        assert aggregator.function is functions[name]
+        assert aggregator.description
+    # Built afresh on every call: there is no global registry to change.
+    fresh = builtin_plugin.uqeval_aggregators()
+    assert fresh == STRATEGIES
+    assert fresh is not STRATEGIES
 
 
-def test_unknown_name_lists_known_names():
-    with pytest.raises(UQEvalError, match="unknown aggregation 'nope'") as info:
-        get_aggregator("nope")
-    message = str(info.value)
+def test_aggregation_module_is_pure():
+    """It defines the strategies; names are resolved only by the plugin manager."""
+    for removed in ("AGGREGATORS", "register_aggregator", "get_aggregator", "aggregate"):
+        assert not hasattr(aggregation, removed), removed
+
+
+def test_lookup_by_name_gives_the_built_in_strategies(builtins_only):
+    assert builtins_only.aggregators() == STRATEGIES
+    rng = np.random.default_rng(8)
+    u = rng.random((3, 7, 9))
+    pred = rng.integers(0, 3, size=u.shape)
+    parameters = AggregationParameters(background=1, patch_size=3, threshold=0.4)
     for name in BUILT_INS:
-        assert name in message
-    with pytest.raises(UQEvalError, match="nope"):
-        aggregate("nope", np.ones((1, 2, 2)), np.zeros((1, 2, 2), dtype=np.uint8))
-    private = {"alpha": Aggregator("alpha", per_image(lambda u, p: 0.0), "zero")}
+        assert builtins_only.aggregator(name) == STRATEGIES[name]
+        np.testing.assert_array_equal(
+            uqeval.aggregate(name, u, pred, parameters), aggregate(name, u, pred, parameters), err_msg=name
+        )
+    # parameters default to AggregationParameters(): background 0, k = 10.
+    np.testing.assert_array_equal(uqeval.aggregate("area", u, pred), aggregate("area", u, pred))
+    assert not np.array_equal(uqeval.aggregate("area", u, pred), uqeval.aggregate("area", u, pred, parameters))
+
+
+class Offers:
+    """A plugin object whose ``uqeval_aggregators`` hook offers ``aggregators``."""
+
+    def __init__(self, aggregators: dict[str, Aggregator]) -> None:
+        self.aggregators = aggregators
+
+    @uqeval.hookimpl
+    def uqeval_aggregators(self):
+        return self.aggregators
+
+
+def test_unknown_name_lists_known_names(builtins_only):
     with pytest.raises(UQEvalError) as info:
-        get_aggregator("mean", registry=private)
-    assert "alpha" in str(info.value)
-    assert "patch_max" not in str(info.value)
+        builtins_only.aggregator("nope")
+    assert str(info.value) == "unknown aggregation 'nope'; choose one of area, border, mean, patch_max, sum, threshold"
+    with pytest.raises(UQEvalError, match=r"^unknown aggregation 'nope'; choose one of area, border"):
+        uqeval.aggregate("nope", np.ones((1, 2, 2)), np.zeros((1, 2, 2), dtype=np.uint8))
+    # A plugin's names are listed with the built-ins.
+    manager = PluginManager(load_entry_points=False)
+    assert manager.register(Offers({"alpha": Aggregator("alpha", per_image(lambda u, p: 0.0), "zero")}))
+    with pytest.raises(UQEvalError) as info:
+        manager.aggregator("nope")
+    assert str(info.value) == (
+        "unknown aggregation 'nope'; choose one of alpha, area, border, mean, patch_max, sum, threshold"
+    )
 
 
-def test_register_into_private_registry():
-    before = dict(AGGREGATORS)
-    registry: dict[str, Aggregator] = {}
-    median = Aggregator("median", per_image(lambda u, p: np.median(u)), "median of U", source="plugin-a")
-    register_aggregator(median, registry=registry)
-    register_aggregator(median, registry=registry)  # the very same aggregator again is fine
-    assert registry == {"median": median}
-    assert get_aggregator("median", registry=registry) is median
-    assert before == AGGREGATORS
-    assert "median" not in AGGREGATORS
+def test_a_plugin_strategy_on_a_manager_of_ones_own(builtins_only):
+    median = Aggregator("median", per_image(lambda u, p: np.median(u)), "median of U")
+    manager = PluginManager(load_entry_points=False)
+    assert manager.register(Offers({"median": median}), PluginInfo("medians", "plugin-a", "1.0", "medians"))
+    found = manager.aggregator("median")
+    assert (found.name, found.description, found.source) == ("median", "median of U", "plugin 'medians' (plugin-a 1.0)")
+    u = np.arange(18, dtype=np.float64).reshape(2, 3, 3)
+    assert found(u, np.zeros(u.shape, dtype=np.uint8), AggregationParameters()).tolist() == [4.0, 13.0]
+    # The process's manager, and the built-ins, are untouched.
+    assert "median" not in builtins_only.aggregators()
+    assert builtins_only.aggregators() == STRATEGIES
 
 
 def test_duplicate_name_from_another_source_names_both():
-    registry = dict(AGGREGATORS)
-    impostor = Aggregator("mean", per_image(lambda u, p: 1.0), "not the mean", source="plugin-b")
-    with pytest.raises(UQEvalError) as info:
-        register_aggregator(impostor, registry=registry)
-    message = str(info.value)
-    assert "'mean'" in message
-    assert "uqeval" in message
-    assert "plugin-b" in message
-    assert registry["mean"] is AGGREGATORS["mean"]
+    manager = PluginManager(load_entry_points=False)
+    impostor = Aggregator("mean", per_image(lambda u, p: 1.0), "not the mean")
+    assert manager.register(Offers({"mean": impostor}), PluginInfo("b", "plugin-b", "1.0", "b"))
+    # A built-in name is never shadowed: the plugin's is left out, and that is its problem.
+    assert manager.aggregator("mean") == STRATEGIES["mean"]
+    assert [str(problem) for problem in manager.problems] == [
+        "plugin 'b' (plugin-b 1.0) failed in uqeval_aggregators: aggregation name 'mean' is a built-in one; not added"
+    ]
 
-    first = Aggregator("spread", per_image(lambda u, p: np.ptp(u)), "range", source="plugin-a")
-    second = Aggregator("spread", per_image(lambda u, p: np.std(u)), "std", source="plugin-c")
-    register_aggregator(first, registry=registry)
-    with pytest.raises(UQEvalError, match=r"plugin-a.*plugin-c"):
-        register_aggregator(second, registry=registry)
-    assert registry["spread"] is first
-    assert "spread" not in AGGREGATORS
+    first = Aggregator("spread", per_image(lambda u, p: np.ptp(u)), "range")
+    second = Aggregator("spread", per_image(lambda u, p: np.std(u)), "std")
+    assert manager.register(Offers({"spread": first}), PluginInfo("a", "plugin-a", "1.0", "a"))
+    assert manager.register(Offers({"spread": second}), PluginInfo("c", "plugin-c", "2.0", "c"))
+    with pytest.raises(UQEvalError) as info:
+        manager.aggregator("spread")
+    assert str(info.value) == (
+        "aggregation name 'spread' is offered by both plugin 'a' (plugin-a 1.0) and plugin 'c' (plugin-c 2.0); "
+        "uninstall all but one of them"
+    )
+    assert "spread" not in manager.aggregators()
+    assert "spread" not in STRATEGIES
 
 
 def test_per_image_lifts_a_scalar_function():

@@ -1,20 +1,21 @@
 """Aggregation strategies: one score per image from an uncertainty map.
 
 Every strategy takes a batch of maps ``u`` (image, y, x) and predictions ``pred``
-(image, y, x) and returns a float64 score per image. They are registered by name in
-:data:`AGGREGATORS`; :func:`get_aggregator` looks one up with a clear error.
+(image, y, x) and returns a float64 score per image. This module only defines them;
+the built-in plugin (:mod:`uqeval.builtin_plugin`) offers them by name, and the plugin
+manager (:mod:`uqeval.plugins`) resolves a name to an :class:`Aggregator`.
 
 >>> import numpy as np
 >>> u = np.ones((1, 4, 4), dtype=np.float32)
 >>> pred = np.zeros((1, 4, 4), dtype=np.uint8)
 >>> pred[0, 1:3, 1:3] = 1  # a 2×2 object: area 4, border 8
->>> [round(float(aggregate(name, u, pred)[0]), 3) for name in ("mean", "sum", "area", "border")]
+>>> [round(float(function(u, pred, AggregationParameters())[0]), 3) for function in (mean, total, area, border)]
 [1.0, 16.0, 4.0, 2.0]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,7 @@ class Aggregator:
     Attributes
     ----------
     name : str
-        Registry key, as given to ``--aggregation``.
+        The name it is offered under, as given to ``--aggregation``.
     function : callable
         ``function(u, pred, parameters) -> scores``: maps (image, y, x), predictions
         (image, y, x), :class:`AggregationParameters`; returns (image,) float64.
@@ -163,38 +164,6 @@ def border(u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -
     return _normalised(_sums(u), border_length(pred))
 
 
-#: Built-in strategies by name; :func:`register_aggregator` adds more.
-AGGREGATORS: dict[str, Aggregator] = {
-    aggregator.name: aggregator
-    for aggregator in (
-        Aggregator("mean", mean, "mean of U over the image"),
-        Aggregator("sum", total, "sum of U over the image"),
-        Aggregator("patch_max", patch_max, "largest mean of U over a k×k window (k = 10)"),
-        Aggregator("threshold", threshold, "mean of U where U ≥ τ, τ fitted on calibration images", fitted=True),
-        Aggregator("area", area, "sum of U over the predicted foreground area"),
-        Aggregator("border", border, "sum of U over the border length of the prediction"),
-    )
-}
-
-
-def register_aggregator(aggregator: Aggregator, registry: dict[str, Aggregator] | None = None) -> None:
-    """Add ``aggregator`` to ``registry`` (default :data:`AGGREGATORS`, which the built-in
-    plugin offers); a taken name is an error. A package should rather offer its
-    strategies through the ``uqeval_aggregators`` hook (``docs/plugins.md``)."""
-    default = registry is None
-    registry = AGGREGATORS if registry is None else registry
-    existing = registry.get(aggregator.name)
-    if existing is not None and existing is not aggregator:
-        raise UQEvalError(
-            f"aggregation {aggregator.name!r} is offered by both {existing.source} and {aggregator.source}"
-        )
-    registry[aggregator.name] = aggregator
-    if default:
-        from uqeval.plugins import forget_contributions
-
-        forget_contributions()
-
-
 def per_image(function: Callable[[np.ndarray, np.ndarray], float]) -> BatchFunction:
     """Lift ``function(u, pred) -> float`` of one image to the batch form."""
 
@@ -202,54 +171,6 @@ def per_image(function: Callable[[np.ndarray, np.ndarray], float]) -> BatchFunct
         return np.array([float(function(u[i], pred[i])) for i in range(len(u))], dtype=np.float64)
 
     return batched
-
-
-def get_aggregator(name: str, registry: Mapping[str, Aggregator] | None = None) -> Aggregator:
-    """The strategy registered as ``name``: built-in, from a plugin, or in ``registry`` when given.
-
-    An unknown name lists the known ones, and any plugin that failed to load.
-    """
-    problems = ""
-    if registry is None:
-        from uqeval.plugins import plugin_manager
-
-        manager = plugin_manager()
-        manager.lookup("uqeval_aggregators", name)  # a name two plugins offer raises here, naming both
-        registry = manager.aggregators()
-        problems = manager.problems_note()
-    try:
-        return registry[name]
-    except KeyError:
-        raise UQEvalError(
-            f"unknown aggregation {name!r}; choose one of {', '.join(sorted(registry))}{problems}"
-        ) from None
-
-
-def aggregate(
-    name: str,
-    u: np.ndarray,
-    pred: np.ndarray,
-    parameters: AggregationParameters | None = None,
-) -> np.ndarray:
-    """Scores of a batch of maps under the strategy ``name``.
-
-    Parameters
-    ----------
-    name : str
-        A registered strategy (``mean``, ``sum``, ``patch_max``, ``threshold``, ``area``,
-        ``border`` or a plugin's).
-    u : (image, y, x) float array
-        Uncertainty maps, nats per pixel.
-    pred : (image, y, x) int array
-        Predicted classes.
-    parameters : AggregationParameters, optional
-        Background class, patch size and (for ``threshold``) ``τ``.
-
-    Returns
-    -------
-    (image,) float64
-    """
-    return get_aggregator(name)(u, pred, parameters or AggregationParameters())
 
 
 def fit_threshold(u: np.ndarray, pred: np.ndarray, *, background: int = 0, method: str = "linear") -> float:

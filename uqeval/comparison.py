@@ -37,39 +37,33 @@ the runs that have the row).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from uqeval.errors import UQEvalError
-from uqeval.report.files import ensure_writable, json_ready, write_csv, write_json
-from uqeval.report.tables import format_value
-from uqeval.results import SCORES_SCHEMA
-from uqeval.tasks import POOLED_OOD, TASKS
+from uqeval.jsonable import json_ready
+from uqeval.names import ID_DOMAIN, POOLED_OOD
+from uqeval.results import SCORES_FILE, SavedScores, read_scores
+from uqeval.tasks import TASKS
 
-if TYPE_CHECKING:
-    from rich.table import Table
-
-#: ``schema`` of the ``comparison.json`` that :meth:`Comparison.save` writes.
+#: ``schema`` of the ``comparison.json`` that :func:`uqeval.save_comparison` writes.
 COMPARISON_SCHEMA = "uqeval.comparison/1"
-#: File name of a run's scores inside its folder.
-SCORES_FILE = "scores.json"
 #: The splits ranked per task (the study's Table 2: OODD on the mean over OOD domains,
 #: AMB and CAL on ID and on all OOD images pooled).
-RANK_SPLITS: dict[str, tuple[str, ...]] = {"oodd": (POOLED_OOD,), "amb": ("id", POOLED_OOD), "cal": ("id", POOLED_OOD)}
+RANK_SPLITS: dict[str, tuple[str, ...]] = {
+    "oodd": (POOLED_OOD,),
+    "amb": (ID_DOMAIN, POOLED_OOD),
+    "cal": (ID_DOMAIN, POOLED_OOD),
+}
 #: Coverage of the Student-t intervals over seeds.
 CONFIDENCE = 0.95
-
-_REQUIRED_KEYS = ("entanglement", "collapse")
-_ENTANGLEMENT_KEYS = ("task", "split", "u_correct", "u_wrong", "delta")
-_COLLAPSE_KEYS = ("split", "eu_over_au")
 
 
 # ---------------------------------------------------------------------------- runs
@@ -77,7 +71,7 @@ _COLLAPSE_KEYS = ("split", "eu_over_au")
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """One scored run: the contents of a ``scores.json`` that :func:`compare` needs.
+    """One scored run, as :func:`compare` ranks it.
 
     Attributes
     ----------
@@ -90,72 +84,52 @@ class Run:
         when both are set, else the folder's name. Runs of one group are pooled.
     seed : int or None
         ``model.seed``; runs of one seed are ranked against each other.
-    entanglement : tuple of dict
-        Rows ``task, split, correct, wrong, u_correct, u_wrong, delta`` (floats, NaN
-        for ``null``).
-    collapse : tuple of dict
-        Rows ``split, mean_au, mean_eu, eu_over_au`` (floats, NaN for ``null`` or missing).
-    data : dict
-        The whole ``scores.json`` as read.
+    scores : SavedScores
+        The run's ``scores.json``, checked.
     """
 
     folder: Path
     label: str
     group: str
     seed: int | None
-    entanglement: tuple[dict[str, Any], ...]
-    collapse: tuple[dict[str, Any], ...]
-    data: dict[str, Any] = field(repr=False)
+    scores: SavedScores = field(repr=False)
+
+    @classmethod
+    def from_scores(cls, scores: SavedScores, folder: str | os.PathLike[str]) -> Run:
+        """A run from a checked ``scores.json`` and its folder (whose name is the group
+        when the document names no model)."""
+        folder = Path(folder)
+        group = _group(scores.model, folder)
+        seed = _seed(scores.model.get("seed"), scores.source)
+        label = group if seed is None else f"{group} (seed {seed})"
+        return cls(folder, label, group, seed, scores)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], folder: str | os.PathLike[str], *, source: str | None = None) -> Run:
-        """A run from the parsed contents of a ``scores.json``.
+        """A run from the parsed contents of a ``scores.json`` (errors name ``source``,
+        by default ``folder/scores.json``)."""
+        where = source if source is not None else str(Path(folder) / SCORES_FILE)
+        return cls.from_scores(SavedScores.from_dict(data, where), folder)
 
-        Parameters
-        ----------
-        data : mapping
-            The ``uqeval.scores/1`` document.
-        folder : str or PathLike
-            The run folder; its name is the group when the document names no model.
-        source : str, optional
-            What error messages call the document (default: ``folder/scores.json``).
+    @property
+    def entanglement(self) -> tuple[dict[str, Any], ...]:
+        """Rows ``task, split, correct, wrong, u_correct, u_wrong, delta``."""
+        return self.scores.entanglement
 
-        Raises
-        ------
-        UQEvalError
-            When the schema is not ``uqeval.scores/1`` or a key or value is missing or
-            of the wrong type; the message names ``source`` and the key.
-        """
-        folder = Path(folder)
-        where = source if source is not None else str(folder / SCORES_FILE)
-        if not isinstance(data, Mapping):
-            raise UQEvalError(f"{where}: expected a JSON object at the top level, got {type(data).__name__}")
-        if "schema" not in data:
-            raise UQEvalError(
-                f"{where}: missing key 'schema' (expected {SCORES_SCHEMA!r}); is it a uqeval scores file?"
-            )
-        if data["schema"] != SCORES_SCHEMA:
-            raise UQEvalError(f"{where}: schema is {data['schema']!r}, expected {SCORES_SCHEMA!r}")
-        missing = [key for key in _REQUIRED_KEYS if key not in data]
-        if missing:
-            raise UQEvalError(f"{where}: missing key(s) {', '.join(repr(key) for key in missing)}")
-        model = data.get("model")
-        if model is None:
-            model = {}
-        if not isinstance(model, Mapping):
-            raise UQEvalError(f"{where}: 'model' must be an object, got {type(model).__name__}")
-        group = _group(model, folder)
-        seed = _seed(model.get("seed"), where)
-        entanglement = tuple(_entanglement_rows(data["entanglement"], where))
-        collapse = tuple(_collapse_rows(data["collapse"], where))
-        label = group if seed is None else f"{group} (seed {seed})"
-        return cls(folder, label, group, seed, entanglement, collapse, dict(data))
+    @property
+    def collapse(self) -> tuple[dict[str, Any], ...]:
+        """Rows ``split, mean_au, mean_eu, eu_over_au``."""
+        return self.scores.collapse
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The whole ``scores.json`` as read."""
+        return self.scores.data
 
     @property
     def dataset(self) -> str | None:
         """``model.dataset``, if the run names one."""
-        model = self.data.get("model") or {}
-        value = model.get("dataset")
+        value = self.scores.model.get("dataset")
         return str(value) if value is not None else None
 
     @property
@@ -167,45 +141,10 @@ class Run:
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
-    """Read one run: a folder written by ``uqeval score --out`` or its ``scores.json``.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The run folder (holding ``scores.json``) or the JSON file itself (any name; its
-        folder is then the run folder).
-
-    Returns
-    -------
-    Run
-
-    Raises
-    ------
-    UQEvalError
-        When the folder or file does not exist, the file is not JSON (with line and
-        column), its ``schema`` is not ``uqeval.scores/1``, or a key is missing; the
-        message names the file.
-    """
-    path = Path(path)
-    if path.is_dir():
-        folder, file = path, path / SCORES_FILE
-        if not file.is_file():
-            raise UQEvalError(f"{file}: missing; is {path} a folder written by `uqeval score --out`?")
-    elif path.is_file():
-        folder, file = path.parent, path
-    else:
-        raise UQEvalError(f"{path}: no such run folder or scores file")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise UQEvalError(f"{file}: not JSON (not UTF-8 text at byte {error.start})") from None
-    except OSError as error:
-        raise UQEvalError(f"{file}: cannot be read ({error.strerror or error})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UQEvalError(f"{file}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
-    return Run.from_dict(data, folder, source=str(file))
+    """Read one run: a folder written by ``uqeval score`` or its ``scores.json``
+    (see :func:`uqeval.read_scores` for the errors)."""
+    scores, folder = read_scores(path)
+    return Run.from_scores(scores, folder)
 
 
 def _group(model: Mapping[str, Any], folder: Path) -> str:
@@ -230,70 +169,6 @@ def _seed(value: Any, where: str) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value.strip())
     raise UQEvalError(f"{where}: model.seed must be an integer or null, got {value!r}")
-
-
-def _number(value: Any, where: str) -> float:
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UQEvalError(f"{where} must be a number or null, got {value!r}")
-    return float(value)
-
-
-def _rows(value: Any, key: str, where: str) -> list[Mapping[str, Any]]:
-    if not isinstance(value, list):
-        raise UQEvalError(f"{where}: {key!r} must be a list of objects, got {type(value).__name__}")
-    for index, row in enumerate(value):
-        if not isinstance(row, Mapping):
-            raise UQEvalError(f"{where}: {key}[{index}] must be an object, got {type(row).__name__}")
-    return value
-
-
-def _entanglement_rows(value: Any, where: str) -> list[dict[str, Any]]:
-    rows, seen = [], set()
-    for index, row in enumerate(_rows(value, "entanglement", where)):
-        missing = [key for key in _ENTANGLEMENT_KEYS if key not in row]
-        if missing:
-            raise UQEvalError(f"{where}: entanglement[{index}] misses key(s) {', '.join(map(repr, missing))}")
-        task, split = str(row["task"]), str(row["split"])
-        if (task, split) in seen:
-            raise UQEvalError(f"{where}: entanglement has two rows for task {task!r}, split {split!r}")
-        seen.add((task, split))
-        rows.append(
-            {
-                "task": task,
-                "split": split,
-                "correct": None if row.get("correct") is None else str(row["correct"]),
-                "wrong": None if row.get("wrong") is None else str(row["wrong"]),
-                **{
-                    key: _number(row[key], f"{where}: entanglement[{index}].{key}")
-                    for key in ("u_correct", "u_wrong", "delta")
-                },
-            }
-        )
-    return rows
-
-
-def _collapse_rows(value: Any, where: str) -> list[dict[str, Any]]:
-    rows, seen = [], set()
-    for index, row in enumerate(_rows(value, "collapse", where)):
-        missing = [key for key in _COLLAPSE_KEYS if key not in row]
-        if missing:
-            raise UQEvalError(f"{where}: collapse[{index}] misses key(s) {', '.join(map(repr, missing))}")
-        split = str(row["split"])
-        if split in seen:
-            raise UQEvalError(f"{where}: collapse has two rows for split {split!r}")
-        seen.add(split)
-        rows.append(
-            {
-                "split": split,
-                **{
-                    key: _number(row.get(key), f"{where}: collapse[{index}].{key}")
-                    for key in ("mean_au", "mean_eu", "eu_over_au")
-                },
-            }
-        )
-    return rows
 
 
 # ------------------------------------------------------------------- statistics
@@ -463,46 +338,6 @@ class Comparison:
             }
         )
 
-    def save(self, folder: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``comparison.json``, ``ranks.csv``, ``points.csv``, ``collapse.csv``,
-        ``entanglement.png`` and (with collapse rows) ``collapse.png`` into ``folder``.
-
-        The folder is created if needed. Every file is written to a hidden temporary
-        file in the same folder and then moved over its name (``os.replace``), so a
-        reader never sees a partial file. In ``comparison.json`` NaN is ``null``; in
-        the CSV files it is an empty field.
-
-        Returns
-        -------
-        dict
-            File name → path written.
-
-        Raises
-        ------
-        UQEvalError
-            When the folder cannot be created or written; the message names it.
-        """
-        from uqeval.report.compare_plots import collapse_figure, entanglement_figure
-        from uqeval.report.plots import save_figure
-
-        folder = ensure_writable(folder)
-
-        def columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-            return list(dict.fromkeys(key for row in rows for key in row))
-
-        written = {
-            "comparison.json": write_json(folder / "comparison.json", self.to_dict()),
-            "ranks.csv": write_csv(folder / "ranks.csv", self.ranks, columns(self.ranks)),
-            "points.csv": write_csv(folder / "points.csv", self.points, columns(self.points)),
-            "collapse.csv": write_csv(
-                folder / "collapse.csv", self.collapse, ["group", "split", "n", "eu_over_au", "eu_over_au_interval"]
-            ),
-            "entanglement.png": save_figure(entanglement_figure(self), folder / "entanglement.png"),
-        }
-        if self.collapse:
-            written["collapse.png"] = save_figure(collapse_figure(self), folder / "collapse.png")
-        return written
-
 
 def compare(runs: Iterable[str | os.PathLike[str] | Run]) -> Comparison:
     """Rank runs as in the study's Table 2 and pool their scores over seeds.
@@ -579,7 +414,7 @@ def _seed_key(seed: int | None) -> tuple[bool, int]:
     return (seed is None, seed if seed is not None else 0)
 
 
-def _split_key(split: str) -> tuple[int, str]:
+def split_order(split: str) -> tuple[int, str]:
     return (0 if split == "id" else 2 if split == POOLED_OOD else 1, split)
 
 
@@ -705,7 +540,7 @@ def _pool_points(runs: Sequence[Run]) -> list[dict[str, Any]]:
             by_key.setdefault((run.group, row["task"], row["split"]), []).append(row)
     points = []
     for (group, task, split), rows in sorted(
-        by_key.items(), key=lambda item: (item[0][0], _task_key(item[0][1]), _split_key(item[0][2]))
+        by_key.items(), key=lambda item: (item[0][0], _task_key(item[0][1]), split_order(item[0][2]))
     ):
         wrong = sorted({row["wrong"] for row in rows if row["wrong"] is not None})
         correct = sorted({row["correct"] for row in rows if row["correct"] is not None})
@@ -730,7 +565,7 @@ def _pool_collapse(runs: Sequence[Run]) -> list[dict[str, Any]]:
         for row in run.collapse:
             by_key.setdefault((run.group, row["split"]), []).append(row["eu_over_au"])
     rows = []
-    for (group, split), values in sorted(by_key.items(), key=lambda item: (item[0][0], _split_key(item[0][1]))):
+    for (group, split), values in sorted(by_key.items(), key=lambda item: (item[0][0], split_order(item[0][1]))):
         mean, half, _ = mean_interval(values)
         rows.append({"group": group, "split": split, "n": len(values), "eu_over_au": mean, "eu_over_au_interval": half})
     return rows
@@ -738,94 +573,3 @@ def _pool_collapse(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 def _nan_last(value: float) -> tuple[bool, float]:
     return (math.isnan(value), 0.0 if math.isnan(value) else value)
-
-
-# ------------------------------------------------------------------- rich tables
-
-
-def comparison_tables(comparison: Comparison) -> list[Table]:
-    """Rich tables of a comparison: ranks, Δ per task and split, and the collapse ratio.
-
-    Parameters
-    ----------
-    comparison : Comparison
-
-    Returns
-    -------
-    list of rich.table.Table
-        The ranking (group, seeds, performance and entanglement ranks as mean ± 95 %
-        Student-t half-width over seeds), best performance first; the ranks per task;
-        Δ of each group on each ranked task and split (mean ± half-width); and,
-        when the runs have collapse rows, EU/AU per group and split. No ``±`` where a
-        group has one seed; ``–`` where a value is undefined.
-    """
-    from rich.table import Table
-
-    tables = []
-    ranking = Table(
-        title="Average rank",
-        caption="1 = best; mean ± 95 % Student-t interval over seeds",
-        title_justify="left",
-        caption_justify="left",
-    )
-    ranking.add_column("model", no_wrap=True)
-    ranking.add_column("seeds", justify="right")
-    ranking.add_column("performance", justify="right")
-    ranking.add_column("entanglement (Δ)", justify="right")
-    per_task = Table(
-        title="Rank per task",
-        caption="perf.: the correct measure's metric; Δ: entanglement",
-        title_justify="left",
-        caption_justify="left",
-    )
-    per_task.add_column("model", no_wrap=True)
-    for task in comparison.tasks:
-        per_task.add_column(f"{task.upper()} perf.", justify="right")
-        per_task.add_column(f"{task.upper()} Δ", justify="right")
-    for row in comparison.ranks:
-        ranking.add_row(
-            row["group"],
-            str(row["n_seeds"]),
-            format_value(row["performance_rank"], row["performance_interval"]),
-            format_value(row["entanglement_rank"], row["entanglement_interval"]),
-        )
-        cells = [row["group"]]
-        for task in comparison.tasks:
-            cells.append(format_value(row[f"performance_rank_{task}"], row[f"performance_interval_{task}"]))
-            cells.append(format_value(row[f"entanglement_rank_{task}"], row[f"entanglement_interval_{task}"]))
-        per_task.add_row(*cells)
-    tables += [ranking, per_task]
-
-    panels = [(task, split) for task in comparison.tasks for split in RANK_SPLITS[task]]
-    panels = [panel for panel in panels if any((p["task"], p["split"]) == panel for p in comparison.points)]
-    if panels:
-        deltas = Table(title="Entanglement Δ (higher = less entangled)", title_justify="left")
-        deltas.add_column("model", no_wrap=True)
-        for task, split in panels:
-            deltas.add_column(f"{task.upper()} {split}", justify="right")
-        points = {(p["group"], p["task"], p["split"]): p for p in comparison.points}
-        for group in comparison.groups:
-            cells = [group]
-            for task, split in panels:
-                point = points.get((group, task, split))
-                cells.append("–" if point is None else format_value(point["delta"], point["delta_interval"], digits=3))
-            deltas.add_row(*cells)
-        tables.append(deltas)
-
-    if comparison.collapse:
-        splits = sorted({row["split"] for row in comparison.collapse}, key=_split_key)
-        collapse = Table(title="Epistemic collapse: mean EU / mean AU", title_justify="left")
-        collapse.add_column("model", no_wrap=True)
-        for split in splits:
-            collapse.add_column(split, justify="right")
-        ratios = {(row["group"], row["split"]): row for row in comparison.collapse}
-        for group in comparison.groups:
-            cells = [group]
-            for split in splits:
-                row = ratios.get((group, split))
-                cells.append(
-                    "–" if row is None else format_value(row["eu_over_au"], row["eu_over_au_interval"], digits=3)
-                )
-            collapse.add_row(*cells)
-        tables.append(collapse)
-    return tables

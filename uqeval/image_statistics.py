@@ -4,8 +4,7 @@ A batch of decomposed maps (and the raters' labels) becomes small per-image resu
 aggregated scores, NCC, calibration bin tables, segmentation scores — that
 concatenate across batches. Parameters fitted on calibration images (Platt scaling,
 the threshold ``τ``, the EU scale) come in as a :class:`Fitted`; :func:`fit` finds
-them. The streaming scorer calls these per chunk; :func:`uqeval.tasks.evaluate` on
-whole arrays.
+them. The scoring engine (:mod:`uqeval.scoring.engine`) calls these per batch.
 """
 
 from __future__ import annotations
@@ -16,15 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uqeval.aggregate import AggregationParameters, get_aggregator
+from uqeval.aggregation import AggregationParameters, Aggregator
 from uqeval.conventions import Conventions
 from uqeval.errors import UQEvalError
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
 from uqeval.metrics.calibration import CalibrationTable, PlattFit, PlattTable
-from uqeval.metrics.segmentation import SegmentationQuality, segmentation_quality
-
-#: The three uncertainty measures, in report order.
-MEASURES = ("au", "eu", "tu")
+from uqeval.metrics.segmentation import SegmentationQuality
+from uqeval.names import MEASURES
 
 
 @dataclass(frozen=True)
@@ -154,46 +151,6 @@ class Fitter:
         return Fitted(thresholds, platt, self.eu_scale, self.n_images, self.images_from)
 
 
-def fit(
-    maps: Mapping[str, np.ndarray],
-    raters: RaterStatistics | None,
-    *,
-    conventions: Conventions,
-    background: int = 0,
-    thresholds: bool = False,
-    platt: bool = False,
-    images_from: str = "calibration",
-) -> Fitted:
-    """Fit the EU scale, ``τ`` per measure and Platt per measure on calibration maps.
-
-    Parameters
-    ----------
-    maps : mapping
-        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x) of the calibration images only.
-    raters : RaterStatistics or None
-        Their rater statistics; needed for ``platt``.
-    thresholds, platt : bool
-        Which fits to make (each costs a pass over the maps).
-
-    See Also
-    --------
-    Fitter : the same fits, batch by batch.
-    """
-    scale = 1.0
-    if conventions.rescale_eu:
-        scale = eu_scale(np.sum(maps["au"], dtype=np.float64), np.sum(maps["eu"], dtype=np.float64))
-    fitter = Fitter(
-        conventions=conventions,
-        background=background,
-        thresholds=thresholds,
-        platt=platt,
-        eu_scale=scale,
-        images_from=images_from,
-    )
-    fitter.add(maps, raters)
-    return fitter.result()
-
-
 @dataclass
 class ImageStatistics:
     """Per-image results of a batch of images; every array has the image axis first.
@@ -293,44 +250,39 @@ def image_statistics(
     *,
     fitted: Fitted,
     conventions: Conventions,
-    aggregations: Sequence[str],
+    aggregations: Sequence[Aggregator],
     raters: RaterStatistics | None = None,
     background: int = 0,
-    cubes: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    image_indices: np.ndarray | None = None,
 ) -> ImageStatistics:
-    """Per-image results of one batch.
+    """Per-image results of one batch (segmentation quality is added by the caller).
 
     Parameters
     ----------
     maps : mapping
         ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), as from
-        :func:`uqeval.decompose.decompose_batch`.
+        :func:`uqeval.decomposition.decompose_batch`.
     fitted : Fitted
         Calibration fits: ``τ`` is needed by a fitted aggregation, Platt by calibration
         (skipped when ``fitted.platt`` is empty).
-    aggregations : sequence of str
-        Registered aggregations to score each measure with.
+    aggregations : sequence of Aggregator
+        Strategies to score each measure with, already resolved.
     raters : RaterStatistics, optional
         For NCC and calibration.
-    cubes, labels, image_indices : optional
-        The batch's probabilities (image, eu, au, class, y, x), label maps and positions
-        in the store: given all three, segmentation quality is computed too.
+    background : int
+        Background class index.
     """
     means = {measure: maps[measure].mean(axis=(1, 2), dtype=np.float64) for measure in MEASURES}
     maps = rescaled(maps, fitted.eu_scale)
     scores: dict[str, dict[str, np.ndarray]] = {}
-    for name in aggregations:
-        aggregator = get_aggregator(name)
-        scores[name] = {}
+    for aggregator in aggregations:
+        scores[aggregator.name] = {}
         for measure in MEASURES:
             parameters = AggregationParameters(
                 background=background,
                 patch_size=conventions.patch_size,
                 threshold=fitted.thresholds.get(measure) if aggregator.fitted else None,
             )
-            scores[name][measure] = aggregator(maps[measure], maps["pred"], parameters)
+            scores[aggregator.name][measure] = aggregator(maps[measure], maps["pred"], parameters)
     correlations = calibration = None
     if raters is not None:
         correlations = {measure: ncc(raters.variance, maps[measure], raters.valid) for measure in MEASURES}
@@ -341,17 +293,4 @@ def image_statistics(
                 )
                 for measure in MEASURES
             }
-    segmentation = None
-    if cubes is not None and labels is not None:
-        indices = np.arange(len(cubes)) if image_indices is None else image_indices
-        segmentation = segmentation_quality(
-            cubes,
-            maps["pred"],
-            labels,
-            indices,
-            background=background,
-            n_samples=conventions.segmentation_samples,
-            seed=conventions.seed,
-            empty=conventions.empty_iou,
-        )
-    return ImageStatistics(means, scores, correlations, calibration, segmentation)
+    return ImageStatistics(means, scores, correlations, calibration)

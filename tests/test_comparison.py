@@ -1,4 +1,4 @@
-"""uqeval.compare: loading runs, Table-2 ranks, pooling over seeds, files, tables and Fig. 7."""
+"""uqeval.compare (in uqeval.comparison): loading runs, Table-2 ranks, seed pooling, files, tables and Fig. 7."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +16,21 @@ from hypothesis import strategies as st
 from rich.console import Console
 from scipy import stats
 
-from uqeval.compare import (
+import uqeval
+from uqeval import save_comparison
+from uqeval.comparison import (
     COMPARISON_SCHEMA,
+    Comparison,
     Run,
     compare,
-    comparison_tables,
-    format_value,
     load_run,
     mean_interval,
     rank_values,
 )
 from uqeval.errors import UQEvalError
 from uqeval.report.compare_plots import DELTA_ZERO_GID, collapse_figure, entanglement_figure
+from uqeval.report.tables import comparison_tables, format_value
+from uqeval.results import SavedScores, read_scores
 
 # (task, split) -> group -> (u_correct, delta) for seed 0 (and 2); u_wrong is made up.
 BASE = {
@@ -318,7 +322,8 @@ def test_missing_folder_and_file(tmp_path):
         load_run(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(error.value)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UQEvalError, match=r"scores\.json: missing; is .*empty a folder written by"):
+    written_by = r"scores\.json: missing; is .*empty a report folder written by `uqeval score`\?"
+    with pytest.raises(UQEvalError, match=written_by):
         load_run(tmp_path / "empty")
 
 
@@ -378,6 +383,27 @@ def test_load_run_reads_a_folder_or_the_file(tmp_path):
     renamed = tmp_path / "elsewhere.json"
     renamed.write_text((folder / "scores.json").read_text())
     assert load_run(renamed).folder == tmp_path
+    # The reader beside the writer: the checked document and the report folder.
+    saved, where = read_scores(folder)
+    assert isinstance(saved, SavedScores) and where == folder
+    assert saved.source == str(folder / "scores.json")
+    assert saved.entanglement == run.scores.entanglement and saved.model["seed"] == 2
+
+
+def test_run_from_dict_names_its_source(tmp_path):
+    document = scores_doc("A", 1, [("oodd", "ood", 0.9, 0.3)])
+    run = Run.from_dict(document, tmp_path / "r")
+    assert (run.folder, run.group, run.seed, run.label) == (tmp_path / "r", "A", 1, "A (seed 1)")
+    assert run.scores.source == str(tmp_path / "r" / "scores.json")
+    with pytest.raises(UQEvalError, match=r"r/scores\.json: schema is 'x'"):
+        Run.from_dict(document | {"schema": "x"}, tmp_path / "r")
+    with pytest.raises(UQEvalError, match=r"^memory: schema is 'x'"):
+        Run.from_dict(document | {"schema": "x"}, tmp_path / "r", source="memory")
+
+
+def test_public_names():
+    assert uqeval.compare is compare and uqeval.Comparison is Comparison
+    assert uqeval.read_scores is read_scores
 
 
 @pytest.mark.parametrize(
@@ -445,7 +471,7 @@ def test_ranks_do_not_depend_on_the_order_of_runs(values, random):
 
 def test_save_writes_every_file_atomically(study, tmp_path):
     out = tmp_path / "out" / "nested"
-    written = study.save(out)
+    written = save_comparison(study, out)
     names = {"comparison.json", "ranks.csv", "points.csv", "collapse.csv", "entanglement.png", "collapse.png"}
     assert set(written) == names
     assert {path.name for path in out.iterdir()} == names  # no temporary file left behind
@@ -468,7 +494,7 @@ def test_comparison_json_round_trips_with_null_for_nan(tmp_path):
         write_run(tmp_path / "b", scores_doc("B", 0, [("oodd", "ood", 0.5, 0.1)])),
     ]
     comparison = compare(folders)
-    comparison.save(tmp_path / "out")
+    save_comparison(comparison, tmp_path / "out")
     text = (tmp_path / "out" / "comparison.json").read_text()
     assert "NaN" not in text
     document = json.loads(text)
@@ -484,15 +510,15 @@ def test_comparison_json_round_trips_with_null_for_nan(tmp_path):
 def test_save_into_an_unwritable_place(study, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UQEvalError, match=str(blocker)):
-        study.save(blocker)
+    with pytest.raises(UQEvalError, match=f"^{re.escape(str(blocker))}: exists and is not a folder$"):
+        save_comparison(study, blocker)  # the library names no CLI flag
     with pytest.raises(UQEvalError, match="cannot write"):
-        study.save(blocker / "below")
+        save_comparison(study, blocker / "below")
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(UQEvalError, match=str(locked)):
-            study.save(locked)
+            save_comparison(study, locked)
 
 
 # ---------------------------------------------------------------- figures and tables
@@ -535,7 +561,7 @@ def test_figures_without_rows(tmp_path):
     assert any("no ranked task" in note for note in comparison.notes)
     assert not entanglement_figure(comparison).axes
     assert not collapse_figure(comparison).axes
-    written = comparison.save(tmp_path / "out")
+    written = save_comparison(comparison, tmp_path / "out")
     assert "collapse.png" not in written and "entanglement.png" in written
 
 

@@ -23,7 +23,7 @@ How the pieces meet, for one model ``(AU method, EU method)`` on a dataset::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -160,6 +160,9 @@ class DatasetSource(Protocol):
     class_names : sequence of str
     domains : sequence of str
         ``id`` first, then the OOD shifts.
+
+    A dataset without options has ``options()`` return ``{}`` and ``configure()``
+    return itself.
     """
 
     name: str
@@ -177,4 +180,15 @@ class DatasetSource(Protocol):
         OOD shift's noise); a dataset without randomness ignores it. A domain that has
         no images of that role (OOD domains have no ``train`` images) yields nothing.
         """
+        ...
+
+    def options(self) -> Mapping[str, Any]:
+        """The option values in force (``{"size": 64}``): what :meth:`configure` takes,
+        recorded with a training run so that it can be rebuilt."""
+        ...
+
+    def configure(self, **options: Any) -> DatasetSource:
+        """A copy with some options changed, from ``uqeval train --data-option name=value``;
+        values may arrive as strings and are converted. An unknown name or a bad value
+        raises :class:`uqeval.UQEvalError` naming it."""
         ...

@@ -1,4 +1,4 @@
-"""A streaming summary of a cube: mean AU, EU and TU per domain, one chunk at a time."""
+"""Mean AU, EU and TU per domain of a cube (``uqeval inspect``), one chunk at a time."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from uqeval.decompose import decompose_batch
+from uqeval.decomposition import decompose_batch
 from uqeval.metrics.entanglement import collapse_ratio
 
 
 @dataclass(frozen=True)
-class DomainSummary:
+class DomainMeans:
     """Mean uncertainty (nats per pixel) over the images of one domain."""
 
     domain: str
@@ -51,7 +51,7 @@ def image_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = No
     return means
 
 
-def summarize(dataset: xr.Dataset, progress: Callable[[int], None] | None = None) -> list[DomainSummary]:
+def domain_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = None) -> list[DomainMeans]:
     """Mean AU, EU and TU per domain, ``id`` first, then the OOD domains by name."""
     means = image_means(dataset, progress)
     domains = dataset["domain"].values.astype(str)
@@ -60,7 +60,7 @@ def summarize(dataset: xr.Dataset, progress: Callable[[int], None] | None = None
     for domain in order:
         chosen = domains == domain
         rows.append(
-            DomainSummary(
+            DomainMeans(
                 domain=domain,
                 n_images=int(chosen.sum()),
                 au=float(means["au"][chosen].mean()),

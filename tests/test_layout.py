@@ -1,0 +1,126 @@
+"""The shape of the package: no import cycles, a light public surface, layers that flow one way."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "uqeval"
+HEAVY = ("numba", "xarray", "zarr", "dask", "scipy", "pandas", "matplotlib", "torch")
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Module → the uqeval modules it imports, lazy imports included, ``TYPE_CHECKING`` ones not."""
+    modules = {}
+    for file in PACKAGE.rglob("*.py"):
+        parts = file.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = file
+    edges: dict[str, set[str]] = {}
+    for name, file in modules.items():
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+        typing_only = {
+            id(node)
+            for statement in ast.walk(tree)
+            if isinstance(statement, ast.If) and "TYPE_CHECKING" in ast.dump(statement.test)
+            for block in statement.body
+            for node in ast.walk(block)
+        }
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                submodules = {f"{node.module}.{alias.name}" for alias in node.names} & modules.keys()
+                targets |= submodules
+                if len(submodules) < len(node.names):
+                    targets.add(node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+        edges[name] = {target for target in targets if target in modules and target not in (name, "uqeval")}
+    return edges
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(edges[module]):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(edges):
+        if module not in state and (cycle := visit(module)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycles_among_the_modules():
+    edges = module_imports()
+    assert len(edges) > 30  # the walk found the package
+    assert find_cycle(edges) is None
+
+
+@pytest.mark.parametrize(
+    ("module", "must_not_import"),
+    [
+        ("uqeval.aggregation", {"uqeval.plugins", "uqeval.builtin_plugin"}),  # strategies are pure
+        ("uqeval.names", set()),  # imports nothing of uqeval
+        ("uqeval.results", {"uqeval.report.save", "uqeval.report.tables", "uqeval.cli"}),  # model, not view
+        ("uqeval.comparison", {"uqeval.report.save", "uqeval.report.tables", "uqeval.report.compare_plots"}),
+        ("uqeval.metrics.ambiguity", {"uqeval.cube"}),  # a metric does not drag in the store
+        ("uqeval.metrics.segmentation", {"uqeval.cube"}),
+    ],
+)
+def test_layers_flow_one_way(module, must_not_import):
+    imported = module_imports()[module]
+    assert not imported & must_not_import
+    if module == "uqeval.names":
+        assert imported == set()
+
+
+def imported_after(code: str) -> list[str]:
+    """The heavy top-level modules a fresh interpreter has imported after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
+def test_import_uqeval_is_light():
+    assert imported_after("import uqeval") == []
+
+
+def test_uqeval_help_imports_nothing_heavy():
+    code = (
+        "import sys\nsys.argv = ['uqeval', '--help']\nfrom uqeval.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0, exit.code"
+    )
+    assert imported_after(code) == []
+
+
+def test_public_names_resolve_lazily():
+    code = "import uqeval\nassert callable(uqeval.score) and callable(uqeval.decompose)\nuqeval.Scores"
+    assert "xarray" in imported_after(code)  # asking for the scorer loads what it needs
+    import uqeval
+
+    for name in uqeval.__all__:
+        assert getattr(uqeval, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = uqeval.nope

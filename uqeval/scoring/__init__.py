@@ -1,0 +1,19 @@
+"""Scoring: one pipeline from a source of images to :class:`~uqeval.Scores`.
+
+========================  ===================================================
+``api``                   :func:`score` and :func:`evaluate`, the ways in
+``prepare``               the request checked and resolved; the plan per source
+``sources``               a store, a cube Dataset, or maps in memory
+``batches``               which chunks are read together
+``store_reader``          zarr reads into reused buffers
+``runners``               batches on this machine or a dask cluster
+``batch``                 one batch: decompose, reduce to per-image results
+``spill``                 the fitted-on batches' maps until the fits are known
+``engine``                the pass over the batches, fitting first
+``tabulate``              per-image results → rows, Δ, collapse
+========================  ===================================================
+"""
+
+from uqeval.scoring.api import evaluate, score
+
+__all__ = ["evaluate", "score"]

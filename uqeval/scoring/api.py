@@ -1,0 +1,190 @@
+"""The two ways into the pipeline: :func:`score` (a cube store or Dataset, streamed) and
+:func:`evaluate` (decomposed maps in memory). Both prepare the request, plan, run the
+one engine and tabulate the result."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from uqeval.conventions import Conventions
+from uqeval.cube import open_cube, validate_cube
+from uqeval.errors import UQEvalError
+from uqeval.results import Scores
+from uqeval.scoring import engine
+from uqeval.scoring.batches import BATCH_BYTES
+from uqeval.scoring.engine import ProgressCallback
+from uqeval.scoring.prepare import DEFAULT_TASKS, Request, plan, prepare
+from uqeval.scoring.sources import Source, cube_source, maps_source
+from uqeval.scoring.tabulate import tabulate
+
+
+def score(
+    source: str | Path | xr.Dataset,
+    *,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    aggregations: Sequence[str] | None = None,
+    conventions: Conventions | None = None,
+    preset: str | None = None,
+    segmentation: bool = False,
+    scheduler: str | None = None,
+    scratch: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    batch_bytes: int = BATCH_BYTES,
+) -> Scores:
+    """Score a model's uncertainty on a cube store, streaming.
+
+    The store is read once, a batch of whole chunks at a time, with memory bounded by a
+    few batches (docs/scoring.md).
+
+    Parameters
+    ----------
+    source : path or xarray.Dataset
+        A cube store (docs/cube.md) or a Dataset that meets the same contract.
+    tasks : sequence of str
+        Any of ``oodd``, ``amb``, ``cal``.
+    aggregations : sequence of str, optional
+        Extra image-score aggregations for OODD; the conventions' one is always scored
+        and is the one Δ uses.
+    conventions, preset : optional
+        :class:`~uqeval.Conventions`, or the name of a preset (``default``,
+        ``paper``); not both.
+    segmentation : bool
+        Also score Dice, GED and Hungarian-matched IoU against the raters (heavier).
+    scheduler : str, optional
+        Address of a ``dask.distributed`` scheduler (``tcp://host:8786``) whose workers
+        can read ``source`` at the same path.
+    scratch : path, optional
+        Folder for the spilled per-image maps (default: the system's temporary folder);
+        removed when done.
+    progress : callable, optional
+        ``progress(phase, done, total)`` after each batch; phase ``score`` counts images
+        through the store, ``calibrate`` through the second look at the fitted ones.
+    batch_bytes : int
+        Decoded bytes of probabilities per batch.
+
+    Returns
+    -------
+    Scores
+
+    Raises
+    ------
+    UQEvalError
+        Naming the variable, dim or image at fault, or (``parameter``) the argument.
+    """
+    request = prepare(
+        tasks=tasks, aggregations=aggregations, conventions=conventions, preset=preset, segmentation=segmentation
+    )
+    if isinstance(source, xr.Dataset):
+        cube = cube_source(validate_cube(source))
+    else:
+        path = Path(source)
+        cube = cube_source(open_cube(path), path)
+    return _run(cube, request, scheduler=scheduler, scratch=scratch, progress=progress, batch_bytes=batch_bytes)
+
+
+def evaluate(
+    maps: xr.Dataset | Mapping[str, np.ndarray],
+    domain: Sequence[str] | np.ndarray | None = None,
+    role: Sequence[str] | np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    *,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    aggregations: Sequence[str] | None = None,
+    conventions: Conventions | None = None,
+    background: int = 0,
+    n_classes: int | None = None,
+    cubes: np.ndarray | None = None,
+) -> Scores:
+    """Score the downstream tasks on decomposed maps held in memory.
+
+    The same pipeline as :func:`score`, with the maps as its source.
+
+    Parameters
+    ----------
+    maps : xarray.Dataset or mapping
+        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), e.g. ``uqeval.decompose(cubes)``.
+    domain : (image,) str, optional
+        ``id`` or the name of an OOD shift (default all ``id``).
+    role : (image,) str, optional
+        ``calibration`` or ``test`` (default all ``test``).
+    labels : (image, rater, y, x) int, optional
+        Rater label maps (255 = ignore); without them AMB and CAL are skipped.
+    tasks : sequence of str
+        Any of ``oodd``, ``amb``, ``cal``.
+    aggregations : sequence of str, optional
+        Extra aggregations scored for OODD beside the conventions' one, which Δ uses.
+    conventions : Conventions, optional
+    background : int
+        Background class index.
+    n_classes : int, optional
+        Classes of ``labels``; read from ``maps["mean"]`` when absent.
+    cubes : (image, eu, au, class, y, x), optional
+        Probabilities; given with ``labels``, segmentation quality (Dice, GED,
+        Hungarian IoU) is scored as well.
+
+    Returns
+    -------
+    Scores
+    """
+    request = prepare(tasks=tasks, aggregations=aggregations, conventions=conventions, segmentation=cubes is not None)
+    try:
+        source = maps_source(maps, domain, role, labels, background=background, n_classes=n_classes, cubes=cubes)
+    except UQEvalError as error:
+        raise UQEvalError(f"evaluate: {error}", parameter=error.parameter) from None
+    return _run(source, request)
+
+
+def _run(
+    source: Source,
+    request: Request,
+    *,
+    scheduler: str | None = None,
+    scratch: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    batch_bytes: int = BATCH_BYTES,
+) -> Scores:
+    try:
+        source_plan = plan(
+            request,
+            source.domains,
+            source.roles,
+            has_labels=source.has_labels,
+            segmentation_possible=source.has_probabilities,
+        )
+    except UQEvalError as error:
+        raise UQEvalError(f"{source.where}: {error}") from None
+    computed = engine.run(
+        source, request, source_plan, scheduler=scheduler, scratch=scratch, progress=progress, batch_bytes=batch_bytes
+    )
+    tables = tabulate(
+        computed.statistics,
+        source.domains,
+        source.roles,
+        fitted=computed.fitted,
+        tasks=source_plan.tasks,
+        aggregations=request.aggregation_names,
+        conventions=request.conventions,
+        notes=[*source_plan.notes, *computed.notes],
+    )
+    return Scores(
+        results=tables.results,
+        entanglement=tables.entanglement,
+        collapse=tables.collapse,
+        notes=tables.notes,
+        n_images=tables.n_images,
+        fitted=computed.fitted,
+        reliability=tables.reliability,
+        images=computed.statistics,
+        conventions=request.conventions,
+        image_ids=source.ids,
+        domains=source.domains,
+        roles=source.roles,
+        store=source.store,
+        attrs=source.attrs,
+        examples=computed.examples,
+        eu_convention=source.eu_convention,
+    )

@@ -1,0 +1,217 @@
+"""What a scoring run will do, decided before a pixel is read.
+
+:func:`prepare` is the boundary of the pipeline: it checks the caller's tasks,
+conventions and aggregations and resolves the aggregation names through the plugin
+manager, once. :func:`plan` then looks at a source's domains, roles and labels and
+decides which tasks can run, which images parameters are fitted on, and what to note.
+Everything after these two steps works with resolved objects only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from uqeval.aggregation import Aggregator
+from uqeval.conventions import Conventions
+from uqeval.conventions import preset as conventions_preset
+from uqeval.errors import UQEvalError
+from uqeval.image_statistics import Fitted
+from uqeval.names import ID_DOMAIN, POOLED_OOD, ROLES, TEST
+from uqeval.plugins import plugin_manager
+from uqeval.tasks import TASKS
+
+#: The tasks scored unless asked otherwise.
+DEFAULT_TASKS = tuple(TASKS)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A caller's scoring request, checked and resolved.
+
+    Attributes
+    ----------
+    tasks : tuple of str
+        Requested tasks, in :data:`uqeval.TASKS` order of the request.
+    aggregations : tuple of Aggregator
+        The conventions' aggregation first (Δ uses it), then any extra ones, each once.
+    conventions : Conventions
+    segmentation : bool
+        Score segmentation quality (Dice, GED, Hungarian IoU) where the source allows.
+    """
+
+    tasks: tuple[str, ...]
+    aggregations: tuple[Aggregator, ...]
+    conventions: Conventions
+    segmentation: bool = False
+
+    @property
+    def aggregation_names(self) -> tuple[str, ...]:
+        return tuple(aggregator.name for aggregator in self.aggregations)
+
+
+def prepare(
+    *,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    aggregations: Sequence[str] | None = None,
+    conventions: Conventions | None = None,
+    preset: str | None = None,
+    segmentation: bool = False,
+) -> Request:
+    """Check and resolve a scoring request (the arguments of :func:`uqeval.score`).
+
+    Raises
+    ------
+    UQEvalError
+        With ``parameter`` set to the argument at fault: an unknown task, preset or
+        aggregation, conventions and a preset both given, or no task at all.
+    """
+    if conventions is not None and preset is not None:
+        raise UQEvalError("pass conventions or preset, not both", parameter="preset")
+    if preset is not None:
+        try:
+            conventions = conventions_preset(preset)
+        except UQEvalError as error:
+            raise UQEvalError(str(error), parameter="preset") from None
+    conventions = conventions or Conventions()
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    tasks = tuple(dict.fromkeys(tasks))
+    if not tasks:
+        raise UQEvalError(f"no task given; choose from {', '.join(TASKS)}", parameter="tasks")
+    unknown = [name for name in tasks if name not in TASKS]
+    if unknown:
+        raise UQEvalError(
+            f"unknown task(s) {', '.join(map(str, unknown))}; choose from {', '.join(TASKS)}", parameter="tasks"
+        )
+    if isinstance(aggregations, str):
+        aggregations = [aggregations]
+    names = tuple(dict.fromkeys([conventions.aggregation, *(aggregations or ())]))
+    manager = plugin_manager()
+    resolved = []
+    for name in names:
+        try:
+            resolved.append(manager.aggregator(name))
+        except UQEvalError as error:
+            raise UQEvalError(str(error), parameter="aggregations") from None
+    return Request(tasks, tuple(resolved), conventions, bool(segmentation))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What scoring will do with a source's images.
+
+    Attributes
+    ----------
+    tasks : tuple of str
+        Tasks that will be scored (CAL is dropped when nothing can be fitted).
+    fitting : (image,) bool
+        Images the fitted parameters are fitted on.
+    images_from : str
+        ``calibration``, or ``test`` when the source has no ID calibration images.
+    needs_threshold : bool
+        A fitted aggregation (``threshold``) is scored.
+    run_cal : bool
+        Platt scaling and CAL are computed.
+    rescale_eu : bool
+    segmentation : bool
+        Segmentation quality is scored.
+    notes : tuple of str
+        What is skipped or fallen back on, in words.
+    """
+
+    tasks: tuple[str, ...]
+    fitting: np.ndarray
+    images_from: str
+    needs_threshold: bool
+    run_cal: bool
+    rescale_eu: bool
+    segmentation: bool
+    notes: tuple[str, ...]
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether any parameter is fitted on the calibration images."""
+        return bool(self.fitting.any()) and (self.needs_threshold or self.run_cal or self.rescale_eu)
+
+    def fit_notes(self, fitted: Fitted) -> list[str]:
+        """Notes on Platt fits that are degenerate or impossible."""
+        if self.run_cal and not fitted.platt:
+            return [
+                f"cal: skipped, no {self.images_from} pixel of the ID domain has a rater label to fit Platt scaling on"
+            ]
+        return [
+            f"cal: Platt scaling of {measure.upper()}: {platt.note}"
+            for measure, platt in fitted.platt.items()
+            if platt.note
+        ]
+
+
+def plan(
+    request: Request,
+    domains: np.ndarray,
+    roles: np.ndarray,
+    *,
+    has_labels: bool,
+    segmentation_possible: bool = True,
+) -> Plan:
+    """Decide which tasks run, which images are fitted on, and what to note.
+
+    Parameters
+    ----------
+    request : Request
+    domains, roles : (image,) str
+    has_labels : bool
+        Whether rater labels exist.
+    segmentation_possible : bool
+        Whether the source has the probabilities segmentation quality needs.
+
+    Raises
+    ------
+    UQEvalError
+        An unknown role, an OOD domain named ``ood``, or a fitted aggregation or EU
+        rescaling with no ID image to fit on.
+    """
+    bad_roles = sorted(set(roles) - set(ROLES))
+    if bad_roles:
+        raise UQEvalError(f"unknown role(s) {bad_roles}; expected 'calibration' or 'test'")
+    notes: list[str] = []
+    is_id = domains == ID_DOMAIN
+    is_test = roles == TEST
+    if POOLED_OOD in set(domains[~is_id]):
+        raise UQEvalError(f"an OOD domain is named {POOLED_OOD!r}, the name of the pooled OOD split")
+    ood_calibration = int((~is_id & ~is_test).sum())
+    if ood_calibration:
+        notes.append(f"{ood_calibration} OOD image(s) have role calibration; they are neither fitted on nor scored")
+    fitting = is_id & ~is_test
+    images_from = "calibration"
+    if not fitting.any():
+        fitting = is_id & is_test
+        images_from = "test"
+        notes.append("no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images")
+    for name in request.tasks:
+        if TASKS[name].needs_labels and not has_labels:
+            notes.append(f"{name}: skipped, the store has no rater labels")
+    run_cal = "cal" in request.tasks and has_labels
+    if run_cal and not fitting.any():
+        notes.append("cal: skipped, there are no ID images to fit Platt scaling on")
+        run_cal = False
+    needs_threshold = any(aggregator.fitted for aggregator in request.aggregations)
+    rescale_eu = request.conventions.rescale_eu
+    if (needs_threshold or rescale_eu) and not fitting.any():
+        raise UQEvalError("no ID images to fit the threshold τ or the EU scale on")
+    segmentation = request.segmentation and segmentation_possible and has_labels
+    if request.segmentation and segmentation_possible and not has_labels:
+        notes.append("segmentation: skipped, the store has no rater labels")
+    return Plan(
+        tasks=tuple(name for name in request.tasks if name != "cal" or run_cal),
+        fitting=fitting,
+        images_from=images_from,
+        needs_threshold=needs_threshold,
+        run_cal=run_cal,
+        rescale_eu=rescale_eu,
+        segmentation=segmentation,
+        notes=tuple(notes),
+    )

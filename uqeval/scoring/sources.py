@@ -1,0 +1,226 @@
+"""Where the images come from: a cube store, a cube Dataset in memory, or decomposed maps.
+
+Every source says what the engine needs before reading a pixel (ids, domains, roles,
+labels or not, chunking) and hands out a reader of batches. The engine does the same
+with each; only a store can also be read by the workers of a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from uqeval.errors import UQEvalError
+from uqeval.names import ID_DOMAIN, TEST
+from uqeval.scoring.store_reader import StoreReader
+
+
+@dataclass
+class Loaded:
+    """One batch as read: probabilities, decomposed maps, or both; and the raters' labels.
+
+    Attributes
+    ----------
+    cubes : (image, eu, au, class, y, x) or None
+    labels : (image, rater, y, x) or None
+    maps : dict or None
+        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x) and maybe ``mean`` (image, class,
+        y, x), when the source holds them decomposed already.
+    """
+
+    cubes: np.ndarray | None
+    labels: np.ndarray | None
+    maps: dict[str, np.ndarray] | None = None
+
+
+#: ``reader(indices, slot) -> Loaded``: reads the images at sorted positions ``indices``;
+#: ``slot`` (0 or 1) picks one of two reused buffers.
+Reader = Callable[[np.ndarray, int], Loaded]
+
+
+@dataclass
+class Source:
+    """What the engine knows of the images before reading them.
+
+    Attributes
+    ----------
+    where : str
+        How messages name the source (a store's path, ``dataset``, ``evaluate``).
+    ids, domains, roles : (image,) arrays
+        Image ids; domains and roles as ``str`` objects.
+    has_labels : bool
+    n_classes, background : int
+    has_probabilities : bool
+        The batches carry probabilities (segmentation quality needs them).
+    chunk_sizes : list of int
+        Images per chunk, in order; a batch never splits one.
+    bytes_per_image : int
+        Decoded bytes of one image's probabilities.
+    attrs : dict
+        The store's attributes.
+    store : str or None
+        Absolute path of a store.
+    variable : str
+        ``probs`` or ``logits``: what a store holds.
+    eu_convention : str
+    """
+
+    where: str
+    ids: np.ndarray
+    domains: np.ndarray
+    roles: np.ndarray
+    has_labels: bool
+    n_classes: int
+    background: int
+    reader: Callable[[], Reader] = field(repr=False)
+    has_probabilities: bool = True
+    chunk_sizes: list[int] = field(default_factory=list)
+    bytes_per_image: int = 1
+    attrs: dict[str, Any] = field(default_factory=dict)
+    store: str | None = None
+    variable: str = "probs"
+    eu_convention: str = "members"
+
+    @property
+    def n_images(self) -> int:
+        return len(self.ids)
+
+
+def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
+    """A validated cube (:func:`uqeval.open_cube`), read from its store at ``path`` when
+    given, else from the Dataset (numpy- or dask-backed)."""
+    probs = dataset["probs"]
+    has_labels = "labels" in dataset
+    variable = dataset.attrs.get("source_variable", "probs")
+    if path is not None:
+        store = str(path.resolve())
+
+        def reader() -> Reader:
+            read = StoreReader(str(path), variable, has_labels)
+
+            def load(indices: np.ndarray, slot: int = 0) -> Loaded:
+                return Loaded(*read(indices, slot))
+
+            return load
+
+    else:
+        store = None
+
+        def reader() -> Reader:
+            def load(indices: np.ndarray, slot: int = 0) -> Loaded:
+                cubes = np.asarray(probs[indices].values)
+                labels = np.asarray(dataset["labels"][indices].values) if has_labels else None
+                return Loaded(cubes, labels)
+
+            return load
+
+    return Source(
+        where=str(path) if path is not None else "dataset",
+        ids=dataset["image"].values,
+        domains=_strings(dataset["domain"].values),
+        roles=_strings(dataset["role"].values),
+        has_labels=has_labels,
+        n_classes=int(probs.sizes["class"]),
+        background=int(dataset.attrs.get("background", 0)),
+        reader=reader,
+        chunk_sizes=[1] * probs.sizes["image"] if probs.chunks is None else [int(size) for size in probs.chunks[0]],
+        bytes_per_image=int(np.prod([probs.sizes[dim] for dim in probs.dims[1:]])) * probs.dtype.itemsize,
+        attrs=dict(dataset.attrs),
+        store=store,
+        variable=variable,
+        eu_convention="members" if probs.sizes["eu"] > 1 else "samples-as-members",
+    )
+
+
+def maps_source(
+    maps: xr.Dataset | Mapping[str, np.ndarray],
+    domain: Sequence[str] | np.ndarray | None,
+    role: Sequence[str] | np.ndarray | None,
+    labels: np.ndarray | None,
+    *,
+    background: int = 0,
+    n_classes: int | None = None,
+    cubes: np.ndarray | None = None,
+) -> Source:
+    """Decomposed maps held in memory (the arguments of :func:`uqeval.evaluate`), as one batch.
+
+    Raises
+    ------
+    UQEvalError
+        When a map, ``domain``, ``role``, ``labels`` or ``cubes`` has the wrong shape,
+        or the labels cannot be read without ``n_classes``.
+    """
+    arrays = {}
+    for name in ("au", "eu", "tu", "pred"):
+        if name not in maps:
+            raise UQEvalError(f"maps lack {name!r}; pass the output of uqeval.decompose", parameter="maps")
+        arrays[name] = np.asarray(maps[name])
+    shape = arrays["au"].shape
+    if len(shape) != 3 or any(array.shape != shape for array in arrays.values()):
+        raise UQEvalError(
+            "au, eu, tu and pred must all be (image, y, x); got "
+            + ", ".join(f"{name} {array.shape}" for name, array in arrays.items()),
+            parameter="maps",
+        )
+    if "mean" in maps:
+        arrays["mean"] = np.asarray(maps["mean"])
+        n_classes = n_classes or arrays["mean"].shape[1]
+    n_images = shape[0]
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 4 or labels.shape[0] != n_images or labels.shape[2:] != shape[1:]:
+            raise UQEvalError(
+                f"labels have shape {labels.shape}; expected (image, rater, y, x) = "
+                f"({n_images}, rater, {', '.join(map(str, shape[1:]))})",
+                parameter="labels",
+            )
+        if n_classes is None:
+            raise UQEvalError("pass n_classes (or maps with `mean`) to read the labels", parameter="n_classes")
+    if cubes is not None:
+        cubes = np.asarray(cubes)
+        if cubes.ndim != 6 or cubes.shape[0] != n_images or cubes.shape[4:] != shape[1:]:
+            raise UQEvalError(
+                f"cubes have shape {cubes.shape}; expected (image, eu, au, class, y, x) with "
+                f"image = {n_images} and (y, x) = {shape[1:]}",
+                parameter="cubes",
+            )
+
+    def reader() -> Reader:
+        def load(indices: np.ndarray, slot: int = 0) -> Loaded:
+            whole = len(indices) == n_images
+
+            def take(array: np.ndarray | None) -> np.ndarray | None:
+                return array if array is None or whole else array[indices]
+
+            return Loaded(take(cubes), take(labels), {name: take(array) for name, array in arrays.items()})
+
+        return load
+
+    return Source(
+        where="evaluate",
+        ids=np.arange(n_images),
+        domains=_strings(domain, n_images, ID_DOMAIN, "domain"),
+        roles=_strings(role, n_images, TEST, "role"),
+        has_labels=labels is not None,
+        n_classes=int(n_classes or 0),
+        background=background,
+        reader=reader,
+        has_probabilities=cubes is not None,
+        chunk_sizes=[n_images] if n_images else [],
+    )
+
+
+def _strings(
+    values: Sequence[str] | np.ndarray | None, n_images: int | None = None, default: str = "", name: str = ""
+) -> np.ndarray:
+    if values is None:
+        return np.full(n_images, default, dtype=object)
+    array = np.asarray(values).astype(str).astype(object)
+    if n_images is not None and array.shape != (n_images,):
+        raise UQEvalError(f"`{name}` has shape {array.shape}; expected ({n_images},), one per image", parameter=name)
+    return array

@@ -1,0 +1,74 @@
+"""The spill: per-image maps of the batches fitted on, kept until the fits are known.
+
+A store's fitting batches are spilled to a scratch folder (about 5 % of the cube's
+bytes), so memory stays bounded by a few batches; a source already in memory keeps
+them in memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from uqeval.metrics.ambiguity import RaterStatistics
+
+
+class Spill:
+    """Maps and rater statistics by batch key, in a scratch folder or in memory.
+
+    Parameters
+    ----------
+    folder : path or None
+        Parent of the scratch folder (default: the system's temporary folder); the
+        scratch folder is made on the first write and removed on exit.
+    in_memory : bool
+        Keep the arrays in memory instead (for sources held in memory).
+    """
+
+    def __init__(self, folder: str | Path | None = None, *, in_memory: bool = False) -> None:
+        self._parent = folder
+        self._in_memory = in_memory
+        self._held: dict[int, tuple[dict[str, np.ndarray], RaterStatistics | None]] = {}
+        self.path: Path | None = None
+
+    def __enter__(self) -> Spill:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._held.clear()
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def write(self, key: int, maps: dict[str, np.ndarray], raters: RaterStatistics | None) -> None:
+        if self._in_memory:
+            self._held[key] = (maps, raters)
+            return
+        if self.path is None:
+            parent = None if self._parent is None else Path(self._parent)
+            if parent is not None:
+                parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix="uqeval-spill-", dir=parent))
+        arrays = dict(maps)
+        if raters is not None:
+            arrays["rater_variance"] = raters.variance
+            arrays["rater_agree"] = raters.agree.astype(np.uint16)
+            arrays["rater_valid"] = raters.valid.astype(np.uint16)
+        with open(self.path / f"{key}.npz", "wb") as file:
+            np.savez(file, **arrays)
+
+    def read(self, key: int) -> tuple[dict[str, np.ndarray], RaterStatistics | None]:
+        if self._in_memory:
+            return self._held[key]
+        with np.load(self.path / f"{key}.npz") as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        raters = None
+        if "rater_variance" in arrays:
+            raters = RaterStatistics(
+                arrays.pop("rater_variance"),
+                arrays.pop("rater_agree").astype(np.int32),
+                arrays.pop("rater_valid").astype(np.int32),
+            )
+        return arrays, raters
