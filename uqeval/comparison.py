@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from uqeval.errors import UQEvalError
 from uqeval.jsonable import json_ready
@@ -202,6 +201,8 @@ def rank_values(values: Sequence[float] | np.ndarray, *, lower_is_better: bool =
     ranks = np.empty(values.shape, dtype=float)
     defined = ~np.isnan(values)
     keys = values[defined] if lower_is_better else -values[defined]
+    from scipy import stats  # here, not at import: `uqeval score` prints tables without it
+
     ranks[defined] = stats.rankdata(keys, method="average") if keys.size else keys
     n_defined = int(defined.sum())
     ranks[~defined] = (n_defined + 1 + values.size) / 2
@@ -246,6 +247,8 @@ def mean_interval(values: Iterable[float], *, confidence: float = CONFIDENCE) ->
     if n < 2:
         return mean, math.nan, n
     spread = float(array.std(ddof=1))
+    from scipy import stats
+
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * spread / math.sqrt(n)
     return mean, half, n
 
