@@ -167,6 +167,21 @@ def test_aggregation_list_scores_each(store, tmp_path):
     assert {row["aggregation"] for row in content["results"] if row["task"] == "oodd"} == {"mean"}
 
 
+def test_repeated_flags_equal_comma_separated_names(store, tmp_path):
+    repeated = ["--tasks", "oodd", "--tasks", "cal", "--aggregation", "mean", "--aggregation", "border,sum"]
+    comma = ["--tasks", "oodd,cal", "--aggregation", "mean,border,sum"]
+    contents = []
+    for name, flags in (("repeated", repeated), ("comma", comma)):
+        result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path / name), "--no-plots", *flags])
+        assert result.exit_code == 0, result.output
+        contents.append(scores_json(tmp_path / name))
+    first, second = contents
+    assert first["results"] == second["results"]
+    assert {row["task"] for row in first["entanglement"]} == {"oodd", "cal"}
+    assert first["conventions"]["aggregation"] == "mean"  # the first name is the primary one
+    assert {row["aggregation"] for row in first["results"] if row["task"] == "oodd"} == {"mean", "border", "sum"}
+
+
 def test_preset_paper_changes_the_conventions(store, default_run, tmp_path):
     result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--preset", "paper", "--no-plots"])
     assert result.exit_code == 0, result.output

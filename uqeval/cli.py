@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 #: The synthetic scenarios (:data:`uqeval.SCENARIOS`), named here so that ``--help``
 #: does not import the writer; a test keeps the two equal.
 SCENARIO_NAMES = ("disentangled", "entangled", "collapsed", "no-eu")
+#: The tasks (:data:`uqeval.TASKS`), likewise.
+TASK_NAMES = ("oodd", "amb", "cal")
 #: Library parameters → the flags that set them, for error messages.
 FLAGS = {"tasks": "--tasks", "aggregations": "--aggregation", "preset": "--preset", "scheduler": "--scheduler"}
 
@@ -158,10 +160,13 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
     return table
 
 
-def _names(value: str, option: str) -> list[str]:
-    names = [name.strip() for name in value.split(",") if name.strip()]
+def _comma_separated(parameter: typer.CallbackParam, values: list[str] | None) -> list[str] | None:
+    """A repeatable option's values with comma-separated ones split: ``-t a,b -t c`` → a, b, c."""
+    if not values:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     if not names:
-        raise UQEvalError(f"{option}: give at least one name")
+        raise UQEvalError(f"{parameter.opts[0]}: give at least one name")
     return names
 
 
@@ -212,12 +217,22 @@ def score(
         Path | None,
         typer.Option("--out", "-o", help="Folder for the report (default: [cyan]STORE-scores[/] beside the store)."),
     ] = None,
-    tasks: Annotated[str, typer.Option(help="Tasks to score, comma-separated: oodd, amb, cal.")] = "oodd,amb,cal",
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Tasks to score: oodd, amb, cal (repeat the flag or separate by commas). Default: all three.",
+            callback=_comma_separated,
+            metavar="NAME",
+        ),
+    ] = None,
     aggregation: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             help="Image score for OOD detection (and Δ): mean, sum, patch_max, threshold, area or border; "
-            "more, comma-separated, are scored beside it. Default: the preset's ([cyan]border[/])."
+            "more (repeat the flag or separate by commas) are scored beside it. Default: the preset's "
+            "([cyan]border[/]).",
+            callback=_comma_separated,
+            metavar="NAME",
         ),
     ] = None,
     preset: Annotated[
@@ -248,9 +263,9 @@ def score(
     from uqeval.scoring import score as score_store
 
     conventions = conventions_preset(preset.value)
-    names = _names(aggregation, "--aggregation") if aggregation else [conventions.aggregation]
+    names = aggregation or [conventions.aggregation]
     conventions = conventions.replace(aggregation=names[0])
-    task_names = _names(tasks, "--tasks")
+    task_names = tasks if tasks is not None else list(TASK_NAMES)
     out = out if out is not None else _default_out(store)
     with _report_folder(out):
         # The bar starts with the first batch, so that an error in validating the
