@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test quick bench lint format clean
 
 $(STAMP): pyproject.toml constraints.txt plugins/uqeval-torch/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The quick loop: no torch, no end-to-end runs, on every core (about a minute on 2 cores).
+quick: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -n auto
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_decompose.py

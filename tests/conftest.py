@@ -5,7 +5,8 @@ Hypothesis runs derandomised by default so that CI is reproducible; set
 
 ``pytest -m "not slow"`` is the quick loop: it leaves out everything that imports torch
 (the uqeval-torch tests, its doctests, docs/models.md and the PyTorch example) and the
-tests marked ``@pytest.mark.slow`` one by one. CI runs everything.
+tests marked ``@pytest.mark.slow`` one by one; ``make quick`` runs it on every core
+(pytest-xdist). CI runs everything.
 """
 
 from __future__ import annotations
