@@ -1,13 +1,19 @@
-"""Test helpers: running the real ``uqeval`` entry point in a subprocess, as a user runs it."""
+"""Test helpers: the real ``uqeval`` entry point in a subprocess, and synthetic stores written image by image."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from uqeval import CubeWriter
+from uqeval.cube import softmax_array
 from uqeval.plugins import LOAD_PLUGINS_ENV
+from uqeval.synth import image_plan, synthesize_image
 
 
 def cli_env(*paths: Path, columns: int = 200, **extra: str) -> dict[str, str]:
@@ -43,3 +49,67 @@ def run_cli(
         check=False,
         env=cli_env(*paths, columns=columns, **extra),
     )
+
+
+def write_synthetic_store(
+    path: Path,
+    *,
+    layout: list[tuple[str, str]] | None = None,
+    n_images: int = 24,
+    scenario: str = "disentangled",
+    size: int = 32,
+    eu: int = 3,
+    au: int = 4,
+    raters: int = 3,
+    chunk_images: int = 4,
+    variable: str = "probs",
+    dtype: str = "float16",
+    from_logits: bool = False,
+    unanimous: Callable[[int, str], bool] | None = None,
+    image_seed: int = 0,
+    **attrs: object,
+) -> Path:
+    """A small synthetic store written through :class:`CubeWriter`, several images per chunk.
+
+    ``layout`` gives ``(domain, role)`` per image (default :func:`image_plan`). With
+    ``variable="logits"`` the store holds ``log(clip(probs))``; ``from_logits`` stores the
+    softmax of those same logits as ``probs`` (so the two stores hold the same cubes).
+    ``unanimous(index, domain)`` picks images whose raters all copy the first one (no
+    rater variance: NCC is undefined there). ``image_seed`` seeds the images; ``attrs`` (the model's identity, e.g.
+    ``au_method``) go to the store. Unlike :func:`uqeval.make_synthetic_cube`, which
+    fixes the layout, every choice here is the test's.
+    """
+    layout = layout if layout is not None else image_plan(n_images)
+    streams = np.random.SeedSequence(image_seed).spawn(len(layout))
+    with CubeWriter(
+        path,
+        n_classes=2,
+        eu=eu,
+        au=au,
+        height=size,
+        width=size,
+        raters=raters,
+        variable=variable,
+        dtype=dtype,
+        chunk_images=chunk_images,
+        **attrs,
+    ) as writer:
+        for index, ((domain, role), stream) in enumerate(zip(layout, streams, strict=True)):
+            probs, labels = synthesize_image(
+                np.random.default_rng(stream), scenario, domain, size=size, eu=eu, au=au, raters=max(raters, 2)
+            )
+            if unanimous is not None and unanimous(index, domain):
+                labels[:] = labels[0]
+            values = probs[None]
+            if variable == "logits" or from_logits:
+                values = np.log(np.clip(values, 1e-6, None)).astype(np.float32)
+                if from_logits:
+                    values = softmax_array(values)
+            writer.append(
+                **{variable: values},
+                labels=labels[None, :raters] if raters else None,
+                domain=domain,
+                role=role,
+                image_ids=[f"{domain}-{index:03d}"],
+            )
+    return path

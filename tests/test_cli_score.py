@@ -20,13 +20,12 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from helpers import run_cli
+from helpers import run_cli, write_synthetic_store
 from typer.testing import CliRunner
 
 import uqeval
 from uqeval import CubeWriter
 from uqeval.cli import app
-from uqeval.synth import image_plan, synthesize_image
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
@@ -45,18 +44,9 @@ SCORE_OPTIONS = (
 )
 
 
-def write_store(path: Path, *, n_images: int = 8, size: int = 16, chunk_images: int = 2, raters: int = 2) -> Path:
+def write_store(path: Path, *, n_images: int = 8) -> Path:
     """A small store, two images per chunk (so single chunks can go missing)."""
-    streams = np.random.SeedSequence(0).spawn(n_images)
-    with CubeWriter(
-        path, n_classes=2, eu=2, au=2, height=size, width=size, raters=raters, chunk_images=chunk_images
-    ) as writer:
-        for index, ((domain, role), stream) in enumerate(zip(image_plan(n_images), streams, strict=True)):
-            probs, labels = synthesize_image(
-                np.random.default_rng(stream), "disentangled", domain, size=size, eu=2, au=2, raters=raters
-            )
-            writer.append(probs[None], labels[None], domain=domain, role=role, image_ids=[f"{domain}-{index:03d}"])
-    return path
+    return write_synthetic_store(path, n_images=n_images, size=16, eu=2, au=2, raters=2, chunk_images=2)
 
 
 def fingerprint(path: Path) -> dict[str, str]:

@@ -12,22 +12,21 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from helpers import write_synthetic_store
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 import uqeval.scoring.batch
 import uqeval.scoring.store_reader
-from uqeval import CubeWriter, UQEvalError, decompose, evaluate, open_cube, save_report, score, validate_cube
+from uqeval import UQEvalError, decompose, evaluate, open_cube, save_report, score, validate_cube
 from uqeval.conventions import Conventions, preset
-from uqeval.cube import softmax_array
 from uqeval.results import METRIC_COLUMNS, SCORES_SCHEMA, Scores
-from uqeval.synth import image_plan, synthesize_image
+from uqeval.synth import image_plan
 
 SIZE = 32
 EU, AU = 3, 4
@@ -43,68 +42,14 @@ TOP_LEVEL_KEYS = ("schema", "store", "model", "conventions", "n_images", "result
 # --------------------------------------------------------------------------- stores
 
 
-def write_store(
-    path: Path,
-    *,
-    layout: list[tuple[str, str]] | None = None,
-    n_images: int = N_IMAGES,
-    scenario: str = "disentangled",
-    eu: int = EU,
-    au: int = AU,
-    raters: int = RATERS,
-    chunk_images: int = CHUNK,
-    variable: str = "probs",
-    dtype: str = "float16",
-    from_logits: bool = False,
-    unanimous: Callable[[int, str], bool] | None = None,
-    seed: int = 0,
-) -> Path:
-    """A small synthetic store written through :class:`CubeWriter`, several images per chunk.
-
-    ``layout`` gives ``(domain, role)`` per image (default :func:`image_plan`). With
-    ``variable="logits"`` the store holds ``log(clip(probs))``; ``from_logits`` stores the
-    softmax of those same logits as ``probs`` (so the two stores hold the same cubes).
-    ``unanimous(index, domain)`` picks images whose raters all copy the first one (no
-    rater variance: NCC is undefined there).
-    """
-    layout = layout if layout is not None else image_plan(n_images)
-    streams = np.random.SeedSequence(seed).spawn(len(layout))
-    with CubeWriter(
-        path,
-        n_classes=2,
-        eu=eu,
-        au=au,
-        height=SIZE,
-        width=SIZE,
-        raters=raters,
-        variable=variable,
-        dtype=dtype,
-        chunk_images=chunk_images,
-        au_method="test-au",
-        eu_method="test-eu",
-        model=f"test-{scenario}",
-        dataset="test",
-        seed=seed,
-    ) as writer:
-        for index, ((domain, role), stream) in enumerate(zip(layout, streams, strict=True)):
-            probs, labels = synthesize_image(
-                np.random.default_rng(stream), scenario, domain, size=SIZE, eu=eu, au=au, raters=max(raters, 2)
-            )
-            if unanimous is not None and unanimous(index, domain):
-                labels[:] = labels[0]
-            values = probs[None]
-            if variable == "logits" or from_logits:
-                values = np.log(np.clip(values, 1e-6, None)).astype(np.float32)
-                if from_logits:
-                    values = softmax_array(values)
-            writer.append(
-                **{variable: values},
-                labels=labels[None, :raters] if raters else None,
-                domain=domain,
-                role=role,
-                image_ids=[f"{domain}-{index:03d}"],
-            )
-    return path
+def write_store(path: Path, *, scenario: str = "disentangled", seed: int = 0, **options) -> Path:
+    """This module's synthetic stores: 24 images of 32×32, 3 members × 4 samples, 3 raters,
+    4 images per chunk, with a model identity (see :func:`helpers.write_synthetic_store`)."""
+    defaults = {"size": SIZE, "eu": EU, "au": AU, "raters": RATERS, "chunk_images": CHUNK, "n_images": N_IMAGES}
+    identity = {"au_method": "test-au", "eu_method": "test-eu", "model": f"test-{scenario}", "dataset": "test"}
+    return write_synthetic_store(
+        path, scenario=scenario, image_seed=seed, **(defaults | options), **identity, seed=seed
+    )
 
 
 def reference(source: Path | xr.Dataset, *, segmentation: bool = False, **options):
