@@ -129,7 +129,7 @@ def test_an_interrupted_prediction_resumes_to_the_same_store(runs, tmp_path, mon
 
 def test_another_runs_store_is_not_resumed(runs, tmp_path):
     predict(runs / "ssn-none", tmp_path / "cube.zarr", samples=2, device="cpu")
-    with pytest.raises(UQEvalError, match=r"au_method = 'ssn', not 'diffusion'.*--overwrite"):
+    with pytest.raises(UQEvalError, match=r"au_method = 'ssn', not 'diffusion'.*overwrite"):
         predict(runs / "diffusion-none", tmp_path / "cube.zarr", samples=2, device="cpu")
     replaced = predict(runs / "diffusion-none", tmp_path / "cube.zarr", samples=2, device="cpu", overwrite=True)
     assert uqeval.open_cube(replaced.store).attrs["au_method"] == "diffusion"

@@ -130,7 +130,7 @@ def predict_command(
     from uqeval_torch.predict import predict
 
     options: dict[str, Any] = parse_options(data_option)
-    with progress_display(quiet) as progress:
+    with progress_display(quiet) as progress, _flags():
         summary = predict(
             run,
             out,

@@ -96,7 +96,10 @@ def predict(
     n_members = settings.members if members is None else members
     n_samples = au_method.default_samples if samples is None else samples
     if n_samples < 1 or n_members < 1:
-        raise UQEvalError(f"--members and --samples must be at least 1 (got {n_members} and {n_samples})")
+        raise UQEvalError(
+            f"members and samples must be at least 1 (got {n_members} and {n_samples})",
+            parameter="members" if n_members < 1 else "samples",
+        )
     if au_method.deterministic and n_samples > 1:
         n_samples = 1  # every sample of a deterministic method is the same map
     if au_method.deterministic and n_members < 2:
@@ -104,7 +107,7 @@ def predict(
             f"AU method {settings.au!r} is deterministic: with {n_members} member the cube cannot be decomposed"
         )
     if batch_size < 1:
-        raise UQEvalError(f"--batch-size must be at least 1, got {batch_size}")
+        raise UQEvalError(f"batch_size must be at least 1, got {batch_size}", parameter="batch_size")
     networks = list(eu_method.members(trained, n=n_members, seed=settings.seed))  # already on ``chosen``
     images = list(prediction_samples(dataset, seed=settings.data_seed))
     if not images:
@@ -144,7 +147,9 @@ def predict(
     )
     done = writer.n_images
     if done > len(images):
-        raise UQEvalError(f"{out} holds {done} images but the dataset has {len(images)}; use another --out")
+        raise UQEvalError(
+            f"{out} holds {done} images but the dataset has {len(images)}; write to another store", parameter="out"
+        )
     task = progress.add_task("predicting", total=len(images), completed=done) if progress is not None else None
     with writer:
         first_batch = done // batch_size
@@ -200,12 +205,13 @@ def _check_resumable(out: Path, expected: dict[str, Any]) -> None:
     try:
         stored = dict(zarr.open_group(out, mode="r").attrs)
     except Exception:
-        raise UQEvalError(f"--out {out} exists and is not a cube store; choose another --out") from None
+        raise UQEvalError(f"{out} exists and is not a cube store; choose another", parameter="out") from None
     for key, value in expected.items():
         if key != "writer" and stored.get(key) != value:
             raise UQEvalError(
-                f"--out {out} holds a cube with {key} = {stored.get(key)!r}, not {value!r}; "
-                "pass --overwrite to replace it or choose another --out"
+                f"{out} holds a cube with {key} = {stored.get(key)!r}, not {value!r}; "
+                "replace it (overwrite) or choose another store",
+                parameter="out",
             )
 
 

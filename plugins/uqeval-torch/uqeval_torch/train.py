@@ -45,9 +45,9 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     try:
         chosen = torch.device(device)
     except RuntimeError as error:
-        raise UQEvalError(f"--device {device!r}: {error}") from None
+        raise UQEvalError(f"{device!r}: {error}", parameter="device") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise UQEvalError(f"--device {device!r}: no CUDA device is available")
+        raise UQEvalError(f"{device!r}: no CUDA device is available", parameter="device")
     return chosen
 
 
