@@ -316,14 +316,16 @@ def test_dataset_from_numpy_with_fixed_width_strings(cube, default_scores):
 # --------------------------------------------------------------------------- 3. the spill folder
 
 
-def test_spill_folder_is_used_then_removed(store, tmp_path):
+@pytest.mark.parametrize("source", ["path", "dask-backed Dataset"])
+def test_spill_folder_is_used_then_removed(store, tmp_path, source):
     scratch = tmp_path / "scratch"
     seen: list[list[str]] = []
 
     def progress(phase, done, total):
         seen.append([p.name for p in spill_folders(scratch) if any(p.iterdir())])
 
-    score(store, scratch=scratch, batch_bytes=TINY, aggregations=("threshold",), progress=progress)
+    cube = store if source == "path" else open_cube(store)  # a Dataset may be larger than memory too
+    score(cube, scratch=scratch, batch_bytes=TINY, aggregations=("threshold",), progress=progress)
     assert any(seen), "the per-image maps were never spilled to the scratch folder"
     assert spill_folders(scratch) == []
     assert not scratch.exists() or list(scratch.iterdir()) == []

@@ -99,7 +99,7 @@ def run(
     results: list[BatchResult] = []
     fitted = Fitted()
     notes: list[str] = []
-    with Spill(scratch, in_memory=source.store is None) as spill, runner:
+    with Spill(scratch, in_memory=source.in_memory) as spill, runner:
         for result in _named(runner.run(work, fitting_batches, other_batches), source.where):
             if result.statistics is None:  # a fitting batch: keep its maps for the fit
                 spill.write(len(results), result.maps, result.raters)

@@ -57,6 +57,9 @@ class Source:
     n_classes, background : int
     has_probabilities : bool
         The batches carry probabilities (segmentation quality needs them).
+    in_memory : bool
+        The source holds all its data in memory already, so the maps of the batches
+        fitted on are kept there too instead of being spilled to disk.
     chunk_sizes : list of int
         Images per chunk, in order; a batch never splits one.
     bytes_per_image : int
@@ -79,6 +82,7 @@ class Source:
     background: int
     reader: Callable[[], Reader] = field(repr=False)
     has_probabilities: bool = True
+    in_memory: bool = False
     chunk_sizes: list[int] = field(default_factory=list)
     bytes_per_image: int = 1
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -211,6 +215,7 @@ def maps_source(
         background=background,
         reader=reader,
         has_probabilities=cubes is not None,
+        in_memory=True,
         chunk_sizes=[n_images] if n_images else [],
     )
 

@@ -1,7 +1,8 @@
 """The spill: per-image maps of the batches fitted on, kept until the fits are known.
 
-A store's fitting batches are spilled to a scratch folder (about 5 % of the cube's
-bytes), so memory stays bounded by a few batches; a source already in memory keeps
+The fitting batches of a cube (a store, or a possibly dask-backed Dataset) are spilled
+to a scratch folder (about 5 % of the cube's bytes), so memory stays bounded by a few
+batches; decomposed maps passed to :func:`uqeval.evaluate`, already in memory, keep
 them in memory.
 """
 
