@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 from helpers import cli_env
@@ -40,14 +41,7 @@ PIP_INSTALL = (sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "
 
 def run_cli(*args: str, paths: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
     """The real entry point in a subprocess, loading the example's entry point and no other."""
-    return subprocess.run(
-        [sys.executable, "-m", "uqeval", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=cli_env(*paths, **{LOAD_PLUGINS_ENV: PLUGIN}),
-    )
+    return helpers.run_cli(*args, paths=paths, plugins=PLUGIN)
 
 
 def top_decile_reference(u: np.ndarray) -> float:

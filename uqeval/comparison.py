@@ -418,7 +418,8 @@ def _seed_key(seed: int | None) -> tuple[bool, int]:
 
 
 def split_order(split: str) -> tuple[int, str]:
-    return (0 if split == "id" else 2 if split == POOLED_OOD else 1, split)
+    """Sort key of splits as tables show them: ``id``, the OOD domains by name, then ``ood``."""
+    return (0 if split == ID_DOMAIN else 2 if split == POOLED_OOD else 1, split)
 
 
 def _task_key(task: str) -> tuple[int, str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from uqeval.comparison import RANK_SPLITS, split_order
-from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
+from uqeval.names import MEASURES, NO_AGGREGATION
 from uqeval.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -36,8 +36,7 @@ def format_value(value: float | None, interval: float | None = math.nan, *, digi
 
 def _splits(scores: Scores, task: str) -> list[str]:
     seen = dict.fromkeys(row["split"] for row in scores.results if row["task"] == task)
-    ordered = sorted(seen, key=lambda split: (split != ID_DOMAIN, split == POOLED_OOD, split))
-    return ordered
+    return sorted(seen, key=split_order)
 
 
 def task_table(scores: Scores, task: str) -> Table | None:
