@@ -101,7 +101,7 @@ def test_score_prints_tables_and_writes_the_report(default_run, store):
     content = scores_json(out)
     assert content["schema"] == "uqeval.scores/1"
     assert content["store"] == str(store.resolve())
-    assert {row["task"] for row in content["results"]} == {"oodd", "amb", "cal"}
+    assert {row["task"] for row in content["results"]} == {"oodd", "amb", "cal", "fd"}
     assert content["model"]["au_method"] == "synthetic-disentangled"
 
 
@@ -476,7 +476,7 @@ def test_deleted_labels_chunk_is_noted(tmp_path):
     roles = zarr.open_group(store, mode="r")["role"][16:]
     n_test = int(sum(role == "test" for role in roles))
     assert (
-        f"{n_test} test image(s) have no rater label at any pixel (all 255); they are left out of AMB and CAL"
+        f"{n_test} test image(s) have no rater label at any pixel (all 255); they are left out of AMB, CAL and FD"
         in (document["notes"])
     )
 

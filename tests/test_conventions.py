@@ -33,10 +33,21 @@ def test_defaults_are_the_design_defaults():
     assert set(PRESETS) == {"default", "paper"}
 
 
-def test_paper_preset_differs_only_in_the_ncc_constant():
+def test_paper_preset_differs_in_the_study_conventions_only():
     default, paper = preset("default").to_dict(), preset("paper").to_dict()
-    assert {name for name in default if default[name] != paper[name]} == {"ncc_constant"}
-    assert paper["ncc_constant"] == "zero"
+    differing = {name: (default[name], paper[name]) for name in default if default[name] != paper[name]}
+    assert differing == {
+        "ncc_constant": ("skip", "zero"),
+        "ood_split": ("pooled", "domain-mean"),
+        "threshold_fraction": ("mean-prediction", "members"),
+        "delta_both_zero": ("nan", "atan2"),
+    }
+
+
+@pytest.mark.parametrize("field", ["ncc_constant", "ace_scope", "ood_split", "threshold_fraction", "delta_both_zero"])
+def test_a_choice_outside_its_values_is_refused_naming_them(field):
+    with pytest.raises(UQEvalError, match=f"{field} is 'sometimes'; expected '"):
+        Conventions(**{field: "sometimes"})
 
 
 def test_unknown_preset_names_the_known_ones():

@@ -242,7 +242,7 @@ def test_no_ood_images_skips_oodd(tmp_path):
     scores = score(path)
     assert not any(row["task"] == "oodd" for row in scores.results)
     assert any(note.startswith("oodd: skipped") and "OOD" in note for note in scores.notes)
-    assert {row["task"] for row in scores.results} == {"amb", "cal"}
+    assert {row["task"] for row in scores.results} == {"amb", "cal", "fd"}
     assert_same_scores(scores, reference(path))
 
 

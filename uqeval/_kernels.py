@@ -143,7 +143,7 @@ def _write_stats(stats, image, block, lowest, lowest_sum, highest_sum, not_finit
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def decompose_kernel(x, au, eu, tu, mean, pred, stats):
+def decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor):
     """Entropy decomposition of a batch of sample cubes, in one pass.
 
     Parameters
@@ -155,24 +155,30 @@ def decompose_kernel(x, au, eu, tu, mean, pred, stats):
     stats : (image, block, 4) float64, written: number of pixels with a non-finite
         value in some sample, the minimum value, and the minimum and maximum class
         sum of one sample (finite sums only).
+    eu_floor : float32
+        ``TU - AU`` below it is rounding, and EU is set to exactly 0
+        (:data:`uqeval.precision.EU_FLOOR`; an argument, not a global, so that the
+        cached compiled kernel never keeps an old value).
 
     Per pixel: ``m_e = mean_a p[e, a]``, ``m = mean_e m_e``, ``TU = H(m)``,
-    ``AU = mean_e H(m_e)``, ``EU = max(TU - AU, 0)``, ``H(p) = -Σ p ln p`` with
-    ``0 ln 0 = 0``. Sums accumulate in float32; the error against a float64
-    reference stays below 1e-6 for up to a few hundred members × samples.
+    ``AU = mean_e H(m_e)``, ``EU = TU - AU`` where that is at least ``eu_floor``, else 0,
+    ``H(p) = -Σ p ln p`` with ``0 ln 0 = 0``. Sums accumulate in float32.
     """
     n_images, n_members, n_samples, n_classes, n_pixels = x.shape
     n_blocks = (n_pixels + PIXEL_BLOCK - 1) // PIXEL_BLOCK
     inv_samples = np.float32(1.0 / n_samples)
-    inv_members = np.float32(1.0 / n_members)
+    inv_members = 1.0 / n_members
     for task in numba.prange(n_images * n_blocks):
         image = task // n_blocks
         block = task % n_blocks
         start = block * PIXEL_BLOCK
         length = min(n_pixels, start + PIXEL_BLOCK) - start
         member_mean = np.empty((n_classes, length), dtype=np.float32)
-        total_mean = np.zeros((n_classes, length), dtype=np.float32)
-        expected_entropy = np.zeros(length, dtype=np.float32)
+        # Sums over members in float64: a float32 running sum of E·C entropy terms
+        # drifts by about E·C·2**-24·ln C, which for many members would exceed any
+        # fixed EU floor; the sums over samples and classes stay in float32.
+        total_mean = np.zeros((n_classes, length), dtype=np.float64)
+        expected_entropy = np.zeros(length, dtype=np.float64)
         sample_sum = np.empty(length, dtype=np.float32)
         lowest = np.full(length, np.inf, dtype=np.float32)
         lowest_sum = np.full(length, np.inf, dtype=np.float32)
@@ -203,14 +209,14 @@ def decompose_kernel(x, au, eu, tu, mean, pred, stats):
                     total_row[i] += v
                     scaled[i] = v
                 _negative_xlogx(scaled, expected_entropy, floats, bits, exponents)
-        entropy = np.zeros(length, dtype=np.float32)
+        entropy = np.zeros(length, dtype=np.float64)
         best_value = np.full(length, -np.inf, dtype=np.float32)
         best_class = np.zeros(length, dtype=np.int32)
         for c in range(n_classes):
             total_row = total_mean[c]
             mean_row = mean[image, c, start : start + length]
             for i in range(length):
-                v = total_row[i] * inv_members
+                v = np.float32(total_row[i] * inv_members)
                 mean_row[i] = v
                 scaled[i] = v
                 better = v > best_value[i]
@@ -221,7 +227,8 @@ def decompose_kernel(x, au, eu, tu, mean, pred, stats):
             aleatoric = expected_entropy[i] * inv_members
             au[image, start + i] = aleatoric
             tu[image, start + i] = entropy[i]
-            eu[image, start + i] = max(entropy[i] - aleatoric, np.float32(0.0))
+            difference = entropy[i] - aleatoric
+            eu[image, start + i] = difference if difference >= eu_floor else 0.0
             pred[image, start + i] = best_class[i]
         _write_stats(stats, image, block, lowest, lowest_sum, highest_sum, not_finite)
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 #: does not import the writer; a test keeps the two equal.
 SCENARIO_NAMES = ("disentangled", "entangled", "collapsed", "no-eu")
 #: The tasks (:data:`uqeval.TASKS`), likewise.
-TASK_NAMES = ("oodd", "amb", "cal")
+TASK_NAMES = ("oodd", "amb", "cal", "fd")
 #: Library parameters → the flags that set them, for error messages.
 FLAGS = {"tasks": "--tasks", "aggregations": "--aggregation", "preset": "--preset", "scheduler": "--scheduler"}
 

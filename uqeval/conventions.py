@@ -33,6 +33,16 @@ _QUANTILE_METHODS = frozenset(
 )
 
 
+#: The fields with a fixed set of values, and those values (the default first).
+_CHOICES = {
+    "ncc_constant": ("skip", "zero"),
+    "ace_scope": ("pooled", "per-image"),
+    "ood_split": ("pooled", "domain-mean"),
+    "threshold_fraction": ("mean-prediction", "members"),
+    "delta_both_zero": ("nan", "atan2"),
+}
+
+
 @dataclass(frozen=True)
 class Conventions:
     """The conventions of aggregation, the task metrics and segmentation quality.
@@ -46,6 +56,10 @@ class Conventions:
         Side ``k`` of the ``patch_max`` window, clamped to the image along each axis.
     quantile_method : str
         ``numpy.quantile`` method for the threshold ``τ`` of the ``threshold`` aggregation.
+    threshold_fraction : ``"mean-prediction"`` or ``"members"``
+        The background fraction ``q`` whose quantile is ``τ``: that of the mean
+        prediction's argmax, or (the study's code) the mean of it and of every EU
+        member's argmax.
     ncc_constant : ``"skip"`` or ``"zero"``
         Images whose rater variance map or uncertainty map is constant have no Pearson
         correlation: ``skip`` leaves them out of the mean (and counts them), ``zero``
@@ -65,6 +79,13 @@ class Conventions:
         Seed of that draw; image ``i`` draws from ``SeedSequence(seed, spawn_key=(i,))``.
     empty_iou : float
         IoU (and Dice) of two masks that are both empty.
+    ood_split : ``"pooled"`` or ``"domain-mean"``
+        The ``ood`` split of AMB, CAL and FD: every OOD test image pooled, or (the
+        study's tables) the mean of the per-domain values over the OOD domains. OODD's
+        ``ood`` is always the mean over domains.
+    delta_both_zero : ``"nan"`` or ``"atan2"``
+        Δ when both scores are 0: undefined, or (the study's code) what
+        ``atan2(0, 0) = 0`` gives, −1 (+1 when lower is better).
     """
 
     aggregation: str = "border"
@@ -77,12 +98,16 @@ class Conventions:
     segmentation_samples: int = 16
     seed: int = 0
     empty_iou: float = 1.0
+    ood_split: Literal["pooled", "domain-mean"] = "pooled"
+    threshold_fraction: Literal["mean-prediction", "members"] = "mean-prediction"
+    delta_both_zero: Literal["nan", "atan2"] = "nan"
 
     def __post_init__(self) -> None:
-        if self.ncc_constant not in ("skip", "zero"):
-            raise UQEvalError(f"conventions: ncc_constant is {self.ncc_constant!r}; expected 'skip' or 'zero'")
-        if self.ace_scope not in ("pooled", "per-image"):
-            raise UQEvalError(f"conventions: ace_scope is {self.ace_scope!r}; expected 'pooled' or 'per-image'")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise UQEvalError(
+                    f"conventions: {name} is {getattr(self, name)!r}; expected {' or '.join(map(repr, allowed))}"
+                )
         for name in ("patch_size", "calibration_bins", "segmentation_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -114,7 +139,9 @@ class Conventions:
 #: code chose otherwise; ``docs/metrics.md`` lists the differences.
 PRESETS: dict[str, Conventions] = {
     "default": Conventions(),
-    "paper": Conventions(ncc_constant="zero"),
+    "paper": Conventions(
+        ncc_constant="zero", ood_split="domain-mean", threshold_fraction="members", delta_both_zero="atan2"
+    ),
 }
 
 

@@ -70,6 +70,23 @@ def rescaled(maps: Mapping[str, np.ndarray], eu_scale: float) -> dict[str, np.nd
     return maps
 
 
+def member_background_fractions(cubes: np.ndarray, background: int = 0) -> np.ndarray:
+    """(image, member) share of pixels that each EU member's mean prediction puts in
+    ``background``: the argmax over classes of ``mean_a p[e, a]`` (first class on ties).
+
+    ``cubes`` is (image, eu, au, class, y, x); with ``eu = 1`` the samples are the
+    members, as in the decomposition.
+    """
+    n_images, n_members, n_samples = cubes.shape[:3]
+    if n_members == 1:
+        cubes = cubes.reshape(n_images, n_samples, 1, *cubes.shape[3:])
+    fractions = np.empty(cubes.shape[:2])
+    for member in range(cubes.shape[1]):
+        member_mean = cubes[:, member].mean(axis=1, dtype=np.float32)
+        fractions[:, member] = (member_mean.argmax(axis=1) == background).mean(axis=(1, 2))
+    return fractions
+
+
 def eu_scale(total_au: float, total_eu: float) -> float:
     """``r = ΣAU / ΣEU`` over the calibration pixels, for EU rescaling."""
     if total_eu <= 0:
@@ -119,13 +136,26 @@ class Fitter:
         self._tables = {measure: PlattTable() for measure in MEASURES}
 
     def add(self, maps: Mapping[str, np.ndarray], raters: RaterStatistics | None) -> None:
-        """Add the maps (``au``, ``eu``, ``tu``, ``pred``, image first) of some calibration images."""
+        """Add the maps (``au``, ``eu``, ``tu``, ``pred``, image first) of some calibration images.
+
+        With the ``members`` threshold fraction, ``maps`` also holds
+        ``member_background`` (image, member): the background fraction of each EU
+        member's argmax (:func:`member_background_fractions`).
+        """
         maps = rescaled(maps, self.eu_scale)
         self.n_images += int(maps["au"].shape[0])
         if self.thresholds:
             for measure in MEASURES:
                 self._values[measure].append(np.asarray(maps[measure], dtype=np.float32).ravel())
-            self._background_fractions.append((maps["pred"] == self.background).mean(axis=(1, 2)))
+            fractions = (maps["pred"] == self.background).mean(axis=(1, 2))[:, None]
+            if self.conventions.threshold_fraction == "members":
+                if "member_background" not in maps:
+                    raise UQEvalError(
+                        "threshold_fraction 'members' needs each member's prediction, so the probabilities; "
+                        "these maps come without them"
+                    )
+                fractions = np.concatenate([fractions, maps["member_background"]], axis=1)
+            self._background_fractions.append(fractions.ravel())
         if self.platt:
             if raters is None:
                 raise UQEvalError("calibration: Platt scaling needs rater labels")
@@ -167,6 +197,10 @@ class ImageStatistics:
         :class:`~uqeval.metrics.calibration.CalibrationTable` per measure (None without
         labels or Platt fits).
     segmentation : SegmentationQuality or None
+    risk : (image,) float64 or None
+        Failure risk, 1 − mean Dice of ``pred`` against the raters
+        (:func:`uqeval.metrics.failure.failure_risk`; NaN without a rater; None
+        without labels).
     """
 
     means: dict[str, np.ndarray]
@@ -174,6 +208,7 @@ class ImageStatistics:
     ncc: dict[str, Correlation] | None = None
     calibration: dict[str, CalibrationTable] | None = None
     segmentation: SegmentationQuality | None = None
+    risk: np.ndarray | None = None
 
     @property
     def n_images(self) -> int:
@@ -193,16 +228,15 @@ class ImageStatistics:
             }
         calibration = None
         if self.calibration is not None:
-            calibration = {
-                measure: CalibrationTable(table.table[indices]) for measure, table in self.calibration.items()
-            }
+            calibration = {measure: table.take(indices) for measure, table in self.calibration.items()}
         segmentation = None
         if self.segmentation is not None:
             segmentation = SegmentationQuality(
                 *(getattr(self.segmentation, name)[indices] for name in ("dice", "ged", "hungarian_iou"))
             )
         means = {name: values[indices] for name, values in self.means.items()}
-        return ImageStatistics(means, scores, correlations, calibration, segmentation)
+        risk = None if self.risk is None else self.risk[indices]
+        return ImageStatistics(means, scores, correlations, calibration, segmentation, risk)
 
     @classmethod
     def concatenate(cls, parts: Sequence[ImageStatistics]) -> ImageStatistics:
@@ -231,7 +265,7 @@ class ImageStatistics:
         calibration = None
         if first.calibration is not None:
             calibration = {
-                measure: CalibrationTable(join(lambda part, m=measure: part.calibration[m].table))
+                measure: CalibrationTable.concatenate([part.calibration[measure] for part in parts])
                 for measure in first.calibration
             }
         segmentation = None
@@ -242,7 +276,8 @@ class ImageStatistics:
                     for name in ("dice", "ged", "hungarian_iou")
                 )
             )
-        return cls(means, scores, correlations, calibration, segmentation)
+        risk = None if first.risk is None else join(lambda part: part.risk)
+        return cls(means, scores, correlations, calibration, segmentation, risk)
 
 
 def image_statistics(
@@ -289,7 +324,12 @@ def image_statistics(
         if fitted.platt:
             calibration = {
                 measure: CalibrationTable.from_maps(
-                    maps[measure], raters.agree, raters.valid, fitted.platt[measure], bins=conventions.calibration_bins
+                    maps[measure],
+                    raters.agree,
+                    raters.valid,
+                    fitted.platt[measure],
+                    bins=conventions.calibration_bins,
+                    equal_mass=conventions.ace_scope == "per-image",
                 )
                 for measure in MEASURES
             }

@@ -22,3 +22,5 @@ TEST = "test"
 ROLES = (CALIBRATION, TEST)
 #: The ``aggregation`` of result rows whose metric is computed on maps, not image scores.
 NO_AGGREGATION = "none"
+#: The split of every test image, ID and OOD together (failure detection).
+ALL_TEST = "all"

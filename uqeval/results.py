@@ -25,6 +25,7 @@ from uqeval.jsonable import json_ready
 from uqeval.metrics.calibration import Reliability
 from uqeval.metrics.oodd import roc_curve
 from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, TEST
+from uqeval.tasks import TASKS
 
 if TYPE_CHECKING:
     import pandas
@@ -122,7 +123,7 @@ class Scores:
         KeyError when there is no such row.
         """
         if aggregation is None:
-            aggregation = self.conventions.aggregation if task == "oodd" else NO_AGGREGATION
+            aggregation = self.conventions.aggregation if task in TASKS and TASKS[task].aggregated else NO_AGGREGATION
         try:
             return self._by_key[(task, split, measure, aggregation, metric)]
         except KeyError:

@@ -17,10 +17,10 @@ class Task:
     Attributes
     ----------
     name : str
-        Key in rows (``oodd``, ``amb``, ``cal``).
+        Key in rows (``oodd``, ``amb``, ``cal``, ``fd``).
     title : str
     metric : str
-        Metric that ranks the measures (``auroc``, ``ncc``, ``ace``).
+        Metric that ranks the measures (``auroc``, ``ncc``, ``ace``, ``aurc``).
     correct : str
         The measure theory says should do best.
     wrong : tuple of str
@@ -28,6 +28,9 @@ class Task:
     lower_is_better : bool
     needs_labels, needs_ood : bool
         What data the task cannot do without.
+    aggregated : bool
+        Whether the task ranks images by their scores, so that it is scored once per
+        aggregation (rows carry their aggregation) and Δ uses the conventions' one.
     """
 
     name: str
@@ -38,10 +41,19 @@ class Task:
     lower_is_better: bool
     needs_labels: bool
     needs_ood: bool
+    aggregated: bool = False
 
 
 TASKS: dict[str, Task] = {
-    "oodd": Task("oodd", "OOD detection", "auroc", "eu", ("au",), False, needs_labels=False, needs_ood=True),
+    "oodd": Task(
+        "oodd", "OOD detection", "auroc", "eu", ("au",), False, needs_labels=False, needs_ood=True, aggregated=True
+    ),
     "amb": Task("amb", "ambiguity modelling", "ncc", "au", ("eu",), False, needs_labels=True, needs_ood=False),
     "cal": Task("cal", "calibration", "ace", "tu", ("au", "eu"), True, needs_labels=True, needs_ood=False),
+    # TU is expected to win failure detection: a prediction fails where it is wrong, and
+    # the predictive entropy covers both causes, ambiguous data (AU) and a model out of
+    # its depth (EU); either alone misses the other's failures.
+    "fd": Task(
+        "fd", "failure detection", "aurc", "tu", ("au", "eu"), True, needs_labels=True, needs_ood=False, aggregated=True
+    ),
 }

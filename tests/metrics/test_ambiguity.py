@@ -21,6 +21,7 @@ from uqeval.metrics.ambiguity import (
     rater_statistics,
     rater_variance,
 )
+from uqeval.precision import CONSTANT_TOLERANCE
 
 IGNORE = 255
 PROPERTY_SETTINGS = settings(max_examples=50, deadline=None)
@@ -275,15 +276,22 @@ def test_constant_maps_are_not_scored():
     assert np.isnan(result.correlation[1:]).all()
 
 
-def test_nearly_constant_map_is_still_scored():
-    """A map that varies only at float32 resolution is not constant."""
-    g = np.zeros((1, 1, 4), dtype=np.float32)
-    g[0, 0, 2] = np.float32(1e-30)
-    u = np.array([[[0.1, 0.2, 0.9, 0.3]]], dtype=np.float32)
-    result = ncc(g, u)
-    assert result.state[0] == SCORED
-    expected = np.corrcoef(g[0, 0].astype(np.float64), u[0, 0].astype(np.float64))[0, 1]
-    assert result.correlation[0] == pytest.approx(expected, abs=1e-6)
+@pytest.mark.parametrize("which", ["rater variance", "uncertainty"])
+def test_a_map_is_constant_up_to_the_tolerance_and_scored_beyond_it(which):
+    """A map whose range is within CONSTANT_TOLERANCE is constant (rounding, not signal);
+    one whose range is twice that is scored like any other."""
+    varying = np.array([[[0.1, 0.2, 0.9, 0.3]]], dtype=np.float32)
+    for step, state in ((CONSTANT_TOLERANCE, CONSTANT), (2 * CONSTANT_TOLERANCE, SCORED)):
+        flat = np.full((1, 1, 4), 0.25, dtype=np.float32)
+        flat[0, 0, 2] += np.float32(step)
+        g, u = (flat, varying) if which == "rater variance" else (varying, flat)
+        result = ncc(g, u)
+        assert result.state[0] == state, step
+        if state == SCORED:
+            expected = np.corrcoef(g[0, 0].astype(np.float64), u[0, 0].astype(np.float64))[0, 1]
+            assert result.correlation[0] == pytest.approx(expected, abs=1e-6)
+        else:
+            assert np.isnan(result.correlation[0])
 
 
 def test_ncc_rejects_mismatched_maps():

@@ -18,6 +18,9 @@ _LOW_KEY = int(np.array(PLATT_SMALLEST).view(np.uint32)) >> _SHIFT
 _HIGH_KEY = int(np.array(np.float32(2.0**5)).view(np.uint32)) >> _SHIFT
 #: Rows of a Platt table.
 PLATT_KEYS = _HIGH_KEY - _LOW_KEY + 2
+#: Units per 1 of the fixed-point sums of confidence histograms: 2**32, so a cell holds
+#: up to 2**31 pixels and each value is kept to 2.3e-10.
+FIXED_POINT = 2.0**32
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -65,13 +68,13 @@ def rater_kernel(labels, pred, n_classes, ignore, variance, agree, valid, out_of
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def pearson_kernel(reference, maps, valid, correlation, state):
+def pearson_kernel(reference, maps, valid, tolerance, correlation, state):
     """Pearson correlation (ddof 0) of ``reference`` and ``maps`` over valid pixels.
 
-    Two passes in float64 (means first, then centred sums), so a constant map is
-    recognised exactly (its minimum equals its maximum) rather than by a rounding
-    residue. ``state``: 0 scored, 1 a map is constant, 2 no valid pixel; the
-    correlation is NaN unless scored.
+    Two passes in float64 (means first, then centred sums). A map whose maximum
+    exceeds its minimum by at most ``tolerance`` is constant (the range test, not a
+    rounding residue of the variance). ``state``: 0 scored, 1 a map is constant,
+    2 no valid pixel; the correlation is NaN unless scored.
     """
     n_images, n_pixels = maps.shape
     for image in numba.prange(n_images):
@@ -98,7 +101,7 @@ def pearson_kernel(reference, maps, valid, correlation, state):
             correlation[image] = np.nan
             state[image] = 2
             continue
-        if low_reference == high_reference or low_map == high_map:
+        if high_reference - low_reference <= tolerance or high_map - low_map <= tolerance:
             correlation[image] = np.nan
             state[image] = 1
             continue
@@ -168,3 +171,33 @@ def calibration_kernel(maps, agree, valid, slope, intercept, table):
             table[image, index, 0] += 1.0
             table[image, index, 1] += confidence
             table[image, index, 2] += agree[image, pixel] / raters
+
+
+@numba.njit(nogil=True, cache=True)
+def confidence_histogram_kernel(maps, bits, agree, valid, groups, slope, intercept, table):
+    """Add pixels to per-group tables keyed like the Platt table: ``n``, ``Σw``, ``Σconfidence``.
+
+    ``groups`` (image,) gives each image's table (``-1``: the image is left out);
+    ``table`` is (group, key, 3) int64. The confidence is ``σ(intercept - slope·U)`` in
+    float64, as in :func:`calibration_kernel`; ``w`` and the confidence are added in
+    fixed point, rounded to :data:`FIXED_POINT` units, so that the sums are exact
+    integers whatever the order of the pixels.
+    """
+    n_images, n_pixels = maps.shape
+    last = table.shape[1] - 1
+    for image in range(n_images):
+        group = groups[image]
+        if group < 0:
+            continue
+        for pixel in range(n_pixels):
+            raters = valid[image, pixel]
+            if raters == 0:
+                continue
+            if maps[image, pixel] < PLATT_SMALLEST:
+                key = 0
+            else:
+                key = min((np.int64(bits[image, pixel]) >> _SHIFT) - _LOW_KEY + 1, last)
+            z = intercept - slope * np.float64(maps[image, pixel])
+            table[group, key, 0] += 1
+            table[group, key, 1] += np.int64(np.round(agree[image, pixel] / raters * FIXED_POINT))
+            table[group, key, 2] += np.int64(np.round(FIXED_POINT / (1.0 + np.exp(-z))))

@@ -20,6 +20,7 @@ from uqeval.checks import image_name
 from uqeval.errors import UQEvalError
 from uqeval.metrics import _kernels
 from uqeval.names import IGNORE_LABEL
+from uqeval.precision import CONSTANT_TOLERANCE
 
 #: ``state`` of a scored image, one whose map is constant, and one with no valid pixel.
 SCORED, CONSTANT, NO_PIXELS = 0, 1, 2
@@ -133,7 +134,9 @@ class Correlation:
     state: np.ndarray
 
 
-def ncc(variance: np.ndarray, u: np.ndarray, valid: np.ndarray | None = None) -> Correlation:
+def ncc(
+    variance: np.ndarray, u: np.ndarray, valid: np.ndarray | None = None, *, tolerance: float = CONSTANT_TOLERANCE
+) -> Correlation:
     r"""Normalised cross-correlation of rater variance and uncertainty, per image.
 
     .. math::
@@ -142,13 +145,18 @@ def ncc(variance: np.ndarray, u: np.ndarray, valid: np.ndarray | None = None) ->
         {\sqrt{\sum_i (g_i - \bar g)^2 \sum_i (u_i - \bar u)^2}}
 
     over the pixels with at least one valid rater: the Pearson correlation (ddof 0).
-    An image where ``g`` or ``u`` is constant has none; see :func:`mean_ncc`.
+    An image where ``g`` or ``u`` is constant has none; see :func:`mean_ncc`. A map
+    is constant when its values span at most ``tolerance`` (default
+    :data:`uqeval.precision.CONSTANT_TOLERANCE`, the accuracy of a map), so an EU map
+    of members that agree is constant, whatever its rounding.
 
     Parameters
     ----------
     variance, u : (image, y, x) float arrays
     valid : (image, y, x) int array, optional
         Raters per pixel; pixels with 0 are left out.
+    tolerance : float, optional
+        Largest range (maximum − minimum) of a constant map.
 
     See Also
     --------
@@ -167,6 +175,7 @@ def ncc(variance: np.ndarray, u: np.ndarray, valid: np.ndarray | None = None) ->
         np.ascontiguousarray(variance, dtype=np.float32).reshape(n_images, -1),
         np.ascontiguousarray(u, dtype=np.float32).reshape(n_images, -1),
         np.ascontiguousarray(valid).reshape(n_images, -1),
+        float(tolerance),
         correlation,
         state,
     )

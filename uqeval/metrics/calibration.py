@@ -18,6 +18,7 @@ stream through without the memory growing with their number.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,23 +209,52 @@ class CalibrationTable:
 
     ``table`` has shape (image, bins, 3). Bin ``k`` holds confidences in
     ``[k/bins, (k+1)/bins)``, the last bin also 1; so a confidence of exactly 0 or 1
-    lands in the first or last bin.
+    lands in the first or last bin. ``equal_mass``, when computed (the per-image
+    scope), holds each image's own :func:`equal_mass_ace` (NaN without pixels).
     """
 
-    def __init__(self, table: np.ndarray) -> None:
+    def __init__(self, table: np.ndarray, equal_mass: np.ndarray | None = None) -> None:
         self.table = table
+        self.equal_mass = equal_mass
 
     @classmethod
     def from_maps(
-        cls, u: np.ndarray, agree: np.ndarray, valid: np.ndarray, fit: PlattFit, *, bins: int = 20
+        cls,
+        u: np.ndarray,
+        agree: np.ndarray,
+        valid: np.ndarray,
+        fit: PlattFit,
+        *,
+        bins: int = 20,
+        equal_mass: bool = False,
     ) -> CalibrationTable:
-        """Bin every pixel with a rater by its Platt confidence ``σ(b - a·U)``."""
+        """Bin every pixel with a rater by its Platt confidence ``σ(b - a·U)``; with
+        ``equal_mass``, also give each image its equal-mass ACE (exact, per image)."""
         flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
         table = np.zeros((flat_u.shape[0], bins, 3))
         if not math.isfinite(fit.slope) or math.isnan(fit.intercept):
             raise UQEvalError(f"calibration: Platt parameters ({fit.slope}, {fit.intercept}) are not usable")
         _kernels.calibration_kernel(flat_u, flat_agree, flat_valid, fit.slope, fit.intercept, table)
-        return cls(table)
+        per_image = None
+        if equal_mass:
+            per_image = np.empty(flat_u.shape[0])
+            for image in range(flat_u.shape[0]):
+                scored = flat_valid[image] > 0
+                correct = flat_agree[image, scored] / flat_valid[image, scored]
+                per_image[image] = equal_mass_ace_of_pixels(fit.confidence(flat_u[image, scored]), correct, bins=bins)
+        return cls(table, per_image)
+
+    def take(self, images: np.ndarray) -> CalibrationTable:
+        """The tables of some images (boolean mask or indices), in that order."""
+        return CalibrationTable(self.table[images], None if self.equal_mass is None else self.equal_mass[images])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[CalibrationTable]) -> CalibrationTable:
+        """The tables of consecutive batches of images, joined."""
+        equal_mass = None
+        if parts[0].equal_mass is not None:
+            equal_mass = np.concatenate([part.equal_mass for part in parts])
+        return cls(np.concatenate([part.table for part in parts]), equal_mass)
 
     def pooled(self, images: np.ndarray | None = None) -> np.ndarray:
         """(bins, 3) sums over the chosen images (boolean mask or indices; default all)."""
@@ -270,6 +300,135 @@ def _per_image(table: CalibrationTable, images: np.ndarray | None, weighted: boo
     return float((gap.sum(axis=1) / used[has_pixels].sum(axis=1)).mean())
 
 
+def equal_mass_ace(groups: np.ndarray, *, bins: int = 20) -> float:
+    r"""ACE over bins of equal pixel count, from pixels grouped by confidence.
+
+    The ``n`` pixels, ordered by ascending confidence, are cut into ``bins`` runs of
+    equal count as :func:`numpy.array_split` cuts them (the first ``n mod bins`` runs
+    one pixel longer); with ``acc_b`` and ``conf_b`` the mean correctness and
+    confidence of run ``b``,
+
+    .. math:: \mathrm{ACE}_{\text{equal mass}} = \frac{1}{|\{b : n_b > 0\}|}
+        \sum_{b : n_b > 0} |\mathrm{acc}_b - \mathrm{conf}_b|
+
+    Pixels of one group (equal confidence) are ordered at random, so a group that a
+    cut splits counts in expectation over its orders: each side gets its share of the
+    group's ``Σw`` and ``Σconfidence`` in proportion to its pixels. With every
+    confidence distinct this is exactly the ``array_split`` of the sorted pixels.
+
+    Parameters
+    ----------
+    groups : (group, 3) float
+        Per group of pixels: count ``n``, ``Σw`` and ``Σconfidence`` (any order; empty
+        groups are ignored).
+    bins : int
+
+    Returns
+    -------
+    float
+        NaN when there is no pixel.
+
+    Examples
+    --------
+    >>> groups = np.array([[1, 1.0, 0.9], [1, 0.0, 0.2], [1, 1.0, 0.8], [1, 0.0, 0.3]])
+    >>> round(equal_mass_ace(groups, bins=2), 3)  # runs {0.2, 0.3} and {0.8, 0.9}
+    0.2
+    """
+    groups = np.asarray(groups, dtype=np.float64)
+    groups = groups[groups[:, 0] > 0]
+    total = float(groups[:, 0].sum())
+    if total == 0:
+        return float("nan")
+    order = np.argsort(groups[:, 2] / groups[:, 0], kind="stable")
+    cumulative = np.vstack([np.zeros(3), np.cumsum(groups[order], axis=0)])
+    count = round(total)
+    sizes = np.full(bins, count // bins)
+    sizes[: count % bins] += 1
+    edges = np.r_[0, np.cumsum(sizes)].astype(np.float64)
+    # Σw and Σconfidence of the first x pixels, linear inside a group: proportional shares.
+    correct = np.diff(np.interp(edges, cumulative[:, 0], cumulative[:, 1]))
+    confidence = np.diff(np.interp(edges, cumulative[:, 0], cumulative[:, 2]))
+    used = sizes > 0
+    return float(np.mean(np.abs(correct[used] - confidence[used]) / sizes[used]))
+
+
+def equal_mass_ace_of_pixels(confidence: np.ndarray, correct: np.ndarray, *, bins: int = 20) -> float:
+    """:func:`equal_mass_ace` of single pixels: confidences and correctness ``w``, 1-d.
+
+    Pixels of exactly equal confidence form one group.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64).ravel()
+    correct = np.asarray(correct, dtype=np.float64).ravel()
+    if confidence.shape != correct.shape:
+        raise UQEvalError(f"calibration: {confidence.size} confidences but {correct.size} correctness values")
+    values, inverse = np.unique(confidence, return_inverse=True)
+    groups = np.column_stack(
+        [
+            np.bincount(inverse, minlength=values.size),
+            np.bincount(inverse, weights=correct, minlength=values.size),
+            np.bincount(inverse, weights=confidence, minlength=values.size),
+        ]
+    )
+    return equal_mass_ace(groups, bins=bins)
+
+
+class ConfidenceHistogram:
+    """Pixels of some images grouped like the :class:`PlattTable` (``U`` to a relative
+    2**-12), per group: count, ``Σw`` and ``Σconfidence`` under one Platt fit.
+
+    Additive over pixels, so a split's equal-mass ACE streams: the tables of its
+    images' domains are merged and handed to :func:`equal_mass_ace`. Pixels whose ``U``
+    share a key count as one group of equal confidence; their confidences differ by
+    less than ``0.25 · a · U · 2**-12``. ``w`` and the confidence are summed in fixed
+    point (units of 2**-32), so the sums, and the ACE, do not depend on the order or
+    batching of the pixels.
+
+    Parameters
+    ----------
+    n_groups : int
+        Tables kept side by side (one per domain, say).
+    """
+
+    def __init__(self, n_groups: int = 1) -> None:
+        self.table = np.zeros((n_groups, _kernels.PLATT_KEYS, 3), dtype=np.int64)
+
+    def add(
+        self, u: np.ndarray, agree: np.ndarray, valid: np.ndarray, fit: PlattFit, groups: np.ndarray | None = None
+    ) -> None:
+        """Add the pixels of images ``u`` (image, ...) to table ``groups[image]`` (``-1``:
+        left out; default all in table 0)."""
+        flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
+        if groups is None:
+            groups = np.zeros(flat_u.shape[0], dtype=np.int64)
+        if not math.isfinite(fit.slope) or math.isnan(fit.intercept):
+            raise UQEvalError(f"calibration: Platt parameters ({fit.slope}, {fit.intercept}) are not usable")
+        _kernels.confidence_histogram_kernel(
+            flat_u,
+            flat_u.view(np.uint32),
+            flat_agree,
+            flat_valid,
+            np.asarray(groups, dtype=np.int64),
+            fit.slope,
+            fit.intercept,
+            self.table,
+        )
+
+    def groups(self, chosen: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """(key, 3) sums over the chosen tables (default all), for :func:`equal_mass_ace`."""
+        summed = self.table.sum(axis=0) if chosen is None else self.table[list(chosen)].sum(axis=0)
+        return summed / np.array([1.0, _kernels.FIXED_POINT, _kernels.FIXED_POINT])
+
+    def sparse(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, rows)`` of the non-empty (group, key) cells: small enough to ship."""
+        cells = np.nonzero(self.table[..., 0])
+        return np.stack(cells, axis=1), self.table[cells]
+
+    def add_sparse(self, cells: tuple[np.ndarray, np.ndarray]) -> None:
+        """Add cells from :meth:`sparse` of another histogram of the same shape."""
+        indices, rows = cells
+        np.add.at(self.table, (indices[:, 0], indices[:, 1]), rows)
+
+
 def per_image_ace(table: CalibrationTable, images: np.ndarray | None = None) -> float:
     """Mean over images (with at least one scored pixel) of each image's own ACE."""
     return _per_image(table, images, weighted=False)
@@ -278,6 +437,15 @@ def per_image_ace(table: CalibrationTable, images: np.ndarray | None = None) -> 
 def per_image_ece(table: CalibrationTable, images: np.ndarray | None = None) -> float:
     """Mean over images (with at least one scored pixel) of each image's own ECE."""
     return _per_image(table, images, weighted=True)
+
+
+def per_image_equal_mass_ace(table: CalibrationTable, images: np.ndarray | None = None) -> float:
+    """Mean over images (with at least one scored pixel) of each image's own equal-mass ACE."""
+    if table.equal_mass is None:
+        raise UQEvalError("calibration: the tables were made without per-image equal-mass ACE")
+    values = table.equal_mass if images is None else table.equal_mass[images]
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ r"""The entanglement metric Δ and the epistemic-collapse ratio.
 ``U_c`` is the task score of the theoretically correct measure, ``U_w`` that of the
 wrong one, and ``s = -1`` when lower scores are better. Δ > 0: the correct measure
 wins (disentangled); Δ < 0: the wrong one does; for non-negative scores Δ ∈ [-1, 1].
+A negative score (an NCC, say) takes Δ out of that range: ``atan2`` lies in (−π, π],
+so Δ ∈ (−5, 3]. Δ falls below −1 when both scores are negative (−0.1 against −0.2
+gives −4.41), and it jumps from about +3 to about −5 as ``U_c`` crosses 0 while
+``U_w < 0``.
 
 >>> round(entanglement_delta(0.9, 0.6), 4)
 0.2513
@@ -12,6 +16,10 @@ wins (disentangled); Δ < 0: the wrong one does; for non-negative scores Δ ∈ 
 0.4097
 >>> entanglement_delta(0.0, 0.0)
 nan
+>>> entanglement_delta(0.0, 0.0, both_zero="atan2")
+-1.0
+>>> round(entanglement_delta(-0.1, -0.2), 2)
+-4.41
 """
 
 from __future__ import annotations
@@ -20,9 +28,13 @@ import math
 
 import numpy as np
 
+from uqeval.errors import UQEvalError
 
-def entanglement_delta(u_correct: float, u_wrong: float, *, lower_is_better: bool = False) -> float:
-    """Δ of one task and split; NaN when both scores are 0 or either is NaN.
+
+def entanglement_delta(
+    u_correct: float, u_wrong: float, *, lower_is_better: bool = False, both_zero: str = "nan"
+) -> float:
+    """Δ of one task and split; NaN when either score is NaN.
 
     Parameters
     ----------
@@ -31,9 +43,14 @@ def entanglement_delta(u_correct: float, u_wrong: float, *, lower_is_better: boo
         detection).
     lower_is_better : bool
         True for errors such as ACE (``s = -1``).
+    both_zero : ``"nan"`` or ``"atan2"``
+        Δ when both scores are 0: NaN (no direction to measure), or what
+        ``atan2(0, 0) = 0`` gives, ``-s`` (the study's code).
     """
     u_correct, u_wrong = float(u_correct), float(u_wrong)
-    if math.isnan(u_correct) or math.isnan(u_wrong) or (u_correct == 0 and u_wrong == 0):
+    if both_zero not in ("nan", "atan2"):
+        raise UQEvalError(f"both_zero is {both_zero!r}; expected 'nan' or 'atan2'")
+    if math.isnan(u_correct) or math.isnan(u_wrong) or (u_correct == 0 and u_wrong == 0 and both_zero == "nan"):
         return float("nan")
     sign = -1.0 if lower_is_better else 1.0
     return sign * (math.atan2(u_correct, u_wrong) - math.pi / 4) / (math.pi / 4)

@@ -45,9 +45,9 @@ def task_table(scores: Scores, task: str) -> Table | None:
     splits = _splits(scores, task)
     if not splits:
         return None
-    aggregation = scores.conventions.aggregation if task == "oodd" else NO_AGGREGATION
+    aggregation = scores.conventions.aggregation if TASKS[task].aggregated else NO_AGGREGATION
     notes = []
-    if task == "oodd":
+    if definition.aggregated:
         notes.append(f"image score: {aggregation}")
     if definition.lower_is_better:
         notes.append("lower is better")

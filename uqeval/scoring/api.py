@@ -169,6 +169,8 @@ def _run(
         aggregations=request.aggregation_names,
         conventions=request.conventions,
         notes=[*source_plan.notes, *computed.notes],
+        histograms=computed.histograms,
+        histogram_domains=computed.histogram_domains,
     )
     return Scores(
         results=tables.results,

@@ -22,6 +22,8 @@ import numpy as np
 
 from uqeval.errors import UQEvalError
 from uqeval.image_statistics import Fitted, Fitter, ImageStatistics, eu_scale
+from uqeval.metrics.calibration import ConfidenceHistogram
+from uqeval.names import MEASURES, TEST
 from uqeval.results import ExampleMaps
 from uqeval.scoring.batch import BatchOptions, BatchResult, reduce_batch, score_batch
 from uqeval.scoring.batches import BATCH_BYTES, example_images, plan_batches
@@ -43,6 +45,8 @@ class EngineResult:
     fitted: Fitted
     examples: list[ExampleMaps]
     notes: list[str]
+    histograms: dict[str, ConfidenceHistogram] | None = None
+    histogram_domains: tuple[str, ...] = ()
 
 
 def run(
@@ -67,6 +71,13 @@ def run(
     batch_bytes : int
         Decoded bytes of probabilities per batch.
     """
+    # The pooled equal-mass ACE streams through one histogram per test domain.
+    pooled_equal_mass = plan.run_cal and request.conventions.ace_scope == "pooled"
+    test = source.roles == TEST
+    histogram_domains = tuple(sorted(set(source.domains[test].tolist()))) if pooled_equal_mass else ()
+    groups = np.full(source.n_images, -1, dtype=np.int64)
+    for code, domain in enumerate(histogram_domains):
+        groups[test & (source.domains == domain)] = code
     options = BatchOptions(
         n_classes=source.n_classes,
         background=source.background,
@@ -74,6 +85,9 @@ def run(
         aggregations=request.aggregations,
         needs_fit=plan.needs_fit,
         segmentation=plan.segmentation,
+        failure_risk="fd" in plan.tasks,
+        n_groups=len(histogram_domains),
+        member_fractions=plan.needs_threshold and request.conventions.threshold_fraction == "members",
     )
     fitting_batches, other_batches = plan_batches(
         source.chunk_sizes, source.bytes_per_image, batch_bytes, plan.fitting, options.needs_fit
@@ -95,7 +109,9 @@ def run(
         runner = DistributedRunner(scheduler, source.store, source.variable, source.has_labels)
     else:
         runner = LocalRunner(source.reader())
-    work = functools.partial(reduce_batch, ids=source.ids, fitting=plan.fitting, options=options, examples=examples)
+    work = functools.partial(
+        reduce_batch, ids=source.ids, fitting=plan.fitting, options=options, examples=examples, groups=groups
+    )
     results: list[BatchResult] = []
     fitted = Fitted()
     notes: list[str] = []
@@ -112,7 +128,9 @@ def run(
                 fitted = _fit(results, spill, plan, options)
                 notes.extend(plan.fit_notes(fitted))
                 for key, spilled in enumerate(results):
-                    score_batch(spilled, *spill.read(key), fitted=fitted, options=options)
+                    score_batch(
+                        spilled, *spill.read(key), fitted=fitted, options=options, groups=groups[spilled.indices]
+                    )
                     report("calibrate", spilled)
                 runner.fitted = fitted
 
@@ -125,7 +143,13 @@ def run(
     example_maps.sort(key=lambda example: order[example.position])
     indices = np.concatenate([result.indices for result in results])
     statistics = ImageStatistics.concatenate([result.statistics for result in results]).take(np.argsort(indices))
-    return EngineResult(statistics, fitted, example_maps, notes)
+    histograms = None
+    if histogram_domains and fitted.platt:
+        histograms = {measure: ConfidenceHistogram(len(histogram_domains)) for measure in MEASURES}
+        for result in results:
+            for measure, cells in (result.histograms or {}).items():
+                histograms[measure].add_sparse(cells)
+    return EngineResult(statistics, fitted, example_maps, notes, histograms, histogram_domains)
 
 
 def _named(results: Iterator[BatchResult], where: str) -> Iterator[BatchResult]:
@@ -140,7 +164,11 @@ def _fit(results: Sequence[BatchResult], spill: Spill, plan: Plan, options: Batc
     """Fit the EU scale, ``τ`` and Platt scaling from the spilled maps of the fitting batches."""
     scale = 1.0
     if options.conventions.rescale_eu:
-        scale = eu_scale(sum(r.fit_sums[0] for r in results), sum(r.fit_sums[1] for r in results))
+        ordered = sorted((r for r in results if r.fit_sums is not None), key=lambda r: r.indices[0])
+        scale = eu_scale(
+            float(np.sum(np.concatenate([r.fit_sums[0] for r in ordered]))),
+            float(np.sum(np.concatenate([r.fit_sums[1] for r in ordered]))),
+        )
     fitter = Fitter(
         conventions=options.conventions,
         background=options.background,

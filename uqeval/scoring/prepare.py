@@ -19,7 +19,7 @@ from uqeval.conventions import Conventions
 from uqeval.conventions import preset as conventions_preset
 from uqeval.errors import UQEvalError
 from uqeval.image_statistics import Fitted
-from uqeval.names import ID_DOMAIN, POOLED_OOD, ROLES, TEST
+from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD, ROLES, TEST
 from uqeval.plugins import plugin_manager
 from uqeval.tasks import TASKS
 
@@ -171,7 +171,7 @@ def plan(
     Raises
     ------
     UQEvalError
-        An unknown role, an OOD domain named ``ood``, or a fitted aggregation or EU
+        An unknown role, an OOD domain named ``ood`` or ``all``, or a fitted aggregation or EU
         rescaling with no ID image to fit on.
     """
     bad_roles = sorted(set(roles) - set(ROLES))
@@ -180,8 +180,9 @@ def plan(
     notes: list[str] = []
     is_id = domains == ID_DOMAIN
     is_test = roles == TEST
-    if POOLED_OOD in set(domains[~is_id]):
-        raise UQEvalError(f"an OOD domain is named {POOLED_OOD!r}, the name of the pooled OOD split")
+    for reserved in (POOLED_OOD, ALL_TEST):
+        if reserved in set(domains[~is_id]):
+            raise UQEvalError(f"an OOD domain is named {reserved!r}, the name of a split of several domains")
     ood_calibration = int((~is_id & ~is_test).sum())
     if ood_calibration:
         notes.append(f"{ood_calibration} OOD image(s) have role calibration; they are neither fitted on nor scored")

@@ -10,11 +10,25 @@ import numpy as np
 from uqeval.conventions import Conventions
 from uqeval.image_statistics import Fitted, ImageStatistics
 from uqeval.metrics.ambiguity import NO_PIXELS, mean_ncc
-from uqeval.metrics.calibration import Reliability, ace, ece, per_image_ace, per_image_ece, reliability
+from uqeval.metrics.calibration import (
+    ConfidenceHistogram,
+    Reliability,
+    ace,
+    ece,
+    equal_mass_ace,
+    per_image_ace,
+    per_image_ece,
+    per_image_equal_mass_ace,
+    reliability,
+)
 from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
+from uqeval.metrics.failure import aurc, eaurc
 from uqeval.metrics.oodd import auroc, fpr_at_tpr
-from uqeval.names import ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD
+from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
 from uqeval.tasks import TASKS, Task
+
+#: Metric name of the equal-mass ACE rows of CAL.
+EQUAL_MASS_ACE = "ace_equal_mass"
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,82 @@ def _splits(domains: np.ndarray, scored: np.ndarray) -> dict[str, np.ndarray]:
     return splits
 
 
+def _mean_of_defined(values: Sequence[float]) -> float:
+    defined = [value for value in values if not np.isnan(value)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
+class _Tables:
+    """The rows, Δ rows and notes of one run, filled task by task."""
+
+    def __init__(self, statistics: ImageStatistics, conventions: Conventions, notes: Sequence[str]) -> None:
+        self.statistics = statistics
+        self.conventions = conventions
+        self.rows: list[dict] = []
+        self.entanglement: list[dict] = []
+        self.notes = list(notes)
+
+    def add(self, task: str, split: str, measure: str, aggregation: str, metric: str, value: float) -> None:
+        self.rows.append(
+            {
+                "task": task,
+                "split": split,
+                "measure": measure,
+                "aggregation": aggregation,
+                "metric": metric,
+                "value": float(value),
+            }
+        )
+
+    def zero_measures(self, images: np.ndarray) -> list[str]:
+        """The measures that are 0 at every pixel of these images (none without images)."""
+        if not images.any():
+            return []
+        return [measure for measure in MEASURES if not self.statistics.means[measure][images].any()]
+
+    def add_delta(self, task: Task, split: str, values: Mapping[str, float], images: np.ndarray) -> None:
+        """Δ of ``task`` on ``split`` from the measures' scores ``values``; ``images``
+        are those the scores come from. Undefined when a compared measure is 0 on them."""
+        pick = min if task.lower_is_better else max
+        wrong = pick(task.wrong, key=lambda m: values[m])
+        u_correct, u_wrong = float(values[task.correct]), float(values[wrong])
+        zero = [measure for measure in self.zero_measures(images) if measure in (task.correct, *task.wrong)]
+        if zero:
+            delta = float("nan")
+            names = " and ".join(measure.upper() for measure in zero)
+            self.notes.append(
+                f"{task.name}: Δ on {split} is undefined: {names} is 0 at every pixel "
+                f"(no {'uncertainty' if 'tu' in zero else 'part'} to separate), so it cannot win or lose"
+            )
+        else:
+            delta = entanglement_delta(
+                u_correct, u_wrong, lower_is_better=task.lower_is_better, both_zero=self.conventions.delta_both_zero
+            )
+            if np.isnan(delta):
+                self.notes.append(
+                    f"{task.name}: Δ on {split} is undefined ({task.metric} of {task.correct} and {wrong}: "
+                    f"{u_correct:.4g}, {u_wrong:.4g})"
+                )
+            negative = [(m, v) for m, v in ((task.correct, u_correct), (wrong, u_wrong)) if v < 0]
+            if negative:
+                listed = ", ".join(f"{m.upper()} {v:.3g}" for m, v in negative)
+                self.notes.append(
+                    f"{task.name}: {task.metric} on {split} is negative ({listed}); Δ = {delta:.3g} is outside "
+                    "[−1, 1] (with negative scores Δ ranges over (−5, 3])"
+                )
+        self.entanglement.append(
+            {
+                "task": task.name,
+                "split": split,
+                "correct": task.correct,
+                "wrong": wrong,
+                "u_correct": u_correct,
+                "u_wrong": u_wrong,
+                "delta": delta,
+            }
+        )
+
+
 def tabulate(
     statistics: ImageStatistics,
     domains: np.ndarray,
@@ -51,11 +141,14 @@ def tabulate(
     aggregations: Sequence[str],
     conventions: Conventions,
     notes: Sequence[str] = (),
+    histograms: Mapping[str, ConfidenceHistogram] | None = None,
+    histogram_domains: Sequence[str] = (),
 ) -> Tabulated:
     """Tidy rows, Δ and collapse from the per-image statistics of every image.
 
     Only ``test`` images are scored, per split: ``id``, each OOD domain, and ``ood``
-    (all OOD images pooled; OODD's pooled value is the mean over OOD domains).
+    (OODD: the mean over OOD domains; AMB, CAL and FD: all OOD images pooled, or the
+    mean over domains with ``ood_split="domain-mean"``); FD also on ``all``.
 
     Parameters
     ----------
@@ -70,122 +163,84 @@ def tabulate(
     conventions : Conventions
     notes : sequence of str
         Notes so far; the result's notes continue them.
+    histograms : mapping, optional
+        Per measure, the test pixels' :class:`ConfidenceHistogram` with one table per
+        domain of ``histogram_domains``, for the pooled equal-mass ACE.
     """
-    notes = list(notes or [])
-    scored = roles == "test"
+    scored = roles == TEST
     splits = _splits(domains, scored)
     ood_names = [name for name in splits if name not in (ID_DOMAIN, POOLED_OOD)]
-    rows: list[dict] = []
-    entanglement: list[dict] = []
+    tables = _Tables(statistics, conventions, notes)
     reliabilities: dict[tuple[str, str], Reliability] = {}
-
-    def add(task: str, split: str, measure: str, aggregation: str, metric: str, value: float) -> None:
-        rows.append(
-            {
-                "task": task,
-                "split": split,
-                "measure": measure,
-                "aggregation": aggregation,
-                "metric": metric,
-                "value": float(value),
-            }
-        )
-
-    def add_delta(task: Task, split: str, values: Mapping[str, float]) -> None:
-        wrong = (
-            min(task.wrong, key=lambda m: values[m])
-            if task.lower_is_better
-            else max(task.wrong, key=lambda m: values[m])
-        )
-        delta = entanglement_delta(values[task.correct], values[wrong], lower_is_better=task.lower_is_better)
-        if np.isnan(delta):
-            notes.append(
-                f"{task.name}: Δ on {split} is undefined ({task.metric} of {task.correct} and {wrong}: "
-                f"{values[task.correct]:.4g}, {values[wrong]:.4g})"
-            )
-        entanglement.append(
-            {
-                "task": task.name,
-                "split": split,
-                "correct": task.correct,
-                "wrong": wrong,
-                "u_correct": float(values[task.correct]),
-                "u_wrong": float(values[wrong]),
-                "delta": delta,
-            }
-        )
+    domain_mean = conventions.ood_split == "domain-mean"
 
     if "oodd" in tasks:
-        if ID_DOMAIN not in splits or not ood_names:
-            missing = "ID" if ID_DOMAIN not in splits else "OOD"
-            notes.append(f"oodd: skipped, there are no {missing} test images")
-        else:
-            for aggregation in aggregations:
-                by_measure = statistics.scores[aggregation]
-                per_domain: dict[str, dict[str, float]] = {}
-                false_positives: dict[str, list[float]] = {measure: [] for measure in MEASURES}
-                for name in ood_names:
-                    chosen = splits[ID_DOMAIN] | splits[name]
-                    positive = splits[name][chosen]
-                    per_domain[name] = {}
-                    for measure in MEASURES:
-                        values = by_measure[measure][chosen]
-                        per_domain[name][measure] = auroc(values, positive)
-                        false_positives[measure].append(fpr_at_tpr(values, positive))
-                        add("oodd", name, measure, aggregation, "auroc", per_domain[name][measure])
-                        add("oodd", name, measure, aggregation, "fpr95", false_positives[measure][-1])
-                means = {measure: float(np.mean([per_domain[n][measure] for n in ood_names])) for measure in MEASURES}
-                for measure in MEASURES:
-                    add("oodd", POOLED_OOD, measure, aggregation, "auroc", means[measure])
-                    add("oodd", POOLED_OOD, measure, aggregation, "fpr95", float(np.mean(false_positives[measure])))
-                if aggregation == conventions.aggregation:
-                    for name in [*ood_names, POOLED_OOD]:
-                        add_delta(TASKS["oodd"], name, per_domain.get(name, means))
+        _detection(tables, splits, ood_names, aggregations)
 
     if statistics.ncc is not None:
         unlabelled = int((scored & (statistics.ncc["au"].state == NO_PIXELS)).sum())
         if unlabelled:
-            notes.append(
+            tables.notes.append(
                 f"{unlabelled} test image(s) have no rater label at any pixel (all {IGNORE_LABEL}); "
-                "they are left out of AMB and CAL"
+                "they are left out of AMB, CAL and FD"
             )
 
     if "amb" in tasks and statistics.ncc is not None:
+        per_split: dict[str, dict[str, float]] = {}
         for split, chosen in splits.items():
-            values = {}
+            values, constant = {}, {}
             for measure in MEASURES:
                 correlation = statistics.ncc[measure]
                 subset = type(correlation)(correlation.correlation[chosen], correlation.state[chosen])
-                values[measure], n_constant = mean_ncc(subset, constant=conventions.ncc_constant)
-                add("amb", split, measure, NO_AGGREGATION, "ncc", values[measure])
-                add("amb", split, measure, NO_AGGREGATION, "ncc_constant", n_constant)
-                if n_constant:
+                values[measure], constant[measure] = mean_ncc(subset, constant=conventions.ncc_constant)
+                if split == POOLED_OOD and domain_mean:
+                    values[measure] = _mean_of_defined([per_split[name][measure] for name in ood_names])
+            per_split[split] = values
+            for measure in MEASURES:
+                tables.add("amb", split, measure, NO_AGGREGATION, "ncc", values[measure])
+                tables.add("amb", split, measure, NO_AGGREGATION, "ncc_constant", constant[measure])
+                if constant[measure] and split != POOLED_OOD:
                     action = "left out" if conventions.ncc_constant == "skip" else "scored 0"
-                    notes.append(
-                        f"amb: {n_constant} {split} image(s) have a constant rater-variance or "
+                    tables.notes.append(
+                        f"amb: {constant[measure]} {split} image(s) have a constant rater-variance or "
                         f"{measure.upper()} map and were {action}"
                     )
-            add_delta(TASKS["amb"], split, values)
+            tables.add_delta(TASKS["amb"], split, values, chosen)
 
     if "cal" in tasks and statistics.calibration is not None:
+        per_split = {}
         for split, chosen in splits.items():
-            values = {}
+            metrics: dict[str, dict[str, float]] = {"ace": {}, "ece": {}, EQUAL_MASS_ACE: {}}
             for measure in MEASURES:
                 table = statistics.calibration[measure]
                 pooled = table.pooled(chosen)
                 if conventions.ace_scope == "pooled":
-                    values[measure], error = ace(pooled), ece(pooled)
+                    metrics["ace"][measure], metrics["ece"][measure] = ace(pooled), ece(pooled)
+                    metrics[EQUAL_MASS_ACE][measure] = _pooled_equal_mass(
+                        histograms, histogram_domains, domains[chosen], measure, conventions.calibration_bins
+                    )
                 else:
-                    values[measure], error = per_image_ace(table, chosen), per_image_ece(table, chosen)
-                add("cal", split, measure, NO_AGGREGATION, "ace", values[measure])
-                add("cal", split, measure, NO_AGGREGATION, "ece", error)
+                    metrics["ace"][measure] = per_image_ace(table, chosen)
+                    metrics["ece"][measure] = per_image_ece(table, chosen)
+                    metrics[EQUAL_MASS_ACE][measure] = per_image_equal_mass_ace(table, chosen)
                 reliabilities[(split, measure)] = reliability(pooled)
-            add_delta(TASKS["cal"], split, values)
+            if split == POOLED_OOD and domain_mean:
+                for metric, values in metrics.items():
+                    for measure in MEASURES:
+                        values[measure] = _mean_of_defined([per_split[name][metric][measure] for name in ood_names])
+            per_split[split] = metrics
+            for measure in MEASURES:
+                for metric in ("ace", "ece", EQUAL_MASS_ACE):
+                    tables.add("cal", split, measure, NO_AGGREGATION, metric, metrics[metric][measure])
+            tables.add_delta(TASKS["cal"], split, metrics["ace"], chosen)
+
+    if "fd" in tasks and statistics.risk is not None:
+        _failure_detection(tables, splits, ood_names, aggregations, scored)
 
     if statistics.segmentation is not None:
         for split, chosen in splits.items():
             for metric in ("dice", "ged", "hungarian_iou"):
-                add(
+                tables.add(
                     "segmentation",
                     split,
                     NO_AGGREGATION,
@@ -207,7 +262,93 @@ def tabulate(
             }
         )
     if fitted.eu_scale != 1.0:
-        notes.append(f"EU rescaled by r = {fitted.eu_scale:.4g} (mean AU / mean EU on {fitted.images_from} images)")
+        tables.notes.append(
+            f"EU rescaled by r = {fitted.eu_scale:.4g} (mean AU / mean EU on {fitted.images_from} images)"
+        )
 
     n_images = {name: int(chosen.sum()) for name, chosen in splits.items() if name != POOLED_OOD}
-    return Tabulated(rows, entanglement, collapse, notes, n_images, reliabilities)
+    return Tabulated(tables.rows, tables.entanglement, collapse, tables.notes, n_images, reliabilities)
+
+
+def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: list[str], aggregations) -> None:
+    """OODD rows per aggregation: AUROC and FPR95 per OOD domain (against the ID test
+    images) and their means over domains as ``ood``; Δ for the conventions' aggregation."""
+    if ID_DOMAIN not in splits or not ood_names:
+        missing = "ID" if ID_DOMAIN not in splits else "OOD"
+        tables.notes.append(f"oodd: skipped, there are no {missing} test images")
+        return
+    for aggregation in aggregations:
+        by_measure = tables.statistics.scores[aggregation]
+        per_domain: dict[str, dict[str, float]] = {}
+        false_positives: dict[str, list[float]] = {measure: [] for measure in MEASURES}
+        for name in ood_names:
+            chosen = splits[ID_DOMAIN] | splits[name]
+            positive = splits[name][chosen]
+            per_domain[name] = {}
+            for measure in MEASURES:
+                values = by_measure[measure][chosen]
+                per_domain[name][measure] = auroc(values, positive)
+                false_positives[measure].append(fpr_at_tpr(values, positive))
+                tables.add("oodd", name, measure, aggregation, "auroc", per_domain[name][measure])
+                tables.add("oodd", name, measure, aggregation, "fpr95", false_positives[measure][-1])
+        means = {measure: float(np.mean([per_domain[n][measure] for n in ood_names])) for measure in MEASURES}
+        for measure in MEASURES:
+            tables.add("oodd", POOLED_OOD, measure, aggregation, "auroc", means[measure])
+            tables.add("oodd", POOLED_OOD, measure, aggregation, "fpr95", float(np.mean(false_positives[measure])))
+        if aggregation == tables.conventions.aggregation:
+            for name in ood_names:
+                tables.add_delta(TASKS["oodd"], name, per_domain[name], splits[ID_DOMAIN] | splits[name])
+            tables.add_delta(TASKS["oodd"], POOLED_OOD, means, splits[ID_DOMAIN] | splits[POOLED_OOD])
+
+
+def _failure_detection(
+    tables: _Tables,
+    splits: Mapping[str, np.ndarray],
+    ood_names: list[str],
+    aggregations: Sequence[str],
+    scored: np.ndarray,
+) -> None:
+    """FD rows per aggregation: AURC and E-AURC per split and on ``all`` test images;
+    Δ for the conventions' aggregation."""
+    risk = tables.statistics.risk
+    has_risk = ~np.isnan(risk)  # images without a rater label are noted with AMB and CAL
+    fd_splits = {**splits, ALL_TEST: scored}
+    domain_mean = tables.conventions.ood_split == "domain-mean"
+    for aggregation in aggregations:
+        by_measure = tables.statistics.scores[aggregation]
+        per_split: dict[str, dict[str, dict[str, float]]] = {}
+        for split, chosen in fd_splits.items():
+            images = chosen & has_risk
+            if not images.any():
+                continue
+            metrics: dict[str, dict[str, float]] = {"aurc": {}, "eaurc": {}}
+            for measure in MEASURES:
+                metrics["aurc"][measure] = aurc(by_measure[measure][images], risk[images])
+                metrics["eaurc"][measure] = eaurc(by_measure[measure][images], risk[images])
+            if split == POOLED_OOD and domain_mean:
+                for metric, values in metrics.items():
+                    for measure in MEASURES:
+                        values[measure] = _mean_of_defined(
+                            [per_split[name][metric][measure] for name in ood_names if name in per_split]
+                        )
+            per_split[split] = metrics
+            for measure in MEASURES:
+                for metric in ("aurc", "eaurc"):
+                    tables.add("fd", split, measure, aggregation, metric, metrics[metric][measure])
+            if aggregation == tables.conventions.aggregation:
+                tables.add_delta(TASKS["fd"], split, metrics["aurc"], images)
+
+
+def _pooled_equal_mass(
+    histograms: Mapping[str, ConfidenceHistogram] | None,
+    histogram_domains: Sequence[str],
+    split_domains: np.ndarray,
+    measure: str,
+    bins: int,
+) -> float:
+    """Equal-mass ACE of every pixel of a split, from its domains' histograms."""
+    if histograms is None:
+        return float("nan")
+    present = set(split_domains.tolist())
+    codes = [code for code, domain in enumerate(histogram_domains) if domain in present]
+    return equal_mass_ace(histograms[measure].groups(codes), bins=bins)

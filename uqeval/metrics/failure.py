@@ -1,0 +1,199 @@
+r"""Failure detection: does the image uncertainty rank images by how badly they fail?
+
+The risk of image ``i`` is one minus the mean Dice of the prediction against its raters,
+
+.. math:: r_i = 1 - \frac{1}{|\mathcal{R}_i|} \sum_{j \in \mathcal{R}_i} \mathrm{Dice}(\hat y_i, y_{ij}),
+
+with ``Dice`` as in :func:`uqeval.metrics.segmentation.overlap_matrix` and
+:math:`\mathcal{R}_i` the raters who labelled at least one pixel. Images are then sorted
+by ascending uncertainty score :math:`s`; keeping the ``k`` most certain of ``n`` images
+(coverage ``k/n``) has the selective risk :math:`R_k = C_k / k`, with :math:`C_k` their
+cumulative risk, and
+
+.. math::
+
+    \mathrm{AURC} = \frac{1}{n} \sum_{k=1}^{n} R_k, \qquad
+    \mathrm{E\text{-}AURC} = \mathrm{AURC} - \mathrm{AURC}^{*},
+
+where :math:`\mathrm{AURC}^{*}` is the AURC of the images sorted by their risk itself, the
+best any score can do. Both are lower-is-better. Tied scores have no order, so they count
+in expectation over all orders of the tied images: a run of ``m`` tied images of total
+risk ``S`` that follows a prefix of cumulative risk ``P`` has :math:`C = P + jS/m` at its
+``j``-th position. AURC is linear in the :math:`C_k`, so this is exactly the mean AURC over
+the ``m!`` orders.
+
+>>> round(aurc([0.1, 0.4, 0.35, 0.8], [0.0, 1.0, 0.0, 0.5]), 6)  # (0 + 0 + 1/3 + 1.5/4) / 4 = 17/96
+0.177083
+>>> round(eaurc([0.1, 0.4, 0.35, 0.8], [0.0, 1.0, 0.0, 0.5]), 6)  # 17/96 - 13/96
+0.041667
+>>> aurc([0.3, 0.3], [1.0, 0.0])  # mean of the two orders, 0.25 and 0.75
+0.5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from uqeval.errors import UQEvalError
+from uqeval.metrics.segmentation import overlap_matrix
+from uqeval.names import IGNORE_LABEL
+
+
+def failure_risk(
+    pred: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    background: int = 0,
+    empty: float = 1.0,
+    ignore: int = IGNORE_LABEL,
+) -> np.ndarray:
+    r"""Per-image risk: one minus the mean Dice of the prediction against each rater.
+
+    .. math:: r_i = 1 - \frac{1}{|\mathcal{R}_i|} \sum_{j \in \mathcal{R}_i} \mathrm{Dice}(\hat y_i, y_{ij})
+
+    ``Dice`` is that of :func:`~uqeval.metrics.segmentation.overlap_matrix` with
+    ``kind="dice"``: averaged over the foreground classes present in either mask,
+    ``empty`` when neither has foreground, pixels the rater marked ``ignore`` left out.
+    :math:`\mathcal{R}_i` holds the raters with at least one labelled pixel; a rater whose
+    map is all ``ignore`` does not count.
+
+    Parameters
+    ----------
+    pred : (image, y, x) int
+        Predicted class maps.
+    labels : (image, rater, y, x) int
+        Rater label maps, ``ignore`` where a rater did not label.
+    n_classes : int
+        Number of classes, background included.
+    background : int
+        The class left out of the Dice.
+    empty : float in [0, 1]
+        Dice of two masks without foreground (risk ``1 - empty``).
+    ignore : int
+        Label value of an unlabelled pixel.
+
+    Returns
+    -------
+    (image,) float64 in [0, 1]
+        NaN for an image without a counting rater; drop those images before :func:`aurc`.
+    """
+    pred = np.asarray(pred)
+    labels = np.asarray(labels)
+    if pred.ndim != 3 or labels.ndim != 4 or labels.shape[0] != pred.shape[0] or labels.shape[2:] != pred.shape[1:]:
+        raise UQEvalError(
+            f"failure detection: predictions of shape {pred.shape} (image, y, x) do not match "
+            f"labels of shape {labels.shape} (image, rater, y, x)"
+        )
+    if not 0.0 <= empty <= 1.0:
+        raise UQEvalError(f"failure detection: empty is {empty}; expected a Dice in [0, 1]")
+    options = {"kind": "dice", "background": background, "empty": empty, "ignore": ignore}
+    risks = np.full(pred.shape[0], np.nan)
+    for i in range(pred.shape[0]):
+        counting = (labels[i] != ignore).any(axis=(1, 2))
+        if not counting.any():
+            continue
+        dice = overlap_matrix(pred[i][None], labels[i][counting], n_classes, **options)
+        risks[i] = 1.0 - float(dice.mean())
+    return risks
+
+
+def _scores_and_risks(scores: ArrayLike, risks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64)
+    risks = np.asarray(risks, dtype=np.float64)
+    if scores.shape != risks.shape:
+        raise UQEvalError(f"failure detection: scores of shape {scores.shape} but risks of shape {risks.shape}")
+    if scores.size == 0:
+        raise UQEvalError("failure detection: no images")
+    if np.isnan(scores).any():
+        raise UQEvalError("failure detection: a score is NaN")
+    if np.isnan(risks).any():
+        raise UQEvalError("failure detection: a risk is NaN (drop the images without a counting rater first)")
+    if not np.isfinite(risks).all() or (risks < 0).any():
+        raise UQEvalError("failure detection: risks must be finite and non-negative")
+    return scores.ravel(), risks.ravel()
+
+
+@dataclass(frozen=True)
+class RiskCoverage:
+    """The discrete risk–coverage curve, one point per number ``k`` of images kept.
+
+    Attributes
+    ----------
+    coverage : (n,) float64
+        ``k / n`` for ``k = 1 … n``.
+    risk : (n,) float64
+        Selective risk ``R_k = C_k / k``: the mean risk of the ``k`` images with the lowest
+        scores, in expectation over the orders of tied scores.
+    """
+
+    coverage: np.ndarray
+    risk: np.ndarray
+
+
+def _risk_coverage(scores: np.ndarray, risks: np.ndarray) -> RiskCoverage:
+    n = scores.size
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    sorted_risks = risks[order]
+    # Runs of tied scores (`!=` rather than np.diff, which gives NaN between tied infinities).
+    starts = np.r_[0, np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, n])
+    sums = np.add.reduceat(sorted_risks, starts)
+    before = np.r_[0.0, np.cumsum(sums)[:-1]]
+    run = np.repeat(np.arange(starts.size), sizes)
+    k = np.arange(1, n + 1)
+    position = k - starts[run]  # j = 1 … m inside each run
+    cumulative = before[run] + position * (sums / sizes)[run]
+    return RiskCoverage(coverage=k / n, risk=cumulative / k)
+
+
+def risk_coverage(scores: ArrayLike, risks: ArrayLike) -> RiskCoverage:
+    """Risk–coverage curve of images sorted by ascending uncertainty score.
+
+    Parameters
+    ----------
+    scores : (n,) array
+        Image uncertainty scores, higher meaning "more likely to fail"; ±inf is allowed.
+    risks : (n,) array
+        Image risks, e.g. from :func:`failure_risk`: any finite non-negative values
+        (a 0/1 error indicator or an unbounded loss works too).
+
+    Raises
+    ------
+    UQEvalError
+        On different shapes, no images, a NaN score, or a NaN, infinite or negative risk.
+    """
+    return _risk_coverage(*_scores_and_risks(scores, risks))
+
+
+def aurc(scores: ArrayLike, risks: ArrayLike) -> float:
+    r"""Area under the discrete risk–coverage curve, exact with ties.
+
+    .. math:: \mathrm{AURC} = \frac{1}{n} \sum_{k=1}^{n} \frac{C_k}{k}
+
+    with :math:`C_k` the cumulative risk of the ``k`` images with the lowest scores (no
+    trapezoids); tied scores count in expectation over their orders (see the module
+    docstring). O(n log n). Lower is better; with every score tied it is the mean risk.
+
+    Parameters and errors as in :func:`risk_coverage`.
+    """
+    return float(_risk_coverage(*_scores_and_risks(scores, risks)).risk.mean())
+
+
+def eaurc(scores: ArrayLike, risks: ArrayLike) -> float:
+    r"""Excess AURC: :func:`aurc` minus the AURC of the ideal ordering.
+
+    .. math:: \mathrm{E\text{-}AURC} = \mathrm{AURC}(s, r) - \mathrm{AURC}(r, r)
+
+    The ideal ordering sorts the images by their risk (ties among equal risks do not
+    matter). Non-negative up to rounding, also with tied scores: their expectation over
+    orders is no better than the best order. 0 when the scores order the images by risk.
+
+    Parameters and errors as in :func:`risk_coverage`.
+    """
+    scores, risks = _scores_and_risks(scores, risks)
+    return float(_risk_coverage(scores, risks).risk.mean() - _risk_coverage(risks, risks).risk.mean())
