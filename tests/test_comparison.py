@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from uqeval.comparison import (
     rank_values,
 )
 from uqeval.errors import UQEvalError
+from uqeval.precision import RANK_TOLERANCE
 from uqeval.report.compare_plots import DELTA_ZERO_GID, collapse_figure, entanglement_figure
 from uqeval.report.tables import comparison_tables, format_value
 from uqeval.results import SavedScores, read_scores
@@ -580,7 +582,7 @@ def render(table) -> str:
 
 
 def test_comparison_tables(study):
-    ranking, per_task, deltas, collapse = comparison_tables(study)
+    ranking, per_task, performance, deltas, collapse = comparison_tables(study)
     text = render(ranking)
     lines = [line for line in text.splitlines() if line.strip().startswith("│ ") and line[2] in "ABC"]
     assert [line[2] for line in lines] == ["A", "B", "C"]
@@ -589,6 +591,10 @@ def test_comparison_tables(study):
     assert "± 0.0" in lines[1]  # B's performance rank is the same at every seed
     assert "OODD perf." in render(per_task)
     assert "AMB ood" in render(deltas)
+    assert "OODD ood AUROC" in render(performance)  # the values behind the ranks, not only the ranks
+    point = study.point("A", "oodd", "ood")
+    assert format_value(point["u_correct"], point["u_correct_interval"], digits=3) in render(performance)
+    assert format_value(point["delta"], point["delta_interval"], digits=3) in render(deltas)
     assert "0.080 ±" in render(collapse)
 
 
@@ -600,7 +606,7 @@ def test_tables_without_intervals_for_one_seed(tmp_path):
     tables = comparison_tables(compare(folders))
     rows = [line for table in tables for line in render(table).splitlines() if line.startswith("│")]
     assert rows and not any("±" in line for line in rows)
-    assert "1.0" in render(tables[0]) and "0.300" in render(tables[2])
+    assert "1.0" in render(tables[0]) and "0.900" in render(tables[2]) and "0.300" in render(tables[3])
 
 
 def test_format_value():
@@ -608,3 +614,92 @@ def test_format_value():
     assert format_value(3.0) == "3.0"
     assert format_value(math.nan, 0.3) == "–"
     assert format_value(0.12345, 0.01, digits=3) == "0.123 ± 0.010"
+
+
+# --------------------------------------------------------------------------- ties and exact zeros
+
+
+def brute_force_ranks(values, tolerance, lower_is_better=False):
+    """Chained ties, spelled out: sort, cut where a gap exceeds the tolerance, average positions."""
+    keys = [v if lower_is_better else -v for v in values]
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    groups, current = [], [order[0]]
+    for previous, index in itertools.pairwise(order):
+        if keys[index] - keys[previous] > tolerance:
+            groups.append(current)
+            current = []
+        current.append(index)
+    groups.append(current)
+    ranks, position = [0.0] * len(values), 1
+    for group in groups:
+        for index in group:
+            ranks[index] = position + (len(group) - 1) / 2
+        position += len(group)
+    return ranks
+
+
+@given(
+    values=st.lists(st.sampled_from([0.5, 0.50004, 0.50008, 0.5002, 0.7, 0.70009]), min_size=1, max_size=8),
+    tolerance=st.sampled_from([0.0, 1e-4, 1e-3]),
+    lower_is_better=st.booleans(),
+)
+def test_rank_values_ties_values_within_the_tolerance(values, tolerance, lower_is_better):
+    ranks = rank_values(values, lower_is_better=lower_is_better, tolerance=tolerance)
+    assert ranks.tolist() == pytest.approx(brute_force_ranks(values, tolerance, lower_is_better), abs=1e-12)
+    if tolerance == 0.0:  # no tolerance: scipy's average ranks
+        keys = np.asarray(values) if lower_is_better else -np.asarray(values)
+        assert ranks.tolist() == pytest.approx(stats.rankdata(keys, method="average").tolist())
+
+
+def write_model(path: Path, *, dtype: str = "float16", collapsed: bool = False, model: str, seed: int = 0) -> Path:
+    """A synthetic model's cube through CubeWriter; ``collapsed`` copies member 0 into every member."""
+    from uqeval.synth import image_plan, synthesize_image
+
+    streams = np.random.SeedSequence(11).spawn(40)
+    with uqeval.CubeWriter(
+        path, n_classes=2, eu=3, au=3, height=24, width=24, raters=3, dtype=dtype, model=model, seed=seed
+    ) as writer:
+        for index, ((domain, role), stream) in enumerate(zip(image_plan(40), streams, strict=True)):
+            probs, labels = synthesize_image(
+                np.random.default_rng(stream), "disentangled", domain, size=24, eu=3, au=3, raters=3
+            )
+            if collapsed:
+                probs = np.repeat(probs[:1], 3, axis=0)
+            writer.append(probs[None], labels[None], domain=domain, role=role, image_ids=[f"{domain}-{index}"])
+    return path
+
+
+def scored_run(tmp_path: Path, name: str, **options) -> Path:
+    store = write_model(tmp_path / f"{name}.zarr", **options)
+    folder = tmp_path / name
+    uqeval.save_report(uqeval.score(store), folder)
+    return folder
+
+
+def test_a_collapsed_model_never_ranks_first_on_entanglement(tmp_path):
+    collapsed = scored_run(tmp_path, "collapsed", collapsed=True, model="collapsed")
+    healthy = scored_run(tmp_path, "healthy", model="healthy")
+    comparison = compare([collapsed, healthy])
+    for row in comparison.split_ranks:
+        if row["group"] == "collapsed":
+            assert math.isnan(row["delta"])
+            assert row["entanglement_rank"] == 2.0
+    assert comparison.rank("collapsed")["entanglement_rank"] == 2.0
+    assert comparison.rank("healthy")["entanglement_rank"] == 1.0
+
+
+def test_one_model_stored_as_float16_and_float32_ties_on_ncc(tmp_path):
+    """Storage rounding moves the NCC by ~1e-5; the two runs must not be told apart on AMB."""
+    half = scored_run(tmp_path, "half", model="half")
+    single = scored_run(tmp_path, "single", dtype="float32", model="single")
+    comparison = compare([half, single])
+    amb = [row for row in comparison.split_ranks if row["task"] == "amb"]
+    assert amb
+    by_split: dict[str, list] = {}
+    for row in amb:
+        by_split.setdefault(row["split"], []).append(row)
+    for split, rows in by_split.items():
+        first, second = rows
+        assert abs(first["u_correct"] - second["u_correct"]) < RANK_TOLERANCE["ncc"], split
+        assert first["u_correct"] != second["u_correct"]  # they do differ, by rounding
+        assert first["performance_rank"] == second["performance_rank"] == 1.5

@@ -516,3 +516,47 @@ def test_every_float16_bit_pattern_widens_exactly():
     finite = np.isfinite(want)
     np.testing.assert_array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32))
     assert np.isnan(got[~finite]).all()
+
+
+# --------------------------------------------------------------------------- the EU floor
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@PROPERTY_SETTINGS
+@given(
+    n_members=st.integers(2, 40),
+    n_samples=st.integers(1, 12),
+    n_classes=st.integers(2, 12),
+    concentration=st.sampled_from([0.05, 1.0, 30.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_identical_members_give_eu_exactly_zero(dtype, n_members, n_samples, n_classes, concentration, seed):
+    """One member copied E times has no epistemic part: EU is exactly 0 at every pixel,
+    not a rounding residue (the float32 sums would leave up to ~1e-6 without the floor)."""
+    rng = np.random.default_rng(seed)
+    member = rng.dirichlet(np.full(n_classes, concentration), size=(n_samples, 6, 7)).astype(dtype)
+    member = np.moveaxis(member, -1, -3)[None]  # (1, au, class, y, x)
+    cube = np.repeat(member, n_members, axis=0)
+    maps = decompose(cube, check=False)
+    assert (maps.eu.values == 0.0).all()
+    np.testing.assert_allclose(maps.tu.values, maps.au.values, rtol=0, atol=EU_FLOOR)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_eu_error_without_the_floor_is_far_below_it(dtype):
+    """The raw error of EU against float64 (floor off) is below EU_FLOOR / 4 for many members
+    and classes: the floor removes rounding, not signal (benchmarks/eu_floor.py maps it out)."""
+    rng = np.random.default_rng(7)
+    for n_members, n_samples, n_classes in ((2, 30, 10), (100, 2, 10), (300, 1, 5)):
+        probs = rng.dirichlet(np.full(n_classes, 1.0), size=(2, n_members, n_samples, 8, 8)).astype(dtype)
+        cube = np.moveaxis(probs, -1, -3)
+        cube = (cube / cube.astype(np.float64).sum(axis=-3, keepdims=True)).astype(dtype)
+        raw = uqeval.decomposition.decompose_batch(cube, [0, 1], check=False, eu_floor=0.0)
+        reference = reference_decompose(cube)
+        assert np.abs(raw["eu"] - reference["eu"]).max() < EU_FLOOR / 4, (n_members, n_samples, n_classes)
+        floored = uqeval.decomposition.decompose_batch(cube, [0, 1], check=False)
+        small = reference["eu"] < EU_FLOOR / 2
+        assert (floored["eu"][small] == 0).all()
+        np.testing.assert_array_equal(
+            floored["eu"][~small & (raw["eu"] >= EU_FLOOR)], raw["eu"][~small & (raw["eu"] >= EU_FLOOR)]
+        )

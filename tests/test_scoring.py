@@ -36,7 +36,18 @@ N_IMAGES = 24
 #: One batch per chunk (a batch never splits a chunk) and one batch for the whole store.
 TINY, HUGE = 1, 2**40
 SPILL_PREFIX = "uqeval-spill-"
-TOP_LEVEL_KEYS = ("schema", "store", "model", "conventions", "n_images", "results", "entanglement", "collapse", "notes")
+TOP_LEVEL_KEYS = (
+    "schema",
+    "store",
+    "model",
+    "conventions",
+    "numerics",
+    "n_images",
+    "results",
+    "entanglement",
+    "collapse",
+    "notes",
+)
 
 
 # --------------------------------------------------------------------------- stores
@@ -447,6 +458,11 @@ def test_to_dict_is_scores_json(nan_scores, nan_store):
     assert content["store"] == str(nan_store.resolve())
     assert content["model"]["au_method"] == "test-au" and content["model"]["eu_method"] == "test-eu"
     assert content["conventions"] == Conventions().to_dict()
+    assert content["numerics"] == {
+        "eu_floor": 2.0**-18,
+        "constant_tolerance": 2.0**-18,
+        "rank_tolerance": {"auroc": 1e-3, "ncc": 1e-4, "ace": 1e-3, "aurc": 1e-3},
+    }
     assert content["n_images"] == {"id": 8, "blur": 6, "noise": 6}
     text = json.dumps(content, allow_nan=False)  # NaN would raise
     assert json.loads(text) == content

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from uqeval import AggregationParameters, Scores, UQEvalError, aggregate, decompose, evaluate
 from uqeval.conventions import Conventions, preset
+from uqeval.metrics.ambiguity import rater_variance as uqeval_rater_variance
 from uqeval.metrics.segmentation import segmentation_quality
 
 IGNORE = 255
@@ -603,3 +604,203 @@ def test_bad_inputs_raise(store):
         evaluate(maps, store.domain, np.where(store.role == "test", "val", store.role))
     with pytest.raises(UQEvalError, match="maps lack 'tu'"):
         evaluate(maps.drop_vars("tu"), store.domain, store.role)
+
+
+# --------------------------------------------------------------------------- equal-mass ACE
+
+
+def reference_equal_mass_ace(u, agree, valid, fit, bins=20):
+    """Sort the pooled pixels by confidence, ``np.array_split`` them into ``bins`` runs."""
+    keep = valid > 0
+    confidence = 1 / (1 + np.exp(-(fit.intercept - fit.slope * u[keep].astype(np.float64))))
+    w = agree[keep] / valid[keep]
+    order = np.argsort(confidence, kind="stable")
+    runs = [run for run in np.array_split(order, bins) if run.size]
+    return float(np.mean([abs(w[run].mean() - confidence[run].mean()) for run in runs]))
+
+
+def test_equal_mass_ace_matches_array_split_of_sorted_pixels(store, standard):
+    """Pooled scope: the histogram groups U to a relative 2**-12, so agreement is to a few 1e-4;
+    per-image scope is exact."""
+    arrays = store.arrays()
+    agree, valid = rater_counts(store.labels, arrays["pred"])
+    per_image = store.evaluate(tasks=["cal"], conventions=Conventions(ace_scope="per-image"))
+    for split, chosen in split_masks(store.domain, store.role).items():
+        for measure in MEASURES:
+            fit = standard.fitted.platt[measure]
+            expected = reference_equal_mass_ace(arrays[measure][chosen], agree[chosen], valid[chosen], fit)
+            assert standard.value("cal", split, measure, "ace_equal_mass") == pytest.approx(expected, abs=5e-4)
+            images = [
+                reference_equal_mass_ace(arrays[measure][[i]], agree[[i]], valid[[i]], fit)
+                for i in np.flatnonzero(chosen)
+            ]
+            value = per_image.value("cal", split, measure, "ace_equal_mass")
+            assert value == pytest.approx(np.mean(images), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- failure detection
+
+
+def reference_aurc(scores, risks):
+    """Mean over all orders of tied scores, by brute force over tie groups (small inputs) —
+    or, with distinct scores, the plain cumulative mean."""
+    order = np.argsort(scores, kind="stable")
+    scores, risks = np.asarray(scores)[order], np.asarray(risks)[order]
+    n = len(scores)
+    total, prefix, k = 0.0, 0.0, 0
+    for value in np.unique(scores):
+        group = risks[scores == value]
+        for j in range(1, len(group) + 1):
+            total += (prefix + j * group.sum() / len(group)) / (k + j)
+        prefix += group.sum()
+        k += len(group)
+    return total / n
+
+
+def test_failure_detection_rows_match_a_direct_recomputation(store):
+    evaluation = store.evaluate(aggregations=["mean", "threshold"])
+    arrays = store.arrays()
+    risk = np.array([1 - reference_dice(arrays["pred"][i], store.labels[i]) for i in range(len(store.domain))])
+    splits = {**split_masks(store.domain, store.role), "all": store.role == "test"}
+    for aggregation in ("border", "mean", "threshold"):
+        for split, chosen in splits.items():
+            for measure in MEASURES:
+                scores = evaluation.images.scores[aggregation][measure][chosen]
+                expected = reference_aurc(scores, risk[chosen])
+                ideal = reference_aurc(risk[chosen], risk[chosen])
+                assert evaluation.value("fd", split, measure, "aurc", aggregation) == pytest.approx(expected, abs=1e-12)
+                assert evaluation.value("fd", split, measure, "eaurc", aggregation) == pytest.approx(
+                    expected - ideal, abs=1e-12
+                )
+    # Δ: TU against the better of AU and EU, lower is better, for the conventions' aggregation only.
+    for split in splits:
+        values = {m: evaluation.value("fd", split, m, "aurc", "border") for m in MEASURES}
+        row = next(r for r in evaluation.entanglement if r["task"] == "fd" and r["split"] == split)
+        assert (row["correct"], row["wrong"]) == ("tu", min(("au", "eu"), key=values.get))
+        assert row["delta"] == pytest.approx(delta(values["tu"], min(values["au"], values["eu"]), -1.0), abs=1e-12)
+
+
+def test_failure_detection_needs_labels_only(store):
+    evaluation = evaluate(store.maps, store.domain, store.role, store.labels, tasks=["fd"], n_classes=2)
+    assert {row["task"] for row in evaluation.results} == {"fd"}
+    assert evaluation.fitted.platt == {}  # nothing is fitted for FD
+    unlabelled = evaluate(store.maps, store.domain, store.role, tasks=["fd"])
+    assert not unlabelled.results
+    assert "fd: skipped, the store has no rater labels" in unlabelled.notes
+
+
+# --------------------------------------------------------------------------- the study's conventions
+
+
+def test_paper_ood_split_is_the_mean_over_domains(store):
+    default = store.evaluate()
+    paper = store.evaluate(conventions=Conventions(ood_split="domain-mean"))
+    for task, metrics in (("amb", ("ncc",)), ("cal", ("ace", "ece", "ace_equal_mass"))):
+        for metric in metrics:
+            for measure in MEASURES:
+                per_domain = [paper.value(task, name, measure, metric) for name in ("blur", "noise")]
+                assert paper.value(task, "ood", measure, metric) == pytest.approx(np.mean(per_domain), abs=1e-15)
+                assert paper.value(task, "blur", measure, metric) == default.value(task, "blur", measure, metric)
+        assert default.value(task, "ood", "au", metrics[0]) != paper.value(task, "ood", "au", metrics[0])
+    values = {m: paper.value("amb", "ood", m, "ncc") for m in MEASURES}
+    assert paper.delta("amb", "ood") == pytest.approx(delta(values["au"], values["eu"]), abs=1e-12)
+    for measure in MEASURES:  # FD too, per aggregation
+        per_domain = [paper.value("fd", name, measure, "aurc") for name in ("blur", "noise")]
+        assert paper.value("fd", "ood", measure, "aurc") == pytest.approx(np.mean(per_domain), abs=1e-15)
+    # OODD's ood is the mean over domains under both conventions.
+    assert paper.value("oodd", "ood", "eu", "auroc") == default.value("oodd", "ood", "eu", "auroc")
+
+
+def test_members_threshold_fraction_averages_every_members_argmax(store):
+    conventions = Conventions(threshold_fraction="members")
+    evaluation = evaluate(
+        store.maps,
+        store.domain,
+        store.role,
+        store.labels,
+        aggregations=["threshold"],
+        conventions=conventions,
+        cubes=store.cubes,
+        tasks=["oodd"],
+    )
+    arrays = store.arrays()
+    fitting = (store.domain == "id") & (store.role == "calibration")
+    member_means = store.cubes[fitting].mean(axis=2)  # (image, eu, class, y, x)
+    fractions = np.concatenate(
+        [
+            (arrays["pred"][fitting] == 0).mean(axis=(1, 2))[:, None],
+            (member_means.argmax(axis=2) == 0).mean(axis=(2, 3)),
+        ],
+        axis=1,
+    )
+    for measure in MEASURES:
+        tau = np.quantile(arrays[measure][fitting], fractions.mean())
+        assert evaluation.fitted.thresholds[measure] == pytest.approx(tau, rel=1e-6)
+    default = store.evaluate(aggregations=["threshold"], tasks=["oodd"])
+    assert default.fitted.thresholds != evaluation.fitted.thresholds
+    with pytest.raises(UQEvalError, match="threshold_fraction 'members' needs each member's prediction"):
+        store.evaluate(aggregations=["threshold"], conventions=conventions, tasks=["oodd"])
+
+
+def test_delta_of_two_zero_scores_follows_the_convention():
+    """Every image perfectly segmented and every map 0 outside one ambiguous pixel: FD's
+    risks are all 0, so every AURC is 0."""
+    store = make_store(STANDARD, seed=3)
+    pred = store.arrays()["pred"]
+    labels = np.repeat(pred[:, None], 3, axis=1).astype(np.uint8)
+    for both_zero, expected in (("nan", math.nan), ("atan2", 1.0)):
+        evaluation = evaluate(
+            store.maps,
+            store.domain,
+            store.role,
+            labels,
+            tasks=["fd"],
+            n_classes=2,
+            conventions=Conventions(delta_both_zero=both_zero),
+        )
+        assert evaluation.value("fd", "all", "tu", "aurc") == 0.0
+        row = next(r for r in evaluation.entanglement if r["task"] == "fd" and r["split"] == "all")
+        assert (row["u_correct"], row["u_wrong"]) == (0.0, 0.0)
+        if math.isnan(expected):
+            assert math.isnan(row["delta"])
+            assert any(note.startswith("fd: Δ on all is undefined") for note in evaluation.notes)
+        else:
+            assert row["delta"] == expected  # −s with s = −1: lower is better
+
+
+# --------------------------------------------------------------------------- measures that are 0 everywhere
+
+
+def test_identical_members_give_exact_zeros_and_no_delta():
+    """A model whose members agree everywhere (one member copied): EU is exactly 0 at every
+    pixel, its NCC images are all constant, its OODD AUROC is exactly 0.5 (all ties) and
+    no Δ that compares EU is defined."""
+    store = make_store(STANDARD, seed=4)
+    collapsed = Store(np.repeat(store.cubes[:, :1], 3, axis=1), store.labels, store.domain, store.role)
+    maps = collapsed.arrays()
+    assert (maps["eu"] == 0.0).all()
+    evaluation = collapsed.evaluate(conventions=Conventions(aggregation="mean"))
+    n_test_id = int(((store.domain == "id") & (store.role == "test")).sum())
+    assert evaluation.value("amb", "id", "eu", "ncc_constant") == n_test_id
+    assert math.isnan(evaluation.value("amb", "id", "eu", "ncc"))
+    assert evaluation.value("oodd", "ood", "eu", "auroc") == 0.5
+    for row in evaluation.entanglement:  # OODD, AMB, CAL and FD all compare EU
+        assert math.isnan(row["delta"]), row
+    assert any("EU is 0 at every pixel" in note for note in evaluation.notes)
+    zero = evaluate(collapsed.maps, collapsed.domain, collapsed.role, collapsed.labels, conventions=preset("paper"))
+    assert zero.value("amb", "id", "eu", "ncc") == 0.0  # scored 0 under the study's convention
+
+
+def test_negative_score_is_noted(store):
+    """An EU map that anti-correlates with the raters' disagreement has a negative NCC, and
+    Δ leaves [−1, 1]: a note says so."""
+    arrays = store.arrays()
+    variance = uqeval_rater_variance(store.labels, 2)
+    maps = {**arrays, "eu": (1.0 - variance).astype(np.float32)}
+    maps["tu"] = maps["au"] + maps["eu"]
+    evaluation = evaluate(maps, store.domain, store.role, store.labels, tasks=["amb"], n_classes=2)
+    row = next(r for r in evaluation.entanglement if r["split"] == "id")
+    assert row["u_wrong"] < 0 and row["delta"] > 1
+    notes = [note for note in evaluation.notes if note.startswith("amb: ncc is negative on ")]
+    assert len(notes) == 1  # one note for every split
+    assert "id (EU -" in notes[0] and "its range is (−5, 3]" in notes[0]

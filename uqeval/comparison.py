@@ -17,9 +17,15 @@ Ranking rules (the study's Table 2)
 
    The splits ranked are the pooled ones (:data:`RANK_SPLITS`): OODD ``ood`` (the mean
    over OOD domains); AMB and CAL ``id`` and ``ood``. Single OOD domains are not
-   ranked. Ties get the average of the ranks they span (``scipy.stats.rankdata``,
-   ``method="average"``). An undefined value (``null`` in ``scores.json``, NaN here)
-   ranks after every defined one; several undefined values tie among themselves.
+   ranked. Values within the metric's tie tolerance
+   (:data:`uqeval.precision.RANK_TOLERANCE`: 1e-4 for NCC, 1e-3 for AUROC and ACE)
+   are tied, and Δ values within how far that tolerance moves each run's Δ
+   (:func:`uqeval.precision.delta_tolerance`); ties chain (sorted, a new tie group
+   starts only at a gap wider than the tolerance) and get the average of the ranks
+   they span, so a rank never turns on storage rounding. An undefined value (``null``
+   in ``scores.json``, NaN here; a Δ is undefined, for one, when a measure it compares
+   is 0 at every pixel) ranks after every defined one; several undefined values tie
+   among themselves.
    Only runs that have a row for a task and split take part in its ranking: a run
    without OOD images, say, is not ranked on OODD (nor counted last).
 2. A model's rank for a task is the mean of its ranks over that task's splits (the
@@ -48,7 +54,8 @@ import numpy as np
 
 from uqeval.errors import UQEvalError
 from uqeval.jsonable import json_ready
-from uqeval.names import ID_DOMAIN, POOLED_OOD
+from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD
+from uqeval.precision import RANK_TOLERANCE, delta_tolerance
 from uqeval.results import SCORES_FILE, SavedScores, read_scores
 from uqeval.tasks import TASKS
 
@@ -173,7 +180,12 @@ def _seed(value: Any, where: str) -> int | None:
 # ------------------------------------------------------------------- statistics
 
 
-def rank_values(values: Sequence[float] | np.ndarray, *, lower_is_better: bool = False) -> np.ndarray:
+def rank_values(
+    values: Sequence[float] | np.ndarray,
+    *,
+    lower_is_better: bool = False,
+    tolerance: float | Sequence[float] | np.ndarray = 0.0,
+) -> np.ndarray:
     """Ranks, 1 = best, with average ranks for ties and undefined values last.
 
     Parameters
@@ -182,13 +194,17 @@ def rank_values(values: Sequence[float] | np.ndarray, *, lower_is_better: bool =
         One score per model; NaN marks an undefined score.
     lower_is_better : bool
         True for errors such as ACE.
+    tolerance : float or sequence of float
+        Values this close are tied: sorted, a value starts a new tie group only when it
+        exceeds the previous one by more than the larger of their two tolerances (one
+        per value, or one for all), so ties chain. 0 ties only equal values.
 
     Returns
     -------
     ndarray of float
-        ``scipy.stats.rankdata(..., method="average")`` of the defined values (negated
-        when higher is better); the ``k`` NaN values all get the mean of the last ``k``
-        ranks.
+        Each tie group of defined values gets the mean of the ranks it spans (with
+        ``tolerance=0``, ``scipy.stats.rankdata(..., method="average")``); the ``k`` NaN
+        values all get the mean of the last ``k`` ranks.
 
     Examples
     --------
@@ -196,14 +212,25 @@ def rank_values(values: Sequence[float] | np.ndarray, *, lower_is_better: bool =
     [1.5, 3.0, 1.5, 4.0]
     >>> rank_values([0.05, 0.02], lower_is_better=True).tolist()
     [2.0, 1.0]
+    >>> rank_values([0.71, 0.70996, 0.5], tolerance=1e-4).tolist()
+    [1.5, 1.5, 3.0]
     """
     values = np.asarray(values, dtype=float)
+    tolerances = np.broadcast_to(np.nan_to_num(np.asarray(tolerance, dtype=float)), values.shape)
     ranks = np.empty(values.shape, dtype=float)
     defined = ~np.isnan(values)
     keys = values[defined] if lower_is_better else -values[defined]
-    from scipy import stats  # here, not at import: `uqeval score` prints tables without it
-
-    ranks[defined] = stats.rankdata(keys, method="average") if keys.size else keys
+    if keys.size:
+        order = np.argsort(keys, kind="stable")
+        ordered, ordered_tolerance = keys[order], tolerances[defined][order]
+        gaps = np.diff(ordered)
+        allowed = np.maximum(ordered_tolerance[1:], ordered_tolerance[:-1])
+        group = np.cumsum(np.r_[True, gaps > allowed]) - 1
+        positions = np.arange(1, keys.size + 1, dtype=float)
+        mean_rank = np.bincount(group, weights=positions) / np.bincount(group)
+        defined_ranks = np.empty(keys.size)
+        defined_ranks[order] = mean_rank[group]
+        ranks[defined] = defined_ranks
     n_defined = int(defined.sum())
     ranks[~defined] = (n_defined + 1 + values.size) / 2
     return ranks
@@ -369,8 +396,9 @@ def compare(runs: Iterable[str | os.PathLike[str] | Run]) -> Comparison:
 
     1. per task and pooled split (OODD ``ood``; AMB and CAL ``id`` and ``ood``), rank
        the runs that have that row by ``u_correct`` (performance; rank 1 = highest
-       AUROC or NCC, lowest ACE) and by Δ (entanglement; rank 1 = highest Δ). Ties get
-       average ranks; undefined (NaN) values rank last, tied among themselves;
+       AUROC or NCC, lowest ACE) and by Δ (entanglement; rank 1 = highest Δ). Values
+       within the tie tolerance get average ranks; undefined (NaN) values rank last,
+       tied among themselves;
     2. average a run's ranks over the splits of each task, then over its tasks.
 
     Each group's ranks are then averaged over seeds and given a 95 % Student-t interval
@@ -418,8 +446,9 @@ def _seed_key(seed: int | None) -> tuple[bool, int]:
 
 
 def split_order(split: str) -> tuple[int, str]:
-    """Sort key of splits as tables show them: ``id``, the OOD domains by name, then ``ood``."""
-    return (0 if split == ID_DOMAIN else 2 if split == POOLED_OOD else 1, split)
+    """Sort key of splits as tables show them: ``id``, the OOD domains by name, ``ood``, then ``all``."""
+    rank = {ID_DOMAIN: 0, POOLED_OOD: 2, ALL_TEST: 3}.get(split, 1)
+    return (rank, split)
 
 
 def _task_key(task: str) -> tuple[int, str]:
@@ -479,8 +508,11 @@ def _rank_seed_groups(
                     continue
                 u_correct = np.array([row["u_correct"] for _, row in entries])
                 delta = np.array([row["delta"] for _, row in entries])
-                performance = rank_values(u_correct, lower_is_better=lower_is_better)
-                entanglement = rank_values(delta)
+                metric_tolerance = RANK_TOLERANCE[TASKS[task].metric]
+                performance = rank_values(u_correct, lower_is_better=lower_is_better, tolerance=metric_tolerance)
+                # Δ ties within how far the metric's tolerance moves it, run by run.
+                tolerances = [delta_tolerance(row["u_correct"], row["u_wrong"], metric_tolerance) for _, row in entries]
+                entanglement = rank_values(delta, tolerance=tolerances)
                 for what, values in (("u_correct", u_correct), ("Δ", delta)):
                     undefined = [run.group for (run, _), value in zip(entries, values, strict=True) if np.isnan(value)]
                     if undefined and len(entries) > 1:

@@ -25,6 +25,7 @@ from uqeval.jsonable import json_ready
 from uqeval.metrics.calibration import Reliability
 from uqeval.metrics.oodd import roc_curve
 from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, TEST
+from uqeval.precision import precision_record
 from uqeval.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ class Scores:
                 "store": self.store,
                 "model": self.model,
                 "conventions": self.conventions.to_dict(),
+                "numerics": precision_record(),
                 "n_images": self.n_images,
                 "results": self.results,
                 "entanglement": self.entanglement,
@@ -173,6 +175,8 @@ class Scores:
         if statistics.segmentation is not None:
             for metric in ("dice", "ged", "hungarian_iou"):
                 columns[metric] = getattr(statistics.segmentation, metric)
+        if statistics.risk is not None:
+            columns["failure_risk"] = statistics.risk
         rows = []
         for index, image_id in enumerate(self.image_ids.tolist()):
             row: dict[str, Any] = {"image": image_id, "domain": self.domains[index], "role": self.roles[index]}

@@ -15,10 +15,13 @@ from uqeval import UQEvalError
 from uqeval.metrics.ambiguity import rater_statistics
 from uqeval.metrics.calibration import (
     CalibrationTable,
+    ConfidenceHistogram,
     PlattFit,
     PlattTable,
     ace,
     ece,
+    equal_mass_ace,
+    equal_mass_ace_of_pixels,
     fit_platt,
     per_image_ace,
     per_image_ece,
@@ -641,3 +644,105 @@ def test_unusable_platt_parameters_raise(slope, intercept):
     u, agree, valid = synthetic_maps(33, n_images=1)
     with pytest.raises(UQEvalError, match="not usable"):
         CalibrationTable.from_maps(u, agree, valid, PlattFit(slope, intercept, 1))
+
+
+# --------------------------------------------------------------------------- equal-mass ACE
+
+
+def array_split_ace(confidence: np.ndarray, correct: np.ndarray, bins: int, order: np.ndarray) -> float:
+    """Independent reference: pixels in ``order`` cut by ``np.array_split`` into ``bins`` runs."""
+    runs = [run for run in np.array_split(order, bins) if run.size]
+    return float(np.mean([abs(correct[run].mean() - confidence[run].mean()) for run in runs]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    bins=st.integers(1, 25),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_equal_mass_ace_with_distinct_confidences_is_the_array_split(n, bins, seed):
+    rng = np.random.default_rng(seed)
+    confidence = rng.permutation(np.linspace(0.01, 0.99, n))  # distinct
+    correct = rng.random(n)
+    expected = array_split_ace(confidence, correct, bins, np.argsort(confidence))
+    assert equal_mass_ace_of_pixels(confidence, correct, bins=bins) == pytest.approx(expected, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.sampled_from([0.2, 0.5, 0.7]), min_size=1, max_size=7),
+    correct=st.lists(st.sampled_from([0.0, 1 / 3, 1.0]), min_size=7, max_size=7),
+    bins=st.integers(1, 4),
+)
+def test_tied_confidences_count_in_expectation_over_their_orders(values, correct, bins):
+    """Each run's Σw under the proportional rule is the mean of its Σw over every order of
+    the tied pixels (brute force), and the ACE is taken from those expected sums."""
+    import itertools
+
+    confidence = np.array(values)
+    w = np.array(correct[: len(values)])
+    n = len(values)
+    sizes = np.full(bins, n // bins)
+    sizes[: n % bins] += 1
+    edges = np.r_[0, np.cumsum(sizes)]
+    by_order = []
+    for order in itertools.permutations(range(n)):
+        order = np.array(order)
+        if not np.all(np.diff(confidence[order]) >= 0):
+            continue  # only orders sorted by confidence
+        by_order.append([w[order[a:b]].sum() for a, b in itertools.pairwise(edges)])
+    expected_sums = np.mean(by_order, axis=0)
+    groups = np.array(
+        [
+            [np.sum(confidence == v), w[confidence == v].sum(), v * np.sum(confidence == v)]
+            for v in np.unique(confidence)
+        ]
+    )
+    cumulative = np.vstack([np.zeros(3), np.cumsum(groups, axis=0)])
+    sums = np.diff(np.interp(edges, cumulative[:, 0], cumulative[:, 1]))
+    np.testing.assert_allclose(sums, expected_sums, atol=1e-12)
+    used = sizes > 0
+    value = equal_mass_ace(groups, bins=bins)
+    confidence_sums = np.diff(np.interp(edges, cumulative[:, 0], cumulative[:, 2]))
+    assert value == pytest.approx(np.mean(np.abs(expected_sums - confidence_sums)[used] / sizes[used]), abs=1e-12)
+
+
+def test_equal_mass_ace_edge_cases():
+    assert math.isnan(equal_mass_ace(np.zeros((0, 3))))
+    assert math.isnan(equal_mass_ace(np.array([[0, 0.0, 0.0]])))
+    # Fewer pixels than bins: one pixel per run, the rest empty and skipped.
+    assert equal_mass_ace(np.array([[1, 1.0, 0.75], [1, 0.0, 0.25]]), bins=20) == pytest.approx(0.25)
+    # One group of equal confidence spread over every run: each run gets its mean.
+    assert equal_mass_ace(np.array([[40, 30.0, 40 * 0.5]]), bins=20) == pytest.approx(0.25)
+
+
+def test_histogram_equal_mass_matches_sorted_pixels_and_merges_by_addition():
+    """U on distinct histogram keys: the histogram's equal-mass ACE is the exact one (to the
+    fixed point's 2**-32); split over images and tables, the sums are the same integers."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    u = np.exp(rng.uniform(np.log(1e-4), np.log(2.0), n)).astype(np.float32)
+    u = u[np.unique(u.view(np.uint32) >> 11, return_index=True)[1]]  # one pixel per key
+    n = u.size
+    agree = rng.integers(0, 4, n)
+    valid = np.full(n, 3)
+    fit = PlattFit(slope=3.0, intercept=2.0, n_pixels=n)
+    histogram = ConfidenceHistogram()
+    histogram.add(u[None], agree[None], valid[None], fit)
+    confidence = fit.confidence(u)
+    expected = array_split_ace(confidence, agree / valid, 20, np.argsort(confidence, kind="stable"))
+    assert equal_mass_ace(histogram.groups(), bins=20) == pytest.approx(expected, abs=1e-9)
+    # The same pixels as 4 images in two tables, merged through the sparse form.
+    images = u[: n // 4 * 4].reshape(4, -1)
+    parts = ConfidenceHistogram(2)
+    parts.add(
+        images, agree[: images.size].reshape(4, -1), valid[: images.size].reshape(4, -1), fit, np.array([0, 1, 1, 0])
+    )
+    whole = ConfidenceHistogram(1)
+    whole.add(images, agree[: images.size].reshape(4, -1), valid[: images.size].reshape(4, -1), fit)
+    merged = ConfidenceHistogram(2)
+    merged.add_sparse(parts.sparse())
+    np.testing.assert_array_equal(merged.table, parts.table)
+    np.testing.assert_array_equal(parts.groups(), whole.groups([0]))
+    np.testing.assert_array_equal(parts.table.sum(axis=0), whole.table[0])

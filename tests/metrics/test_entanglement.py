@@ -130,3 +130,47 @@ def test_collapse_ratio_nan_when_au_sums_to_zero():
     assert math.isnan(collapse_ratio(np.array([0.1, 0.2]), np.zeros(2)))
     assert math.isnan(collapse_ratio(np.zeros((2, 2)), np.zeros((2, 2))))
     assert math.isnan(collapse_ratio(np.array([]), np.array([])))
+
+
+# --------------------------------------------------------------------------- edge cases and range
+
+
+def test_both_zero_is_nan_by_default_and_minus_s_under_the_atan2_convention():
+    assert math.isnan(entanglement_delta(0.0, 0.0))
+    assert math.isnan(entanglement_delta(0.0, 0.0, lower_is_better=True))
+    assert entanglement_delta(0.0, 0.0, both_zero="atan2") == -1.0  # the study's np.arctan2(0, 0) = 0
+    assert entanglement_delta(0.0, 0.0, lower_is_better=True, both_zero="atan2") == 1.0
+    assert math.isnan(entanglement_delta(math.nan, 0.0, both_zero="atan2"))
+
+
+ANY_SCORE = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)
+
+
+@PROPERTY_SETTINGS
+@given(u_correct=ANY_SCORE, u_wrong=ANY_SCORE, lower_is_better=st.booleans())
+def test_delta_lies_in_minus_five_to_three(u_correct, u_wrong, lower_is_better):
+    """atan2 ∈ (−π, π], so s·(atan2 − π/4)/(π/4) ∈ (−5, 3] for s = 1 and [−3, 5) for s = −1;
+    in floating point −π itself is reached when U_c < 0 is below U_w's rounding."""
+    value = entanglement_delta(u_correct, u_wrong, lower_is_better=lower_is_better)
+    sign = -1.0 if lower_is_better else 1.0
+    if u_correct == 0 and u_wrong == 0:
+        assert math.isnan(value)
+        return
+    assert -5.0 <= sign * value <= 3.0
+    if not (u_correct < 0 and u_wrong < 0 and abs(u_correct) < 1e-15 * abs(u_wrong)):
+        assert sign * value > -5.0
+
+
+def test_delta_of_negative_scores():
+    assert entanglement_delta(-0.1, -0.2) == pytest.approx(-4.4097, abs=1e-4)  # both negative: below −1
+    # U_c crossing 0 with U_w < 0: from about +3 to about −5.
+    assert entanglement_delta(1e-9, -0.3) == pytest.approx(3.0, abs=1e-7)
+    assert entanglement_delta(-1e-9, -0.3) == pytest.approx(-5.0, abs=1e-7)
+    assert entanglement_delta(0.0, -0.3) == 3.0  # atan2(0, negative) = π
+
+
+def test_unknown_both_zero_convention_raises():
+    from uqeval import UQEvalError
+
+    with pytest.raises(UQEvalError, match="both_zero"):
+        entanglement_delta(0.0, 0.0, both_zero="minus-one")

@@ -47,7 +47,8 @@ def entanglement_delta(
         Δ when both scores are 0: NaN (no direction to measure), or what
         ``atan2(0, 0) = 0`` gives, ``-s`` (the study's code).
     """
-    u_correct, u_wrong = float(u_correct), float(u_wrong)
+    # + 0.0 turns −0.0 into 0.0: atan2 tells the two apart (atan2(−0.0, −1) = −π), a score does not.
+    u_correct, u_wrong = float(u_correct) + 0.0, float(u_wrong) + 0.0
     if both_zero not in ("nan", "atan2"):
         raise UQEvalError(f"both_zero is {both_zero!r}; expected 'nan' or 'atan2'")
     if math.isnan(u_correct) or math.isnan(u_wrong) or (u_correct == 0 and u_wrong == 0 and both_zero == "nan"):

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from uqeval.comparison import RANK_SPLITS, split_order
 from uqeval.names import MEASURES, NO_AGGREGATION
+from uqeval.precision import RANK_TOLERANCE
 from uqeval.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
     list of rich.table.Table
         The ranking (group, seeds, performance and entanglement ranks as mean ± 95 %
         Student-t half-width over seeds), best performance first; the ranks per task;
-        Δ of each group on each ranked task and split (mean ± half-width); and,
+        the values ranked, the correct measure's metric and Δ of each group on each
+        ranked task and split (mean ± half-width); and,
         when the runs have collapse rows, EU/AU per group and split. No ``±`` where a
         group has one seed; ``–`` where a value is undefined.
     """
@@ -179,18 +181,36 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
     panels = [(task, split) for task in comparison.tasks for split in RANK_SPLITS[task]]
     panels = [panel for panel in panels if any((p["task"], p["split"]) == panel for p in comparison.points)]
     if panels:
-        deltas = Table(title="Entanglement Δ (higher = less entangled)", title_justify="left")
-        deltas.add_column("model", no_wrap=True)
-        for task, split in panels:
-            deltas.add_column(f"{task.upper()} {split}", justify="right")
+        # The values behind the ranks: the correct measure's metric (performance) and Δ.
+        tolerances = ", ".join(
+            f"{TASKS[task].metric.upper()} {RANK_TOLERANCE[TASKS[task].metric]:g}"
+            for task in dict.fromkeys(task for task, _ in panels)
+        )
         points = {(p["group"], p["task"], p["split"]): p for p in comparison.points}
-        for group in comparison.groups:
-            cells = [group]
+        for key, title, caption in (
+            (
+                "u_correct",
+                "Performance: the correct measure's metric",
+                f"values ranked for performance; tied within {tolerances}",
+            ),
+            (
+                "delta",
+                "Entanglement Δ (higher = less entangled)",
+                "values ranked for entanglement; tied within how far the metric tolerance moves Δ",
+            ),
+        ):
+            values = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+            values.add_column("model", no_wrap=True)
             for task, split in panels:
-                point = points.get((group, task, split))
-                cells.append("–" if point is None else format_value(point["delta"], point["delta_interval"], digits=3))
-            deltas.add_row(*cells)
-        tables.append(deltas)
+                metric = f" {TASKS[task].metric.upper()}" if key == "u_correct" else ""
+                values.add_column(f"{task.upper()} {split}{metric}", justify="right")
+            for group in comparison.groups:
+                cells = [group]
+                for task, split in panels:
+                    point = points.get((group, task, split))
+                    cells.append("–" if point is None else format_value(point[key], point[f"{key}_interval"], digits=3))
+                values.add_row(*cells)
+            tables.append(values)
 
     if comparison.collapse:
         splits = sorted({row["split"] for row in comparison.collapse}, key=split_order)

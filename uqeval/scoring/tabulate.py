@@ -69,6 +69,15 @@ class _Tables:
         self.rows: list[dict] = []
         self.entanglement: list[dict] = []
         self.notes = list(notes)
+        self.negative: dict[Task, list[str]] = {}
+
+    def note_negative_scores(self) -> None:
+        """One note per task whose score is negative on some split (Δ then leaves [−1, 1])."""
+        for task, splits in self.negative.items():
+            self.notes.append(
+                f"{task.name}: {task.metric} is negative on {', '.join(splits)}; with a negative score Δ leaves "
+                "[−1, 1] (its range is (−5, 3])"
+            )
 
     def add(self, task: str, split: str, measure: str, aggregation: str, metric: str, value: float) -> None:
         self.rows.append(
@@ -114,10 +123,7 @@ class _Tables:
             negative = [(m, v) for m, v in ((task.correct, u_correct), (wrong, u_wrong)) if v < 0]
             if negative:
                 listed = ", ".join(f"{m.upper()} {v:.3g}" for m, v in negative)
-                self.notes.append(
-                    f"{task.name}: {task.metric} on {split} is negative ({listed}); Δ = {delta:.3g} is outside "
-                    "[−1, 1] (with negative scores Δ ranges over (−5, 3])"
-                )
+                self.negative.setdefault(task, []).append(f"{split} ({listed}: Δ {delta:.3g})")
         self.entanglement.append(
             {
                 "task": task.name,
@@ -249,6 +255,7 @@ def tabulate(
                     float(getattr(statistics.segmentation, metric)[chosen].mean()),
                 )
 
+    tables.note_negative_scores()
     collapse = []
     for split, chosen in splits.items():
         mean_au = float(statistics.means["au"][chosen].mean())
