@@ -50,6 +50,6 @@ def test_pytorch_segmentation_writes_and_scores_a_cube(tmp_path: Path) -> None:
     assert all(0 <= value <= 1 for value in aurocs.values())
     # Members trained on mild noise disagree on much stronger noise (seeds 0–11 all gave ≥ 0.88).
     assert aurocs["eu"] > 0.5
-    assert {row["task"] for row in scores["entanglement"]} == {"oodd", "amb", "cal"}
+    assert {row["task"] for row in scores["entanglement"]} == {"oodd", "amb", "cal", "fd"}
     for name in ("metrics.csv", "images.csv", "roc.png"):
         assert (out / name).is_file()
