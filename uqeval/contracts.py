@@ -35,6 +35,24 @@ Model = Any
 Tensor = Any
 
 
+class Collector(Protocol):
+    """What an EU method gathers while a model trains (SWAG's moments), and keeps.
+
+    The training routine calls :meth:`epoch_end` after the last step of every epoch and
+    stores :meth:`state_dict` with the model's checkpoints and with the finished model,
+    so an interrupted run resumes with exactly the state it had, and a finished run
+    loaded for prediction gets it back through :meth:`load_state_dict`.
+    """
+
+    def epoch_end(self, model: Model, epoch: int, epochs: int) -> None:
+        """After epoch ``epoch`` (from 0) of ``epochs``, with the raw (not averaged) weights."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class TrainRoutine(Protocol):
     """Trains one model from scratch and returns it.
 
@@ -46,12 +64,21 @@ class TrainRoutine(Protocol):
         Dropout probability the AU method builds into the network (0: none).
     on_step : callable, optional
         ``on_step(model, step, epoch)`` after every optimiser step, with the step count
-        and the epoch (from 0) of the run; SWAG collects its moments here, e.g. once per
-        epoch over the last epochs.
+        and the epoch (from 0) of the run. Its state is not saved: for anything that
+        must survive an interrupted run, use a ``collector``.
+    collector : Collector, optional
+        Called at every epoch's end and saved with the checkpoints and the finished
+        model (SWAG collects its moments so). A finished model is returned with the
+        collector's state restored; one trained without a collector is an error.
     """
 
     def __call__(
-        self, *, seed: int, dropout: float = 0.0, on_step: Callable[[Model, int, int], None] | None = None
+        self,
+        *,
+        seed: int,
+        dropout: float = 0.0,
+        on_step: Callable[[Model, int, int], None] | None = None,
+        collector: Collector | None = None,
     ) -> Model: ...
 
 

@@ -30,9 +30,9 @@ def test_plugins_lists_the_reference_families():
     [row] = [row for row in json.loads(result.stdout) if row["name"] == "torch"]
     assert row["distribution"] == "uqeval-torch"
     assert row["au_methods"] == ["softmax", "ssn", "prob_unet", "diffusion"]
-    assert row["eu_methods"] == ["none", "ensemble"]
+    assert row["eu_methods"] == ["none", "dropout", "swag_diag", "swag", "ensemble"]
     assert row["datasets"] == ["synthetic"]
-    assert set(row["commands"]) == {"train", "predict"}
+    assert set(row["commands"]) == {"train", "predict", "study"}
 
 
 def test_train_predict_score(tmp_path):
@@ -69,7 +69,10 @@ def test_train_predict_score(tmp_path):
             ["--au", "unet", "--eu", "none"],
             "error: --au: unknown AU method 'unet'; choose one of diffusion, prob_unet, softmax, ssn",
         ),
-        (["--au", "ssn", "--eu", "swag"], "error: --eu: unknown EU method 'swag'; choose one of ensemble, none"),
+        (
+            ["--au", "ssn", "--eu", "bayes"],
+            "error: --eu: unknown EU method 'bayes'; choose one of dropout, ensemble, none, swag, swag_diag",
+        ),
         (["--au", "ssn", "--eu", "none", "--data-option", "size"], "--data-option 'size': expected KEY=VALUE"),
         (["--au", "ssn", "--eu", "none", "--data-option", "colour=red"], "colour"),
         (["--au", "ssn", "--eu", "none", "--size", "huge"], "error: --size: unknown size 'huge'; sizes are full, tiny"),

@@ -1,4 +1,4 @@
-"""``uqeval train`` and ``uqeval predict``, added to uqeval's command line by the plugin.
+"""``uqeval train``, ``uqeval predict`` and ``uqeval study``, added to uqeval's command line by the plugin.
 
 Torch is imported only when one of these commands runs, so ``uqeval score`` and the
 other core commands start as fast with the plugin installed as without it.
@@ -69,7 +69,9 @@ DataOption = Annotated[
 
 def train_command(
     au: Annotated[str, typer.Option("--au", help="AU method: softmax, ssn, prob_unet, diffusion, or a plugin's.")],
-    eu: Annotated[str, typer.Option("--eu", help="EU method: none, ensemble, or a plugin's.")],
+    eu: Annotated[
+        str, typer.Option("--eu", help="EU method: none, dropout, swag_diag, swag, ensemble, or a plugin's.")
+    ],
     data: Annotated[str, typer.Option("--data", help="Dataset, e.g. synthetic.")],
     out: Annotated[Path, typer.Option("--out", help="The run folder; rerun the same command to resume.")],
     size: Annotated[str, typer.Option("--size", help="Network size: tiny (CPU) or full (the study's).")] = "full",
@@ -108,7 +110,10 @@ def train_command(
             batch_size=batch_size,
         )
     with progress_display(quiet) as progress, _flags():
-        train(settings, out, device=device, progress=progress)
+        trained = train(settings, out, device=device, progress=progress)
+    note = getattr(trained, "note", "")
+    if note:
+        err_console.print(f"note: {note}", highlight=False)
     err_console.print(f"trained {settings.au}+{settings.eu} ({members} member(s)) → {out}", highlight=False)
 
 
@@ -117,6 +122,10 @@ def predict_command(
     out: Annotated[Path, typer.Option("--out", help="The cube store to write (zarr); resumes if unfinished.")],
     data: Annotated[str | None, typer.Option("--data", help="Dataset (default: the one the run trained on).")] = None,
     data_option: DataOption = None,
+    eu: Annotated[
+        str | None,
+        typer.Option("--eu", help="Predict as another EU method the run serves (a swag run: swag_diag, none)."),
+    ] = None,
     members: Annotated[int | None, typer.Option("--members", help="EU members (default: all trained).")] = None,
     samples: Annotated[
         int | None, typer.Option("--samples", help="AU samples per member (default: the method's, 10).")
@@ -136,6 +145,7 @@ def predict_command(
             out,
             data=data,
             data_options=options,
+            eu=eu,
             members=members,
             samples=samples,
             batch_size=batch_size,
@@ -150,7 +160,115 @@ def predict_command(
     )
 
 
+def _names(values: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeatable, comma-separated names (``--au ssn,softmax --au diffusion``)."""
+    if not values:
+        return default
+    return tuple(dict.fromkeys(name.strip() for value in values for name in value.split(",") if name.strip()))
+
+
+def study_command(
+    out: Annotated[Path, typer.Argument(help="The study's folder; rerun the same command to resume.")],
+    data: Annotated[str, typer.Option("--data", help="Dataset, e.g. synthetic.")] = "synthetic",
+    au: Annotated[
+        list[str] | None, typer.Option("--au", help="AU methods (default: softmax,ssn,prob_unet,diffusion).")
+    ] = None,
+    eu: Annotated[
+        list[str] | None, typer.Option("--eu", help="EU methods (default: none,dropout,swag_diag,swag,ensemble).")
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per combination.")] = 1,
+    size: Annotated[str, typer.Option("--size", help="Network size: tiny (CPU) or full (the study's).")] = "full",
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per run (default: train's).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.")] = None,
+    samples: Annotated[
+        int | None, typer.Option("--samples", help="AU samples per member (default: the method's).")
+    ] = None,
+    members: Annotated[
+        int | None,
+        typer.Option("--members", help="EU members of every method with several (default: each method's)."),
+    ] = None,
+    data_option: DataOption = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, …")] = "auto",
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="Write one uqeval command per step to FILE (for a job array); run nothing."),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="A dask.distributed scheduler to run the steps on.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress view.")] = False,
+) -> None:
+    """Run the study's grid (AU × EU methods × seeds): train, predict, score, then compare.
+
+    Runs are shared where methods share them (none, swag and swag_diag are one SWAG run).
+    Finished steps are skipped on a rerun; a failed step is reported with its log and
+    skips only the steps that need it.
+    """
+    from uqeval_torch.study import AU_METHODS, EU_METHODS, StudyOptions, plan_study, write_manifest
+
+    options = StudyOptions(
+        data=data,
+        data_options=tuple(data_option or ()),
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        device=device,
+        samples=samples,
+        members=members,
+    )
+    with _flags():
+        plan = plan_study(out, au=_names(au, AU_METHODS), eu=_names(eu, EU_METHODS), seeds=seeds, options=options)
+    n_runs = len(plan.phase("train"))
+    err_console.print(
+        f"study: {len(plan.combinations)} combination(s) × {plan.seeds} seed(s) from {n_runs} training run(s), "
+        f"{len(plan.steps)} steps → {plan.out}",
+        highlight=False,
+    )
+    if manifest is not None:
+        ranges = write_manifest(plan, manifest)
+        phases = ", ".join(f"{phase} lines {first}–{last}" for phase, (first, last) in ranges.items())
+        err_console.print(f"wrote {len(plan.steps)} commands to {manifest} ({phases})", highlight=False)
+        return
+    if scheduler is not None:
+        from uqeval_torch.study import run_on_cluster
+
+        outcomes = run_on_cluster(plan, scheduler)
+    else:
+        outcomes = _run_with_progress(plan, quiet)
+    failed = [outcome for outcome in outcomes if outcome.status == "failed"]
+    skipped = [outcome for outcome in outcomes if outcome.status == "skipped"]
+    for outcome in failed:
+        err_console.print(f"failed: {outcome.step.name} (log: {plan.log_path(outcome.step)})", highlight=False)
+    if failed or skipped:
+        raise UQEvalError(f"{len(failed)} step(s) failed and {len(skipped)} were skipped; rerun to retry them")
+    err_console.print(f"study finished: comparison in {plan.out / 'comparison'}", highlight=False)
+
+
+def _run_with_progress(plan, quiet: bool):
+    """Run the plan here, with a progress bar of steps done / failed / running."""
+    from uqeval_torch.study import run_locally
+
+    if quiet:
+        return run_locally(plan)
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    with progress_bar(err_console, unit="steps", transient=False) as progress:
+        task = progress.add_task("study", total=len(plan.steps))
+
+        def update(outcome, running):
+            if outcome is not None:
+                counts[outcome.status] += 1
+                if outcome.status == "failed":
+                    err_console.print(f"failed: {outcome.step.name} (log: {plan.log_path(outcome.step)})")
+                progress.advance(task)
+            summary = f"done {counts['done']} · failed {counts['failed']} · skipped {counts['skipped']}"
+            now = f" · running {running.name}" if running is not None else ""
+            progress.update(task, description=summary + now)
+
+        return run_locally(plan, on_update=update)
+
+
 def add_commands(app: typer.Typer) -> None:
-    """Register ``train`` and ``predict`` on uqeval's typer app."""
+    """Register ``train``, ``predict`` and ``study`` on uqeval's typer app."""
     app.command("train")(train_command)
     app.command("predict")(predict_command)
+    app.command("study")(study_command)

@@ -25,10 +25,13 @@ def uqeval_au_methods() -> dict[str, Any]:
 
 @hookimpl
 def uqeval_eu_methods() -> dict[str, Any]:
+    from uqeval_torch.eu.dropout import MCDropout
     from uqeval_torch.eu.ensemble import Ensemble
     from uqeval_torch.eu.none import NoEU
+    from uqeval_torch.eu.swag import SWAG
 
-    return {method.name: method for method in (NoEU(), Ensemble())}
+    methods = (NoEU(), MCDropout(), SWAG(low_rank=False), SWAG(low_rank=True), Ensemble())
+    return {method.name: method for method in methods}
 
 
 @hookimpl

@@ -62,6 +62,7 @@ def predict(
     *,
     data: str | None = None,
     data_options: dict[str, Any] | None = None,
+    eu: str | None = None,
     members: int | None = None,
     samples: int | None = None,
     batch_size: int = 16,
@@ -78,7 +79,11 @@ def predict(
     out : the zarr store to write; an unfinished store from an earlier call resumes.
     data, data_options : the dataset and its options; by default the run's dataset with the
         options it trained on, ``data_options`` changing some of them.
-    members : EU members per image (default: all the run trained, e.g. 5 for an ensemble).
+    eu : predict as another EU method that the run's weights serve: a ``swag`` run also
+        serves ``swag_diag`` and ``none`` (its EMA weights), since collecting SWAG's
+        moments does not change training (default: the run's own).
+    members : EU members per image (default: the run's, e.g. 5 for an ensemble; the
+        method's default for another ``eu``).
     samples : AU samples per member (default: the AU method's, 10; 1 for ``softmax``).
     batch_size : images per forward pass.
     device : ``auto``, ``cpu``, ``cuda``, ….
@@ -92,8 +97,18 @@ def predict(
         dataset = plugin_manager().dataset(settings.data, {**settings.data_options, **(data_options or {})})
     else:
         dataset = plugin_manager().dataset(data, data_options or {})
-    au_method, eu_method = parts.au, parts.eu
-    n_members = settings.members if members is None else members
+    au_method, eu_method, eu_name = parts.au, parts.eu, settings.eu
+    if eu is not None and eu != settings.eu:
+        serves = tuple(getattr(parts.eu, "serves", ()))
+        if eu not in serves:
+            also = f" (it serves {', '.join(serves)})" if serves else ""
+            raise UQEvalError(
+                f"the run was trained for EU method {settings.eu!r} and cannot be predicted as {eu!r}{also}",
+                parameter="eu",
+            )
+        eu_method, eu_name = plugin_manager().eu_method(eu), eu
+    default_members = settings.members if eu_name == settings.eu else eu_method.default_members
+    n_members = default_members if members is None else members
     n_samples = au_method.default_samples if samples is None else samples
     if n_samples < 1 or n_members < 1:
         raise UQEvalError(
@@ -104,7 +119,8 @@ def predict(
         n_samples = 1  # every sample of a deterministic method is the same map
     if au_method.deterministic and n_members < 2:
         raise UQEvalError(
-            f"AU method {settings.au!r} is deterministic: with {n_members} member the cube cannot be decomposed"
+            f"AU method {settings.au!r} is deterministic: with {n_members} member the cube cannot be decomposed",
+            parameter="members" if members is not None else "eu",
         )
     if batch_size < 1:
         raise UQEvalError(f"batch_size must be at least 1, got {batch_size}", parameter="batch_size")
@@ -123,9 +139,7 @@ def predict(
         "writer": f"uqeval-torch {__version__}",
     }
     if not overwrite:
-        _check_resumable(
-            Path(out), {"au_method": settings.au, "eu_method": settings.eu, "dataset": dataset.name, **attrs}
-        )
+        _check_resumable(Path(out), {"au_method": settings.au, "eu_method": eu_name, "dataset": dataset.name, **attrs})
     writer = CubeWriter(
         out,
         n_classes=dataset.n_classes,
@@ -135,8 +149,8 @@ def predict(
         width=width,
         raters=raters,
         au_method=settings.au,
-        eu_method=settings.eu,
-        model=f"{settings.au}+{settings.eu} ({settings.size})",
+        eu_method=eu_name,
+        model=f"{settings.au}+{eu_name} ({settings.size})",
         dataset=dataset.name,
         seed=settings.seed,
         class_names=list(dataset.class_names),

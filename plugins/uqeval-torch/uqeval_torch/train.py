@@ -28,6 +28,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from uqeval.contracts import Collector
 from uqeval.errors import UQEvalError
 from uqeval_torch.backbone import Backbone
 from uqeval_torch.run import Components, RunFolder, RunSettings, components, load_state, save_atomically
@@ -82,10 +83,12 @@ class TrainingData:
 class MemberTrainer:
     """The training routine (``uqeval.contracts.TrainRoutine``) an EU method calls per member.
 
-    ``routine(seed=…, dropout=…, on_step=…)`` returns the member's EMA network in
-    evaluation mode: loaded when the run already finished it, resumed from its
-    checkpoint when one exists, trained from scratch otherwise. With ``load_only`` it
-    never trains (prediction) and an unfinished member is an error.
+    ``routine(seed=…, dropout=…, on_step=…, collector=…)`` returns the member's EMA
+    network in evaluation mode: loaded when the run already finished it, resumed from
+    its checkpoint when one exists, trained from scratch otherwise. A ``collector``'s
+    state travels with the checkpoints and the finished member, so it is restored in
+    every case. With ``load_only`` it never trains (prediction) and an unfinished
+    member is an error.
     """
 
     def __init__(
@@ -119,22 +122,40 @@ class MemberTrainer:
         return model.to(self.device)
 
     def __call__(
-        self, *, seed: int, dropout: float = 0.0, on_step: Callable[[nn.Module, int, int], None] | None = None
+        self,
+        *,
+        seed: int,
+        dropout: float = 0.0,
+        on_step: Callable[[nn.Module, int, int], None] | None = None,
+        collector: Collector | None = None,
     ) -> nn.Module:
         model = self.build(seed, dropout)
         finished = self.folder.member_path(seed)
         if finished.exists():
-            model.load_state_dict(load_state(finished)["ema"])
+            state = load_state(finished)
+            model.load_state_dict(state["ema"])
+            if collector is not None:
+                if state.get("collector") is None:
+                    raise UQEvalError(
+                        f"{finished}: this member was trained without collecting what EU method "
+                        f"{self.settings.eu!r} needs; train it again into a new folder"
+                    )
+                collector.load_state_dict(state["collector"])
             return model.eval()
         if self.load_only:
             raise UQEvalError(
                 f"{self.folder.path}: the member with seed {seed} has not finished training; "
                 f"run the same `uqeval train … --out {self.folder.path}` again to finish it"
             )
-        return self._train(model, seed, dropout, on_step)
+        return self._train(model, seed, dropout, on_step, collector)
 
     def _train(
-        self, model: nn.Module, seed: int, dropout: float, on_step: Callable[[nn.Module, int, int], None] | None
+        self,
+        model: nn.Module,
+        seed: int,
+        dropout: float,
+        on_step: Callable[[nn.Module, int, int], None] | None,
+        collector: Collector | None,
     ) -> nn.Module:
         settings, data = self.settings, self.data
         if data is None:
@@ -151,6 +172,8 @@ class MemberTrainer:
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
             step = int(state["step"])
+            if collector is not None:
+                collector.load_state_dict(state["collector"])
             torch.set_rng_state(state["rng"])
             if self.device.type == "cuda" and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
@@ -184,26 +207,42 @@ class MemberTrainer:
             update_ema(ema, model, settings.ema_decay, step)
             if on_step is not None:
                 on_step(model, step, epoch)
+            if collector is not None and step % steps_per_epoch == 0:
+                collector.epoch_end(model, epoch, settings.epochs)
             due = (
                 step % steps_per_epoch == 0
                 or (self.checkpoint_every and step % self.checkpoint_every == 0)
                 or time.monotonic() - last_save > CHECKPOINT_SECONDS
             )
             if due and step < total:  # the finished member is saved below instead
-                self._save_checkpoint(checkpoint, model, ema, optimizer, step)
+                self._save_checkpoint(checkpoint, model, ema, optimizer, step, collector)
                 last_save = time.monotonic()
             if task is not None:
                 self.progress.update(task, completed=step, description=f"seed {seed} · loss {loss.item():.4f}")
         save_atomically(
-            {"ema": ema.state_dict(), "seed": seed, "dropout": dropout, "steps": step}, self.folder.member_path(seed)
+            {
+                "ema": ema.state_dict(),
+                "seed": seed,
+                "dropout": dropout,
+                "steps": step,
+                "collector": None if collector is None else collector.state_dict(),
+            },
+            self.folder.member_path(seed),
         )
         checkpoint.unlink(missing_ok=True)
         return ema
 
     def _save_checkpoint(
-        self, path: Path, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer, step: int
+        self,
+        path: Path,
+        model: nn.Module,
+        ema: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        step: int,
+        collector: Collector | None,
     ) -> None:
         state = {
+            "collector": None if collector is None else collector.state_dict(),
             "model": model.state_dict(),
             "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -1,0 +1,346 @@
+"""``uqeval study``: the study's grid of AU × EU methods, trained, predicted, scored and compared.
+
+A study is a graph of steps, each one complete ``uqeval`` command:
+
+    train (one run per AU method, EU family and seed)
+      → predict (one cube store per AU × EU method and seed)
+        → score (one report folder per store)
+          → compare (every report folder: Table 2's ranks and Figure 7)
+
+Runs are shared where methods share them: ``none``, ``swag`` and ``swag_diag`` are one
+SWAG run (collecting SWAG's moments does not change training), predicted three ways.
+
+Layout of ``OUT/``::
+
+    runs/<au>+<family>/seed-<s>/     training runs (family: swag, dropout or ensemble)
+    stores/<au>+<eu>/seed-<s>.zarr   cube stores
+    scores/<au>+<eu>/seed-<s>/       uqeval score reports
+    comparison/                      uqeval compare's report
+    logs/<step>.log                  each step's output
+    done/<step>                      a step's mark of success, so a rerun skips it
+
+The steps run here one after another (:func:`run_locally`), go to a
+``dask.distributed`` cluster as tasks with their dependencies (:func:`run_on_cluster`),
+or are written as a manifest of commands for a job array (:func:`write_manifest`).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uqeval.errors import UQEvalError
+
+#: The study's AU and EU methods (its 19 combinations are all pairs but softmax + none).
+AU_METHODS = ("softmax", "ssn", "prob_unet", "diffusion")
+EU_METHODS = ("none", "dropout", "swag_diag", "swag", "ensemble")
+#: The training run each EU method is predicted from.
+FAMILY = {"none": "swag", "swag": "swag", "swag_diag": "swag", "dropout": "dropout", "ensemble": "ensemble"}
+#: Seed ``s`` of a study trains its runs from model seed ``s · SEED_STRIDE`` (so the
+#: ensembles of different study seeds share no member).
+SEED_STRIDE = 100
+#: The phases, in dependency order.
+PHASES = ("train", "predict", "score", "compare")
+
+
+def study_grid(au: Sequence[str] = AU_METHODS, eu: Sequence[str] = EU_METHODS) -> list[tuple[str, str]]:
+    """The (AU, EU) pairs of a study: every pair but softmax + none (a deterministic
+    network with one member cannot be decomposed)."""
+    return [(a, e) for a in au for e in eu if not (a == "softmax" and e == "none")]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a study.
+
+    Attributes
+    ----------
+    name : str
+        Unique, also the name of its log and done mark (``train-ssn+swag-seed-0``).
+    phase : str
+        ``train``, ``predict``, ``score`` or ``compare``.
+    command : tuple of str
+        The arguments after ``uqeval``.
+    needs : tuple of str
+        Names of the steps that must finish first.
+    gpu : bool
+        Whether it runs its network on a CUDA device (a cluster gives it a GPU resource).
+    """
+
+    name: str
+    phase: str
+    command: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    gpu: bool = False
+
+    def shell(self, executable: str = "uqeval") -> str:
+        """The command as one shell line."""
+        return shlex.join([executable, *self.command])
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What ``uqeval study`` will run: the steps, in dependency order, for a folder."""
+
+    out: Path
+    steps: tuple[Step, ...]
+    combinations: tuple[tuple[str, str], ...]
+    seeds: int
+
+    def phase(self, name: str) -> list[Step]:
+        return [step for step in self.steps if step.phase == name]
+
+    def done_path(self, step: Step) -> Path:
+        return self.out / "done" / step.name
+
+    def log_path(self, step: Step) -> Path:
+        return self.out / "logs" / f"{step.name}.log"
+
+    def is_done(self, step: Step) -> bool:
+        return self.done_path(step).exists()
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """The options every run of a study shares (the flags of ``uqeval train``)."""
+
+    data: str = "synthetic"
+    data_options: tuple[str, ...] = ()
+    size: str = "full"
+    epochs: int | None = None
+    batch_size: int | None = None
+    profile: str | None = None
+    device: str = "auto"
+    samples: int | None = None
+    members: int | None = None
+    extra_score: tuple[str, ...] = field(default=())
+
+
+def plan_study(
+    out: str | Path,
+    *,
+    au: Sequence[str] = AU_METHODS,
+    eu: Sequence[str] = EU_METHODS,
+    seeds: int = 1,
+    options: StudyOptions = StudyOptions(),
+) -> StudyPlan:
+    """The steps of a study of ``au`` × ``eu`` over ``seeds`` seeds into ``out``.
+
+    Raises
+    ------
+    UQEvalError
+        An unknown method name (``parameter`` ``au`` or ``eu``), no combination left, or
+        fewer than one seed.
+    """
+    for parameter, names, known in (("au", au, AU_METHODS), ("eu", eu, EU_METHODS)):
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise UQEvalError(
+                f"unknown method(s) {', '.join(unknown)}; the study's are {', '.join(known)}", parameter=parameter
+            )
+    if seeds < 1:
+        raise UQEvalError(f"a study needs at least 1 seed, not {seeds}", parameter="seeds")
+    combinations = study_grid(au, eu)
+    if not combinations:
+        raise UQEvalError("no combination left: softmax + none cannot be decomposed", parameter="eu")
+    out = Path(out).resolve()
+    gpu = options.device.startswith("cuda")
+    shared = _shared_flags(options)
+    steps: list[Step] = []
+    trains: dict[tuple[str, str, int], Step] = {}
+    for seed in range(seeds):
+        for au_name, eu_name in combinations:
+            family = FAMILY[eu_name]
+            key = (au_name, family, seed)
+            if key not in trains:
+                run = out / "runs" / f"{au_name}+{family}" / f"seed-{seed}"
+                command = ("train", "--au", au_name, "--eu", family, "--out", str(run), "--quiet")
+                command += ("--seed", str(seed * SEED_STRIDE), *shared)
+                if options.members is not None and family == "ensemble":
+                    command += ("--members", str(options.members))
+                trains[key] = Step(f"train-{au_name}+{family}-seed-{seed}", "train", command, gpu=gpu)
+    steps.extend(trains.values())
+    scores: list[Step] = []
+    predicts: list[Step] = []
+    for seed in range(seeds):
+        for au_name, eu_name in combinations:
+            family = FAMILY[eu_name]
+            run = out / "runs" / f"{au_name}+{family}" / f"seed-{seed}"
+            store = out / "stores" / f"{au_name}+{eu_name}" / f"seed-{seed}.zarr"
+            report = out / "scores" / f"{au_name}+{eu_name}" / f"seed-{seed}"
+            command = ("predict", str(run), "--out", str(store), "--eu", eu_name, "--quiet", "--device", options.device)
+            if options.samples is not None:
+                command += ("--samples", str(options.samples))
+            if options.members is not None and eu_name != "none":
+                command += ("--members", str(options.members))
+            predict = Step(
+                f"predict-{au_name}+{eu_name}-seed-{seed}",
+                "predict",
+                command,
+                needs=(trains[(au_name, family, seed)].name,),
+                gpu=gpu,
+            )
+            score = Step(
+                f"score-{au_name}+{eu_name}-seed-{seed}",
+                "score",
+                ("score", str(store), "--out", str(report), *options.extra_score),
+                needs=(predict.name,),
+            )
+            predicts.append(predict)
+            scores.append(score)
+    steps.extend(predicts)
+    steps.extend(scores)
+    reports = [step.command[step.command.index("--out") + 1] for step in scores]
+    steps.append(
+        Step(
+            "compare",
+            "compare",
+            ("compare", *reports, "--out", str(out / "comparison")),
+            needs=tuple(step.name for step in scores),
+        )
+    )
+    return StudyPlan(out, tuple(steps), tuple(combinations), seeds)
+
+
+def _shared_flags(options: StudyOptions) -> tuple[str, ...]:
+    flags: list[str] = ["--data", options.data, "--size", options.size, "--device", options.device]
+    if options.profile is not None:
+        flags += ["--profile", options.profile]
+    if options.epochs is not None:
+        flags += ["--epochs", str(options.epochs)]
+    if options.batch_size is not None:
+        flags += ["--batch-size", str(options.batch_size)]
+    for option in options.data_options:
+        flags += ["--data-option", option]
+    return tuple(flags)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def write_manifest(plan: StudyPlan, path: str | Path, *, executable: str = "uqeval") -> dict[str, tuple[int, int]]:
+    """Write one complete command per line, in dependency order (every ``train``, then
+    every ``predict``, ``score`` and the ``compare``), for a job array.
+
+    Returns the 1-based line range of each phase: run each phase as its own array, after
+    the one before has finished (or use :func:`run_on_cluster`).
+    """
+    from uqeval.report.files import write_bytes
+
+    lines, ranges = [], {}
+    for phase in PHASES:
+        steps = plan.phase(phase)
+        if steps:
+            ranges[phase] = (len(lines) + 1, len(lines) + len(steps))
+            lines.extend(step.shell(executable) for step in steps)
+    write_bytes(Path(path), ("\n".join(lines) + "\n").encode())
+    return ranges
+
+
+@dataclass
+class StepOutcome:
+    """How a step ended: ``done`` (now or before), ``failed`` (see its log) or ``skipped``
+    (a step it needs failed)."""
+
+    step: Step
+    status: str
+    seconds: float = 0.0
+
+
+def run_step(plan: StudyPlan, step: Step, *, executable: Sequence[str] | None = None) -> StepOutcome:
+    """Run one step as a subprocess, its output in its log; mark it done on success."""
+    if plan.is_done(step):
+        return StepOutcome(step, "done")
+    executable = list(executable or [sys.executable, "-m", "uqeval"])
+    log = plan.log_path(step)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(log, "a") as handle:
+        handle.write(f"$ {step.shell()}\n")
+        handle.flush()
+        completed = subprocess.run(
+            [*executable, *step.command], stdout=handle, stderr=subprocess.STDOUT, env=_step_environment(), check=False
+        )
+    seconds = time.monotonic() - started
+    if completed.returncode != 0:
+        return StepOutcome(step, "failed", seconds)
+    done = plan.done_path(step)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(f"{seconds:.1f} s\n")
+    return StepOutcome(step, "done", seconds)
+
+
+def _step_environment() -> dict[str, str]:
+    environment = dict(os.environ)
+    environment.setdefault("PYTHONUNBUFFERED", "1")
+    return environment
+
+
+def run_locally(
+    plan: StudyPlan,
+    *,
+    on_update: Callable[[StepOutcome | None, Step | None], None] | None = None,
+    executable: Sequence[str] | None = None,
+) -> list[StepOutcome]:
+    """Run every step here, in dependency order; a failed step skips only what needs it.
+
+    ``on_update(outcome, next_step)`` is called before each step (``outcome`` None) and
+    after it.
+    """
+    outcomes: dict[str, StepOutcome] = {}
+    for step in plan.steps:
+        failed = [name for name in step.needs if outcomes.get(name) and outcomes[name].status != "done"]
+        if failed:
+            outcomes[step.name] = StepOutcome(step, "skipped")
+        else:
+            if on_update is not None:
+                on_update(None, step)
+            outcomes[step.name] = run_step(plan, step, executable=executable)
+        if on_update is not None:
+            on_update(outcomes[step.name], None)
+    return list(outcomes.values())
+
+
+def run_on_cluster(plan: StudyPlan, scheduler: str, *, executable: Sequence[str] | None = None) -> list[StepOutcome]:
+    """Submit every step to a ``dask.distributed`` scheduler as a task that depends on the
+    tasks of the steps it needs; steps on CUDA ask for the worker resource ``GPU=1``.
+
+    A failed step (non-zero exit) makes the steps that need it skip; the others go on.
+    """
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed ships with uqeval's dask extra
+        raise UQEvalError("--scheduler needs dask.distributed (pip install 'dask[distributed]')") from None
+    client = Client(scheduler)
+    try:
+        futures: dict[str, Any] = {}
+        for step in plan.steps:
+            needed = [futures[name] for name in step.needs]
+            futures[step.name] = client.submit(
+                _cluster_step,
+                plan,
+                step,
+                needed,
+                executable,
+                key=f"uqeval-study-{step.name}",
+                resources={"GPU": 1} if step.gpu else None,
+                pure=False,
+            )
+        return client.gather([futures[step.name] for step in plan.steps])
+    finally:
+        client.close()
+
+
+def _cluster_step(
+    plan: StudyPlan, step: Step, needed: Iterable[StepOutcome], executable: Sequence[str] | None
+) -> StepOutcome:
+    if any(outcome.status != "done" for outcome in needed):
+        return StepOutcome(step, "skipped")
+    return run_step(plan, step, executable=executable)

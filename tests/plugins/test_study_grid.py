@@ -1,0 +1,109 @@
+"""``uqeval study``: the grid's steps, the manifest, and a small study run twice."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+import pytest
+from helpers import run_cli
+
+from uqeval.errors import UQEvalError
+from uqeval_torch.study import StudyOptions, plan_study, study_grid
+
+TINY = ["--size", "tiny", "--epochs", "2", "--batch-size", "8", "--samples", "2", "--members", "2", "--device", "cpu"]
+TINY_DATA = ["--data-option", "size=16", "--data-option", "n_train=12"]
+TINY_DATA += ["--data-option", "n_calibration=4", "--data-option", "n_test=4"]
+
+
+def test_the_default_grid_is_the_studys_19_combinations():
+    grid = study_grid()
+    assert len(grid) == 19
+    assert ("softmax", "none") not in grid
+    plan = plan_study("out")
+    assert len(plan.phase("predict")) == len(plan.phase("score")) == 19
+    # none, swag and swag_diag share one SWAG run: 4 AU methods × 3 families.
+    assert len(plan.phase("train")) == 12
+    assert plan.phase("compare")[0].needs == tuple(step.name for step in plan.phase("score"))
+
+
+def test_sharing_and_dependencies():
+    plan = plan_study("out", au=["ssn"], eu=["none", "swag_diag", "ensemble"], seeds=2)
+    trains = {step.name: step for step in plan.phase("train")}
+    assert set(trains) == {f"train-ssn+{family}-seed-{s}" for family in ("swag", "ensemble") for s in (0, 1)}
+    for step in plan.phase("predict"):
+        eu = step.command[step.command.index("--eu") + 1]
+        family = "ensemble" if eu == "ensemble" else "swag"
+        seed = step.name.rsplit("-", 1)[1]
+        assert step.needs == (f"train-ssn+{family}-seed-{seed}",)
+    seeds = {step.command[step.command.index("--seed") + 1] for step in plan.phase("train")}
+    assert seeds == {"0", "100"}  # study seeds far apart: ensembles share no member
+
+
+@pytest.mark.parametrize(
+    ("options", "parameter"),
+    [
+        ({"au": ["cnn"]}, "au"),
+        ({"eu": ["bayes"]}, "eu"),
+        ({"seeds": 0}, "seeds"),
+        ({"au": ["softmax"], "eu": ["none"]}, "eu"),
+    ],
+)
+def test_bad_grids_are_refused(options, parameter):
+    with pytest.raises(UQEvalError) as raised:
+        plan_study("out", **options)
+    assert raised.value.parameter == parameter
+
+
+def test_manifest_lists_every_step_as_a_complete_command(tmp_path):
+    manifest = tmp_path / "steps.txt"
+    result = run_cli("study", str(tmp_path / "study"), "--data", "synthetic", "--manifest", str(manifest), *TINY)
+    assert result.returncode == 0, result.stderr
+    lines = manifest.read_text().splitlines()
+    plan = plan_study(
+        tmp_path / "study",
+        options=StudyOptions(size="tiny", epochs=2, batch_size=8, samples=2, members=2, device="cpu"),
+    )
+    assert len(lines) == len(plan.steps) == 12 + 19 + 19 + 1
+    combinations = set()
+    for line in lines:
+        words = shlex.split(line)
+        assert words[0] == "uqeval" and words[1] in ("train", "predict", "score", "compare")
+        if words[1] == "predict":
+            run = words[2]
+            au = run.split("/runs/")[1].split("+")[0]
+            combinations.add((au, words[words.index("--eu") + 1]))
+    assert combinations == set(study_grid())
+    assert "train lines 1–12" in result.stderr and "compare lines 51–51" in result.stderr
+    assert not (tmp_path / "study").exists()  # a manifest runs nothing
+
+
+def test_a_two_combination_study_runs_to_a_comparison_and_resumes(tmp_path):
+    out = tmp_path / "study"
+    arguments = ["study", str(out), "--au", "ssn", "--eu", "none,swag_diag", *TINY, *TINY_DATA, "--quiet"]
+    started = time.monotonic()
+    result = run_cli(*arguments)
+    first = time.monotonic() - started
+    assert result.returncode == 0, result.stderr + "".join(p.read_text() for p in (out / "logs").glob("*.log"))
+    comparison = json.loads((out / "comparison" / "comparison.json").read_text())
+    assert {run["group"] for run in comparison["runs"]} == {"ssn+none (tiny)", "ssn+swag_diag (tiny)"}
+    assert [path.name for path in (out / "runs").iterdir()] == ["ssn+swag"]  # one run served both
+    started = time.monotonic()
+    again = run_cli(*arguments)
+    assert again.returncode == 0, again.stderr
+    assert time.monotonic() - started < first / 2  # every step was done: nothing reran
+
+
+def test_a_failed_step_is_reported_with_its_log_and_the_rest_goes_on(tmp_path):
+    out = tmp_path / "study"
+    # dropout with 1 epoch trains; swag_diag with 1 epoch fails (SWAG needs 2 epochs of moments).
+    arguments = ["study", str(out), "--au", "ssn", "--eu", "dropout,swag_diag", *TINY, *TINY_DATA, "--quiet"]
+    arguments[arguments.index("--epochs") + 1] = "1"
+    result = run_cli(*arguments)
+    assert result.returncode == 2
+    assert "failed: train-ssn+swag-seed-0 (log: " in result.stderr
+    log = out / "logs" / "train-ssn+swag-seed-0.log"
+    assert "at least 2 epochs" in log.read_text()
+    assert (out / "done" / "score-ssn+dropout-seed-0").exists()  # the dropout branch finished
+    assert not (out / "comparison").exists()  # compare needs every score
