@@ -110,3 +110,20 @@ def test_core_commands_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_gpu_defaults_on_the_cpu_are_announced_up_front(tmp_path):
+    """Without --size and --epochs, training on the CPU says what it is about to do (here the
+    combination is then refused, so nothing trains)."""
+    result = uqeval_cli(
+        "train", "--au", "softmax", "--eu", "none", "--data", "synthetic", "--out", str(tmp_path / "run"),
+        "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "the study's GPU settings, on the CPU takes hours" in result.stderr
+    assert "--size tiny --epochs 4" in result.stderr
+    quiet = uqeval_cli(
+        "train", "--au", "softmax", "--eu", "none", "--data", "synthetic", "--out", str(tmp_path / "run"),
+        "--device", "cpu", "--size", "tiny", "--epochs", "1",
+    )  # fmt: skip
+    assert "takes hours" not in quiet.stderr

@@ -74,8 +74,10 @@ def train_command(
     ],
     data: Annotated[str, typer.Option("--data", help="Dataset, e.g. synthetic.")],
     out: Annotated[Path, typer.Option("--out", help="The run folder; rerun the same command to resume.")],
-    size: Annotated[str, typer.Option("--size", help="Network size: tiny (CPU) or full (the study's).")] = "full",
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per member.")] = 100,
+    size: Annotated[
+        str | None, typer.Option("--size", help="Network size: tiny (CPU) or full (the study's; default).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per member (default 100).")] = None,
     members: Annotated[
         int | None, typer.Option("--members", help="Members to train (default: the EU method's, e.g. 5).")
     ] = None,
@@ -93,6 +95,14 @@ def train_command(
     manager = plugin_manager()
     if members is None:
         members = int(_flagged("--eu", manager.eu_method, eu).default_members)
+    if size is None and epochs is None and _on_cpu(device):
+        err_console.print(
+            "note: training the full-size network for 100 epochs, the study's GPU settings, on the CPU takes "
+            "hours; for a quick run pass --size tiny --epochs 4 (and set OMP_NUM_THREADS to the cores to use)",
+            highlight=False,
+        )
+    size = size or "full"
+    epochs = 100 if epochs is None else epochs
     options: dict[str, Any] = parse_options(data_option)
     if options:  # typed as the dataset takes them ("32" → 32), so API and CLI runs resume alike
         dataset = _flagged("--data-option", lambda name: manager.dataset(name, options), data)
@@ -115,6 +125,15 @@ def train_command(
     if note:
         err_console.print(f"note: {note}", highlight=False)
     err_console.print(f"trained {settings.au}+{settings.eu} ({members} member(s)) → {out}", highlight=False)
+
+
+def _on_cpu(device: str) -> bool:
+    """Whether ``device`` resolves to the CPU (``auto`` without CUDA)."""
+    if device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return device == "cpu"
 
 
 def predict_command(
