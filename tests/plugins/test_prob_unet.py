@@ -9,7 +9,7 @@ from torch.distributions import Normal, kl_divergence
 
 from uqeval.contracts import AUMethod
 from uqeval_torch.au.prob_unet import ProbUNet, ProbUNetNetwork, gaussian_kl
-from uqeval_torch.backbone import Backbone
+from uqeval_torch.backbone import Backbone, MCDropout, ResBlock, set_mc_dropout
 
 IN_CHANNELS, N_CLASSES, SIDE, BATCH = 1, 2, 32, 2
 
@@ -35,17 +35,55 @@ def test_is_an_au_method_with_its_attributes():
     assert isinstance(method, AUMethod)
     assert (method.name, method.deterministic, method.default_samples) == ("prob_unet", False, 10)
     assert (method.latent_dim, method.beta, method.warmup_epochs, method.width_scale) == (6, 5e-4, 32, 0.75)
+    assert method.fusion_layers == 4
+    assert ProbUNet(beta=2.5e-3).beta == 2.5e-3  # the study's Cháksu setting
+    with pytest.raises(ValueError, match="beta"):
+        ProbUNet(beta=-1.0)
 
 
 def test_build_scales_all_three_nets_and_sizes_the_encoders_inputs():
     model = tiny_model()
-    width = 6  # tiny width 8 × 0.75
+    # Tiny width 8 with the study's multipliers (1, 2, 4, 8) × 0.75 → (1, 2, 3, 6).
+    for net in (model.unet, model.prior.encoder, model.posterior.encoder):
+        assert net.shape.channels == [8, 16, 24, 48]
+    width = 8
     assert model.unet.feature_channels == width
     assert model.prior.encoder.stem.weight.shape[:2] == (width, IN_CHANNELS)
     assert model.posterior.encoder.stem.weight.shape[:2] == (width, IN_CHANNELS + N_CLASSES)
-    assert model.fusion.convs[0].in_channels == width + 6
+    assert model.prior.to_moments.in_channels == 48
+    # Four 1×1 convs: (features + z) → features → features → features → classes, ReLU between.
+    assert [conv.in_channels for conv in model.fusion.convs] == [width + 6, width, width, width]
     assert model.fusion.convs[-1].out_channels == N_CLASSES
-    assert len(model.fusion.convs) == 3
+    assert all(conv.kernel_size == (1, 1) for conv in model.fusion.convs)
+
+
+def test_fusion_head_is_relu_convs_on_the_raw_features():
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(BATCH, 8, 4, 4, generator=generator)
+    z = torch.randn(BATCH, 6, generator=generator)
+    with torch.no_grad():
+        h = torch.cat([features, z[:, :, None, None].expand(-1, -1, 4, 4)], dim=1)
+        for index, conv in enumerate(model.fusion.convs):
+            h = conv(torch.relu(h) if index else h)
+        torch.testing.assert_close(model.fusion(features, z), h)
+        images, _ = batch()
+        torch.manual_seed(1)
+        logits = model(images)
+        torch.manual_seed(1)
+        mu, log_sigma = model.prior(images)
+        expected = model.fusion(model.unet.features(images), mu + log_sigma.exp() * torch.randn(BATCH, 6))
+        torch.testing.assert_close(logits, expected)
+
+
+def test_dropout_is_in_all_three_nets_and_not_in_the_fusion_head():
+    torch.manual_seed(0)
+    model = ProbUNet().build(Backbone("tiny"), in_channels=IN_CHANNELS, n_classes=N_CLASSES, dropout=0.2)
+    for net in (model.unet, model.prior, model.posterior):
+        layers = [m for m in net.modules() if isinstance(m, MCDropout)]
+        assert layers and len(layers) == len([m for m in net.modules() if isinstance(m, ResBlock)])
+    assert not any(isinstance(m, torch.nn.Dropout2d) for m in model.fusion.modules())
+    assert set_mc_dropout(model, True) == 22 + 10 + 10
 
 
 def test_sample_gives_probability_maps():
@@ -88,7 +126,7 @@ def test_loss_is_cross_entropy_of_a_posterior_sample_plus_weighted_kl():
     mu_q, log_sigma_q = model.posterior(torch.cat([images, label_maps.float()], dim=1))
     mu_p, log_sigma_p = model.prior(images)
     z = mu_q + log_sigma_q.exp() * torch.randn(BATCH, 6)
-    logits = model.fusion(model.unet(images), z)
+    logits = model.fusion(model.unet.features(images), z)
     cross_entropy = F.cross_entropy(logits, labels, ignore_index=255)
     kl = kl_divergence(Normal(mu_q, log_sigma_q.exp()), Normal(mu_p, log_sigma_p.exp())).sum(dim=1).mean()
     assert kl > 1e-3
@@ -99,6 +137,7 @@ def test_log_sigma_is_clamped_and_mu_is_not():
     model = tiny_model(ProbUNet(log_sigma_range=(-6.0, 3.0)))
     images, _ = batch()
     head = model.prior.to_moments
+    assert model.prior.to_moments.weight.std() > 0.01  # Kaiming-normal, not zero
     with torch.no_grad():
         head.weight.zero_()
         head.bias.copy_(torch.tensor([50.0, -50.0, 0.0, 1.0, 2.0, 3.0, 80.0, -80.0, 2.5, -5.5, 3.5, -6.5]))
@@ -112,8 +151,9 @@ def test_sample_reruns_only_the_fusion_head_and_repeats_for_a_seed():
     model = tiny_model(method).eval()
     images, _ = batch()
     calls = {"unet": 0, "prior": 0, "posterior": 0, "fusion": 0}
-    for name in calls:
-        getattr(model, name).register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    parts = {"unet": model.unet.stem, "prior": model.prior, "posterior": model.posterior, "fusion": model.fusion}
+    for name, part in parts.items():
+        part.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
     with torch.no_grad():
         torch.manual_seed(3)
         first = method.sample(model, images, 5)
@@ -141,14 +181,24 @@ def test_posterior_depends_on_the_label_and_prior_does_not_see_it():
     assert model.prior.encoder.stem.in_channels == IN_CHANNELS
 
 
-def test_every_parameter_gets_a_gradient():
+def test_every_parameter_gets_a_gradient_but_the_studys_unused_ones():
+    # The UNet's own output head and the ResBlocks' timestep projections exist, unused, as in
+    # the study's code. Every other parameter is reached (the zero-initialised convs block
+    # some gradients in the first step, so take one step first).
     method = ProbUNet()
     model = tiny_model(method).train()
     images, labels = batch()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
     method.loss(model, images, labels, epoch=0).backward()
-    unused = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert unused == []
+    optimiser.step()
+    optimiser.zero_grad()
+    torch.manual_seed(1)
+    method.loss(model, images, labels, epoch=0).backward()
+    unused = {name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0}
+    expected = {name for name, _ in model.named_parameters() if name.startswith("unet.head.")}
+    expected |= {name for name, _ in model.named_parameters() if ".timestep_projection." in name}
+    assert unused == expected
 
 
 def test_state_dict_round_trips_to_the_same_samples():

@@ -10,11 +10,15 @@ minimises the negative evidence lower bound
            + β · min(1, (epoch + 1) / warmup_epochs) · KL(q(z | image, label) ‖ p(z | image)),
 
 with the cross-entropy in nats per labelled pixel (mean reduction, which is why the
-study's β = 5e-4 is small: Kohl et al. sum over pixels) and the KL in nats per image.
+study's β is small: Kohl et al. sum over pixels) and the KL in nats per image (summed
+over the latent, averaged over the batch).
 
-The study: latent dimension 6, β = 5e-4 (LIDC; 2.5e-3 on Cháksu) warmed up linearly over
-32 epochs; the prior and posterior are encoders of the shared UNet, and all three nets
-have 24 base channels instead of 32 (``width_scale`` 0.75) to pay for the two encoders.
+The study's code: latent dimension 6; β = 5e-4 on LIDC and 2.5e-3 on Cháksu, warmed up
+linearly over 32 epochs; the UNet, prior and posterior are the shared network with the
+deeper channel multipliers scaled by 0.75 (32/64/96/192 channels at full size); the
+prior and posterior are its encoder and middle; the fusion head is 4 1×1 convs with
+ReLU on the UNet's raw last decoder features (the UNet's own output head goes unused).
+MC dropout, when asked for, is in all three nets, not in the fusion head.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from uqeval_torch.au.common import cross_entropy, one_hot
-from uqeval_torch.backbone import group_norm
 
 
 def gaussian_kl(
@@ -46,21 +49,21 @@ def gaussian_kl(
 class GaussianEncoder(nn.Module):
     """An image (or image + one-hot label) → a diagonal Gaussian over the latent: (μ, log σ), each (batch, latent).
 
-    The UNet encoder's deepest map goes through GroupNorm → SiLU (as the UNet's own head
-    does before its conv: the residual stream is not normalised), a global average over
-    the pixels and a 1×1 conv to 2·latent channels; log σ is clamped to ``log_sigma_range``.
-    μ and log σ are float32.
+    The encoder's deepest map is averaged over the pixels and a 1×1 conv gives 2·latent
+    channels (as the study's code: no normalisation before it; Kaiming-normal weights,
+    biases N(0, 0.01²)); log σ is clamped to ``log_sigma_range``. μ and log σ are float32.
     """
 
     def __init__(self, encoder: nn.Module, latent_dim: int, log_sigma_range: tuple[float, float]):
         super().__init__()
         self.encoder = encoder
-        self.norm = group_norm(encoder.out_channels)
         self.to_moments = nn.Conv2d(encoder.out_channels, 2 * latent_dim, 1)
+        nn.init.kaiming_normal_(self.to_moments.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.normal_(self.to_moments.bias, std=1e-2)
         self.log_sigma_range = (float(log_sigma_range[0]), float(log_sigma_range[1]))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = F.silu(self.norm(self.encoder(x))).mean(dim=(-2, -1), keepdim=True)
+        pooled = self.encoder(x).mean(dim=(-2, -1), keepdim=True)
         mu, log_sigma = self.to_moments(pooled).flatten(1).float().chunk(2, dim=1)
         return mu, log_sigma.clamp(*self.log_sigma_range)
 
@@ -69,11 +72,11 @@ class FusionHead(nn.Module):
     """UNet features (batch, feature, y, x) and a latent z (batch, latent) → logits (batch, class, y, x).
 
     z is tiled over the image and concatenated with the features; then ``layers`` 1×1
-    convs with SiLU between them, the hidden ones as wide as the features (Kohl et al.:
-    three 1×1 convs as wide as the UNet's first scale), the last one to the classes.
+    convs with ReLU between them, the hidden ones as wide as the features, the last one
+    to the classes (the study: 4 layers).
     """
 
-    def __init__(self, feature_channels: int, latent_dim: int, n_classes: int, *, layers: int = 3):
+    def __init__(self, feature_channels: int, latent_dim: int, n_classes: int, *, layers: int = 4):
         super().__init__()
         if layers < 1:
             raise ValueError(f"the fusion head needs at least one layer; got {layers}")
@@ -83,8 +86,8 @@ class FusionHead(nn.Module):
     def forward(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         tiled = z.to(features.dtype)[:, :, None, None].expand(-1, -1, *features.shape[-2:])
         h = torch.cat([features, tiled], dim=1)
-        for i, conv in enumerate(self.convs):
-            h = conv(F.silu(h) if i else h)
+        for index, conv in enumerate(self.convs):
+            h = conv(F.relu(h) if index else h)
         return h
 
 
@@ -93,9 +96,8 @@ class ProbUNetNetwork(nn.Module):
 
     Attributes
     ----------
-    unet : the UNet; ``unet(images)`` is its activated last feature map (batch, width, y, x):
-        its 3×3 output conv is replaced by the identity, so its forward ends with the
-        head's GroupNorm → SiLU and no parameter goes unused.
+    unet : the UNet; ``unet.features(images)`` (batch, width, y, x) feeds the fusion head.
+        Its output head is kept, unused, as in the study's code (its parameters count).
     prior : :class:`GaussianEncoder` of the image, p(z | image).
     posterior : :class:`GaussianEncoder` of the image and the label's one-hot map, q(z | image, label).
     fusion : :class:`FusionHead`.
@@ -111,7 +113,6 @@ class ProbUNetNetwork(nn.Module):
         n_classes: int,
     ):
         super().__init__()
-        unet.head = nn.Identity()
         self.unet = unet
         self.prior = prior
         self.posterior = posterior
@@ -126,7 +127,7 @@ class ProbUNetNetwork(nn.Module):
         """Logits (batch, class, y, x) of one z drawn from the posterior when ``labels`` are given, else the prior."""
         mu, log_sigma = self.prior(images) if labels is None else self.posterior(self.posterior_input(images, labels))
         z = mu + torch.exp(log_sigma) * torch.randn_like(mu)
-        return self.fusion(self.unet(images), z)
+        return self.fusion(self.unet.features(images), z)
 
 
 class ProbUNet:
@@ -135,18 +136,20 @@ class ProbUNet:
     Parameters
     ----------
     latent_dim : dimensions of z (the study: 6).
-    beta : weight of the KL term once warmed up (the study: 5e-4 on LIDC, 2.5e-3 on Cháksu).
+    beta : weight of the KL term once warmed up. The study: 5e-4 on LIDC (the default),
+        2.5e-3 on Cháksu.
     warmup_epochs : the KL weight at epoch e (from 0) is ``beta · min(1, (e + 1) / warmup_epochs)``,
         so it reaches ``beta`` in the last warm-up epoch (epoch 31 of 32) and is never 0;
         ``warmup_epochs`` ≤ 0 gives ``beta`` from the start.
-    width_scale : base width of all three nets relative to the backbone's (the study: 24/32).
-    fusion_layers : 1×1 convs of the fusion head (Kohl et al.: 3).
-    log_sigma_range : hard clamp of the encoders' log σ (no gradient beyond it). The default
-        (−6, 3) bounds σ to [0.0025, 20]: it keeps exp(−2 log σ_p) in the KL below e¹² and z
-        finite when a net puts out extreme values early in training, while a latent spread
-        below 0.0025 (a point mass, for a 6-d z fed to 1×1 convs) or above 20 (z far outside
-        anything the fusion head was trained on) is no use to a trained model, so the bounds
-        should not bind.
+    width_scale : scale of the deeper channel multipliers of all three nets
+        (:meth:`~uqeval_torch.backbone.UNetShape.scaled`; the study: 0.75).
+    fusion_layers : 1×1 convs of the fusion head (the study: 4).
+    log_sigma_range : hard clamp of the encoders' log σ (no gradient beyond it; the study
+        has none). The default (−6, 3) bounds σ to [0.0025, 20]: it keeps exp(−2 log σ_p)
+        in the KL below e¹² and z finite when a net puts out extreme values early in
+        training, while a latent spread below 0.0025 (a point mass, for a 6-d z fed to
+        1×1 convs) or above 20 (z far outside anything the fusion head was trained on) is
+        no use to a trained model, so the bounds should not bind.
     """
 
     name = "prob_unet"
@@ -161,11 +164,13 @@ class ProbUNet:
         beta: float = 5e-4,
         warmup_epochs: int = 32,
         width_scale: float = 0.75,
-        fusion_layers: int = 3,
+        fusion_layers: int = 4,
         log_sigma_range: tuple[float, float] = (-6.0, 3.0),
     ):
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1; got {latent_dim}")
+        if beta < 0:
+            raise ValueError(f"beta must not be negative; got {beta}")
         if not log_sigma_range[0] < log_sigma_range[1]:
             raise ValueError(f"log_sigma_range must be (low, high) with low < high; got {log_sigma_range}")
         self.latent_dim = latent_dim
@@ -178,12 +183,18 @@ class ProbUNet:
     def build(
         self, backbone: Callable[..., nn.Module], *, in_channels: int, n_classes: int, dropout: float = 0.0
     ) -> ProbUNetNetwork:
-        """The UNet (with ``dropout``), the prior and posterior encoders (without), all at ``width_scale``."""
+        """The UNet, the prior and posterior encoders (all with ``dropout``, at ``width_scale``) and the fusion head."""
         unet = backbone(in_channels=in_channels, out_channels=n_classes, dropout=dropout, width_scale=self.width_scale)
         moments = 2 * self.latent_dim
 
         def encoder(channels: int) -> GaussianEncoder:
-            net = backbone(in_channels=channels, out_channels=moments, width_scale=self.width_scale, encoder_only=True)
+            net = backbone(
+                in_channels=channels,
+                out_channels=moments,
+                dropout=dropout,
+                width_scale=self.width_scale,
+                encoder_only=True,
+            )
             return GaussianEncoder(net, self.latent_dim, self.log_sigma_range)
 
         return ProbUNetNetwork(
@@ -206,7 +217,7 @@ class ProbUNet:
         mu_q, log_sigma_q = model.posterior(model.posterior_input(images, labels))
         mu_p, log_sigma_p = model.prior(images)
         z = mu_q + torch.exp(log_sigma_q) * torch.randn_like(mu_q)
-        logits = model.fusion(model.unet(images), z)
+        logits = model.fusion(model.unet.features(images), z)
         kl = gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p).mean()
         return cross_entropy(logits, labels) + self.kl_weight(epoch) * kl
 
@@ -215,7 +226,7 @@ class ProbUNet:
 
         The UNet and the prior run once; each draw reruns only the fusion head.
         """
-        features = model.unet(images)
+        features = model.unet.features(images)
         mu, log_sigma = model.prior(images)
         noise = torch.randn((n, *mu.shape), device=mu.device, dtype=mu.dtype)
         draws = [model.fusion(features, mu + torch.exp(log_sigma) * eps) for eps in noise]
