@@ -107,3 +107,29 @@ def test_a_failed_step_is_reported_with_its_log_and_the_rest_goes_on(tmp_path):
     assert "at least 2 epochs" in log.read_text()
     assert (out / "done" / "score-ssn+dropout-seed-0").exists()  # the dropout branch finished
     assert not (out / "comparison").exists()  # compare needs every score
+
+
+def test_a_study_runs_on_a_dask_cluster_with_its_dependencies(tmp_path):
+    from distributed import LocalCluster
+
+    from uqeval_torch.study import run_on_cluster
+
+    options = StudyOptions(
+        size="tiny",
+        epochs=2,
+        batch_size=8,
+        samples=2,
+        members=2,
+        device="cpu",
+        data_options=tuple(TINY_DATA[1::2]),
+    )
+    plan = plan_study(tmp_path / "study", au=["ssn"], eu=["none", "swag_diag"], options=options)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        outcomes = run_on_cluster(plan, cluster.scheduler_address)
+    assert [outcome.status for outcome in outcomes] == ["done"] * len(plan.steps)
+    assert (tmp_path / "study" / "comparison" / "comparison.json").is_file()
+    # Every step succeeded, and a step fails without what it needs (predict refuses an
+    # unfinished run, score a missing store), so the order held; the marks agree.
+    finished = {step.name: plan.done_path(step).stat().st_mtime for step in plan.steps}
+    for step in plan.steps:
+        assert all(finished[needed] <= finished[step.name] for needed in step.needs), step.name
