@@ -121,9 +121,30 @@ def test_gpu_defaults_on_the_cpu_are_announced_up_front(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "the study's GPU settings, on the CPU takes hours" in result.stderr
-    assert "--size tiny --epochs 4" in result.stderr
+    assert "pass --profile cpu for a model that learns in minutes" in result.stderr
     quiet = uqeval_cli(
         "train", "--au", "softmax", "--eu", "none", "--data", "synthetic", "--out", str(tmp_path / "run"),
         "--device", "cpu", "--size", "tiny", "--epochs", "1",
     )  # fmt: skip
     assert "takes hours" not in quiet.stderr
+
+
+def test_the_cpu_profile_trains_a_model_that_has_learned(tmp_path):
+    """--profile cpu: a 2-member softmax ensemble whose AU follows the raters' disagreement."""
+    run, store = tmp_path / "run", tmp_path / "cube.zarr"
+    trained = uqeval_cli(
+        "train", "--profile", "cpu", "--au", "softmax", "--eu", "ensemble", "--members", "2", "--data", "synthetic",
+        "--out", str(run), "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "takes hours" not in trained.stderr
+    settings = json.loads((run / "run.json").read_text())
+    assert (settings["size"], settings["epochs"], settings["learning_rate"]) == ("tiny", 30, 3e-3)
+    predicted = uqeval_cli("predict", str(run), "--out", str(store), "--quiet")  # the run's data options
+    assert predicted.returncode == 0, predicted.stderr
+    scored = uqeval_cli("score", str(store), "--json")
+    assert scored.returncode == 0, scored.stderr
+    rows = json.loads(scored.stdout)["results"]
+    key = ("amb", "id", "au", "ncc")
+    [ncc] = [row["value"] for row in rows if (row["task"], row["split"], row["measure"], row["metric"]) == key]
+    assert ncc > 0.3

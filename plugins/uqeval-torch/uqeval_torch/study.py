@@ -113,7 +113,7 @@ class StudyOptions:
 
     data: str = "synthetic"
     data_options: tuple[str, ...] = ()
-    size: str = "full"
+    size: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     profile: str | None = None
@@ -210,7 +210,9 @@ def plan_study(
 
 
 def _shared_flags(options: StudyOptions) -> tuple[str, ...]:
-    flags: list[str] = ["--data", options.data, "--size", options.size, "--device", options.device]
+    flags: list[str] = ["--data", options.data, "--device", options.device]
+    if options.size is not None:
+        flags += ["--size", options.size]
     if options.profile is not None:
         flags += ["--profile", options.profile]
     if options.epochs is not None:
