@@ -110,15 +110,22 @@ class MCDropout(nn.Dropout2d):
 
 
 def set_mc_dropout(model: nn.Module, active: bool) -> int:
-    """Keep every :class:`MCDropout` of ``model`` dropping in evaluation mode (``active``) or not.
+    """Keep every dropout layer of ``model`` dropping in evaluation mode (``active``) or not.
+
+    An :class:`MCDropout` gets its ``sampling`` flag, which a later ``.eval()`` leaves
+    alone; any other torch dropout layer (a third party's network) is put in training
+    mode (``active``) or evaluation mode.
 
     Returns
     -------
-    How many :class:`MCDropout` layers ``model`` has (0 for a network built without dropout).
+    How many dropout layers ``model`` has (0 for a network built without dropout).
     """
-    layers = [module for module in model.modules() if isinstance(module, MCDropout)]
+    layers = [module for module in model.modules() if isinstance(module, nn.modules.dropout._DropoutNd)]
     for layer in layers:
-        layer.sampling = active
+        if isinstance(layer, MCDropout):
+            layer.sampling = active
+        else:
+            layer.train(active)
     return len(layers)
 
 

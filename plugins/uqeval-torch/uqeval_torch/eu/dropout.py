@@ -14,18 +14,7 @@ from torch import nn
 
 from uqeval.contracts import TrainRoutine
 from uqeval.errors import UQEvalError
-
-
-def sample_dropout(model: nn.Module) -> int:
-    """Put ``model`` in evaluation mode except its dropout layers, which keep sampling.
-
-    Returns the number of dropout layers switched on (0: the network has none).
-    """
-    model.eval()
-    layers = [module for module in model.modules() if isinstance(module, nn.modules.dropout._DropoutNd)]
-    for layer in layers:
-        layer.train()
-    return len(layers)
+from uqeval_torch.backbone import set_mc_dropout
 
 
 class MCDropout:
@@ -52,8 +41,8 @@ class MCDropout:
     def members(self, trained: Any, *, n: int, seed: int) -> Iterator[nn.Module]:
         if n < 1:
             raise UQEvalError(f"MC dropout needs at least 1 member, not {n}")
-        model = trained[0]
-        if sample_dropout(model) == 0:
+        model = trained[0].eval()
+        if set_mc_dropout(model, True) == 0:
             raise UQEvalError("MC dropout: the network has no dropout layer to sample (was it trained with dropout?)")
         for _ in range(n):
             yield model
