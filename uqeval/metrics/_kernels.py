@@ -123,6 +123,14 @@ def pearson_kernel(reference, maps, valid, tolerance, correlation, state):
         state[image] = 0
 
 
+@numba.njit(inline="always")
+def _platt_key(value, bits, last):
+    """Row of ``value`` (its float32 bits ``bits``) in a Platt-keyed table of ``last + 1`` rows."""
+    if value < PLATT_SMALLEST:
+        return 0
+    return min((np.int64(bits) >> _SHIFT) - _LOW_KEY + 1, last)
+
+
 @numba.njit(nogil=True, cache=True)
 def platt_table_kernel(maps, bits, agree, valid, table):
     """Add pixels to a Platt table: per key, ``n``, ``Σw``, ``ΣU`` and ``Σw·U``.
@@ -139,10 +147,7 @@ def platt_table_kernel(maps, bits, agree, valid, table):
             if raters == 0:
                 continue
             u = np.float64(maps[image, pixel])
-            if maps[image, pixel] < PLATT_SMALLEST:
-                key = 0
-            else:
-                key = min((np.int64(bits[image, pixel]) >> _SHIFT) - _LOW_KEY + 1, last)
+            key = _platt_key(maps[image, pixel], bits[image, pixel], last)
             w = agree[image, pixel] / raters
             table[key, 0] += 1.0
             table[key, 1] += w
@@ -193,10 +198,7 @@ def confidence_histogram_kernel(maps, bits, agree, valid, groups, slope, interce
             raters = valid[image, pixel]
             if raters == 0:
                 continue
-            if maps[image, pixel] < PLATT_SMALLEST:
-                key = 0
-            else:
-                key = min((np.int64(bits[image, pixel]) >> _SHIFT) - _LOW_KEY + 1, last)
+            key = _platt_key(maps[image, pixel], bits[image, pixel], last)
             z = intercept - slope * np.float64(maps[image, pixel])
             table[group, key, 0] += 1
             table[group, key, 1] += np.int64(np.round(agree[image, pixel] / raters * FIXED_POINT))

@@ -63,6 +63,12 @@ class PlattFit:
     n_pixels: int
     note: str = ""
 
+    def check_usable(self) -> None:
+        """Raise unless the parameters give confidences (a finite slope, an intercept that
+        is not NaN; ±inf is the limit of data that are all correct or all wrong)."""
+        if not math.isfinite(self.slope) or math.isnan(self.intercept):
+            raise UQEvalError(f"calibration: Platt parameters ({self.slope}, {self.intercept}) are not usable")
+
     def confidence(self, u: np.ndarray) -> np.ndarray:
         """``σ(b - a·U)`` in float64."""
         return _sigmoid(self.intercept - self.slope * np.asarray(u, dtype=np.float64))
@@ -232,8 +238,7 @@ class CalibrationTable:
         ``equal_mass``, also give each image its equal-mass ACE (exact, per image)."""
         flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
         table = np.zeros((flat_u.shape[0], bins, 3))
-        if not math.isfinite(fit.slope) or math.isnan(fit.intercept):
-            raise UQEvalError(f"calibration: Platt parameters ({fit.slope}, {fit.intercept}) are not usable")
+        fit.check_usable()
         _kernels.calibration_kernel(flat_u, flat_agree, flat_valid, fit.slope, fit.intercept, table)
         per_image = None
         if equal_mass:
@@ -400,8 +405,7 @@ class ConfidenceHistogram:
         flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
         if groups is None:
             groups = np.zeros(flat_u.shape[0], dtype=np.int64)
-        if not math.isfinite(fit.slope) or math.isnan(fit.intercept):
-            raise UQEvalError(f"calibration: Platt parameters ({fit.slope}, {fit.intercept}) are not usable")
+        fit.check_usable()
         _kernels.confidence_histogram_kernel(
             flat_u,
             flat_u.view(np.uint32),
