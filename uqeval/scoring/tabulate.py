@@ -55,9 +55,19 @@ def _splits(domains: np.ndarray, scored: np.ndarray) -> dict[str, np.ndarray]:
     return splits
 
 
-def _mean_of_defined(values: Sequence[float]) -> float:
-    defined = [value for value in values if not np.isnan(value)]
-    return float(np.mean(defined)) if defined else float("nan")
+def _domain_means(
+    per_split: Mapping[str, Mapping[str, Mapping[str, float]]], ood_names: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """``ood``'s metrics under ``ood_split="domain-mean"``: per metric and measure, the
+    unweighted mean of the OOD domains' values (those defined; NaN when none is)."""
+    means: dict[str, dict[str, float]] = {}
+    for metric in next(iter(per_split.values())):
+        means[metric] = {}
+        for measure in MEASURES:
+            values = [per_split[name][metric][measure] for name in ood_names if name in per_split]
+            defined = [value for value in values if not np.isnan(value)]
+            means[metric][measure] = float(np.mean(defined)) if defined else float("nan")
+    return means
 
 
 class _Tables:
@@ -192,16 +202,16 @@ def tabulate(
             )
 
     if "amb" in tasks and statistics.ncc is not None:
-        per_split: dict[str, dict[str, float]] = {}
+        per_split: dict[str, dict[str, dict[str, float]]] = {}
         for split, chosen in splits.items():
             values, constant = {}, {}
             for measure in MEASURES:
                 correlation = statistics.ncc[measure]
                 subset = type(correlation)(correlation.correlation[chosen], correlation.state[chosen])
                 values[measure], constant[measure] = mean_ncc(subset, constant=conventions.ncc_constant)
-                if split == POOLED_OOD and domain_mean:
-                    values[measure] = _mean_of_defined([per_split[name][measure] for name in ood_names])
-            per_split[split] = values
+            if split == POOLED_OOD and domain_mean:
+                values = _domain_means(per_split, ood_names)["ncc"]
+            per_split[split] = {"ncc": values}
             for measure in MEASURES:
                 tables.add("amb", split, measure, NO_AGGREGATION, "ncc", values[measure])
                 tables.add("amb", split, measure, NO_AGGREGATION, "ncc_constant", constant[measure])
@@ -231,9 +241,7 @@ def tabulate(
                     metrics[EQUAL_MASS_ACE][measure] = per_image_equal_mass_ace(table, chosen)
                 reliabilities[(split, measure)] = reliability(pooled)
             if split == POOLED_OOD and domain_mean:
-                for metric, values in metrics.items():
-                    for measure in MEASURES:
-                        values[measure] = _mean_of_defined([per_split[name][metric][measure] for name in ood_names])
+                metrics = _domain_means(per_split, ood_names)
             per_split[split] = metrics
             for measure in MEASURES:
                 for metric in ("ace", "ece", EQUAL_MASS_ACE):
@@ -332,12 +340,8 @@ def _failure_detection(
             for measure in MEASURES:
                 metrics["aurc"][measure] = aurc(by_measure[measure][images], risk[images])
                 metrics["eaurc"][measure] = eaurc(by_measure[measure][images], risk[images])
-            if split == POOLED_OOD and domain_mean:
-                for metric, values in metrics.items():
-                    for measure in MEASURES:
-                        values[measure] = _mean_of_defined(
-                            [per_split[name][metric][measure] for name in ood_names if name in per_split]
-                        )
+            if split == POOLED_OOD and domain_mean and per_split:
+                metrics = _domain_means(per_split, ood_names)
             per_split[split] = metrics
             for measure in MEASURES:
                 for metric in ("aurc", "eaurc"):
