@@ -17,7 +17,8 @@ Scene
     0.3–2 px. With three classes every shape holds a core (35–55 % of its size,
     brighter by another 0.1–0.2, edge 0.5–2.5 px), like an optic cup in its disc.
 Faint shapes
-    The first shape is faint 20 % of the time, the second 50 %: its contrast is
+    The first shape is faint 20 % of the time, the second 50 % (option ``faint``: the
+    first shape's probability; the second's is 2.5× that, at most 1): its contrast is
     0.06–0.1, about that of the texture.
 Raters
     Each rater thresholds the shape's (approximate) signed distance ``d`` at their own
@@ -48,8 +49,9 @@ Example
 ('test-0000-noise', 'test', 'noise')
 >>> sample.image.shape, sample.image.dtype, sample.labels.shape, sample.labels.dtype
 ((1, 32, 32), dtype('float32'), (4, 32, 32), dtype('uint8'))
->>> dataset.configure(size="48", severity="0.5").options()
-{'size': 48, 'n_classes': 3, 'raters': 4, 'n_train': 256, 'n_calibration': 64, 'n_test': 64, 'severity': 0.5}
+>>> options = dataset.configure(size="48", severity="0.5").options()
+>>> options["size"], options["severity"], options["faint"], options["n_train"]
+(48, 0.5, 0.2, 256)
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ BASE = (0.25, 0.4)
 EMPTY_PROBABILITY = 0.06
 #: Probability that an image with a shape holds a second one.
 SECOND_PROBABILITY = 0.3
-#: Probability that the first and the second shape are faint.
-FAINT_PROBABILITY = (0.2, 0.5)
+#: Default probability that the first shape is faint (option ``faint``); the second shape
+#: is faint ``SECOND_FAINT_FACTOR`` times as often.
+FAINT_PROBABILITY = 0.2
+SECOND_FAINT_FACTOR = 2.5
 #: Range of the semi-major axis, as a fraction of the image side, of the first and second shape.
 RADIUS = ((0.12, 0.26), (0.07, 0.14))
 #: Contrast of a shape over the background: normal and faint.
@@ -153,7 +157,7 @@ class _Shape:
     core_width: float
 
 
-def _draw_shape(rng: np.random.Generator, size: int, second: bool) -> _Shape:
+def _draw_shape(rng: np.random.Generator, size: int, second: bool, faint_probability: float) -> _Shape:
     """One shape; always the same number of draws, so later draws do not depend on it."""
     a = rng.uniform(*RADIUS[second]) * size
     b = a * rng.uniform(0.6, 1.0)
@@ -161,7 +165,7 @@ def _draw_shape(rng: np.random.Generator, size: int, second: bool) -> _Shape:
     margin = 1.2 * a + 1.0
     cy, cx = rng.uniform(margin, size - 1 - margin, size=2)
     outline = _Outline(cy, cx, a, b, theta, rng.uniform(0.0, 0.08, 2), rng.uniform(0.0, 2 * math.pi, 2))
-    faint = bool(rng.random() < FAINT_PROBABILITY[second])
+    faint = bool(rng.random() < min(1.0, faint_probability * (SECOND_FAINT_FACTOR if second else 1.0)))
     contrast = rng.uniform(*CONTRAST[faint])
     width = rng.uniform(*EDGE_WIDTH[0])
     scale = rng.uniform(0.35, 0.55)
@@ -255,6 +259,10 @@ class SyntheticDataset:
         domain holds the ``n_test`` test images, shifted.
     severity : float
         Scales every OOD shift (> 0; 1 is the default strength).
+    faint : float
+        Probability in [0, 1] that the first shape is faint (the second: 2.5× that, at
+        most 1). Faint shapes are what only some raters mark; fewer of them make an
+        easier task (``uqeval train --profile cpu`` uses 0.1).
     """
 
     name: ClassVar[str] = "synthetic"
@@ -272,6 +280,7 @@ class SyntheticDataset:
     n_calibration: int = 64
     n_test: int = 64
     severity: float = 1.0
+    faint: float = FAINT_PROBABILITY
 
     def __post_init__(self) -> None:
         minimum = {"size": 16, "n_classes": 2, "raters": 1, "n_train": 1, "n_calibration": 0, "n_test": 0}
@@ -292,6 +301,10 @@ class SyntheticDataset:
         if severity <= 0:
             raise UQEvalError(f"option 'severity' of dataset 'synthetic' must be positive, got {severity}")
         object.__setattr__(self, "severity", float(severity))
+        faint = self.faint
+        if isinstance(faint, bool) or not isinstance(faint, numbers.Real) or not 0 <= faint <= 1:
+            raise UQEvalError(f"option 'faint' of dataset 'synthetic' must be a probability in [0, 1], got {faint!r}")
+        object.__setattr__(self, "faint", float(faint))
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -384,7 +397,7 @@ class SyntheticDataset:
         rng, rater_rng = np.random.default_rng(scene_seed), np.random.default_rng(rater_seed)
         size, raters = self.size, self.raters
         n_shapes = 0 if rng.random() < EMPTY_PROBABILITY else 1 + int(rng.random() < SECOND_PROBABILITY)
-        shapes = [_draw_shape(rng, size, second) for second in (False, True)][:n_shapes]
+        shapes = [_draw_shape(rng, size, second, self.faint) for second in (False, True)][:n_shapes]
         low_frequency, fine = _textures(rng, filters)
         image = rng.uniform(*BASE) + 0.05 * low_frequency + 0.02 * fine + 0.015 * rng.standard_normal((size, size))
         habits = np.linspace(-RATER_HABIT, RATER_HABIT, raters) if raters > 1 else np.zeros(1)
