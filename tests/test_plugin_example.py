@@ -120,6 +120,7 @@ def test_plugins_json_lists_the_example_and_the_builtins(example_site):
         "eu_methods": [],
         "datasets": [],
         "commands": [],
+        "options": {},
         "problems": [],
     }
     builtin = rows["uqeval"]

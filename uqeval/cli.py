@@ -393,6 +393,10 @@ def plugins(
     table.add_column("contributes")
     for row in rows:
         lines = [f"{titles[kind]}: {', '.join(row[kind])}" for kind in (*KINDS.values(), "commands") if row[kind]]
+        lines += [
+            f"options of {name}: " + ", ".join(f"{key}={value}" for key, value in options.items())
+            for name, options in row["options"].items()
+        ]
         lines += [f"[red]problem:[/] {escape(problem)}" for problem in row["problems"]]
         table.add_row(row["name"], f"{row['distribution']} {row['version']}".strip(), "\n".join(lines) or "nothing")
     console.print(table)

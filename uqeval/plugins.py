@@ -350,13 +350,17 @@ class PluginManager:
                 "module": info.module,
                 **{kind: [] for kind in KINDS.values()},
                 "commands": list(self.commands.get(name, [])),
+                "options": {},
                 "problems": [],
             }
             for name, info in self.info.items()
         }
         for hook, kind in KINDS.items():
-            for name, (_, info) in self.contributions(hook).items():
+            for name, (value, info) in self.contributions(hook).items():
                 rows[info.name][kind].append(name)
+                options = _options(value)
+                if options:
+                    rows[info.name]["options"][name] = options
         for problem in self.problems:
             row = rows.get(problem.plugin)
             if row is None:
@@ -367,10 +371,26 @@ class PluginManager:
                     "module": "",
                     **{kind: [] for kind in KINDS.values()},
                     "commands": [],
+                    "options": {},
                     "problems": [],
                 }
             row["problems"].append(f"{problem.stage}: {problem.error}")
         return list(rows.values())
+
+
+def _options(contribution: Any) -> dict[str, Any]:
+    """A contribution's ``options()`` (datasets, configurable AU methods) as JSON values; {} without."""
+    options = getattr(contribution, "options", None)
+    if not callable(options):
+        return {}
+    try:
+        found = options()
+    except Exception:  # a plugin's bug must not break the listing
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    scalars = bool | int | float | str
+    return {str(key): value if isinstance(value, scalars) else repr(value) for key, value in found.items()}
 
 
 def _check_contribution(hook: str, name: Any, value: Any) -> str:

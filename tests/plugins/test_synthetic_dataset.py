@@ -17,7 +17,7 @@ from uqeval_torch.data import synthetic
 from uqeval_torch.data.synthetic import DOMAINS, ROLES, SyntheticDataset
 
 SMALL = {"size": 32, "n_train": 10, "n_calibration": 5, "n_test": 12}
-OPTIONS = ("size", "n_classes", "raters", "n_train", "n_calibration", "n_test", "severity")
+OPTIONS = ("size", "n_classes", "raters", "n_train", "n_calibration", "n_test", "severity", "faint")
 
 
 def draw(dataset: SyntheticDataset, role: str = "test", domain: str = "id", seed: int = 0) -> list[Sample]:
@@ -140,7 +140,7 @@ def test_configure_converts_strings_and_leaves_the_original_alone():
     dataset = SyntheticDataset()
     changed = dataset.configure(size="48", n_classes=" 3", raters="2", n_test="7", severity="0.5")
     assert (changed.size, changed.n_classes, changed.raters, changed.n_test, changed.severity) == (48, 3, 2, 7, 0.5)
-    assert [type(changed.options()[name]) for name in OPTIONS] == [int] * 6 + [float]
+    assert [type(changed.options()[name]) for name in OPTIONS] == [int] * 6 + [float, float]
     assert changed.class_names == ("background", "shape", "core")
     assert dataset == SyntheticDataset()
     assert dataset.configure(severity=2).severity == 2.0
@@ -170,6 +170,10 @@ def test_configure_converts_strings_and_leaves_the_original_alone():
         ("severity", "inf"),
         ("severity", "strong"),
         ("severity", True),
+        ("faint", "-0.1"),
+        ("faint", "1.5"),
+        ("faint", "often"),
+        ("faint", True),
     ],
 )
 def test_bad_values_name_the_option(option, value):
@@ -363,3 +367,15 @@ def test_presence_disagreement_is_on_faint_shapes(test_set):
             clear.append(contrast(sample, marked.all(axis=0)))
     assert faint
     assert np.median(faint) < 0.5 * np.median(clear)
+
+
+def test_the_faint_option_sets_how_often_raters_disagree_about_presence():
+    """Without faint shapes every rater marks every shape; more faint shapes, more presence disagreement."""
+    counts = []
+    for faint in (0.0, 0.1, 0.4, 1.0):
+        dataset = SyntheticDataset(size=32, n_test=200, faint=faint)
+        counts.append(sum(presence_disagreement(sample.labels) for sample in dataset.samples("test")))
+    assert counts[0] == 0
+    assert counts == sorted(counts) and len(set(counts)) == len(counts), counts
+    # With every shape faint, only images without a shape (6 %) have the raters agree on presence.
+    assert counts[-1] > 0.85 * 200

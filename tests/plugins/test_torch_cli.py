@@ -130,7 +130,8 @@ def test_gpu_defaults_on_the_cpu_are_announced_up_front(tmp_path):
 
 
 def test_the_cpu_profile_trains_a_model_that_has_learned(tmp_path):
-    """--profile cpu: a 2-member softmax ensemble whose AU follows the raters' disagreement."""
+    """--profile cpu: a 2-member softmax ensemble that segments (ID Dice against the raters ≥ 0.8)
+    and whose AU follows the raters' disagreement."""
     run, store = tmp_path / "run", tmp_path / "cube.zarr"
     trained = uqeval_cli(
         "train", "--profile", "cpu", "--au", "softmax", "--eu", "ensemble", "--members", "2", "--data", "synthetic",
@@ -140,6 +141,8 @@ def test_the_cpu_profile_trains_a_model_that_has_learned(tmp_path):
     assert "takes hours" not in trained.stderr
     settings = json.loads((run / "run.json").read_text())
     assert (settings["size"], settings["epochs"], settings["learning_rate"]) == ("tiny", 30, 3e-3)
+    data = settings["data_options"]
+    assert (settings["batch_size"], data["size"], data["faint"]) == (16, 48, 0.1)
     predicted = uqeval_cli("predict", str(run), "--out", str(store), "--quiet")  # the run's data options
     assert predicted.returncode == 0, predicted.stderr
     scored = uqeval_cli("score", str(store), "--json")
@@ -148,3 +151,6 @@ def test_the_cpu_profile_trains_a_model_that_has_learned(tmp_path):
     key = ("amb", "id", "au", "ncc")
     [ncc] = [row["value"] for row in rows if (row["task"], row["split"], row["measure"], row["metric"]) == key]
     assert ncc > 0.3
+    scores = uqeval.score(store, tasks=["fd"], aggregations=["mean"])
+    in_domain = (scores.domains == "id") & (scores.roles == "test")
+    assert 1 - scores.images.risk[in_domain].mean() >= 0.8

@@ -21,13 +21,13 @@ from uqeval.report.progress import progress_bar
 err_console = Console(stderr=True)
 
 
-def parse_options(values: list[str] | None) -> dict[str, str]:
+def parse_options(values: list[str] | None, flag: str = "--data-option") -> dict[str, str]:
     """``["size=32", "raters=3"]`` → ``{"size": "32", "raters": "3"}``."""
     options: dict[str, str] = {}
     for value in values or []:
         key, sign, setting = value.partition("=")
         if not sign or not key.strip():
-            raise UQEvalError(f"--data-option {value!r}: expected KEY=VALUE")
+            raise UQEvalError(f"{flag} {value!r}: expected KEY=VALUE")
         options[key.strip()] = setting.strip()
     return options
 
@@ -65,6 +65,14 @@ DataOption = Annotated[
     list[str] | None,
     typer.Option("--data-option", help="A dataset option KEY=VALUE (e.g. size=32); repeat for several."),
 ]
+AUOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--au-option",
+        help="An AU method option KEY=VALUE (e.g. beta=2.5e-3 for prob_unet); repeat for several; "
+        "`uqeval plugins` lists them.",
+    ),
+]
 
 
 def train_command(
@@ -84,6 +92,7 @@ def train_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first member.")] = 0,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step (default 32).")] = None,
     data_option: DataOption = None,
+    au_option: AUOption = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, …")] = "auto",
     profile: Annotated[
         str | None,
@@ -128,12 +137,19 @@ def train_command(
     if options:  # typed as the dataset takes them ("32" → 32), so API and CLI runs resume alike
         dataset = _flagged("--data-option", lambda name: manager.dataset(name, options), data)
         options = {key: dataset.options()[key] for key in options}
+    au_options: dict[str, Any] = parse_options(au_option, "--au-option")
+    if au_options:  # typed as the method takes them, for the same reason
+        from uqeval_torch.run import configured_au
+
+        method = _flagged("--au-option", lambda name: configured_au(manager.au_method(name), au_options), au)
+        au_options = {key: method.options()[key] for key in au_options}
     with _flags():
         settings = RunSettings(
             au=au,
             eu=eu,
             data=data,
             data_options=options,
+            au_options=au_options,
             size=size,
             epochs=epochs,
             members=members,
@@ -231,6 +247,14 @@ def study_command(
         typer.Option("--members", help="EU members of every method with several (default: each method's)."),
     ] = None,
     data_option: DataOption = None,
+    au_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--au-option",
+            help="An AU method's option as METHOD.KEY=VALUE (e.g. prob_unet.beta=2.5e-3), passed to that "
+            "method's runs; repeat for several.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, …")] = "auto",
     manifest: Annotated[
         Path | None,
@@ -255,6 +279,7 @@ def study_command(
     options = StudyOptions(
         data=data,
         data_options=tuple(data_option or ()),
+        au_options=tuple(au_option or ()),
         size=size,
         epochs=epochs,
         batch_size=batch_size,

@@ -136,6 +136,7 @@ def predict(
         "epochs": settings.epochs,
         "members_trained": settings.members,
         "data_options": dict(getattr(dataset, "options", dict)()),
+        "au_options": dict(getattr(au_method, "options", dict)()),
         "writer": f"uqeval-torch {__version__}",
     }
     if not overwrite:

@@ -55,6 +55,7 @@ class RunSettings:
     ----------
     au, eu, data : names of the AU method, EU method and dataset (any plugin's).
     data_options : the dataset's ``configure`` options (``{"size": 32}``), as the dataset types them.
+    au_options : the AU method's ``configure`` options (``{"beta": 0.0025}``), as the method types them.
     size : network size, ``tiny`` or ``full`` (:data:`uqeval_torch.backbone.SIZES`).
     epochs : passes over the training split per member.
     members : networks the EU method trains (an ensemble's N); 1 for ``none``.
@@ -68,6 +69,7 @@ class RunSettings:
     eu: str
     data: str
     data_options: dict[str, Any] = field(default_factory=dict)
+    au_options: dict[str, Any] = field(default_factory=dict)
     size: str = "full"
     epochs: int = 100
     members: int = 1
@@ -114,11 +116,22 @@ class Components:
 def components(settings: RunSettings) -> Components:
     """The AU method, EU method and (configured) dataset that ``settings`` name, from any plugin."""
     manager = plugin_manager()
+    au = _argument("au", manager.au_method, settings.au)
+    if settings.au_options:
+        au = _argument("au-option", configured_au, au, settings.au_options)
     return Components(
-        au=_argument("au", manager.au_method, settings.au),
+        au=au,
         eu=_argument("eu", manager.eu_method, settings.eu),
         dataset=_argument("data", manager.dataset, settings.data, settings.data_options),
     )
+
+
+def configured_au(method: AUMethod, options: dict[str, Any]) -> AUMethod:
+    """``method.configure(**options)``; an AU method without ``configure`` takes no options."""
+    configure = getattr(method, "configure", None)
+    if configure is None:
+        raise UQEvalError(f"AU method {method.name!r} takes no options (it has no configure method)")
+    return configure(**options)
 
 
 def _argument(parameter: str, getter: Callable[..., Any], *arguments: Any) -> Any:

@@ -113,6 +113,7 @@ class StudyOptions:
 
     data: str = "synthetic"
     data_options: tuple[str, ...] = ()
+    au_options: tuple[str, ...] = ()
     size: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -147,6 +148,7 @@ def plan_study(
             )
     if seeds < 1:
         raise UQEvalError(f"a study needs at least 1 seed, not {seeds}", parameter="seeds")
+    au_options = _au_options(options.au_options, au)
     combinations = study_grid(au, eu)
     if not combinations:
         raise UQEvalError("no combination left: softmax + none cannot be decomposed", parameter="eu")
@@ -165,6 +167,8 @@ def plan_study(
                 command += ("--seed", str(seed * SEED_STRIDE), *shared)
                 if options.members is not None and family == "ensemble":
                     command += ("--members", str(options.members))
+                for option in au_options.get(au_name, ()):
+                    command += ("--au-option", option)
                 trains[key] = Step(f"train-{au_name}+{family}-seed-{seed}", "train", command, gpu=gpu)
     steps.extend(trains.values())
     scores: list[Step] = []
@@ -207,6 +211,23 @@ def plan_study(
         )
     )
     return StudyPlan(out, tuple(steps), tuple(combinations), seeds)
+
+
+def _au_options(values: Sequence[str], au: Sequence[str]) -> dict[str, list[str]]:
+    """``["prob_unet.beta=2.5e-3"]`` → ``{"prob_unet": ["beta=2.5e-3"]}``, for methods of the grid."""
+    found: dict[str, list[str]] = {}
+    for value in values:
+        method, dot, option = value.partition(".")
+        if not dot or "=" not in option or not method.strip():
+            expected = "expected METHOD.KEY=VALUE (e.g. prob_unet.beta=2.5e-3)"
+            raise UQEvalError(f"{value!r}: {expected}", parameter="au-option")
+        if method.strip() not in au:
+            raise UQEvalError(
+                f"{value!r}: {method.strip()!r} is not an AU method of this study ({', '.join(au)})",
+                parameter="au-option",
+            )
+        found.setdefault(method.strip(), []).append(option.strip())
+    return found
 
 
 def _shared_flags(options: StudyOptions) -> tuple[str, ...]:

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from uqeval_torch.au.common import cross_entropy
+from uqeval_torch.au.options import MethodOptions
 
 
-class Softmax:
+class Softmax(MethodOptions):
     """The plain segmentation network: one softmax map per image.
 
     It is deterministic, so it needs an EU method with several members (an ensemble,

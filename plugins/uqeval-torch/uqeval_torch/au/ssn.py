@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uqeval_torch.au.common import IGNORE_LABEL
+from uqeval_torch.au.options import MethodOptions
 from uqeval_torch.backbone import Head
 
 
@@ -147,7 +148,7 @@ class SSNNetwork(nn.Module):
         return samples.view(n, images.shape[0], self.n_classes, *images.shape[-2:])
 
 
-class SSN:
+class SSN(MethodOptions):
     """Stochastic Segmentation Network: a low-rank Gaussian over the logits of the whole image.
 
     Parameters
