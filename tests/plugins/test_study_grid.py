@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
+import sys
 import time
 
 import pytest
 from helpers import run_cli
 
 from uqeval.errors import UQEvalError
-from uqeval_torch.study import StudyOptions, plan_study, study_grid
+from uqeval_torch.study import StudyOptions, plan_study, run_locally, study_grid
 
 TINY = ["--size", "tiny", "--epochs", "2", "--batch-size", "8", "--samples", "2", "--members", "2", "--device", "cpu"]
 TINY_DATA = ["--data-option", "size=16", "--data-option", "n_train=12"]
@@ -99,6 +101,7 @@ def test_a_failed_step_is_reported_with_its_log_and_the_rest_goes_on(tmp_path):
     out = tmp_path / "study"
     # dropout with 1 epoch trains; swag_diag with 1 epoch fails (SWAG needs 2 epochs of moments).
     arguments = ["study", str(out), "--au", "ssn", "--eu", "dropout,swag_diag", *TINY, *TINY_DATA, "--quiet"]
+    arguments += ["--workers", "2"]  # the two trainings run at once
     arguments[arguments.index("--epochs") + 1] = "1"
     result = run_cli(*arguments)
     assert result.returncode == 2
@@ -133,3 +136,38 @@ def test_a_study_runs_on_a_dask_cluster_with_its_dependencies(tmp_path):
     finished = {step.name: plan.done_path(step).stat().st_mtime for step in plan.steps}
     for step in plan.steps:
         assert all(finished[needed] <= finished[step.name] for needed in step.needs), step.name
+
+
+FAKE_UQEVAL = """
+import json, sys, time
+record = {"command": sys.argv[1:], "start": time.monotonic()}
+time.sleep(0.3)
+record["end"] = time.monotonic()
+with open(sys.argv[0] + ".log", "a") as log:
+    log.write(json.dumps(record) + "\\n")
+sys.exit(3 if "dropout" in sys.argv else 0)
+"""
+
+
+def test_local_workers_run_steps_at_once_after_what_they_need(tmp_path):
+    """Two workers: independent steps overlap, none starts before the steps it needs end,
+    and a failed training skips only its own branch."""
+    fake = tmp_path / "fake_uqeval.py"
+    fake.write_text(FAKE_UQEVAL)
+    plan = plan_study(tmp_path / "study", au=["ssn", "prob_unet"], eu=["none", "swag_diag", "dropout"])
+    outcomes = run_locally(plan, workers=2, executable=[sys.executable, str(fake)])
+    status = {outcome.step.name: outcome.status for outcome in outcomes}
+    assert [outcome.step.name for outcome in outcomes] == [step.name for step in plan.steps]
+    assert status["train-ssn+dropout-seed-0"] == "failed"
+    assert status["predict-ssn+dropout-seed-0"] == status["score-ssn+dropout-seed-0"] == "skipped"
+    assert status["compare"] == "skipped"
+    assert status["score-prob_unet+swag_diag-seed-0"] == "done"
+    records = [json.loads(line) for line in (tmp_path / "fake_uqeval.py.log").read_text().splitlines()]
+    times = {step.name: record for step in plan.steps for record in records if record["command"] == list(step.command)}
+    assert len(times) == len(records) == sum(value != "skipped" for value in status.values())
+    for step in plan.steps:
+        for need in step.needs if step.name in times else ():
+            assert times[need]["end"] <= times[step.name]["start"]
+    spans = sorted((record["start"], record["end"]) for record in records)
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two steps overlapped"
+    assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) <= 2, "more than two steps at once"

@@ -266,6 +266,10 @@ def study_command(
     profile: Annotated[
         str | None, typer.Option("--profile", help="Passed to every `uqeval train` (cpu: converges in minutes).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="Steps to run at once on this machine, each with CPUs ÷ workers torch threads."),
+    ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress view.")] = False,
 ) -> None:
     """Run the study's grid (AU × EU methods × seeds): train, predict, score, then compare.
@@ -306,7 +310,8 @@ def study_command(
 
         outcomes = run_on_cluster(plan, scheduler)
     else:
-        outcomes = _run_with_progress(plan, quiet)
+        with _flags():
+            outcomes = _run_with_progress(plan, quiet, workers)
     failed = [outcome for outcome in outcomes if outcome.status == "failed"]
     skipped = [outcome for outcome in outcomes if outcome.status == "skipped"]
     for outcome in failed:
@@ -316,27 +321,32 @@ def study_command(
     err_console.print(f"study finished: comparison in {plan.out / 'comparison'}", highlight=False)
 
 
-def _run_with_progress(plan, quiet: bool):
-    """Run the plan here, with a progress bar of steps done / failed / running."""
+def _run_with_progress(plan, quiet: bool, workers: int = 1):
+    """Run the plan here, with a progress bar of steps done / failed / skipped and those running."""
     from uqeval_torch.study import run_locally
 
     if quiet:
-        return run_locally(plan)
+        return run_locally(plan, workers=workers)
     counts = {"done": 0, "failed": 0, "skipped": 0}
+    running: list[str] = []
     with progress_bar(err_console, unit="steps", transient=False) as progress:
         task = progress.add_task("study", total=len(plan.steps))
 
-        def update(outcome, running):
+        def update(outcome, started):
+            if started is not None:
+                running.append(started.name)
             if outcome is not None:
                 counts[outcome.status] += 1
+                if outcome.step.name in running:
+                    running.remove(outcome.step.name)
                 if outcome.status == "failed":
                     err_console.print(f"failed: {outcome.step.name} (log: {plan.log_path(outcome.step)})")
                 progress.advance(task)
             summary = f"done {counts['done']} · failed {counts['failed']} · skipped {counts['skipped']}"
-            now = f" · running {running.name}" if running is not None else ""
+            now = f" · running {', '.join(running)}" if running else ""
             progress.update(task, description=summary + now)
 
-        return run_locally(plan, on_update=update)
+        return run_locally(plan, workers=workers, on_update=update)
 
 
 def add_commands(app: typer.Typer) -> None:

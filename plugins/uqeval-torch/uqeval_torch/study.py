@@ -19,7 +19,7 @@ Layout of ``OUT/``::
     logs/<step>.log                  each step's output
     done/<step>                      a step's mark of success, so a rerun skips it
 
-The steps run here one after another (:func:`run_locally`), go to a
+The steps run here, one or several at a time (:func:`run_locally`), go to a
 ``dask.distributed`` cluster as tasks with their dependencies (:func:`run_on_cluster`),
 or are written as a manifest of commands for a job array (:func:`write_manifest`).
 """
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,8 +278,13 @@ class StepOutcome:
     seconds: float = 0.0
 
 
-def run_step(plan: StudyPlan, step: Step, *, executable: Sequence[str] | None = None) -> StepOutcome:
-    """Run one step as a subprocess, its output in its log; mark it done on success."""
+def run_step(
+    plan: StudyPlan, step: Step, *, executable: Sequence[str] | None = None, threads: int | None = None
+) -> StepOutcome:
+    """Run one step as a subprocess, its output in its log; mark it done on success.
+
+    ``threads`` sets the step's ``OMP_NUM_THREADS`` unless the environment sets it.
+    """
     if plan.is_done(step):
         return StepOutcome(step, "done")
     executable = list(executable or [sys.executable, "-m", "uqeval"])
@@ -289,7 +295,11 @@ def run_step(plan: StudyPlan, step: Step, *, executable: Sequence[str] | None = 
         handle.write(f"$ {step.shell()}\n")
         handle.flush()
         completed = subprocess.run(
-            [*executable, *step.command], stdout=handle, stderr=subprocess.STDOUT, env=_step_environment(), check=False
+            [*executable, *step.command],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=_step_environment(threads),
+            check=False,
         )
     seconds = time.monotonic() - started
     if completed.returncode != 0:
@@ -300,35 +310,64 @@ def run_step(plan: StudyPlan, step: Step, *, executable: Sequence[str] | None = 
     return StepOutcome(step, "done", seconds)
 
 
-def _step_environment() -> dict[str, str]:
+def _step_environment(threads: int | None = None) -> dict[str, str]:
     environment = dict(os.environ)
     environment.setdefault("PYTHONUNBUFFERED", "1")
+    if threads is not None:
+        environment.setdefault("OMP_NUM_THREADS", str(threads))
     return environment
 
 
 def run_locally(
     plan: StudyPlan,
     *,
+    workers: int = 1,
     on_update: Callable[[StepOutcome | None, Step | None], None] | None = None,
     executable: Sequence[str] | None = None,
 ) -> list[StepOutcome]:
-    """Run every step here, in dependency order; a failed step skips only what needs it.
+    """Run every step here, ``workers`` at a time, each as soon as the steps it needs are
+    done; a failed step skips only what needs it.
 
-    ``on_update(outcome, next_step)`` is called before each step (``outcome`` None) and
-    after it.
+    With several workers each step gets ``OMP_NUM_THREADS`` = CPUs ÷ ``workers`` (at least
+    1) unless the environment sets it. ``on_update(None, step)`` is called when a step
+    starts and ``on_update(outcome, None)`` when it ends (from this thread).
     """
+    if workers < 1:
+        raise UQEvalError(f"workers must be at least 1, not {workers}", parameter="workers")
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     outcomes: dict[str, StepOutcome] = {}
-    for step in plan.steps:
-        failed = [name for name in step.needs if outcomes.get(name) and outcomes[name].status != "done"]
-        if failed:
-            outcomes[step.name] = StepOutcome(step, "skipped")
-        else:
-            if on_update is not None:
-                on_update(None, step)
-            outcomes[step.name] = run_step(plan, step, executable=executable)
+    waiting = list(plan.steps)
+    running: dict[Future[StepOutcome], Step] = {}
+
+    def finish(outcome: StepOutcome) -> None:
+        outcomes[outcome.step.name] = outcome
         if on_update is not None:
-            on_update(outcomes[step.name], None)
-    return list(outcomes.values())
+            on_update(outcome, None)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while waiting or running:
+            before = len(waiting)
+            for step in list(waiting):
+                if len(running) >= workers:
+                    break
+                if any(name not in outcomes for name in step.needs):
+                    continue
+                waiting.remove(step)
+                if any(outcomes[name].status != "done" for name in step.needs):
+                    finish(StepOutcome(step, "skipped"))
+                    continue
+                if on_update is not None:
+                    on_update(None, step)
+                running[pool.submit(run_step, plan, step, executable=executable, threads=threads)] = step
+            if not running:
+                if len(waiting) == before:  # pragma: no cover - plan_study never builds such a graph
+                    raise UQEvalError(f"steps need steps that are not in the plan: {[s.name for s in waiting]}")
+                continue  # skips resolved more steps; look again
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                del running[future]
+                finish(future.result())
+    return [outcomes[step.name] for step in plan.steps]
 
 
 def run_on_cluster(plan: StudyPlan, scheduler: str, *, executable: Sequence[str] | None = None) -> list[StepOutcome]:
