@@ -120,7 +120,7 @@ def test_gpu_defaults_on_the_cpu_are_announced_up_front(tmp_path):
         "--device", "cpu",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "the study's GPU settings, on the CPU takes hours" in result.stderr
+    assert "settings meant for a GPU, on the CPU takes hours" in result.stderr
     assert "pass --profile cpu for a model that learns in minutes" in result.stderr
     quiet = uqeval_cli(
         "train", "--au", "softmax", "--eu", "none", "--data", "synthetic", "--out", str(tmp_path / "run"),

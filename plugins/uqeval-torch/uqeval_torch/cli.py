@@ -125,7 +125,7 @@ def train_command(
             data_option = [*defaults, *(data_option or [])]  # later options win
     if size is None and epochs is None and _on_cpu(device):
         err_console.print(
-            "note: training the full-size network for 100 epochs, the study's GPU settings, on the CPU takes "
+            "note: training the full-size network for 100 epochs, settings meant for a GPU, on the CPU takes "
             "hours; pass --profile cpu for a model that learns in minutes, or choose --size and --epochs "
             "(and set OMP_NUM_THREADS to the cores to use)",
             highlight=False,

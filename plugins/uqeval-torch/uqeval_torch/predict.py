@@ -107,7 +107,10 @@ def predict(
                 parameter="eu",
             )
         eu_method, eu_name = plugin_manager().eu_method(eu), eu
-    default_members = settings.members if eu_name == settings.eu else eu_method.default_members
+    # The run's own count (an ensemble's N, or --members given to train) unless it is the
+    # RunSettings default of 1, which for a sampling method (dropout, SWAG) means "not set".
+    own = eu_name == settings.eu and settings.members > 1
+    default_members = settings.members if own else eu_method.default_members
     n_members = default_members if members is None else members
     n_samples = au_method.default_samples if samples is None else samples
     if n_samples < 1 or n_members < 1:

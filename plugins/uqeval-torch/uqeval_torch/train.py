@@ -15,7 +15,6 @@ drawn from a generator seeded by the seed and the epoch).
 from __future__ import annotations
 
 import copy
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -162,7 +161,8 @@ class MemberTrainer:
             raise RuntimeError("MemberTrainer needs training data to train")
         ema = copy.deepcopy(model).eval().requires_grad_(False)
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-        steps_per_epoch = math.ceil(len(data) / settings.batch_size)
+        # The study drops the last partial batch; a split smaller than one batch is one batch.
+        steps_per_epoch = max(1, len(data) // settings.batch_size)
         total = settings.epochs * steps_per_epoch
         step = 0
         checkpoint = self.folder.checkpoint_path(seed)

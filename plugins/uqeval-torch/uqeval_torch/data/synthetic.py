@@ -38,8 +38,9 @@ OOD domains
     ``blur`` (gaussian, ``σ = 1.5·severity·size/64`` px), ``noise`` (additive
     gaussian, standard deviation ``0.25·severity``), ``contrast`` (scaled around the
     image mean by ``max(0.1, 1 - 0.6·severity)``) and ``jpeg`` (8-bit JPEG round trip
-    at quality ``round(10/severity)`` within [1, 95]), each clipped to [0, 1]. They
-    mirror the study's shifts of LIDC.
+    at quality ``round(10/severity)`` within [1, 95]), each clipped to [0, 1]. They are
+    named after the study's shifts but are not the same: fixed strengths, absolute noise,
+    linear contrast instead of CLAHE.
 
 Example
 -------
