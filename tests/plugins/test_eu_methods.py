@@ -14,6 +14,7 @@ from uqeval.errors import UQEvalError
 from uqeval_torch.eu.swag import SWAGMoments
 from uqeval_torch.predict import predict
 from uqeval_torch.run import RunFolder, RunSettings, components
+from uqeval_torch.study import FAMILY, study_grid
 from uqeval_torch.train import MemberTrainer, TrainingData, load_trained, train
 
 TINY_DATA = {"size": 16, "n_train": 12, "n_calibration": 4, "n_test": 4}
@@ -182,3 +183,32 @@ def test_every_au_method_composes_with_the_new_eu_methods(tmp_path, au, eu):
     assert not np.array_equal(probs[:, 0], probs[:, 1])
     scores = uqeval.score(summary.store)
     assert not math.isnan(scores.value("oodd", "ood", "eu", "auroc"))
+
+
+# --------------------------------------------------------------------------- the whole grid
+
+
+def test_all_19_combinations_train_predict_and_score_on_the_cpu(tmp_path):
+    """Every AU × EU pair of the study, in tiny size, through the same runs `uqeval study`
+    shares: EU members differ (AU samples, for `none`), and every store scores."""
+    trained: dict[tuple[str, str], str] = {}
+    for au, eu in study_grid():
+        family = FAMILY[eu]
+        if (au, family) not in trained:
+            run = tmp_path / f"{au}+{family}"
+            # softmax + swag is predicted as swag and swag_diag only; 2 members trains a 2-network ensemble.
+            train(settings(au=au, eu=family, epochs=2, members=2), run, device="cpu")
+            trained[(au, family)] = str(run)
+        store = tmp_path / f"{au}+{eu}.zarr"
+        members = None if eu == "none" else 2
+        summary = predict(trained[(au, family)], store, eu=eu, members=members, samples=2, device="cpu")
+        probs = uqeval.open_cube(summary.store).probs.values
+        if eu == "none":
+            assert probs.shape[1:3] == (1, 2), (au, eu)
+            assert not np.array_equal(probs[:, 0, 0], probs[:, 0, 1]), f"{au}+none: AU samples are equal"
+        else:
+            assert probs.shape[1] == 2, (au, eu)
+            assert not np.array_equal(probs[:, 0], probs[:, 1]), f"{au}+{eu}: EU members are equal"
+        scores = uqeval.score(summary.store, tasks=["oodd"], aggregations=["mean"])
+        assert not math.isnan(scores.value("oodd", "ood", "tu", "auroc")), (au, eu)
+    assert len(trained) == 12
