@@ -119,7 +119,7 @@ def test_swag_collection_does_not_change_training_and_one_run_serves_three_metho
 
 
 def test_an_interrupted_swag_run_resumes_with_its_moments(tmp_path):
-    run = settings(au="ssn", epochs=4, members=2)
+    run = settings(au="ssn", epochs=4, members=2, batch_size=6)  # 2 steps per epoch
     whole = train(run, tmp_path / "whole", device="cpu")
 
     folder = RunFolder(tmp_path / "broken")
@@ -153,7 +153,7 @@ def test_swag_needs_two_epochs(tmp_path):
 
 
 def test_mc_dropout_members_differ_and_the_rest_is_in_eval_mode(tmp_path):
-    run = settings(eu="dropout", epochs=1)
+    run = settings(eu="dropout", epochs=1, batch_size=4)  # 3 steps move the zero-initialised head
     summary = predict_run(run, tmp_path)
     probs = uqeval.open_cube(summary).probs.values
     assert probs.shape[1] == 3
