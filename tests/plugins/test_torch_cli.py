@@ -31,7 +31,7 @@ def test_plugins_lists_the_reference_families():
     assert row["distribution"] == "uqeval-torch"
     assert row["au_methods"] == ["softmax", "ssn", "prob_unet", "diffusion"]
     assert row["eu_methods"] == ["none", "dropout", "swag_diag", "swag", "ensemble"]
-    assert row["datasets"] == ["synthetic"]
+    assert row["datasets"] == ["synthetic", "lidc", "chaksu"]
     assert set(row["commands"]) == {"train", "predict", "study"}
 
 

@@ -36,10 +36,12 @@ def uqeval_eu_methods() -> dict[str, Any]:
 
 @hookimpl
 def uqeval_datasets() -> dict[str, Any]:
+    from uqeval_torch.data.chaksu import ChaksuDataset
+    from uqeval_torch.data.lidc import LIDCDataset
     from uqeval_torch.data.synthetic import SyntheticDataset
 
-    dataset = SyntheticDataset()
-    return {dataset.name: dataset}
+    datasets = (SyntheticDataset(), LIDCDataset(), ChaksuDataset())
+    return {dataset.name: dataset for dataset in datasets}
 
 
 @hookimpl

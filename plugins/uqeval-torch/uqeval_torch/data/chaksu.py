@@ -78,7 +78,7 @@ import dataclasses
 import logging
 import numbers
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -93,6 +93,7 @@ from uqeval.errors import UQEvalError
 
 logger = logging.getLogger(__name__)
 
+#: The roles.
 ROLES = ("train", "calibration", "test")
 #: ``id`` (Remidio) and the OOD domains, one per other camera.
 DOMAINS = ("id", "bosch", "forus")
@@ -113,7 +114,8 @@ MEAN_DISC_DIAMETER = {"Bosch": 225.29, "Forus": 325.02, "Remidio": 448.05}
 ID_DEVICE = "Remidio"
 #: scikit-learn's KFold settings of the study's split, and the fold used.
 N_FOLDS, FOLD, FOLD_SEED = 5, 0, 123
-SIZES = (64, 128)
+#: The values of option ``size``.
+SIZES = (128, 64)
 #: A standard deviation below this counts as 1 in the per-image z-score.
 STD_EPS = 1e-6
 
@@ -209,6 +211,22 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
     return {stem: next((p for p in paths if p.suffix.lower() == ".png"), paths[0]) for stem, paths in files.items()}
 
 
+def _note(skipped: Sequence[tuple[str, tuple[str, ...]]]) -> str:
+    """The line of :meth:`ChaksuDataset.note` on the images ``skipped``: (id, masks lacking)."""
+    if not skipped:
+        return ""
+    counts: dict[str, int] = {}
+    for image_id, _ in skipped:
+        key = image_id.rsplit("/", 1)[0]
+        counts[key] = counts.get(key, 0) + 1
+    first, lacking = skipped[0]
+    return (
+        f"dataset 'chaksu': left out {len(skipped)} image{'s' if len(skipped) > 1 else ''} for which an expert "
+        f"has no mask, as the study did ({', '.join(f'{key} {n}' for key, n in counts.items())}); "
+        f"first: {first} lacks {', '.join(lacking)}"
+    )
+
+
 def _parse_size(value: Any) -> Any:
     """A command line's string as an integer; other values as they are."""
     if not isinstance(value, str):
@@ -252,13 +270,13 @@ class ChaksuDataset:
     def __post_init__(self) -> None:
         root = self.root
         if not isinstance(root, str | os.PathLike):
-            raise UQEvalError(f"option 'root' of dataset 'chaksu' must be a path, got {root!r}")
+            raise UQEvalError(f"option 'root' of dataset 'chaksu' must be a folder path, got {root!r}")
         object.__setattr__(self, "root", os.fspath(root))
         size = self.size
         if isinstance(size, bool) or not isinstance(size, numbers.Integral):
             raise UQEvalError(f"option 'size' of dataset 'chaksu' must be an integer, got {size!r}")
         if size not in SIZES:
-            raise UQEvalError(f"option 'size' of dataset 'chaksu' must be 64 or 128, got {size}")
+            raise UQEvalError(f"option 'size' of dataset 'chaksu' must be 128 or 64, got {size}")
         object.__setattr__(self, "size", int(size))
 
     def options(self) -> dict[str, Any]:
@@ -331,15 +349,7 @@ class ChaksuDataset:
 
     def note(self) -> str:
         """One line on the images left out for a missing mask, for a front end to print; empty if none."""
-        skipped = self._index.skipped
-        if not skipped:
-            return ""
-        counts = ", ".join(f"{key} {count}" for key, count in self.skipped().items() if count)
-        plural = "s" if len(skipped) > 1 else ""
-        return (
-            f"dataset 'chaksu': left out {len(skipped)} image{plural} for which an expert has no mask, "
-            f"as the study did ({counts}); first: {skipped[0][0]} lacks {', '.join(skipped[0][1])}"
-        )
+        return _note(self._index.skipped)
 
     @cached_property
     def _index(self) -> _Index:
@@ -373,11 +383,7 @@ class ChaksuDataset:
             if device != ID_DEVICE:
                 images["test", device.lower()] = tuple(found["Train", device] + found["Test", device])
         if skipped:
-            logger.warning(
-                "dataset 'chaksu': left out %d images for which an expert has no mask (first: %s)",
-                len(skipped),
-                skipped[0][0],
-            )
+            logger.warning("%s", _note(skipped))
         return _Index(images, tuple(skipped))
 
     @staticmethod
@@ -418,8 +424,8 @@ class ChaksuDataset:
             if lacking:
                 skipped.append((image.image_id, lacking))
                 continue
-            files = [files[path.stem] for files in masks]
-            kept.append(dataclasses.replace(image, masks=tuple(zip(files[0::2], files[1::2], strict=True))))
+            chosen = [files[path.stem] for files in masks]  # Expert 1 Disc, Expert 1 Cup, Expert 2 Disc, …
+            kept.append(dataclasses.replace(image, masks=tuple(zip(chosen[0::2], chosen[1::2], strict=True))))
         return kept
 
     def _load(self, entry: _Image) -> tuple[np.ndarray, np.ndarray]:

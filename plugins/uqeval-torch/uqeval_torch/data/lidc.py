@@ -183,7 +183,7 @@ def read_series_patients(path: Path) -> dict[str, str]:
                 )
             mapping: dict[str, str] = {}
             for row in reader:
-                row = {(key or "").strip(): (value or "").strip() for key, value in row.items()}
+                row = {key.strip(): value.strip() for key, value in row.items() if isinstance(key, str) and value}
                 if row.get(series) and row.get(patient):
                     mapping.setdefault(row[series], row[patient])
     except (OSError, UnicodeDecodeError, csv.Error) as error:
