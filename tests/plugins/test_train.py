@@ -149,7 +149,7 @@ def test_out_must_be_a_new_or_empty_folder(tmp_path):
     [
         ({"au": "unet"}, "unknown AU method 'unet'; choose one of diffusion, prob_unet, softmax, ssn"),
         ({"eu": "bayes"}, "unknown EU method 'bayes'; choose one of dropout, ensemble, none, swag, swag_diag"),
-        ({"data": "lidc"}, "unknown dataset 'lidc'; choose one of synthetic"),
+        ({"data": "kitti"}, "unknown dataset 'kitti'; choose one of chaksu, lidc, synthetic"),
     ],
 )
 def test_unknown_names_list_the_known_ones(change, message):
