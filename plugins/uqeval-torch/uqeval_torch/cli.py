@@ -159,10 +159,18 @@ def train_command(
         )
     with progress_display(quiet) as progress, _flags():
         trained = train(settings, out, device=device, progress=progress)
-    note = getattr(trained, "note", "")
-    if note:
-        err_console.print(f"note: {note}", highlight=False)
+    for note in (getattr(trained, "note", ""), _dataset_note(settings)):
+        if note:
+            err_console.print(f"note: {note}", highlight=False)
     err_console.print(f"trained {settings.au}+{settings.eu} ({members} member(s)) → {out}", highlight=False)
+
+
+def _dataset_note(settings) -> str:
+    """What the run's dataset says about its files (Chaksu: images left out for a missing mask); "" if nothing."""
+    from uqeval_torch.run import components
+
+    note = getattr(components(settings).dataset, "note", None)
+    return str(note()) if callable(note) else ""
 
 
 def _on_cpu(device: str) -> bool:
