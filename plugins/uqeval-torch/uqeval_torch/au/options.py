@@ -19,6 +19,7 @@ import inspect
 from typing import Any, Self
 
 from uqeval.errors import UQEvalError
+from uqeval_torch.options import refuse_unknown
 
 _SCALARS = (bool, int, float, str)
 
@@ -52,10 +53,8 @@ class MethodOptions:
             method refuses.
         """
         known = self.options()
+        refuse_unknown(f"AU method {self.name!r}", options, known)
         for option, value in options.items():
-            if option not in known:
-                listed = ", ".join(known) or "none"
-                raise UQEvalError(f"unknown option {option!r} of AU method {self.name!r}; options: {listed}")
             options[option] = _parse(self.name, option, value, type(known[option]))
         try:
             return type(self)(**{**known, **options})

@@ -90,6 +90,7 @@ from scipy import ndimage
 
 from uqeval.contracts import Sample
 from uqeval.errors import UQEvalError
+from uqeval_torch.options import refuse_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -292,9 +293,7 @@ class ChaksuDataset:
             For an unknown option (the message lists the known ones) or a bad value.
         """
         known = self.options()
-        unknown = [option for option in options if option not in known]
-        if unknown:
-            raise UQEvalError(f"unknown option {unknown[0]!r} of dataset 'chaksu'; options: {', '.join(known)}")
+        refuse_unknown("dataset 'chaksu'", options, known)
         if "size" in options:
             options = {**options, "size": _parse_size(options["size"])}
         return dataclasses.replace(self, **options)

@@ -65,6 +65,7 @@ import numpy as np
 from uqeval.contracts import Sample
 from uqeval.errors import UQEvalError
 from uqeval_torch.data.shifts import SHIFTS, shift_image
+from uqeval_torch.options import refuse_unknown
 
 #: The roles, in the order of the study's folds: train, its validation fold, its test set.
 ROLES = ("train", "calibration", "test")
@@ -353,9 +354,7 @@ class LIDCDataset:
             For an unknown option (the message lists the known ones) or a bad value.
         """
         known = self.options()
-        unknown = [option for option in options if option not in known]
-        if unknown:
-            raise UQEvalError(f"unknown option {unknown[0]!r} of dataset 'lidc'; options: {', '.join(known)}")
+        refuse_unknown("dataset 'lidc'", options, known)
         return dataclasses.replace(self, **options)
 
     def samples(self, role: str, domain: str = "id", *, seed: int = 0) -> Iterator[Sample]:

@@ -72,6 +72,7 @@ from scipy.special import expit
 
 from uqeval.contracts import Sample
 from uqeval.errors import UQEvalError
+from uqeval_torch.options import refuse_unknown
 
 #: The roles, in the order of their index in the seed's spawn key.
 ROLES = ("train", "calibration", "test")
@@ -325,9 +326,7 @@ class SyntheticDataset:
             For an unknown option (the message lists the known ones) or a bad value.
         """
         known = self.options()
-        unknown = [option for option in options if option not in known]
-        if unknown:
-            raise UQEvalError(f"unknown option {unknown[0]!r} of dataset 'synthetic'; options: {', '.join(known)}")
+        refuse_unknown("dataset 'synthetic'", options, known)
         parsed = {option: _parse(option, value, type(known[option])) for option, value in options.items()}
         return dataclasses.replace(self, **parsed)
 
