@@ -147,7 +147,7 @@ def test_another_dataset_configuration_can_be_predicted(runs, tmp_path):
     summary = predict(
         runs / "ssn-none",
         tmp_path / "cube.zarr",
-        data_options={"n_calibration": "2", "n_test": "2", "severity": "0.5"},
+        data_options={"n_calibration": "2", "n_test": "2", "shifts": "fixed", "severity": "0.5"},
         samples=2,
         device="cpu",
     )

@@ -14,10 +14,12 @@ from scipy.ndimage import distance_transform_edt
 from uqeval import UQEvalError
 from uqeval.contracts import DatasetSource, Sample
 from uqeval_torch.data import synthetic
+from uqeval_torch.data.shifts import NOISE_SCALE, shift_image
 from uqeval_torch.data.synthetic import DOMAINS, ROLES, SyntheticDataset
 
 SMALL = {"size": 32, "n_train": 10, "n_calibration": 5, "n_test": 12}
-OPTIONS = ("size", "n_classes", "raters", "n_train", "n_calibration", "n_test", "severity", "faint")
+OPTIONS = ("size", "n_classes", "raters", "n_train", "n_calibration", "n_test", "shifts", "severity", "faint")
+FIXED = {"shifts": "fixed"}
 
 
 def draw(dataset: SyntheticDataset, role: str = "test", domain: str = "id", seed: int = 0) -> list[Sample]:
@@ -38,8 +40,15 @@ def mean_abs_gradient(image: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def test_set() -> dict[str, list[Sample]]:
-    """The default dataset's test images in every domain."""
+    """The default dataset's test images in every domain: the study's shifts."""
     dataset = SyntheticDataset()
+    return {domain: draw(dataset, "test", domain) for domain in dataset.domains}
+
+
+@pytest.fixture(scope="module")
+def fixed_test_set() -> dict[str, list[Sample]]:
+    """The test images under the dataset's own fixed shifts."""
+    dataset = SyntheticDataset(shifts="fixed")
     return {domain: draw(dataset, "test", domain) for domain in dataset.domains}
 
 
@@ -138,13 +147,14 @@ def test_unknown_option_names_it_and_the_known_ones():
 
 def test_configure_converts_strings_and_leaves_the_original_alone():
     dataset = SyntheticDataset()
-    changed = dataset.configure(size="48", n_classes=" 3", raters="2", n_test="7", severity="0.5")
-    assert (changed.size, changed.n_classes, changed.raters, changed.n_test, changed.severity) == (48, 3, 2, 7, 0.5)
-    assert [type(changed.options()[name]) for name in OPTIONS] == [int] * 6 + [float, float]
+    changed = dataset.configure(size="48", n_classes=" 3", raters="2", n_test="7", shifts=" fixed", severity="0.5")
+    assert (changed.size, changed.n_classes, changed.raters, changed.n_test) == (48, 3, 2, 7)
+    assert (changed.shifts, changed.severity) == ("fixed", 0.5)
+    assert [type(changed.options()[name]) for name in OPTIONS] == [int] * 6 + [str, float, float]
     assert changed.class_names == ("background", "shape", "core")
     assert dataset == SyntheticDataset()
-    assert dataset.configure(severity=2).severity == 2.0
-    assert isinstance(dataset.configure(severity=2).severity, float)
+    assert dataset.configure(shifts="fixed", severity=2).severity == 2.0
+    assert isinstance(dataset.configure(shifts="fixed", severity=2).severity, float)
     assert dataset.configure() == dataset
 
 
@@ -170,6 +180,9 @@ def test_configure_converts_strings_and_leaves_the_original_alone():
         ("severity", "inf"),
         ("severity", "strong"),
         ("severity", True),
+        ("severity", "2"),
+        ("shifts", "albumentations"),
+        ("shifts", "Study"),
         ("faint", "-0.1"),
         ("faint", "1.5"),
         ("faint", "often"),
@@ -185,7 +198,9 @@ def test_bad_values_name_the_option(option, value):
 
 
 def test_options_round_trip_through_json_and_configure():
-    dataset = SyntheticDataset(size=24, n_classes=3, raters=5, n_train=3, n_calibration=2, n_test=4, severity=1.5)
+    dataset = SyntheticDataset(
+        size=24, n_classes=3, raters=5, n_train=3, n_calibration=2, n_test=4, shifts="fixed", severity=1.5
+    )
     options = dataset.options()
     assert tuple(options) == OPTIONS
     stored = json.loads(json.dumps(options))
@@ -201,15 +216,18 @@ def test_options_round_trip_through_json_and_configure():
     size=st.sampled_from([16, 24, 40]),
     n_classes=st.sampled_from([2, 3]),
     raters=st.integers(1, 5),
-    severity=st.floats(0.05, 4.0),
+    severity=st.one_of(st.none(), st.floats(0.05, 4.0)),
     seed=st.integers(0, 2**40),
 )
 def test_any_valid_options_give_valid_samples(size, n_classes, raters, severity, seed):
-    dataset = SyntheticDataset(size=size, n_classes=n_classes, raters=raters, n_test=3, severity=severity)
+    shifts = {"shifts": "study"} if severity is None else {"shifts": "fixed", "severity": severity}
+    dataset = SyntheticDataset(size=size, n_classes=n_classes, raters=raters, n_test=3, **shifts)
     for domain in dataset.domains:
         for sample in dataset.samples("test", domain, seed=seed):
             assert sample.image.shape == (1, size, size)
-            assert 0.0 <= sample.image.min() <= sample.image.max() <= 1.0
+            assert np.isfinite(sample.image).all()
+            if domain != "noise" or severity is not None:  # the study's noise is not clipped
+                assert 0.0 <= sample.image.min() <= sample.image.max() <= 1.0
             assert sample.labels.shape == (raters, size, size)
             assert sample.labels.max() < n_classes
 
@@ -271,30 +289,57 @@ def test_shifts_keep_the_labels_and_change_the_pixels(test_set, domain):
         assert not np.array_equal(shifted.image, plain.image)
 
 
-def test_blur_smooths_every_image(test_set):
-    for plain, blurred in zip(test_set["id"], test_set["blur"], strict=True):
+@pytest.mark.parametrize("domain", DOMAINS[1:])
+def test_study_shifts_are_those_of_the_shared_module(test_set, domain):
+    """Each shifted image is shift_image of the ID image with the generator of its spawn key."""
+    for index, (plain, shifted) in enumerate(zip(test_set["id"][:6], test_set[domain][:6], strict=True)):
+        rng = np.random.default_rng(
+            np.random.SeedSequence(0, spawn_key=(ROLES.index("test"), index, DOMAINS.index(domain)))
+        )
+        expected = shift_image(plain.image.astype(np.float64), domain, rng).astype(np.float32)
+        np.testing.assert_allclose(shifted.image, expected, atol=1e-6)
+
+
+def test_study_noise_is_relative_to_the_image_and_not_clipped(test_set):
+    for plain, noisy in zip(test_set["id"], test_set["noise"], strict=True):
+        ratio = float((noisy.image.astype(float) - plain.image).std() / plain.image.std())
+        assert NOISE_SCALE[0] * 0.8 < ratio < NOISE_SCALE[1] * 1.2
+    assert min(float(sample.image.min()) for sample in test_set["noise"]) < 0.25 - 0.05  # below the darkest background
+    difference = images(test_set["noise"]) - images(test_set["id"])
+    assert abs(difference.mean()) < 0.005
+
+
+def test_study_contrast_and_jpeg_stay_within_the_image_range(test_set):
+    for domain in ("contrast", "jpeg"):
+        for plain, shifted in zip(test_set["id"], test_set[domain], strict=True):
+            assert plain.image.min() - 1e-6 <= shifted.image.min() <= shifted.image.max() <= plain.image.max() + 1e-6
+            assert not np.array_equal(plain.image, shifted.image)
+
+
+def test_fixed_blur_smooths_every_image(fixed_test_set):
+    for plain, blurred in zip(fixed_test_set["id"], fixed_test_set["blur"], strict=True):
         assert mean_abs_gradient(blurred.image[0]) < 0.6 * mean_abs_gradient(plain.image[0])
         assert abs(float(blurred.image.mean() - plain.image.mean())) < 0.02
 
 
-def test_noise_adds_noise_of_the_configured_std(test_set):
-    difference = images(test_set["noise"]) - images(test_set["id"])
+def test_fixed_noise_adds_noise_of_the_configured_std(fixed_test_set):
+    difference = images(fixed_test_set["noise"]) - images(fixed_test_set["id"])
     assert abs(difference.mean()) < 0.02
     # Clipping to [0, 1] takes a little off the 0.25 of severity 1.
     assert 0.2 < difference.std() <= 0.25
-    weak = SyntheticDataset(severity=0.4, n_test=16)
+    weak = SyntheticDataset(shifts="fixed", severity=0.4, n_test=16)
     difference = images(draw(weak, "test", "noise")) - images(draw(weak))
     assert difference.std() == pytest.approx(0.1, rel=0.05)
 
 
-def test_contrast_lowers_the_std_around_the_same_mean(test_set):
-    for plain, flat in zip(test_set["id"], test_set["contrast"], strict=True):
+def test_fixed_contrast_lowers_the_std_around_the_same_mean(fixed_test_set):
+    for plain, flat in zip(fixed_test_set["id"], fixed_test_set["contrast"], strict=True):
         assert flat.image.std() == pytest.approx(0.4 * plain.image.std(), rel=0.01)
         assert flat.image.mean() == pytest.approx(plain.image.mean(), abs=1e-3)
 
 
-def test_jpeg_differs_but_stays_close(test_set):
-    for plain, compressed in zip(test_set["id"], test_set["jpeg"], strict=True):
+def test_fixed_jpeg_differs_but_stays_close(fixed_test_set):
+    for plain, compressed in zip(fixed_test_set["id"], fixed_test_set["jpeg"], strict=True):
         difference = np.abs(compressed.image.astype(float) - plain.image)
         assert 0.003 < difference.mean() < 0.1
         # Decoded 8-bit values.
@@ -302,10 +347,10 @@ def test_jpeg_differs_but_stays_close(test_set):
 
 
 @pytest.mark.parametrize("domain", DOMAINS[1:])
-def test_severity_scales_the_shift(domain):
+def test_severity_scales_the_fixed_shift(domain):
     distances = []
     for severity in (0.5, 1.0, 2.0):
-        dataset = SyntheticDataset(size=32, n_test=8, severity=severity)
+        dataset = SyntheticDataset(size=32, n_test=8, shifts="fixed", severity=severity)
         distances.append(np.abs(images(draw(dataset, "test", domain)) - images(draw(dataset))).mean())
     assert distances[0] < distances[1] < distances[2]
 

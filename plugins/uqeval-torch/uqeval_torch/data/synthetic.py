@@ -34,13 +34,16 @@ Raters
     therefore lives on the borders, widest where edges are blurry, and on faint
     shapes; images without a shape have all raters agree on background.
 OOD domains
-    The ``test`` images shifted, same scenes and labels, scaled by ``severity``:
-    ``blur`` (gaussian, ``σ = 1.5·severity·size/64`` px), ``noise`` (additive
-    gaussian, standard deviation ``0.25·severity``), ``contrast`` (scaled around the
-    image mean by ``max(0.1, 1 - 0.6·severity)``) and ``jpeg`` (8-bit JPEG round trip
-    at quality ``round(10/severity)`` within [1, 95]), each clipped to [0, 1]. They are
-    named after the study's shifts but are not the same: fixed strengths, absolute noise,
-    linear contrast instead of CLAHE.
+    The ``test`` images shifted, same scenes and labels. With ``shifts="study"`` (the
+    default) these are the study's shifts of :mod:`uqeval_torch.data.shifts`, one draw
+    per image, the same module LIDC-IDRI and Chaksu use; the ``noise`` shift is not
+    clipped, so its images may leave [0, 1]. With ``shifts="fixed"`` they are this
+    dataset's own, stronger shifts of fixed strength scaled by ``severity``, which are
+    not the study's: ``blur`` (gaussian, ``σ = 1.5·severity·size/64`` px), ``noise``
+    (additive gaussian, standard deviation ``0.25·severity``: absolute, not relative to
+    the image), ``contrast`` (scaled linearly around the image mean by
+    ``max(0.1, 1 - 0.6·severity)``, not CLAHE) and ``jpeg`` (8-bit JPEG round trip at
+    quality ``round(10/severity)`` within [1, 95]), each clipped to [0, 1].
 
 Example
 -------
@@ -50,9 +53,9 @@ Example
 ('test-0000-noise', 'test', 'noise')
 >>> sample.image.shape, sample.image.dtype, sample.labels.shape, sample.labels.dtype
 ((1, 32, 32), dtype('float32'), (4, 32, 32), dtype('uint8'))
->>> options = dataset.configure(size="48", severity="0.5").options()
->>> options["size"], options["severity"], options["faint"], options["n_train"]
-(48, 0.5, 0.2, 256)
+>>> options = dataset.configure(size="48", shifts="fixed", severity="0.5").options()
+>>> options["size"], options["shifts"], options["severity"], options["faint"], options["n_train"]
+(48, 'fixed', 0.5, 0.2, 256)
 """
 
 from __future__ import annotations
@@ -72,12 +75,15 @@ from scipy.special import expit
 
 from uqeval.contracts import Sample
 from uqeval.errors import UQEvalError
+from uqeval_torch.data.shifts import shift_image
 from uqeval_torch.options import refuse_unknown
 
 #: The roles, in the order of their index in the seed's spawn key.
 ROLES = ("train", "calibration", "test")
 #: ``id`` and the OOD shifts, in the order of their index in a shift's spawn key.
 DOMAINS = ("id", "blur", "noise", "contrast", "jpeg")
+#: Values of the option ``shifts``: the study's shifts, or this dataset's own fixed ones.
+SHIFT_KINDS = ("study", "fixed")
 
 #: Range of the background's grey level.
 BASE = (0.25, 0.4)
@@ -259,8 +265,12 @@ class SyntheticDataset:
     n_train, n_calibration, n_test : int
         Images per role (``n_train`` at least 1, the others at least 0). Every OOD
         domain holds the ``n_test`` test images, shifted.
+    shifts : str
+        ``study`` (the study's shifts, drawn per image) or ``fixed`` (this dataset's own
+        stronger shifts, scaled by ``severity``); see the module docstring.
     severity : float
-        Scales every OOD shift (> 0; 1 is the default strength).
+        Scales every ``fixed`` OOD shift (> 0; 1 is the default strength). With
+        ``shifts="study"`` it must stay 1: the study's shifts have no strength to scale.
     faint : float
         Probability in [0, 1] that the first shape is faint (the second: 2.5× that, at
         most 1). Faint shapes are what only some raters mark; fewer of them make an
@@ -281,6 +291,7 @@ class SyntheticDataset:
     n_train: int = 256
     n_calibration: int = 64
     n_test: int = 64
+    shifts: str = "study"
     severity: float = 1.0
     faint: float = FAINT_PROBABILITY
 
@@ -303,6 +314,15 @@ class SyntheticDataset:
         if severity <= 0:
             raise UQEvalError(f"option 'severity' of dataset 'synthetic' must be positive, got {severity}")
         object.__setattr__(self, "severity", float(severity))
+        if self.shifts not in SHIFT_KINDS:
+            raise UQEvalError(
+                f"option 'shifts' of dataset 'synthetic' must be one of {', '.join(SHIFT_KINDS)}, got {self.shifts!r}"
+            )
+        if self.shifts == "study" and self.severity != 1.0:
+            raise UQEvalError(
+                f"option 'severity' of dataset 'synthetic' scales the fixed shifts only; "
+                f"set shifts=fixed to use severity {self.severity}"
+            )
         faint = self.faint
         if isinstance(faint, bool) or not isinstance(faint, numbers.Real) or not 0 <= faint <= 1:
             raise UQEvalError(f"option 'faint' of dataset 'synthetic' must be a probability in [0, 1], got {faint!r}")
@@ -423,7 +443,9 @@ class SyntheticDataset:
         return np.clip(image, 0.0, 1.0), labels
 
     def _shift(self, image: np.ndarray, domain: str, rng: np.random.Generator) -> np.ndarray:
-        """``image`` (y, x) under the OOD shift ``domain``, clipped to [0, 1]."""
+        """``image`` (y, x) under the OOD shift ``domain``: the study's, or the fixed one clipped to [0, 1]."""
+        if self.shifts == "study":
+            return shift_image(image[None], domain, rng)[0]
         severity = self.severity
         if domain == "blur":
             shifted = gaussian_filter(image, sigma=1.5 * severity * self.size / 64, mode="reflect")
