@@ -12,7 +12,7 @@ import pytest
 from helpers import run_cli
 
 from uqeval.errors import UQEvalError
-from uqeval_torch.study import StudyOptions, plan_study, run_locally, study_grid
+from uqeval_torch.study import StudyOptions, critical_path, plan_study, run_locally, study_grid
 
 TINY = ["--size", "tiny", "--epochs", "2", "--batch-size", "8", "--samples", "2", "--members", "2", "--device", "cpu"]
 TINY_DATA = ["--data-option", "size=16", "--data-option", "n_train=12"]
@@ -171,3 +171,45 @@ def test_local_workers_run_steps_at_once_after_what_they_need(tmp_path):
     spans = sorted((record["start"], record["end"]) for record in records)
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two steps overlapped"
     assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) <= 2, "more than two steps at once"
+
+
+def test_ready_steps_start_longest_path_first(tmp_path):
+    """With one worker the steps run in order of their estimated path to the end: the
+    diffusion runs, whose predictions cost 10 network passes per sample, start first."""
+    fake = tmp_path / "fake_uqeval.py"
+    fake.write_text(FAKE_UQEVAL)
+    plan = plan_study(tmp_path / "study", au=["softmax", "diffusion"], eu=["none", "ensemble"])
+    remaining = critical_path(plan)
+    predicts = {step.name: step.cost for step in plan.phase("predict")}
+    # 10 members x 10 samples x 10 passes of diffusion + none against 5 x 1 x 1 of softmax + ensemble.
+    assert predicts["predict-diffusion+none-seed-0"] == 1 * 10 * 10 / 50
+    assert predicts["predict-softmax+ensemble-seed-0"] == 5 * 1 * 1 / 50
+    assert remaining["compare"] == 0.05
+    assert remaining["train-diffusion+swag-seed-0"] == pytest.approx(1 + 2 + 0.05 + 0.05)
+    run_locally(plan, workers=1, executable=[sys.executable, str(fake)])
+    records = [json.loads(line) for line in (tmp_path / "fake_uqeval.py.log").read_text().splitlines()]
+    names = {step.command: step.name for step in plan.steps}
+    order = [names[tuple(record["command"])] for record in sorted(records, key=lambda record: record["start"])]
+    # 5 + 10 + 0.05 + 0.05, then 10.1, then the softmax ensemble's 5 + 0.1 + 0.05 + 0.05.
+    expected = ["train-diffusion+ensemble-seed-0", "predict-diffusion+ensemble-seed-0", "train-softmax+ensemble-seed-0"]
+    assert order[:3] == expected, order
+    assert order[-1] == "compare"
+    assert [remaining[name] for name in order[:3]] == sorted((remaining[name] for name in order[:3]), reverse=True)
+
+
+def test_the_cpu_profile_predicts_5_members_and_5_samples(tmp_path):
+    manifest = tmp_path / "steps.txt"
+    arguments = ["study", str(tmp_path / "study"), "--profile", "cpu", "--manifest", str(manifest)]
+    assert run_cli(*arguments).returncode == 0
+    predicts = [shlex.split(line) for line in manifest.read_text().splitlines() if " predict " in line]
+    assert len(predicts) == 19
+    for words in predicts:
+        assert words[words.index("--samples") + 1] == "5"
+        assert ("--members" in words) == (words[words.index("--eu") + 1] != "none")
+        if "--members" in words:
+            assert words[words.index("--members") + 1] == "5"
+    chosen = run_cli(*arguments, "--members", "3", "--samples", "2")
+    assert chosen.returncode == 0
+    assert " --samples 2" in manifest.read_text() and " --members 3" in manifest.read_text()
+    unknown = run_cli("study", str(tmp_path / "study"), "--profile", "gpu", "--manifest", str(manifest))
+    assert unknown.returncode == 2 and "unknown profile 'gpu'" in unknown.stderr

@@ -272,7 +272,12 @@ def study_command(
         str | None, typer.Option("--scheduler", help="A dask.distributed scheduler to run the steps on.")
     ] = None,
     profile: Annotated[
-        str | None, typer.Option("--profile", help="Passed to every `uqeval train` (cpu: converges in minutes).")
+        str | None,
+        typer.Option(
+            "--profile",
+            help="Passed to every `uqeval train` (cpu: converges in minutes; "
+            "also 5 EU members and 5 AU samples unless --members/--samples say otherwise).",
+        ),
     ] = None,
     workers: Annotated[
         int,
@@ -286,8 +291,14 @@ def study_command(
     Finished steps are skipped on a rerun; a failed step is reported with its log and
     skips only the steps that need it.
     """
+    from uqeval_torch.run import PROFILES
     from uqeval_torch.study import AU_METHODS, EU_METHODS, StudyOptions, plan_study, write_manifest
 
+    if profile is not None:
+        if profile not in PROFILES:
+            raise UQEvalError(f"--profile: unknown profile {profile!r}; choose {', '.join(PROFILES)}")
+        members = PROFILES[profile]["study"]["members"] if members is None else members
+        samples = PROFILES[profile]["study"]["samples"] if samples is None else samples
     options = StudyOptions(
         data=data,
         data_options=tuple(data_option or ()),

@@ -43,6 +43,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 16,
         "learning_rate": 3e-3,
         "synthetic_options": {"size": 48, "n_train": 96, "n_calibration": 16, "n_test": 32, "faint": 0.1},
+        # What `uqeval study --profile cpu` predicts unless told otherwise: 5 EU members of
+        # every method with several, 5 AU samples per member.
+        "study": {"members": 5, "samples": 5},
     },
 }
 

@@ -49,6 +49,14 @@ FAMILY = {"none": "swag", "swag": "swag", "swag_diag": "swag", "dropout": "dropo
 SEED_STRIDE = 100
 #: The phases, in dependency order.
 PHASES = ("train", "predict", "score", "compare")
+#: The methods' default EU members and AU samples, and network passes per AU sample
+#: (a DDIM sample of ``diffusion`` takes 10): only to estimate what a step costs.
+_DEFAULT_MEMBERS = {"none": 1, "dropout": 10, "swag_diag": 10, "swag": 10, "ensemble": 5}
+_DEFAULT_SAMPLES = {"softmax": 1, "ssn": 10, "prob_unet": 10, "diffusion": 10}
+_PASSES_PER_SAMPLE = {"diffusion": 10}
+#: Network passes per image that cost about as much as training one network (the CPU
+#: profile trains on 96 images for 30 epochs and predicts 176 images).
+_PASSES_PER_TRAINING = 50
 
 
 def study_grid(au: Sequence[str] = AU_METHODS, eu: Sequence[str] = EU_METHODS) -> list[tuple[str, str]]:
@@ -73,6 +81,9 @@ class Step:
         Names of the steps that must finish first.
     gpu : bool
         Whether it runs its network on a CUDA device (a cluster gives it a GPU resource).
+    cost : float
+        A rough estimate of its run time, in trainings of one network; it only decides
+        which of the steps that are ready starts first.
     """
 
     name: str
@@ -80,6 +91,7 @@ class Step:
     command: tuple[str, ...]
     needs: tuple[str, ...] = ()
     gpu: bool = False
+    cost: float = 1.0
 
     def shell(self, executable: str = "uqeval") -> str:
         """The command as one shell line."""
@@ -166,11 +178,16 @@ def plan_study(
                 run = out / "runs" / f"{au_name}+{family}" / f"seed-{seed}"
                 command = ("train", "--au", au_name, "--eu", family, "--out", str(run), "--quiet")
                 command += ("--seed", str(seed * SEED_STRIDE), *shared)
-                if options.members is not None and family == "ensemble":
-                    command += ("--members", str(options.members))
+                networks = 1
+                if family == "ensemble":
+                    networks = options.members or _DEFAULT_MEMBERS["ensemble"]
+                    if options.members is not None:
+                        command += ("--members", str(options.members))
                 for option in au_options.get(au_name, ()):
                     command += ("--au-option", option)
-                trains[key] = Step(f"train-{au_name}+{family}-seed-{seed}", "train", command, gpu=gpu)
+                trains[key] = Step(
+                    f"train-{au_name}+{family}-seed-{seed}", "train", command, gpu=gpu, cost=float(networks)
+                )
     steps.extend(trains.values())
     scores: list[Step] = []
     predicts: list[Step] = []
@@ -185,18 +202,23 @@ def plan_study(
                 command += ("--samples", str(options.samples))
             if options.members is not None and eu_name != "none":
                 command += ("--members", str(options.members))
+            members = _DEFAULT_MEMBERS[eu_name] if options.members is None or eu_name == "none" else options.members
+            samples = options.samples or _DEFAULT_SAMPLES[au_name]
+            passes = members * samples * _PASSES_PER_SAMPLE.get(au_name, 1)
             predict = Step(
                 f"predict-{au_name}+{eu_name}-seed-{seed}",
                 "predict",
                 command,
                 needs=(trains[(au_name, family, seed)].name,),
                 gpu=gpu,
+                cost=passes / _PASSES_PER_TRAINING,
             )
             score = Step(
                 f"score-{au_name}+{eu_name}-seed-{seed}",
                 "score",
                 ("score", str(store), "--out", str(report), *options.extra_score),
                 needs=(predict.name,),
+                cost=0.05,
             )
             predicts.append(predict)
             scores.append(score)
@@ -209,6 +231,7 @@ def plan_study(
             "compare",
             ("compare", *reports, "--out", str(out / "comparison")),
             needs=tuple(step.name for step in scores),
+            cost=0.05,
         )
     )
     return StudyPlan(out, tuple(steps), tuple(combinations), seeds)
@@ -328,6 +351,11 @@ def run_locally(
     """Run every step here, ``workers`` at a time, each as soon as the steps it needs are
     done; a failed step skips only what needs it.
 
+    Of the steps that are ready, the one with the longest estimated path to the end
+    (its :attr:`Step.cost` plus the costliest chain of steps that need it) starts first,
+    so the long predictions of diffusion models do not wait for every cheap step and
+    then run alone at the end.
+
     With several workers each step gets ``OMP_NUM_THREADS`` = CPUs ÷ ``workers`` (at least
     1) unless the environment sets it. ``on_update(None, step)`` is called when a step
     starts and ``on_update(outcome, None)`` when it ends (from this thread).
@@ -336,7 +364,8 @@ def run_locally(
         raise UQEvalError(f"workers must be at least 1, not {workers}", parameter="workers")
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     outcomes: dict[str, StepOutcome] = {}
-    waiting = list(plan.steps)
+    remaining = critical_path(plan)
+    waiting = sorted(plan.steps, key=lambda step: -remaining[step.name])
     running: dict[Future[StepOutcome], Step] = {}
 
     def finish(outcome: StepOutcome) -> None:
@@ -368,6 +397,20 @@ def run_locally(
                 del running[future]
                 finish(future.result())
     return [outcomes[step.name] for step in plan.steps]
+
+
+def critical_path(plan: StudyPlan) -> dict[str, float]:
+    """Each step's estimated cost to the end of the study: its own plus that of the
+    costliest chain of steps that need it (in :attr:`Step.cost` units)."""
+    needed_by: dict[str, list[str]] = {step.name: [] for step in plan.steps}
+    for step in plan.steps:
+        for name in step.needs:
+            needed_by[name].append(step.name)
+    costs = {step.name: step.cost for step in plan.steps}
+    remaining: dict[str, float] = {}
+    for step in reversed(plan.steps):  # the steps are in dependency order
+        remaining[step.name] = costs[step.name] + max((remaining[name] for name in needed_by[step.name]), default=0.0)
+    return remaining
 
 
 def run_on_cluster(plan: StudyPlan, scheduler: str, *, executable: Sequence[str] | None = None) -> list[StepOutcome]:
