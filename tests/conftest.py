@@ -24,7 +24,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Paths (relative to the repository) whose tests import torch: all slow.
-TORCH_PATHS = ("tests/plugins/", "plugins/uqeval-torch/", "docs/models.md", "tests/test_examples.py")
+TORCH_PATHS = (
+    "tests/plugins/",
+    "plugins/uqeval-torch/",
+    "docs/models.md",
+    "docs/your-model.md",
+    "docs/datasets.md",
+    "tests/test_examples.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -28,6 +29,52 @@ def test_help_lists_commands():
     assert result.exit_code == 0
     for command in ("synth", "inspect", "score", "compare", "demo", "plugins"):
         assert command in result.output
+
+
+#: Each core command and what its usage line must end with.
+USAGES = {
+    "synth": "[OPTIONS] OUT",
+    "inspect": "[OPTIONS] STORE",
+    "score": "[OPTIONS] STORE",
+    "compare": "[OPTIONS] RUNS...",
+    "demo": "[OPTIONS]",
+    "plugins": "[OPTIONS]",
+}
+
+
+@pytest.mark.parametrize("command", [None, *USAGES])
+def test_help_shows_flags_without_a_type_and_arguments_in_capitals(command):
+    args = ["--help"] if command is None else [command, "--help"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
+    assert not re.search(r"\{[a-z_]+\}", result.output)  # typer's {store} in the usage
+    usage = next(line.strip() for line in result.output.splitlines() if "Usage:" in line)
+    expected = "[OPTIONS] COMMAND [ARGS]..." if command is None else USAGES[command]
+    assert usage == f"Usage: uqeval {command + ' ' if command else ''}{expected}"
+    flags = [line for line in result.output.splitlines() if re.search(r"--help\s", line)]
+    assert len(flags) == 1 and re.search(r"--help\s+Show this message and exit", flags[0])
+
+
+def test_flag_rows_have_no_type_but_options_keep_theirs():
+    result = runner.invoke(app, ["score", "--help"], env={"COLUMNS": "200"})
+    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ --")}
+    assert re.search(r"--plots\s+--no-plots\s+Write ROC", rows["--plots"])
+    assert re.search(r"--json\s+Print scores.json", rows["--json"])
+    assert "<path>" in rows["--out"] and "NAME" in rows["--tasks"] and "<default|paper>" in rows["--preset"]
+    assert re.search(r"\*\s+STORE\s+<path>", result.output)
+
+
+def test_help_paragraphs_wrap_at_the_terminal_not_the_docstring():
+    result = runner.invoke(app, ["score", "--help"], env={"COLUMNS": "200"})
+    # In the docstring "maps," ends a source line; on a wide terminal the sentence goes on.
+    assert "AU / EU / TU maps, scores OOD detection (AUROC)" in result.output
+
+
+def test_missing_argument_is_named_as_in_the_usage():
+    result = run_cli("score")
+    assert result.returncode == 2
+    assert "Missing argument 'STORE'" in result.stderr
 
 
 #: What ``uqeval --help`` must not import (each costs seconds, or pulls in the kernels).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -29,7 +30,9 @@ from uqeval.cli import app
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
-REPORT_FILES = {"scores.json", "metrics.csv", "images.csv", "fitted.json", "roc.png", "reliability.png", "maps.png"}
+#: Without --no-plots: the data files, and each plot as PNG and SVG.
+DATA_FILES = {"scores.json", "metrics.csv", "entanglement.csv", "images.csv", "fitted.json"}
+REPORT_FILES = DATA_FILES | {f"{plot}.{suffix}" for plot in ("roc", "reliability", "maps") for suffix in ("png", "svg")}
 SCORE_OPTIONS = (
     "--out",
     "--tasks",
@@ -129,7 +132,7 @@ def test_no_plots_writes_no_png(store, tmp_path):
     result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--no-plots"], env=WIDE)
     assert result.exit_code == 0, result.output
     assert not list(tmp_path.glob("*.png"))
-    assert {path.name for path in tmp_path.iterdir()} == {"scores.json", "metrics.csv", "images.csv", "fitted.json"}
+    assert {path.name for path in tmp_path.iterdir()} == DATA_FILES
 
 
 def test_tasks_oodd_only(store, tmp_path):
@@ -172,11 +175,107 @@ def test_repeated_flags_equal_comma_separated_names(store, tmp_path):
     assert {row["aggregation"] for row in first["results"] if row["task"] == "oodd"} == {"mean", "border", "sum"}
 
 
+def test_aggregation_list_prints_every_aggregation(store, tmp_path):
+    result = runner.invoke(
+        app, ["score", str(store), "--out", str(tmp_path), "--aggregation", "border,mean", "--no-plots"], env=WIDE
+    )
+    assert result.exit_code == 0, result.output
+    values = {
+        (row["task"], row["split"], row["measure"], row["aggregation"]): row["value"]
+        for row in scores_json(tmp_path)["results"]
+        if row["metric"] in ("auroc", "aurc")
+    }
+    lines = result.stdout.splitlines()
+    for task, title in (("oodd", "OOD detection: AUROC"), ("fd", "Failure detection: AURC")):
+        start = lines.index(title)
+        header = [cell.strip() for cell in lines[start + 2].strip("┃").split("┃")]
+        assert header[:2] == ["image score", "measure"]
+        rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in lines[start + 4 : start + 12]]
+        rows = [row for row in rows if len(row) == len(header)]  # the rule between the blocks is not a row
+        assert [row[0] for row in rows] == ["border", "", "", "mean", "", ""]
+        for index, row in enumerate(rows):
+            aggregation, measure = ("border", "mean")[index // 3], ("au", "eu", "tu")[index % 3]
+            assert row[1].split()[0] == measure.upper()
+            for split, cell in zip(header[2:], row[2:], strict=True):
+                assert cell == f"{values[(task, split, measure, aggregation)]:.3f}".replace("-0.000", "0.000")
+    [where] = [line for line in lines if line.startswith("image scores border, mean:")]
+    assert "metrics.csv" in where and "scores.json" in where and "images.csv" in where
+
+
+def test_one_ood_domain_is_printed_once(tmp_path):
+    layout = [("id", "calibration" if index % 3 == 0 else "test") for index in range(9)] + [("fog", "test")] * 6
+    store = write_synthetic_store(tmp_path / "fog.zarr", layout=layout, size=16, eu=2, au=2, raters=2)
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["score", str(store), "--out", str(out), "--no-plots"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    content = scores_json(out)
+    assert {row["split"] for row in content["results"] if row["task"] == "oodd"} == {"fog", "ood"}  # both kept
+    headers = [line for line in result.stdout.splitlines() if line.startswith("┃")]
+    assert headers and all("fog = ood" in line for line in headers if "measure" in line)
+    cells = {
+        cell.strip() for line in result.stdout.splitlines() if line[:1] in "┃│" for cell in line[1:].split(line[0])
+    }
+    assert "ood" not in cells and "fog" not in cells  # neither alone: one column, one row, named for both
+    assert "fog is the only OOD domain" in result.stdout
+
+
 def test_preset_paper_changes_the_conventions(store, default_run, tmp_path):
-    result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--preset", "paper", "--no-plots"])
+    result = runner.invoke(
+        app, ["score", str(store), "--out", str(tmp_path), "--preset", "paper", "--no-plots"], env=WIDE
+    )
     assert result.exit_code == 0, result.output
     assert scores_json(tmp_path)["conventions"]["ncc_constant"] == "zero"
     assert scores_json(default_run[1])["conventions"]["ncc_constant"] == "skip"
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("conventions")]
+    assert line == (
+        "conventions (paper preset): ncc_constant=zero, ood_split=domain-mean, threshold_fraction=members, "
+        "delta_both_zero=atan2"
+    )
+    assert "conventions" not in default_run[0].stdout
+
+
+def test_captions_use_the_terminal_width(default_run):
+    result, _ = default_run
+    lines = result.stdout.splitlines()
+    assert "image score: border; ✓ the measure that should win" in lines
+    assert (
+        "1: the correct measure far better; 0: no better than the best wrong one; < 0: worse; oodd and fd with "
+        "image score border" in lines
+    )
+
+
+def test_no_negative_zero_is_printed(default_run):
+    result, _ = default_run
+    assert "0.000" in result.stdout
+    assert not re.search(r"(?<![\w.])-0\.0+(?![\d.])", result.stdout), result.stdout
+
+
+def test_notes_of_one_cause_are_printed_once_with_a_count(tmp_path):
+    # Two identical members: EU is 0 everywhere, so Δ is undefined on every task and split.
+    store = tmp_path / "no-spread.zarr"
+    rng = np.random.default_rng(1)
+    layout = [("id", "calibration" if index % 3 == 0 else "test") for index in range(9)]
+    layout += [(domain, "test") for domain in ("blur", "noise") for _ in range(4)]
+    with CubeWriter(store, n_classes=2, eu=2, au=2, height=8, width=8, raters=2) as writer:
+        for index, (domain, role) in enumerate(layout):
+            member = rng.dirichlet([1.0, 1.0], size=(1, 1, 2, 8, 8)).astype(np.float32).transpose(0, 1, 2, 5, 3, 4)
+            labels = (rng.random((1, 2, 8, 8)) < 0.5).astype(np.uint8)
+            writer.append(
+                probs=np.concatenate([member, member], axis=1),
+                labels=labels,
+                domain=domain,
+                role=role,
+                image_ids=[f"{domain}-{index:02d}"],
+            )
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["score", str(store), "--out", str(out), "--no-plots"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    undefined = [note for note in scores_json(out)["notes"] if "is undefined: EU is 0 at every pixel" in note]
+    assert len(undefined) >= 10  # scores.json keeps every note
+    printed = [line for line in result.stdout.splitlines() if "is undefined: EU is 0 at every pixel" in line]
+    assert len(printed) == 1
+    assert printed[0].startswith("note: {oodd, amb, cal, fd}: Δ on {")
+    assert printed[0].endswith(f"(×{len(undefined)})")
 
 
 def test_version():
@@ -190,7 +289,10 @@ def test_score_help_mentions_every_option():
     assert result.exit_code == 0
     for option in SCORE_OPTIONS:
         assert option in result.stdout, option
-    assert "STORE" in result.stdout
+    assert "Usage: uqeval score [OPTIONS] STORE" in result.stdout
+    assert "<bool>" not in result.stdout and "{store}" not in result.stdout
+    [json_help] = [line for line in result.stdout.splitlines() if line.strip("│ ").startswith("--json")]
+    assert "the report folder is written as usual" in json_help
 
 
 # --------------------------------------------------------------------------- bad input
@@ -334,7 +436,7 @@ BAD_STORES = {
     "negative": (make_negative, [], ["negative.zarr", "'noise-003'", "negative"]),
     "sum-five": (make_sum_five, [], ["sum5.zarr", "'id-000'", "sum to 1", "logits"]),
     "label-out-of-range": (make_label_out_of_range, [], ["labelrange.zarr", "labels", "'id-006'"]),
-    "label-height": (make_label_height, [], ["labelheight.zarr", "'y'", "labels", "probs"]),
+    "label-height": (make_label_height, [], ["labelheight.zarr", "`y`", "labels", "probs"]),
     "unclosed-writer": (make_unclosed_writer, [], ["unclosed.zarr", "incomplete", "resume"]),
     "deleted-chunks": (make_deleted_chunks, [], ["deletedchunks.zarr", "`probs`", "truncated"]),
     "eu-au-1": (make_deterministic, [], ["deterministic.zarr", "eu = au = 1"]),

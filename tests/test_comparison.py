@@ -474,7 +474,8 @@ def test_ranks_do_not_depend_on_the_order_of_runs(values, random):
 def test_save_writes_every_file_atomically(study, tmp_path):
     out = tmp_path / "out" / "nested"
     written = save_comparison(study, out)
-    names = {"comparison.json", "ranks.csv", "points.csv", "collapse.csv", "entanglement.png", "collapse.png"}
+    names = {"comparison.json", "ranks.csv", "points.csv", "collapse.csv"}
+    names |= {f"{figure}.{suffix}" for figure in ("entanglement", "collapse") for suffix in ("png", "svg")}
     assert set(written) == names
     assert {path.name for path in out.iterdir()} == names  # no temporary file left behind
     assert (out / "entanglement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -538,7 +539,7 @@ def test_entanglement_figure_has_a_panel_per_task_and_split(study):
         assert line.get_linestyle() == "--"
         np.testing.assert_array_equal(line.get_xdata(), line.get_ydata())
         assert ax.get_xlim() == ax.get_ylim()
-        assert {text.get_text() for text in ax.texts} >= {"A", "B", "C"}
+        assert {name for text in ax.texts for name in text.get_text().split(", ")} >= {"A", "B", "C"}
     assert any("lower is better" in text.get_text() for text in axes[3].texts)
     assert not any("lower is better" in text.get_text() for text in axes[0].texts)
     # each point sits at (U_wrong, U_correct) of its group

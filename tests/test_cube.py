@@ -198,6 +198,35 @@ def test_default_attributes_and_single_image_append(tmp_path):
     np.testing.assert_array_equal(ds.probs.values, probs.astype(np.float16))
 
 
+def test_single_image_append_with_its_labels_and_id(tmp_path):
+    probs, labels = make_probs(3), make_labels(3)
+    path = tmp_path / "cube.zarr"
+    with CubeWriter(path, **SHAPE, raters=2, chunk_images=2) as writer:
+        for index in range(3):
+            # One image: (eu, au, class, y, x), (rater, y, x), and its id on its own.
+            writer.append(probs[index], labels[index], domain="id" if index else "blur", image_ids=f"case-{index}")
+    ds = open_cube(path)
+    assert ds.image.values.tolist() == ["case-0", "case-1", "case-2"]
+    assert ds.domain.values.tolist() == ["blur", "id", "id"]
+    np.testing.assert_array_equal(ds.labels.values, labels)
+    np.testing.assert_array_equal(ds.probs.values, probs.astype(np.float16))
+
+
+def test_single_image_labels_must_match_a_single_image(writer):
+    # A batch's labels need their image dim even for one image...
+    message = assert_raises(
+        r"`labels` has shape \(1, 4, 5\)", writer.append, make_probs(1), labels=make_labels(1, 1)[0]
+    )
+    assert "expected (image, rater, y, x) = (1, 1, 4, 5)" in message
+    assert "one image's" not in message
+    # ...and one image's labels keep their rater dim.
+    message = assert_raises(
+        r"`labels` has shape \(4, 5\)", writer.append, make_probs(1)[0], labels=make_labels(1, 1)[0, 0]
+    )
+    assert "or one image's (rater, y, x) = (1, 4, 5)" in message
+    assert writer.n_images == 0
+
+
 def test_uneven_batches_equal_one_batch(tmp_path):
     n = 9
     probs, labels = make_probs(n, seed=3), make_labels(n)
@@ -571,6 +600,37 @@ BAD_STORES = {
         False,
         [r"variable `labels` has dims", r"missing \['rater'\]"],
     ),
+    "domain ID": (
+        lambda ds: ds.assign(domain=("image", np.array(["ID", "blur", "ID"]))),
+        False,
+        [r"domain 'ID' of 2 images looks like 'id' \(in-distribution\) but is spelled differently; write 'id'$"],
+    ),
+    "domain with a space": (
+        lambda ds: ds.assign(domain=("image", np.array(["id", "blur", "id "]))),
+        False,
+        [r"domain 'id ' of 1 image looks like 'id'"],
+    ),
+    "schema as a string": (
+        _set_attr("schema", "1"),
+        False,
+        [r"attribute `schema` is '1'; this uqeval reads the integer 1"],
+    ),
+    "class_names not a list": (_set_attr("class_names", "abc"), False, [r"`class_names` is 'abc'; expected a list"]),
+    "labels of no rater": (
+        lambda ds: ds.drop_vars("labels").assign(labels=ds.labels.isel(rater=slice(0, 0))),
+        False,
+        [r"dim `rater` of `labels` is empty"],
+    ),
+    "input without channel": (
+        lambda ds: ds.assign(input=(("image", "y", "x"), np.zeros((3, 4, 5), np.float32))),
+        False,
+        [r"variable `input` has dims", r"missing \['channel'\]"],
+    ),
+    "integer input": (
+        lambda ds: ds.assign(input=(("image", "channel", "y", "x"), np.zeros((3, 1, 4, 5), np.uint8))),
+        False,
+        [r"variable `input` has dtype uint8; expected floats"],
+    ),
     "label out of range": (_set_label((1, 1, 2, 3), 3), True, [r"`labels` of image 'img-b'", r"is 3", "255"]),
     "negative label": (_set_label((2, 0, 1, 1), -1), True, [r"`labels` of image 'img-c'", r"is -1"]),
     "nan": (_set_probs_value((1, 0, 1, 2, 0, 0), np.nan), True, [r"image 'img-b' has NaN or inf"]),
@@ -657,8 +717,14 @@ def test_writer_deterministic(tmp_path):
         ({"height": 0}, "`height` must be a positive integer"),
         ({"variable": "scores"}, "`variable`"),
         ({"dtype": "float64"}, "`dtype`"),
+        ({"dtype": "half-ish"}, "`dtype` is 'half-ish'"),
         ({"class_names": ["a", "b"]}, "2 class_names for 3 classes"),
+        ({"class_names": "abc"}, "`class_names` is 'abc'; expected one string per class"),
         ({"background": 3}, "`background` is 3"),
+        ({"background": "0"}, "`background` is '0'"),
+        ({"raters": -1}, "`raters` must be an integer >= 0"),
+        ({"channels": 1.5}, "`channels` must be an integer >= 0"),
+        ({"chunk_images": 0}, "`chunk_images` must be a positive integer"),
     ],
 )
 def test_writer_bad_arguments(tmp_path, kwargs, pattern):
@@ -730,7 +796,24 @@ def test_writer_bad_role_and_domain(writer):
     assert_raises("role 'val'", writer.append, probs, labels=labels, role=["test", "val"])
     assert_raises("3 values of `domain` for 2 images", writer.append, probs, labels=labels, domain=["a", "b", "c"])
     assert_raises("`domain` ''", writer.append, probs, labels=labels, domain="")
+    assert_raises("`domain` is 5; expected one string or one per image", writer.append, probs, labels=labels, domain=5)
     assert writer.n_images == 0
+
+
+@pytest.mark.parametrize("domain", ["ID", "Id", "id ", " id", ["blur", "ID"]])
+def test_writer_refuses_id_spelled_otherwise(writer, domain):
+    probs, labels = make_probs(2), make_labels(2, 1)
+    spelt = domain if isinstance(domain, str) else "ID"
+    message = assert_raises("looks like 'id'", writer.append, probs, labels=labels, domain=domain)
+    assert message.startswith(f"CubeWriter.append: domain {spelt!r} of ")
+    assert message.endswith("write 'id'")
+    assert writer.n_images == 0
+    writer.append(probs, labels=labels, domain="id")  # the same batch, spelled right
+    assert writer.n_images == 2
+
+
+def test_writer_refuses_what_numpy_cannot_read_as_an_array(writer):
+    assert_raises("`probs` cannot be read as an array", writer.append, [[0.5, 0.5], [1.0]], labels=make_labels(1, 1))
 
 
 def test_writer_probs_not_summing_to_one_name_the_image_id(writer):
@@ -785,6 +868,115 @@ def test_writer_closed(tmp_path):
 def test_empty_store_is_rejected(tmp_path):
     CubeWriter(tmp_path / "cube.zarr", **SHAPE).close()
     assert_raises("dim `image` of `probs` is empty", open_cube, tmp_path / "cube.zarr")
+
+
+# --------------------------------------------------------------------------- input images
+
+
+def test_input_images_round_trip(tmp_path):
+    probs, labels = make_probs(5), make_labels(5)
+    pixels = np.random.default_rng(3).normal(size=(5, 3, 4, 5))
+    path = tmp_path / "cube.zarr"
+    with CubeWriter(path, **SHAPE, raters=2, channels=3, chunk_images=2) as writer:
+        writer.append(probs[0], labels[0], input=pixels[0])  # one image: (channel, y, x)
+        writer.append(probs[1:4], labels[1:4], input=pixels[1:4])
+        writer.append(probs[4:], labels[4:], input=(pixels[4:] * 100).astype(np.int16))  # integers become floats
+    ds = open_cube(path)
+    assert ds.input.dims == ("image", "channel", "y", "x")
+    assert ds.input.dtype == np.float32
+    np.testing.assert_array_equal(ds.input.values[:4], pixels[:4].astype(np.float32))
+    np.testing.assert_array_equal(ds.input.values[4], (pixels[4] * 100).astype(np.int16).astype(np.float32))
+
+
+def test_stores_without_input_have_none(tmp_path):
+    path = write_store(tmp_path / "cube.zarr", make_probs(2))
+    assert "input" not in open_cube(path)
+    assert "input" not in zarr.open_group(path, mode="r")
+
+
+def test_writer_input_mistakes(tmp_path):
+    probs = make_probs(2)
+    with CubeWriter(tmp_path / "cube.zarr", **SHAPE, channels=1) as writer:
+        assert_raises("the writer has channels=1; pass input", writer.append, probs)
+        message = assert_raises(r"`input` has shape \(2, 4, 5\)", writer.append, probs, input=np.zeros((2, 4, 5)))
+        assert "expected (image, channel, y, x) = (2, 1, 4, 5)" in message
+        assert_raises("`input` has dtype <U1; expected numbers", writer.append, probs, input=np.full((2, 1, 4, 5), "a"))
+        assert writer.n_images == 0
+        writer.append(probs, input=np.zeros((2, 1, 4, 5)))
+    with CubeWriter(tmp_path / "plain.zarr", **SHAPE) as writer:
+        assert_raises("input given but the writer was made with channels=0", writer.append, probs, input=np.zeros(1))
+
+
+def test_resume_refuses_other_input_channels(tmp_path):
+    path = tmp_path / "cube.zarr"
+    writer = CubeWriter(path, **SHAPE, channels=2, chunk_images=1)
+    writer.append(make_probs(1), input=np.zeros((1, 2, 4, 5)))
+    del writer
+    assert_raises("input channels differ from channels=3", CubeWriter, path, **SHAPE, channels=3, resume=True)
+    with CubeWriter(path, **SHAPE, channels=2, resume=True) as writer:
+        assert writer.n_images == 1
+        writer.append(make_probs(1, seed=4), input=np.ones((1, 2, 4, 5)))
+    np.testing.assert_array_equal(open_cube(path).input.values[:, 0, 0, 0], [0.0, 1.0])
+
+
+def test_open_refuses_variables_of_other_sizes(tmp_path):
+    dataset = hand_dataset()
+    path = save(dataset, tmp_path / "count.zarr")
+    zarr.open_group(path, mode="r+")["labels"].resize((2, 2, 4, 5))
+    message = assert_raises("variable `labels` holds 2 image", open_cube, path)
+    assert "`probs` holds 3" in message
+    path = save(dataset, tmp_path / "height.zarr")
+    group = zarr.open_group(path, mode="r+")
+    group.create_array("input", shape=(3, 1, 2, 5), dtype="float32", dimension_names=("image", "channel", "y", "x"))
+    assert_raises("variable `input` holds 2 pixels along `y` but `probs` holds 4", open_cube, path)
+
+
+# --------------------------------------------------------------------------- what docs/cube.md promises
+
+
+def test_float64_probabilities_are_read(tmp_path):
+    dataset = hand_dataset()
+    dataset["probs"] = dataset.probs.astype(np.float64)
+    cube = open_cube(save(dataset, tmp_path / "cube.zarr"), check_values=True)
+    assert cube.probs.dtype == np.float64
+    message = assert_raises("expected floats", validate_cube, dataset.assign(probs=dataset.probs.astype(np.int8)))
+    assert "float16, float32, float64" in message
+
+
+def test_zarr_v2_store_is_read_and_scored(tmp_path):
+    path = tmp_path / "v2.zarr"
+    dataset = hand_dataset(8, ids=[f"img-{i}" for i in range(8)])
+    dataset = dataset.assign(
+        domain=("image", np.array(["id"] * 4 + ["blur"] * 4, dtype=object)),
+        role=("image", np.array(["calibration", "test"] * 4, dtype=object)),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fixed-width unicode image ids
+        dataset.to_zarr(path, zarr_format=2, consolidated=False)
+    assert (path / ".zgroup").exists()
+    cube = open_cube(path, check_values=True)
+    assert cube.image.values.tolist() == [f"img-{i}" for i in range(8)]
+    scores = uqeval.score(path, tasks=["oodd"])
+    assert scores.n_images == {"id": 2, "blur": 2}
+
+
+def test_not_a_store_message_names_both_zarr_formats(tmp_path):
+    (tmp_path / "folder.zarr").mkdir()
+    message = assert_raises("not a zarr store", open_cube, tmp_path / "folder.zarr")
+    assert "zarr.json" in message
+    assert ".zgroup" in message
+
+
+def test_docs_examples_raise_no_warning():
+    """docs/cube.md's examples (its to_zarr recipe included) run with every warning an error."""
+    import doctest
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "cube.md"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = doctest.testfile(str(docs), module_relative=False, verbose=False, report=False)
+    assert result.attempted > 10
+    assert result.failed == 0
 
 
 # --------------------------------------------------------------------------- package

@@ -40,6 +40,7 @@ TOP_LEVEL_KEYS = (
     "schema",
     "store",
     "model",
+    "provenance",
     "conventions",
     "numerics",
     "n_images",
@@ -261,7 +262,12 @@ def test_no_id_images(tmp_path):
     layout = [("blur" if i % 2 else "noise", "test") for i in range(8)]
     path = write_store(tmp_path / "oodonly.zarr", layout=layout)
     scores = score(path)
-    assert any(note.startswith("oodd: skipped") and "ID" in note for note in scores.notes)
+    # One warning, first, says that nothing is ID and what that skips; no other note repeats it.
+    warning = scores.notes[0]
+    assert warning.startswith("warning: no image has the domain 'id'")
+    assert "oodd and cal are skipped" in warning
+    assert "'blur', 'noise'" in warning
+    assert not any(note.startswith(("oodd:", "cal:", "no calibration images")) for note in scores.notes)
     assert not any(row["task"] in ("oodd", "cal") for row in scores.results)
     assert_same_scores(scores, reference(path))
     with pytest.raises(UQEvalError, match="no ID images"):
@@ -516,11 +522,15 @@ def test_save_writes_the_report_atomically(nan_scores, tmp_path):
     expected = {
         "scores.json",
         "metrics.csv",
+        "entanglement.csv",
         "images.csv",
         "fitted.json",
         "roc.png",
         "reliability.png",
         "maps.png",
+        "roc.svg",
+        "reliability.svg",
+        "maps.svg",
     }
     assert names == expected
     assert {path.name for path in (tmp_path / "report").iterdir()} == expected  # no temporary files left
@@ -550,7 +560,13 @@ def test_save_without_plots(default_scores, tmp_path):
     written = save_report(default_scores, tmp_path, plots=False)
     assert sorted(written) == sorted(tmp_path.iterdir())
     assert not list(tmp_path.glob("*.png"))
-    assert {path.name for path in tmp_path.iterdir()} == {"scores.json", "metrics.csv", "images.csv", "fitted.json"}
+    assert {path.name for path in tmp_path.iterdir()} == {
+        "scores.json",
+        "metrics.csv",
+        "entanglement.csv",
+        "images.csv",
+        "fitted.json",
+    }
 
 
 def test_roc_curves_equal_scikit_learn(nan_scores):

@@ -543,8 +543,11 @@ def test_no_id_images_skips_oodd_and_cal(store):
         store.domain[ood & test],
         labels=store.labels[ood & test],
     )
-    assert "oodd: skipped, there are no ID test images" in evaluation.notes
-    assert "cal: skipped, there are no ID images to fit Platt scaling on" in evaluation.notes
+    warning = evaluation.notes[0]
+    assert warning.startswith("warning: no image has the domain 'id' (in-distribution)")
+    assert "oodd and cal are skipped (they need ID images)" in warning
+    assert not any(note.startswith(("oodd:", "cal:")) for note in evaluation.notes)
+    assert sum("'id'" in note for note in evaluation.notes) == 1  # one warning, nothing that contradicts it
     assert {row["task"] for row in evaluation.results} == {"amb", "fd"}
 
 

@@ -11,19 +11,22 @@ import contextlib
 import enum
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from inspect import cleandoc  # `inspect` is a command here
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from uqeval import __version__
 from uqeval.conventions import PRESETS
 from uqeval.errors import UQEvalError
 
 if TYPE_CHECKING:
+    import click
     from rich.progress import Progress
     from rich.table import Table
 
@@ -37,7 +40,95 @@ FLAGS = {"tasks": "--tasks", "aggregations": "--aggregation", "preset": "--prese
 
 Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
 
-app = typer.Typer(
+
+def _plain_metavars(parameters: list[click.Parameter]) -> list[click.Parameter]:
+    """Show help as people read it: no type after a flag (typer writes ``<bool>``), and an
+    argument named in capitals (``STORE``), as in the usage line."""
+    for parameter in parameters:
+        if isinstance(parameter, TyperOption) and parameter.is_flag and parameter.metavar is None:
+            parameter.metavar = ""
+        elif isinstance(parameter, TyperArgument) and parameter.metavar is None:
+            parameter.metavar = parameter.name.upper() + ("..." if parameter.nargs != 1 else "")
+    return parameters
+
+
+def _usage(command: click.Command, ctx: click.Context) -> list[str]:
+    """The usage line's pieces, an argument as ``STORE`` (required) or ``[OUT]``, not ``{store}``."""
+    pieces = [command.options_metavar] if command.options_metavar else []
+    for parameter in command.get_params(ctx):
+        if isinstance(parameter, TyperArgument):
+            name = parameter.metavar or parameter.name.upper()
+            pieces.append(name if parameter.required else f"[{name}]")
+        else:
+            pieces.extend(parameter.get_usage_pieces(ctx))
+    return pieces
+
+
+def _reflowed(text: str | None) -> str | None:
+    """Help text with the docstring's line breaks inside a paragraph removed, so the
+    terminal, not the source file, decides where lines break (typer keeps them after the
+    first paragraph)."""
+    if not text:
+        return text
+    paragraphs = cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split("\n")) for p in paragraphs)
+
+
+class _Command(TyperCommand):
+    """A command whose help shows no metavar on flags, ``STORE`` in the usage, and its
+    paragraphs wrapped at the terminal's width."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _reflowed(self.help)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return _usage(self, ctx)
+
+
+class _Group(TyperGroup):
+    """The ``uqeval`` group, with the help of :class:`_Command`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _reflowed(self.help)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*_usage(self, ctx), self.subcommand_metavar]
+
+
+class _App(typer.Typer):
+    """uqeval's typer application: commands, plugins' included, and sub-apps get the
+    help of :class:`_Command` and :class:`_Group` unless they choose a class."""
+
+    def command(
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **options: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return super().command(name, cls=cls or _Command, **options)
+
+    def add_typer(self, typer_instance: typer.Typer, *, cls: type[TyperGroup] | None = None, **options: Any) -> None:
+        _adopt(typer_instance)
+        super().add_typer(typer_instance, cls=cls or _Group, **options)
+
+
+def _adopt(sub_app: typer.Typer) -> None:
+    """Give the commands and groups of a sub-app that kept typer's classes this help's classes."""
+    for command in sub_app.registered_commands:
+        if command.cls in (None, TyperCommand):
+            command.cls = _Command
+    for group in sub_app.registered_groups:
+        if group.typer_instance is not None:
+            _adopt(group.typer_instance)
+
+
+app = _App(
+    cls=_Group,
     name="uqeval",
     help="How good is a segmentation model's uncertainty, and are its aleatoric and epistemic parts really separate?",
     rich_markup_mode="rich",
@@ -134,6 +225,7 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
 
     from uqeval.cube import open_cube
     from uqeval.domain_means import domain_means
+    from uqeval.report.tables import format_value
 
     dataset = open_cube(store, check_values=check_values)
     sizes = dataset["probs"].sizes
@@ -155,7 +247,10 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
-            row.domain, str(row.n_images), f"{row.au:.4f}", f"{row.eu:.4f}", f"{row.tu:.4f}", f"{row.eu_over_au:.3f}"
+            row.domain,
+            str(row.n_images),
+            *(format_value(value, digits=4) for value in (row.au, row.eu, row.tu)),
+            format_value(row.eu_over_au, digits=3),
         )
     return table
 
@@ -198,14 +293,6 @@ def _report_folder(folder: Path) -> Iterator[Path]:
         raise
 
 
-def _print_report(tables: list[Table], notes: list[str], where: str) -> None:
-    for table in tables:
-        console.print(table)
-    for note in notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    console.print(where)
-
-
 def _default_out(store: Path) -> Path:
     return store.parent / f"{store.name.removesuffix('.zarr')}-scores"
 
@@ -220,7 +307,7 @@ def score(
     tasks: Annotated[
         list[str] | None,
         typer.Option(
-            help="Tasks to score: oodd, amb, cal (repeat the flag or separate by commas). Default: all three.",
+            help="Tasks to score: oodd, amb, cal, fd (repeat the flag or separate by commas). Default: all four.",
             callback=_comma_separated,
             metavar="NAME",
         ),
@@ -228,9 +315,9 @@ def score(
     aggregation: Annotated[
         list[str] | None,
         typer.Option(
-            help="Image score for OOD detection (and Δ): mean, sum, patch_max, threshold, area or border; "
-            "more (repeat the flag or separate by commas) are scored beside it. Default: the preset's "
-            "([cyan]border[/]).",
+            help="Image score for OOD and failure detection (and their Δ): mean, sum, patch_max, threshold, "
+            "area, border or a plugin's; more (repeat the flag or separate by commas) are scored beside it and "
+            "shown in the same tables. Default: the preset's ([cyan]border[/]).",
             callback=_comma_separated,
             metavar="NAME",
         ),
@@ -243,7 +330,11 @@ def score(
     ] = False,
     plots: Annotated[bool, typer.Option(help="Write ROC curves, reliability diagrams and example maps.")] = True,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print scores.json to stdout and nothing else (tables are not shown).")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print scores.json to stdout and nothing else (no tables); the report folder is written as usual.",
+        ),
     ] = False,
     scheduler: Annotated[
         str | None,
@@ -253,13 +344,14 @@ def score(
     """Score how good a model's uncertainty is and how entangled AU and EU are (the main job).
 
     Reads the store once, chunk by chunk: decomposes every image into AU / EU / TU maps,
-    scores OOD detection (AUROC), ambiguity (NCC) and calibration (ACE), and the
-    entanglement Δ of each task. Writes [cyan]scores.json[/], [cyan]metrics.csv[/],
-    [cyan]images.csv[/] and plots to [cyan]--out[/].
+    scores OOD detection (AUROC), ambiguity (NCC), calibration (ACE) and failure
+    detection (AURC), and the entanglement Δ of each task. Writes [cyan]scores.json[/],
+    [cyan]metrics.csv[/], [cyan]images.csv[/], [cyan]fitted.json[/] and plots to
+    [cyan]--out[/] (also with [cyan]--json[/]).
     """
     from uqeval.conventions import preset as conventions_preset
     from uqeval.report.save import save_report
-    from uqeval.report.tables import score_tables
+    from uqeval.report.tables import print_report, score_remarks, score_tables
     from uqeval.scoring import score as score_store
 
     conventions = conventions_preset(preset.value)
@@ -300,7 +392,13 @@ def score(
     if json_output:
         typer.echo(json.dumps(scores.to_dict(), indent=2, ensure_ascii=False))
         return
-    _print_report(score_tables(scores), scores.notes, f"Report in [cyan]{out}[/]")
+    print_report(
+        console,
+        score_tables(scores),
+        score_remarks(scores, preset=preset.value),
+        scores.notes,
+        f"Report in [cyan]{escape(str(out))}[/]",
+    )
 
 
 @app.command()
@@ -316,16 +414,18 @@ def compare(
     ranks are averaged over splits, then tasks. Runs of the same model with different
     seeds are pooled: mean ± a Student-t 95 % interval. Writes [cyan]comparison.json[/],
     [cyan]ranks.csv[/], [cyan]points.csv[/], [cyan]collapse.csv[/] and the scatter plot
-    [cyan]entanglement.png[/].
+    [cyan]entanglement.png[/] (and [cyan]collapse.png[/]), each also as SVG.
     """
     from uqeval.comparison import compare as compare_runs
     from uqeval.report.save import save_comparison
-    from uqeval.report.tables import comparison_tables
+    from uqeval.report.tables import comparison_tables, print_report
 
     with _report_folder(out):
         comparison = compare_runs(runs)
         save_comparison(comparison, out)
-    _print_report(comparison_tables(comparison), comparison.notes, f"Comparison in [cyan]{out}[/]")
+    print_report(
+        console, comparison_tables(comparison), [], comparison.notes, f"Comparison in [cyan]{escape(str(out))}[/]"
+    )
 
 
 @app.command()
@@ -338,7 +438,7 @@ def demo(
     from uqeval.comparison import compare as compare_runs
     from uqeval.report.files import ensure_writable
     from uqeval.report.save import save_comparison, save_report
-    from uqeval.report.tables import comparison_tables, entanglement_table
+    from uqeval.report.tables import comparison_tables, entanglement_table, print_tables
     from uqeval.scoring import score as score_store
     from uqeval.synth import SCENARIOS
 
@@ -361,10 +461,10 @@ def demo(
         table = entanglement_table(scores)
         if table is not None:
             table.title = f"{scenario}: {table.title}"
-            console.print(table)
+            print_tables(console, [table])
     comparison = compare_runs(reports)
     save_comparison(comparison, out / "comparison")
-    console.print(comparison_tables(comparison)[0])
+    print_tables(console, comparison_tables(comparison)[:1])
     console.print(
         f"Reports in [cyan]{out}[/]: one [cyan]*-scores[/] folder per scenario (scores.json, metrics.csv, "
         f"images.csv, plots) and [cyan]{out / 'comparison'}[/]. The disentangled model has Δ near 1 on every "

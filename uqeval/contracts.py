@@ -8,12 +8,13 @@ families in ``plugins/uqeval-torch``).
 
 How the pieces meet, for one model ``(AU method, EU method)`` on a dataset::
 
-    def routine(seed, dropout=0.0, on_step=None):        # the trainer's training loop
+    def routine(seed, dropout=0.0, on_step=None, collector=None):  # the trainer's training loop
         model = au.build(backbone, in_channels=ds.in_channels, n_classes=ds.n_classes, dropout=dropout)
         for step, batch in ...:                          # AdamW, EMA, …
             loss = au.loss(model, batch.images, batch.labels, epoch=epoch)
             ...
             if on_step: on_step(model, step, epoch)      # e.g. SWAG collects moments
+        if collector: collector.epoch_end(model, epoch, epochs)  # after every epoch
         return model
 
     trained = eu.train(routine, n_members=5, seed=0)     # N runs, one run with dropout, …

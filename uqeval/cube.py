@@ -1,8 +1,9 @@
 """The sample-cube store: a validated reader and a resumable, atomic writer.
 
-A cube store is a zarr v3 group holding, per image, the softmax probabilities of every
-member (``eu``) and sample (``au``) of a model, optionally the raters' label maps, and
-the image's domain and role (docs/cube.md, schema 1).
+A cube store is a zarr group holding, per image, the softmax probabilities of every
+member (``eu``) and sample (``au``) of a model, optionally the raters' label maps and the
+input image, and the image's domain and role (docs/cube.md, schema 1). The writer writes
+zarr v3; the reader reads zarr v3 and v2.
 """
 
 from __future__ import annotations
@@ -19,13 +20,23 @@ import zarr
 import zarr.codecs
 import zarr.errors
 
-from uqeval.checks import check_decomposable, image_name, raise_for_value_stats, value_stats
+from uqeval.checks import (
+    check_decomposable,
+    check_domain_spelling,
+    image_name,
+    raise_for_value_stats,
+    value_stats,
+)
 from uqeval.errors import UQEvalError
 from uqeval.names import IGNORE_LABEL, ROLES
 
 SCHEMA = 1
 PROBS_DIMS = ("image", "eu", "au", "class", "y", "x")
 LABELS_DIMS = ("image", "rater", "y", "x")
+INPUT_DIMS = ("image", "channel", "y", "x")
+#: Storage dtypes of the probabilities (or logits) that a store may hold. Every value is
+#: computed on in float32, so float64 gains nothing over float32 but size.
+FLOAT_DTYPES = ("float16", "float32", "float64")
 #: Group attribute where the writer records its progress; absent on stores written
 #: by other tools, which then read as complete.
 PROGRESS_ATTR = "uqeval_writer"
@@ -53,6 +64,7 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
     Validation up front is cheap: it reads metadata, the image ids, ``domain`` and
     ``role``, never the probabilities. It checks the variables, their dims and their
     order, dtypes, sizes, attributes, and that the store was completely written.
+    Stores in zarr v3 (what :class:`CubeWriter` writes) and zarr v2 are both read.
 
     Parameters
     ----------
@@ -65,10 +77,11 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
     -------
     xarray.Dataset
         Lazy, dask-backed: ``probs`` (image, eu, au, class, y, x), ``domain`` and
-        ``role`` (image, str, loaded), ``labels`` (image, rater, y, x) when present;
-        ``image`` is the coordinate of image ids. A store with ``logits`` instead of
-        ``probs`` gets a lazy ``probs = softmax(logits)`` over ``class``
-        (``attrs["source_variable"] == "logits"``). ``role`` defaults to ``"test"``.
+        ``role`` (image, str, loaded), ``labels`` (image, rater, y, x) and ``input``
+        (image, channel, y, x) when present; ``image`` is the coordinate of image
+        ids. A store with ``logits`` instead of ``probs`` gets a lazy
+        ``probs = softmax(logits)`` over ``class`` (``attrs["source_variable"] ==
+        "logits"``). ``role`` defaults to ``"test"``.
 
     Raises
     ------
@@ -84,12 +97,15 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
         raise UQEvalError(f"{path}: is a single zarr array; a cube store is a zarr group of variables") from None
     except (zarr.errors.GroupNotFoundError, FileNotFoundError, ValueError, KeyError) as error:
         if path.is_file():
-            raise UQEvalError(f"{path}: is a file, not a zarr store (a cube store is a zarr v3 folder)") from None
+            raise UQEvalError(f"{path}: is a file, not a zarr store (a cube store is a zarr folder)") from None
         if isinstance(error, zarr.errors.GroupNotFoundError):
-            raise UQEvalError(f"{path}: not a zarr store (no zarr.json group metadata found)") from None
+            raise UQEvalError(
+                f"{path}: not a zarr store (no group metadata found: zarr.json for zarr v3, .zgroup for v2)"
+            ) from None
         raise UQEvalError(f"{path}: not a zarr store ({error.__class__.__name__}: {error})") from None
     _check_complete(str(path), dict(group.attrs))
     _check_chunks_written(path, group)
+    _check_shared_sizes(path, group)
     try:
         consolidated = getattr(group.metadata, "consolidated_metadata", None) is not None
         dataset = xr.open_zarr(path, chunks={}, consolidated=consolidated)
@@ -108,8 +124,9 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
     schema = attrs.get("schema")
     if schema is None:
         raise UQEvalError(f"{where}: attribute `schema` is missing (a uqeval cube has schema = {SCHEMA})")
-    if schema != SCHEMA:
-        raise UQEvalError(f"{where}: attribute `schema` is {schema!r}; this uqeval reads schema {SCHEMA}")
+    if schema != SCHEMA or isinstance(schema, bool):
+        expected = f"the integer {SCHEMA}" if str(schema).strip() == str(SCHEMA) else f"schema {SCHEMA}"
+        raise UQEvalError(f"{where}: attribute `schema` is {schema!r}; this uqeval reads {expected}")
     has_probs, has_logits = "probs" in dataset, "logits" in dataset
     if has_probs == has_logits:
         what = "both `probs` and `logits`" if has_probs else "neither `probs` nor `logits`"
@@ -118,7 +135,9 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
     values = dataset[variable]
     _check_dims(where, variable, values.dims, PROBS_DIMS)
     if values.dtype.kind != "f":
-        raise UQEvalError(f"{where}: variable `{variable}` has dtype {values.dtype}; expected float16 or float32")
+        raise UQEvalError(
+            f"{where}: variable `{variable}` has dtype {values.dtype}; expected floats ({', '.join(FLOAT_DTYPES)})"
+        )
     sizes = dict(values.sizes)
     for dim in PROBS_DIMS:
         if sizes[dim] == 0:
@@ -126,7 +145,9 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
     check_decomposable(sizes["eu"], sizes["au"], sizes["class"], where)
 
     dataset = _normalise_image_coordinate(dataset, where)
-    dataset = dataset.assign(domain=_string_variable(dataset, "domain", where, default=None))
+    domain = _string_variable(dataset, "domain", where, default=None)
+    check_domain_spelling(domain.values, where)
+    dataset = dataset.assign(domain=domain)
     role = _string_variable(dataset, "role", where, default="test")
     unknown = sorted(set(role.values.tolist()) - set(ROLES))
     if unknown:
@@ -142,13 +163,27 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
         _check_dims(where, "labels", labels.dims, LABELS_DIMS)
         if labels.dtype.kind not in "iu":
             raise UQEvalError(f"{where}: variable `labels` has dtype {labels.dtype}; expected an integer type")
-        for dim in ("y", "x"):
-            if labels.sizes[dim] != sizes[dim]:
-                raise UQEvalError(
-                    f"{where}: dim `{dim}` of `labels` has size {labels.sizes[dim]} but `{variable}` has {sizes[dim]}"
-                )
+        _check_image_size(where, "labels", labels, variable, sizes)
+        if labels.sizes["rater"] == 0:
+            raise UQEvalError(f"{where}: dim `rater` of `labels` is empty; leave `labels` out when there are none")
+    if "input" in dataset:
+        pixels = dataset["input"]
+        _check_dims(where, "input", pixels.dims, INPUT_DIMS)
+        if pixels.dtype.kind != "f":
+            raise UQEvalError(
+                f"{where}: variable `input` has dtype {pixels.dtype}; expected floats (the input image's pixels, "
+                "e.g. float32)"
+            )
+        if pixels.sizes["channel"] == 0:
+            raise UQEvalError(f"{where}: dim `channel` of `input` is empty")
+        _check_image_size(where, "input", pixels, variable, sizes)
 
     class_names = attrs.get("class_names")
+    if class_names is not None and (
+        not isinstance(class_names, list | tuple | np.ndarray)
+        or not all(isinstance(name, str) for name in np.asarray(class_names, dtype=object).tolist())
+    ):
+        raise UQEvalError(f"{where}: attribute `class_names` is {class_names!r}; expected a list of strings")
     if class_names is not None and len(class_names) != sizes["class"]:
         raise UQEvalError(
             f"{where}: attribute `class_names` lists {len(class_names)} names for {sizes['class']} classes"
@@ -254,6 +289,44 @@ def _check_chunks_written(path: Path, group: zarr.Group) -> None:
                 )
 
 
+def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
+    """An array's dim names: zarr v3 metadata, or xarray's ``_ARRAY_DIMENSIONS`` in zarr v2."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names is None:
+        names = array.attrs.get("_ARRAY_DIMENSIONS")
+    return tuple(names) if names is not None else None
+
+
+def _check_shared_sizes(path: Path, group: zarr.Group) -> None:
+    """Refuse variables whose ``image``, ``y`` or ``x`` size differs from the probabilities'.
+
+    xarray would refuse them too, with a message about conflicting dim sizes; this one
+    names the variable, the dim and both sizes.
+    """
+    arrays = {name: array for name, array in group.arrays() if _dimension_names(array) is not None}
+    reference = next((name for name in ("probs", "logits") if name in arrays), None)
+    if reference is None:
+        return
+    reference_sizes = dict(zip(_dimension_names(arrays[reference]), arrays[reference].shape, strict=False))
+    for name, array in sorted(arrays.items()):
+        sizes = dict(zip(_dimension_names(array), array.shape, strict=False))
+        for dim in ("image", "y", "x"):
+            if dim in sizes and dim in reference_sizes and sizes[dim] != reference_sizes[dim]:
+                what = "image(s)" if dim == "image" else f"pixels along `{dim}`"
+                raise UQEvalError(
+                    f"{path}: variable `{name}` holds {sizes[dim]} {what} but `{reference}` holds "
+                    f"{reference_sizes[dim]}; they must match"
+                )
+
+
+def _check_image_size(where: str, name: str, array: xr.DataArray, variable: str, sizes: dict) -> None:
+    for dim in ("y", "x"):
+        if array.sizes[dim] != sizes[dim]:
+            raise UQEvalError(
+                f"{where}: dim `{dim}` of `{name}` has size {array.sizes[dim]} but `{variable}` has {sizes[dim]}"
+            )
+
+
 def _check_dims(where: str, variable: str, dims: tuple, expected: tuple) -> None:
     if tuple(dims) != expected:
         missing = [dim for dim in expected if dim not in dims]
@@ -327,6 +400,8 @@ class CubeWriter:
     path : where the zarr v3 store goes.
     n_classes, eu, au, height, width : sizes of each image's cube.
     raters : label maps per image (0: the store has no labels).
+    channels : channels of the input image, stored as ``input`` (image, channel, y, x)
+        float32 (0: the store has no input images).
     variable : ``"probs"`` (default) or ``"logits"``.
     dtype : storage dtype of the probabilities, ``"float16"`` (default) or ``"float32"``.
     chunk_images : images per chunk; default aims at 8 MiB uncompressed chunks.
@@ -358,6 +433,7 @@ class CubeWriter:
         height: int,
         width: int,
         raters: int = 0,
+        channels: int = 0,
         variable: str = "probs",
         dtype: str | np.dtype = "float16",
         chunk_images: int | None = None,
@@ -375,23 +451,36 @@ class CubeWriter:
     ) -> None:
         self.path = Path(path)
         for name, value in {"n_classes": n_classes, "eu": eu, "au": au, "height": height, "width": width}.items():
-            if not isinstance(value, int | np.integer) or value < 1:
+            if not _is_integer(value) or value < 1:
                 raise UQEvalError(f"CubeWriter: `{name}` must be a positive integer, got {value!r}")
+        for name, value in {"raters": raters, "channels": channels}.items():
+            if not _is_integer(value) or value < 0:
+                raise UQEvalError(f"CubeWriter: `{name}` must be an integer >= 0, got {value!r}")
+        if chunk_images is not None and (not _is_integer(chunk_images) or chunk_images < 1):
+            raise UQEvalError(f"CubeWriter: `chunk_images` must be a positive integer, got {chunk_images!r}")
         check_decomposable(eu, au, n_classes, "CubeWriter")
         if n_classes > IGNORE_LABEL and raters:
             raise UQEvalError(f"CubeWriter: labels are uint8 with {IGNORE_LABEL} = ignore; at most 255 classes")
         if variable not in ("probs", "logits"):
             raise UQEvalError(f"CubeWriter: `variable` is {variable!r}; expected 'probs' or 'logits'")
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise UQEvalError(f"CubeWriter: `dtype` is {dtype!r}; expected float16 or float32") from None
         if self.dtype not in (np.float16, np.float32):
             raise UQEvalError(f"CubeWriter: `dtype` is {self.dtype}; expected float16 or float32")
+        if class_names is not None and (
+            isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names)
+        ):
+            raise UQEvalError(f"CubeWriter: `class_names` is {class_names!r}; expected one string per class")
         if class_names is not None and len(class_names) != n_classes:
             raise UQEvalError(f"CubeWriter: {len(class_names)} class_names for {n_classes} classes")
-        if not 0 <= background < n_classes:
-            raise UQEvalError(f"CubeWriter: `background` is {background}; expected a class in [0, {n_classes})")
+        if not _is_integer(background) or not 0 <= background < n_classes:
+            raise UQEvalError(f"CubeWriter: `background` is {background!r}; expected a class in [0, {n_classes})")
         self.variable = variable
         self.cube_shape = (eu, au, n_classes, height, width)
-        self.raters = raters
+        self.raters = int(raters)
+        self.channels = int(channels)
         if chunk_images is None:
             image_bytes = math.prod(self.cube_shape) * self.dtype.itemsize
             chunk_images = max(1, min(64, CHUNK_BYTES // image_bytes))
@@ -435,39 +524,54 @@ class CubeWriter:
         labels: np.ndarray | None = None,
         domain: str | Sequence[str] = "id",
         role: str | Sequence[str] = "test",
-        image_ids: Sequence[object] | None = None,
+        image_ids: Sequence[object] | object | None = None,
         *,
         logits: np.ndarray | None = None,
+        input: np.ndarray | None = None,
     ) -> None:
-        """Add a batch of images.
+        """Add a batch of images, or one image.
 
         Parameters
         ----------
         probs : (image, eu, au, class, y, x), or one image's (eu, au, class, y, x).
             Checked: finite, non-negative, summing to 1 over ``class``.
         labels : (image, rater, y, x) integers, classes or 255 (required when the
-            writer has ``raters``).
-        domain, role : one string for the batch or one per image.
+            writer has ``raters``); one image's (rater, y, x) with one image's ``probs``.
+        domain, role : one string for the batch or one per image. ``domain`` is
+            ``"id"`` for in-distribution images (``"ID"`` or ``" id"`` are refused).
         image_ids : strings or integers, unique in the store; default the running
-            image number.
+            image number. One image's id may be given on its own.
         logits : instead of ``probs`` for a writer with ``variable="logits"``.
+        input : (image, channel, y, x) numbers, or one image's (channel, y, x): the
+            input images, stored as float32 (required when the writer has ``channels``).
         """
         if self._closed:
             raise UQEvalError(f"{self.path}: CubeWriter is closed")
-        values = self._take_values(probs, logits)
+        values, single = self._take_values(probs, logits)
         n = values.shape[0]
         ids = self._take_ids(image_ids, n)
-        labels_array = self._take_labels(labels, ids)
-        with np.errstate(over="ignore"):
-            stored = values.astype(self.dtype)
-        self._check_values(values, stored, ids)
+        labels_array = self._take_labels(labels, ids, single)
+        input_array = self._take_input(input, n, single)
         domains = _per_image("domain", domain, n)
+        check_domain_spelling(domains, "CubeWriter.append")
         roles = _per_image("role", role, n)
         bad_roles = [value for value in roles if value not in ROLES]
         if bad_roles:
             raise UQEvalError(f"CubeWriter.append: role {bad_roles[0]!r}; roles are {ROLES}")
+        with np.errstate(over="ignore"):
+            stored = values.astype(self.dtype)
+        self._check_values(values, stored, ids)
         self._seen_ids.update(ids)
-        self._buffer.append({"values": stored, "labels": labels_array, "ids": ids, "domain": domains, "role": roles})
+        self._buffer.append(
+            {
+                "values": stored,
+                "labels": labels_array,
+                "input": input_array,
+                "ids": ids,
+                "domain": domains,
+                "role": roles,
+            }
+        )
         if sum(len(batch["ids"]) for batch in self._buffer) >= self.chunk_images:
             self._flush(whole_chunks_only=True)
 
@@ -517,6 +621,17 @@ class CubeWriter:
                 fill_value=IGNORE_LABEL,
                 dimension_names=LABELS_DIMS,
             )
+        if self.channels:
+            height, width = self.cube_shape[-2:]
+            self._group.create_array(
+                "input",
+                shape=(0, self.channels, height, width),
+                chunks=(self.chunk_images, self.channels, height, width),
+                dtype=np.float32,
+                compressors=default_compressor(),
+                fill_value=np.nan,
+                dimension_names=INPUT_DIMS,
+            )
         for name in ("domain", "role"):
             self._group.create_array(name, shape=(0,), chunks=(4096,), dtype=str, dimension_names=("image",))
 
@@ -539,6 +654,11 @@ class CubeWriter:
         has_labels = "labels" in self._group
         if has_labels != bool(self.raters) or (has_labels and self._group["labels"].shape[1] != self.raters):
             raise UQEvalError(f"{self.path}: cannot resume: the store's raters differ from raters={self.raters}")
+        has_input = "input" in self._group
+        if has_input != bool(self.channels) or (has_input and self._group["input"].shape[1] != self.channels):
+            raise UQEvalError(
+                f"{self.path}: cannot resume: the store's input channels differ from channels={self.channels}"
+            )
         self.dtype = values.dtype
         self.chunk_images = values.chunks[0]
         self._n_written = int(progress["n_images"])
@@ -553,6 +673,8 @@ class CubeWriter:
         names = [self.variable, "domain", "role"]
         if self.raters:
             names.append("labels")
+        if self.channels:
+            names.append("input")
         if "image" in self._group:
             names.append("image")
         return names
@@ -580,6 +702,7 @@ class CubeWriter:
         domains = [d for part in batch["domain"] for d in part]
         roles = [r for part in batch["role"] for r in part]
         labels = np.concatenate(batch["labels"]) if self.raters else None
+        pixels = np.concatenate(batch["input"]) if self.channels else None
         start, stop = self._n_written, self._n_written + n_take
         self._ensure_image_array(ids)
         for name in self._names():
@@ -588,6 +711,8 @@ class CubeWriter:
         self._group[self.variable][start:stop] = values[:n_take]
         if labels is not None:
             self._group["labels"][start:stop] = labels[:n_take]
+        if pixels is not None:
+            self._group["input"][start:stop] = pixels[:n_take]
         self._group["domain"][start:stop] = np.asarray(domains[:n_take], dtype=object)
         self._group["role"][start:stop] = np.asarray(roles[:n_take], dtype=object)
         id_values = np.asarray(ids[:n_take], dtype=np.int64 if self._id_kind == "int" else object)
@@ -600,6 +725,7 @@ class CubeWriter:
                 {
                     "values": values[n_take:],
                     "labels": labels[n_take:] if labels is not None else None,
+                    "input": pixels[n_take:] if pixels is not None else None,
                     "ids": ids[n_take:],
                     "domain": domains[n_take:],
                     "role": roles[n_take:],
@@ -614,7 +740,8 @@ class CubeWriter:
             "image", shape=(self._n_written,), chunks=(4096,), dtype=dtype, dimension_names=("image",)
         )
 
-    def _take_values(self, probs: np.ndarray | None, logits: np.ndarray | None) -> np.ndarray:
+    def _take_values(self, probs: np.ndarray | None, logits: np.ndarray | None) -> tuple[np.ndarray, bool]:
+        """The batch's values as (image, eu, au, class, y, x), and whether one image came without its leading dim."""
         given = {"probs": probs, "logits": logits}
         supplied = [name for name, value in given.items() if value is not None]
         if supplied != [self.variable]:
@@ -622,17 +749,18 @@ class CubeWriter:
                 f"CubeWriter.append: this writer stores `{self.variable}`; pass {self.variable}=... "
                 f"(got {', '.join(supplied) or 'nothing'})"
             )
-        values = np.asarray(given[self.variable])
-        if values.ndim == len(self.cube_shape):
+        values = _as_array(self.variable, given[self.variable])
+        single = values.ndim == len(self.cube_shape)
+        if single:
             values = values[None]
         if values.ndim != len(self.cube_shape) + 1 or tuple(values.shape[1:]) != self.cube_shape:
             raise UQEvalError(
                 f"CubeWriter.append: `{self.variable}` has shape {values.shape}; expected (image, eu, au, class, "
-                f"y, x) = (n, {', '.join(map(str, self.cube_shape))})"
+                f"y, x) = (n, {', '.join(map(str, self.cube_shape))}), or one image's (eu, au, class, y, x)"
             )
         if values.dtype.kind != "f":
             raise UQEvalError(f"CubeWriter.append: `{self.variable}` has dtype {values.dtype}; expected floats")
-        return values
+        return values, single
 
     def _check_values(self, values: np.ndarray, stored: np.ndarray, ids: list[object]) -> None:
         if self.variable == "probs":
@@ -650,7 +778,7 @@ class CubeWriter:
                     f"{np.abs(values[index]).max():.4g}); store them with dtype='float32'"
                 )
 
-    def _take_labels(self, labels: np.ndarray | None, ids: list[object]) -> np.ndarray | None:
+    def _take_labels(self, labels: np.ndarray | None, ids: list[object], single: bool) -> np.ndarray | None:
         n = len(ids)
         if not self.raters:
             if labels is not None:
@@ -658,10 +786,9 @@ class CubeWriter:
             return None
         if labels is None:
             raise UQEvalError(f"CubeWriter.append: the writer has raters={self.raters}; pass labels")
-        labels = np.asarray(labels)
-        expected = (n, self.raters, *self.cube_shape[-2:])
-        if labels.shape != expected:
-            raise UQEvalError(f"CubeWriter.append: `labels` has shape {labels.shape}; expected {expected}")
+        labels = _take_per_image(
+            "labels", _as_array("labels", labels), n, single, ("rater", "y", "x"), (self.raters, *self.cube_shape[-2:])
+        )
         if labels.dtype.kind not in "iu":
             raise UQEvalError(f"CubeWriter.append: `labels` has dtype {labels.dtype}; expected integers")
         n_classes = self.cube_shape[2]
@@ -674,7 +801,28 @@ class CubeWriter:
             )
         return labels.astype(np.uint8)
 
-    def _take_ids(self, image_ids: Sequence[object] | None, n: int) -> list[object]:
+    def _take_input(self, pixels: np.ndarray | None, n: int, single: bool) -> np.ndarray | None:
+        if not self.channels:
+            if pixels is not None:
+                raise UQEvalError("CubeWriter.append: input given but the writer was made with channels=0")
+            return None
+        if pixels is None:
+            raise UQEvalError(f"CubeWriter.append: the writer has channels={self.channels}; pass input")
+        pixels = _take_per_image(
+            "input",
+            _as_array("input", pixels),
+            n,
+            single,
+            ("channel", "y", "x"),
+            (self.channels, *self.cube_shape[-2:]),
+        )
+        if pixels.dtype.kind not in "iuf":
+            raise UQEvalError(f"CubeWriter.append: `input` has dtype {pixels.dtype}; expected numbers")
+        return pixels.astype(np.float32)
+
+    def _take_ids(self, image_ids: Sequence[object] | object | None, n: int) -> list[object]:
+        if isinstance(image_ids, str | int | np.generic):
+            image_ids = [image_ids]
         if image_ids is None:
             ids: list[object] = list(range(self.n_images, self.n_images + n))
             kind = "int"
@@ -702,8 +850,40 @@ class CubeWriter:
         return ids
 
 
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _as_array(name: str, value: object) -> np.ndarray:
+    """``value`` as a numpy array; a :class:`UQEvalError` for what numpy cannot read as one."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise UQEvalError(f"CubeWriter.append: `{name}` cannot be read as an array ({error})") from None
+
+
+def _take_per_image(
+    name: str, array: np.ndarray, n: int, single: bool, dims: tuple[str, ...], sizes: tuple[int, ...]
+) -> np.ndarray:
+    """A per-image array as ``(image, *dims)``; one image's ``dims`` alone when the
+    probabilities came as one image."""
+    if single and array.shape == sizes:
+        return array[None]
+    if array.shape == (n, *sizes):
+        return array
+    expected = f"({', '.join(('image', *dims))}) = ({', '.join(map(str, (n, *sizes)))})"
+    if single:
+        expected += f", or one image's ({', '.join(dims)}) = ({', '.join(map(str, sizes))})"
+    raise UQEvalError(f"CubeWriter.append: `{name}` has shape {array.shape}; expected {expected}")
+
+
 def _per_image(name: str, value: str | Sequence[str], n: int) -> list[str]:
-    values = [value] * n if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        values = [value] * n
+    elif isinstance(value, Sequence | np.ndarray):
+        values = [item.item() if isinstance(item, np.generic) else item for item in value]
+    else:
+        raise UQEvalError(f"CubeWriter.append: `{name}` is {value!r}; expected one string or one per image")
     if len(values) != n:
         raise UQEvalError(f"CubeWriter.append: {len(values)} values of `{name}` for {n} images")
     for item in values:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,7 +30,7 @@ def test_plugins_lists_the_reference_families():
     assert result.returncode == 0, result.stderr
     [row] = [row for row in json.loads(result.stdout) if row["name"] == "torch"]
     assert row["distribution"] == "uqeval-torch"
-    assert row["au_methods"] == ["softmax", "ssn", "prob_unet", "diffusion"]
+    assert row["au_methods"] == ["softmax", "ssn", "prob_unet", "diffusion", "tta"]
     assert row["eu_methods"] == ["none", "dropout", "swag_diag", "swag", "ensemble"]
     assert row["datasets"] == ["synthetic", "lidc", "chaksu"]
     assert set(row["commands"]) == {"train", "predict", "study"}
@@ -94,6 +95,26 @@ def test_predict_on_a_folder_that_is_not_a_run(tmp_path):
     assert result.returncode == 2
     assert "not a training run (no run.json)" in result.stderr
     assert not (tmp_path / "cube.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"), [("train", "[OPTIONS]"), ("predict", "[OPTIONS] RUN"), ("study", "[OPTIONS] OUT")]
+)
+def test_plugin_help_reads_like_the_core_commands(command, usage):
+    result = uqeval_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    [line] = [line.strip() for line in result.stdout.splitlines() if "Usage:" in line]
+    assert line.endswith(f"uqeval {command} {usage}"), line  # `python -m uqeval` names itself so
+    assert "<bool>" not in result.stdout and "{run}" not in result.stdout and "{out}" not in result.stdout
+    assert re.search(r"--quiet\s+No progress", result.stdout)
+    assert re.search(r"--data-option\s+KEY=VALUE\s", result.stdout)
+
+
+def test_predict_samples_help_names_the_method_default():
+    result = uqeval_cli("predict", "--help")
+    [row] = [line for line in result.stdout.splitlines() if "--samples" in line]
+    assert "the AU method's own, e.g. 1 for softmax, 10 for ssn" in row
+    assert "the method's, 10)" not in result.stdout
 
 
 def test_core_commands_do_not_import_torch():

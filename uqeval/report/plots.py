@@ -2,10 +2,11 @@
 
 Every function builds its own :class:`matplotlib.figure.Figure` on an Agg canvas and
 never touches ``pyplot``, so no global state is involved and figures can be drawn from
-several threads. :func:`save_figure` writes one atomically as a PNG.
+several threads. :func:`save_figure` writes one atomically; :func:`save_figure_files`
+writes it as a PNG and as an SVG (vector, for print) side by side.
 
-The three measures keep one colour and one label in every figure of this module
-(:data:`MEASURE_COLOURS`, :data:`MEASURE_LABELS`).
+Every figure of the report shares one style (:mod:`uqeval.report.style`): a measure keeps
+its colour, line style and marker everywhere, a split its colour and marker.
 """
 
 from __future__ import annotations
@@ -13,36 +14,60 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Normalize
+from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.patches import Patch
 
+from uqeval.names import ID_DOMAIN, IGNORE_LABEL, POOLED_OOD
 from uqeval.report.files import write_bytes
+from uqeval.report.style import (
+    CATEGORY_COLOURS,
+    CHANCE_STYLE,
+    DPI,
+    MEASURE_COLOURS,
+    MEASURE_LABELS,
+    MEASURES,
+    figure_legend,
+    measure_style,
+    new_figure,
+    split_styles,
+)
 
-#: The three uncertainty measures, in report order.
-MEASURES = ("au", "eu", "tu")
+__all__ = [
+    "DPI",
+    "FIGURE_FORMATS",
+    "MEASURES",
+    "MEASURE_COLOURS",
+    "MEASURE_LABELS",
+    "MapExample",
+    "map_examples",
+    "maps_figure",
+    "rater_disagreement",
+    "reliability_figure",
+    "roc_figure",
+    "save_figure",
+    "save_figure_files",
+]
 
-#: One colour per measure (Okabe–Ito, readable with colour-vision deficiencies).
-MEASURE_COLOURS = {"au": "#0072B2", "eu": "#D55E00", "tu": "#009E73"}
+#: The formats :func:`save_figure_files` writes: a PNG to view, an SVG to print or edit.
+FIGURE_FORMATS = ("png", "svg")
 
-#: Legend label per measure.
-MEASURE_LABELS = {"au": "AU (aleatoric)", "eu": "EU (epistemic)", "tu": "TU (total)"}
-
-#: Resolution of saved PNGs.
-DPI = 120
-
-_PANEL_INCHES = 3.4
+_PANEL_INCHES = 2.4
 _MAX_COLUMNS = 4
-_CHANCE_STYLE = {"color": "0.6", "linestyle": "--", "linewidth": 1.0}
-_SPLIT_COLOURS = ("0.15", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#999999", "#882255", "#117733")
+_MAP_INCHES = 1.25
+#: Characters of a row label's line that fit beside a map, upright in "small" type.
+_ROW_LABEL_CHARACTERS = 16
+#: Colour of the background class in a map of predicted classes.
+_BACKGROUND_CLASS_COLOUR = "0.9"
 
 
 class ReliabilityLike(Protocol):
@@ -57,16 +82,21 @@ class ReliabilityLike(Protocol):
 
 @dataclass(frozen=True)
 class MapExample:
-    """One image's mean prediction and uncertainty maps, for :func:`maps_figure`.
+    """One image's maps, for :func:`maps_figure`.
 
     Attributes
     ----------
     image_id, domain : str
-        Shown in the row label, ``image <id> (<domain>)``.
+        Shown in the row label, ``<id> (<domain>)``.
     mean : (class, y, x) float32
         Mean prediction.
     au, eu, tu : (y, x) float32
         Uncertainty maps in nats.
+    labels : (rater, y, x) int, optional
+        The raters' label maps (class indices, :data:`uqeval.names.IGNORE_LABEL` where
+        a rater did not label), for the rater-disagreement panel.
+    input : (channel, y, x) float, optional
+        The input image, for the input panel.
     """
 
     image_id: str
@@ -75,40 +105,81 @@ class MapExample:
     au: np.ndarray
     eu: np.ndarray
     tu: np.ndarray
+    labels: np.ndarray | None = None
+    input: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if np.ndim(self.mean) != 3:
             raise ValueError(f"image {self.image_id}: mean must be (class, y, x), got shape {np.shape(self.mean)}")
+        size = np.shape(self.mean)[1:]
         for name in MEASURES:
-            if np.shape(getattr(self, name)) != np.shape(self.mean)[1:]:
+            if np.shape(getattr(self, name)) != size:
                 raise ValueError(
-                    f"image {self.image_id}: {name} must be (y, x) = {np.shape(self.mean)[1:]}, "
-                    f"got shape {np.shape(getattr(self, name))}"
+                    f"image {self.image_id}: {name} must be (y, x) = {size}, got shape {np.shape(getattr(self, name))}"
+                )
+        for name, dims in (("labels", "rater"), ("input", "channel")):
+            value = getattr(self, name)
+            if value is not None and (np.ndim(value) != 3 or np.shape(value)[1:] != size or np.shape(value)[0] == 0):
+                raise ValueError(
+                    f"image {self.image_id}: {name} must be ({dims}, y, x) with (y, x) = {size}, "
+                    f"got shape {np.shape(value)}"
                 )
 
 
-def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write ``figure`` to ``path`` as a PNG, atomically.
+# --------------------------------------------------------------------------- saving
 
-    The image goes to a hidden temporary file in the same folder, which then replaces
-    ``path`` in one step: readers see the old file or the new one, never a partial one.
-    The temporary file is removed if anything fails.
+
+def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``figure`` to ``path`` atomically, in the format its suffix names.
+
+    ``.png`` is written at :data:`~uqeval.report.style.DPI` dots per inch; ``.svg`` and
+    ``.pdf`` are vector files (SVG text is drawn as paths, so it looks the same without
+    the fonts). The file goes to a hidden temporary file in the same folder, which then
+    replaces ``path`` in one step: readers see the old file or the new one, never a
+    partial one. The temporary file is removed if anything fails.
 
     Parameters
     ----------
     figure : Figure
         The figure to save; it is left open.
     path : str or PathLike
-        Destination; its folder must exist.
+        Destination ending in ``.png``, ``.svg`` or ``.pdf``; its folder must exist.
 
     Returns
     -------
     Path
         ``path``.
     """
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in ("png", "svg", "pdf"):
+        raise ValueError(f"{path}: cannot save a figure as {suffix or 'a file without a suffix'}; use png, svg or pdf")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    # No creation date and fixed SVG element ids: the same figure gives the same bytes.
+    metadata = {"Date": None} if suffix == "svg" else {"CreationDate": None} if suffix == "pdf" else None
+    with rc_context({"svg.hashsalt": "uqeval"}):
+        figure.savefig(buffer, format=suffix, dpi=DPI, bbox_inches="tight", pad_inches=0.03, metadata=metadata)
     return write_bytes(path, buffer.getvalue())
+
+
+def save_figure_files(figure: Figure, path: str | os.PathLike[str]) -> list[Path]:
+    """Write ``figure`` in every format of :data:`FIGURE_FORMATS`: ``roc.png`` and ``roc.svg``.
+
+    Parameters
+    ----------
+    figure : Figure
+    path : str or PathLike
+        The PNG's path; the other formats take its name with their suffix.
+
+    Returns
+    -------
+    list of Path
+        The files written, PNG first.
+    """
+    path = Path(path)
+    return [save_figure(figure, path.with_suffix(f".{suffix}")) for suffix in FIGURE_FORMATS]
+
+
+# --------------------------------------------------------------------------- ROC
 
 
 def roc_figure(
@@ -133,153 +204,432 @@ def roc_figure(
     Returns
     -------
     Figure
-        Panels in a row, wrapping to a grid after four.
+        Panels in a row, wrapping to a grid after four; each measure in its colour and
+        line style, with its AUROC in the panel's legend.
     """
     if not curves:
         raise ValueError("roc_figure: no OOD domain to plot")
     domains = list(curves)
     n_columns = min(len(domains), _MAX_COLUMNS)
     n_rows = math.ceil(len(domains) / n_columns)
-    figure = _new_figure(_PANEL_INCHES * n_columns, _PANEL_INCHES * n_rows + 0.4)
+    figure = new_figure(_PANEL_INCHES * n_columns + 0.4, (_PANEL_INCHES + 0.8) * n_rows + 0.4)
     axes = figure.subplots(n_rows, n_columns, squeeze=False)
     for ax in axes.flat[len(domains) :]:
         ax.remove()
-    for ax, domain in zip(axes.flat, domains, strict=False):
+    for index, (ax, domain) in enumerate(zip(axes.flat, domains, strict=False)):
         _check_measures(curves[domain], f"ROC curves of {domain!r}")
-        ax.plot([0, 1], [0, 1], **_CHANCE_STYLE, label="chance")
+        ax.plot([0, 1], [0, 1], **CHANCE_STYLE, label="chance")
         for measure in _present(curves[domain]):
             fpr, tpr = _fpr_tpr(curves[domain][measure])
             value = aurocs.get(domain, {}).get(measure)
             shown = "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+            style = measure_style(measure)
             ax.plot(
                 fpr,
                 tpr,
-                color=MEASURE_COLOURS[measure],
+                color=style.colour,
+                linestyle=style.linestyle,
                 linewidth=1.6,
                 clip_on=False,  # a perfect detector runs along the frame: draw it whole, above the frame
                 zorder=3,
                 label=f"{measure.upper()}  AUROC {shown}",
             )
         _unit_square(ax)
-        ax.set_xlabel("false positive rate (ID)")
-        ax.set_ylabel("true positive rate (OOD)")
-        ax.set_title(domain)
-        ax.legend(loc="lower right", fontsize="small")
-    figure.suptitle(f"OOD detection, image score: {aggregation}")
+        ax.set_xlabel("false positive rate (ID)", fontsize="small")
+        ax.set_ylabel("true positive rate (OOD)" if index % n_columns == 0 else "", fontsize="small")
+        ax.tick_params(labelsize="small")
+        ax.set_title(domain, fontsize="medium")
+        # Below the panel: curves run into every corner, so a legend inside would hide one.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="x-small", handlelength=2.6, frameon=False)
+    figure.suptitle(f"OOD detection per domain (image score: {aggregation})", fontsize="medium")
     return figure
 
 
+# --------------------------------------------------------------------------- reliability
+
+
 def reliability_figure(reliabilities: Mapping[tuple[str, str], ReliabilityLike]) -> Figure:
-    """Reliability diagrams, one panel per measure and one line per split.
+    """Reliability diagrams, one column per measure and one line per split.
 
     Parameters
     ----------
     reliabilities : mapping
         ``(split, measure)`` → per-bin data with ``lower``, ``upper``, ``count``,
         ``confidence`` and ``accuracy`` (see :func:`uqeval.metrics.calibration.reliability`).
-        Splits keep their order of appearance, with ``"id"`` first.
+        Splits keep their order of appearance, with ``"id"`` first. When the splits
+        hold exactly one OOD domain, the pooled ``"ood"`` split is the same images:
+        it is drawn once, under the domain's name.
 
     Returns
     -------
     Figure
-        Accuracy against mean confidence in each non-empty bin, the diagonal of perfect
-        calibration, and light bars of each split's pixel fraction per bin (right axis).
+        Top row: accuracy (mean rater agreement with the prediction) against the mean
+        Platt-scaled confidence ``c = σ(b − a·U)`` of each non-empty bin, with the
+        diagonal of perfect calibration. Bottom row: each split's fraction of pixels per
+        confidence bin (log scale), as a step line in the split's style. One legend for
+        the whole figure.
     """
     if not reliabilities:
         raise ValueError("reliability_figure: nothing to plot")
     _check_measures({measure: None for _, measure in reliabilities}, "reliability diagrams")
-    splits = sorted(dict.fromkeys(split for split, _ in reliabilities), key=lambda split: split != "id")
-    colours = {split: _SPLIT_COLOURS[i % len(_SPLIT_COLOURS)] for i, split in enumerate(splits)}
+    splits = _reliability_splits([split for split, _ in reliabilities])
+    styles = split_styles(splits)
+    labels = {split: _split_label(split) for split in splits}
     measures = [m for m in MEASURES if any(measure == m for _, measure in reliabilities)]
-    figure = _new_figure(_PANEL_INCHES * 1.15 * len(measures), _PANEL_INCHES + 0.3)
-    for ax, measure in zip(figure.subplots(1, len(measures), squeeze=False).flat, measures, strict=True):
-        bars = ax.twinx()
-        ax.set_zorder(bars.get_zorder() + 1)  # lines above the bars
-        ax.patch.set_visible(False)
-        ax.plot([0, 1], [0, 1], **_CHANCE_STYLE, label="perfect calibration")
-        largest = 0.0
+    figure = new_figure(_PANEL_INCHES * len(measures) + 0.5, _PANEL_INCHES * 1.33 + 1.0)
+    grid = figure.subplots(2, len(measures), squeeze=False, sharex="col", gridspec_kw={"height_ratios": (3, 1)})
+    smallest = 1.0
+    for column, measure in enumerate(measures):
+        ax, histogram = grid[0, column], grid[1, column]
+        ax.plot([0, 1], [0, 1], **CHANCE_STYLE, label="perfect calibration")
         for split in splits:
             data = reliabilities.get((split, measure))
             if data is None:
                 continue
+            style = styles[split]
             count = np.asarray(data.count, dtype=float)
-            fraction = count / count.sum() if count.sum() > 0 else np.zeros_like(count)
-            largest = max(largest, float(fraction.max(initial=0.0)))
-            bars.bar(
-                data.lower, fraction, width=data.upper - data.lower, align="edge", color=colours[split], alpha=0.15
-            )
             shown = (count > 0) & np.isfinite(data.confidence) & np.isfinite(data.accuracy)
             ax.plot(
                 data.confidence[shown],
                 data.accuracy[shown],
-                color=colours[split],
-                marker="o",
+                color=style.colour,
+                marker=style.marker,
+                linestyle=style.linestyle,
                 markersize=3.5,
-                linewidth=1.4,
-                label=split,
+                linewidth=1.3,
+                label=labels[split],
             )
-        bars.set_ylim(0, 4 * largest if largest > 0 else 1)  # bars use the lower quarter
-        bars.set_yticks([tick for tick in MaxNLocator(nbins=2).tick_values(0, largest) if tick <= largest + 1e-12])
-        bars.set_ylabel("pixel fraction (bars)", color="0.45")
-        bars.tick_params(axis="y", colors="0.45", labelsize="small")
-        bars.set_box_aspect(1)
+            fraction = count / count.sum() if count.sum() > 0 else np.zeros_like(count)
+            if (fraction > 0).any():
+                smallest = min(smallest, float(fraction[fraction > 0].min()))
+            edges = np.r_[np.asarray(data.lower, dtype=float), float(np.asarray(data.upper)[-1])]
+            histogram.stairs(
+                np.where(fraction > 0, fraction, np.nan),  # log axis: empty bins draw nothing
+                edges,
+                color=style.colour,
+                linestyle=style.linestyle,
+                linewidth=1.2,
+                label=labels[split],
+            )
         _unit_square(ax)
-        ax.set_xlabel("confidence (Platt-scaled)")
-        ax.set_ylabel("accuracy (rater agreement)")
-        ax.set_title(measure.upper(), color=MEASURE_COLOURS[measure])
-        ax.legend(loc="upper left", fontsize="small")
+        ax.tick_params(labelsize="small", labelbottom=False)
+        ax.set_title(MEASURE_LABELS[measure], color=MEASURE_COLOURS[measure], fontsize="medium")
+        histogram.set_yscale("log")
+        histogram.set_box_aspect(1 / 3)  # as wide as the square above it
+        histogram.set_xlabel("confidence (Platt-scaled)", fontsize="small")
+        histogram.tick_params(labelsize="x-small")
+        if column == 0:
+            ax.set_ylabel("accuracy (rater agreement)", fontsize="small")
+            histogram.set_ylabel("pixel\nfraction", fontsize="small")
+    low = 10 ** math.floor(math.log10(max(smallest, 1e-12)))
+    for histogram in grid[1]:
+        histogram.set_ylim(low, 1.5)
+    handles, texts = grid[0, 0].get_legend_handles_labels()
+    for ax in grid[0, 1:]:  # a split absent from the first measure still gets its entry
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            if text not in texts:
+                handles.append(handle)
+                texts.append(text)
+    figure_legend(figure, handles, most_columns=5, fontsize="small", handlelength=2.6)
+    figure.suptitle("Calibration: rater agreement against the confidence from each measure", fontsize="medium")
     return figure
 
 
-def maps_figure(examples: Sequence[MapExample], *, background: int = 0) -> Figure:
-    """Mean prediction and AU, EU, TU maps, one row per image.
+def _reliability_splits(given: Sequence[str]) -> list[str]:
+    splits = sorted(dict.fromkeys(given), key=lambda split: split != ID_DOMAIN)
+    domains = [split for split in splits if split not in (ID_DOMAIN, POOLED_OOD)]
+    if len(domains) == 1 and POOLED_OOD in splits:
+        splits.remove(POOLED_OOD)  # one OOD domain: the pooled split is the same images
+    return splits
+
+
+def _split_label(split: str) -> str:
+    return f"{POOLED_OOD} (all OOD domains)" if split == POOLED_OOD else split
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def rater_disagreement(labels: np.ndarray, *, ignore: int = IGNORE_LABEL) -> np.ndarray:
+    """Per pixel, the fraction of raters whose label differs from the majority label.
+
+    ``d = 1 − max_c n_c / n``, with ``n_c`` the raters labelling class ``c`` and ``n``
+    the raters that labelled the pixel at all (``ignore`` does not count). It is 0 where
+    all raters agree and at most ``1 − 1/min(n, classes)``.
+
+    Parameters
+    ----------
+    labels : (rater, y, x) int
+        The raters' label maps.
+    ignore : int
+        The label of an unlabelled pixel.
+
+    Returns
+    -------
+    (y, x) float32
+        NaN where no rater labelled the pixel.
+
+    >>> rater_disagreement(np.array([[[0, 1]], [[0, 1]], [[1, 1]], [[0, 255]]]))
+    array([[0.25, 0.  ]], dtype=float32)
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"rater_disagreement: labels must be (rater, y, x), got shape {labels.shape}")
+    labelled = labels != ignore
+    n_labelled = labelled.sum(axis=0)
+    largest = np.zeros(labels.shape[1:], dtype=np.int64)
+    for value in np.unique(labels[labelled]):
+        largest = np.maximum(largest, (labels == value).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_labelled > 0, 1.0 - largest / n_labelled, np.nan).astype(np.float32)
+
+
+def maps_figure(
+    examples: Sequence[MapExample],
+    *,
+    background: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """One row per image: input, prediction, rater disagreement, AU, EU and TU.
 
     Parameters
     ----------
     examples : sequence of MapExample
         The images to show, at least one.
     background : int
-        Class index of the background; the first column shows ``1 - mean[background]``.
+        Class index of the background.
+    class_names : sequence of str, optional
+        Names of the classes, for the legend of a prediction with more than two classes.
 
     Returns
     -------
     Figure
-        Four columns; AU, EU and TU share one colour scale (0 to the largest value shown)
-        and one colourbar in nats, so the maps compare directly.
+        Columns, left to right:
+
+        * ``input`` (when an example has one): grey for one channel, RGB for three
+          (otherwise the first channel in grey), each image min–max normalised;
+        * the prediction: for two classes the foreground probability
+          ``1 − mean[background]`` (grey scale, 0 to 1), for more the predicted class
+          ``argmax_c mean[c]`` in one colour per class, with a legend;
+        * ``rater disagreement`` (when an example has labels): the fraction of raters
+          whose label differs from the majority (:func:`rater_disagreement`), on one
+          scale from 0 to its largest possible value;
+        * AU, EU, TU on one shared colour scale (0 to the largest value shown), in nats.
+
+        Each scale has a colour bar under its columns.
     """
     if not examples:
         raise ValueError("maps_figure: no example image to show (examples is empty)")
+    n_classes = examples[0].mean.shape[0]
     for example in examples:
-        if not -example.mean.shape[0] <= background < example.mean.shape[0]:
+        if example.mean.shape[0] != n_classes:
             raise ValueError(
-                f"image {example.image_id}: background class {background} is out of range for "
-                f"{example.mean.shape[0]} classes"
+                f"image {example.image_id}: {example.mean.shape[0]} classes, but image "
+                f"{examples[0].image_id} has {n_classes}"
             )
+    if not -n_classes <= background < n_classes:
+        raise ValueError(f"background class {background} is out of range for {n_classes} classes")
+    background %= n_classes
+    if class_names is not None and len(class_names) != n_classes:
+        raise ValueError(f"maps_figure: {len(class_names)} class names for {n_classes} classes")
+    with_input = any(example.input is not None for example in examples)
+    with_labels = any(example.labels is not None for example in examples)
+    columns = ["input"] * with_input + ["prediction"] + ["disagreement"] * with_labels + list(MEASURES)
     largest = max((_finite_max(getattr(example, m)) for example in examples for m in MEASURES), default=0.0)
-    norm = Normalize(vmin=0.0, vmax=max(largest, 1e-6))
-    figure = _new_figure(2.4 * 4 + 0.8, 2.4 * len(examples) + 0.3)
-    axes = figure.subplots(len(examples), 4, squeeze=False)
-    image = None
+    nats = Normalize(vmin=0.0, vmax=max(largest, 1e-6))
+    figure = new_figure(_MAP_INCHES * len(columns) + 0.6, _MAP_INCHES * len(examples) + 1.5)
+    axes = figure.subplots(len(examples), len(columns), squeeze=False)
+    at = {name: index for index, name in enumerate(columns)}
+    class_colours = _class_colours(n_classes, background)
+    most_disagreement = _most_disagreement(examples, n_classes) if with_labels else 1.0
+    images: dict[str, Any] = {}
     for row, example in zip(axes, examples, strict=True):
-        foreground = 1.0 - np.asarray(example.mean[background], dtype=np.float32)
-        row[0].imshow(foreground, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        for ax, measure in zip(row[1:], MEASURES, strict=True):
-            image = ax.imshow(getattr(example, measure), cmap="magma", norm=norm, interpolation="nearest")
-        row[0].set_ylabel(f"image {example.image_id} ({example.domain})")
+        if with_input:
+            _show_input(row[at["input"]], example.input, example.au.shape)
+        mean = np.asarray(example.mean, dtype=np.float32)
+        if n_classes == 2:
+            images["prediction"] = row[at["prediction"]].imshow(
+                1.0 - mean[background], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest"
+            )
+        else:
+            images["prediction"] = row[at["prediction"]].imshow(
+                np.argmax(mean, axis=0),
+                cmap=ListedColormap(class_colours),
+                norm=BoundaryNorm(np.arange(n_classes + 1) - 0.5, n_classes),
+                interpolation="nearest",
+            )
+        if with_labels:
+            ax = row[at["disagreement"]]
+            if example.labels is None:
+                _missing(ax, "no labels", example.au.shape)
+            else:
+                images["disagreement"] = ax.imshow(
+                    rater_disagreement(example.labels),
+                    cmap="cividis",
+                    vmin=0.0,
+                    vmax=most_disagreement,
+                    interpolation="nearest",
+                )
+        for measure in MEASURES:
+            images["nats"] = row[at[measure]].imshow(
+                getattr(example, measure), cmap="magma", norm=nats, interpolation="nearest"
+            )
+        row[0].set_ylabel(_row_label(example), fontsize="small")
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    for ax, title in zip(axes[0], ("mean prediction", "AU", "EU", "TU"), strict=True):
-        ax.set_title(title)
-    n_rows = len(examples)
-    figure.colorbar(image, ax=axes[:, 1:].ravel().tolist(), label="nats", shrink=0.9, aspect=20 + 5 * (n_rows - 1))
+    titles = {
+        "input": "input",
+        "prediction": "P(foreground)" if n_classes == 2 else "predicted class",
+        "disagreement": "raters ≠ majority\n(fraction)",
+    }
+    for name, ax in zip(columns, axes[0], strict=True):
+        if name in MEASURES:
+            ax.set_title(name.upper(), color=MEASURE_COLOURS[name], fontsize="medium", fontweight="bold")
+        else:
+            ax.set_title(titles[name], fontsize="small")
+    bar = {"location": "bottom", "shrink": 0.9, "aspect": 12, "pad": 0.02}
+    if n_classes == 2:
+        colourbar = figure.colorbar(images["prediction"], ax=list(axes[:, at["prediction"]]), **bar)
+        colourbar.ax.tick_params(labelsize="x-small")
+    else:
+        names = list(class_names) if class_names is not None else [f"class {c}" for c in range(n_classes)]
+        handles = [Patch(facecolor=class_colours[c], edgecolor="0.3", label=names[c]) for c in range(n_classes)]
+        axes[-1, at["prediction"]].legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.04),
+            fontsize="x-small",
+            frameon=False,
+            handlelength=1.0,
+        )
+    if "disagreement" in images:
+        colourbar = figure.colorbar(images["disagreement"], ax=list(axes[:, at["disagreement"]]), **bar)
+        colourbar.ax.tick_params(labelsize="x-small")
+    measure_axes = [ax for measure in MEASURES for ax in axes[:, at[measure]]]
+    colourbar = figure.colorbar(images["nats"], ax=measure_axes, **{**bar, "aspect": 30, "shrink": 0.6})
+    colourbar.set_label("uncertainty (nats)", fontsize="small")
+    colourbar.ax.tick_params(labelsize="x-small")
+    figure.suptitle("Example images: prediction, rater disagreement and uncertainty", fontsize="medium")
     return figure
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
+def map_examples(examples: Sequence[Any], *, store: str | os.PathLike[str] | None = None) -> list[MapExample]:
+    """The :class:`MapExample` of each of a run's example maps (:class:`uqeval.results.ExampleMaps`).
+
+    An example's raters' labels and input image come from its ``labels`` and ``input``
+    attributes where it has them, else from ``store`` (the cube store the images were
+    scored from), else the figure goes without them.
+
+    Parameters
+    ----------
+    examples : sequence
+        Objects with ``image_id``, ``domain``, ``mean``, ``au``, ``eu``, ``tu`` and
+        optionally ``labels`` (rater, y, x) and ``input`` (channel, y, x).
+    store : str or PathLike, optional
+        Where to read missing labels and input images; a store that cannot be opened
+        any more is passed over.
+
+    Returns
+    -------
+    list of MapExample
+    """
+    names = ("labels", "input")
+    stored: dict[str, dict[str, np.ndarray]] = {}
+    if store is not None and any(getattr(example, name, None) is None for example in examples for name in names):
+        stored = _stored_example_arrays(store, [example.image_id for example in examples])
+
+    def extra(example: Any, name: str) -> np.ndarray | None:
+        value = getattr(example, name, None)
+        return value if value is not None else stored.get(example.image_id, {}).get(name)
+
+    return [
+        MapExample(
+            image_id=example.image_id,
+            domain=example.domain,
+            mean=example.mean,
+            au=example.au,
+            eu=example.eu,
+            tu=example.tu,
+            labels=extra(example, "labels"),
+            input=extra(example, "input"),
+        )
+        for example in examples
+    ]
+
+
+def _stored_example_arrays(store: str | os.PathLike[str], image_ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Image id → ``{"labels": (rater, y, x), "input": (channel, y, x)}`` read from the store,
+    with the variables the store holds; empty when it cannot be opened."""
+    from uqeval.cube import open_cube
+    from uqeval.errors import UQEvalError
+
+    try:
+        dataset = open_cube(store)
+    except (UQEvalError, OSError):
+        return {}
+    names = [name for name in ("labels", "input") if name in dataset]
+    if not names:
+        return {}
+    position = {str(value): index for index, value in enumerate(dataset["image"].values.tolist())}
+    return {
+        image_id: {name: np.asarray(dataset[name][position[image_id]].values) for name in names}
+        for image_id in image_ids
+        if image_id in position
+    }
+
+
+def _row_label(example: MapExample) -> str:
+    """``<id>`` over ``(<domain>)``, each wrapped to the height of a row of maps."""
+    lines = textwrap.wrap(example.image_id, _ROW_LABEL_CHARACTERS) + textwrap.wrap(
+        f"({example.domain})", _ROW_LABEL_CHARACTERS
+    )
+    return "\n".join(lines)
+
+
+def _show_input(ax: Axes, pixels: np.ndarray | None, shape: tuple[int, ...]) -> None:
+    if pixels is None:
+        _missing(ax, "no input", shape)
+        return
+    pixels = np.asarray(pixels, dtype=np.float64)
+    shown = np.moveaxis(pixels[:3], 0, -1) if pixels.shape[0] == 3 else pixels[0]
+    finite = shown[np.isfinite(shown)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    scaled = np.clip((shown - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(shown)
+    if scaled.ndim == 3:
+        ax.imshow(np.nan_to_num(scaled), interpolation="nearest")
+    else:
+        ax.imshow(scaled, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if pixels.shape[0] not in (1, 3):
+        ax.text(
+            0.03,
+            0.97,
+            f"channel 0 of {pixels.shape[0]}",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize="xx-small",
+            color="white",
+        )
+
+
+def _missing(ax: Axes, text: str, shape: tuple[int, ...]) -> None:
+    ax.set_box_aspect(shape[0] / shape[1])  # as tall as the images beside it
+    ax.set_facecolor("0.96")
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize="x-small", color="0.4")
+
+
+def _class_colours(n_classes: int, background: int) -> list[str]:
+    foreground = iter(colour for colour in CATEGORY_COLOURS if colour != "#000000")
+    return [_BACKGROUND_CLASS_COLOUR if c == background else next(foreground) for c in range(n_classes)]
+
+
+def _most_disagreement(examples: Sequence[MapExample], n_classes: int) -> float:
+    raters = max((example.labels.shape[0] for example in examples if example.labels is not None), default=1)
+    return max(1.0 - 1.0 / min(raters, n_classes), 1e-6)
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 def _present(by_measure: Mapping[str, object]) -> list[str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from uqeval.names import ID_DOMAIN, MEASURES, POOLED_OOD
 from uqeval.report.files import ensure_writable, write_csv, write_json
-from uqeval.results import METRIC_COLUMNS
+from uqeval.results import ENTANGLEMENT_COLUMNS, METRIC_COLUMNS
 
 if TYPE_CHECKING:
     from uqeval.comparison import Comparison
@@ -25,8 +25,14 @@ COLLAPSE_COLUMNS = ("group", "split", "n", "eu_over_au", "eu_over_au_interval")
 
 
 def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool = True) -> list[Path]:
-    """Write the report of ``scores``: ``scores.json``, ``metrics.csv``, ``images.csv``,
-    ``fitted.json`` and, with ``plots``, ``roc.png``, ``reliability.png`` and ``maps.png``.
+    """Write the report of ``scores``: ``scores.json``, ``metrics.csv``,
+    ``entanglement.csv``, ``images.csv``, ``fitted.json`` and, with ``plots``,
+    ``roc.png``, ``reliability.png`` and ``maps.png``, each with an SVG copy beside it
+    (``roc.svg``, …) for papers.
+
+    ``metrics.csv`` holds the rows of :meth:`~uqeval.Scores.to_dataframe` and
+    ``entanglement.csv`` those of :meth:`~uqeval.Scores.entanglement_dataframe`, with
+    the same columns; an undefined value is an empty cell.
 
     The folder is created if needed. Returns the paths written.
 
@@ -39,6 +45,7 @@ def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool =
     written = [
         write_json(folder / "scores.json", scores.to_dict()),
         write_csv(folder / "metrics.csv", scores.results, METRIC_COLUMNS),
+        write_csv(folder / "entanglement.csv", scores.entanglement, ENTANGLEMENT_COLUMNS),
     ]
     rows = scores.image_rows()
     columns = list(rows[0]) if rows else ["image", "domain", "role"]
@@ -61,35 +68,27 @@ def _save_plots(scores: Scores, folder: Path) -> list[Path]:
             for domain in curves
         }
         figure = plots.roc_figure(curves, aurocs, aggregation=aggregation)
-        written.append(plots.save_figure(figure, folder / "roc.png"))
+        written.extend(plots.save_figure_files(figure, folder / "roc.png"))
     reliabilities = {
         key: value
         for key, value in scores.reliability.items()
         if key[0] in (ID_DOMAIN, POOLED_OOD) or len(scores.reliability) <= 9
     }
     if reliabilities:
-        written.append(plots.save_figure(plots.reliability_figure(reliabilities), folder / "reliability.png"))
+        written.extend(plots.save_figure_files(plots.reliability_figure(reliabilities), folder / "reliability.png"))
     if scores.examples:
-        examples = [
-            plots.MapExample(
-                image_id=example.image_id,
-                domain=example.domain,
-                mean=example.mean,
-                au=example.au,
-                eu=example.eu,
-                tu=example.tu,
-            )
-            for example in scores.examples
-        ]
+        examples = plots.map_examples(scores.examples, store=scores.store)
         background = int(scores.attrs.get("background", 0))
-        figure = plots.maps_figure(examples, background=background)
-        written.append(plots.save_figure(figure, folder / "maps.png"))
+        class_names = scores.attrs.get("class_names")
+        figure = plots.maps_figure(examples, background=background, class_names=class_names)
+        written.extend(plots.save_figure_files(figure, folder / "maps.png"))
     return written
 
 
 def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``comparison.json``, ``ranks.csv``, ``points.csv``, ``collapse.csv``,
-    ``entanglement.png`` and (with collapse rows) ``collapse.png`` into ``folder``.
+    ``entanglement.png`` and (with collapse rows) ``collapse.png`` into ``folder``; each
+    figure also as SVG (``entanglement.svg``, ``collapse.svg``).
 
     Returns
     -------
@@ -102,7 +101,7 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
         When the folder cannot be created or written; the message names it.
     """
     from uqeval.report.compare_plots import collapse_figure, entanglement_figure
-    from uqeval.report.plots import save_figure
+    from uqeval.report.plots import save_figure_files
 
     folder = ensure_writable(folder)
 
@@ -114,8 +113,10 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
         "ranks.csv": write_csv(folder / "ranks.csv", comparison.ranks, columns(comparison.ranks)),
         "points.csv": write_csv(folder / "points.csv", comparison.points, columns(comparison.points)),
         "collapse.csv": write_csv(folder / "collapse.csv", comparison.collapse, COLLAPSE_COLUMNS),
-        "entanglement.png": save_figure(entanglement_figure(comparison), folder / "entanglement.png"),
     }
+    figures = {"entanglement.png": entanglement_figure(comparison)}
     if comparison.collapse:
-        written["collapse.png"] = save_figure(collapse_figure(comparison), folder / "collapse.png")
+        figures["collapse.png"] = collapse_figure(comparison)
+    for name, figure in figures.items():
+        written.update({path.name: path for path in save_figure_files(figure, folder / name)})
     return written

@@ -1,55 +1,173 @@
-"""Rich tables for the terminal: of a :class:`~uqeval.Scores` and of a :class:`~uqeval.Comparison`."""
+"""What ``uqeval score`` and ``uqeval compare`` print: rich tables of a :class:`~uqeval.Scores`
+and of a :class:`~uqeval.Comparison`, the lines that explain them, and the notes grouped.
+
+Everything here is presentation: the numbers come from the results unchanged, rounded
+only for the screen; ``scores.json`` and the CSV files keep them (and every note) in full.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from uqeval.comparison import RANK_SPLITS, split_order
-from uqeval.names import MEASURES, NO_AGGREGATION
+from uqeval.conventions import Conventions
+from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
 from uqeval.precision import RANK_TOLERANCE
 from uqeval.tasks import TASKS
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from uqeval.comparison import Comparison
     from uqeval.results import Scores
 
 _MEASURE_NAMES = {"au": "AU", "eu": "EU", "tu": "TU"}
+#: Relative and absolute difference below which an ``ood`` value counts as a copy of the one OOD domain's.
+_SAME_VALUE_TOLERANCE = 1e-12
 
 
 def format_value(value: float | None, interval: float | None = math.nan, *, digits: int = 1) -> str:
     """A value for a table cell: ``"3.0 ± 0.8"``, or ``"3.0"`` when the interval is NaN,
     or ``"–"`` when the value is undefined.
 
+    A value that rounds to zero at ``digits`` decimals prints as ``0.000``, never as
+    ``-0.000``.
+
     >>> format_value(3.0, 0.81)
     '3.0 ± 0.8'
     >>> format_value(0.2134, digits=3)
     '0.213'
+    >>> format_value(-0.0004, digits=3)
+    '0.000'
     """
     if value is None or math.isnan(value):
         return "–"
     if interval is None or math.isnan(interval):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ± {interval:.{digits}f}"
+        return _fixed(value, digits)
+    return f"{_fixed(value, digits)} ± {_fixed(interval, digits)}"
+
+
+def _fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, without the sign of a negative zero."""
+    text = f"{value:.{digits}f}"
+    if text.startswith("-") and float(text) == 0.0:
+        return text[1:]
+    return text
+
+
+# ------------------------------------------------------------------ the one OOD domain
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    """Equal values, NaN (or None) equal to NaN."""
+    undefined_a = a is None or math.isnan(a)
+    undefined_b = b is None or math.isnan(b)
+    if undefined_a or undefined_b:
+        return undefined_a and undefined_b
+    return math.isclose(a, b, rel_tol=_SAME_VALUE_TOLERANCE, abs_tol=_SAME_VALUE_TOLERANCE)
+
+
+def _rows_repeat(rows: Iterable[Mapping[str, Any]], keys: Sequence[str], values: Sequence[str], domain: str) -> bool:
+    """Whether every ``ood`` row has a ``domain`` row with the same ``keys`` and equal ``values``."""
+    rows = list(rows)
+    by_key = {tuple(row[key] for key in keys): row for row in rows if row["split"] == domain}
+    for row in rows:
+        if row["split"] != POOLED_OOD:
+            continue
+        twin = by_key.get(tuple(row[key] for key in keys))
+        if twin is None or not all(_same(row[name], twin[name]) for name in values):
+            return False
+    return True
+
+
+def single_ood_domain(scores: Scores) -> str | None:
+    """The OOD domain that the ``ood`` split only repeats, or None.
+
+    With one OOD domain, ``ood`` (OODD: the mean over the domains; AMB, CAL, FD: the OOD
+    images pooled, or their domains' mean) holds the same images as that domain, so its
+    rows equal the domain's. Returns the domain's name when there is exactly one and
+    every ``ood`` result, Δ and collapse row equals the domain's; else None.
+    """
+    domains = [name for name in scores.n_images if name not in (ID_DOMAIN, POOLED_OOD, ALL_TEST)]
+    if len(domains) != 1:
+        return None
+    domain = domains[0]
+    repeated = (
+        _rows_repeat(scores.results, ("task", "measure", "aggregation", "metric"), ("value",), domain)
+        and _rows_repeat(scores.entanglement, ("task",), ("u_correct", "u_wrong", "delta"), domain)
+        and _rows_repeat(scores.collapse, (), ("mean_au", "mean_eu", "eu_over_au"), domain)
+    )
+    return domain if repeated else None
+
+
+def _merged_label(domain: str) -> str:
+    """The label of a domain shown once for itself and the ``ood`` split."""
+    return f"{domain} = {POOLED_OOD}"
+
+
+def _shown_splits(splits: Iterable[str], single: str | None) -> list[tuple[str, str]]:
+    """``(split, label)`` of the splits a table shows, in table order, ``ood`` dropped when
+    it repeats ``single``."""
+    shown = []
+    for split in sorted(dict.fromkeys(splits), key=split_order):
+        if single is not None and split == POOLED_OOD:
+            continue
+        shown.append((split, _merged_label(split) if split == single else split))
+    return shown
+
+
+# ------------------------------------------------------------------ tables of a run
 
 
 def _splits(scores: Scores, task: str) -> list[str]:
-    seen = dict.fromkeys(row["split"] for row in scores.results if row["task"] == task)
-    return sorted(seen, key=split_order)
+    return [row["split"] for row in scores.results if row["task"] == task]
+
+
+def aggregations_scored(scores: Scores, task: str | None = None) -> list[str]:
+    """The aggregations (image scores) ``task`` was scored with, or every aggregated task
+    when ``task`` is None; the conventions' one (that of Δ) first. ``["none"]`` for a
+    task that does not aggregate, ``[]`` when no aggregated task was scored."""
+    if task is not None and not TASKS[task].aggregated:
+        return [NO_AGGREGATION]
+    seen = list(
+        dict.fromkeys(
+            row["aggregation"]
+            for row in scores.results
+            if row["task"] in TASKS and TASKS[row["task"]].aggregated and task in (None, row["task"])
+        )
+    )
+    primary = scores.conventions.aggregation
+    return [primary, *(name for name in seen if name != primary)] if primary in seen else seen
 
 
 def task_table(scores: Scores, task: str) -> Table | None:
-    """Metric per measure (rows) and split (columns) of one task, the correct measure marked."""
+    """The task's metric per measure (rows) and split (columns), the correct measure marked.
+
+    A task scored with several image scores (``--aggregation border,mean``) gets one
+    block of rows per aggregation, the conventions' one (that of Δ) first. With one OOD
+    domain, the ``ood`` split, a copy of it, is shown once under the domain's name
+    (``blur = ood``). None when the task was not scored.
+    """
     definition = TASKS[task]
-    splits = _splits(scores, task)
+    single = single_ood_domain(scores)
+    splits = _shown_splits(_splits(scores, task), single)
     if not splits:
         return None
-    aggregation = scores.conventions.aggregation if TASKS[task].aggregated else NO_AGGREGATION
+    aggregations = aggregations_scored(scores, task)
     notes = []
     if definition.aggregated:
-        notes.append(f"image score: {aggregation}")
+        if len(aggregations) == 1:
+            notes.append(f"image score: {aggregations[0]}")
+        else:
+            notes.append(f"image scores: {aggregations[0]} (used for Δ), {', '.join(aggregations[1:])}")
     if definition.lower_is_better:
         notes.append("lower is better")
     notes.append("✓ the measure that should win")
@@ -59,18 +177,25 @@ def task_table(scores: Scores, task: str) -> Table | None:
         title_justify="left",
         caption_justify="left",
     )
+    blocks = len(aggregations) > 1
+    if blocks:
+        table.add_column("image score")
     table.add_column("measure")
-    for split in splits:
-        table.add_column(split, justify="right")
-    for measure in MEASURES:
-        label = _MEASURE_NAMES[measure] + (" ✓" if measure == definition.correct else "")
-        cells = []
-        for split in splits:
-            try:
-                cells.append(format_value(scores.value(task, split, measure, definition.metric, aggregation), digits=3))
-            except KeyError:
-                cells.append("")
-        table.add_row(label, *cells)
+    for _, label in splits:
+        table.add_column(label, justify="right")
+    for aggregation in aggregations:
+        for position, measure in enumerate(MEASURES):
+            label = _MEASURE_NAMES[measure] + (" ✓" if measure == definition.correct else "")
+            cells = []
+            for split, _ in splits:
+                try:
+                    value = scores.value(task, split, measure, definition.metric, aggregation)
+                except KeyError:
+                    cells.append("")
+                else:
+                    cells.append(format_value(value, digits=3))
+            first = [aggregation if position == 0 else ""] if blocks else []
+            table.add_row(*first, label, *cells, end_section=blocks and position == len(MEASURES) - 1)
     return table
 
 
@@ -78,19 +203,21 @@ def entanglement_table(scores: Scores) -> Table | None:
     """Δ per task and split: 1 means the correct measure is far better, −1 the wrong one."""
     if not scores.entanglement:
         return None
-    table = Table(
-        title="Entanglement Δ",
-        caption="1: the correct measure far better; 0: no better than the best wrong one; < 0: worse",
-        title_justify="left",
-        caption_justify="left",
-    )
+    single = single_ood_domain(scores)
+    caption = "1: the correct measure far better; 0: no better than the best wrong one; < 0: worse"
+    aggregated = [task for task in dict.fromkeys(row["task"] for row in scores.entanglement) if TASKS[task].aggregated]
+    if aggregated:
+        caption += f"; {' and '.join(aggregated)} with image score {scores.conventions.aggregation}"
+    table = Table(title="Entanglement Δ", caption=caption, title_justify="left", caption_justify="left")
     for name in ("task", "split", "correct", "wrong", "U correct", "U wrong", "Δ"):
         table.add_column(name, justify="right" if name.startswith(("U", "Δ")) else "left")
     for row in scores.entanglement:
+        if single is not None and row["split"] == POOLED_OOD:
+            continue
         wrong = _MEASURE_NAMES[row["wrong"]]
         table.add_row(
             row["task"],
-            row["split"],
+            _merged_label(row["split"]) if row["split"] == single else row["split"],
             _MEASURE_NAMES[row["correct"]],
             wrong,
             format_value(row["u_correct"], digits=3),
@@ -102,15 +229,18 @@ def entanglement_table(scores: Scores) -> Table | None:
 
 def collapse_table(scores: Scores) -> Table:
     """Mean AU, mean EU and EU / AU per split (epistemic collapse when EU / AU ≪ 1)."""
+    single = single_ood_domain(scores)
     table = Table(title="Epistemic collapse (nats per pixel)", title_justify="left")
     for name in ("split", "images", "mean AU", "mean EU", "EU / AU"):
         table.add_column(name, justify="left" if name == "split" else "right")
     for row in scores.collapse:
+        if single is not None and row["split"] == POOLED_OOD:
+            continue
         n_images = scores.n_images.get(row["split"])
         if n_images is None:
-            n_images = sum(count for split, count in scores.n_images.items() if split != "id")
+            n_images = sum(count for split, count in scores.n_images.items() if split != ID_DOMAIN)
         table.add_row(
-            row["split"],
+            _merged_label(row["split"]) if row["split"] == single else row["split"],
             str(n_images),
             format_value(row["mean_au"], digits=4),
             format_value(row["mean_eu"], digits=4),
@@ -124,6 +254,47 @@ def score_tables(scores: Scores) -> list[Table]:
     tables = [task_table(scores, task) for task in TASKS]
     tables += [entanglement_table(scores), collapse_table(scores)]
     return [table for table in tables if table is not None]
+
+
+def changed_conventions(conventions: Conventions, baseline: Conventions | None = None) -> dict[str, Any]:
+    """The conventions that differ from ``baseline`` (default: :class:`Conventions`'s
+    defaults), field → value, in field order; the aggregation left out (the tables
+    name it)."""
+    baseline = baseline if baseline is not None else Conventions()
+    ours, theirs = conventions.to_dict(), baseline.to_dict()
+    return {name: value for name, value in ours.items() if name != "aggregation" and value != theirs[name]}
+
+
+def score_remarks(scores: Scores, *, preset: str | None = None) -> list[str]:
+    """The lines printed after the tables of ``uqeval score``, before the notes.
+
+    - the conventions that differ from the defaults (``conventions (paper preset):
+      ncc_constant=zero, …``), when any do or a preset other than ``default`` was asked for;
+    - with several image scores, where each one's numbers are in the report folder;
+    - with one OOD domain, that the ``ood`` split is shown under its name.
+    """
+    remarks = []
+    changed = changed_conventions(scores.conventions)
+    if changed or preset not in (None, "default"):
+        settings = ", ".join(f"{name}={value}" for name, value in changed.items()) or "the defaults"
+        remarks.append(f"conventions{f' ({preset} preset)' if preset else ''}: {settings}")
+    aggregations = aggregations_scored(scores)
+    if len(aggregations) > 1:
+        columns = f"{aggregations[0]}_au … {aggregations[-1]}_tu"
+        remarks.append(
+            f"image scores {', '.join(aggregations)}: all in metrics.csv and scores.json (field aggregation), "
+            f"per image in images.csv (columns {columns}); Δ and roc.png use {aggregations[0]}"
+        )
+    single = single_ood_domain(scores)
+    if single is not None:
+        remarks.append(
+            f"{single} is the only OOD domain, so the {POOLED_OOD} split repeats it: shown once as "
+            f"{_merged_label(single)!r} (scores.json and metrics.csv have both)"
+        )
+    return remarks
+
+
+# ------------------------------------------------------------------ tables of a comparison
 
 
 def comparison_tables(comparison: Comparison) -> list[Table]:
@@ -140,8 +311,9 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         Student-t half-width over seeds), best performance first; the ranks per task;
         the values ranked, the correct measure's metric and Δ of each group on each
         ranked task and split (mean ± half-width); and,
-        when the runs have collapse rows, EU/AU per group and split. No ``±`` where a
-        group has one seed; ``–`` where a value is undefined.
+        when the runs have collapse rows, EU/AU per group and split (with one OOD
+        domain whose ``ood`` column would repeat it, one column ``blur = ood``). No
+        ``±`` where a group has one seed; ``–`` where a value is undefined.
     """
     tables = []
     ranking = Table(
@@ -213,15 +385,20 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
             tables.append(values)
 
     if comparison.collapse:
-        splits = sorted({row["split"] for row in comparison.collapse}, key=split_order)
+        rows = comparison.collapse
+        domains = {row["split"] for row in rows} - {ID_DOMAIN, POOLED_OOD, ALL_TEST}
+        single = next(iter(domains)) if len(domains) == 1 else None
+        if single is not None and not _rows_repeat(rows, ("group",), ("eu_over_au", "eu_over_au_interval"), single):
+            single = None
         collapse = Table(title="Epistemic collapse: mean EU / mean AU", title_justify="left")
         collapse.add_column("model", no_wrap=True)
-        for split in splits:
-            collapse.add_column(split, justify="right")
-        ratios = {(row["group"], row["split"]): row for row in comparison.collapse}
+        splits = _shown_splits((row["split"] for row in rows), single)
+        for _, label in splits:
+            collapse.add_column(label, justify="right")
+        ratios = {(row["group"], row["split"]): row for row in rows}
         for group in comparison.groups:
             cells = [group]
-            for split in splits:
+            for split, _ in splits:
                 row = ratios.get((group, split))
                 cells.append(
                     "–" if row is None else format_value(row["eu_over_au"], row["eu_over_au_interval"], digits=3)
@@ -229,3 +406,115 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
             collapse.add_row(*cells)
         tables.append(collapse)
     return tables
+
+
+# ------------------------------------------------------------------ notes and printing
+
+#: A note's tokens: words and numbers (``-0.0187``, ``rater-variance``, ``noise-003``), runs
+#: of white space, and single other characters.
+_TOKEN = re.compile(r"[\w.+\-−]*\w[\w.+\-−]*|\s+|[^\w\s]")
+#: At most this many words may differ between the notes of a group, ...
+_MAX_VARYING_WORDS = 3
+#: ... and at least this many times as many words must be the same.
+_MIN_FIXED_PER_VARYING = 2
+
+
+def _is_word(token: str) -> bool:
+    return not token.isspace() and any(character.isalnum() for character in token)
+
+
+@dataclass
+class _NoteGroup:
+    """Notes with one template: the same words except at a few word positions."""
+
+    tokens: list[str]
+    members: list[list[str]] = field(default_factory=list)
+    varying: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.members.append(self.tokens)
+
+    def add(self, tokens: list[str]) -> bool:
+        """Join ``tokens`` to the group if they fit its template (and say whether they did)."""
+        if len(tokens) != len(self.tokens):
+            return False
+        differing = {
+            index for index, (ours, theirs) in enumerate(zip(self.tokens, tokens, strict=True)) if ours != theirs
+        }
+        if not all(_is_word(self.tokens[index]) and _is_word(tokens[index]) for index in differing):
+            return False
+        varying = self.varying | differing
+        words = sum(map(_is_word, self.tokens))
+        if len(varying) > _MAX_VARYING_WORDS or words - len(varying) < _MIN_FIXED_PER_VARYING * len(varying):
+            return False
+        self.varying = varying
+        self.members.append(tokens)
+        return True
+
+    def text(self, max_values: int) -> str:
+        if len(self.members) == 1:
+            return "".join(self.tokens)
+        parts = []
+        for index, token in enumerate(self.tokens):
+            if index not in self.varying:
+                parts.append(token)
+                continue
+            values = list(dict.fromkeys(member[index] for member in self.members))
+            shown = values[:max_values] + (["…"] if len(values) > max_values else [])
+            parts.append("{" + ", ".join(shown) + "}")
+        return f"{''.join(parts)} (×{len(self.members)})"
+
+
+def grouped_notes(notes: Iterable[str], *, max_values: int = 8) -> list[str]:
+    """Notes with the same template printed once, with a count.
+
+    Notes that differ only in a few words or numbers (a domain, a measure, a count: at
+    most 3 words, and at least twice as many words the same) become one line whose
+    varying words are listed in braces, in the order first seen, and ``(×n)`` the
+    number of notes; others are kept as they are. The order is that of each group's
+    first note. At most ``max_values`` values are listed per place, then ``…``.
+
+    >>> grouped_notes([
+    ...     "amb: 2 noise image(s) have a constant rater-variance or AU map and were left out",
+    ...     "amb: 2 noise image(s) have a constant rater-variance or EU map and were left out",
+    ...     "amb: 1 blur image(s) have a constant rater-variance or TU map and were left out",
+    ...     "no calibration images: Platt scaling is fitted on the ID test images",
+    ... ])  # doctest: +NORMALIZE_WHITESPACE
+    ['amb: {2, 1} {noise, blur} image(s) have a constant rater-variance or {AU, EU, TU} map and were left out (×3)',
+     'no calibration images: Platt scaling is fitted on the ID test images']
+    """
+    groups: list[_NoteGroup] = []
+    for note in notes:
+        tokens = _TOKEN.findall(note)  # every character is in one token
+        if not any(group.add(tokens) for group in groups):
+            groups.append(_NoteGroup(tokens))
+    return [group.text(max_values) for group in groups]
+
+
+def print_tables(console: Console, tables: Iterable[Table]) -> None:
+    """Print each table between its title and its caption, both wrapped at the console's
+    width (rich wraps a table's own title and caption at the table's width)."""
+    for table in tables:
+        title, caption = table.title, table.caption
+        table.title = table.caption = None
+        try:
+            if title:
+                console.print(Text(str(title), style="table.title"))
+            console.print(table)
+            if caption:
+                console.print(Text(str(caption), style="table.caption"))
+        finally:
+            table.title, table.caption = title, caption
+
+
+def print_report(
+    console: Console, tables: Iterable[Table], remarks: Iterable[str], notes: Iterable[str], where: str
+) -> None:
+    """The terminal report: the tables with their captions, the remarks, the notes grouped
+    (:func:`grouped_notes`), then ``where`` (rich markup) the files are."""
+    print_tables(console, tables)
+    for remark in remarks:
+        console.print(remark, highlight=False, markup=False)
+    for note in grouped_notes(notes):
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print(where)

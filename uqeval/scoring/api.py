@@ -13,7 +13,7 @@ import xarray as xr
 from uqeval.conventions import Conventions
 from uqeval.cube import open_cube, validate_cube
 from uqeval.errors import UQEvalError
-from uqeval.results import Scores
+from uqeval.results import Scores, provenance_record
 from uqeval.scoring import engine
 from uqeval.scoring.batches import BATCH_BYTES
 from uqeval.scoring.engine import ProgressCallback
@@ -45,9 +45,9 @@ def score(
     source : path or xarray.Dataset
         A cube store (docs/cube.md) or a Dataset that meets the same contract.
     tasks : sequence of str
-        Any of ``oodd``, ``amb``, ``cal``.
+        Any of ``oodd``, ``amb``, ``cal``, ``fd``.
     aggregations : sequence of str, optional
-        Extra image-score aggregations for OODD; the conventions' one is always scored
+        Extra image-score aggregations for OODD and FD; the conventions' one is always scored
         and is the one Δ uses.
     conventions, preset : optional
         :class:`~uqeval.Conventions`, or the name of a preset (``default``,
@@ -114,9 +114,9 @@ def evaluate(
     labels : (image, rater, y, x) int, optional
         Rater label maps (255 = ignore); without them AMB and CAL are skipped.
     tasks : sequence of str
-        Any of ``oodd``, ``amb``, ``cal``.
+        Any of ``oodd``, ``amb``, ``cal``, ``fd``.
     aggregations : sequence of str, optional
-        Extra aggregations scored for OODD beside the conventions' one, which Δ uses.
+        Extra aggregations scored for OODD and FD beside the conventions' one, which Δ uses.
     conventions : Conventions, optional
     background : int
         Background class index.
@@ -189,4 +189,5 @@ def _run(
         attrs=source.attrs,
         examples=computed.examples,
         eu_convention=source.eu_convention,
+        provenance=provenance_record(attrs=source.attrs, eu_convention=source.eu_convention),
     )

@@ -135,7 +135,7 @@ def run(
                 runner.fitted = fitted
 
     example_maps = [
-        replace(example, domain=str(source.domains[example.position]))
+        replace(example, domain=str(source.domains[example.position]), input=source.input_of(example.position))
         for result in results
         for example in result.examples
     ]

@@ -25,6 +25,9 @@ from uqeval.tasks import TASKS
 
 #: The tasks scored unless asked otherwise.
 DEFAULT_TASKS = tuple(TASKS)
+#: Tasks that cannot run without ID images: OODD tells OOD test images from ID ones,
+#: and CAL's Platt scaling is fitted on ID images.
+NEEDS_ID = ("oodd", "cal")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class Plan:
     Attributes
     ----------
     tasks : tuple of str
-        Tasks that will be scored (CAL is dropped when nothing can be fitted).
+        Tasks that will be scored (CAL is dropped when nothing can be fitted, OODD and
+        CAL when no image is in-distribution).
     fitting : (image,) bool
         Images the fitted parameters are fitted on.
     images_from : str
@@ -119,7 +123,8 @@ class Plan:
     segmentation : bool
         Segmentation quality is scored.
     notes : tuple of str
-        What is skipped or fallen back on, in words.
+        What is skipped or fallen back on, in words. A source without a single ID image
+        gets one note, first, that starts with ``warning:``.
     """
 
     tasks: tuple[str, ...]
@@ -183,6 +188,20 @@ def plan(
     for reserved in (POOLED_OOD, ALL_TEST):
         if reserved in set(domains[~is_id]):
             raise UQEvalError(f"an OOD domain is named {reserved!r}, the name of a split of several domains")
+    needs_threshold = any(aggregator.fitted for aggregator in request.aggregations)
+    rescale_eu = request.conventions.rescale_eu
+    tasks = request.tasks
+    has_id = bool(is_id.any())
+    if not has_id:
+        if needs_threshold or rescale_eu:
+            raise UQEvalError(
+                f"no ID images to fit the threshold τ or the EU scale on: no image has domain {ID_DOMAIN!r}"
+            )
+        # One warning says everything the missing ID domain causes; the notes below it
+        # that would repeat it (fallbacks to ID images, tasks skipped for want of them)
+        # are not made.
+        notes.append(_no_id_warning(domains, tasks))
+        tasks = tuple(name for name in tasks if name not in NEEDS_ID)
     ood_calibration = int((~is_id & ~is_test).sum())
     if ood_calibration:
         notes.append(f"{ood_calibration} OOD image(s) have role calibration; they are neither fitted on nor scored")
@@ -191,23 +210,17 @@ def plan(
     if not fitting.any():
         fitting = is_id & is_test
         images_from = "test"
-        notes.append("no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images")
-    for name in request.tasks:
+        if has_id:
+            notes.append("no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images")
+    for name in tasks:
         if TASKS[name].needs_labels and not has_labels:
             notes.append(f"{name}: skipped, the store has no rater labels")
-    run_cal = "cal" in request.tasks and has_labels
-    if run_cal and not fitting.any():
-        notes.append("cal: skipped, there are no ID images to fit Platt scaling on")
-        run_cal = False
-    needs_threshold = any(aggregator.fitted for aggregator in request.aggregations)
-    rescale_eu = request.conventions.rescale_eu
-    if (needs_threshold or rescale_eu) and not fitting.any():
-        raise UQEvalError("no ID images to fit the threshold τ or the EU scale on")
+    run_cal = "cal" in tasks and has_labels
     segmentation = request.segmentation and segmentation_possible and has_labels
     if request.segmentation and segmentation_possible and not has_labels:
         notes.append("segmentation: skipped, the store has no rater labels")
     return Plan(
-        tasks=tuple(name for name in request.tasks if name != "cal" or run_cal),
+        tasks=tuple(name for name in tasks if name != "cal" or run_cal),
         fitting=fitting,
         images_from=images_from,
         needs_threshold=needs_threshold,
@@ -215,4 +228,22 @@ def plan(
         rescale_eu=rescale_eu,
         segmentation=segmentation,
         notes=tuple(notes),
+    )
+
+
+def _no_id_warning(domains: np.ndarray, tasks: Sequence[str]) -> str:
+    """The note for a source in which no image has the domain ``id``."""
+    present = sorted(set(domains.tolist()))
+    names = ", ".join(repr(name) for name in present[:6])
+    if len(present) > 6:
+        names += f" and {len(present) - 6} more"
+    skipped = [name for name in tasks if name in NEEDS_ID]
+    consequence = ""
+    if skipped:
+        verb = "is skipped (it needs" if len(skipped) == 1 else "are skipped (they need"
+        consequence = f"{' and '.join(skipped)} {verb} ID images) and "
+    return (
+        f"warning: no image has the domain {ID_DOMAIN!r} (in-distribution), so every image is scored as OOD: "
+        f"{consequence}nothing is fitted. The domains are {names}; if one of them is the in-distribution data, "
+        f"name it {ID_DOMAIN!r}"
     )

@@ -7,6 +7,7 @@ with each; only a store can also be read by the workers of a cluster.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from uqeval.checks import check_domain_spelling
 from uqeval.errors import UQEvalError
 from uqeval.names import ID_DOMAIN, TEST
-from uqeval.scoring.store_reader import StoreReader
+from uqeval.scoring.store_reader import StoreReader, read_input
 
 
 @dataclass
@@ -71,6 +73,9 @@ class Source:
     variable : str
         ``probs`` or ``logits``: what a store holds.
     eu_convention : str
+    read_input : callable or None
+        ``read_input(positions) -> (image, channel, y, x)``: the input images at those
+        positions, for a source that holds them (the cube's optional ``input``).
     """
 
     where: str
@@ -89,10 +94,23 @@ class Source:
     store: str | None = None
     variable: str = "probs"
     eu_convention: str = "members"
+    read_input: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def n_images(self) -> int:
         return len(self.ids)
+
+    @property
+    def has_input(self) -> bool:
+        """Whether the source holds the input images (``input``)."""
+        return self.read_input is not None
+
+    def input_of(self, position: int) -> np.ndarray | None:
+        """The input image (channel, y, x) of the image at ``position``, or None when the
+        source holds no input images."""
+        if self.read_input is None:
+            return None
+        return self.read_input(np.asarray([position]))[0]
 
 
 def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
@@ -101,8 +119,11 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
     probs = dataset["probs"]
     has_labels = "labels" in dataset
     variable = dataset.attrs.get("source_variable", "probs")
+    input_reader = None
     if path is not None:
         store = str(path.resolve())
+        if "input" in dataset:
+            input_reader = functools.partial(read_input, str(path))
 
         def reader() -> Reader:
             read = StoreReader(str(path), variable, has_labels)
@@ -114,6 +135,10 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
 
     else:
         store = None
+        if "input" in dataset:
+
+            def input_reader(positions: np.ndarray) -> np.ndarray:
+                return np.asarray(dataset["input"][positions].values)
 
         def reader() -> Reader:
             def load(indices: np.ndarray, slot: int = 0) -> Loaded:
@@ -138,6 +163,7 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         store=store,
         variable=variable,
         eu_convention="members" if probs.sizes["eu"] > 1 else "samples-as-members",
+        read_input=input_reader,
     )
 
 
@@ -194,6 +220,12 @@ def maps_source(
                 parameter="cubes",
             )
 
+    domains = _strings(domain, n_images, ID_DOMAIN, "domain")
+    try:
+        check_domain_spelling(domains, "")
+    except UQEvalError as error:
+        raise UQEvalError(f"`domain`: {error}", parameter="domain") from None
+
     def reader() -> Reader:
         def load(indices: np.ndarray, slot: int = 0) -> Loaded:
             whole = len(indices) == n_images
@@ -208,7 +240,7 @@ def maps_source(
     return Source(
         where="evaluate",
         ids=np.arange(n_images),
-        domains=_strings(domain, n_images, ID_DOMAIN, "domain"),
+        domains=domains,
         roles=_strings(role, n_images, TEST, "role"),
         has_labels=labels is not None,
         n_classes=int(n_classes or 0),

@@ -56,6 +56,12 @@ def read_store(
     return values, read("labels") if has_labels else None
 
 
+def read_input(path: str, positions: np.ndarray) -> np.ndarray:
+    """The ``input`` images (image, channel, y, x) at ``positions`` of a cube store."""
+    array = open_group(path)["input"]
+    return np.asarray(array.get_orthogonal_selection((np.asarray(positions, dtype=np.int64),)))
+
+
 class StoreReader:
     """Reads batches of a store into two reused buffers (``slot`` 0 or 1).
 

@@ -63,12 +63,15 @@ def _flagged(flag: str, function, value):
 
 DataOption = Annotated[
     list[str] | None,
-    typer.Option("--data-option", help="A dataset option KEY=VALUE (e.g. size=32); repeat for several."),
+    typer.Option(
+        "--data-option", metavar="KEY=VALUE", help="A dataset option KEY=VALUE (e.g. size=32); repeat for several."
+    ),
 ]
 AUOption = Annotated[
     list[str] | None,
     typer.Option(
         "--au-option",
+        metavar="KEY=VALUE",
         help="An AU method option KEY=VALUE (e.g. beta=2.5e-3 for prob_unet); repeat for several; "
         "`uqeval plugins` lists them.",
     ),
@@ -76,7 +79,7 @@ AUOption = Annotated[
 
 
 def train_command(
-    au: Annotated[str, typer.Option("--au", help="AU method: softmax, ssn, prob_unet, diffusion, or a plugin's.")],
+    au: Annotated[str, typer.Option("--au", help="AU method: softmax, ssn, prob_unet, diffusion, tta, or a plugin's.")],
     eu: Annotated[
         str, typer.Option("--eu", help="EU method: none, dropout, swag_diag, swag, ensemble, or a plugin's.")
     ],
@@ -191,9 +194,21 @@ def predict_command(
         str | None,
         typer.Option("--eu", help="Predict as another EU method the run serves (a swag run: swag_diag, none)."),
     ] = None,
-    members: Annotated[int | None, typer.Option("--members", help="EU members (default: all trained).")] = None,
+    members: Annotated[
+        int | None,
+        typer.Option(
+            "--members",
+            help="EU members (default: the run's, e.g. every network of an ensemble; for dropout and SWAG the "
+            "EU method's own, 10 draws).",
+        ),
+    ] = None,
     samples: Annotated[
-        int | None, typer.Option("--samples", help="AU samples per member (default: the method's, 10).")
+        int | None,
+        typer.Option(
+            "--samples",
+            help="AU samples per member (default: the AU method's own, e.g. 1 for softmax, 10 for ssn; "
+            "a deterministic method always draws 1).",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 16,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, …")] = "auto",
@@ -236,10 +251,20 @@ def study_command(
     out: Annotated[Path, typer.Argument(help="The study's folder; rerun the same command to resume.")],
     data: Annotated[str, typer.Option("--data", help="Dataset, e.g. synthetic.")] = "synthetic",
     au: Annotated[
-        list[str] | None, typer.Option("--au", help="AU methods (default: softmax,ssn,prob_unet,diffusion).")
+        list[str] | None,
+        typer.Option(
+            "--au",
+            metavar="NAME",
+            help="AU methods, comma-separated or the flag repeated (default: softmax,ssn,prob_unet,diffusion).",
+        ),
     ] = None,
     eu: Annotated[
-        list[str] | None, typer.Option("--eu", help="EU methods (default: none,dropout,swag_diag,swag,ensemble).")
+        list[str] | None,
+        typer.Option(
+            "--eu",
+            metavar="NAME",
+            help="EU methods, comma-separated or the flag repeated (default: none,dropout,swag_diag,swag,ensemble).",
+        ),
     ] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per combination.")] = 1,
     size: Annotated[
@@ -248,7 +273,10 @@ def study_command(
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per run (default: train's).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.")] = None,
     samples: Annotated[
-        int | None, typer.Option("--samples", help="AU samples per member (default: the method's).")
+        int | None,
+        typer.Option(
+            "--samples", help="AU samples per member (default: each AU method's own, e.g. 1 for softmax, 10 for ssn)."
+        ),
     ] = None,
     members: Annotated[
         int | None,
@@ -259,6 +287,7 @@ def study_command(
         list[str] | None,
         typer.Option(
             "--au-option",
+            metavar="METHOD.KEY=VALUE",
             help="An AU method's option as METHOD.KEY=VALUE (e.g. prob_unet.beta=2.5e-3), passed to that "
             "method's runs; repeat for several.",
         ),
@@ -266,7 +295,11 @@ def study_command(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, …")] = "auto",
     manifest: Annotated[
         Path | None,
-        typer.Option("--manifest", help="Write one uqeval command per step to FILE (for a job array); run nothing."),
+        typer.Option(
+            "--manifest",
+            metavar="FILE",
+            help="Write one uqeval command per step to FILE (for a job array); run nothing.",
+        ),
     ] = None,
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="A dask.distributed scheduler to run the steps on.")
