@@ -53,3 +53,44 @@ def test_pytorch_segmentation_writes_and_scores_a_cube(tmp_path: Path) -> None:
     assert {row["task"] for row in scores["entanglement"]} == {"oodd", "amb", "cal", "fd"}
     for name in ("metrics.csv", "images.csv", "roc.png"):
         assert (out / name).is_file()
+
+
+def test_bring_your_own_model_writes_members_and_samples_that_differ_and_scores(tmp_path: Path) -> None:
+    out = tmp_path / "byom"
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "bring_your_own_model.py"), "--out", str(out), "--steps", "40"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "MC dropout over 3 dropout layers" in completed.stdout
+    cube = uqeval.open_cube(out / "cube.zarr", check_values=True)
+    probs = cube["probs"].values.astype(np.float64)
+    assert probs.shape[1:3] == (4, 4)
+    assert np.abs(np.diff(probs, axis=1)).max() > 1e-3  # EU members differ
+    assert np.abs(np.diff(probs, axis=2)).max() > 1e-3  # AU samples differ
+    assert (cube.attrs["eu_source"], cube.attrs["au_source"]) == ("MCDropout", "TestTimeAugmentation")
+    scores = json.loads((out / "scores.json").read_text())
+    deltas = {(row["task"], row["split"]) for row in scores["entanglement"]}
+    assert {("oodd", "ood"), ("amb", "id"), ("cal", "id")} <= deltas
+    assert "Δ oodd on ood" in completed.stdout
+
+
+def test_monai_unet_goes_through_the_same_sources(tmp_path: Path) -> None:
+    out = tmp_path / "monai"
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "monai_unet.py"), "--out", str(out), "--steps", "20"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    found = int(completed.stdout.split("MC dropout over ")[1].split()[0])
+    assert found >= 4  # one nn.Dropout per convolution unit of MONAI's UNet
+    cube = uqeval.open_cube(out / "cube.zarr")
+    probs = cube["probs"].values.astype(np.float64)
+    assert np.abs(np.diff(probs, axis=1)).max() > 1e-3 and np.abs(np.diff(probs, axis=2)).max() > 1e-3
+    assert (out / "scores.json").is_file()

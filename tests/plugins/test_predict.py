@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import uqeval
 from uqeval.errors import UQEvalError
 from uqeval.plugins import plugin_manager
-from uqeval_torch import predict as predict_module
+from uqeval_torch import writing as writing_module
 from uqeval_torch.predict import predict, prediction_samples
 from uqeval_torch.run import RunSettings
 from uqeval_torch.train import train
@@ -22,6 +23,8 @@ COMBINATIONS = [
     ("prob_unet", "ensemble"),
     ("diffusion", "none"),
     ("diffusion", "ensemble"),
+    ("tta", "none"),
+    ("tta", "ensemble"),
 ]
 
 
@@ -100,7 +103,7 @@ def test_an_interrupted_prediction_resumes_to_the_same_store(runs, tmp_path, mon
     options = {"samples": 2, "batch_size": 5, "chunk_images": 4, "device": "cpu"}
     whole = predict(run, tmp_path / "whole.zarr", **options).store
 
-    real = predict_module.sample_batch
+    real = writing_module.draw_members
     calls = []
 
     def crash_on_the_fourth_batch(*args, **kwargs):
@@ -110,9 +113,9 @@ def test_an_interrupted_prediction_resumes_to_the_same_store(runs, tmp_path, mon
         return real(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(predict_module, "sample_batch", crash_on_the_fourth_batch)
+        patch.setattr(writing_module, "draw_members", crash_on_the_fourth_batch)
         if how == "killed":  # no cleanup runs: only the writer's whole chunks reached the disk
-            patch.setattr(predict_module.CubeWriter, "__exit__", lambda *args: None)
+            patch.setattr(writing_module.CubeWriter, "__exit__", lambda *args: None)
         with pytest.raises(KeyboardInterrupt):
             predict(run, tmp_path / "broken.zarr", **options)
     with pytest.raises(UQEvalError, match="incomplete"):
@@ -153,3 +156,33 @@ def test_another_dataset_configuration_can_be_predicted(runs, tmp_path):
     )
     assert summary.n_images == 2 + 2 + 4 * 2
     assert uqeval.open_cube(summary.store).attrs["data_options"]["severity"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("bug", "expected"),
+    [
+        (lambda drawn: torch.log(drawn), "not probabilities over the class dim"),
+        (lambda drawn: drawn.transpose(-1, -2)[..., :-1], "returned shape"),
+        (lambda drawn: drawn[0], "returned (4, 2, 16, 16)"),
+    ],
+)
+def test_a_plugin_method_that_breaks_the_contract_is_named_and_leaves_no_store(runs, tmp_path, bug, expected):
+    from uqeval_torch.au.ssn import SSN
+
+    real, calls = SSN.sample, []
+
+    def buggy_from_the_second_batch(self, model, images, n):
+        calls.append(1)
+        drawn = real(self, model, images, n)
+        return drawn if len(calls) == 1 else bug(drawn)
+
+    store = tmp_path / "cube.zarr"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SSN, "sample", buggy_from_the_second_batch)
+        with pytest.raises(UQEvalError) as raised:
+            predict(runs / "ssn-none", store, samples=2, device="cpu", batch_size=4)
+    message = str(raised.value)
+    assert expected in message
+    assert "AU method 'ssn' of plugin 'torch' (uqeval-torch" in message
+    assert "store them as the logits variable" not in message  # not the CubeWriter message for users
+    assert "was removed" in message and not store.exists()

@@ -19,8 +19,9 @@ def uqeval_au_methods() -> dict[str, Any]:
     from uqeval_torch.au.prob_unet import ProbUNet
     from uqeval_torch.au.softmax import Softmax
     from uqeval_torch.au.ssn import SSN
+    from uqeval_torch.au.tta import TestTimeAugmentation
 
-    return {method.name: method for method in (Softmax(), SSN(), ProbUNet(), Diffusion())}
+    return {method.name: method for method in (Softmax(), SSN(), ProbUNet(), Diffusion(), TestTimeAugmentation())}
 
 
 @hookimpl

@@ -13,7 +13,7 @@ one would have given.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +26,13 @@ from rich.progress import Progress
 
 from uqeval import DatasetSource
 from uqeval.contracts import Sample
-from uqeval.cube import CubeWriter
+from uqeval.cube import PROGRESS_ATTR
 from uqeval.errors import UQEvalError
 from uqeval.plugins import plugin_manager
 from uqeval_torch import __version__
+from uqeval_torch.sources import Member, check_probabilities
 from uqeval_torch.train import load_trained, pick_device
+from uqeval_torch.writing import write_cube
 
 #: The roles a cube holds, in store order.
 ROLES = ("calibration", "test")
@@ -132,7 +134,6 @@ def predict(
     if not images:
         raise UQEvalError(f"dataset {dataset.name!r} has no calibration or test images")
     raters = max(sample.labels.shape[0] for sample in images)
-    height, width = images[0].image.shape[-2:]
     attrs = {
         "run": str(Path(run).resolve()),
         "size": settings.size,
@@ -144,76 +145,96 @@ def predict(
     }
     if not overwrite:
         _check_resumable(Path(out), {"au_method": settings.au, "eu_method": eu_name, "dataset": dataset.name, **attrs})
-    writer = CubeWriter(
-        out,
-        n_classes=dataset.n_classes,
-        eu=n_members,
-        au=n_samples,
-        height=height,
-        width=width,
-        raters=raters,
-        au_method=settings.au,
-        eu_method=eu_name,
-        model=f"{settings.au}+{eu_name} ({settings.size})",
-        dataset=dataset.name,
-        seed=settings.seed,
-        class_names=list(dataset.class_names),
-        attrs=attrs,
-        chunk_images=chunk_images,
-        overwrite=overwrite,
-        resume=not overwrite,
-    )
-    done = writer.n_images
+    done = _images_written(Path(out)) if not overwrite else 0
     if done > len(images):
         raise UQEvalError(
             f"{out} holds {done} images but the dataset has {len(images)}; write to another store", parameter="out"
         )
-    task = progress.add_task("predicting", total=len(images), completed=done) if progress is not None else None
-    with writer:
-        first_batch = done // batch_size
-        for number in itertools.count(first_batch):
-            batch = images[number * batch_size : (number + 1) * batch_size]
-            if not batch:
-                break
-            probabilities = sample_batch(
-                au_method, networks, batch, n_samples, seed=(settings.seed, number), device=chosen
-            )
-            skip = max(0, done - number * batch_size)  # images an interrupted run already wrote
-            kept = batch[skip:]
-            writer.append(
-                probabilities[skip:],
-                labels=np.stack([_pad_raters(sample.labels, raters) for sample in kept]),
-                domain=[sample.domain for sample in kept],
-                role=[sample.role for sample in kept],
-                image_ids=[sample.image_id for sample in kept],
-            )
-            if task is not None:
-                progress.update(task, completed=min(len(images), (number + 1) * batch_size))
+    au_label = _plugin_label("uqeval_au_methods", settings.au)
+    eu_label = _plugin_label("uqeval_eu_methods", eu_name)
+    write_cube(
+        MethodMembers(networks, f"EU method {eu_name!r} of {eu_label}"),
+        MethodSamples(au_method, n_samples, f"AU method {settings.au!r} of {au_label}"),
+        _batches(images, raters, batch_size),
+        out,
+        device=chosen,
+        seed=settings.seed,
+        class_names=list(dataset.class_names),
+        model=f"{settings.au}+{eu_name} ({settings.size})",
+        dataset=dataset.name,
+        au_method=settings.au,
+        eu_method=eu_name,
+        attrs=attrs,
+        overwrite=overwrite,
+        chunk_images=chunk_images,
+        progress=progress if progress is not None else False,
+        total=len(images),
+    )
     return PredictionSummary(Path(out), len(images), n_members, n_samples, done)
 
 
-@torch.no_grad()
-def sample_batch(
-    au_method: Any,
-    networks: list[torch.nn.Module],
-    batch: list[Sample],
-    n_samples: int,
-    *,
-    seed: tuple[int, int],
-    device: torch.device,
-) -> np.ndarray:
-    """(image, eu, au, class, y, x) float32 probabilities of one batch, seeded by ``seed``."""
-    torch.manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1)[0]))
-    images = torch.from_numpy(np.stack([sample.image for sample in batch]).astype(np.float32)).to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    per_member = []
-    for network in networks:
-        with autocast:
-            drawn = au_method.sample(network, images, n_samples)
-        per_member.append(drawn.float())
-    cube = torch.stack(per_member).permute(2, 0, 1, 3, 4, 5)  # (eu, au, image, …) → (image, eu, au, …)
-    cube = cube / cube.sum(dim=3, keepdim=True)  # exact sums after bf16 and float16 rounding upstream
-    return cube.cpu().numpy()
+class MethodMembers:
+    """An EU method's networks as an EU source of :func:`~uqeval_torch.writing.write_cube`.
+
+    The method has already put them in the mode it samples in (MC dropout on, …).
+    """
+
+    def __init__(self, networks: list[torch.nn.Module], source: str) -> None:
+        self.networks, self.source, self.members = networks, source, len(networks)
+
+    @contextlib.contextmanager
+    def open(self, device: torch.device) -> Iterator[list[Member]]:
+        yield [
+            Member(network, f"member {index} of {self.source}", "probabilities")
+            for index, network in enumerate(self.networks)
+        ]
+
+
+class MethodSamples:
+    """An AU method's ``sample`` as an AU source, its output checked against the contract."""
+
+    def __init__(self, method: Any, samples: int, source: str) -> None:
+        self.method, self.samples, self.source = method, samples, source
+        self.deterministic = bool(getattr(method, "deterministic", False))
+
+    def sample(self, member: Member, images: torch.Tensor) -> torch.Tensor:
+        drawn = self.method.sample(member.model, images, self.samples)
+        culprit = f"{self.source}: sample() on {member.source}"
+        expected = f"(n={self.samples}, batch={images.shape[0]}, class, y={images.shape[2]}, x={images.shape[3]})"
+        if not isinstance(drawn, torch.Tensor) or drawn.ndim != 5 or drawn.shape[0] != self.samples:
+            shape = tuple(drawn.shape) if isinstance(drawn, torch.Tensor) else type(drawn).__name__
+            raise UQEvalError(
+                f"{culprit} returned {shape}; the AU method contract expects probabilities {expected} "
+                "that sum to 1 over class (a bug in the plugin, not in your data)"
+            )
+        for draw in drawn:
+            check_probabilities(draw.float(), images, f"{culprit} (contract: probabilities {expected})")
+        return drawn
+
+
+def _plugin_label(hook: str, name: str) -> str:
+    found = plugin_manager().lookup(hook, name)
+    return found[1].label if found is not None else "an unregistered plugin"
+
+
+def _images_written(out: Path) -> int:
+    """How many whole images an earlier, interrupted prediction left in ``out`` (0 for none)."""
+    if not out.exists():
+        return 0
+    progress = dict(zarr.open_group(out, mode="r").attrs).get(PROGRESS_ATTR) or {}
+    return int(progress.get("n_images", 0))
+
+
+def _batches(images: list[Sample], raters: int, batch_size: int) -> Iterator[dict[str, Any]]:
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        yield {
+            "image": torch.from_numpy(np.stack([sample.image for sample in batch]).astype(np.float32)),
+            "labels": np.stack([_pad_raters(sample.labels, raters) for sample in batch]),
+            "domain": [sample.domain for sample in batch],
+            "role": [sample.role for sample in batch],
+            "image_id": [sample.image_id for sample in batch],
+        }
 
 
 def _check_resumable(out: Path, expected: dict[str, Any]) -> None:

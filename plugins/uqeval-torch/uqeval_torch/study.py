@@ -52,7 +52,7 @@ PHASES = ("train", "predict", "score", "compare")
 #: The methods' default EU members and AU samples, and network passes per AU sample
 #: (a DDIM sample of ``diffusion`` takes 10): only to estimate what a step costs.
 _DEFAULT_MEMBERS = {"none": 1, "dropout": 10, "swag_diag": 10, "swag": 10, "ensemble": 5}
-_DEFAULT_SAMPLES = {"softmax": 1, "ssn": 10, "prob_unet": 10, "diffusion": 10}
+_DEFAULT_SAMPLES = {"softmax": 1, "ssn": 10, "prob_unet": 10, "diffusion": 10, "tta": 8}
 _PASSES_PER_SAMPLE = {"diffusion": 10}
 #: Network passes per image that cost about as much as training one network (the CPU
 #: profile trains on 96 images for 30 epochs and predicts 176 images).
@@ -153,12 +153,13 @@ def plan_study(
         An unknown method name (``parameter`` ``au`` or ``eu``), no combination left, or
         fewer than one seed.
     """
-    for parameter, names, known in (("au", au, AU_METHODS), ("eu", eu, EU_METHODS)):
+    from uqeval.plugins import plugin_manager
+
+    au_known = (*AU_METHODS, *sorted(set(plugin_manager().au_methods()) - set(AU_METHODS)))
+    for parameter, names, known in (("au", au, au_known), ("eu", eu, EU_METHODS)):
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise UQEvalError(
-                f"unknown method(s) {', '.join(unknown)}; the study's are {', '.join(known)}", parameter=parameter
-            )
+            raise UQEvalError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}", parameter=parameter)
     if seeds < 1:
         raise UQEvalError(f"a study needs at least 1 seed, not {seeds}", parameter="seeds")
     au_options = _au_options(options.au_options, au)
@@ -203,7 +204,7 @@ def plan_study(
             if options.members is not None and eu_name != "none":
                 command += ("--members", str(options.members))
             members = _DEFAULT_MEMBERS[eu_name] if options.members is None or eu_name == "none" else options.members
-            samples = options.samples or _DEFAULT_SAMPLES[au_name]
+            samples = options.samples or _DEFAULT_SAMPLES.get(au_name, 10)
             passes = members * samples * _PASSES_PER_SAMPLE.get(au_name, 1)
             predict = Step(
                 f"predict-{au_name}+{eu_name}-seed-{seed}",

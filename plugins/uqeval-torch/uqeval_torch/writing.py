@@ -1,0 +1,331 @@
+"""One writing loop: batches of images → EU members × AU samples → a cube store.
+
+:func:`write_cube` serves both a researcher's own model (with the sources of
+:mod:`uqeval_torch.sources`) and ``uqeval predict`` (with the plugin's AU and EU
+methods): batching, the device, autocast, ``torch.inference_mode``, a progress bar,
+seeding, checking what the model returns, resuming, and :class:`uqeval.CubeWriter`.
+
+Batch ``k`` is drawn with the global torch generator seeded by ``(seed, k)``, so an
+interrupted run, started again with the same batches, resumes and gives exactly the
+store an uninterrupted one would have given.
+
+Example
+-------
+>>> import tempfile, torch, uqeval
+>>> from torch import nn
+>>> from uqeval_torch.sources import MCDropout, TestTimeAugmentation
+>>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+<torch._C.Generator object at ...>
+>>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.3), nn.Conv2d(8, 2, 1))
+>>> batches = [{"image": torch.rand(4, 1, 16, 16), "labels": torch.randint(0, 2, (4, 3, 16, 16)),
+...             "domain": ["id", "id", "noise", "noise"]}]
+>>> store = write_cube(MCDropout(model, members=3), TestTimeAugmentation(samples=4), batches,
+...                    tempfile.mkdtemp() + "/cube.zarr", progress=False)
+>>> dict(uqeval.open_cube(store)["probs"].sizes)
+{'image': 4, 'eu': 3, 'au': 4, 'class': 2, 'y': 16, 'x': 16}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from uqeval.cube import CubeWriter
+from uqeval.errors import UQEvalError
+from uqeval_torch.sources import AUSource, EUSource, Member, _mix, describe
+from uqeval_torch.train import pick_device
+
+#: Autocast dtypes by name.
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """One batch as the writer reads it."""
+
+    images: torch.Tensor
+    labels: np.ndarray | None
+    domains: list[str]
+    roles: list[str]
+    image_ids: list[Any] | None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def tail(self, skip: int) -> ImageBatch:
+        """The batch without its first ``skip`` images."""
+        return ImageBatch(
+            self.images[skip:],
+            None if self.labels is None else self.labels[skip:],
+            self.domains[skip:],
+            self.roles[skip:],
+            None if self.image_ids is None else self.image_ids[skip:],
+        )
+
+
+def read_batch(batch: Any, number: int) -> ImageBatch:
+    """A batch from a ``DataLoader`` (or any iterable): a dict or a tuple.
+
+    A dict holds ``image`` (``(batch, channel, y, x)``) and optionally ``labels``
+    (``(batch, rater, y, x)``, or ``(batch, y, x)`` for one rater), ``domain`` and
+    ``role`` (a string for the whole batch, or one per image) and ``image_id``. A tuple
+    is ``(image, labels, domain, role)`` or a prefix of it. Defaults: no labels, domain
+    ``id``, role ``test``, ids numbered by the writer.
+    """
+    where = f"batch {number}"
+    if isinstance(batch, dict):
+        unknown = set(batch) - {"image", "labels", "domain", "role", "image_id"}
+        if "image" not in batch or unknown:
+            raise UQEvalError(
+                f"{where}: a dict batch needs the key 'image' and may hold 'labels', 'domain', 'role' and "
+                f"'image_id'; got keys {sorted(batch)}"
+            )
+        fields = (batch["image"], batch.get("labels"), batch.get("domain"), batch.get("role"), batch.get("image_id"))
+    elif isinstance(batch, list | tuple) and 1 <= len(batch) <= 4:
+        fields = (*batch, *(None,) * (5 - len(batch)))
+    else:
+        raise UQEvalError(
+            f"{where}: expected a dict or a tuple (image, labels, domain, role), got {type(batch).__name__}"
+        )
+    image, labels, domain, role, image_ids = fields
+    images = torch.as_tensor(image)
+    if images.ndim != 4 or not images.is_floating_point():
+        raise UQEvalError(
+            f"{where}: images must be a floating (batch, channel, y, x) array, got shape {tuple(images.shape)} "
+            f"of {images.dtype}"
+        )
+    size = images.shape[0]
+    return ImageBatch(
+        images,
+        _labels(labels, images, where),
+        _per_image(domain, "id", size, "domain", where),
+        _per_image(role, "test", size, "role", where),
+        None if image_ids is None else [_plain(value) for value in image_ids],
+    )
+
+
+def _labels(labels: Any, images: torch.Tensor, where: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4 or array.shape[0] != images.shape[0] or array.shape[2:] != tuple(images.shape[2:]):
+        raise UQEvalError(
+            f"{where}: labels must be (batch, rater, y, x) or (batch, y, x) with the images' batch and size "
+            f"{images.shape[0]} × {tuple(images.shape[2:])}, got shape {array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.integer) or array.min(initial=0) < 0 or array.max(initial=0) > 255:
+        raise UQEvalError(f"{where}: labels must be integer classes in [0, 255] (255 = not labelled)")
+    return array.astype(np.uint8)
+
+
+def _per_image(value: Any, default: str, size: int, name: str, where: str) -> list[str]:
+    if value is None:
+        return [default] * size
+    if isinstance(value, str):
+        return [value] * size
+    values = [str(item) for item in value]
+    if len(values) != size:
+        raise UQEvalError(f"{where}: {len(values)} values of {name!r} for {size} images")
+    return values
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, torch.Tensor | np.generic) else value
+
+
+def draw_members(
+    members: Sequence[Member], au: AUSource, images: torch.Tensor, *, seed: tuple[int, int], precision: str | None
+) -> np.ndarray:
+    """``(image, eu, au, class, y, x)`` float32 probabilities of one batch, every member's
+    AU samples, drawn with the torch generator seeded by ``seed``; each map is renormalised
+    to sum to 1 over ``class`` (bf16 and float16 rounding)."""
+    torch.manual_seed(_mix(*seed))
+    autocast = contextlib.nullcontext()
+    if precision is not None:
+        autocast = torch.autocast(images.device.type, dtype=PRECISIONS[precision])
+    with torch.inference_mode(), autocast:
+        cube = torch.stack([au.sample(member, images).float() for member in members])  # (eu, au, image, …)
+    cube = cube.permute(2, 0, 1, 3, 4, 5)
+    return (cube / cube.sum(dim=3, keepdim=True)).cpu().numpy()
+
+
+def write_cube(
+    eu: EUSource,
+    au: AUSource,
+    batches: Iterable[Any],
+    out: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    precision: str | None = "auto",
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+    model: str = "",
+    dataset: str = "",
+    au_method: str | None = None,
+    eu_method: str | None = None,
+    attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    chunk_images: int | None = None,
+    progress: bool | Any = True,
+    total: int | None = None,
+) -> Path:
+    """Write every member's AU samples for every image of ``batches`` to the store ``out``.
+
+    Parameters
+    ----------
+    eu : an EU source (:class:`~uqeval_torch.sources.Ensemble`,
+        :class:`~uqeval_torch.sources.MCDropout`, :class:`~uqeval_torch.sources.SingleModel`).
+    au : an AU source (:class:`~uqeval_torch.sources.Softmax`,
+        :class:`~uqeval_torch.sources.TestTimeAugmentation`, :class:`~uqeval_torch.sources.Sampler`).
+    batches : any iterable of batches, e.g. a ``DataLoader``; see :func:`read_batch`. It
+        must give the same images in the same order when iterated again (to resume).
+    out : the zarr store. An unfinished store from an earlier call resumes; a finished
+        one is refused unless ``overwrite``.
+    device : ``auto`` (CUDA if present), ``cpu``, ``cuda``, ….
+    precision : autocast ``"bf16"``, ``"fp16"``, ``None`` (float32), or ``"auto"``
+        (bf16 on CUDA, float32 on the CPU).
+    seed : seeds batch ``k``'s draws with ``(seed, k)``.
+    class_names, model, dataset, au_method, eu_method, attrs : store attributes
+        (``au_method``/``eu_method`` default to the sources' class names).
+    chunk_images : images per store chunk (default: the writer's).
+    progress : ``True`` for a progress bar on the terminal, ``False`` for none, or a
+        ``rich.progress.Progress`` to add the task to.
+    total : images in ``batches``, for the progress bar (default: ``len(batches.dataset)``
+        when it has one).
+
+    Returns
+    -------
+    pathlib.Path
+        The store, complete.
+
+    Raises
+    ------
+    UQEvalError
+        A bad batch, or a model or sampler that breaks the contract (named with its EU or
+        AU source). A store this call created is removed; a resumed one keeps its images.
+    """
+    if eu.members == 1 and au.samples == 1:
+        raise UQEvalError(
+            f"{type(eu).__name__} with {type(au).__name__} is deterministic (one member, one sample per image): "
+            "its uncertainty cannot be decomposed; use several members (Ensemble, MCDropout) or a stochastic "
+            "AU source (TestTimeAugmentation, Sampler)"
+        )
+    chosen = pick_device(device)
+    if precision == "auto":
+        precision = "bf16" if chosen.type == "cuda" else None
+    if precision is not None and precision not in PRECISIONS:
+        raise UQEvalError(f"precision must be 'bf16', 'fp16', None or 'auto', not {precision!r}")
+    out = Path(out)
+    if total is None:
+        dataset_of = getattr(batches, "dataset", None)
+        total = len(dataset_of) if hasattr(dataset_of, "__len__") else None
+    iterator = iter(batches)
+    first = next(iterator, None)
+    if first is None:
+        raise UQEvalError("write_cube: the batches hold no image")
+    created = not out.exists() or overwrite
+    writer: CubeWriter | None = None
+    try:
+        with eu.open(chosen) as members, _progress(progress, total) as advance:
+            batch = read_batch(first, 0)
+            probabilities = _draw(eu, members, au, batch, seed, 0, chosen, precision)
+            writer = CubeWriter(
+                out,
+                n_classes=probabilities.shape[3],
+                eu=probabilities.shape[1],
+                au=probabilities.shape[2],
+                height=probabilities.shape[4],
+                width=probabilities.shape[5],
+                raters=0 if batch.labels is None else batch.labels.shape[1],
+                au_method=au_method or type(au).__name__,
+                eu_method=eu_method or type(eu).__name__,
+                model=model,
+                dataset=dataset,
+                seed=seed,
+                class_names=class_names,
+                attrs={**describe(eu, au), **(attrs or {})},
+                chunk_images=chunk_images,
+                overwrite=overwrite,
+                resume=not overwrite,
+            )
+            with writer:
+                done, seen = writer.n_images, 0
+                for number, raw in enumerate(_chain(first, iterator)):
+                    batch = batch if number == 0 else read_batch(raw, number)
+                    if seen + len(batch) <= done:  # written by an earlier, interrupted call
+                        seen += len(batch)
+                        advance(len(batch))
+                        continue
+                    if number > 0 or probabilities is None:
+                        probabilities = _draw(eu, members, au, batch, seed, number, chosen, precision)
+                    skip = max(0, done - seen)
+                    _append(writer, batch.tail(skip), probabilities[skip:], number)
+                    seen += len(batch)
+                    advance(len(batch))
+    except UQEvalError as error:
+        if created and out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            raise UQEvalError(f"{error} (nothing was kept: {out} was removed)", parameter=error.parameter) from None
+        raise
+    return out
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def _draw(
+    eu: EUSource,
+    members: Sequence[Member],
+    au: AUSource,
+    batch: ImageBatch,
+    seed: int,
+    number: int,
+    device: torch.device,
+    precision: str | None,
+) -> np.ndarray:
+    if hasattr(eu, "reseed"):
+        eu.reseed(_mix(seed, number))
+    return draw_members(members, au, batch.images.to(device), seed=(seed, number), precision=precision)
+
+
+def _append(writer: CubeWriter, batch: ImageBatch, probabilities: np.ndarray, number: int) -> None:
+    expected = writer.cube_shape
+    if probabilities.shape[1:] != expected:
+        raise UQEvalError(
+            f"batch {number}: the sources drew cubes of shape {probabilities.shape[1:]} (eu, au, class, y, x), "
+            f"but the store holds {expected}; every batch must give the same classes and image size"
+        )
+    labels = batch.labels
+    if (labels is None) != (writer.raters == 0) or (labels is not None and labels.shape[1] != writer.raters):
+        held = "none" if labels is None else labels.shape[1]
+        raise UQEvalError(f"batch {number}: labels of {held} raters, but the store holds {writer.raters} per image")
+    writer.append(probabilities, labels=labels, domain=batch.domains, role=batch.roles, image_ids=batch.image_ids)
+
+
+@contextlib.contextmanager
+def _progress(progress: bool | Any, total: int | None) -> Iterator[Any]:
+    if progress is False or progress is None:
+        yield lambda n: None
+        return
+    if progress is True:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("writing samples"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+        ) as bar:
+            task = bar.add_task("writing", total=total)
+            yield lambda n: bar.advance(task, n)
+        return
+    task = progress.add_task("predicting", total=total)
+    yield lambda n: progress.advance(task, n)
