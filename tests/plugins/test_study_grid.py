@@ -213,3 +213,35 @@ def test_the_cpu_profile_predicts_5_members_and_5_samples(tmp_path):
     assert " --samples 2" in manifest.read_text() and " --members 3" in manifest.read_text()
     unknown = run_cli("study", str(tmp_path / "study"), "--profile", "gpu", "--manifest", str(manifest))
     assert unknown.returncode == 2 and "unknown profile 'gpu'" in unknown.stderr
+
+
+def test_cluster_tasks_carry_their_path_to_the_end_as_dask_priority(tmp_path, monkeypatch):
+    import distributed
+
+    from uqeval_torch.study import run_on_cluster
+
+    submitted = {}
+
+    class RecordingClient:
+        def __init__(self, address):
+            assert address == "tcp://scheduler:8786"
+
+        def submit(self, function, plan, step, needed, executable, **options):
+            submitted[step.name] = options
+            return step.name
+
+        def gather(self, futures):
+            return futures
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(distributed, "Client", RecordingClient)
+    plan = plan_study(tmp_path / "study", au=["softmax", "diffusion"], eu=["none", "ensemble"])
+    run_on_cluster(plan, "tcp://scheduler:8786")
+    remaining = critical_path(plan)
+    assert {name: options["priority"] for name, options in submitted.items()} == {
+        name: round(1000 * value) for name, value in remaining.items()
+    }
+    assert submitted["train-diffusion+ensemble-seed-0"]["priority"] == 15100  # 5 + 10 + 0.05 + 0.05
+    assert submitted["compare"]["priority"] == 50
