@@ -324,3 +324,16 @@ def test_an_interrupted_write_resumes_to_the_same_store(tmp_path, monkeypatch):
         np.testing.assert_array_equal(
             uqeval.open_cube(whole)[name].values, uqeval.open_cube(tmp_path / "broken.zarr")[name].values
         )
+
+
+def test_the_input_images_are_stored_unless_asked_not_to(tmp_path):
+    written = write_cube(EU_SOURCES["ensemble"](), Softmax(), batches(2), tmp_path / "a.zarr", progress=False)
+    cube = uqeval.open_cube(written)
+    expected = np.concatenate([batch["image"].numpy() for batch in batches(2)])
+    np.testing.assert_array_equal(cube["input"].values, expected)
+    assert cube["input"].dims == ("image", "channel", "y", "x")
+    bare = write_cube(
+        EU_SOURCES["ensemble"](), Softmax(), batches(2), tmp_path / "b.zarr", progress=False, write_input=False
+    )
+    assert "input" not in uqeval.open_cube(bare)
+    np.testing.assert_array_equal(uqeval.open_cube(bare)["probs"].values, cube["probs"].values)

@@ -177,6 +177,7 @@ def write_cube(
     chunk_images: int | None = None,
     progress: bool | Any = True,
     total: int | None = None,
+    write_input: bool = True,
 ) -> Path:
     """Write every member's AU samples for every image of ``batches`` to the store ``out``.
 
@@ -201,6 +202,10 @@ def write_cube(
         ``rich.progress.Progress`` to add the task to.
     total : images in ``batches``, for the progress bar (default: ``len(batches.dataset)``
         when it has one).
+    write_input : also store each image's input pixels as the cube's ``input`` variable
+        (float32, ``(image, channel, y, x)``), which the report's example maps show
+        beside the uncertainty. It costs 4·channel bytes per pixel, against
+        2·eu·au·class for the float16 probabilities.
 
     Returns
     -------
@@ -246,6 +251,7 @@ def write_cube(
                 height=probabilities.shape[4],
                 width=probabilities.shape[5],
                 raters=0 if batch.labels is None else batch.labels.shape[1],
+                channels=int(batch.images.shape[1]) if write_input else 0,
                 au_method=au_method or type(au).__name__,
                 eu_method=eu_method or type(eu).__name__,
                 model=model,
@@ -268,7 +274,7 @@ def write_cube(
                     if number > 0 or probabilities is None:
                         probabilities = _draw(eu, members, au, batch, seed, number, chosen, precision)
                     skip = max(0, done - seen)
-                    _append(writer, batch.tail(skip), probabilities[skip:], number)
+                    _append(writer, batch.tail(skip), probabilities[skip:], number, write_input)
                     seen += len(batch)
                     advance(len(batch))
     except UQEvalError as error:
@@ -299,7 +305,7 @@ def _draw(
     return draw_members(members, au, batch.images.to(device), seed=(seed, number), precision=precision)
 
 
-def _append(writer: CubeWriter, batch: ImageBatch, probabilities: np.ndarray, number: int) -> None:
+def _append(writer: CubeWriter, batch: ImageBatch, probabilities: np.ndarray, number: int, write_input: bool) -> None:
     expected = writer.cube_shape
     if probabilities.shape[1:] != expected:
         raise UQEvalError(
@@ -310,7 +316,19 @@ def _append(writer: CubeWriter, batch: ImageBatch, probabilities: np.ndarray, nu
     if (labels is None) != (writer.raters == 0) or (labels is not None and labels.shape[1] != writer.raters):
         held = "none" if labels is None else labels.shape[1]
         raise UQEvalError(f"batch {number}: labels of {held} raters, but the store holds {writer.raters} per image")
-    writer.append(probabilities, labels=labels, domain=batch.domains, role=batch.roles, image_ids=batch.image_ids)
+    pixels = batch.images.detach().float().cpu().numpy() if write_input else None
+    if pixels is not None and pixels.shape[1] != writer.channels:
+        raise UQEvalError(
+            f"batch {number}: images of {pixels.shape[1]} channels, but the store holds {writer.channels} per image"
+        )
+    writer.append(
+        probabilities,
+        labels=labels,
+        domain=batch.domains,
+        role=batch.roles,
+        image_ids=batch.image_ids,
+        input=pixels,
+    )
 
 
 @contextlib.contextmanager
