@@ -61,7 +61,8 @@ def test_every_combination_writes_a_cube_that_scores(runs, tmp_path, au, eu):
     assert (summary.eu, summary.au) == (members, samples)
     cube = uqeval.open_cube(store)
     # 4 calibration + 6 test ID images, then the 6 test images under each of the 4 shifts.
-    assert cube.sizes == {"image": 34, "eu": members, "au": samples, "class": 2, "y": 16, "x": 16, "rater": 4}
+    sizes = {"image": 34, "eu": members, "au": samples, "class": 2, "y": 16, "x": 16, "rater": 4, "channel": 1}
+    assert cube.sizes == sizes
     assert cube.attrs["au_method"] == au and cube.attrs["eu_method"] == eu
     assert cube.attrs["dataset"] == "synthetic" and cube.attrs["seed"] == 3
     assert cube.attrs["class_names"] == ["background", "shape"]
@@ -75,6 +76,7 @@ def test_every_combination_writes_a_cube_that_scores(runs, tmp_path, au, eu):
     expected = list(prediction_samples(dataset))
     assert list(cube["image"].values) == [sample.image_id for sample in expected]
     np.testing.assert_array_equal(cube["labels"].values, np.stack([sample.labels for sample in expected]))
+    np.testing.assert_array_equal(cube["input"].values, np.stack([sample.image for sample in expected]))
     if samples > 1:  # a stochastic AU method's samples differ
         assert np.abs(np.diff(probabilities, axis=2)).max() > 1e-4
     if members > 1:  # ensemble members differ
