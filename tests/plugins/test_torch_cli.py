@@ -68,7 +68,7 @@ def test_train_predict_score(tmp_path):
         (["--au", "softmax", "--eu", "none"], "AU method 'softmax' is deterministic"),
         (
             ["--au", "unet", "--eu", "none"],
-            "error: --au: unknown AU method 'unet'; choose one of diffusion, prob_unet, softmax, ssn",
+            "error: --au: unknown AU method 'unet'; choose one of diffusion, prob_unet, softmax, ssn, tta",
         ),
         (
             ["--au", "ssn", "--eu", "bayes"],

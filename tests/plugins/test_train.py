@@ -147,7 +147,7 @@ def test_out_must_be_a_new_or_empty_folder(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"au": "unet"}, "unknown AU method 'unet'; choose one of diffusion, prob_unet, softmax, ssn"),
+        ({"au": "unet"}, "unknown AU method 'unet'; choose one of diffusion, prob_unet, softmax, ssn, tta"),
         ({"eu": "bayes"}, "unknown EU method 'bayes'; choose one of dropout, ensemble, none, swag, swag_diag"),
         ({"data": "kitti"}, "unknown dataset 'kitti'; choose one of chaksu, lidc, synthetic"),
     ],
