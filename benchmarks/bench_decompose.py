@@ -6,11 +6,13 @@ Contenders, each on the same in-memory cube (image, eu, au, class, y, x):
 * ``uqeval.decompose``: the same wrapped into an ``xarray.Dataset``;
 * ``numpy cube.sum()``: one read of the whole array, the read-bandwidth ceiling;
 * ``numpy reference``: a plain vectorised numpy decomposition, as a user would write it;
-* ``numba parallel read``: a float32 sum over the array on all numba threads, for
-  information: the read bandwidth of the machine with as many threads as the engine.
+* ``numba parallel read``: a streaming sum over the array, contiguous rows in parallel
+  on all numba threads (one accumulator per row, no bounds in the inner loop): the read
+  bandwidth of one pass over the same bytes, the physical limit the engine is held to.
 
-Ratios (benchmarks/README.md): ``t_sum / t_decompose >= 0.5`` and ``t_numpy / t_decompose >= 5`` on
-float32. A float16 copy of the cube is measured too, for information only.
+Target (benchmarks/README.md): ``t_parallel_read / t_decompose >= 0.5`` on float32 and on a
+float16 copy of the cube (goal 0.8). The ratios against ``cube.sum()`` and the numpy
+reference are printed for information.
 
 Every time is the best (minimum) of ``--repeats`` runs after a warm-up (the first numba
 call compiles). Contenders are timed round-robin, one run each per round, so slow
@@ -32,8 +34,8 @@ from _timing import best_times, print_table
 import uqeval
 from uqeval.decomposition import decompose_batch
 
-TARGET_SUM = 0.5
-TARGET_NUMPY = 5.0
+#: Fraction of the parallel read of the same bytes the decomposition must reach.
+TARGET_READ = 0.5
 
 
 def make_cube(n_images: int, eu: int, au: int, n_classes: int, size: int, seed: int) -> np.ndarray:
@@ -76,25 +78,49 @@ def verify(cube: np.ndarray, reference_input: np.ndarray, ids: list[int], tolera
         assert float(gap.max()) <= tolerance, "pred differs from numpy argmax away from ties"
 
 
+#: Values per row of the parallel read (1 MiB of float32): long enough that a row is
+#: one streaming pass, short enough that both cores get many rows. 2^12–2^18 all read
+#: at 39–57 GB/s here; 2^18 was fastest.
+READ_ROW = 1 << 18
+
+
 @numba.njit(parallel=True, fastmath=True, nogil=True)
-def _parallel_sum(flat: np.ndarray, n_tasks: int) -> float:
-    n = flat.shape[0]
-    per = (n + n_tasks - 1) // n_tasks
-    partial = np.zeros(n_tasks)
-    for task in numba.prange(n_tasks):
-        acc = np.float32(0.0)
-        for i in range(task * per, min(n, (task + 1) * per)):
-            acc += numba.float32(flat[i])
-        partial[task] = acc
+def _parallel_row_sums_float(rows: np.ndarray) -> float:
+    n_rows, length = rows.shape
+    partial = np.zeros(n_rows)
+    for row in numba.prange(n_rows):
+        acc = numba.float32(0.0)
+        for i in range(length):  # contiguous, fixed bounds: vectorised by LLVM
+            acc += rows[row, i]
+        partial[row] = acc
+    return partial.sum()
+
+
+@numba.njit(parallel=True, fastmath=True, nogil=True)
+def _parallel_row_sums_bits(rows: np.ndarray) -> float:
+    n_rows, length = rows.shape
+    partial = np.zeros(n_rows)
+    for row in numba.prange(n_rows):
+        acc = numba.uint32(0)
+        for i in range(length):
+            acc += numba.uint32(rows[row, i])
+        partial[row] = acc
     return partial.sum()
 
 
 def parallel_read(cube: np.ndarray) -> float:
-    """Sum of every value on all numba threads: the multi-threaded read ceiling."""
+    """A streaming sum of every value, rows in parallel on all numba threads: the read
+    ceiling of one pass over the same bytes (the physical limit the engine is measured
+    against). float16 is read as its uint16 bits (numba has no float16): the same bytes."""
     flat = cube.reshape(-1)
-    if flat.dtype == np.float16:  # numba has no float16; summing the bits reads the same bytes
+    if flat.dtype == np.float16:
         flat = flat.view(np.uint16)
-    return _parallel_sum(flat, 4 * numba.get_num_threads())
+    whole = flat.shape[0] // READ_ROW * READ_ROW
+    rows = flat[:whole].reshape(-1, READ_ROW)
+    tail = float(flat[whole:].astype(np.float64).sum())
+    if flat.dtype == np.uint16:
+        return _parallel_row_sums_bits(rows) + tail
+    return _parallel_row_sums_float(rows) + tail
 
 
 def total(cube: np.ndarray) -> object:
@@ -146,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="height = width of each image")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per contender (best is kept)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-float16", action="store_true", help="skip the informational float16 run")
+    parser.add_argument("--no-float16", action="store_true", help="skip the float16 run")
     parser.add_argument("--check", action="store_true", help="exit with status 1 if a target ratio is missed")
     args = parser.parse_args(argv)
 
@@ -162,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
     engine = times["decompose_batch"]
     ratios = [
-        ("t_sum / t_decompose_batch (float32)", times["numpy cube.sum()"] / engine, TARGET_SUM),
-        ("t_numpy / t_decompose_batch (float32)", times["numpy reference"] / engine, TARGET_NUMPY),
-        ("t_parallel_read / t_decompose_batch (float32)", times["numba parallel read"] / engine, None),
+        ("t_parallel_read / t_decompose_batch (float32)", times["numba parallel read"] / engine, TARGET_READ),
+        ("t_sum / t_decompose_batch (float32)", times["numpy cube.sum()"] / engine, None),
+        ("t_numpy / t_decompose_batch (float32)", times["numpy reference"] / engine, None),
     ]
 
     if not args.no_float16:
@@ -173,9 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         # The reference runs on the exact float32 widening of the halves, so the
         # agreement check is as tight as for float32; it is timed on the halves as given.
         half_times = run_dtype(half, half.astype(np.float32), args.repeats)
-        report("float16 (informational)", half, half_times)
+        report("float16", half, half_times)
         half_engine = half_times["decompose_batch"]
         ratios += [
+            (
+                "t_parallel_read / t_decompose_batch (float16)",
+                half_times["numba parallel read"] / half_engine,
+                TARGET_READ,
+            ),
             ("t_sum / t_decompose_batch (float16)", half_times["numpy cube.sum()"] / half_engine, None),
             ("t_numpy / t_decompose_batch (float16)", half_times["numpy reference"] / half_engine, None),
         ]
