@@ -113,3 +113,36 @@ def write_synthetic_store(
                 image_ids=[f"{domain}-{index:03d}"],
             )
     return path
+
+
+def assert_text_on_canvas(figure) -> None:
+    """No text that ``figure`` draws (with the Agg renderer) reaches past the canvas.
+
+    Only texts actually drawn count: an axis keeps tick labels beyond its limits that it
+    does not draw.
+    """
+    from unittest import mock
+
+    from matplotlib.text import Text
+
+    drawn = []
+    draw = Text.draw
+
+    def recording(text, renderer):
+        drawn.append(text)
+        return draw(text, renderer)
+
+    with mock.patch.object(Text, "draw", recording):
+        figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    canvas = figure.bbox
+    checked = 0
+    for text in drawn:
+        if not text.get_visible() or not text.get_text().strip():
+            continue
+        box = text.get_window_extent(renderer)
+        inside = canvas.x0 - 0.5 <= box.x0 and box.x1 <= canvas.x1 + 0.5
+        inside &= canvas.y0 - 0.5 <= box.y0 and box.y1 <= canvas.y1 + 0.5
+        assert inside, f"text {text.get_text()!r} at {box.extents} is outside the canvas {canvas.extents}"
+        checked += 1
+    assert checked > 0

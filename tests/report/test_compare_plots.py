@@ -11,10 +11,10 @@ import itertools
 import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
+from helpers import assert_text_on_canvas
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation, Text
@@ -96,35 +96,6 @@ def _labels(ax) -> list[Annotation]:
 
 def _panels(figure: Figure):
     return [ax for ax in figure.axes if ax.get_title()]
-
-
-def assert_text_on_canvas(figure: Figure) -> None:
-    """No text that ``figure`` draws (with the Agg renderer) reaches past the canvas.
-
-    Only texts actually drawn count: an axis keeps tick labels beyond its limits that it
-    does not draw.
-    """
-    drawn = []
-    draw = Text.draw
-
-    def recording(text, renderer):
-        drawn.append(text)
-        return draw(text, renderer)
-
-    with mock.patch.object(Text, "draw", recording):
-        figure.canvas.draw()
-    renderer = figure.canvas.get_renderer()
-    canvas = figure.bbox
-    checked = 0
-    for text in drawn:
-        if not text.get_visible() or not text.get_text().strip():
-            continue
-        box = text.get_window_extent(renderer)
-        inside = canvas.x0 - 0.5 <= box.x0 and box.x1 <= canvas.x1 + 0.5
-        inside &= canvas.y0 - 0.5 <= box.y0 and box.y1 <= canvas.y1 + 0.5
-        assert inside, f"text {text.get_text()!r} at {box.extents} is outside the canvas {canvas.extents}"
-        checked += 1
-    assert checked > 0
 
 
 # ---------------------------------------------------------------- entanglement_figure

@@ -10,16 +10,14 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from types import SimpleNamespace
-from unittest import mock
 
 import matplotlib.image
 import numpy as np
 import pytest
-from helpers import write_synthetic_store
+from helpers import assert_text_on_canvas, write_synthetic_store
 from matplotlib.colors import to_rgb, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.text import Text
 
 from uqeval.metrics.calibration import reliability
 from uqeval.metrics.oodd import auroc, roc_curve
@@ -109,35 +107,6 @@ def _axes_by_title(figure: Figure) -> dict[str, object]:
 
 def _legend_texts(legend) -> list[str]:
     return [text.get_text() for text in legend.get_texts()]
-
-
-def assert_text_on_canvas(figure: Figure) -> None:
-    """No text that ``figure`` draws (with the Agg renderer) reaches past the canvas.
-
-    Only texts actually drawn count: an axis keeps tick labels beyond its limits that it
-    does not draw.
-    """
-    drawn = []
-    draw = Text.draw
-
-    def recording(text, renderer):
-        drawn.append(text)
-        return draw(text, renderer)
-
-    with mock.patch.object(Text, "draw", recording):
-        figure.canvas.draw()
-    renderer = figure.canvas.get_renderer()
-    canvas = figure.bbox
-    checked = 0
-    for text in drawn:
-        if not text.get_visible() or not text.get_text().strip():
-            continue
-        box = text.get_window_extent(renderer)
-        inside = canvas.x0 - 0.5 <= box.x0 and box.x1 <= canvas.x1 + 0.5
-        inside &= canvas.y0 - 0.5 <= box.y0 and box.y1 <= canvas.y1 + 0.5
-        assert inside, f"text {text.get_text()!r} at {box.extents} is outside the canvas {canvas.extents}"
-        checked += 1
-    assert checked > 0
 
 
 def _greyscale(colour: str) -> float:
