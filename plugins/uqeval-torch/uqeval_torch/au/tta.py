@@ -9,34 +9,26 @@ back by the exact inverse transform. ``--samples n`` uses the first n of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from uqeval.errors import UQEvalError
-from uqeval_torch.au.common import cross_entropy
-from uqeval_torch.au.options import MethodOptions
+from uqeval_torch.au.softmax import Softmax
 from uqeval_torch.sources import flips_and_rotations
 
 
-class TestTimeAugmentation(MethodOptions):
-    """Softmax maps of one network over flips and 90° rotations, each inverted on the output."""
+class TestTimeAugmentation(Softmax):
+    """Softmax maps of one network over flips and 90° rotations, each inverted on the output.
+
+    It builds and trains exactly as :class:`~uqeval_torch.au.softmax.Softmax`; only
+    sampling differs.
+    """
 
     __test__ = False  # not a pytest test class
     name = "tta"
     description = "test-time augmentation: a softmax UNet's maps over flips and 90° rotations (default 8 samples)"
     deterministic = False
     default_samples = 8
-
-    def build(
-        self, backbone: Callable[..., nn.Module], *, in_channels: int, n_classes: int, dropout: float = 0.0
-    ) -> nn.Module:
-        return backbone(in_channels=in_channels, out_channels=n_classes, dropout=dropout)
-
-    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> torch.Tensor:
-        """Cross-entropy, nats per labelled pixel (as ``softmax``)."""
-        return cross_entropy(model(images), labels)
 
     def sample(self, model: nn.Module, images: torch.Tensor, n: int) -> torch.Tensor:
         """The first ``n`` transforms' softmax maps, mapped back: (n, batch, class, y, x)."""
