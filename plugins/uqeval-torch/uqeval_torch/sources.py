@@ -535,5 +535,10 @@ def draw_samples(eu: EUSource, au: AUSource, images: torch.Tensor, *, seed: int 
     if hasattr(eu, "reseed"):
         eu.reseed(seed)
     with torch.no_grad(), eu.open(images.device) as members:
-        cube = torch.stack([au.sample(member, images) for member in members])  # (eu, au, image, …)
+        return sample_members(members, au, images)
+
+
+def sample_members(members: Sequence[Member], au: AUSource, images: torch.Tensor) -> torch.Tensor:
+    """Each member's AU samples for ``images``, as ``(image, eu, au, class, y, x)`` float32."""
+    cube = torch.stack([au.sample(member, images).float() for member in members])  # (eu, au, image, …)
     return cube.permute(2, 0, 1, 3, 4, 5)

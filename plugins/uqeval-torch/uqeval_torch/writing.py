@@ -39,7 +39,7 @@ import torch
 
 from uqeval.cube import CubeWriter
 from uqeval.errors import UQEvalError
-from uqeval_torch.sources import AUSource, EUSource, Member, _mix, describe
+from uqeval_torch.sources import AUSource, EUSource, Member, _mix, describe, sample_members
 from uqeval_torch.train import pick_device
 
 #: Autocast dtypes by name.
@@ -153,8 +153,7 @@ def draw_members(
     if precision is not None:
         autocast = torch.autocast(images.device.type, dtype=PRECISIONS[precision])
     with torch.inference_mode(), autocast:
-        cube = torch.stack([au.sample(member, images).float() for member in members])  # (eu, au, image, …)
-    cube = cube.permute(2, 0, 1, 3, 4, 5)
+        cube = sample_members(members, au, images)
     return (cube / cube.sum(dim=3, keepdim=True)).cpu().numpy()
 
 
