@@ -87,38 +87,50 @@ def batches(dataset: SyntheticDataset, size: int = 16):
             }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("byom-output"), help="folder for the store and the report")
+def parse_arguments(description: str, default_out: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=Path(default_out), help="folder for the store and the report")
     parser.add_argument("--steps", type=int, default=150, help="training steps")
     parser.add_argument("--seed", type=int, default=0)
-    arguments = parser.parse_args()
+    return parser.parse_args()
 
-    torch.manual_seed(arguments.seed)
-    dataset = SyntheticDataset(size=32, n_train=128, n_calibration=16, n_test=24, faint=0.1)
-    model = SmallUNet()
-    train(model, dataset, arguments.steps, arguments.seed)
 
+def synthetic_shapes() -> SyntheticDataset:
+    """uqeval-torch's synthetic shapes, 32² px, drawn by 4 raters."""
+    return SyntheticDataset(size=32, n_train=128, n_calibration=16, n_test=24, faint=0.1)
+
+
+def score_mc_dropout_with_tta(model: nn.Module, name: str, dataset: SyntheticDataset, out: Path, seed: int) -> None:
+    """MC dropout (4 members) × TTA (4 samples) to ``out/cube.zarr``, scored into ``out``; prints Δ."""
     eu = MCDropout(model, members=4)
     au = TestTimeAugmentation(samples=4)
-    print(f"MC dropout over {eu.n_dropout_layers} dropout layers × test-time augmentation")
+    print(f"MC dropout over {eu.n_dropout_layers} dropout layers of {name} × test-time augmentation")
     store = write_cube(
         eu,
         au,
         batches(dataset),
-        arguments.out / "cube.zarr",
-        model="SmallUNet (MC dropout × TTA)",
+        out / "cube.zarr",
+        model=f"{name} (MC dropout × TTA)",
         dataset="synthetic",
         class_names=dataset.class_names,
-        seed=arguments.seed,
+        seed=seed,
         overwrite=True,
     )
     scores = uqeval.score(store)
-    uqeval.save_report(scores, arguments.out)
+    uqeval.save_report(scores, out)
     print(scores)
     for row in scores.entanglement:
         if row["split"] in ("id", "ood"):
             print(f"Δ {row['task']:>4} on {row['split']:<3}: {row['delta']:+.3f}")
+
+
+def main() -> None:
+    arguments = parse_arguments(__doc__.split("\n")[0], "byom-output")
+    torch.manual_seed(arguments.seed)
+    dataset = synthetic_shapes()
+    model = SmallUNet()
+    train(model, dataset, arguments.steps, arguments.seed)
+    score_mc_dropout_with_tta(model, "SmallUNet", dataset, arguments.out, arguments.seed)
 
 
 if __name__ == "__main__":

@@ -11,28 +11,20 @@ exactly them at test time and leaves MONAI's instance norms in evaluation mode.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
-from bring_your_own_model import batches, train  # the data and training loop of the plain example
+from bring_your_own_model import (  # the data, training and scoring of the plain example
+    parse_arguments,
+    score_mc_dropout_with_tta,
+    synthetic_shapes,
+    train,
+)
 from monai.networks.nets import UNet
-
-import uqeval
-from uqeval_torch.data.synthetic import SyntheticDataset
-from uqeval_torch.sources import MCDropout, TestTimeAugmentation
-from uqeval_torch.writing import write_cube
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("monai-output"), help="folder for the store and the report")
-    parser.add_argument("--steps", type=int, default=150, help="training steps")
-    parser.add_argument("--seed", type=int, default=0)
-    arguments = parser.parse_args()
-
+    arguments = parse_arguments(__doc__.split("\n")[0], "monai-output")
     torch.manual_seed(arguments.seed)
-    dataset = SyntheticDataset(size=32, n_train=128, n_calibration=16, n_test=24, faint=0.1)
+    dataset = synthetic_shapes()
     model = UNet(
         spatial_dims=2,
         in_channels=1,
@@ -43,26 +35,7 @@ def main() -> None:
         dropout=0.2,
     )
     train(model, dataset, arguments.steps, arguments.seed)
-
-    eu = MCDropout(model, members=4)
-    print(f"MC dropout over {eu.n_dropout_layers} dropout layers of MONAI's UNet × test-time augmentation")
-    store = write_cube(
-        eu,
-        TestTimeAugmentation(samples=4),
-        batches(dataset),
-        arguments.out / "cube.zarr",
-        model="MONAI UNet (MC dropout × TTA)",
-        dataset="synthetic",
-        class_names=dataset.class_names,
-        seed=arguments.seed,
-        overwrite=True,
-    )
-    scores = uqeval.score(store)
-    uqeval.save_report(scores, arguments.out)
-    print(scores)
-    for row in scores.entanglement:
-        if row["split"] in ("id", "ood"):
-            print(f"Δ {row['task']:>4} on {row['split']:<3}: {row['delta']:+.3f}")
+    score_mc_dropout_with_tta(model, "MONAI's UNet", dataset, arguments.out, arguments.seed)
 
 
 if __name__ == "__main__":
