@@ -18,16 +18,24 @@ import uqeval
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def test_pytorch_segmentation_writes_and_scores_a_cube(tmp_path: Path) -> None:
-    out = tmp_path / "toy"
+def run_example(cwd: Path, script: str, *arguments: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/script`` with ``arguments`` in ``cwd``; it must succeed within ``timeout`` s."""
     completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / "pytorch_segmentation.py"), "--quick", "--seed", "0", "--out", str(out)],
-        cwd=tmp_path,
+        [sys.executable, str(EXAMPLES / script), *arguments],
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def test_pytorch_segmentation_writes_and_scores_a_cube(tmp_path: Path) -> None:
+    out = tmp_path / "toy"
+    completed = run_example(
+        tmp_path, "pytorch_segmentation.py", "--quick", "--seed", "0", "--out", str(out), timeout=300
+    )
     assert "Entanglement" in completed.stdout
 
     cube = uqeval.open_cube(out / "cube.zarr", check_values=True)
@@ -57,14 +65,7 @@ def test_pytorch_segmentation_writes_and_scores_a_cube(tmp_path: Path) -> None:
 
 def test_bring_your_own_model_writes_members_and_samples_that_differ_and_scores(tmp_path: Path) -> None:
     out = tmp_path / "byom"
-    completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / "bring_your_own_model.py"), "--out", str(out), "--steps", "40"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_example(tmp_path, "bring_your_own_model.py", "--out", str(out), "--steps", "40")
     assert "MC dropout over 3 dropout layers" in completed.stdout
     cube = uqeval.open_cube(out / "cube.zarr", check_values=True)
     probs = cube["probs"].values.astype(np.float64)
@@ -80,14 +81,7 @@ def test_bring_your_own_model_writes_members_and_samples_that_differ_and_scores(
 
 def test_monai_unet_goes_through_the_same_sources(tmp_path: Path) -> None:
     out = tmp_path / "monai"
-    completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / "monai_unet.py"), "--out", str(out), "--steps", "20"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_example(tmp_path, "monai_unet.py", "--out", str(out), "--steps", "20")
     found = int(completed.stdout.split("MC dropout over ")[1].split()[0])
     assert found >= 4  # one nn.Dropout per convolution unit of MONAI's UNet
     cube = uqeval.open_cube(out / "cube.zarr")
