@@ -1,8 +1,10 @@
-"""The check every configurable plugin part (datasets, AU methods) makes of the options it is given."""
+"""The checks plugin parts make of what they are given: options (datasets, AU methods), and
+the role, domain and seed a dataset's ``samples`` is asked for."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from uqeval.errors import UQEvalError
@@ -19,3 +21,16 @@ def refuse_unknown(owner: str, options: Mapping[str, Any], known: Iterable[str])
     if unknown:
         listed = ", ".join(known) or "none"
         raise UQEvalError(f"unknown option {unknown[0]!r} of {owner}; options: {listed}")
+
+
+def refuse_bad_request(
+    owner: str, role: str, domain: str, seed: Any, roles: Sequence[str], domains: Sequence[str]
+) -> None:
+    """Raise for a ``role`` or ``domain`` not among ``roles``/``domains``, or a ``seed`` that
+    is not a non-negative integer, naming ``owner`` (``dataset 'lidc'``) and what it knows."""
+    if role not in roles:
+        raise UQEvalError(f"unknown role {role!r} of {owner}; roles: {', '.join(roles)}")
+    if domain not in domains:
+        raise UQEvalError(f"unknown domain {domain!r} of {owner}; domains: {', '.join(domains)}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise UQEvalError(f"seed of {owner} must be a non-negative integer, got {seed!r}")

@@ -90,7 +90,7 @@ from scipy import ndimage
 
 from uqeval.contracts import Sample
 from uqeval.errors import UQEvalError
-from uqeval_torch.options import refuse_unknown
+from uqeval_torch.options import refuse_bad_request, refuse_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -326,12 +326,7 @@ class ChaksuDataset:
             image or mask that cannot be read, a mask whose shape differs from its
             image's, or an image in which no expert marks a disc.
         """
-        if role not in ROLES:
-            raise UQEvalError(f"unknown role {role!r} of dataset 'chaksu'; roles: {', '.join(ROLES)}")
-        if domain not in DOMAINS:
-            raise UQEvalError(f"unknown domain {domain!r} of dataset 'chaksu'; domains: {', '.join(DOMAINS)}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise UQEvalError(f"seed of dataset 'chaksu' must be a non-negative integer, got {seed!r}")
+        refuse_bad_request("dataset 'chaksu'", role, domain, seed, ROLES, DOMAINS)
         images = self._index.images.get((role, domain), ())
         return (Sample(image.image_id, *self._load(image), domain, role) for image in images)
 

@@ -65,7 +65,7 @@ import numpy as np
 from uqeval.contracts import Sample
 from uqeval.errors import UQEvalError
 from uqeval_torch.data.shifts import SHIFTS, shift_image
-from uqeval_torch.options import refuse_unknown
+from uqeval_torch.options import refuse_bad_request, refuse_unknown
 
 #: The roles, in the order of the study's folds: train, its validation fold, its test set.
 ROLES = ("train", "calibration", "test")
@@ -381,12 +381,7 @@ class LIDCDataset:
             For an unknown role or domain, a bad seed, an unset or missing ``root``, or a
             fault in the files (the message names the file and what is wrong).
         """
-        if role not in ROLES:
-            raise UQEvalError(f"unknown role {role!r} of dataset 'lidc'; roles: {', '.join(ROLES)}")
-        if domain not in DOMAINS:
-            raise UQEvalError(f"unknown domain {domain!r} of dataset 'lidc'; domains: {', '.join(DOMAINS)}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise UQEvalError(f"seed of dataset 'lidc' must be a non-negative integer, got {seed!r}")
+        refuse_bad_request("dataset 'lidc'", role, domain, seed, ROLES, DOMAINS)
         slices = self._roles()[role]
         if domain != "id" and role != "test":
             return iter(())

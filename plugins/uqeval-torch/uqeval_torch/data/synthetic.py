@@ -76,7 +76,7 @@ from scipy.special import expit
 from uqeval.contracts import Sample
 from uqeval.errors import UQEvalError
 from uqeval_torch.data.shifts import shift_image
-from uqeval_torch.options import refuse_unknown
+from uqeval_torch.options import refuse_bad_request, refuse_unknown
 
 #: The roles, in the order of their index in the seed's spawn key.
 ROLES = ("train", "calibration", "test")
@@ -378,12 +378,7 @@ class SyntheticDataset:
         UQEvalError
             For an unknown role or domain, or a seed that is not a non-negative integer.
         """
-        if role not in ROLES:
-            raise UQEvalError(f"unknown role {role!r} of dataset 'synthetic'; roles: {', '.join(ROLES)}")
-        if domain not in DOMAINS:
-            raise UQEvalError(f"unknown domain {domain!r} of dataset 'synthetic'; domains: {', '.join(DOMAINS)}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise UQEvalError(f"seed of dataset 'synthetic' must be a non-negative integer, got {seed!r}")
+        refuse_bad_request("dataset 'synthetic'", role, domain, seed, ROLES, DOMAINS)
         if domain != "id" and role != "test":
             return iter(())
         return self._generate(role, domain, int(seed))
