@@ -460,10 +460,16 @@ def test_check_false_skips_the_checks():
 
 
 def test_large_cube_crosses_pixel_blocks():
-    # 100 × 131 = 13,100 pixels: 13 blocks of 1024 and a partial last one.
+    # 100 × 131 = 13,100 pixels: several pixel blocks of the decomposition (and 13 of
+    # 1024 of the value checks), each with a partial last one.
+    import numba
+
     from uqeval import _kernels
 
     height, width = 100, 131
+    block = _kernels.decompose_block(3, height * width, numba.get_num_threads())
+    assert (height * width) % block != 0
+    assert height * width > block
     assert (height * width) % _kernels.PIXEL_BLOCK != 0
     assert height * width > 12 * _kernels.PIXEL_BLOCK
     rng = np.random.default_rng(12)
@@ -499,23 +505,29 @@ def test_public_name():
 
 def test_every_float16_bit_pattern_widens_exactly():
     # The kernels widen float16 by bit arithmetic; every finite pattern must give the
-    # float32 that numpy gives, bit for bit (signed zeros and subnormals included), and
-    # inf and NaN must come out non-finite.
+    # float32 that numpy gives, bit for bit (signed zeros and subnormals included). The
+    # fast widening maps inf and NaN above every finite half (so that a sample sum
+    # reaches the exact checks); the exact one makes them NaN.
     import numba
 
-    from uqeval._kernels import _widen_row
+    from uqeval._kernels import _widen, _widen_exact
 
     @numba.njit
-    def widen(row):
-        bits = np.empty(row.shape[0], dtype=np.int32)
-        return _widen_row(row, bits.view(np.float32), bits).copy()
+    def widen(row, exact):
+        out = np.empty(row.shape[0], dtype=np.float32)
+        for i in range(row.shape[0]):
+            out[i] = _widen_exact(row[i]) if exact else _widen(row[i])
+        return out
 
     patterns = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
-    got = widen(patterns)
     want = patterns.view(np.float16).astype(np.float32)
     finite = np.isfinite(want)
-    np.testing.assert_array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32))
-    assert np.isnan(got[~finite]).all()
+    for exact in (False, True):
+        got = widen(patterns, exact)
+        np.testing.assert_array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32))
+    assert np.isnan(widen(patterns, True)[~finite]).all()
+    assert (np.abs(widen(patterns, False)[~finite]) >= 65536).all()
+    assert np.abs(want[finite]).max() < 65536
 
 
 # --------------------------------------------------------------------------- the EU floor

@@ -3,15 +3,19 @@
 Public functions in :mod:`uqeval.decomposition` and :mod:`uqeval.checks` wrap these for
 numpy, xarray and dask inputs; nothing here knows about labels or dims.
 
-Every loop runs over a block of pixels held in small float32 buffers, so that LLVM
-vectorises it:
+The decomposition streams its input once, so every inner loop runs over a contiguous
+row of pixels and LLVM vectorises it:
 
 - Numba has no float16 on the CPU, so half-precision input arrives as its ``uint16``
-  bit pattern and is widened exactly by bit arithmetic that LLVM vectorises: the
-  pattern shifted into float32 position, times 2**112 (inf and NaN become NaN).
-- ``ln`` is computed by :func:`_negative_xlogx`, a branch-free float32 logarithm
-  (Cephes ``logf``: exponent from the bits, degree-9 polynomial on the mantissa,
-  about 1 ulp), since libm's scalar ``logf`` would cost as much as reading the input.
+  bit pattern and is widened exactly by bit arithmetic in the loop that reads it: the
+  pattern shifted into float32 position, times 2**112.
+- ``ln`` is computed by :func:`_xlogx`, a branch-free float32 logarithm (Cephes
+  ``logf``: exponent from the bits, degree-9 polynomial on the mantissa, about 1 ulp),
+  since libm's scalar ``logf`` would cost as much as reading the input.
+- The value checks (finite, non-negative, every sample summing to 1) ride along as
+  integer minimum and maximum reductions of float bit patterns, which order like the
+  floats for non-negative values. Only a block in which they see something odd
+  (a sign bit, a sum of 2**16 or more, inf or NaN) is checked again value by value.
 """
 
 from __future__ import annotations
@@ -19,11 +23,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
-#: Pixels handled by one parallel task; small enough that the per-task buffers
-#: (class × block float32) stay in L1, large enough to amortise task start-up.
+#: Pixels per parallel task of the value checks (:func:`value_stats_kernel`).
 PIXEL_BLOCK = 1024
+
+#: Bounds on the pixels per parallel task of :func:`decompose_kernel`, chosen by
+#: :func:`decompose_block`. Long blocks read each (member, sample, class) plane in long
+#: sequential runs, which the memory system streams faster; 16384 pixels keep the
+#: block's float32 and float64 accumulators (12 bytes per pixel and class) in L2.
+SMALLEST_DECOMPOSE_BLOCK = 1024
+LARGEST_DECOMPOSE_BLOCK = 16384
 
 #: Floor inside the logarithm: ``v ln max(v, tiny)`` is exactly 0 at v = 0 and below
 #: the floor the term is under 1e-28 nats. A normal float32, so the bit-level log holds.
@@ -32,11 +42,15 @@ _SQRT_HALF = np.float32(0.70710677)
 _LN2_HIGH = np.float32(0.693359375)
 _LN2_LOW = np.float32(-2.12194440e-4)
 
-
 #: 2**112: rescales a float16 bit pattern shifted into float32 position to its value,
-#: exactly for every finite half (subnormals included); inf and NaN patterns become NaN.
-#: Vectorised, this widens about twice as fast as a 256 KiB lookup table (which gathers).
+#: exactly for every finite half (subnormals included). The inf and NaN patterns become
+#: 65536 or more, above every finite half (65504).
 _HALF_EXPONENT_SHIFT = np.float32(2.0**112)
+
+#: Bit pattern of 65536.0f. A sample whose class sum reaches it (or is inf or NaN), or
+#: any value with its sign bit set, sends the block to the exact value checks; sums of
+#: finite non-negative values below it are ordered by their bit patterns.
+_SUSPECT_SUM_BITS = 0x47800000
 
 
 def as_kernel_input(x: np.ndarray) -> np.ndarray:
@@ -44,111 +58,213 @@ def as_kernel_input(x: np.ndarray) -> np.ndarray:
     return x.view(np.uint16) if x.dtype == np.float16 else x
 
 
-def _widen_row(row, floats, bits):  # pragma: no cover - replaced by the overload below
+def decompose_block(n_images: int, n_pixels: int, n_threads: int) -> int:
+    """Pixels per task of :func:`decompose_kernel`: as long as allowed while every thread
+    still gets at least two tasks, a multiple of 64."""
+    wanted_tasks = 2 * n_threads
+    blocks_per_image = -(-wanted_tasks // max(n_images, 1))
+    block = -(-n_pixels // blocks_per_image)
+    block = -(-block // 64) * 64
+    return int(min(LARGEST_DECOMPOSE_BLOCK, max(SMALLEST_DECOMPOSE_BLOCK, block)))
+
+
+@intrinsic
+def _bits_of(typingctx, value):
+    """The int32 bit pattern of a float32."""
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _float_of(typingctx, value):
+    """The float32 whose bit pattern is the low 32 bits of an integer."""
+    if not isinstance(value, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        word = args[0]
+        if value.bitwidth != 32:
+            word = builder.trunc(word, context.get_value_type(types.int32))
+        return builder.bitcast(word, context.get_value_type(types.float32))
+
+    return types.float32(value), codegen
+
+
+def _widen(value):  # pragma: no cover - replaced by the overload below
     raise NotImplementedError
 
 
-@overload(_widen_row)
-def _widen_row_overload(row, floats, bits):
-    """A row of input as float32: itself for float32, widened into ``floats`` otherwise.
+@overload(_widen, inline="always")
+def _widen_overload(value):
+    """One input value as float32: float16 bits widened exactly for every finite half
+    (inf and NaN become 65536 or more), float32 as is, float64 rounded."""
+    if isinstance(value, types.Integer):
 
-    ``floats`` and ``bits`` are the same buffer seen as float32 and int32.
-    """
-    if isinstance(row.dtype, types.Integer):
-
-        def widen_half(row, floats, bits):
-            n = row.shape[0]
-            for i in range(n):
-                half = np.int32(row[i])
-                bits[i] = ((half & 0x7FFF) << 13) | ((half & 0x8000) << 16)
-            for i in range(n):
-                value = floats[i] * _HALF_EXPONENT_SHIFT
-                floats[i] = np.float32(np.nan) if (np.int32(row[i]) & 0x7C00) == 0x7C00 else value
-            return floats
+        def widen_half(value):
+            half = np.int32(value)
+            return _float_of(((half & 0x7FFF) << 13) | ((half & 0x8000) << 16)) * _HALF_EXPONENT_SHIFT
 
         return widen_half
-    if row.dtype == types.float32:
-        return lambda row, floats, bits: row
+    if value == types.float32:
+        return lambda value: value
+    return lambda value: np.float32(value)
 
-    def narrow(row, floats, bits):
-        for i in range(row.shape[0]):
-            floats[i] = np.float32(row[i])
-        return floats
 
-    return narrow
+def _widen_exact(value):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_widen_exact, inline="always")
+def _widen_exact_overload(value):
+    """As :func:`_widen`, but the float16 inf and NaN patterns become NaN."""
+    if isinstance(value, types.Integer):
+
+        def widen_half(value):
+            widened = _widen(value)
+            return np.float32(np.nan) if (np.int32(value) & 0x7C00) == 0x7C00 else widened
+
+        return widen_half
+    return lambda value: _widen(value)
 
 
 @numba.njit(inline="always")
-def _negative_xlogx(values, entropy, floats, bits, exponents):
-    """``entropy[i] -= v ln v`` for ``v = values[i]`` in [0, 1], with ``0 ln 0 = 0``.
+def _xlogx(v):
+    """``v ln v`` for ``v`` in [0, 1] in float32, with ``0 ln 0 = 0``."""
+    word = _bits_of(max(v, _TINY))
+    exponent = np.float32(((word >> 23) & 0xFF) - 126)
+    mantissa = _float_of((word & 0x007FFFFF) | 0x3F000000)  # in [0.5, 1)
+    small = mantissa < _SQRT_HALF
+    exponent = exponent - np.float32(1.0) if small else exponent
+    x = mantissa + mantissa - np.float32(1.0) if small else mantissa - np.float32(1.0)
+    z = x * x
+    y = np.float32(7.0376836292e-2)
+    y = y * x - np.float32(1.1514610310e-1)
+    y = y * x + np.float32(1.1676998740e-1)
+    y = y * x - np.float32(1.2420140846e-1)
+    y = y * x + np.float32(1.4249322787e-1)
+    y = y * x - np.float32(1.6668057665e-1)
+    y = y * x + np.float32(2.0000714765e-1)
+    y = y * x - np.float32(2.4999993993e-1)
+    y = y * x + np.float32(3.3333331174e-1)
+    y = y * x * z
+    y += _LN2_LOW * exponent
+    y -= np.float32(0.5) * z
+    return v * (x + y + _LN2_HIGH * exponent)
 
-    ``floats``/``bits`` is one scratch buffer seen as float32 and int32;
-    ``exponents`` is a float32 scratch buffer.
+
+@numba.njit(inline="always")
+def _exact_value_stats(x, image, start, length):
+    """Value statistics of one pixel block, value by value (the slow path).
+
+    ``x`` is ``(image, sample, class, pixel)``. Returns the number of pixels with a
+    non-finite value in some sample, the minimum value, and the minimum and maximum
+    finite class sum of one sample. A NaN or inf among a sample's values makes its sum
+    non-finite; ``total - total`` is then NaN, which marks that pixel.
     """
-    n = values.shape[0]
-    for i in range(n):
-        floats[i] = max(values[i], _TINY)
-    for i in range(n):
-        word = bits[i]
-        exponents[i] = np.float32(((word >> 23) & 0xFF) - 126)
-        bits[i] = (word & 0x007FFFFF) | 0x3F000000  # mantissa in [0.5, 1)
-    for i in range(n):
-        mantissa = floats[i]
-        exponent = exponents[i]
-        small = mantissa < _SQRT_HALF
-        exponent = exponent - np.float32(1.0) if small else exponent
-        x = mantissa + mantissa - np.float32(1.0) if small else mantissa - np.float32(1.0)
-        z = x * x
-        y = np.float32(7.0376836292e-2)
-        y = y * x - np.float32(1.1514610310e-1)
-        y = y * x + np.float32(1.1676998740e-1)
-        y = y * x - np.float32(1.2420140846e-1)
-        y = y * x + np.float32(1.4249322787e-1)
-        y = y * x - np.float32(1.6668057665e-1)
-        y = y * x + np.float32(2.0000714765e-1)
-        y = y * x - np.float32(2.4999993993e-1)
-        y = y * x + np.float32(3.3333331174e-1)
-        y = y * x * z
-        y += _LN2_LOW * exponent
-        y -= np.float32(0.5) * z
-        logarithm = x + y + _LN2_HIGH * exponent
-        entropy[i] -= values[i] * logarithm
-
-
-@numba.njit(inline="always")
-def _track_sums(sample_sum, lowest_sum, highest_sum, not_finite):
-    """Lane-wise running minimum and maximum of the finite class sums of one sample.
-
-    A NaN or inf among the values makes its sum non-finite; ``total - total`` is then
-    NaN and poisons that lane of ``not_finite``, which is otherwise 0.
-    """
-    for i in range(sample_sum.shape[0]):
-        total = sample_sum[i]
-        finite = total - total == 0.0
-        lowest_sum[i] = total if finite and total < lowest_sum[i] else lowest_sum[i]
-        highest_sum[i] = total if finite and total > highest_sum[i] else highest_sum[i]
-        not_finite[i] += total - total
-
-
-@numba.njit(inline="always")
-def _write_stats(stats, image, block, lowest, lowest_sum, highest_sum, not_finite):
+    n_draws, n_classes = x.shape[1], x.shape[2]
+    sample_sum = np.empty(length, dtype=np.float32)
+    lowest = np.full(length, np.inf, dtype=np.float32)
+    lowest_sum = np.full(length, np.inf, dtype=np.float32)
+    highest_sum = np.full(length, -np.inf, dtype=np.float32)
+    not_finite = np.zeros(length, dtype=np.float32)
+    for s in range(n_draws):
+        sample_sum[:] = 0.0
+        for c in range(n_classes):
+            row = x[image, s, c, start : start + length]
+            for i in range(length):
+                v = _widen_exact(row[i])
+                sample_sum[i] += v
+                lowest[i] = v if v < lowest[i] else lowest[i]
+        for i in range(length):
+            total = sample_sum[i]
+            finite = total - total == 0.0
+            lowest_sum[i] = total if finite and total < lowest_sum[i] else lowest_sum[i]
+            highest_sum[i] = total if finite and total > highest_sum[i] else highest_sum[i]
+            not_finite[i] += total - total
     n_bad = 0.0
-    for i in range(not_finite.shape[0]):
+    for i in range(length):
         if not_finite[i] != 0.0:
             n_bad += 1.0
-    stats[image, block, 0] = n_bad
-    stats[image, block, 1] = lowest.min()
-    stats[image, block, 2] = lowest_sum.min()
-    stats[image, block, 3] = highest_sum.max()
+    return n_bad, lowest.min(), lowest_sum.min(), highest_sum.max()
+
+
+@numba.njit(inline="always")
+def _add_samples(row, other, accumulator, partial, partial_other, position, lowest_bits, lowest_sum, highest_sum):
+    """Add class ``c`` of two samples to the member sum; track their checks.
+
+    ``position`` is 0 for the first class (``partial`` starts), 1 for a middle one and
+    2 for the last (the samples' class sums are complete and enter the reductions).
+    Adding ``(acc + v) + w`` keeps the summation order of one sample at a time.
+    """
+    n = row.shape[0]
+    if position == 0:
+        for i in range(n):
+            v = _widen(row[i])
+            w = _widen(other[i])
+            accumulator[i] = accumulator[i] + v + w
+            partial[i] = v
+            partial_other[i] = w
+            lowest_bits = min(lowest_bits, min(_bits_of(v), _bits_of(w)))
+    elif position == 1:
+        for i in range(n):
+            v = _widen(row[i])
+            w = _widen(other[i])
+            accumulator[i] = accumulator[i] + v + w
+            partial[i] += v
+            partial_other[i] += w
+            lowest_bits = min(lowest_bits, min(_bits_of(v), _bits_of(w)))
+    else:
+        for i in range(n):
+            v = _widen(row[i])
+            w = _widen(other[i])
+            accumulator[i] = accumulator[i] + v + w
+            total = _bits_of(partial[i] + v)
+            total_other = _bits_of(partial_other[i] + w)
+            lowest_bits = min(lowest_bits, min(_bits_of(v), _bits_of(w)))
+            lowest_sum = min(lowest_sum, min(total, total_other))
+            highest_sum = max(highest_sum, max(total, total_other))
+    return lowest_bits, lowest_sum, highest_sum
+
+
+@numba.njit(inline="always")
+def _add_sample(row, accumulator, partial, position, lowest_bits, lowest_sum, highest_sum):
+    """:func:`_add_samples` for one sample (the last of an odd number)."""
+    n = row.shape[0]
+    if position == 0:
+        for i in range(n):
+            v = _widen(row[i])
+            accumulator[i] += v
+            partial[i] = v
+            lowest_bits = min(lowest_bits, _bits_of(v))
+    elif position == 1:
+        for i in range(n):
+            v = _widen(row[i])
+            accumulator[i] += v
+            partial[i] += v
+            lowest_bits = min(lowest_bits, _bits_of(v))
+    else:
+        for i in range(n):
+            v = _widen(row[i])
+            accumulator[i] += v
+            total = _bits_of(partial[i] + v)
+            lowest_bits = min(lowest_bits, _bits_of(v))
+            lowest_sum = min(lowest_sum, total)
+            highest_sum = max(highest_sum, total)
+    return lowest_bits, lowest_sum, highest_sum
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor):
+def decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block):
     """Entropy decomposition of a batch of sample cubes, in one pass.
 
     Parameters
     ----------
-    x : (image, eu, au, class, pixel) float32/float64, or uint16 float16 bits
+    x : (image, eu, au, class, pixel) float32/float64, or uint16 float16 bits; C-contiguous
     au, eu, tu : (image, pixel) float32, written
     mean : (image, class, pixel) float32, written
     pred : (image, pixel) uint8/int16, written
@@ -159,70 +275,89 @@ def decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor):
         ``TU - AU`` below it is rounding, and EU is set to exactly 0
         (:data:`uqeval.precision.EU_FLOOR`; an argument, not a global, so that the
         cached compiled kernel never keeps an old value).
+    pixel_block : int
+        Pixels per parallel task (:func:`decompose_block`); ``stats`` has
+        ``ceil(pixel / pixel_block)`` blocks.
 
     Per pixel: ``m_e = mean_a p[e, a]``, ``m = mean_e m_e``, ``TU = H(m)``,
     ``AU = mean_e H(m_e)``, ``EU = TU - AU`` where that is at least ``eu_floor``, else 0,
-    ``H(p) = -Σ p ln p`` with ``0 ln 0 = 0``. Sums accumulate in float32.
+    ``H(p) = -Σ p ln p`` with ``0 ln 0 = 0``. Sums over samples and classes accumulate
+    in float32, sums over members in float64. Where the input breaks the contract
+    (``stats`` says so), the maps are unspecified.
     """
     n_images, n_members, n_samples, n_classes, n_pixels = x.shape
-    n_blocks = (n_pixels + PIXEL_BLOCK - 1) // PIXEL_BLOCK
+    draws = x.reshape(n_images, n_members * n_samples, n_classes, n_pixels)
+    n_blocks = (n_pixels + pixel_block - 1) // pixel_block
     inv_samples = np.float32(1.0 / n_samples)
     inv_members = 1.0 / n_members
+    last_class = n_classes - 1
+    paired = n_samples - n_samples % 2
     for task in numba.prange(n_images * n_blocks):
         image = task // n_blocks
         block = task % n_blocks
-        start = block * PIXEL_BLOCK
-        length = min(n_pixels, start + PIXEL_BLOCK) - start
-        member_mean = np.empty((n_classes, length), dtype=np.float32)
+        start = block * pixel_block
+        stop = min(n_pixels, start + pixel_block)
+        length = stop - start
+        member_sum = np.empty((n_classes, length), dtype=np.float32)
         # Sums over members in float64: a float32 running sum of E·C entropy terms
         # drifts by about E·C·2**-24·ln C, which for many members would exceed any
         # fixed EU floor; the sums over samples and classes stay in float32.
         total_mean = np.zeros((n_classes, length), dtype=np.float64)
         expected_entropy = np.zeros(length, dtype=np.float64)
-        sample_sum = np.empty(length, dtype=np.float32)
-        lowest = np.full(length, np.inf, dtype=np.float32)
-        lowest_sum = np.full(length, np.inf, dtype=np.float32)
-        highest_sum = np.full(length, -np.inf, dtype=np.float32)
-        not_finite = np.zeros(length, dtype=np.float32)
-        scaled = np.empty(length, dtype=np.float32)
-        bits = np.empty(length, dtype=np.int32)
-        floats = bits.view(np.float32)
-        exponents = np.empty(length, dtype=np.float32)
+        partial = np.empty(length, dtype=np.float32)
+        partial_other = np.empty(length, dtype=np.float32)
+        lowest_bits = np.int32(0x7FFFFFFF)
+        lowest_sum = np.int32(0x7FFFFFFF)
+        highest_sum = np.int32(0)
         for e in range(n_members):
-            member_mean[:] = 0.0
-            for a in range(n_samples):
-                sample_sum[:] = 0.0
+            member_sum[:] = 0.0
+            # Two samples per pass halve the loads and stores of the member sums.
+            for a in range(0, paired, 2):
                 for c in range(n_classes):
-                    row = _widen_row(x[image, e, a, c, start : start + length], floats, bits)
-                    accumulator = member_mean[c]
-                    for i in range(length):
-                        v = row[i]
-                        accumulator[i] += v
-                        sample_sum[i] += v
-                        lowest[i] = v if v < lowest[i] else lowest[i]
-                _track_sums(sample_sum, lowest_sum, highest_sum, not_finite)
+                    position = 0 if c == 0 else (2 if c == last_class else 1)
+                    lowest_bits, lowest_sum, highest_sum = _add_samples(
+                        x[image, e, a, c, start:stop],
+                        x[image, e, a + 1, c, start:stop],
+                        member_sum[c],
+                        partial,
+                        partial_other,
+                        position,
+                        lowest_bits,
+                        lowest_sum,
+                        highest_sum,
+                    )
+            if paired < n_samples:
+                for c in range(n_classes):
+                    position = 0 if c == 0 else (2 if c == last_class else 1)
+                    lowest_bits, lowest_sum, highest_sum = _add_sample(
+                        x[image, e, paired, c, start:stop],
+                        member_sum[c],
+                        partial,
+                        position,
+                        lowest_bits,
+                        lowest_sum,
+                        highest_sum,
+                    )
             for c in range(n_classes):
-                member_row = member_mean[c]
+                member_row = member_sum[c]
                 total_row = total_mean[c]
                 for i in range(length):
                     v = member_row[i] * inv_samples
                     total_row[i] += v
-                    scaled[i] = v
-                _negative_xlogx(scaled, expected_entropy, floats, bits, exponents)
+                    expected_entropy[i] -= _xlogx(v)
         entropy = np.zeros(length, dtype=np.float64)
         best_value = np.full(length, -np.inf, dtype=np.float32)
         best_class = np.zeros(length, dtype=np.int32)
         for c in range(n_classes):
             total_row = total_mean[c]
-            mean_row = mean[image, c, start : start + length]
+            mean_row = mean[image, c, start:stop]
             for i in range(length):
                 v = np.float32(total_row[i] * inv_members)
                 mean_row[i] = v
-                scaled[i] = v
+                entropy[i] -= _xlogx(v)
                 better = v > best_value[i]
                 best_value[i] = v if better else best_value[i]
                 best_class[i] = c if better else best_class[i]
-            _negative_xlogx(scaled, entropy, floats, bits, exponents)
         for i in range(length):
             aleatoric = expected_entropy[i] * inv_members
             au[image, start + i] = aleatoric
@@ -230,37 +365,36 @@ def decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor):
             difference = entropy[i] - aleatoric
             eu[image, start + i] = difference if difference >= eu_floor else 0.0
             pred[image, start + i] = best_class[i]
-        _write_stats(stats, image, block, lowest, lowest_sum, highest_sum, not_finite)
+        if lowest_bits < 0 or highest_sum >= _SUSPECT_SUM_BITS:
+            n_bad, lowest, lowest_total, highest_total = _exact_value_stats(draws, image, start, length)
+            stats[image, block, 0] = n_bad
+            stats[image, block, 1] = lowest
+            stats[image, block, 2] = lowest_total
+            stats[image, block, 3] = highest_total
+        else:
+            stats[image, block, 0] = 0.0
+            stats[image, block, 1] = _float_of(lowest_bits)
+            stats[image, block, 2] = _float_of(lowest_sum)
+            stats[image, block, 3] = _float_of(highest_sum)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def value_stats_kernel(x, stats):
     """Per image and pixel block, the value statistics of :func:`decompose_kernel`.
 
-    ``x`` is ``(image, sample, class, pixel)``; ``stats`` is ``(image, block, 4)``:
-    non-finite pixel count, minimum value, minimum and maximum finite class sum.
+    ``x`` is ``(image, sample, class, pixel)``; ``stats`` is ``(image, block, 4)`` with
+    blocks of :data:`PIXEL_BLOCK` pixels: non-finite pixel count, minimum value,
+    minimum and maximum finite class sum.
     """
-    n_images, n_draws, n_classes, n_pixels = x.shape
+    n_images, n_pixels = x.shape[0], x.shape[3]
     n_blocks = (n_pixels + PIXEL_BLOCK - 1) // PIXEL_BLOCK
     for task in numba.prange(n_images * n_blocks):
         image = task // n_blocks
         block = task % n_blocks
         start = block * PIXEL_BLOCK
         length = min(n_pixels, start + PIXEL_BLOCK) - start
-        sample_sum = np.empty(length, dtype=np.float32)
-        lowest = np.full(length, np.inf, dtype=np.float32)
-        lowest_sum = np.full(length, np.inf, dtype=np.float32)
-        highest_sum = np.full(length, -np.inf, dtype=np.float32)
-        not_finite = np.zeros(length, dtype=np.float32)
-        bits = np.empty(length, dtype=np.int32)
-        floats = bits.view(np.float32)
-        for s in range(n_draws):
-            sample_sum[:] = 0.0
-            for c in range(n_classes):
-                row = _widen_row(x[image, s, c, start : start + length], floats, bits)
-                for i in range(length):
-                    v = row[i]
-                    sample_sum[i] += v
-                    lowest[i] = v if v < lowest[i] else lowest[i]
-            _track_sums(sample_sum, lowest_sum, highest_sum, not_finite)
-        _write_stats(stats, image, block, lowest, lowest_sum, highest_sum, not_finite)
+        n_bad, lowest, lowest_sum, highest_sum = _exact_value_stats(x, image, start, length)
+        stats[image, block, 0] = n_bad
+        stats[image, block, 1] = lowest
+        stats[image, block, 2] = lowest_sum
+        stats[image, block, 3] = highest_sum

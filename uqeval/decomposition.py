@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -112,8 +113,9 @@ def decompose_batch(
     tu = np.empty_like(au)
     mean = np.empty((n_images, n_classes, n_pixels), dtype=np.float32)
     pred = np.empty((n_images, n_pixels), dtype=np.uint8 if n_classes <= 256 else np.int16)
-    stats = np.empty((n_images, -(-n_pixels // _kernels.PIXEL_BLOCK), 4))
-    _kernels.decompose_kernel(kernel_input, au, eu, tu, mean, pred, stats, np.float32(eu_floor))
+    pixel_block = _kernels.decompose_block(n_images, n_pixels, numba.get_num_threads())
+    stats = np.empty((n_images, -(-n_pixels // pixel_block), 4))
+    _kernels.decompose_kernel(kernel_input, au, eu, tu, mean, pred, stats, np.float32(eu_floor), pixel_block)
     if check:
         raise_for_value_stats(reduce_block_stats(stats), image_ids)
     shape = (n_images, height, width)
