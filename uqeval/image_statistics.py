@@ -288,6 +288,7 @@ def image_statistics(
     aggregations: Sequence[Aggregator],
     raters: RaterStatistics | None = None,
     background: int = 0,
+    confidence: Mapping[str, np.ndarray] | None = None,
 ) -> ImageStatistics:
     """Per-image results of one batch (segmentation quality is added by the caller).
 
@@ -305,6 +306,9 @@ def image_statistics(
         For NCC and calibration.
     background : int
         Background class index.
+    confidence : mapping, optional
+        Per measure, the Platt confidence of every pixel (``fitted.platt[measure]``
+        applied to the rescaled map), when the caller has it already.
     """
     means = {measure: maps[measure].mean(axis=(1, 2), dtype=np.float64) for measure in MEASURES}
     maps = rescaled(maps, fitted.eu_scale)
@@ -330,6 +334,7 @@ def image_statistics(
                     fitted.platt[measure],
                     bins=conventions.calibration_bins,
                     equal_mass=conventions.ace_scope == "per-image",
+                    confidence=None if confidence is None else confidence[measure],
                 )
                 for measure in MEASURES
             }

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
 from uqeval import UQEvalError
+from uqeval.metrics import calibration
 from uqeval.metrics.ambiguity import rater_statistics
 from uqeval.metrics.calibration import (
     CalibrationTable,
@@ -26,6 +27,7 @@ from uqeval.metrics.calibration import (
     per_image_ace,
     per_image_ece,
     reliability,
+    sparse_confidence_histogram,
 )
 
 IGNORE = 255
@@ -746,3 +748,43 @@ def test_histogram_equal_mass_matches_sorted_pixels_and_merges_by_addition():
     np.testing.assert_array_equal(merged.table, parts.table)
     np.testing.assert_array_equal(parts.groups(), whole.groups([0]))
     np.testing.assert_array_equal(parts.table.sum(axis=0), whole.table[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_images=st.integers(1, 5),
+    n_groups=st.integers(1, 3),
+    repeat_calls=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sparse_histogram_equals_the_dense_one(n_images, n_groups, repeat_calls, seed):
+    """The scratch-table path gives the cells and rows of a fresh table's ``sparse()``,
+    call after call (the scratch table is zeroed between them), skipped images included."""
+    rng = np.random.default_rng(seed)
+    fit = PlattFit(slope=2.5, intercept=1.0, n_pixels=100)
+    for _ in range(repeat_calls):
+        u = rng.choice([0.0, 1e-30, 1e-3, 0.5, 3.0, 40.0], size=(n_images, 6, 7)).astype(np.float32)
+        u *= rng.uniform(0.5, 1.5, u.shape).astype(np.float32)
+        valid = rng.integers(0, 4, u.shape)
+        agree = np.minimum(rng.integers(0, 4, u.shape), valid)
+        groups = rng.integers(-1, n_groups, n_images)
+        dense = ConfidenceHistogram(n_groups)
+        dense.add(u, agree, valid, fit, groups)
+        want_cells, want_rows = dense.sparse()
+        cells, rows = sparse_confidence_histogram(u, agree, valid, fit, groups, n_groups)
+        np.testing.assert_array_equal(cells, want_cells)
+        np.testing.assert_array_equal(rows, want_rows)
+    assert not calibration._SCRATCH.table.any()
+
+
+def test_sparse_histogram_after_an_interrupted_call_starts_from_a_clean_table():
+    u = np.full((1, 4, 4), 0.5, dtype=np.float32)
+    agree = np.ones(u.shape, dtype=np.int64)
+    valid = np.ones(u.shape, dtype=np.int64)
+    fit = PlattFit(slope=1.0, intercept=0.0, n_pixels=16)
+    sparse_confidence_histogram(u, agree, valid, fit, np.zeros(1, dtype=np.int64), 1)
+    # As if a call had been interrupted after filling cells and before zeroing them.
+    calibration._SCRATCH.table[0, 5] = 7
+    calibration._SCRATCH.clean = False
+    cells, rows = sparse_confidence_histogram(u, agree, valid, fit, np.zeros(1, dtype=np.int64), 1)
+    assert len(cells) == 1 and rows[0, 0] == 16

@@ -156,40 +156,45 @@ def platt_table_kernel(maps, bits, agree, valid, table):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def calibration_kernel(maps, agree, valid, slope, intercept, table):
+def calibration_kernel(confidence, agree, valid, table):
     """Per image and confidence bin: pixel count, ``Σ confidence`` and ``Σ w``.
 
-    ``confidence = 1 / (1 + exp(-(intercept - slope·U)))`` in float64; bin
+    ``confidence`` is each pixel's ``σ(intercept - slope·U)`` in float64 (computed by
+    the caller with numpy, whose exp is vectorised); bin
     ``min(floor(confidence · bins), bins - 1)``, so 0 falls in the first bin and 1 in
     the last.
     """
-    n_images, n_pixels = maps.shape
+    n_images, n_pixels = confidence.shape
     n_bins = table.shape[1]
     for image in numba.prange(n_images):
         for pixel in range(n_pixels):
             raters = valid[image, pixel]
             if raters == 0:
                 continue
-            z = intercept - slope * np.float64(maps[image, pixel])
-            confidence = 1.0 / (1.0 + np.exp(-z))
-            index = min(int(confidence * n_bins), n_bins - 1)
+            value = confidence[image, pixel]
+            index = min(int(value * n_bins), n_bins - 1)
             table[image, index, 0] += 1.0
-            table[image, index, 1] += confidence
+            table[image, index, 1] += value
             table[image, index, 2] += agree[image, pixel] / raters
 
 
 @numba.njit(nogil=True, cache=True)
-def confidence_histogram_kernel(maps, bits, agree, valid, groups, slope, intercept, table):
+def confidence_histogram_kernel(maps, bits, confidence, agree, valid, groups, table, touched):
     """Add pixels to per-group tables keyed like the Platt table: ``n``, ``Σw``, ``Σconfidence``.
 
     ``groups`` (image,) gives each image's table (``-1``: the image is left out);
-    ``table`` is (group, key, 3) int64. The confidence is ``σ(intercept - slope·U)`` in
-    float64, as in :func:`calibration_kernel`; ``w`` and the confidence are added in
+    ``table`` is (group, key, 3) int64. ``confidence`` is each pixel's
+    ``σ(intercept - slope·U)`` in float64, as in :func:`calibration_kernel`; ``w`` and it are added in
     fixed point, rounded to :data:`FIXED_POINT` units, so that the sums are exact
     integers whatever the order of the pixels.
+
+    ``touched`` receives the flat index ``group · keys + key`` of each cell that was
+    empty before, in the order first reached, while it has room; returns their number.
     """
     n_images, n_pixels = maps.shape
-    last = table.shape[1] - 1
+    n_keys = table.shape[1]
+    last = n_keys - 1
+    n_touched = 0
     for image in range(n_images):
         group = groups[image]
         if group < 0:
@@ -199,7 +204,10 @@ def confidence_histogram_kernel(maps, bits, agree, valid, groups, slope, interce
             if raters == 0:
                 continue
             key = _platt_key(maps[image, pixel], bits[image, pixel], last)
-            z = intercept - slope * np.float64(maps[image, pixel])
+            if table[group, key, 0] == 0 and n_touched < touched.shape[0]:
+                touched[n_touched] = group * n_keys + key
+                n_touched += 1
             table[group, key, 0] += 1
             table[group, key, 1] += np.int64(np.round(agree[image, pixel] / raters * FIXED_POINT))
-            table[group, key, 2] += np.int64(np.round(FIXED_POINT / (1.0 + np.exp(-z))))
+            table[group, key, 2] += np.int64(np.round(confidence[image, pixel] * FIXED_POINT))
+    return n_touched

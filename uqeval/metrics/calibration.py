@@ -18,6 +18,7 @@ stream through without the memory growing with their number.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,7 +72,9 @@ class PlattFit:
 
     def confidence(self, u: np.ndarray) -> np.ndarray:
         """``σ(b - a·U)`` in float64."""
-        return _sigmoid(self.intercept - self.slope * np.asarray(u, dtype=np.float64))
+        z = np.multiply(u, -self.slope, dtype=np.float64)
+        z += self.intercept
+        return _sigmoid(z)
 
 
 class PlattTable:
@@ -180,8 +183,12 @@ def _separated(mean_u: np.ndarray, count: np.ndarray, correct: np.ndarray) -> bo
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-z))``, in place on a float64 array ``z`` the caller owns."""
     with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += 1.0
+        return np.reciprocal(z, out=z)
 
 
 def _logit(p: float) -> float:
@@ -233,20 +240,25 @@ class CalibrationTable:
         *,
         bins: int = 20,
         equal_mass: bool = False,
+        confidence: np.ndarray | None = None,
     ) -> CalibrationTable:
         """Bin every pixel with a rater by its Platt confidence ``σ(b - a·U)``; with
-        ``equal_mass``, also give each image its equal-mass ACE (exact, per image)."""
+        ``equal_mass``, also give each image its equal-mass ACE (exact, per image).
+
+        ``confidence`` may give ``fit.confidence(u)`` computed already.
+        """
         flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
         table = np.zeros((flat_u.shape[0], bins, 3))
         fit.check_usable()
-        _kernels.calibration_kernel(flat_u, flat_agree, flat_valid, fit.slope, fit.intercept, table)
+        flat_confidence = _flat_confidence(fit, flat_u, confidence)
+        _kernels.calibration_kernel(flat_confidence, flat_agree, flat_valid, table)
         per_image = None
         if equal_mass:
             per_image = np.empty(flat_u.shape[0])
             for image in range(flat_u.shape[0]):
                 scored = flat_valid[image] > 0
                 correct = flat_agree[image, scored] / flat_valid[image, scored]
-                per_image[image] = equal_mass_ace_of_pixels(fit.confidence(flat_u[image, scored]), correct, bins=bins)
+                per_image[image] = equal_mass_ace_of_pixels(flat_confidence[image, scored], correct, bins=bins)
         return cls(table, per_image)
 
     def take(self, images: np.ndarray) -> CalibrationTable:
@@ -377,6 +389,67 @@ def equal_mass_ace_of_pixels(confidence: np.ndarray, correct: np.ndarray, *, bin
     return equal_mass_ace(groups, bins=bins)
 
 
+def _flat_confidence(fit: PlattFit, flat_u: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
+    """``fit.confidence`` of the (image, pixel) maps ``flat_u``, or ``confidence`` given for them."""
+    if confidence is None:
+        return fit.confidence(flat_u)
+    return np.ascontiguousarray(confidence, dtype=np.float64).reshape(flat_u.shape)
+
+
+#: A ``touched`` argument with no room: the dense table alone is wanted.
+_NO_CELLS = np.empty(0, dtype=np.int64)
+#: Per thread, a zeroed (group, key, 3) table reused by :func:`sparse_confidence_histogram`.
+_SCRATCH = threading.local()
+
+
+def sparse_confidence_histogram(
+    u: np.ndarray,
+    agree: np.ndarray,
+    valid: np.ndarray,
+    fit: PlattFit,
+    groups: np.ndarray,
+    n_groups: int,
+    confidence: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ConfidenceHistogram(n_groups)``, :meth:`~ConfidenceHistogram.add` and
+    :meth:`~ConfidenceHistogram.sparse` in one, without a fresh table.
+
+    A table has about 120,000 keys; a batch of images fills a small share of them.
+    Zeroing a fresh table and scanning it for non-empty cells would cost more than
+    filling it, so a zeroed table is kept per thread, the kernel lists the cells it
+    fills, and only those are read and zeroed again. ``confidence`` may give
+    ``fit.confidence(u)`` computed already.
+
+    Returns
+    -------
+    (indices (cell, 2) of (group, key), rows (cell, 3) int64), in (group, key) order.
+    """
+    flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
+    fit.check_usable()
+    table = getattr(_SCRATCH, "table", None)
+    if table is None or table.shape[0] < n_groups or not _SCRATCH.clean:
+        table = np.zeros((max(n_groups, 1), _kernels.PLATT_KEYS, 3), dtype=np.int64)
+        _SCRATCH.table = table
+    used = table[:n_groups]
+    touched = np.empty(flat_valid.size, dtype=np.int64)
+    _SCRATCH.clean = False  # until the filled cells are zeroed again, even on an interrupt
+    count = _kernels.confidence_histogram_kernel(
+        flat_u,
+        flat_u.view(np.uint32),
+        _flat_confidence(fit, flat_u, confidence),
+        flat_agree,
+        flat_valid,
+        np.asarray(groups, dtype=np.int64),
+        used,
+        touched,
+    )
+    cells = np.sort(touched[:count])
+    rows = used.reshape(-1, 3)[cells]
+    used.reshape(-1, 3)[cells] = 0
+    _SCRATCH.clean = True
+    return np.stack(np.divmod(cells, _kernels.PLATT_KEYS), axis=1), rows
+
+
 class ConfidenceHistogram:
     """Pixels of some images grouped like the :class:`PlattTable` (``U`` to a relative
     2**-12), per group: count, ``Σw`` and ``Σconfidence`` under one Platt fit.
@@ -409,12 +482,12 @@ class ConfidenceHistogram:
         _kernels.confidence_histogram_kernel(
             flat_u,
             flat_u.view(np.uint32),
+            fit.confidence(flat_u),
             flat_agree,
             flat_valid,
             np.asarray(groups, dtype=np.int64),
-            fit.slope,
-            fit.intercept,
             self.table,
+            _NO_CELLS,
         )
 
     def groups(self, chosen: Sequence[int] | np.ndarray | None = None) -> np.ndarray:

@@ -18,7 +18,7 @@ from uqeval.image_statistics import (
     rescaled,
 )
 from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
-from uqeval.metrics.calibration import ConfidenceHistogram
+from uqeval.metrics.calibration import sparse_confidence_histogram
 from uqeval.metrics.failure import failure_risk
 from uqeval.metrics.segmentation import SegmentationQuality, segmentation_quality
 from uqeval.names import MEASURES
@@ -169,6 +169,13 @@ def score_batch(
 
     ``groups`` (batch image,) names each image's equal-mass histogram table (``-1``: none).
     """
+    pooled = bool(options.n_groups and groups is not None and raters is not None and fitted.platt)
+    pooled = pooled and bool((groups >= 0).any())
+    confidence = None
+    if pooled:
+        # The Platt confidences serve the per-image tables and the pooled histograms alike.
+        scaled = rescaled(maps, fitted.eu_scale)
+        confidence = {measure: fitted.platt[measure].confidence(scaled[measure]) for measure in MEASURES}
     result.statistics = image_statistics(
         maps,
         fitted=fitted,
@@ -176,18 +183,24 @@ def score_batch(
         aggregations=options.aggregations,
         raters=raters,
         background=options.background,
+        confidence=confidence,
     )
     result.statistics.segmentation = result.segmentation
     result.statistics.risk = result.risk
-    if options.n_groups and groups is not None and raters is not None and fitted.platt and (groups >= 0).any():
-        scaled = rescaled(maps, fitted.eu_scale)
+    if pooled:
         # Tables only for the groups in this batch (usually one), renumbered from 0.
         present = np.unique(groups[groups >= 0])
         local = np.where(groups >= 0, np.searchsorted(present, groups), -1)
         result.histograms = {}
         for measure in MEASURES:
-            histogram = ConfidenceHistogram(len(present))
-            histogram.add(scaled[measure], raters.agree, raters.valid, fitted.platt[measure], local)
-            cells, rows = histogram.sparse()
+            cells, rows = sparse_confidence_histogram(
+                scaled[measure],
+                raters.agree,
+                raters.valid,
+                fitted.platt[measure],
+                local,
+                len(present),
+                confidence=confidence[measure],
+            )
             cells[:, 0] = present[cells[:, 0]]
             result.histograms[measure] = (cells, rows)

@@ -41,7 +41,7 @@ class Loaded:
 
 
 #: ``reader(indices, slot) -> Loaded``: reads the images at sorted positions ``indices``;
-#: ``slot`` (0 or 1) picks one of two reused buffers.
+#: ``slot`` picks a set of reused buffers, one per batch in flight.
 Reader = Callable[[np.ndarray, int], Loaded]
 
 

@@ -1,6 +1,8 @@
-"""Reading images of a cube store straight through zarr, into buffers that are reused.
+"""Reading images of a cube store into buffers that are reused.
 
-No dask graph is built: each run of consecutive positions is one zarr read.
+No dask graph is built. Each run of consecutive positions is decoded from its chunk
+files straight into the buffer when the array's layout allows
+(:mod:`uqeval.scoring.chunk_files`), else read through zarr.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from zarr.core.buffer import default_buffer_prototype
 
 from uqeval.cube import softmax_array
 from uqeval.scoring.batches import runs
+from uqeval.scoring.chunk_files import ChunkFiles, open_chunk_files
 
 
 @functools.lru_cache(maxsize=8)
@@ -21,39 +24,70 @@ def open_group(path: str) -> zarr.Group:
     return zarr.open_group(path, mode="r")
 
 
+class StoreArrays:
+    """The arrays of one cube store, each opened once: its zarr array and, where the
+    layout allows, its :class:`~uqeval.scoring.chunk_files.ChunkFiles`.
+
+    Opening a zarr array parses its metadata, a few milliseconds that would otherwise
+    be spent again for every batch.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._arrays: dict[str, zarr.Array] = {}
+        self._files: dict[str, ChunkFiles | None] = {}
+
+    def array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = open_group(self.path)[name]
+        return self._arrays[name]
+
+    def files(self, name: str) -> ChunkFiles | None:
+        if name not in self._files:
+            array = self.array(name)
+            files = open_chunk_files(self.path, name)
+            matches = files is not None and files.shape == array.shape and files.dtype == array.dtype
+            self._files[name] = files if matches else None
+        return self._files[name]
+
+    def read(self, name: str, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The entries at sorted positions ``indices`` of array ``name``, into ``out`` if given."""
+        array = self.array(name)
+        target = np.empty((len(indices), *array.shape[1:]), dtype=array.dtype) if out is None else out
+        files = self.files(name)
+        prototype = default_buffer_prototype()
+        for offset, start, stop in runs(indices):
+            view = target[offset : offset + stop - start]
+            if files is not None and view.flags.c_contiguous and files.read_into(start, stop, view):
+                continue
+            array.get_basic_selection(slice(start, stop), out=prototype.nd_buffer.from_numpy_array(view))
+        return target
+
+
 def read_store(
     path: str,
     variable: str,
     has_labels: bool,
     indices: np.ndarray,
     out: dict[str, np.ndarray] | None = None,
+    arrays: StoreArrays | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read the images at sorted positions ``indices`` of a cube store.
 
     ``variable`` is ``probs`` or ``logits`` (softmax applied here). ``out`` may give
-    arrays (by variable name) of the right shape to decode into.
+    arrays (by variable name) of the right shape to decode into; ``arrays`` the store's
+    arrays opened already.
 
     Returns
     -------
     (probabilities (image, eu, au, class, y, x), labels (image, rater, y, x) or None)
     """
-    group = open_group(path)
-    prototype = default_buffer_prototype()
-
-    def read(name: str) -> np.ndarray:
-        array = group[name]
-        target = (out or {}).get(name)
-        if target is None:
-            target = np.empty((len(indices), *array.shape[1:]), dtype=array.dtype)
-        for offset, start, stop in runs(indices):
-            view = target[offset : offset + stop - start]
-            array.get_basic_selection(slice(start, stop), out=prototype.nd_buffer.from_numpy_array(view))
-        return target
-
-    values = read(variable)
+    arrays = arrays or StoreArrays(path)
+    out = out or {}
+    values = arrays.read(variable, indices, out.get(variable))
     if variable == "logits":
         values = softmax_array(values)
-    return values, read("labels") if has_labels else None
+    return values, arrays.read("labels", indices, out.get("labels")) if has_labels else None
 
 
 def read_input(path: str, positions: np.ndarray) -> np.ndarray:
@@ -63,20 +97,21 @@ def read_input(path: str, positions: np.ndarray) -> np.ndarray:
 
 
 class StoreReader:
-    """Reads batches of a store into two reused buffers (``slot`` 0 or 1).
+    """Reads batches of a store into reused buffers, one set per ``slot``.
 
     Decoding into memory that is already mapped avoids the page faults of a fresh
-    multi-megabyte array per batch, which cost more than the decoding itself. Two
-    slots let one batch be read while the previous one is computed on.
+    multi-megabyte array per batch, which cost more than the decoding itself. Each
+    batch in flight has its own slot.
     """
 
     def __init__(self, path: str, variable: str, has_labels: bool) -> None:
         self.path, self.variable, self.has_labels = path, variable, has_labels
+        self._arrays = StoreArrays(path)
         self._buffers: dict[tuple[str, int], np.ndarray] = {}
 
     def __call__(self, indices: np.ndarray, slot: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         def buffer(name: str) -> np.ndarray:
-            array = open_group(self.path)[name]
+            array = self._arrays.array(name)
             held = self._buffers.get((name, slot))
             if held is None or held.shape[0] < len(indices):
                 held = np.empty((len(indices), *array.shape[1:]), dtype=array.dtype)
@@ -86,4 +121,4 @@ class StoreReader:
         out = {self.variable: buffer(self.variable)}
         if self.has_labels:
             out["labels"] = buffer("labels")
-        return read_store(self.path, self.variable, self.has_labels, indices, out=out)
+        return read_store(self.path, self.variable, self.has_labels, indices, out=out, arrays=self._arrays)

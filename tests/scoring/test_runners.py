@@ -1,0 +1,117 @@
+"""The local runner: batches in flight at once, fits handed to the later ones, errors raised."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numba
+import numpy as np
+import pytest
+
+from uqeval.errors import UQEvalError
+from uqeval.image_statistics import Fitted
+from uqeval.scoring import runners
+from uqeval.scoring.batch import BatchResult
+from uqeval.scoring.runners import LocalRunner
+from uqeval.scoring.sources import Loaded
+
+
+class Recorder:
+    """A reader and a work function that record what they see."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.slots_in_use: set[int] = set()
+        self.slot_clashes = 0
+        self.running = 0
+        self.most_running = 0
+        self.threads: list[int] = []
+        self.fitted: dict[int, object] = {}
+
+    def reader(self, indices: np.ndarray, slot: int) -> Loaded:
+        with self.lock:
+            self.slot_clashes += slot in self.slots_in_use
+            self.slots_in_use.add(slot)
+        time.sleep(self.delay)
+        return Loaded(cubes=np.asarray(indices) * 10, labels=None, maps={"slot": slot})
+
+    def work(self, loaded: Loaded, indices: np.ndarray, fitted: Fitted | None) -> BatchResult:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.threads.append(numba.get_num_threads())
+            self.fitted[int(indices[0])] = fitted
+        time.sleep(self.delay)
+        np.testing.assert_array_equal(loaded.cubes, indices * 10)
+        with self.lock:
+            self.running -= 1
+            self.slots_in_use.discard(loaded.maps["slot"])
+        return BatchResult(indices)
+
+
+def batches(*starts: int) -> list[np.ndarray]:
+    return [np.arange(start, start + 2) for start in starts]
+
+
+def run_all(runner: LocalRunner, recorder: Recorder, fitting: list[np.ndarray], others: list[np.ndarray]):
+    fits = Fitted()
+    seen = []
+    with runner:
+        for result in runner.run(recorder.work, fitting, others):
+            seen.append(int(result.indices[0]))
+            if len(seen) == len(fitting):
+                runner.fitted = fits
+    return seen, fits
+
+
+def test_every_batch_once_and_the_fits_reach_only_the_later_batches():
+    recorder = Recorder()
+    runner = LocalRunner(recorder.reader, workers=2)
+    seen, fits = run_all(runner, recorder, batches(0, 2, 4), batches(6, 8, 10, 12))
+    assert sorted(seen[:3]) == [0, 2, 4] and sorted(seen[3:]) == [6, 8, 10, 12]
+    assert all(recorder.fitted[start] is None for start in (0, 2, 4))
+    assert all(recorder.fitted[start] is fits for start in (6, 8, 10, 12))
+    assert recorder.slot_clashes == 0
+
+
+def test_batches_overlap_with_concurrent_kernels(monkeypatch):
+    monkeypatch.setattr(runners, "_kernels_run_concurrently", lambda: True)
+    recorder = Recorder()
+    runner = LocalRunner(recorder.reader, workers=2)
+    run_all(runner, recorder, [], batches(0, 2, 4, 6))
+    assert recorder.most_running == 2
+    assert set(recorder.threads) == {max(1, numba.get_num_threads() // 2)}
+
+
+def test_under_the_workqueue_layer_batches_are_computed_one_at_a_time(monkeypatch):
+    monkeypatch.setattr(runners, "_kernels_run_concurrently", lambda: False)
+    recorder = Recorder()
+    runner = LocalRunner(recorder.reader, workers=2)
+    run_all(runner, recorder, [], batches(0, 2, 4, 6))
+    assert recorder.most_running == 1
+    assert set(recorder.threads) == {max(1, numba.get_num_threads() - 1)}
+
+
+def test_numba_threads_of_the_caller_are_left_alone():
+    before = numba.get_num_threads()
+    recorder = Recorder(delay=0.0)
+    run_all(LocalRunner(recorder.reader), recorder, batches(0), batches(2))
+    assert numba.get_num_threads() == before
+
+
+def test_an_error_in_a_batch_is_raised_and_nothing_else_runs_after():
+    recorder = Recorder()
+    started = []
+
+    def work(loaded, indices, fitted):
+        started.append(int(indices[0]))
+        if indices[0] == 2:
+            raise UQEvalError("batch 2 is broken")
+        return recorder.work(loaded, indices, fitted)
+
+    runner = LocalRunner(recorder.reader, workers=2)
+    with pytest.raises(UQEvalError, match="batch 2 is broken"), runner:
+        list(runner.run(work, [], batches(0, 2, 4, 6, 8, 10, 12, 14)))
+    assert len(started) < 8

@@ -1,0 +1,147 @@
+"""Reading cube stores: chunk files decoded directly must give exactly what zarr gives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+import zarr.codecs
+
+from uqeval import CubeWriter
+from uqeval.scoring.chunk_files import open_chunk_files
+from uqeval.scoring.store_reader import StoreArrays, StoreReader, read_store
+
+
+def write_store(path, *, n_images=11, chunk_images=3, compressor="default", dtype="float16", raters=2, seed=0):
+    """A small cube store; returns its probabilities and labels as written."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet([1.0, 1.0, 1.0], size=(n_images, 2, 3, 5, 7)).transpose(0, 1, 2, 5, 3, 4)
+    labels = rng.integers(0, 3, (n_images, raters, 5, 7)).astype(np.uint8)
+    with CubeWriter(
+        path,
+        n_classes=3,
+        eu=2,
+        au=3,
+        height=5,
+        width=7,
+        raters=raters,
+        dtype=dtype,
+        chunk_images=chunk_images,
+        compressor=compressor,
+    ) as writer:
+        writer.append(probs, labels=labels if raters else None, image_ids=[f"i{k}" for k in range(n_images)])
+    return probs.astype(dtype), labels
+
+
+def zarr_read(path, name, indices):
+    return zarr.open_group(path, mode="r")[name].get_orthogonal_selection((np.asarray(indices),))
+
+
+@pytest.mark.parametrize("compressor", ["default", None])
+@pytest.mark.parametrize(
+    "indices",
+    [
+        list(range(11)),  # everything, the last chunk partial
+        [3, 4, 5],  # one whole chunk
+        [1, 2, 3, 4],  # parts of two chunks
+        [0, 5, 6, 10],  # several runs, the last in the partial chunk
+        [10],
+    ],
+)
+def test_direct_decoding_equals_zarr(tmp_path, monkeypatch, compressor, indices):
+    store = tmp_path / "cube.zarr"
+    probs, labels = write_store(store, compressor=compressor)
+    files = open_chunk_files(store, "probs")
+    assert files is not None and files.compressed == (compressor is not None) and files.chunk == 3
+    want = zarr_read(store, "probs", indices)
+
+    def no_zarr(*args, **kwargs):
+        raise AssertionError("read through zarr, not from the chunk files")
+
+    monkeypatch.setattr(zarr.Array, "get_basic_selection", no_zarr)
+    got_probs, got_labels = read_store(str(store), "probs", True, np.asarray(indices))
+    np.testing.assert_array_equal(got_probs, want)
+    np.testing.assert_array_equal(got_probs, probs[indices])
+    np.testing.assert_array_equal(got_labels, labels[indices])
+    assert got_probs.dtype == np.float16
+
+
+def test_reader_slots_reuse_their_buffers_and_stay_apart(tmp_path):
+    store = tmp_path / "cube.zarr"
+    probs, labels = write_store(store)
+    reader = StoreReader(str(store), "probs", True)
+    first, _ = reader(np.arange(0, 3), 0)
+    second, _ = reader(np.arange(3, 6), 1)
+    again, again_labels = reader(np.arange(6, 9), 0)
+    assert again.base is first.base  # slot 0's buffer, decoded into again
+    np.testing.assert_array_equal(second, probs[3:6])  # slot 1 untouched by slot 0
+    np.testing.assert_array_equal(again, probs[6:9])
+    np.testing.assert_array_equal(again_labels, labels[6:9])
+
+
+def test_a_missing_chunk_file_is_read_through_zarr_as_its_fill_value(tmp_path):
+    store = tmp_path / "cube.zarr"
+    probs, _ = write_store(store, raters=0)
+    files = open_chunk_files(store, "probs")
+    files.chunk_path(1).unlink()
+    got, labels = read_store(str(store), "probs", False, np.arange(11))
+    assert labels is None
+    np.testing.assert_array_equal(got[:3], probs[:3])
+    assert np.isnan(got[3:6]).all()  # zarr's fill value for float probabilities
+    np.testing.assert_array_equal(got[6:], probs[6:])
+
+
+def test_layouts_the_direct_path_does_not_know_go_through_zarr(tmp_path):
+    store = tmp_path / "cube.zarr"
+    probs, _ = write_store(store, raters=0)
+    metadata_path = store / "probs" / "zarr.json"
+    metadata = json.loads(metadata_path.read_text())
+
+    def with_metadata(**changes):
+        changed = {**metadata, **changes}
+        metadata_path.write_text(json.dumps(changed))
+        return open_chunk_files(store, "probs")
+
+    assert with_metadata() is not None
+    zstd = [metadata["codecs"][0], {"name": "zstd", "configuration": {"level": 0, "checksum": False}}]
+    assert with_metadata(codecs=zstd) is None
+    big_endian = [{"name": "bytes", "configuration": {"endian": "big"}}, metadata["codecs"][1]]
+    assert with_metadata(codecs=big_endian) is None
+    grid = {"name": "regular", "configuration": {"chunk_shape": [3, 2, 3, 3, 5, 4]}}
+    assert with_metadata(chunk_grid=grid) is None  # split along x as well
+    assert with_metadata(zarr_format=2) is None
+    assert with_metadata(storage_transformers=[{"name": "x"}]) is None
+    metadata_path.write_text("{not json")
+    assert open_chunk_files(store, "probs") is None
+    assert open_chunk_files(tmp_path / "nowhere.zarr", "probs") is None
+
+
+def test_a_sharded_array_is_read_through_zarr(tmp_path):
+    path = tmp_path / "sharded.zarr"
+    values = np.random.default_rng(3).random((6, 4, 4)).astype(np.float32)
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    array = group.create_array("probs", shape=values.shape, dtype="float32", shards=(6, 4, 4), chunks=(2, 4, 4))
+    array[:] = values
+    assert open_chunk_files(path, "probs") is None
+    np.testing.assert_array_equal(StoreArrays(str(path)).read("probs", np.asarray([1, 2, 5])), values[[1, 2, 5]])
+
+
+def test_dot_separated_chunk_keys(tmp_path):
+    path = tmp_path / "dots.zarr"
+    values = np.random.default_rng(4).random((5, 3, 2)).astype(np.float16)
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    array = group.create_array(
+        "probs",
+        shape=values.shape,
+        dtype="float16",
+        chunks=(2, 3, 2),
+        chunk_key_encoding={"name": "default", "separator": "."},
+        compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    )
+    array[:] = values
+    files = open_chunk_files(path, "probs")
+    assert files is not None and files.separator == "."
+    assert files.chunk_path(2).name == "c.2.0.0"
+    np.testing.assert_array_equal(StoreArrays(str(path)).read("probs", np.arange(5)), values)

@@ -1,0 +1,152 @@
+"""Decoding a local zarr v3 array's chunk files straight into the caller's buffer.
+
+zarr's own read path decodes each chunk into a fresh array and copies it into the
+output; for multi-megabyte chunks the page faults of that fresh array and the copy
+cost more than Blosc's decoding itself. The arrays :class:`uqeval.CubeWriter` writes
+have one simple layout, which this module reads directly:
+
+- zarr v3, a local directory store, a regular chunk grid that splits only the first
+  (``image``) dim, the default chunk key encoding (``c/3/0/0/...`` or ``c.3.0.0...``);
+- codecs ``bytes`` (little endian, as this machine) and optionally ``blosc``, whose
+  frames are self-describing, so decoding needs none of their settings.
+
+:func:`open_chunk_files` returns None for any other array (sharding, other codecs,
+remote stores, zarr v2), and callers read it through zarr as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numcodecs import blosc
+
+
+@dataclass(frozen=True)
+class ChunkFiles:
+    """A zarr v3 array of one of the layouts above, chunked along its first dim only.
+
+    Attributes
+    ----------
+    folder : Path
+        The array's directory (holding ``zarr.json``).
+    shape : tuple of int
+    dtype : numpy dtype
+    chunk : int
+        Images (entries of the first dim) per chunk.
+    compressed : bool
+        Whether the chunks are Blosc frames (else raw little-endian bytes).
+    separator : str
+        ``/`` or ``.`` in chunk keys.
+    """
+
+    folder: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunk: int
+    compressed: bool
+    separator: str
+
+    def chunk_path(self, number: int) -> Path:
+        """The file of chunk ``number`` along the first dim."""
+        key = self.separator.join(["c", str(number), *("0" * (len(self.shape) - 1))])
+        return self.folder / key
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> bool:
+        """Decode entries ``[start, stop)`` into ``out``, a C-contiguous array of shape
+        ``(stop - start, *shape[1:])``; False if a chunk file is missing (zarr then gives
+        its fill value), with ``out`` partly written.
+
+        Chunks that ``[start, stop)`` covers whole are decoded straight into ``out``; the
+        others into a scratch chunk, from which the overlap is copied.
+        """
+        for number in range(start // self.chunk, -(-stop // self.chunk)):
+            first = number * self.chunk
+            last = min(first + self.chunk, self.shape[0])
+            low, high = max(first, start), min(last, stop)
+            target = out[low - start : high - start]
+            try:
+                if low == first and high == first + self.chunk:
+                    self._decode(number, target)
+                else:  # partly wanted, or the array's last chunk (stored whole, padded)
+                    whole = np.empty((self.chunk, *self.shape[1:]), dtype=self.dtype)
+                    self._decode(number, whole)
+                    target[...] = whole[low - first : high - first]
+            except FileNotFoundError:
+                return False
+        return True
+
+    def _decode(self, number: int, target: np.ndarray) -> None:
+        """Decode chunk ``number`` into ``target``, which holds one whole chunk."""
+        path = self.chunk_path(number)
+        with open(path, "rb") as file:
+            if not self.compressed:
+                view = memoryview(target.reshape(-1).view(np.uint8))
+                if file.readinto(view) != view.nbytes:
+                    raise OSError(f"{path}: chunk file is shorter than its chunk")
+                return
+            frame = _frame_buffer(os.fstat(file.fileno()).st_size)
+            size = file.readinto(frame)
+        blosc.decompress(frame[:size], target)
+
+
+#: Per thread, a reused buffer for the compressed bytes of one chunk file: a fresh
+#: multi-megabyte ``bytes`` per chunk would cost a page fault per 4 KiB.
+_FRAMES = threading.local()
+
+
+def _frame_buffer(size: int) -> memoryview:
+    """A writable buffer of ``size`` bytes, reused by the calling thread."""
+    held = getattr(_FRAMES, "buffer", None)
+    if held is None or len(held) < size:
+        held = bytearray(max(size, 1))
+        _FRAMES.buffer = held
+    return memoryview(held)[:size]
+
+
+def open_chunk_files(store: str | Path, name: str) -> ChunkFiles | None:
+    """The array ``name`` of the zarr store at ``store``, when its layout is one this
+    module decodes; None otherwise (read it through zarr)."""
+    folder = Path(store) / name
+    try:
+        metadata = json.loads((folder / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        return _layout(folder, metadata)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def _layout(folder: Path, metadata: dict) -> ChunkFiles | None:
+    if metadata.get("zarr_format") != 3 or metadata.get("node_type") != "array":
+        return None
+    if metadata.get("storage_transformers") or sys.byteorder != "little":
+        return None
+    shape = tuple(int(size) for size in metadata["shape"])
+    dtype = np.dtype(metadata["data_type"])
+    grid = metadata["chunk_grid"]
+    if grid["name"] != "regular" or not shape:
+        return None
+    chunk_shape = tuple(int(size) for size in grid["configuration"]["chunk_shape"])
+    if len(chunk_shape) != len(shape) or chunk_shape[1:] != shape[1:] or chunk_shape[0] < 1:
+        return None
+    encoding = metadata["chunk_key_encoding"]
+    if encoding["name"] != "default":
+        return None
+    separator = encoding.get("configuration", {}).get("separator", "/")
+    codecs = metadata["codecs"]
+    if codecs[0]["name"] != "bytes" or codecs[0].get("configuration", {}).get("endian", "little") != "little":
+        return None
+    if len(codecs) == 1:
+        compressed = False
+    elif len(codecs) == 2 and codecs[1]["name"] == "blosc":
+        compressed = True
+    else:
+        return None
+    return ChunkFiles(folder, shape, dtype, chunk_shape[0], compressed, separator)
