@@ -95,7 +95,7 @@ def test_a_missing_chunk_file_is_read_through_zarr_as_its_fill_value(tmp_path):
 
 def test_layouts_the_direct_path_does_not_know_go_through_zarr(tmp_path):
     store = tmp_path / "cube.zarr"
-    probs, _ = write_store(store, raters=0)
+    write_store(store, raters=0)
     metadata_path = store / "probs" / "zarr.json"
     metadata = json.loads(metadata_path.read_text())
 
