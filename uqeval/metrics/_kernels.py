@@ -211,3 +211,18 @@ def confidence_histogram_kernel(maps, bits, confidence, agree, valid, groups, ta
             table[group, key, 1] += np.int64(np.round(agree[image, pixel] / raters * FIXED_POINT))
             table[group, key, 2] += np.int64(np.round(confidence[image, pixel] * FIXED_POINT))
     return n_touched
+
+
+@numba.njit(nogil=True, cache=True)
+def take_cells_kernel(table, touched, cells, rows):
+    """Copy the table cells listed in ``touched`` (flat ``group · keys + key``) out and
+    zero them: ``cells`` (n, 2) gets (group, key), ``rows`` (n, 3) the cell's sums."""
+    n_keys = table.shape[1]
+    for i in range(touched.shape[0]):
+        group = touched[i] // n_keys
+        key = touched[i] % n_keys
+        cells[i, 0] = group
+        cells[i, 1] = key
+        for column in range(3):
+            rows[i, column] = table[group, key, column]
+            table[group, key, column] = 0

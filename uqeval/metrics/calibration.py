@@ -422,7 +422,8 @@ def sparse_confidence_histogram(
 
     Returns
     -------
-    (indices (cell, 2) of (group, key), rows (cell, 3) int64), in (group, key) order.
+    (indices (cell, 2) of (group, key), rows (cell, 3) int64), in the order the pixels
+    first reached each cell: :meth:`ConfidenceHistogram.add_sparse` adds them in any order.
     """
     flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
     fit.check_usable()
@@ -443,11 +444,11 @@ def sparse_confidence_histogram(
         used,
         touched,
     )
-    cells = np.sort(touched[:count])
-    rows = used.reshape(-1, 3)[cells]
-    used.reshape(-1, 3)[cells] = 0
+    cells = np.empty((count, 2), dtype=np.int64)
+    rows = np.empty((count, 3), dtype=np.int64)
+    _kernels.take_cells_kernel(used, touched[:count], cells, rows)
     _SCRATCH.clean = True
-    return np.stack(np.divmod(cells, _kernels.PLATT_KEYS), axis=1), rows
+    return cells, rows
 
 
 class ConfidenceHistogram:
