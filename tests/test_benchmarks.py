@@ -29,3 +29,54 @@ def test_bench_decompose_runs_and_reports_the_ratios(capsys):
     printed = capsys.readouterr().out
     assert "t_parallel_read / t_decompose_batch (float32)" in printed
     assert "t_parallel_read / t_decompose_batch (float16)" in printed
+
+
+@pytest.mark.parametrize("with_torch", [True, False], ids=["torch", "no-torch"])
+def test_bench_alternatives_runs_and_reports_the_ratios(capsys, monkeypatch, with_torch):
+    import re
+
+    import bench_alternatives
+
+    if with_torch:
+        pytest.importorskip("torch")
+    else:
+        monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    argv = ["--images", "2", "--eu", "2", "--au", "3", "--size", "16", "--repeats", "1"]
+    assert bench_alternatives.main(argv) == 0
+    printed = capsys.readouterr().out
+
+    def ratio(name):
+        match = re.search(rf"^{re.escape(name)}\s+\S+\s+\S+\s+\S+\s+(\d+\.\d\d)$", printed, re.MULTILINE)
+        assert match, f"no row for {name!r} in:\n{printed}"
+        return float(match.group(1))
+
+    assert "t / t_uqeval" in printed
+    assert ratio("uqeval") == 1.0
+    assert ratio("numpy") > 0
+    assert ratio("parallel read") > 0
+    torch_rows = ["study method (torch)", "plain torch"]
+    if with_torch:
+        assert all(ratio(name) > 0 for name in torch_rows)
+        assert "skipped" not in printed
+    else:
+        assert "torch is not installed" in printed and "skipped" in printed
+        assert not any(re.search(rf"^{re.escape(name)}\s+\d", printed, re.MULTILINE) for name in torch_rows)
+    assert "1-minute load average" in printed
+
+
+@pytest.mark.slow  # starts a cluster of worker processes: about 5 s
+def test_bench_cluster_runs_and_reports_the_ratio(capsys):
+    import re
+
+    pytest.importorskip("distributed")
+    import bench_cluster
+
+    argv = ["--images", "4", "--pool", "2", "--eu", "2", "--au", "2", "--size", "16", "--overhead-images", "4"]
+    assert bench_cluster.main([*argv, "--configs", "1x1", "--repeats", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "configuration" in printed and "t / t_local" in printed and "overhead/task (ms)" in printed
+    number = r" +-?[\d.]+"
+    row = re.search(rf"^1 worker × 1 thread{number * 3} +(\d+\.\d\d){number * 2}$", printed, re.MULTILINE)
+    assert row is not None, printed
+    assert float(row.group(1)) > 0
+    assert "cluster results equal the local ones: yes" in printed

@@ -746,6 +746,8 @@ def test_histogram_equal_mass_matches_sorted_pixels_and_merges_by_addition():
     merged = ConfidenceHistogram(2)
     merged.add_sparse(parts.sparse())
     np.testing.assert_array_equal(merged.table, parts.table)
+    merged.add_sparse(parts.sparse())  # added again: every cell counts twice
+    np.testing.assert_array_equal(merged.table, 2 * parts.table)
     np.testing.assert_array_equal(parts.groups(), whole.groups([0]))
     np.testing.assert_array_equal(parts.table.sum(axis=0), whole.table[0])
 

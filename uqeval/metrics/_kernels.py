@@ -226,3 +226,14 @@ def take_cells_kernel(table, touched, cells, rows):
         for column in range(3):
             rows[i, column] = table[group, key, column]
             table[group, key, column] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def add_cells_kernel(table, cells, rows):
+    """``table[group, key] += row`` for each (group, key) of ``cells`` and row of ``rows``
+    (a cell listed twice is added twice)."""
+    for i in range(cells.shape[0]):
+        group = cells[i, 0]
+        key = cells[i, 1]
+        for column in range(3):
+            table[group, key, column] += rows[i, column]

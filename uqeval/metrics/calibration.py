@@ -504,7 +504,7 @@ class ConfidenceHistogram:
     def add_sparse(self, cells: tuple[np.ndarray, np.ndarray]) -> None:
         """Add cells from :meth:`sparse` of another histogram of the same shape."""
         indices, rows = cells
-        np.add.at(self.table, (indices[:, 0], indices[:, 1]), rows)
+        _kernels.add_cells_kernel(self.table, np.asarray(indices, dtype=np.int64), np.asarray(rows, dtype=np.int64))
 
 
 def per_image_ace(table: CalibrationTable, images: np.ndarray | None = None) -> float:
