@@ -80,3 +80,44 @@ def test_bench_cluster_runs_and_reports_the_ratio(capsys):
     assert row is not None, printed
     assert float(row.group(1)) > 0
     assert "cluster results equal the local ones: yes" in printed
+
+
+@pytest.mark.slow  # writes two small stores and runs the command line twice: about 20 s
+def test_bench_score_runs_and_reports_every_baseline(capsys):
+    import os
+    import re
+
+    import bench_score
+
+    assert bench_score.main(["--images", "4", "--pool", "2", "--repeats", "1", "--skip-memory"]) == 0
+    printed = capsys.readouterr().out
+    for kind in ("random", "realistic"):
+        assert f"Throughput, {kind} store" in printed
+    threads = os.cpu_count() or 1
+    names = ["zarr read + decode", "raw decode", f"raw decode, {threads} threads", "uqeval.score"]
+    for name in [*names, "uqeval score (command line, once)"]:
+        rows = re.findall(rf"^{re.escape(name)} +\d+\.\d+ ", printed, re.MULTILINE)
+        assert len(rows) == 2, (name, printed)
+    pattern = r"^t\((.+?)\) / t\(uqeval\.score\) = (\d+\.\d\d) on the (\w+) store"
+    ratios = re.findall(pattern, printed, re.MULTILINE)
+    assert [(baseline, kind) for baseline, _, kind in ratios] == [
+        ("zarr read + decode", "random"),
+        ("raw decode", "realistic"),
+    ]
+    assert all(float(value) > 0 for _, value, _ in ratios)
+
+
+def test_raw_decode_reads_back_what_was_written(tmp_path):
+    import bench_score
+
+    pool = bench_score.random_probs(3, seed=1)
+    bench_score.write_store(tmp_path / "s.zarr", pool, 5, seed=1)
+    decoder = bench_score.RawDecoder(tmp_path / "s.zarr")
+    decoder.serial()
+    np.testing.assert_array_equal(decoder.out[:5], pool[np.arange(5) % 3])
+    decoder.out[:] = 0
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as workers:
+        decoder.parallel(workers)
+    np.testing.assert_array_equal(decoder.out[:5], pool[np.arange(5) % 3])
