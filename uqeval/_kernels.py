@@ -406,10 +406,15 @@ def decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block):
             for c in range(n_classes):
                 member_row = member_sum[c]
                 total_row = total_mean[c]
+                # The float32 logarithms in one loop (16 lanes), the float64 sums in the
+                # next: mixed in one loop, the float64 half sets the vector width.
                 for i in range(length):
                     v = member_row[i] * inv_samples
-                    total_row[i] += v
-                    expected_entropy[i] -= _xlogx(v)
+                    member_row[i] = v
+                    partial[i] = _xlogx(v)
+                for i in range(length):
+                    total_row[i] += member_row[i]
+                    expected_entropy[i] -= partial[i]
         entropy = np.zeros(length, dtype=np.float64)
         best_value = np.full(length, -np.inf, dtype=np.float32)
         best_class = np.zeros(length, dtype=np.int32)
