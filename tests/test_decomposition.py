@@ -503,31 +503,43 @@ def test_public_name():
     assert uqeval.decompose is decompose
 
 
-def test_every_float16_bit_pattern_widens_exactly():
-    # The kernels widen float16 by bit arithmetic; every finite pattern must give the
-    # float32 that numpy gives, bit for bit (signed zeros and subnormals included). The
-    # fast widening maps inf and NaN above every finite half (so that a sample sum
-    # reaches the exact checks); the exact one makes them NaN.
+@pytest.mark.parametrize("way", ["bits", "f16c", "exact"])
+def test_every_float16_bit_pattern_widens_exactly(way):
+    # The kernels widen float16 by the CPU's conversion (F16C) or by bit arithmetic;
+    # every finite pattern must give the float32 that numpy gives, bit for bit (signed
+    # zeros and subnormals included). Bit arithmetic maps inf and NaN above every
+    # finite half, so that a sample's sum sends the block to the exact checks; the
+    # exact checks' widening makes them NaN.
     import numba
 
-    from uqeval._kernels import _widen, _widen_exact
+    from uqeval import _kernels
+
+    if way == "f16c" and not _kernels.HALF_CONVERSION:
+        pytest.skip("this CPU (or numba's target) has no F16C")
+    convert = {
+        "bits": _kernels._half_bits_to_float,
+        "f16c": _kernels._half_to_float,
+        "exact": _kernels._widen_exact,
+    }[way]
 
     @numba.njit
-    def widen(row, exact):
+    def widen(row):
         out = np.empty(row.shape[0], dtype=np.float32)
         for i in range(row.shape[0]):
-            out[i] = _widen_exact(row[i]) if exact else _widen(row[i])
+            out[i] = convert(row[i])
         return out
 
     patterns = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
     want = patterns.view(np.float16).astype(np.float32)
     finite = np.isfinite(want)
-    for exact in (False, True):
-        got = widen(patterns, exact)
-        np.testing.assert_array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32))
-    assert np.isnan(widen(patterns, True)[~finite]).all()
-    assert (np.abs(widen(patterns, False)[~finite]) >= 65536).all()
-    assert np.abs(want[finite]).max() < 65536
+    got = widen(patterns)
+    np.testing.assert_array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32))
+    if way == "bits":
+        assert (np.abs(got[~finite]) >= 65536).all() and np.abs(want[finite]).max() < 65536
+    elif way == "f16c":
+        np.testing.assert_array_equal(got[~finite], want[~finite])  # inf as inf, NaN as NaN
+    else:
+        assert np.isnan(got[~finite]).all()
 
 
 # --------------------------------------------------------------------------- the EU floor

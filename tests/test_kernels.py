@@ -87,3 +87,46 @@ def test_negative_zero_is_valid_and_takes_the_exact_path():
 )
 def test_decompose_block(n_images, n_pixels, n_threads, block):
     assert _kernels.decompose_block(n_images, n_pixels, n_threads) == block
+
+
+@pytest.mark.slow  # compiles the kernels for a generic CPU in a fresh process: about 30 s
+def test_without_f16c_float16_is_widened_by_bit_arithmetic(tmp_path):
+    """With numba compiling for a generic CPU, the kernels take the bit-arithmetic path;
+    its maps equal those of the same cube in float32, and its checks the exact ones."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        sys.path.insert(0, sys.argv[1])
+        from uqeval import _kernels
+        from uqeval.checks import value_stats
+        from uqeval.decomposition import decompose_batch
+        from test_kernels import kernel_stats
+
+        assert not _kernels.HALF_CONVERSION
+        rng = np.random.default_rng(3)
+        cube = rng.dirichlet(np.ones(3), size=(2, 3, 4, 9, 11)).transpose(0, 1, 2, 5, 3, 4)
+        half = np.ascontiguousarray(cube, dtype=np.float16)
+        ours = decompose_batch(half, [0, 1])
+        wide = decompose_batch(half.astype(np.float32), [0, 1])
+        for name in ("au", "eu", "tu", "mean", "pred"):
+            np.testing.assert_array_equal(ours[name], wide[name])
+        bad = half.reshape(2, 3, 4, 3, 99).copy()
+        bad[1, 2, 3, 0, 50] = np.inf
+        bad[0, 0, 1, 2, 7] = np.nan
+        np.testing.assert_array_equal(kernel_stats(bad, 16), value_stats(bad.reshape(2, 3, 4, 3, 1, 99)))
+        print("ok")
+        """
+    )
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path)}
+    tests = Path(__file__).resolve().parent
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tests)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -7,8 +7,9 @@ The decomposition streams its input once, so every inner loop runs over a contig
 row of pixels and LLVM vectorises it:
 
 - Numba has no float16 on the CPU, so half-precision input arrives as its ``uint16``
-  bit pattern and is widened exactly by bit arithmetic in the loop that reads it: the
-  pattern shifted into float32 position, times 2**112.
+  bit pattern and is widened in the loop that reads it: by the CPU's half-to-float
+  conversion (x86 F16C) where there is one, else exactly by bit arithmetic (the
+  pattern shifted into float32 position, times 2**112).
 - ``ln`` is computed by :func:`_xlogx`, a branch-free float32 logarithm (Cephes
   ``logf``: exponent from the bits, degree-9 polynomial on the mantissa, about 1 ulp),
   since libm's scalar ``logf`` would cost as much as reading the input.
@@ -20,8 +21,11 @@ row of pixels and LLVM vectorises it:
 
 from __future__ import annotations
 
+import platform
+
 import numba
 import numpy as np
+from llvmlite import binding, ir
 from numba import types
 from numba.extending import intrinsic, overload
 
@@ -95,6 +99,44 @@ def _float_of(typingctx, value):
     return types.float32(value), codegen
 
 
+def _has_half_conversion() -> bool:
+    """Whether kernels may convert float16 with the CPU's F16C instructions.
+
+    Not when numba is told to compile for another CPU (``NUMBA_CPU_NAME`` or
+    ``NUMBA_CPU_FEATURES``): LLVM would then call a runtime routine the JIT may lack.
+    """
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:
+        return False
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    return bool(binding.get_host_cpu_features().get("f16c", False))
+
+
+#: Decided once per process; numba's cache keys compiled kernels by CPU and features.
+HALF_CONVERSION = _has_half_conversion()
+
+
+@intrinsic
+def _half_to_float(typingctx, value):
+    """float16 bits to float32 by LLVM's ``fpext`` (F16C ``vcvtph2ps``): exact for every
+    pattern, inf and NaN included."""
+    if value != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+@numba.njit(inline="always")
+def _half_bits_to_float(value):
+    """float16 bits to float32 by bit arithmetic: exact for every finite half
+    (subnormals included); inf and NaN become 65536 or more."""
+    half = np.int32(value)
+    return _float_of(((half & 0x7FFF) << 13) | ((half & 0x8000) << 16)) * _HALF_EXPONENT_SHIFT
+
+
 def _widen(value):  # pragma: no cover - replaced by the overload below
     raise NotImplementedError
 
@@ -102,14 +144,12 @@ def _widen(value):  # pragma: no cover - replaced by the overload below
 @overload(_widen, inline="always")
 def _widen_overload(value):
     """One input value as float32: float16 bits widened exactly for every finite half
-    (inf and NaN become 65536 or more), float32 as is, float64 rounded."""
+    (inf and NaN stay inf and NaN with F16C, else become 65536 or more; either way the
+    sample's sum sends the block to the exact checks), float32 as is, float64 rounded."""
     if isinstance(value, types.Integer):
-
-        def widen_half(value):
-            half = np.int32(value)
-            return _float_of(((half & 0x7FFF) << 13) | ((half & 0x8000) << 16)) * _HALF_EXPONENT_SHIFT
-
-        return widen_half
+        if HALF_CONVERSION:
+            return lambda value: _half_to_float(value)
+        return lambda value: _half_bits_to_float(value)
     if value == types.float32:
         return lambda value: value
     return lambda value: np.float32(value)
@@ -125,7 +165,7 @@ def _widen_exact_overload(value):
     if isinstance(value, types.Integer):
 
         def widen_half(value):
-            widened = _widen(value)
+            widened = _half_bits_to_float(value)
             return np.float32(np.nan) if (np.int32(value) & 0x7C00) == 0x7C00 else widened
 
         return widen_half
