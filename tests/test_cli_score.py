@@ -421,6 +421,13 @@ def make_deleted_chunks(good, folder):
     return store
 
 
+def make_damaged_chunk(good, folder):
+    store = copy_of(good, folder, "damaged.zarr")
+    chunk = store / "probs" / "c" / "2" / "0" / "0" / "0" / "0" / "0"  # images 4 and 5
+    chunk.write_bytes(chunk.read_bytes()[:-40])  # cut short, as by a full disk
+    return store
+
+
 def make_deterministic(good, folder):
     return rewritten(good, folder, "deterministic.zarr", lambda d: d.isel(eu=[0], au=[0]))
 
@@ -439,6 +446,7 @@ BAD_STORES = {
     "label-height": (make_label_height, [], ["labelheight.zarr", "`y`", "labels", "probs"]),
     "unclosed-writer": (make_unclosed_writer, [], ["unclosed.zarr", "incomplete", "resume"]),
     "deleted-chunks": (make_deleted_chunks, [], ["deletedchunks.zarr", "`probs`", "truncated"]),
+    "damaged-chunk": (make_damaged_chunk, [], ["damaged.zarr", "probs/c/2/0/0/0/0/0", "damaged"]),
     "eu-au-1": (make_deterministic, [], ["deterministic.zarr", "eu = au = 1"]),
 }
 

@@ -9,7 +9,7 @@ import pytest
 import zarr
 import zarr.codecs
 
-from uqeval import CubeWriter
+from uqeval import CubeWriter, UQEvalError
 from uqeval.scoring.chunk_files import open_chunk_files
 from uqeval.scoring.store_reader import StoreArrays, StoreReader, read_store
 
@@ -145,3 +145,26 @@ def test_dot_separated_chunk_keys(tmp_path):
     assert files is not None and files.separator == "."
     assert files.chunk_path(2).name == "c.2.0.0"
     np.testing.assert_array_equal(StoreArrays(str(path)).read("probs", np.arange(5)), values)
+
+
+@pytest.mark.parametrize("compressor", ["default", None])
+def test_a_damaged_chunk_file_is_named(tmp_path, compressor):
+    store = tmp_path / "cube.zarr"
+    write_store(store, raters=0, compressor=compressor)
+    chunk = open_chunk_files(store, "probs").chunk_path(2)
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    with pytest.raises(UQEvalError, match=r"^probs/c/2/0/0/0/0/0: the chunk"):
+        read_store(str(store), "probs", False, np.arange(11))
+    np.testing.assert_array_equal(read_store(str(store), "probs", False, np.arange(6))[0].shape, (6, 2, 3, 3, 5, 7))
+
+
+def test_a_damaged_chunk_read_through_zarr_is_named(tmp_path):
+    path = tmp_path / "zstd.zarr"
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    zstd = zarr.codecs.ZstdCodec()
+    array = group.create_array("probs", shape=(4, 8), dtype="float32", chunks=(2, 8), compressors=zstd)
+    array[:] = np.arange(32, dtype=np.float32).reshape(4, 8)
+    assert open_chunk_files(path, "probs") is None
+    (path / "probs" / "c" / "1" / "0").write_bytes(b"not zstd at all")
+    with pytest.raises(UQEvalError, match=r"^probs: images 0 to 3 cannot be read \("):
+        StoreArrays(str(path)).read("probs", np.arange(4))

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from numcodecs import blosc
 
+from uqeval.errors import UQEvalError
+
 
 @dataclass(frozen=True)
 class ChunkFiles:
@@ -84,15 +86,30 @@ class ChunkFiles:
     def _decode(self, number: int, target: np.ndarray) -> None:
         """Decode chunk ``number`` into ``target``, which holds one whole chunk."""
         path = self.chunk_path(number)
+        where = path.relative_to(self.folder.parent)  # ``probs/c/3/0/...``: messages add the store
         with open(path, "rb") as file:
             if not self.compressed:
                 view = memoryview(target.reshape(-1).view(np.uint8))
                 if file.readinto(view) != view.nbytes:
-                    raise OSError(f"{path}: chunk file is shorter than its chunk")
+                    raise UQEvalError(f"{where}: the chunk file is shorter than its chunk ({view.nbytes} bytes)")
                 return
             frame = _frame_buffer(os.fstat(file.fileno()).st_size)
             size = file.readinto(frame)
-        blosc.decompress(frame[:size], target)
+        try:
+            # A Blosc frame's 16-byte header gives its decoded size (bytes 4-7) and its
+            # own length (bytes 12-15); Blosc itself does not check the latter.
+            if size < 16:
+                raise ValueError(f"{size} bytes are too few for a Blosc frame")
+            held, length = int.from_bytes(frame[4:8], "little"), int.from_bytes(frame[12:16], "little")
+            if length != size:
+                raise ValueError(f"the file has {size} bytes, its Blosc header says {length}")
+            if held != target.nbytes:
+                raise ValueError(f"it holds {held} bytes, not the chunk's {target.nbytes}")
+            blosc.decompress(frame[:size], target)
+        except (RuntimeError, ValueError) as error:
+            raise UQEvalError(
+                f"{where}: the chunk cannot be decoded ({error}); the file is damaged or was not written completely"
+            ) from None
 
 
 #: Per thread, a reused buffer for the compressed bytes of one chunk file: a fresh

@@ -14,6 +14,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 
 from uqeval.cube import softmax_array
+from uqeval.errors import UQEvalError
 from uqeval.scoring.batches import runs
 from uqeval.scoring.chunk_files import ChunkFiles, open_chunk_files
 
@@ -60,7 +61,13 @@ class StoreArrays:
             view = target[offset : offset + stop - start]
             if files is not None and view.flags.c_contiguous and files.read_into(start, stop, view):
                 continue
-            array.get_basic_selection(slice(start, stop), out=prototype.nd_buffer.from_numpy_array(view))
+            try:
+                array.get_basic_selection(slice(start, stop), out=prototype.nd_buffer.from_numpy_array(view))
+            except Exception as error:  # a damaged chunk: zarr and its codecs raise many kinds
+                raise UQEvalError(
+                    f"{name}: images {start} to {stop - 1} cannot be read ({type(error).__name__}: {error}); "
+                    "a chunk file is damaged or was not written completely"
+                ) from None
         return target
 
 
