@@ -18,6 +18,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 in their environment. The
+# CLI's rich consoles, made when uqeval.cli is first imported, would keep that width
+# instead of following the width each test gives its run, so `make quick` would see
+# wrapped captions that `make test` does not.
+for name in ("COLUMNS", "LINES"):
+    os.environ.pop(name, None)
+
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("explore", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
