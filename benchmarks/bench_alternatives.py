@@ -45,8 +45,8 @@ from types import ModuleType
 
 import numba
 import numpy as np
-from _timing import best_times, print_table
-from bench_decompose import make_cube, numpy_decompose, parallel_read
+from _timing import best_times
+from bench_decompose import cube_arguments, make_cube, numpy_decompose, parallel_read, report
 
 from uqeval.decomposition import decompose_batch
 
@@ -119,36 +119,9 @@ def verify(reference: dict[str, np.ndarray], name: str, result: dict[str, object
         assert error <= TOLERANCE, f"{name}: max |{key} - uqeval {key}| = {error:.3g} > {TOLERANCE:g}"
 
 
-def report(cube: np.ndarray, times: dict[str, float]) -> None:
-    n_images = cube.shape[IMAGE]
-    engine = times[UQEVAL]
-    rows = []
-    for name, seconds in times.items():
-        rows.append(
-            [
-                name,
-                f"{seconds * 1e3:.1f}",
-                f"{n_images / seconds:.1f}",
-                f"{cube.nbytes / seconds / 1e9:.2f}",
-                f"{seconds / engine:.2f}",
-            ]
-        )
-    print_table(
-        f"{cube.dtype}: {n_images} images x {cube.shape[1:]} = {cube.nbytes / 1e6:.1f} MB",
-        ["contender", "best ms", "images/s", "input GB/s", "t / t_uqeval"],
-        rows,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--eu", type=int, default=10)
-    parser.add_argument("--au", type=int, default=10)
-    parser.add_argument("--classes", type=int, default=2)
-    parser.add_argument("--size", type=int, default=128, help="height = width of each image")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per contender (best is kept)")
-    parser.add_argument("--seed", type=int, default=0)
+    cube_arguments(parser, repeats=10)
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="dtype of the cube")
     args = parser.parse_args(argv)
 
@@ -180,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if torch is None:
         print(f"torch is not installed: the rows {STUDY!r} and {PLAIN_TORCH!r} were skipped")
-    report(cube, times)
+    report(str(cube.dtype), cube, times, baseline=UQEVAL)
     print(
         "\nt / t_uqeval: how many times slower than uqeval (> 1: uqeval is faster); "
         f"for {READ!r}, t_read / t_uqeval (the share of one parallel read of the input that uqeval reaches)"

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import logging
 import os
 import resource
@@ -61,7 +60,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 from _timing import best_times, print_table
@@ -185,13 +183,6 @@ def metered(fn: Callable[[], object], pids: list[int], cpu: dict[str, float], na
     return run
 
 
-def write_chunked_store(path: Path, pool: np.ndarray, n_images: int, seed: int, chunk_images: int) -> None:
-    """:func:`bench_score.write_store` with ``chunk_images`` images per chunk."""
-    writer = functools.partial(uqeval.CubeWriter, chunk_images=chunk_images)
-    with mock.patch.object(uqeval, "CubeWriter", writer):
-        write_store(path, pool, n_images, seed)
-
-
 def n_batches(path: Path, batch_bytes: int) -> int:
     """How many batches (tasks) ``uqeval.score`` makes of the store at ``batch_bytes``.
 
@@ -257,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="uqeval-bench-cluster-") as tmp, contextlib.ExitStack() as stack:
         store, tiny = Path(tmp) / "rate.zarr", Path(tmp) / "tiny.zarr"
         write_store(store, pool, args.images, args.seed)
-        write_chunked_store(tiny, tiny_pool, args.overhead_images, args.seed, chunk_images=1)
+        write_store(tiny, tiny_pool, args.overhead_images, args.seed, chunk_images=1)
         tasks, tiny_tasks, tiny_few = n_batches(store, BATCH_BYTES), n_batches(tiny, 1), n_batches(tiny, BATCH_BYTES)
         decoded = args.images * pool[0].nbytes / 1e9
         print(

@@ -73,14 +73,23 @@ def random_probs(n_images: int, seed: int) -> np.ndarray:
     return np.concatenate([1 - foreground, foreground], axis=3).astype(np.float16)
 
 
-def write_store(path: Path, pool: np.ndarray, n_images: int, seed: int) -> None:
-    """A cube store of ``n_images`` images cycling through ``pool``, with labels, domain and role."""
+def write_store(path: Path, pool: np.ndarray, n_images: int, seed: int, chunk_images: int | None = None) -> None:
+    """A cube store of ``n_images`` images cycling through ``pool``, with labels, domain and
+    role; ``chunk_images`` images per chunk (default: the writer's)."""
     rng = np.random.default_rng(seed)
     n_pool, eu, au, n_classes, height, width = pool.shape
     foreground = pool[:, :, :, 1].mean(axis=(1, 2))
     raters = 3
     with uqeval.CubeWriter(
-        path, n_classes=n_classes, eu=eu, au=au, height=height, width=width, raters=raters, model="bench"
+        path,
+        n_classes=n_classes,
+        eu=eu,
+        au=au,
+        height=height,
+        width=width,
+        raters=raters,
+        model="bench",
+        chunk_images=chunk_images,
     ) as writer:
         for start in range(0, n_images, 8):
             indices = np.arange(start, min(start + 8, n_images))
