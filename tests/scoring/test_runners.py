@@ -76,22 +76,23 @@ def test_every_batch_once_and_the_fits_reach_only_the_later_batches():
     assert recorder.slot_clashes == 0
 
 
-def test_batches_overlap_with_concurrent_kernels(monkeypatch):
-    monkeypatch.setattr(runners, "_kernels_run_concurrently", lambda: True)
+@pytest.mark.parametrize(
+    ("concurrent", "most_running", "threads"),
+    [
+        # OpenMP or TBB: two batches computed at once, the numba threads shared out.
+        (True, 2, lambda total: max(1, total // 2)),
+        # workqueue: one batch computed at a time, on all threads but the reader's.
+        (False, 1, lambda total: max(1, total - 1)),
+    ],
+    ids=["concurrent-layer", "workqueue"],
+)
+def test_batches_overlap_only_where_the_threading_layer_allows(monkeypatch, concurrent, most_running, threads):
+    monkeypatch.setattr(runners, "_kernels_run_concurrently", lambda: concurrent)
     recorder = Recorder()
     runner = LocalRunner(recorder.reader, workers=2)
     run_all(runner, recorder, [], batches(0, 2, 4, 6))
-    assert recorder.most_running == 2
-    assert set(recorder.threads) == {max(1, numba.get_num_threads() // 2)}
-
-
-def test_under_the_workqueue_layer_batches_are_computed_one_at_a_time(monkeypatch):
-    monkeypatch.setattr(runners, "_kernels_run_concurrently", lambda: False)
-    recorder = Recorder()
-    runner = LocalRunner(recorder.reader, workers=2)
-    run_all(runner, recorder, [], batches(0, 2, 4, 6))
-    assert recorder.most_running == 1
-    assert set(recorder.threads) == {max(1, numba.get_num_threads() - 1)}
+    assert recorder.most_running == most_running
+    assert set(recorder.threads) == {threads(numba.get_num_threads())}
 
 
 def test_numba_threads_of_the_caller_are_left_alone():
