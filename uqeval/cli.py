@@ -74,9 +74,9 @@ def _reflowed(text: str | None) -> str | None:
     return "\n\n".join(p if p.startswith("\b") else " ".join(p.split("\n")) for p in paragraphs)
 
 
-class _Command(TyperCommand):
-    """A command whose help shows no metavar on flags, ``STORE`` in the usage, and its
-    paragraphs wrapped at the terminal's width."""
+class _PlainHelp:
+    """Help with no metavar on flags and paragraphs wrapped at the terminal's width;
+    mixed into a click command class ahead of it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,20 +84,17 @@ class _Command(TyperCommand):
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         return _plain_metavars(super().get_params(ctx))
+
+
+class _Command(_PlainHelp, TyperCommand):
+    """A command with :class:`_PlainHelp` and ``STORE`` in the usage."""
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         return _usage(self, ctx)
 
 
-class _Group(TyperGroup):
+class _Group(_PlainHelp, TyperGroup):
     """The ``uqeval`` group, with the help of :class:`_Command`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.help = _reflowed(self.help)
-
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        return _plain_metavars(super().get_params(ctx))
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         return [*_usage(self, ctx), self.subcommand_metavar]
