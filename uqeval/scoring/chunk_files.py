@@ -83,15 +83,20 @@ class ChunkFiles:
                 return False
         return True
 
+    def _named(self, path: Path) -> Path:
+        """A chunk file as messages name it, ``probs/c/3/0/...``: the engine adds the store."""
+        return path.relative_to(self.folder.parent)
+
     def _decode(self, number: int, target: np.ndarray) -> None:
         """Decode chunk ``number`` into ``target``, which holds one whole chunk."""
         path = self.chunk_path(number)
-        where = path.relative_to(self.folder.parent)  # ``probs/c/3/0/...``: messages add the store
         with open(path, "rb") as file:
             if not self.compressed:
                 view = memoryview(target.reshape(-1).view(np.uint8))
                 if file.readinto(view) != view.nbytes:
-                    raise UQEvalError(f"{where}: the chunk file is shorter than its chunk ({view.nbytes} bytes)")
+                    raise UQEvalError(
+                        f"{self._named(path)}: the chunk file is shorter than its chunk ({view.nbytes} bytes)"
+                    )
                 return
             frame = _frame_buffer(os.fstat(file.fileno()).st_size)
             size = file.readinto(frame)
@@ -108,7 +113,8 @@ class ChunkFiles:
             blosc.decompress(frame[:size], target)
         except (RuntimeError, ValueError) as error:
             raise UQEvalError(
-                f"{where}: the chunk cannot be decoded ({error}); the file is damaged or was not written completely"
+                f"{self._named(path)}: the chunk cannot be decoded ({error}); "
+                "the file is damaged or was not written completely"
             ) from None
 
 
