@@ -307,10 +307,13 @@ def test_resume_after_exception_in_with_block(tmp_path):
     assert "resume=True" in message
     assert "6 complete image" in message
 
+    assert CubeWriter.progress(path) == uqeval.WriteProgress(n_images=6, complete=False)
     writer = CubeWriter(path, **kwargs, resume=True)
     assert writer.n_images == 6
     writer.append(probs[6:], labels=labels[6:], image_ids=ids[6:])
     writer.close()
+    assert CubeWriter.progress(path) == uqeval.WriteProgress(n_images=n, complete=True)
+    assert CubeWriter.progress(tmp_path / "absent.zarr") is None
     assert_same_store(open_cube(path, check_values=True), open_cube(reference))
 
 

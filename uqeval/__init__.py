@@ -22,6 +22,7 @@ _PUBLIC = {
     "TASKS": "uqeval.tasks",
     "Conventions": "uqeval.conventions",
     "CubeWriter": "uqeval.cube",
+    "WriteProgress": "uqeval.cube",
     "check_cube_values": "uqeval.cube",
     "open_cube": "uqeval.cube",
     "validate_cube": "uqeval.cube",
@@ -44,16 +45,26 @@ _PUBLIC = {
     "EUMethod": "uqeval.contracts",
     "DatasetSource": "uqeval.contracts",
     "Sample": "uqeval.contracts",
+    # What a plugin that writes stores and report files needs from the core.
+    "SUM_TOLERANCE": "uqeval.checks",
+    "IGNORE_LABEL": "uqeval.names",
+    "progress_bar": "uqeval.report.progress",
+    "write_bytes": "uqeval.report.files",
+    "write_json": "uqeval.report.files",
 }
 
 if TYPE_CHECKING:
     from uqeval.aggregation import AggregationParameters, Aggregator
+    from uqeval.checks import SUM_TOLERANCE
     from uqeval.comparison import Comparison, compare
     from uqeval.contracts import AUMethod, DatasetSource, EUMethod, Sample
     from uqeval.conventions import Conventions
-    from uqeval.cube import CubeWriter, check_cube_values, open_cube, validate_cube
+    from uqeval.cube import CubeWriter, WriteProgress, check_cube_values, open_cube, validate_cube
     from uqeval.decomposition import decompose
+    from uqeval.names import IGNORE_LABEL
     from uqeval.plugins import aggregate, plugin_manager
+    from uqeval.report.files import write_bytes, write_json
+    from uqeval.report.progress import progress_bar
     from uqeval.report.save import save_comparison, save_report
     from uqeval.results import Scores, read_scores
     from uqeval.scoring import evaluate, score
@@ -75,7 +86,9 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "IGNORE_LABEL",
     "SCENARIOS",
+    "SUM_TOLERANCE",
     "TASKS",
     "AUMethod",
     "AggregationParameters",
@@ -88,6 +101,7 @@ __all__ = [
     "Sample",
     "Scores",
     "UQEvalError",
+    "WriteProgress",
     "__version__",
     "aggregate",
     "check_cube_values",
@@ -98,9 +112,12 @@ __all__ = [
     "make_synthetic_cube",
     "open_cube",
     "plugin_manager",
+    "progress_bar",
     "read_scores",
     "save_comparison",
     "save_report",
     "score",
     "validate_cube",
+    "write_bytes",
+    "write_json",
 ]

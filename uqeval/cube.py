@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +387,14 @@ def _image_id_at(dataset: xr.Dataset, index: int) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+@dataclass(frozen=True)
+class WriteProgress:
+    """A store's write progress: whole images written, and whether the writer closed it."""
+
+    n_images: int
+    complete: bool
+
+
 class CubeWriter:
     """Write a cube store image batch by image batch; resumable and never half-done.
 
@@ -512,6 +521,22 @@ class CubeWriter:
             self._create(store_attrs)
 
     # -- public -----------------------------------------------------------------------
+
+    @staticmethod
+    def progress(path: str | os.PathLike[str]) -> WriteProgress | None:
+        """How far a writer got with the store at ``path``.
+
+        Returns ``None`` when ``path`` holds no store written by :class:`CubeWriter`;
+        otherwise the number of whole images written and whether :meth:`close` was
+        reached. A plugin that resumes an interrupted job starts at ``n_images``.
+        """
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            return None
+        recorded = dict(zarr.open_group(path, mode="r").attrs).get(PROGRESS_ATTR)
+        if not isinstance(recorded, dict):
+            return None
+        return WriteProgress(n_images=int(recorded.get("n_images", 0)), complete=bool(recorded.get("complete", False)))
 
     @property
     def n_images(self) -> int:
