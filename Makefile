@@ -20,9 +20,9 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# The quick loop: no torch, no end-to-end runs, on every core (about a minute on 2 cores).
+# The quick loop: no torch, no end-to-end runs, no command line in a subprocess, on every core.
 quick: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -n auto
+	$(BIN)/python -m pytest -m "not slow and not cli" -n auto
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_decompose.py

@@ -5,8 +5,10 @@ Hypothesis runs derandomised by default so that CI is reproducible; set
 
 ``pytest -m "not slow"`` is the quick loop: it leaves out everything that imports torch
 (the uqeval-torch tests, its doctests, docs/models.md and the PyTorch example) and the
-tests marked ``@pytest.mark.slow`` one by one; ``make quick`` runs it on every core
-(pytest-xdist). CI runs everything.
+tests marked ``@pytest.mark.slow`` one by one. ``-m "not slow and not cli"`` also leaves
+out the tests that run the command line in a subprocess (``@pytest.mark.cli``, enforced by
+:func:`helpers.run_cli`); ``make quick`` runs that on every core (pytest-xdist). CI runs
+everything.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         relative = Path(str(item.path)).resolve().relative_to(ROOT).as_posix()
         if relative.startswith(TORCH_PATHS):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture of the test is set up, so that fixtures that run the CLI count too.
+    import helpers
+
+    helpers.current_test_markers.clear()
+    helpers.current_test_markers.update(marker.name for marker in item.iter_markers())
 
 
 #: ``synthetic_store(scenario, **options) -> Path``: see :func:`synthetic_store`.

@@ -15,6 +15,9 @@ from uqeval.cube import softmax_array
 from uqeval.plugins import LOAD_PLUGINS_ENV
 from uqeval.synth import image_plan, synthesize_image
 
+#: The markers of the test being set up or run (kept by ``tests/conftest.py``).
+current_test_markers: set[str] = set()
+
 
 def cli_env(*paths: Path, columns: int = 200, **extra: str) -> dict[str, str]:
     """A user's environment with ``paths`` on ``PYTHONPATH`` and every plugin allowed."""
@@ -38,6 +41,11 @@ def run_cli(
     ``paths`` go on ``PYTHONPATH``; ``plugins`` (when given) is ``UQEVAL_LOAD_PLUGINS``,
     the entry points allowed to load; ``env`` adds variables.
     """
+    if "cli" not in current_test_markers:
+        raise AssertionError(
+            "run_cli starts the command line in a subprocess (about 1.5 s): mark the test @pytest.mark.cli "
+            "so that the quick loop (-m 'not slow and not cli') can leave it out"
+        )
     extra = dict(env or {})
     if plugins is not None:
         extra[LOAD_PLUGINS_ENV] = plugins

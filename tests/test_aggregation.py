@@ -1,4 +1,4 @@
-"""Aggregation strategies (DESIGN §4) against brute-force and first-principles references.
+"""Aggregation strategies (docs/metrics.md) against brute-force and first-principles references.
 
 The strategies are checked as the built-in plugin offers them
 (:func:`uqeval.builtin_plugin.uqeval_aggregators`), with no plugin manager in between;

@@ -71,6 +71,7 @@ def test_help_paragraphs_wrap_at_the_terminal_not_the_docstring():
     assert "AU / EU / TU maps, scores OOD detection (AUROC)" in result.output
 
 
+@pytest.mark.cli
 def test_missing_argument_is_named_as_in_the_usage():
     result = run_cli("score")
     assert result.returncode == 2
@@ -107,6 +108,7 @@ def test_scenario_names_match_the_writer():
     assert tuple(uqeval.TASKS) == uqeval.cli.TASK_NAMES
 
 
+@pytest.mark.cli
 def test_synth_then_inspect(tmp_path):
     store = tmp_path / "cube.zarr"
     result = run_cli("synth", str(store), "--scenario", "collapsed", "--images", "8", "--size", "24", "--seed", "1")
@@ -135,6 +137,7 @@ def test_demo_writes_every_scenario(tmp_path):
     assert "Average rank" in result.output
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -150,6 +153,7 @@ def test_bad_store_exits_2_with_one_line(tmp_path, make, message):
     assert result.stderr.strip().count("\n") == 0 or "error:" in result.stderr.splitlines()[0]
 
 
+@pytest.mark.cli
 def test_synth_refuses_to_overwrite(tmp_path):
     store = tmp_path / "cube.zarr"
     assert run_cli("synth", str(store), "--images", "2", "--size", "16").returncode == 0
@@ -159,6 +163,7 @@ def test_synth_refuses_to_overwrite(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.cli
 def test_unknown_scenario_exits_2(tmp_path):
     result = run_cli("synth", str(tmp_path / "x.zarr"), "--scenario", "bogus")
     assert result.returncode == 2
@@ -166,12 +171,14 @@ def test_unknown_scenario_exits_2(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
+@pytest.mark.cli
 def test_usage_error_exits_2():
     result = run_cli("inspect")
     assert result.returncode == 2
     assert "Missing argument" in result.stderr
 
 
+@pytest.mark.cli
 def test_nan_in_one_image_names_store_and_image(tmp_path):
     import numpy as np
     import zarr
@@ -189,6 +196,7 @@ def test_nan_in_one_image_names_store_and_image(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.cli
 def test_single_array_is_not_a_cube(tmp_path):
     import zarr
 

@@ -84,6 +84,7 @@ def default_run(store, tmp_path_factory):
     return result, out
 
 
+@pytest.mark.cli
 def test_entry_point_calls_main():
     source = (Path(uqeval.__file__).parent / "__main__.py").read_text()
     assert "main()" in source
@@ -119,6 +120,7 @@ def test_default_out_is_beside_the_store(store, tmp_path):
     assert fingerprint(copy) == fingerprint(store)
 
 
+@pytest.mark.cli
 def test_json_prints_exactly_scores_json(store, tmp_path):
     out = tmp_path / "report"
     result = run_cli("score", str(store), "--out", str(out), "--json", "--no-plots")
@@ -481,6 +483,7 @@ def assert_clean_refusal(result: subprocess.CompletedProcess, words: list[str]) 
     return line
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("case", list(BAD_STORES))
 def test_bad_store_exits_2_with_one_line(good, tmp_path, case):
     make, extra, words = BAD_STORES[case]
@@ -494,6 +497,7 @@ def test_bad_store_exits_2_with_one_line(good, tmp_path, case):
     assert not (tmp_path / f"{source.name.removesuffix('.zarr')}-scores" / "scores.json").exists()
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("case", list(BAD_OPTIONS))
 def test_bad_option_exits_2_with_one_line(good, tmp_path, case):
     arguments, words = BAD_OPTIONS[case]
@@ -506,11 +510,13 @@ def test_bad_option_exits_2_with_one_line(good, tmp_path, case):
     assert fingerprint(store) == before
 
 
+@pytest.mark.cli
 def test_missing_store(tmp_path):
     result = run_cli("score", str(tmp_path / "absent.zarr"), "--out", str(tmp_path / "report"))
     assert_clean_refusal(result, ["absent.zarr", "no such file"])
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("where", ["under-a-file", "is-a-file"])
 def test_unwritable_out_exits_2(good, tmp_path, where):
     blocker = tmp_path / "blocker.txt"
@@ -522,6 +528,7 @@ def test_unwritable_out_exits_2(good, tmp_path, where):
     assert blocker.read_text() == "a file, not a folder\n"
 
 
+@pytest.mark.cli
 @pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() == 0, reason="running as root: chmod 0o500 does not stop root writing"
 )
@@ -537,6 +544,7 @@ def test_read_only_out_folder_exits_2(good, tmp_path):
     assert not any(out.iterdir())
 
 
+@pytest.mark.cli
 def test_unknown_preset_is_a_usage_error(good, tmp_path):
     """``--preset`` is a choice: click refuses a bad one with its usage message, before any work."""
     store = copy_of(good, tmp_path, "good.zarr")
@@ -551,6 +559,7 @@ def test_unknown_preset_is_a_usage_error(good, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.cli
 @pytest.mark.slow  # waits out the client's 10 s connection timeout
 def test_unreachable_scheduler_names_the_flag(good, tmp_path):
     pytest.importorskip("distributed")
@@ -560,6 +569,7 @@ def test_unreachable_scheduler_names_the_flag(good, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.cli
 def test_deleted_chunk_message_says_missing(good, tmp_path):
     store = make_deleted_chunks(good, tmp_path)
     result = run_cli("score", str(store), "--out", str(tmp_path / "report"))
@@ -575,6 +585,7 @@ def write_big_store(folder: Path) -> Path:
     return store
 
 
+@pytest.mark.cli
 def test_deleted_labels_chunk_is_noted(tmp_path):
     # A labels chunk may legitimately be absent (zarr does not store an all-ignore chunk),
     # so the images it covers are scored without labels, and the notes count them.
@@ -591,6 +602,7 @@ def test_deleted_labels_chunk_is_noted(tmp_path):
     )
 
 
+@pytest.mark.cli
 def test_all_labels_ignored_skips_cal_with_a_note(good, tmp_path):
     store = copy_of(good, tmp_path, "ignored.zarr")
     labels = zarr.open_group(store, mode="r+")["labels"]

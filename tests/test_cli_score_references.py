@@ -325,6 +325,7 @@ def test_reference_self_checks():
     assert np.mean([abs(w[r].mean() - c[r].mean()) for r in runs]) == pytest.approx(0.2)
 
 
+@pytest.mark.cli
 def test_identical_members_give_exactly_zero_eu_and_are_skipped_in_amb(world):
     data = world["data"]
     cube = uqeval.open_cube(world["store"])
@@ -354,6 +355,7 @@ def test_identical_members_give_exactly_zero_eu_and_are_skipped_in_amb(world):
         assert _row(default, "amb", "id", measure, "ncc_constant") == 0
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("split", ["all", "id"])
 def test_failure_detection_aurc_with_mean_scores(world, split):
     data, maps = world["data"], world["maps"]
@@ -369,6 +371,7 @@ def test_failure_detection_aurc_with_mean_scores(world, split):
         assert _row(scored, "fd", split, measure, "eaurc", "mean") == pytest.approx(_eaurc(scores, risks), abs=1e-6)
 
 
+@pytest.mark.cli
 def test_platt_fit_matches_fitted_json(world):
     fitted = json.loads((world["default_dir"] / "fitted.json").read_text())["platt"]
     for measure, (a, b) in _fits(world).items():
@@ -377,6 +380,7 @@ def test_platt_fit_matches_fitted_json(world):
         assert fitted[measure]["n_pixels"] == _pixels(world, world["calibration"], measure)[0].size
 
 
+@pytest.mark.cli
 def test_calibration_ace_id(world):
     chosen = world["splits"]["id"]
     differences = {}
@@ -396,6 +400,7 @@ def test_calibration_ace_id(world):
     print("equal-mass ACE (got − array_split, got − tie-averaged array_split):", differences)
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("preset", ["default", "paper"])
 def test_ood_split_pooled_or_domain_mean(world, preset):
     scores = world[preset]

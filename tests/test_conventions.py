@@ -1,4 +1,4 @@
-"""Tests of :mod:`uqeval.conventions`: the DESIGN defaults, presets and validation."""
+"""Tests of :mod:`uqeval.conventions`: the defaults of docs/metrics.md (Conventions), presets, validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from uqeval import UQEvalError
 from uqeval.conventions import PRESETS, Conventions, preset
 
-DESIGN_DEFAULTS = {
+DOCUMENTED_DEFAULTS = {
     "aggregation": "border",
     "patch_size": 10,
     "ncc_constant": "skip",
@@ -25,7 +25,7 @@ DESIGN_DEFAULTS = {
 
 def test_defaults_are_the_design_defaults():
     conventions = Conventions()
-    for name, value in DESIGN_DEFAULTS.items():
+    for name, value in DOCUMENTED_DEFAULTS.items():
         assert getattr(conventions, name) == value, name
         assert type(getattr(conventions, name)) is type(value), name
     assert conventions.quantile_method == "linear"

@@ -107,6 +107,7 @@ def read_rows(result: subprocess.CompletedProcess) -> dict[str, dict]:
 # --------------------------------------------------------------------------- uqeval plugins
 
 
+@pytest.mark.cli
 def test_plugins_json_lists_the_example_and_the_builtins(example_site):
     result = run_cli("plugins", "--json", paths=(example_site,))
     rows = read_rows(result)
@@ -130,6 +131,7 @@ def test_plugins_json_lists_the_example_and_the_builtins(example_site):
     assert result.stderr == ""  # nothing to warn about
 
 
+@pytest.mark.cli
 def test_plugins_table_mentions_the_example(example_site):
     result = run_cli("plugins", paths=(example_site,))
     assert result.returncode == 0, result.stderr
@@ -140,6 +142,7 @@ def test_plugins_table_mentions_the_example(example_site):
     assert any("aggregators: " + ", ".join(BUILTINS) in line for line in lines), result.stdout
 
 
+@pytest.mark.cli
 def test_without_the_plugin_only_the_builtins_are_listed():
     rows = read_rows(run_cli("plugins", "--json"))
     assert list(rows) == ["uqeval"]
@@ -157,6 +160,7 @@ def test_load_plugins_env_can_leave_the_example_out(example_site):
 # --------------------------------------------------------------------------- uqeval score
 
 
+@pytest.mark.cli
 def test_score_top_decile_equals_an_independent_recomputation(top_decile_run, reference_scores):
     scores, rows, _ = top_decile_run
     assert scores["conventions"]["aggregation"] == "top_decile"
@@ -173,6 +177,7 @@ def test_score_top_decile_equals_an_independent_recomputation(top_decile_run, re
         assert float(row["top_decile_au"]) > float(row["mean_au"])
 
 
+@pytest.mark.cli
 def test_score_top_decile_auroc_equals_sklearn(top_decile_run, reference_scores):
     scores, rows, _ = top_decile_run
     negatives = [row["image"] for row in rows if row["domain"] == "id" and row["role"] == "test"]
@@ -197,6 +202,7 @@ def test_score_top_decile_auroc_equals_sklearn(top_decile_run, reference_scores)
     assert 0.5 < auroc["blur", "au"] < 0.9  # a value that ordering errors would change
 
 
+@pytest.mark.cli
 def test_score_border_then_top_decile_keeps_border_primary(store, example_site, top_decile_run, tmp_path):
     first, _, _ = top_decile_run
     result = run_cli(
@@ -226,6 +232,7 @@ def test_score_border_then_top_decile_keeps_border_primary(store, example_site, 
     assert {"border_au", "top_decile_au", "top_decile_eu", "top_decile_tu"} <= set(header)
 
 
+@pytest.mark.cli
 def test_score_top_decile_without_the_plugin_exits_2(store, tmp_path):
     out = tmp_path / "report"
     result = run_cli("score", str(store), "--aggregation", "top_decile", "--out", str(out))

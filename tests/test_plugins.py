@@ -249,6 +249,7 @@ def mixed_report(mixed_site) -> tuple[dict[str, dict], subprocess.CompletedProce
 # --------------------------------------------------------------------------- broken plugins, end to end
 
 
+@pytest.mark.cli
 def test_broken_import_is_reported_with_plugin_and_distribution(mixed_report):
     rows, result = mixed_report
     row = rows["broken"]
@@ -266,6 +267,7 @@ def test_broken_import_is_reported_with_plugin_and_distribution(mixed_report):
     assert rows["hello"]["commands"] == ["hello"]
 
 
+@pytest.mark.cli
 def test_broken_plugin_warning_is_one_line_on_a_narrow_terminal(mixed_site):
     result = run_cli("--version", paths=(mixed_site,), columns=80)
     assert result.returncode == 0
@@ -273,6 +275,7 @@ def test_broken_plugin_warning_is_one_line_on_a_narrow_terminal(mixed_site):
     assert len(lines) == 1 and "frobnicate" in lines[0] and "uqeval plugins" in lines[0], result.stderr
 
 
+@pytest.mark.cli
 def test_hook_that_raises_is_reported_at_its_stage(mixed_report):
     rows, _ = mixed_report
     row = rows["raiser"]
@@ -281,6 +284,7 @@ def test_hook_that_raises_is_reported_at_its_stage(mixed_report):
     assert row["problems"] == ["uqeval_aggregators: RuntimeError: raiser cannot count"]
 
 
+@pytest.mark.cli
 def test_misspelt_hook_is_a_registration_problem(mixed_report):
     rows, _ = mixed_report
     row = rows["misspelt"]
@@ -292,6 +296,7 @@ def test_misspelt_hook_is_a_registration_problem(mixed_report):
     assert not any("misspelt_data" in other["datasets"] for other in rows.values())
 
 
+@pytest.mark.cli
 def test_hook_returning_a_list_is_reported(mixed_report):
     rows, _ = mixed_report
     assert rows["lister"]["problems"] == [
@@ -300,6 +305,7 @@ def test_hook_returning_a_list_is_reported(mixed_report):
     assert not any("lister_score" in row["aggregators"] for row in rows.values())
 
 
+@pytest.mark.cli
 def test_cli_hook_that_raises_is_reported_and_its_commands_removed(mixed_report):
     rows, result = mixed_report
     row = rows["clibreak"]
@@ -308,6 +314,7 @@ def test_cli_hook_that_raises_is_reported_and_its_commands_removed(mixed_report)
     assert "warning: plugin 'clibreak' (uqt-clibreak 1.1.0) failed in uqeval_cli" in result.stderr
 
 
+@pytest.mark.cli
 def test_score_still_works_beside_broken_plugins(mixed_site, store, tmp_path):
     out = tmp_path / "report"
     result = run_cli("score", str(store), "--tasks", "oodd", "--no-plots", "--json", "--out", str(out),
@@ -321,6 +328,7 @@ def test_score_still_works_beside_broken_plugins(mixed_site, store, tmp_path):
     assert {"broken", "misspelt", "clibreak"} <= warned
 
 
+@pytest.mark.cli
 def test_version_still_works_beside_broken_plugins(mixed_site):
     result = run_cli("--version", paths=(mixed_site,))
     assert result.returncode == 0
@@ -328,6 +336,7 @@ def test_version_still_works_beside_broken_plugins(mixed_site):
     assert "'broken' (uqt-broken 0.1.0)" in result.stderr
 
 
+@pytest.mark.cli
 def test_unknown_aggregation_names_the_failing_plugin(mixed_site, store, tmp_path):
     result = run_cli("score", str(store), "--aggregation", "nope", "--out", str(tmp_path / "r"), paths=(mixed_site,))
     assert result.returncode == 2
@@ -349,12 +358,14 @@ def test_unknown_aggregation_names_the_failing_plugin(mixed_site, store, tmp_pat
 # --------------------------------------------------------------------------- the CLI hook, end to end
 
 
+@pytest.mark.cli
 def test_cli_hook_adds_a_command(mixed_site):
     result = run_cli("hello", "--name", "x", paths=(mixed_site,))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello x\n"
 
 
+@pytest.mark.cli
 def test_cli_help_lists_the_plugin_command_and_not_the_failed_one(mixed_site):
     result = run_cli("--help", paths=(mixed_site,))
     assert result.returncode == 0, result.stderr
@@ -363,6 +374,7 @@ def test_cli_help_lists_the_plugin_command_and_not_the_failed_one(mixed_site):
     assert "half" not in commands
 
 
+@pytest.mark.cli
 def test_cli_hook_that_raises_does_not_break_score_help(mixed_site):
     result = run_cli("score", "--help", paths=(mixed_site,))
     assert result.returncode == 0, result.stderr
@@ -400,6 +412,7 @@ def clash_report(clash_site) -> tuple[dict[str, dict], subprocess.CompletedProce
     return plugin_rows(result), result
 
 
+@pytest.mark.cli
 def test_plugin_command_cannot_replace_a_builtin_command(clash_site, clash_report):
     rows, report = clash_report
     assert rows["hijack"]["commands"] == ["sidekick"]  # only the clashing command is left out
@@ -412,6 +425,7 @@ def test_plugin_command_cannot_replace_a_builtin_command(clash_site, clash_repor
     assert "hijacked" not in result.stdout
 
 
+@pytest.mark.cli
 def test_duplicate_plugin_command_keeps_one_and_reports_the_other(clash_site, clash_report):
     rows, _ = clash_report
     one, two = rows["hello_one"], rows["hello_two"]
@@ -426,6 +440,7 @@ def test_duplicate_plugin_command_keeps_one_and_reports_the_other(clash_site, cl
     assert result.stdout == ("hello x\n" if winner["name"] == "hello_one" else "HELLO x\n")
 
 
+@pytest.mark.cli
 def test_duplicate_plugin_command_warning_names_both_plugins(clash_report):
     _, result = clash_report
     labels = ("plugin 'hello_one' (uqt-hello-one 1.0)", "plugin 'hello_two' (uqt-hello-two 2.0)")
@@ -436,6 +451,7 @@ def test_duplicate_plugin_command_warning_names_both_plugins(clash_report):
     assert_names_both(lines[0], *labels)
 
 
+@pytest.mark.cli
 def test_plugin_command_group_cannot_replace_a_builtin_command(tmp_path):
     grouper = """
         import typer
@@ -511,6 +527,7 @@ def test_duplicate_aggregator_from_two_distributions_names_both(duplicate_site, 
     assert rows["uqeval"]["aggregators"] == BUILTINS
 
 
+@pytest.mark.cli
 def test_duplicate_aggregator_end_to_end(duplicate_site, store, tmp_path):
     result = run_cli("score", str(store), "--aggregation", "top_decile", "--out", str(tmp_path / "r"),
                      paths=(duplicate_site,))  # fmt: skip

@@ -1,4 +1,4 @@
-"""Tests of :mod:`uqeval.metrics.ambiguity` (DESIGN §4, AMB) against independent numpy/scipy references."""
+"""Tests of :mod:`uqeval.metrics.ambiguity` (docs/metrics.md, AMB) against numpy/scipy references."""
 
 from __future__ import annotations
 

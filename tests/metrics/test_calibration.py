@@ -1,4 +1,4 @@
-"""Tests of :mod:`uqeval.metrics.calibration` (DESIGN §4, CAL) against scikit-learn and a first-principles reference."""
+"""Tests of :mod:`uqeval.metrics.calibration` (docs/metrics.md, CAL) against scikit-learn and first principles."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The entanglement metric Δ and the epistemic-collapse ratio (DESIGN §4)."""
+"""The entanglement metric Δ and the epistemic-collapse ratio (docs/metrics.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OOD detection metrics (DESIGN §4) against scikit-learn and brute force."""
+"""OOD detection metrics (docs/metrics.md) against scikit-learn and brute force."""
 
 from __future__ import annotations
 

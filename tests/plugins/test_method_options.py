@@ -72,6 +72,7 @@ def test_run_settings_carry_the_options_to_the_method():
     assert raised.value.parameter == "au-option"
 
 
+@pytest.mark.cli
 def test_train_records_typed_options_and_refuses_bad_ones(tmp_path):
     run = tmp_path / "run"
     common = ["train", "--au", "prob_unet", "--eu", "none", "--data", "synthetic", "--out", str(run), "--quiet"]

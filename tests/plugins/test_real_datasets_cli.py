@@ -33,6 +33,7 @@ def train_predict_score(tmp_path, data: str, root) -> tuple[uqeval.Scores, objec
     return uqeval.open_cube(store), json.loads((run / "run.json").read_text())
 
 
+@pytest.mark.cli
 def test_lidc_trains_predicts_and_scores(tmp_path):
     root = write_lidc(tmp_path / "lidc")
     cube, settings = train_predict_score(tmp_path, "lidc", root)
@@ -53,6 +54,7 @@ def test_lidc_trains_predicts_and_scores(tmp_path):
     assert {str(image).removesuffix("-noise") for image in shifted} == test_ids
 
 
+@pytest.mark.cli
 def test_chaksu_trains_predicts_and_scores(tmp_path):
     root = tmp_path / "chaksu"
     write_release(root)
@@ -66,6 +68,7 @@ def test_chaksu_trains_predicts_and_scores(tmp_path):
     assert set(np.unique(labels)) <= {0, 1, 2}
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("data", ["lidc", "chaksu"])
 def test_a_missing_root_exits_2_naming_it(tmp_path, data):
     result = run_cli(

@@ -58,6 +58,7 @@ def test_bad_grids_are_refused(options, parameter):
     assert raised.value.parameter == parameter
 
 
+@pytest.mark.cli
 def test_manifest_lists_every_step_as_a_complete_command(tmp_path):
     manifest = tmp_path / "steps.txt"
     result = run_cli("study", str(tmp_path / "study"), "--data", "synthetic", "--manifest", str(manifest), *TINY)
@@ -81,6 +82,7 @@ def test_manifest_lists_every_step_as_a_complete_command(tmp_path):
     assert not (tmp_path / "study").exists()  # a manifest runs nothing
 
 
+@pytest.mark.cli
 def test_a_two_combination_study_runs_to_a_comparison_and_resumes(tmp_path):
     out = tmp_path / "study"
     arguments = ["study", str(out), "--au", "ssn", "--eu", "none,swag_diag", *TINY, *TINY_DATA, "--quiet"]
@@ -97,6 +99,7 @@ def test_a_two_combination_study_runs_to_a_comparison_and_resumes(tmp_path):
     assert time.monotonic() - started < first / 2  # every step was done: nothing reran
 
 
+@pytest.mark.cli
 def test_a_failed_step_is_reported_with_its_log_and_the_rest_goes_on(tmp_path):
     out = tmp_path / "study"
     # dropout with 1 epoch trains; swag_diag with 1 epoch fails (SWAG needs 2 epochs of moments).
@@ -197,6 +200,7 @@ def test_ready_steps_start_longest_path_first(tmp_path):
     assert [remaining[name] for name in order[:3]] == sorted((remaining[name] for name in order[:3]), reverse=True)
 
 
+@pytest.mark.cli
 def test_the_cpu_profile_predicts_5_members_and_5_samples(tmp_path):
     manifest = tmp_path / "steps.txt"
     arguments = ["study", str(tmp_path / "study"), "--profile", "cpu", "--manifest", str(manifest)]

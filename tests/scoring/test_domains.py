@@ -38,6 +38,7 @@ def mentions_id(note: str) -> bool:
 # --------------------------------------------------------------------------- id spelled otherwise
 
 
+@pytest.mark.cli
 def test_cli_refuses_a_store_whose_id_is_upper_case(tmp_path):
     path = write_store_by_hand(tmp_path / "upper.zarr", ["ID"] * 12 + ["blur"] * 4)
     result = run_cli("score", str(path), "--out", str(tmp_path / "out"), "--no-plots")
@@ -76,6 +77,7 @@ def test_evaluate_refuses_id_spelled_otherwise(tmp_path):
 # --------------------------------------------------------------------------- no ID image at all
 
 
+@pytest.mark.cli
 def test_cli_scores_a_store_without_id_with_one_warning(tmp_path):
     domains = ["blur", "noise"] * 6
     roles = ["calibration"] * 4 + ["test"] * 8
