@@ -15,14 +15,14 @@ def uqeval_aggregators() -> dict[str, Aggregator]:
         for strategy in (
             Aggregator("mean", aggregation.mean, "mean of U over the image"),
             Aggregator("sum", aggregation.total, "sum of U over the image"),
-            Aggregator("patch_max", aggregation.patch_max, "largest mean of U over a k×k window (k = 10)"),
+            Aggregator("patch_max", aggregation.patch_max, "largest mean of U over a k×k window (k = 10, clamped)"),
             Aggregator(
                 "threshold",
                 aggregation.threshold,
                 "mean of U where U ≥ τ, τ fitted on calibration images",
                 fitted=True,
             ),
-            Aggregator("area", aggregation.area, "sum of U over the predicted foreground area"),
-            Aggregator("border", aggregation.border, "sum of U over the border length of the prediction"),
+            Aggregator("area", aggregation.area, "ΣU / A, A the predicted foreground area (pixels)"),
+            Aggregator("border", aggregation.border, "ΣU / B, B the border length of the prediction (pixel pairs)"),
         )
     }
