@@ -23,7 +23,6 @@ from uqeval.aggregation import (
     AggregationParameters,
     Aggregator,
     border_length,
-    fit_threshold,
     foreground_area,
     per_image,
 )
@@ -171,42 +170,6 @@ def test_patch_max_hand_values_default_k_is_10():
 # --------------------------------------------------------------------------- threshold
 
 
-def test_fit_threshold_hand_values():
-    u = np.array([[[1.0, 2.0], [3.0, 4.0]]])
-    pred = np.array([[[0, 0], [1, 2]]])  # half the pixels are background
-    # q = 0.5, h = 3 · 0.5 = 1.5: halfway between 2 and 3.
-    assert fit_threshold(u, pred) == pytest.approx(2.5, abs=1e-15)
-    # Background 1: q = 0.25, h = 0.75, τ = 1.75.
-    assert fit_threshold(u, pred, background=1) == pytest.approx(1.75, abs=1e-15)
-    # Background 7 is never predicted: q = 0, τ = min U.
-    assert fit_threshold(u, pred, background=7) == 1.0
-    # Everything background: q = 1, τ = max U.
-    assert fit_threshold(u, np.zeros_like(pred)) == 4.0
-
-
-def test_fit_threshold_pools_images_and_averages_fractions():
-    u = np.array([[[0.0, 1.0, 2.0, 3.0]], [[10.0, 20.0, 30.0, 40.0]]])
-    pred = np.array([[[0, 0, 0, 1]], [[1, 1, 1, 0]]])  # fractions 3/4 and 1/4: q = 1/2
-    # Pooled sorted values 0 1 2 3 10 20 30 40; h = 7 / 2 = 3.5: between 3 and 10.
-    assert fit_threshold(u, pred) == pytest.approx(6.5, abs=1e-14)
-    # Per image the quantiles would be 2.25 and 17.5: pooling is not averaging per-image τ.
-    assert fit_threshold(u[:1], pred[:1]) == pytest.approx(2.25, abs=1e-14)
-    assert fit_threshold(u[1:], pred[1:]) == pytest.approx(17.5, abs=1e-14)
-
-
-@PROPERTY_SETTINGS
-@given(data=st.data())
-def test_fit_threshold_matches_first_principles(data):
-    u, pred = data.draw(batches())
-    background = data.draw(st.integers(0, 3))
-    tau = fit_threshold(u, pred, background=background)
-    assert isinstance(tau, float)
-    expected = reference_fit_threshold(u, pred, background)
-    assert tau == pytest.approx(expected, rel=1e-6, abs=1e-7)  # float32 maps: numpy interpolates in float32
-    tau64 = fit_threshold(u.astype(np.float64), pred, background=background)
-    assert tau64 == pytest.approx(expected, rel=1e-12, abs=1e-14)
-
-
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_threshold_score_matches_first_principles(data):
@@ -222,7 +185,7 @@ def test_threshold_fit_then_score_end_to_end():
     rng = np.random.default_rng(11)
     calibration_u = rng.random((4, 8, 9)).astype(np.float32)
     calibration_pred = (rng.random((4, 8, 9)) < 0.3).astype(np.uint8)  # ~70 % background
-    tau = fit_threshold(calibration_u, calibration_pred)
+    tau = reference_fit_threshold(calibration_u, calibration_pred)
     assert 0.55 < tau < 0.85
     test_u = rng.random((3, 8, 9)).astype(np.float32)
     test_pred = np.zeros(test_u.shape, dtype=np.uint8)
@@ -234,8 +197,7 @@ def test_threshold_fit_then_score_end_to_end():
 def test_threshold_includes_values_equal_to_tau():
     u = np.array([[[1.0, 2.0, 3.0, 4.0]]])
     pred = np.zeros(u.shape, dtype=np.uint8)
-    parameters = AggregationParameters(threshold=fit_threshold(u, pred))  # q = 1: τ = 4
-    assert parameters.threshold == 4.0
+    parameters = AggregationParameters(threshold=4.0)  # τ fitted on these pixels: q = 1, the largest U
     np.testing.assert_array_equal(aggregate("threshold", u, pred, parameters), [4.0])
     low = AggregationParameters(threshold=2.0)
     np.testing.assert_allclose(aggregate("threshold", u, pred, low), [3.0], rtol=1e-15)
@@ -260,13 +222,6 @@ def test_threshold_without_tau_raises():
         STRATEGIES["threshold"](u, pred, AggregationParameters(threshold=None))
     # τ = 0 is a valid threshold, not a missing one.
     np.testing.assert_array_equal(aggregate("threshold", u, pred, AggregationParameters(threshold=0.0)), [1.0, 1.0])
-
-
-def test_fit_threshold_bad_input_raises():
-    with pytest.raises(UQEvalError, match="calibration"):
-        fit_threshold(np.zeros((0, 3, 3)), np.zeros((0, 3, 3), dtype=np.uint8))
-    with pytest.raises(UQEvalError, match="shape"):
-        fit_threshold(np.zeros((1, 3, 3)), np.zeros((1, 3, 4), dtype=np.uint8))
 
 
 # --------------------------------------------------------------------------- area, border, mean, sum

@@ -34,7 +34,8 @@ class AggregationParameters:
     patch_size : int
         Window side ``k`` of ``patch_max``.
     threshold : float or None
-        ``τ`` of the ``threshold`` strategy, fitted by :func:`fit_threshold`.
+        ``τ`` of the ``threshold`` strategy, fitted on the calibration images
+        (:mod:`uqeval.scoring.fitting`).
     """
 
     background: int = 0
@@ -171,22 +172,3 @@ def per_image(function: Callable[[np.ndarray, np.ndarray], float]) -> BatchFunct
         return np.array([float(function(u[i], pred[i])) for i in range(len(u))], dtype=np.float64)
 
     return batched
-
-
-def fit_threshold(u: np.ndarray, pred: np.ndarray, *, background: int = 0, method: str = "linear") -> float:
-    """``τ`` of the ``threshold`` strategy from calibration images.
-
-    ``q`` is the mean over the images of the fraction of pixels predicted as
-    ``background``; ``τ = quantile(U, q)`` over every pixel of the images pooled
-    (``numpy.quantile`` with ``method``).
-
-    Parameters
-    ----------
-    u, pred : (image, y, x)
-        Maps and predictions of the calibration images.
-    """
-    u, pred = _check_batch(u, pred, "threshold")
-    if u.shape[0] == 0:
-        raise UQEvalError("aggregation 'threshold': no calibration images to fit τ on")
-    fraction = float((pred == background).mean(axis=(1, 2)).mean())
-    return float(np.quantile(u, fraction, method=method))

@@ -2,63 +2,25 @@
 
 A batch of decomposed maps (and the raters' labels) becomes small per-image results —
 aggregated scores, NCC, calibration bin tables, segmentation scores — that
-concatenate across batches. Parameters fitted on calibration images (Platt scaling,
-the threshold ``τ``, the EU scale) come in as a :class:`Fitted`; :func:`fit` finds
-them. The scoring engine (:mod:`uqeval.scoring.engine`) calls these per batch.
+concatenate across batches. Parameters fitted on calibration images (the EU scale,
+the threshold ``τ``, Platt scaling) come in as plain values; they are fitted in
+:mod:`uqeval.scoring.fitting`. The scoring engine (:mod:`uqeval.scoring.engine`) calls
+these per batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from uqeval.aggregation import AggregationParameters, Aggregator
 from uqeval.conventions import Conventions
-from uqeval.errors import UQEvalError
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
-from uqeval.metrics.calibration import CalibrationTable, PlattFit, PlattTable
+from uqeval.metrics.calibration import CalibrationTable, PlattFit
 from uqeval.metrics.segmentation import SegmentationQuality
 from uqeval.names import MEASURES
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """Parameters fitted on the calibration images.
-
-    Attributes
-    ----------
-    thresholds : dict
-        ``τ`` per measure, for the ``threshold`` aggregation.
-    platt : dict
-        :class:`~uqeval.metrics.calibration.PlattFit` per measure.
-    eu_scale : float
-        ``r`` of EU rescaling (1 when off).
-    n_images : int
-        Images fitted on.
-    images_from : str
-        ``calibration`` or, when the store has no calibration images, ``test``.
-    """
-
-    thresholds: dict[str, float] = field(default_factory=dict)
-    platt: dict[str, PlattFit] = field(default_factory=dict)
-    eu_scale: float = 1.0
-    n_images: int = 0
-    images_from: str = "calibration"
-
-    def to_dict(self) -> dict:
-        return {
-            "images_from": self.images_from,
-            "n_images": self.n_images,
-            "eu_scale": self.eu_scale,
-            "thresholds": dict(self.thresholds),
-            "platt": {
-                measure: {"slope": fit.slope, "intercept": fit.intercept, "n_pixels": fit.n_pixels}
-                for measure, fit in self.platt.items()
-            },
-        }
 
 
 def rescaled(maps: Mapping[str, np.ndarray], eu_scale: float) -> dict[str, np.ndarray]:
@@ -68,117 +30,6 @@ def rescaled(maps: Mapping[str, np.ndarray], eu_scale: float) -> dict[str, np.nd
         maps["eu"] = (maps["eu"] * np.float32(eu_scale)).astype(np.float32)
         maps["tu"] = maps["au"] + maps["eu"]
     return maps
-
-
-def member_background_fractions(cubes: np.ndarray, background: int = 0) -> np.ndarray:
-    """(image, member) share of pixels that each EU member's mean prediction puts in
-    ``background``: the argmax over classes of ``mean_a p[e, a]`` (first class on ties).
-
-    ``cubes`` is (image, eu, au, class, y, x); with ``eu = 1`` the samples are the
-    members, as in the decomposition.
-    """
-    n_images, n_members, n_samples = cubes.shape[:3]
-    if n_members == 1:
-        cubes = cubes.reshape(n_images, n_samples, 1, *cubes.shape[3:])
-    fractions = np.empty(cubes.shape[:2])
-    for member in range(cubes.shape[1]):
-        member_mean = cubes[:, member].mean(axis=1, dtype=np.float32)
-        fractions[:, member] = (member_mean.argmax(axis=1) == background).mean(axis=(1, 2))
-    return fractions
-
-
-def eu_scale(total_au: float, total_eu: float) -> float:
-    """``r = ΣAU / ΣEU`` over the calibration pixels, for EU rescaling."""
-    if total_eu <= 0:
-        raise UQEvalError("EU rescaling: EU is 0 on every calibration pixel, so it cannot be rescaled")
-    return float(total_au) / float(total_eu)
-
-
-class Fitter:
-    """Fit ``τ`` and Platt scaling per measure on calibration maps added batch by batch.
-
-    Platt scaling accumulates a :class:`~uqeval.metrics.calibration.PlattTable` per
-    measure, so its memory does not grow with the pixels. ``τ`` is an exact quantile of
-    the pooled calibration pixels, so it keeps them (4 bytes per pixel and measure,
-    only when a fitted aggregation is scored).
-
-    Parameters
-    ----------
-    conventions : Conventions
-    background : int
-    thresholds, platt : bool
-        Which fits to make.
-    eu_scale : float
-        ``r`` of EU rescaling, applied to the maps before fitting (1 when off).
-    images_from : str
-        ``calibration`` or ``test``, recorded in the result.
-    """
-
-    def __init__(
-        self,
-        *,
-        conventions: Conventions,
-        background: int = 0,
-        thresholds: bool = False,
-        platt: bool = False,
-        eu_scale: float = 1.0,
-        images_from: str = "calibration",
-    ) -> None:
-        self.conventions = conventions
-        self.background = background
-        self.thresholds = thresholds
-        self.platt = platt
-        self.eu_scale = eu_scale
-        self.images_from = images_from
-        self.n_images = 0
-        self._values: dict[str, list[np.ndarray]] = {measure: [] for measure in MEASURES}
-        self._background_fractions: list[np.ndarray] = []
-        self._tables = {measure: PlattTable() for measure in MEASURES}
-
-    def add(self, maps: Mapping[str, np.ndarray], raters: RaterStatistics | None) -> None:
-        """Add the maps (``au``, ``eu``, ``tu``, ``pred``, image first) of some calibration images.
-
-        With the ``members`` threshold fraction, ``maps`` also holds
-        ``member_background`` (image, member): the background fraction of each EU
-        member's argmax (:func:`member_background_fractions`).
-        """
-        maps = rescaled(maps, self.eu_scale)
-        self.n_images += int(maps["au"].shape[0])
-        if self.thresholds:
-            for measure in MEASURES:
-                self._values[measure].append(np.asarray(maps[measure], dtype=np.float32).ravel())
-            fractions = (maps["pred"] == self.background).mean(axis=(1, 2))[:, None]
-            if self.conventions.threshold_fraction == "members":
-                if "member_background" not in maps:
-                    raise UQEvalError(
-                        "threshold_fraction 'members' needs each member's prediction, so the probabilities; "
-                        "these maps come without them"
-                    )
-                fractions = np.concatenate([fractions, maps["member_background"]], axis=1)
-            self._background_fractions.append(fractions.ravel())
-        if self.platt:
-            if raters is None:
-                raise UQEvalError("calibration: Platt scaling needs rater labels")
-            for measure in MEASURES:
-                self._tables[measure].add(maps[measure], raters.agree, raters.valid)
-
-    def result(self) -> Fitted:
-        """The fitted parameters."""
-        thresholds = {}
-        if self.thresholds:
-            if self.n_images == 0:
-                raise UQEvalError("aggregation 'threshold': no calibration images to fit τ on")
-            fraction = float(np.concatenate(self._background_fractions).mean())
-            for measure in MEASURES:
-                values = np.concatenate(self._values[measure])
-                thresholds[measure] = float(np.quantile(values, fraction, method=self.conventions.quantile_method))
-        platt = {}
-        if self.platt and self._tables["au"].n_pixels > 0:
-            # The three fits are independent and numpy releases the GIL in their array work.
-            with ThreadPoolExecutor(max_workers=len(MEASURES), thread_name_prefix="uqeval-platt") as pool:
-                fits = pool.map(PlattTable.fit, [self._tables[measure] for measure in MEASURES])
-                platt = dict(zip(MEASURES, fits, strict=True))
-        return Fitted(thresholds, platt, self.eu_scale, self.n_images, self.images_from)
 
 
 @dataclass
@@ -283,12 +134,14 @@ class ImageStatistics:
 def image_statistics(
     maps: Mapping[str, np.ndarray],
     *,
-    fitted: Fitted,
     conventions: Conventions,
     aggregations: Sequence[Aggregator],
     raters: RaterStatistics | None = None,
     background: int = 0,
     confidence: Mapping[str, np.ndarray] | None = None,
+    eu_scale: float = 1.0,
+    thresholds: Mapping[str, float] | None = None,
+    platt: Mapping[str, PlattFit] | None = None,
 ) -> ImageStatistics:
     """Per-image results of one batch (segmentation quality is added by the caller).
 
@@ -297,9 +150,6 @@ def image_statistics(
     maps : mapping
         ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), as from
         :func:`uqeval.decomposition.decompose_batch`.
-    fitted : Fitted
-        Calibration fits: ``τ`` is needed by a fitted aggregation, Platt by calibration
-        (skipped when ``fitted.platt`` is empty).
     aggregations : sequence of Aggregator
         Strategies to score each measure with, already resolved.
     raters : RaterStatistics, optional
@@ -307,11 +157,19 @@ def image_statistics(
     background : int
         Background class index.
     confidence : mapping, optional
-        Per measure, the Platt confidence of every pixel (``fitted.platt[measure]``
-        applied to the rescaled map), when the caller has it already.
+        Per measure, the Platt confidence of every pixel (``platt[measure]`` applied
+        to the rescaled map), when the caller has it already.
+    eu_scale : float
+        ``r`` of EU rescaling: the scores, NCC and calibration see ``EU' = r·EU`` and
+        ``TU' = AU + EU'`` (:func:`rescaled`).
+    thresholds : mapping, optional
+        ``τ`` per measure, needed by a fitted aggregation.
+    platt : mapping, optional
+        :class:`~uqeval.metrics.calibration.PlattFit` per measure; calibration is
+        skipped without them.
     """
     means = {measure: maps[measure].mean(axis=(1, 2), dtype=np.float64) for measure in MEASURES}
-    maps = rescaled(maps, fitted.eu_scale)
+    maps = rescaled(maps, eu_scale)
     scores: dict[str, dict[str, np.ndarray]] = {}
     for aggregator in aggregations:
         scores[aggregator.name] = {}
@@ -319,19 +177,19 @@ def image_statistics(
             parameters = AggregationParameters(
                 background=background,
                 patch_size=conventions.patch_size,
-                threshold=fitted.thresholds.get(measure) if aggregator.fitted else None,
+                threshold=(thresholds or {}).get(measure) if aggregator.fitted else None,
             )
             scores[aggregator.name][measure] = aggregator(maps[measure], maps["pred"], parameters)
     correlations = calibration = None
     if raters is not None:
         correlations = {measure: ncc(raters.variance, maps[measure], raters.valid) for measure in MEASURES}
-        if fitted.platt:
+        if platt:
             calibration = {
                 measure: CalibrationTable.from_maps(
                     maps[measure],
                     raters.agree,
                     raters.valid,
-                    fitted.platt[measure],
+                    platt[measure],
                     bins=conventions.calibration_bins,
                     equal_mass=conventions.ace_scope == "per-image",
                     confidence=None if confidence is None else confidence[measure],

@@ -25,7 +25,7 @@ import numpy as np
 
 from uqeval.conventions import Conventions
 from uqeval.errors import UQEvalError
-from uqeval.image_statistics import Fitted, ImageStatistics
+from uqeval.image_statistics import ImageStatistics
 from uqeval.jsonable import json_ready
 from uqeval.metrics.calibration import Reliability
 from uqeval.metrics.oodd import roc_curve
@@ -35,6 +35,9 @@ from uqeval.tasks import TASKS
 
 if TYPE_CHECKING:
     import pandas
+
+    # Only an annotation here: importing the scoring package would import this module back.
+    from uqeval.scoring.fitting import Fitted
 
 #: ``schema`` of ``scores.json``.
 SCORES_SCHEMA = "uqeval.scores/1"

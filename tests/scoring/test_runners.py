@@ -1,7 +1,8 @@
-"""The local runner: batches in flight at once, fits handed to the later ones, errors raised."""
+"""The local runner: batches in flight at once, one call per phase, errors raised."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -10,9 +11,8 @@ import numpy as np
 import pytest
 
 from uqeval.errors import UQEvalError
-from uqeval.image_statistics import Fitted
 from uqeval.scoring import runners
-from uqeval.scoring.batch import BatchResult
+from uqeval.scoring.fitting import Fitted
 from uqeval.scoring.runners import LocalRunner
 from uqeval.scoring.sources import Loaded
 
@@ -37,7 +37,7 @@ class Recorder:
         time.sleep(self.delay)
         return Loaded(cubes=np.asarray(indices) * 10, labels=None, maps={"slot": slot})
 
-    def work(self, loaded: Loaded, indices: np.ndarray, fitted: Fitted | None) -> BatchResult:
+    def work(self, loaded: Loaded, indices: np.ndarray, fitted: Fitted | None = None) -> np.ndarray:
         with self.lock:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
@@ -48,7 +48,7 @@ class Recorder:
         with self.lock:
             self.running -= 1
             self.slots_in_use.discard(loaded.maps["slot"])
-        return BatchResult(indices)
+        return indices
 
 
 def batches(*starts: int) -> list[np.ndarray]:
@@ -56,17 +56,16 @@ def batches(*starts: int) -> list[np.ndarray]:
 
 
 def run_all(runner: LocalRunner, recorder: Recorder, fitting: list[np.ndarray], others: list[np.ndarray]):
+    """The engine's two phases: the fitting batches, then the others with the fits bound into the work."""
     fits = Fitted()
-    seen = []
     with runner:
-        for result in runner.run(recorder.work, fitting, others):
-            seen.append(int(result.indices[0]))
-            if len(seen) == len(fitting):
-                runner.fitted = fits
+        seen = [int(indices[0]) for indices in runner.run(recorder.work, fitting)]
+        scoring = functools.partial(recorder.work, fitted=fits)
+        seen += [int(indices[0]) for indices in runner.run(scoring, others)]
     return seen, fits
 
 
-def test_every_batch_once_and_the_fits_reach_only_the_later_batches():
+def test_two_phases_every_batch_once_and_the_fits_only_in_the_second():
     recorder = Recorder()
     runner = LocalRunner(recorder.reader, workers=2)
     seen, fits = run_all(runner, recorder, batches(0, 2, 4), batches(6, 8, 10, 12))
@@ -106,13 +105,13 @@ def test_an_error_in_a_batch_is_raised_and_nothing_else_runs_after():
     recorder = Recorder()
     started = []
 
-    def work(loaded, indices, fitted):
+    def work(loaded, indices):
         started.append(int(indices[0]))
         if indices[0] == 2:
             raise UQEvalError("batch 2 is broken")
-        return recorder.work(loaded, indices, fitted)
+        return recorder.work(loaded, indices)
 
     runner = LocalRunner(recorder.reader, workers=2)
     with pytest.raises(UQEvalError, match="batch 2 is broken"), runner:
-        list(runner.run(work, [], batches(0, 2, 4, 6, 8, 10, 12, 14)))
+        list(runner.run(work, batches(0, 2, 4, 6, 8, 10, 12, 14)))
     assert len(started) < 8

@@ -7,9 +7,10 @@
 ``batches``               which chunks are read together
 ``store_reader``          zarr reads into reused buffers
 ``runners``               batches on this machine or a dask cluster
-``batch``                 one batch: decompose, reduce to per-image results
+``batch``                 one batch: decompose, then score with the fits
+``fitting``               the fitted parameters, one entry each; ``Fitted``
 ``spill``                 the fitted-on batches' maps until the fits are known
-``engine``                the pass over the batches, fitting first
+``engine``                the pass over the batches: fit, then score
 ``tabulate``              per-image results → rows, Δ, collapse
 ========================  ===================================================
 """

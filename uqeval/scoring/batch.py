@@ -1,28 +1,29 @@
-"""One batch of images: decomposed and reduced at once to small per-image results."""
+"""One batch of images: decomposed, then scored with the fits, at once or after the fit.
+
+A batch read before the fits exist (it holds images fitted on) becomes a
+:class:`DecomposedBatch`: its maps, ready to spill, and what needs no fit. Scored with
+the fits in hand, a batch becomes a :class:`ScoredBatch`: small per-image results.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from uqeval.aggregation import Aggregator
 from uqeval.conventions import Conventions
 from uqeval.decomposition import decompose_batch
-from uqeval.image_statistics import (
-    Fitted,
-    ImageStatistics,
-    image_statistics,
-    member_background_fractions,
-    rescaled,
-)
+from uqeval.image_statistics import ImageStatistics, image_statistics, rescaled
 from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
 from uqeval.metrics.calibration import sparse_confidence_histogram
 from uqeval.metrics.failure import failure_risk
 from uqeval.metrics.segmentation import SegmentationQuality, segmentation_quality
 from uqeval.names import MEASURES
 from uqeval.results import ExampleMaps
+from uqeval.scoring.fitting import FitSetup, Fitted, read_sums
 from uqeval.scoring.sources import Loaded
 
 
@@ -36,54 +37,67 @@ class BatchOptions:
         Compute each image's failure risk (for FD).
     n_groups : int
         Tables of the pooled equal-mass ACE histograms (one per test domain; 0: none).
-    member_fractions : bool
-        Fitting batches carry each member's background fraction (``τ`` with the
-        ``members`` threshold fraction).
     """
 
     n_classes: int
     background: int
     conventions: Conventions
     aggregations: tuple[Aggregator, ...]
-    needs_fit: bool
     segmentation: bool
     failure_risk: bool = False
     n_groups: int = 0
-    member_fractions: bool = False
 
 
 @dataclass
-class BatchResult:
-    """The result of reading and reducing one batch of images (positions ``indices``).
+class DecomposedBatch:
+    """A batch (positions ``indices``) decomposed and reduced as far as it goes without the fits.
 
-    A batch of images that parameters are fitted on, read before the fits exist, has
-    ``maps`` and ``raters`` (to spill) instead of ``statistics``, and ``fit_sums``: the
-    AU and EU sums of each of its images fitted on (for the EU scale).
+    Attributes
+    ----------
+    maps : dict or None
+        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x); None once spilled.
+    raters : RaterStatistics or None
+        None without labels, or once spilled.
+    fit_sums : dict
+        The ``read`` sums of each fitted quantity over its images fitted on
+        (:func:`uqeval.scoring.fitting.read_sums`).
     """
 
     indices: np.ndarray
-    statistics: ImageStatistics | None = None
-    maps: dict[str, np.ndarray] | None = None
-    raters: RaterStatistics | None = None
+    maps: dict[str, np.ndarray] | None
+    raters: RaterStatistics | None
     segmentation: SegmentationQuality | None = None
     risk: np.ndarray | None = None
-    histograms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-    fit_sums: tuple[np.ndarray, np.ndarray] | None = None
+    fit_sums: dict[str, Any] = field(default_factory=dict)
     examples: list[ExampleMaps] = field(default_factory=list)
 
 
-def reduce_batch(
+@dataclass
+class ScoredBatch:
+    """A batch (positions ``indices``) reduced to per-image results.
+
+    Attributes
+    ----------
+    histograms : dict or None
+        Per measure, the batch's sparse cells of the pooled equal-mass histograms.
+    """
+
+    indices: np.ndarray
+    statistics: ImageStatistics
+    histograms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    examples: list[ExampleMaps] = field(default_factory=list)
+
+
+def decomposed_batch(
     loaded: Loaded,
     indices: np.ndarray,
-    fitted: Fitted | None,
     *,
     ids: np.ndarray,
-    fitting: np.ndarray,
     options: BatchOptions,
+    fit: FitSetup | None = None,
     examples: Sequence[int] = (),
-    groups: np.ndarray | None = None,
-) -> BatchResult:
-    """Decompose one batch (unless it comes decomposed) and reduce it to per-image results.
+) -> DecomposedBatch:
+    """Decompose one batch (unless it comes decomposed) and reduce what needs no fit.
 
     Parameters
     ----------
@@ -91,22 +105,20 @@ def reduce_batch(
         The batch's probabilities (image, eu, au, class, y, x) or maps, and labels.
     indices : (image,) int
         The batch's positions in the source.
-    fitted : Fitted or None
-        The fits, or None for a batch of images to fit on: its maps are returned
-        for spilling instead of its statistics.
-    ids, fitting : (source image,)
-        Image ids (for messages) and which images are fitted on, for the whole source.
+    ids : (source image,)
+        Image ids, for messages.
+    fit : FitSetup, optional
+        For a batch read before the fits: the ``read`` sums of its images fitted on
+        are taken.
     examples : sequence of int
         Positions of images whose maps to keep for the report.
-    groups : (source image,) int, optional
-        Each image's equal-mass histogram table (``-1``: none), for the whole source.
     """
     image_ids = ids[indices]
     maps = loaded.maps if loaded.maps is not None else decompose_batch(loaded.cubes, image_ids)
     raters = None
     if loaded.labels is not None:
         raters = rater_statistics(loaded.labels, maps["pred"], options.n_classes, image_ids=image_ids)
-    result = BatchResult(indices)
+    result = DecomposedBatch(indices, {name: maps[name] for name in (*MEASURES, "pred")}, raters)
     if "mean" in maps:
         for local, position in enumerate(indices.tolist()):
             if position in examples:
@@ -139,36 +151,43 @@ def reduce_batch(
             background=options.background,
             empty=options.conventions.empty_iou,
         )
-    batch_groups = None if groups is None else groups[indices]
-    if fitted is None and options.needs_fit:
-        result.maps = {name: maps[name] for name in (*MEASURES, "pred")}
-        if options.member_fractions and loaded.cubes is not None:
-            result.maps["member_background"] = member_background_fractions(loaded.cubes, options.background)
-        result.raters = raters
-        chosen = fitting[indices]
-        # Per image, so that the totals do not depend on how images are batched.
-        result.fit_sums = (
-            np.sum(maps["au"][chosen], axis=(1, 2), dtype=np.float64),
-            np.sum(maps["eu"][chosen], axis=(1, 2), dtype=np.float64),
-        )
-        return result
-    score_batch(result, maps, raters, fitted=fitted or Fitted(), options=options, groups=batch_groups)
+    if fit is not None:
+        result.fit_sums = read_sums(fit, result.maps, raters, loaded.cubes, fit.images[indices])
     return result
 
 
+def reduce_batch(
+    loaded: Loaded,
+    indices: np.ndarray,
+    *,
+    fitted: Fitted,
+    ids: np.ndarray,
+    options: BatchOptions,
+    examples: Sequence[int] = (),
+    groups: np.ndarray | None = None,
+) -> ScoredBatch:
+    """Decompose one batch and score it with the fits in hand (:func:`decomposed_batch`, :func:`score_batch`)."""
+    return score_batch(
+        decomposed_batch(loaded, indices, ids=ids, options=options, examples=examples),
+        fitted=fitted,
+        options=options,
+        groups=groups,
+    )
+
+
 def score_batch(
-    result: BatchResult,
-    maps: dict[str, np.ndarray],
-    raters: RaterStatistics | None,
+    batch: DecomposedBatch,
     *,
     fitted: Fitted,
     options: BatchOptions,
     groups: np.ndarray | None = None,
-) -> None:
+) -> ScoredBatch:
     """Give a batch its statistics, from its maps, with the fits in hand.
 
-    ``groups`` (batch image,) names each image's equal-mass histogram table (``-1``: none).
+    ``groups`` (source image,) names each image's equal-mass histogram table (``-1``: none).
     """
+    maps, raters = batch.maps, batch.raters
+    groups = None if groups is None else groups[batch.indices]
     pooled = bool(options.n_groups and groups is not None and raters is not None and fitted.platt)
     pooled = pooled and bool((groups >= 0).any())
     confidence = None
@@ -176,17 +195,20 @@ def score_batch(
         # The Platt confidences serve the per-image tables and the pooled histograms alike.
         scaled = rescaled(maps, fitted.eu_scale)
         confidence = {measure: fitted.platt[measure].confidence(scaled[measure]) for measure in MEASURES}
-    result.statistics = image_statistics(
+    statistics = image_statistics(
         maps,
-        fitted=fitted,
+        eu_scale=fitted.eu_scale,
+        thresholds=fitted.thresholds,
+        platt=fitted.platt,
         conventions=options.conventions,
         aggregations=options.aggregations,
         raters=raters,
         background=options.background,
         confidence=confidence,
     )
-    result.statistics.segmentation = result.segmentation
-    result.statistics.risk = result.risk
+    statistics.segmentation = batch.segmentation
+    statistics.risk = batch.risk
+    result = ScoredBatch(batch.indices, statistics, examples=batch.examples)
     if pooled:
         # Tables only for the groups in this batch (usually one), renumbered from 0.
         present = np.unique(groups[groups >= 0])
@@ -204,3 +226,4 @@ def score_batch(
             )
             cells[:, 0] = present[cells[:, 0]]
             result.histograms[measure] = (cells, rows)
+    return result

@@ -1,14 +1,16 @@
-"""The engine: one pass over a source's batches, fitting first, bounded memory.
+"""The engine: one pass over a source's batches in two phases, fit then score, bounded memory.
 
-Each batch is decomposed into AU / EU / TU maps and reduced at once to small
-per-image results (:mod:`uqeval.scoring.batch`); its probabilities are dropped.
+Each batch is decomposed into AU / EU / TU maps and reduced to small per-image
+results (:mod:`uqeval.scoring.batch`); its probabilities are dropped.
 
-Parameters fitted on calibration images (Platt scaling, the threshold ``τ``, the EU
-scale) must be known before an image can be scored. So the batches that hold the
-images fitted on are read first; their maps are spilled (:mod:`uqeval.scoring.spill`),
-the parameters are fitted on them, and they get a second look from the spill, never
-from the source. Every other batch is then scored in a single pass with the fits in
-hand.
+Parameters fitted on calibration images (:mod:`uqeval.scoring.fitting`) must be known
+before an image can be scored, so the runner is called twice:
+
+1. *fit*: the batches that hold the images fitted on are read and decomposed; their
+   maps are spilled (:mod:`uqeval.scoring.spill`) and every wanted quantity is
+   fitted. They are then scored from the spill, never read from the source again.
+2. *score*: every other batch is read and scored at once, the fits handed to the
+   runner with the work.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from uqeval.errors import UQEvalError
-from uqeval.image_statistics import Fitted, Fitter, ImageStatistics, eu_scale
+from uqeval.image_statistics import ImageStatistics
+from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.calibration import ConfidenceHistogram
 from uqeval.names import MEASURES, TEST
 from uqeval.results import ExampleMaps
-from uqeval.scoring.batch import BatchOptions, BatchResult, reduce_batch, score_batch
+from uqeval.scoring.batch import BatchOptions, DecomposedBatch, ScoredBatch, decomposed_batch, reduce_batch, score_batch
 from uqeval.scoring.batches import BATCH_BYTES, example_images, plan_batches
+from uqeval.scoring.fitting import FitSetup, Fitted, fit
 from uqeval.scoring.prepare import Plan, Request
 from uqeval.scoring.runners import DistributedRunner, LocalRunner
 from uqeval.scoring.sources import Source
@@ -35,6 +40,7 @@ from uqeval.scoring.spill import Spill
 #: ``progress(phase, done, total)``: phase ``"score"`` counts images through the source,
 #: ``"calibrate"`` images through the second look at the spilled batches.
 ProgressCallback = Callable[[str, int, int], None]
+Batch = TypeVar("Batch", DecomposedBatch, ScoredBatch)
 
 
 @dataclass
@@ -83,20 +89,26 @@ def run(
         background=source.background,
         conventions=request.conventions,
         aggregations=request.aggregations,
-        needs_fit=plan.needs_fit,
         segmentation=plan.segmentation,
         failure_risk="fd" in plan.tasks,
         n_groups=len(histogram_domains),
-        member_fractions=plan.needs_threshold and request.conventions.threshold_fraction == "members",
+    )
+    setup = FitSetup(
+        conventions=request.conventions,
+        images=plan.fitting,
+        images_from=plan.images_from,
+        background=source.background,
+        thresholds=plan.needs_threshold,
+        platt=plan.run_cal,
     )
     fitting_batches, other_batches = plan_batches(
-        source.chunk_sizes, source.bytes_per_image, batch_bytes, plan.fitting, options.needs_fit
+        source.chunk_sizes, source.bytes_per_image, batch_bytes, plan.fitting, bool(setup.wanted)
     )
     examples = example_images(source.domains, source.roles)
     done = {"score": 0, "calibrate": 0}
 
-    def report(phase: str, result: BatchResult) -> None:
-        done[phase] += len(result.indices)
+    def report(phase: str, indices: np.ndarray) -> None:
+        done[phase] += len(indices)
         if progress is not None:
             progress(phase, done[phase], source.n_images)
 
@@ -109,30 +121,33 @@ def run(
         runner = DistributedRunner(scheduler, source.store, source.variable, source.has_labels)
     else:
         runner = LocalRunner(source.reader())
-    work = functools.partial(
-        reduce_batch, ids=source.ids, fitting=plan.fitting, options=options, examples=examples, groups=groups
-    )
-    results: list[BatchResult] = []
-    fitted = Fitted()
-    notes: list[str] = []
+    common = {"ids": source.ids, "options": options, "examples": examples}
+    results: list[ScoredBatch] = []
     with Spill(scratch, in_memory=source.in_memory) as spill, runner:
-        for result in _named(runner.run(work, fitting_batches, other_batches), source.where):
-            if result.statistics is None:  # a fitting batch: keep its maps for the fit
-                spill.write(len(results), result.maps, result.raters)
-                result.maps = result.raters = None
+        # Phase 1, fit: read the batches that hold the images fitted on, spill their
+        # maps, and fit every wanted quantity on them.
+        decomposed: list[DecomposedBatch] = []
+        reading = functools.partial(decomposed_batch, fit=setup, **common)
+        for batch in _named(runner.run(reading, fitting_batches), source.where):
+            spill.write(int(batch.indices[0]), batch.maps, batch.raters)
+            decomposed.append(replace(batch, maps=None, raters=None))
+            report("score", batch.indices)
+        # In source order, so that the fits do not depend on which worker finished first.
+        decomposed.sort(key=lambda batch: int(batch.indices[0]))
+        fitted = fit(setup, [batch.fit_sums for batch in decomposed], lambda: _fitted_on(decomposed, spill, setup))
+        notes = plan.fit_notes(fitted) if setup.wanted else []
+        # The spilled batches get their second look, scored with the fits.
+        for batch in decomposed:
+            maps, raters = spill.read(int(batch.indices[0]))
+            results.append(
+                score_batch(replace(batch, maps=maps, raters=raters), fitted=fitted, options=options, groups=groups)
+            )
+            report("calibrate", batch.indices)
+        # Phase 2, score: every other batch, read and scored at once with the fits.
+        scoring = functools.partial(reduce_batch, fitted=fitted, groups=groups, **common)
+        for result in _named(runner.run(scoring, other_batches), source.where):
             results.append(result)
-            report("score", result)
-            if len(results) == len(fitting_batches) and options.needs_fit:
-                # Every image to fit on has been seen: fit, score the spilled batches,
-                # and hand the fits to the runner for the batches still to come.
-                fitted = _fit(results, spill, plan, options)
-                notes.extend(plan.fit_notes(fitted))
-                for key, spilled in enumerate(results):
-                    score_batch(
-                        spilled, *spill.read(key), fitted=fitted, options=options, groups=groups[spilled.indices]
-                    )
-                    report("calibrate", spilled)
-                runner.fitted = fitted
+            report("score", result.indices)
 
     example_maps = [
         replace(example, domain=str(source.domains[example.position]), input=source.input_of(example.position))
@@ -152,7 +167,7 @@ def run(
     return EngineResult(statistics, fitted, example_maps, notes, histograms, histogram_domains)
 
 
-def _named(results: Iterator[BatchResult], where: str) -> Iterator[BatchResult]:
+def _named(results: Iterator[Batch], where: str) -> Iterator[Batch]:
     """Prefix errors raised while reading with the source they come from."""
     try:
         yield from results
@@ -160,32 +175,13 @@ def _named(results: Iterator[BatchResult], where: str) -> Iterator[BatchResult]:
         raise UQEvalError(f"{where}: {error}", parameter=error.parameter) from None
 
 
-def _fit(results: Sequence[BatchResult], spill: Spill, plan: Plan, options: BatchOptions) -> Fitted:
-    """Fit the EU scale, ``τ`` and Platt scaling from the spilled maps of the fitting batches."""
-    scale = 1.0
-    if options.conventions.rescale_eu:
-        ordered = sorted((r for r in results if r.fit_sums is not None), key=lambda r: r.indices[0])
-        scale = eu_scale(
-            float(np.sum(np.concatenate([r.fit_sums[0] for r in ordered]))),
-            float(np.sum(np.concatenate([r.fit_sums[1] for r in ordered]))),
-        )
-    fitter = Fitter(
-        conventions=options.conventions,
-        background=options.background,
-        thresholds=plan.needs_threshold,
-        platt=plan.run_cal,
-        eu_scale=scale,
-        images_from=plan.images_from,
-    )
-    # In source order, so that the sums (and so the fit) do not depend on which worker finished first.
-    for key in sorted(range(len(results)), key=lambda key: results[key].indices[0]):
-        result = results[key]
-        chosen = plan.fitting[result.indices]
+def _fitted_on(
+    batches: Sequence[DecomposedBatch], spill: Spill, setup: FitSetup
+) -> Iterator[tuple[dict[str, np.ndarray], RaterStatistics | None]]:
+    """The maps and rater statistics of the images fitted on, batch by batch from the spill."""
+    for batch in batches:
+        chosen = setup.images[batch.indices]
         if not chosen.any():
             continue
-        maps, raters = spill.read(key)
-        fitter.add(
-            {name: values[chosen] for name, values in maps.items()},
-            raters.select(chosen) if raters is not None and plan.run_cal else None,
-        )
-    return fitter.result()
+        maps, raters = spill.read(int(batch.indices[0]))
+        yield {name: values[chosen] for name, values in maps.items()}, None if raters is None else raters.select(chosen)

@@ -18,9 +18,9 @@ from uqeval.aggregation import Aggregator
 from uqeval.conventions import Conventions
 from uqeval.conventions import preset as conventions_preset
 from uqeval.errors import UQEvalError
-from uqeval.image_statistics import Fitted
 from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD, ROLES, TEST
 from uqeval.plugins import plugin_manager
+from uqeval.scoring.fitting import Fitted
 from uqeval.tasks import TASKS
 
 #: The tasks scored unless asked otherwise.
@@ -135,11 +135,6 @@ class Plan:
     rescale_eu: bool
     segmentation: bool
     notes: tuple[str, ...]
-
-    @property
-    def needs_fit(self) -> bool:
-        """Whether any parameter is fitted on the calibration images."""
-        return bool(self.fitting.any()) and (self.needs_threshold or self.run_cal or self.rescale_eu)
 
     def fit_notes(self, fitted: Fitted) -> list[str]:
         """Notes on Platt fits that are degenerate or impossible."""

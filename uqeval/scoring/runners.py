@@ -7,19 +7,22 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TypeVar
 
 import numba
 import numpy as np
 
 from uqeval._kernels import value_stats_kernel
 from uqeval.errors import UQEvalError
-from uqeval.image_statistics import Fitted
-from uqeval.scoring.batch import BatchResult
 from uqeval.scoring.sources import Loaded, Reader
 from uqeval.scoring.store_reader import StoreReader
 
-#: ``work(loaded, indices, fitted) -> BatchResult``: what is done with each batch.
-BatchWork = Callable[[Loaded, np.ndarray, "Fitted | None"], BatchResult]
+#: What a batch becomes (:class:`~uqeval.scoring.batch.DecomposedBatch` or
+#: :class:`~uqeval.scoring.batch.ScoredBatch`).
+Result = TypeVar("Result")
+#: ``work(loaded, indices) -> result``: what is done with each batch. The fits, when
+#: the work needs them, are bound into it (``functools.partial``).
+BatchWork = Callable[[Loaded, np.ndarray], Result]
 
 
 #: Batches in flight on this machine: each is read, then computed, by one thread.
@@ -32,8 +35,7 @@ class LocalRunner:
     Each batch is read and computed by one thread, so that one batch is decoded while
     another is computed on, and every core has work whichever of the two is slower. The
     numba threads are shared out among the batches in flight (one each on 2 cores).
-    ``fitted`` is read when the batches after the fitting ones start: the engine sets
-    it once the fitting batches are done.
+    Each call of :meth:`run` is one phase of the engine (fit, then score).
 
     numba's ``workqueue`` threading layer (used when neither OpenMP nor TBB is
     installed) must not run kernels from two threads at once; under it batches are
@@ -42,7 +44,6 @@ class LocalRunner:
 
     def __init__(self, reader: Reader, workers: int = LOCAL_WORKERS) -> None:
         self.reader = reader
-        self.fitted: Fitted | None = None
         self.workers = max(1, workers)
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="uqeval-batch")
         self._free_slots = list(range(self.workers))
@@ -62,41 +63,30 @@ class LocalRunner:
     def __exit__(self, *exc_info) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def run(
-        self, work: BatchWork, fitting_batches: list[np.ndarray], other_batches: list[np.ndarray]
-    ) -> Iterator[BatchResult]:
-        """Results of the fitting batches, then of the others (which see :attr:`fitted`)."""
-        yield from self._phase(work, fitting_batches, None)
-        yield from self._phase(work, other_batches, lambda: self.fitted)
-
-    def _phase(
-        self, work: BatchWork, batches: list[np.ndarray], fitted: Callable[[], Fitted | None] | None
-    ) -> Iterator[BatchResult]:
-        current = fitted() if fitted is not None else None
+    def run(self, work: BatchWork[Result], batches: list[np.ndarray]) -> Iterator[Result]:
+        """``work`` done on each batch, its results in completion order."""
         queue = list(batches)
-        pending = {
-            self._pool.submit(self._batch, work, queue.pop(0), current) for _ in range(min(self.workers, len(queue)))
-        }
+        pending = {self._pool.submit(self._batch, work, queue.pop(0)) for _ in range(min(self.workers, len(queue)))}
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     result = future.result()
                     if queue:
-                        pending.add(self._pool.submit(self._batch, work, queue.pop(0), current))
+                        pending.add(self._pool.submit(self._batch, work, queue.pop(0)))
                     yield result
         finally:
             for future in pending:
                 future.cancel()
             wait(pending)
 
-    def _batch(self, work: BatchWork, indices: np.ndarray, fitted: Fitted | None) -> BatchResult:
+    def _batch(self, work: BatchWork[Result], indices: np.ndarray) -> Result:
         """Read one batch into a free buffer slot and reduce it (on a pool thread)."""
         slot = self._free_slots.pop()
         try:
             loaded = self.reader(indices, slot)
             with self._compute_lock, numba_threads(self._threads):
-                return work(loaded, indices, fitted)
+                return work(loaded, indices)
         finally:
             self._free_slots.append(slot)
 
@@ -129,9 +119,7 @@ def numba_threads(count: int) -> Iterator[None]:
         numba.set_num_threads(before)
 
 
-def _store_batch(
-    path: str, variable: str, has_labels: bool, indices: np.ndarray, fitted: Fitted | None, work: BatchWork
-) -> BatchResult:
+def _store_batch(path: str, variable: str, has_labels: bool, indices: np.ndarray, work: BatchWork[Result]) -> Result:
     """A worker's task: read one batch from the store and reduce it, on one core.
 
     dask gives each thread of a worker one core (its nanny sets ``OMP_NUM_THREADS=1``
@@ -143,7 +131,7 @@ def _store_batch(
     """
     reader = _worker_reader(path, variable, has_labels)
     with numba_threads(1):
-        return work(Loaded(*reader(indices, 0)), indices, fitted)
+        return work(Loaded(*reader(indices, 0)), indices)
 
 
 #: Per worker thread, the :class:`StoreReader` of the store it read last: its buffers
@@ -169,7 +157,8 @@ def _worker_reader(path: str, variable: str, has_labels: bool) -> StoreReader:
 class DistributedRunner:
     """Batches on a ``dask.distributed`` cluster, a bounded number in flight; results in completion order.
 
-    The workers read the store at ``path`` themselves.
+    The workers read the store at ``path`` themselves. Each call of :meth:`run` is one
+    phase of the engine (fit, then score).
     """
 
     def __init__(self, scheduler: str, path: str, variable: str, has_labels: bool) -> None:
@@ -180,7 +169,6 @@ class DistributedRunner:
         except (OSError, TimeoutError, ValueError) as error:
             raise UQEvalError(f"scheduler {scheduler}: cannot connect ({error})", parameter="scheduler") from None
         self.path, self.variable, self.has_labels = path, variable, has_labels
-        self.fitted: Fitted | None = None
 
     def __enter__(self) -> DistributedRunner:
         return self
@@ -188,22 +176,16 @@ class DistributedRunner:
     def __exit__(self, *exc_info) -> None:
         self.client.close()
 
-    def run(
-        self, work: BatchWork, fitting_batches: list[np.ndarray], other_batches: list[np.ndarray]
-    ) -> Iterator[BatchResult]:
-        """Results of the fitting batches, then of the others (which see :attr:`fitted`)."""
-        yield from self._phase(work, fitting_batches, None)
-        yield from self._phase(work, other_batches, lambda: self.fitted)
+    def run(self, work: BatchWork[Result], batches: list[np.ndarray]) -> Iterator[Result]:
+        """``work`` done on each batch by the workers, its results in completion order.
 
-    def _phase(
-        self, work: BatchWork, batches: list[np.ndarray], fitted: Callable[[], Fitted | None] | None
-    ) -> Iterator[BatchResult]:
+        ``work`` (with the fits bound into it) is sent to every worker once per call.
+        """
         from distributed import as_completed
 
         if not batches:
             return
         queue = list(batches)
-        current = fitted() if fitted is not None else None
         remote_work = self.client.scatter(work, broadcast=True, hash=False)
 
         def submit():
@@ -213,7 +195,6 @@ class DistributedRunner:
                 self.variable,
                 self.has_labels,
                 queue.pop(0),
-                current,
                 remote_work,
                 pure=False,
             )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uqeval.conventions import Conventions
-from uqeval.image_statistics import Fitted, ImageStatistics
+from uqeval.image_statistics import ImageStatistics
 from uqeval.metrics.ambiguity import NO_PIXELS, mean_ncc
 from uqeval.metrics.calibration import (
     ConfidenceHistogram,
@@ -25,6 +25,7 @@ from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
 from uqeval.metrics.failure import aurc, eaurc
 from uqeval.metrics.oodd import auroc, fpr_at_tpr
 from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
+from uqeval.scoring.fitting import Fitted
 from uqeval.tasks import TASKS, Task
 
 #: Metric name of the equal-mass ACE rows of CAL.
