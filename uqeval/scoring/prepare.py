@@ -39,8 +39,9 @@ class Request:
     tasks : tuple of str
         Requested tasks, in :data:`uqeval.TASKS` order of the request.
     aggregations : tuple of Aggregator
-        The conventions' aggregation first (Δ uses it), then any extra ones, each once.
+        Every aggregation scored, each once; the first is Δ's (:attr:`primary`).
     conventions : Conventions
+        Their ``aggregation`` is :attr:`primary`, so that ``scores.json`` records it.
     segmentation : bool
         Score segmentation quality (Dice, GED, Hungarian IoU) where the source allows.
     """
@@ -54,6 +55,11 @@ class Request:
     def aggregation_names(self) -> tuple[str, ...]:
         return tuple(aggregator.name for aggregator in self.aggregations)
 
+    @property
+    def primary(self) -> str:
+        """The aggregation Δ, the ROC curves and the ranks of ``uqeval compare`` use."""
+        return self.aggregations[0].name
+
 
 def prepare(
     *,
@@ -64,6 +70,11 @@ def prepare(
     segmentation: bool = False,
 ) -> Request:
     """Check and resolve a scoring request (the arguments of :func:`uqeval.score`).
+
+    The one place where a preset and the aggregations are resolved: ``aggregations``,
+    when given, are scored in that order and the first is Δ's; without them the
+    conventions' (or the preset's) aggregation is the only one. Either way the
+    request's conventions name Δ's aggregation.
 
     Raises
     ------
@@ -91,7 +102,8 @@ def prepare(
         )
     if isinstance(aggregations, str):
         aggregations = [aggregations]
-    names = tuple(dict.fromkeys([conventions.aggregation, *(aggregations or ())]))
+    names = tuple(dict.fromkeys(aggregations or [conventions.aggregation]))
+    conventions = conventions.replace(aggregation=names[0])
     manager = plugin_manager()
     resolved = []
     for name in names:

@@ -73,9 +73,12 @@ def _domain_means(
 class _Tables:
     """The rows, Δ rows and notes of one run, filled task by task."""
 
-    def __init__(self, statistics: ImageStatistics, conventions: Conventions, notes: Sequence[str]) -> None:
+    def __init__(
+        self, statistics: ImageStatistics, conventions: Conventions, primary: str, notes: Sequence[str]
+    ) -> None:
         self.statistics = statistics
         self.conventions = conventions
+        self.primary = primary
         self.rows: list[dict] = []
         self.entanglement: list[dict] = []
         self.notes = list(notes)
@@ -155,6 +158,7 @@ def tabulate(
     fitted: Fitted,
     tasks: Sequence[str],
     aggregations: Sequence[str],
+    primary: str,
     conventions: Conventions,
     notes: Sequence[str] = (),
     histograms: Mapping[str, ConfidenceHistogram] | None = None,
@@ -175,7 +179,9 @@ def tabulate(
     tasks : sequence of str
         The tasks the plan kept.
     aggregations : sequence of str
-        Names of the aggregations scored, the conventions' one among them.
+        Names of the aggregations scored, ``primary`` among them.
+    primary : str
+        The aggregation whose OODD and FD scores Δ is computed from.
     conventions : Conventions
     notes : sequence of str
         Notes so far; the result's notes continue them.
@@ -186,7 +192,7 @@ def tabulate(
     scored = roles == TEST
     splits = _splits(domains, scored)
     ood_names = [name for name in splits if name not in (ID_DOMAIN, POOLED_OOD)]
-    tables = _Tables(statistics, conventions, notes)
+    tables = _Tables(statistics, conventions, primary, notes)
     reliabilities: dict[tuple[str, str], Reliability] = {}
     domain_mean = conventions.ood_split == "domain-mean"
 
@@ -310,7 +316,7 @@ def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: lis
         for measure in MEASURES:
             tables.add("oodd", POOLED_OOD, measure, aggregation, "auroc", means[measure])
             tables.add("oodd", POOLED_OOD, measure, aggregation, "fpr95", float(np.mean(false_positives[measure])))
-        if aggregation == tables.conventions.aggregation:
+        if aggregation == tables.primary:
             for name in ood_names:
                 tables.add_delta(TASKS["oodd"], name, per_domain[name], splits[ID_DOMAIN] | splits[name])
             tables.add_delta(TASKS["oodd"], POOLED_OOD, means, splits[ID_DOMAIN] | splits[POOLED_OOD])
@@ -324,7 +330,7 @@ def _failure_detection(
     scored: np.ndarray,
 ) -> None:
     """FD rows per aggregation: AURC and E-AURC per split and on ``all`` test images;
-    Δ for the conventions' aggregation."""
+    Δ for the primary aggregation."""
     risk = tables.statistics.risk
     has_risk = ~np.isnan(risk)  # images without a rater label are noted with AMB and CAL
     fd_splits = {**splits, ALL_TEST: scored}
@@ -346,7 +352,7 @@ def _failure_detection(
             for measure in MEASURES:
                 for metric in ("aurc", "eaurc"):
                     tables.add("fd", split, measure, aggregation, metric, metrics[metric][measure])
-            if aggregation == tables.conventions.aggregation:
+            if aggregation == tables.primary:
                 tables.add_delta(TASKS["fd"], split, metrics["aurc"], images)
 
 
