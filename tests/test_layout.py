@@ -83,8 +83,9 @@ def test_no_import_cycles_among_the_modules():
     [
         ("uqeval.aggregation", {"uqeval.plugins", "uqeval.builtin_plugin"}),  # strategies are pure
         ("uqeval.names", set()),  # imports nothing of uqeval
-        ("uqeval.results", {"uqeval.report.save", "uqeval.report.tables", "uqeval.cli"}),  # model, not view
+        ("uqeval.results", {"uqeval.report.save", "uqeval.report.tables", "uqeval.report.scores_file", "uqeval.cli"}),
         ("uqeval.comparison", {"uqeval.report.save", "uqeval.report.tables", "uqeval.report.compare_plots"}),
+        ("uqeval.report.plots", {"uqeval.cube", "uqeval.scoring.store_reader"}),  # the engine fetches its data
         ("uqeval.metrics.ambiguity", {"uqeval.cube"}),  # a metric does not drag in the store
         ("uqeval.metrics.segmentation", {"uqeval.cube"}),
     ],
@@ -94,6 +95,28 @@ def test_layers_flow_one_way(module, must_not_import):
     assert not imported & must_not_import
     if module == "uqeval.names":
         assert imported == set()
+
+
+def test_the_model_shows_itself_through_a_view_that_knows_no_model():
+    """``Scores.__repr__`` hands the model to :mod:`uqeval.report.summary`, its one edge
+    into ``report/``; the summary in turn imports nothing of the results, the scoring
+    or the rest of the report, so the model's text and HTML live in ``report/`` without
+    a cycle."""
+    edges = module_imports()
+    assert {module for module in edges["uqeval.results"] if module.startswith("uqeval.report")} == {
+        "uqeval.report.summary"
+    }
+    summary = edges["uqeval.report.summary"]
+    assert not {module for module in summary if module.startswith(("uqeval.report", "uqeval.scoring"))}
+    assert not summary & {"uqeval.results", "uqeval.comparison", "uqeval.cli"}
+
+
+def test_scoring_does_not_render():
+    edges = module_imports()
+    scoring = [module for module in edges if module.startswith("uqeval.scoring")]
+    assert len(scoring) > 5
+    for module in scoring:
+        assert not {target for target in edges[module] if target.startswith("uqeval.report")}, module
 
 
 def imported_after(code: str) -> list[str]:

@@ -13,7 +13,8 @@ import xarray as xr
 from uqeval.conventions import Conventions
 from uqeval.cube import open_cube, validate_cube
 from uqeval.errors import UQEvalError
-from uqeval.results import Scores, provenance_record
+from uqeval.provenance import provenance_record
+from uqeval.results import Scores
 from uqeval.scoring import engine
 from uqeval.scoring.batches import BATCH_BYTES
 from uqeval.scoring.engine import ProgressCallback

@@ -24,6 +24,7 @@ from uqeval.errors import UQEvalError
 from uqeval.image_statistics import Fitted, Fitter, ImageStatistics, eu_scale
 from uqeval.metrics.calibration import ConfidenceHistogram
 from uqeval.names import MEASURES, TEST
+from uqeval.notes import Note
 from uqeval.results import ExampleMaps
 from uqeval.scoring.batch import BatchOptions, BatchResult, reduce_batch, score_batch
 from uqeval.scoring.batches import BATCH_BYTES, example_images, plan_batches
@@ -44,7 +45,7 @@ class EngineResult:
     statistics: ImageStatistics
     fitted: Fitted
     examples: list[ExampleMaps]
-    notes: list[str]
+    notes: list[Note]
     histograms: dict[str, ConfidenceHistogram] | None = None
     histogram_domains: tuple[str, ...] = ()
 
@@ -114,7 +115,7 @@ def run(
     )
     results: list[BatchResult] = []
     fitted = Fitted()
-    notes: list[str] = []
+    notes: list[Note] = []
     with Spill(scratch, in_memory=source.in_memory) as spill, runner:
         for result in _named(runner.run(work, fitting_batches, other_batches), source.where):
             if result.statistics is None:  # a fitting batch: keep its maps for the fit
@@ -135,7 +136,12 @@ def run(
                 runner.fitted = fitted
 
     example_maps = [
-        replace(example, domain=str(source.domains[example.position]), input=source.input_of(example.position))
+        replace(
+            example,
+            domain=str(source.domains[example.position]),
+            input=source.input_of(example.position),
+            labels=source.labels_of(example.position),
+        )
         for result in results
         for example in result.examples
     ]

@@ -20,6 +20,7 @@ from uqeval.conventions import preset as conventions_preset
 from uqeval.errors import UQEvalError
 from uqeval.image_statistics import Fitted
 from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD, ROLES, TEST
+from uqeval.notes import Note, literal
 from uqeval.plugins import plugin_manager
 from uqeval.tasks import TASKS
 
@@ -28,6 +29,8 @@ DEFAULT_TASKS = tuple(TASKS)
 #: Tasks that cannot run without ID images: OODD tells OOD test images from ID ones,
 #: and CAL's Platt scaling is fitted on ID images.
 NEEDS_ID = ("oodd", "cal")
+#: The note of a task skipped for want of rater labels.
+_NO_LABELS = "{task}: skipped, the store has no rater labels"
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,9 @@ class Plan:
     rescale_eu : bool
     segmentation : bool
         Segmentation quality is scored.
-    notes : tuple of str
-        What is skipped or fallen back on, in words. A source without a single ID image
-        gets one note, first, that starts with ``warning:``.
+    notes : tuple of Note
+        What is skipped or fallen back on. A source without a single ID image gets one
+        note, first, of kind ``no-id``, that starts with ``warning:``.
     """
 
     tasks: tuple[str, ...]
@@ -146,21 +149,28 @@ class Plan:
     run_cal: bool
     rescale_eu: bool
     segmentation: bool
-    notes: tuple[str, ...]
+    notes: tuple[Note, ...]
 
     @property
     def needs_fit(self) -> bool:
         """Whether any parameter is fitted on the calibration images."""
         return bool(self.fitting.any()) and (self.needs_threshold or self.run_cal or self.rescale_eu)
 
-    def fit_notes(self, fitted: Fitted) -> list[str]:
+    def fit_notes(self, fitted: Fitted) -> list[Note]:
         """Notes on Platt fits that are degenerate or impossible."""
         if self.run_cal and not fitted.platt:
-            return [
-                f"cal: skipped, no {self.images_from} pixel of the ID domain has a rater label to fit Platt scaling on"
-            ]
+            text = (
+                f"{{task}}: skipped, no {self.images_from} pixel of the ID domain has a rater label "
+                "to fit Platt scaling on"
+            )
+            return [Note("skipped", text, task="cal")]
         return [
-            f"cal: Platt scaling of {measure.upper()}: {platt.note}"
+            Note(
+                "platt-degenerate",
+                "{task}: Platt scaling of {MEASURE}: " + literal(platt.note),
+                task="cal",
+                measure=measure,
+            )
             for measure, platt in fitted.platt.items()
             if platt.note
         ]
@@ -194,7 +204,7 @@ def plan(
     bad_roles = sorted(set(roles) - set(ROLES))
     if bad_roles:
         raise UQEvalError(f"unknown role(s) {bad_roles}; expected 'calibration' or 'test'")
-    notes: list[str] = []
+    notes: list[Note] = []
     is_id = domains == ID_DOMAIN
     is_test = roles == TEST
     for reserved in (POOLED_OOD, ALL_TEST):
@@ -216,21 +226,23 @@ def plan(
         tasks = tuple(name for name in tasks if name not in NEEDS_ID)
     ood_calibration = int((~is_id & ~is_test).sum())
     if ood_calibration:
-        notes.append(f"{ood_calibration} OOD image(s) have role calibration; they are neither fitted on nor scored")
+        text = "{count} OOD image(s) have role calibration; they are neither fitted on nor scored"
+        notes.append(Note("ood-calibration", text, count=ood_calibration))
     fitting = is_id & ~is_test
     images_from = "calibration"
     if not fitting.any():
         fitting = is_id & is_test
         images_from = "test"
         if has_id:
-            notes.append("no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images")
+            text = "no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images"
+            notes.append(Note("fitted-on-test", text))
     for name in tasks:
         if TASKS[name].needs_labels and not has_labels:
-            notes.append(f"{name}: skipped, the store has no rater labels")
+            notes.append(Note("skipped", _NO_LABELS, task=name))
     run_cal = "cal" in tasks and has_labels
     segmentation = request.segmentation and segmentation_possible and has_labels
     if request.segmentation and segmentation_possible and not has_labels:
-        notes.append("segmentation: skipped, the store has no rater labels")
+        notes.append(Note("skipped", _NO_LABELS, task="segmentation"))
     return Plan(
         tasks=tuple(name for name in tasks if name != "cal" or run_cal),
         fitting=fitting,
@@ -243,7 +255,7 @@ def plan(
     )
 
 
-def _no_id_warning(domains: np.ndarray, tasks: Sequence[str]) -> str:
+def _no_id_warning(domains: np.ndarray, tasks: Sequence[str]) -> Note:
     """The note for a source in which no image has the domain ``id``."""
     present = sorted(set(domains.tolist()))
     names = ", ".join(repr(name) for name in present[:6])
@@ -254,8 +266,9 @@ def _no_id_warning(domains: np.ndarray, tasks: Sequence[str]) -> str:
     if skipped:
         verb = "is skipped (it needs" if len(skipped) == 1 else "are skipped (they need"
         consequence = f"{' and '.join(skipped)} {verb} ID images) and "
-    return (
+    text = (
         f"warning: no image has the domain {ID_DOMAIN!r} (in-distribution), so every image is scored as OOD: "
         f"{consequence}nothing is fitted. The domains are {names}; if one of them is the in-distribution data, "
         f"name it {ID_DOMAIN!r}"
     )
+    return Note("no-id", literal(text))

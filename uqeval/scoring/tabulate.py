@@ -25,6 +25,7 @@ from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
 from uqeval.metrics.failure import aurc, eaurc
 from uqeval.metrics.oodd import auroc, fpr_at_tpr
 from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
+from uqeval.notes import Note, literal
 from uqeval.tasks import TASKS, Task
 
 #: Metric name of the equal-mass ACE rows of CAL.
@@ -38,7 +39,7 @@ class Tabulated:
     results: list[dict]
     entanglement: list[dict]
     collapse: list[dict]
-    notes: list[str]
+    notes: list[Note]
     n_images: dict[str, int]
     reliability: dict[tuple[str, str], Reliability]
 
@@ -74,7 +75,7 @@ class _Tables:
     """The rows, Δ rows and notes of one run, filled task by task."""
 
     def __init__(
-        self, statistics: ImageStatistics, conventions: Conventions, primary: str, notes: Sequence[str]
+        self, statistics: ImageStatistics, conventions: Conventions, primary: str, notes: Sequence[Note]
     ) -> None:
         self.statistics = statistics
         self.conventions = conventions
@@ -87,10 +88,11 @@ class _Tables:
     def note_negative_scores(self) -> None:
         """One note per task whose score is negative on some split (Δ then leaves [−1, 1])."""
         for task, splits in self.negative.items():
-            self.notes.append(
-                f"{task.name}: {task.metric} is negative on {', '.join(splits)}; with a negative score Δ leaves "
-                "[−1, 1] (its range is (−5, 3])"
+            text = (
+                f"{{task}}: {task.metric} is negative on {literal(', '.join(splits))}; with a negative score Δ "
+                "leaves [−1, 1] (its range is (−5, 3])"
             )
+            self.notes.append(Note("negative-score", text, task=task.name))
 
     def add(self, task: str, split: str, measure: str, aggregation: str, metric: str, value: float) -> None:
         self.rows.append(
@@ -120,19 +122,21 @@ class _Tables:
         if zero:
             delta = float("nan")
             names = " and ".join(measure.upper() for measure in zero)
-            self.notes.append(
-                f"{task.name}: Δ on {split} is undefined: {names} is 0 at every pixel "
+            text = (
+                f"{{task}}: Δ on {{split}} is undefined: {names} is 0 at every pixel "
                 f"(no {'uncertainty' if 'tu' in zero else 'part'} to separate), so it cannot win or lose"
             )
+            self.notes.append(Note("delta-undefined", text, task=task.name, split=split))
         else:
             delta = entanglement_delta(
                 u_correct, u_wrong, lower_is_better=task.lower_is_better, both_zero=self.conventions.delta_both_zero
             )
             if np.isnan(delta):
-                self.notes.append(
-                    f"{task.name}: Δ on {split} is undefined ({task.metric} of {task.correct} and {wrong}: "
+                text = (
+                    f"{{task}}: Δ on {{split}} is undefined ({task.metric} of {task.correct} and {wrong}: "
                     f"{u_correct:.4g}, {u_wrong:.4g})"
                 )
+                self.notes.append(Note("delta-undefined", text, task=task.name, split=split))
             negative = [(m, v) for m, v in ((task.correct, u_correct), (wrong, u_wrong)) if v < 0]
             if negative:
                 listed = ", ".join(f"{m.upper()} {v:.3g}" for m, v in negative)
@@ -160,7 +164,7 @@ def tabulate(
     aggregations: Sequence[str],
     primary: str,
     conventions: Conventions,
-    notes: Sequence[str] = (),
+    notes: Sequence[Note] = (),
     histograms: Mapping[str, ConfidenceHistogram] | None = None,
     histogram_domains: Sequence[str] = (),
 ) -> Tabulated:
@@ -183,7 +187,7 @@ def tabulate(
     primary : str
         The aggregation whose OODD and FD scores Δ is computed from.
     conventions : Conventions
-    notes : sequence of str
+    notes : sequence of Note
         Notes so far; the result's notes continue them.
     histograms : mapping, optional
         Per measure, the test pixels' :class:`ConfidenceHistogram` with one table per
@@ -202,10 +206,11 @@ def tabulate(
     if statistics.ncc is not None:
         unlabelled = int((scored & (statistics.ncc["au"].state == NO_PIXELS)).sum())
         if unlabelled:
-            tables.notes.append(
-                f"{unlabelled} test image(s) have no rater label at any pixel (all {IGNORE_LABEL}); "
+            text = (
+                f"{{count}} test image(s) have no rater label at any pixel (all {IGNORE_LABEL}); "
                 "they are left out of AMB, CAL and FD"
             )
+            tables.notes.append(Note("unlabelled-images", text, count=unlabelled))
 
     if "amb" in tasks and statistics.ncc is not None:
         per_split: dict[str, dict[str, dict[str, float]]] = {}
@@ -223,10 +228,14 @@ def tabulate(
                 tables.add("amb", split, measure, NO_AGGREGATION, "ncc_constant", constant[measure])
                 if constant[measure] and split != POOLED_OOD:
                     action = "left out" if conventions.ncc_constant == "skip" else "scored 0"
-                    tables.notes.append(
-                        f"amb: {constant[measure]} {split} image(s) have a constant rater-variance or "
-                        f"{measure.upper()} map and were {action}"
+                    text = (
+                        "{task}: {count} {split} image(s) have a constant rater-variance or {MEASURE} map and "
+                        f"were {action}"
                     )
+                    note = Note(
+                        "constant-maps", text, task="amb", split=split, measure=measure, count=constant[measure]
+                    )
+                    tables.notes.append(note)
             tables.add_delta(TASKS["amb"], split, values, chosen)
 
     if "cal" in tasks and statistics.calibration is not None:
@@ -283,9 +292,8 @@ def tabulate(
             }
         )
     if fitted.eu_scale != 1.0:
-        tables.notes.append(
-            f"EU rescaled by r = {fitted.eu_scale:.4g} (mean AU / mean EU on {fitted.images_from} images)"
-        )
+        text = f"EU rescaled by r = {fitted.eu_scale:.4g} (mean AU / mean EU on {fitted.images_from} images)"
+        tables.notes.append(Note("eu-rescaled", text))
 
     n_images = {name: int(chosen.sum()) for name, chosen in splits.items() if name != POOLED_OOD}
     return Tabulated(tables.rows, tables.entanglement, collapse, tables.notes, n_images, reliabilities)
@@ -296,7 +304,7 @@ def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: lis
     images) and their means over domains as ``ood``; Δ for the conventions' aggregation."""
     if ID_DOMAIN not in splits or not ood_names:
         missing = "ID" if ID_DOMAIN not in splits else "OOD"
-        tables.notes.append(f"oodd: skipped, there are no {missing} test images")
+        tables.notes.append(Note("skipped", f"{{task}}: skipped, there are no {missing} test images", task="oodd"))
         return
     for aggregation in aggregations:
         by_measure = tables.statistics.scores[aggregation]
