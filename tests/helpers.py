@@ -154,3 +154,8 @@ def assert_text_on_canvas(figure) -> None:
         assert inside, f"text {text.get_text()!r} at {box.extents} is outside the canvas {canvas.extents}"
         checked += 1
     assert checked > 0
+
+
+def note_texts(scores) -> list[str]:
+    """The notes of a :class:`uqeval.Scores` as the sentences ``scores.json`` keeps."""
+    return [str(note) for note in scores.notes]

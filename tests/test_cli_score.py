@@ -177,6 +177,20 @@ def test_repeated_flags_equal_comma_separated_names(store, tmp_path):
     assert {row["aggregation"] for row in first["results"] if row["task"] == "oodd"} == {"mean", "border", "sum"}
 
 
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_cli_aggregations_mean_what_the_api_aggregations_mean(store, tmp_path, preset):
+    flags = ["--aggregation", "mean", "--aggregation", "patch_max", "--preset", preset]
+    result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--no-plots", *flags])
+    assert result.exit_code == 0, result.output
+    from_cli = scores_json(tmp_path)
+    from_api = json.loads(json.dumps(uqeval.score(store, aggregations=["mean", "patch_max"], preset=preset).to_dict()))
+    for content in (from_cli, from_api):
+        del content["provenance"]
+    assert from_cli == from_api
+    assert from_api["conventions"]["aggregation"] == "mean"  # Δ's: the first name
+    assert {row["aggregation"] for row in from_api["results"] if row["task"] == "oodd"} == {"mean", "patch_max"}
+
+
 def test_aggregation_list_prints_every_aggregation(store, tmp_path):
     result = runner.invoke(
         app, ["score", str(store), "--out", str(tmp_path), "--aggregation", "border,mean", "--no-plots"], env=WIDE

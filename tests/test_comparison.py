@@ -31,8 +31,8 @@ from uqeval.comparison import (
 from uqeval.errors import UQEvalError
 from uqeval.precision import RANK_TOLERANCE
 from uqeval.report.compare_plots import DELTA_ZERO_GID, collapse_figure, entanglement_figure
+from uqeval.report.scores_file import SavedScores, read_scores
 from uqeval.report.tables import comparison_tables, format_value
-from uqeval.results import SavedScores, read_scores
 
 # (task, split) -> group -> (u_correct, delta) for seed 0 (and 2); u_wrong is made up.
 BASE = {

@@ -1297,7 +1297,7 @@ def test_register_on_the_process_manager_is_found_by_name():
 
 def test_register_on_the_process_manager_is_what_score_uses(store):
     assert uqeval.plugins.plugin_manager().register(in_code_plugin("constant_scores", flat=constant(0.25)))
-    scores = uqeval.score(store, tasks=["oodd"], aggregations=["flat"])
+    scores = uqeval.score(store, tasks=["oodd"], aggregations=["border", "flat"])
     flat = {row["value"] for row in scores.results if row["aggregation"] == "flat" and row["metric"] == "auroc"}
     assert flat == {0.5}  # a constant score: every image ties
     assert scores.value("oodd", "ood", "eu", "auroc", "border") != 0.5

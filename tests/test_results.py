@@ -22,7 +22,9 @@ import uqeval.plugins
 from uqeval import UQEvalError, decompose, evaluate, score
 from uqeval.conventions import Conventions
 from uqeval.plugins import BUILTIN, ENTRY_POINT_GROUP, LOAD_PLUGINS_ENV
-from uqeval.results import ENTANGLEMENT_COLUMNS, HEADLINE_SPLITS, SCORES_SCHEMA, SavedScores, Scores, read_scores
+from uqeval.report.scores_file import SavedScores, read_scores
+from uqeval.report.summary import HEADLINE_SPLITS
+from uqeval.results import ENTANGLEMENT_COLUMNS, SCORES_SCHEMA, Scores
 
 #: The model's identity written into the store (a name with markup in it, to be escaped).
 IDENTITY = {"model": "unet <v2> & co", "dataset": "toy", "au_method": "ssn", "eu_method": "ensemble", "seed": 3}

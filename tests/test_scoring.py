@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from helpers import write_synthetic_store
+from helpers import note_texts, write_synthetic_store
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 import uqeval.scoring.batch
@@ -205,7 +205,7 @@ def test_batching_does_not_change_any_number(store):
         runs[batch_bytes] = score(
             store,
             batch_bytes=batch_bytes,
-            aggregations=("threshold",),
+            aggregations=("border", "threshold"),
             segmentation=True,
             progress=lambda phase, done, total, calls=calls: calls.append((phase, done, total)),
         )
@@ -239,12 +239,12 @@ def test_progress_counts_every_image(store):
 
 def test_no_labels_skips_amb_and_cal(tmp_path):
     path = write_store(tmp_path / "nolabels.zarr", raters=0)
-    scores = score(path, segmentation=True, aggregations=("threshold",))
+    scores = score(path, segmentation=True, aggregations=("border", "threshold"))
     assert {row["task"] for row in scores.results} == {"oodd"}
-    assert "amb: skipped, the store has no rater labels" in scores.notes
-    assert "cal: skipped, the store has no rater labels" in scores.notes
-    assert any(note.startswith("segmentation: skipped") for note in scores.notes)
-    assert_same_scores(scores, reference(path, segmentation=True, aggregations=("threshold",)))
+    assert "amb: skipped, the store has no rater labels" in note_texts(scores)
+    assert "cal: skipped, the store has no rater labels" in note_texts(scores)
+    assert any(note.startswith("segmentation: skipped") for note in note_texts(scores))
+    assert_same_scores(scores, reference(path, segmentation=True, aggregations=("border", "threshold")))
     assert "ncc_au" not in scores.image_rows()[0]
 
 
@@ -253,7 +253,7 @@ def test_no_ood_images_skips_oodd(tmp_path):
     path = write_store(tmp_path / "idonly.zarr", layout=layout)
     scores = score(path)
     assert not any(row["task"] == "oodd" for row in scores.results)
-    assert any(note.startswith("oodd: skipped") and "OOD" in note for note in scores.notes)
+    assert any(note.startswith("oodd: skipped") and "OOD" in note for note in note_texts(scores))
     assert {row["task"] for row in scores.results} == {"amb", "cal", "fd"}
     assert_same_scores(scores, reference(path))
 
@@ -263,31 +263,31 @@ def test_no_id_images(tmp_path):
     path = write_store(tmp_path / "oodonly.zarr", layout=layout)
     scores = score(path)
     # One warning, first, says that nothing is ID and what that skips; no other note repeats it.
-    warning = scores.notes[0]
+    warning = note_texts(scores)[0]
     assert warning.startswith("warning: no image has the domain 'id'")
     assert "oodd and cal are skipped" in warning
     assert "'blur', 'noise'" in warning
-    assert not any(note.startswith(("oodd:", "cal:", "no calibration images")) for note in scores.notes)
+    assert not any(note.startswith(("oodd:", "cal:", "no calibration images")) for note in note_texts(scores))
     assert not any(row["task"] in ("oodd", "cal") for row in scores.results)
     assert_same_scores(scores, reference(path))
     with pytest.raises(UQEvalError, match="no ID images"):
-        score(path, aggregations=("threshold",))
+        score(path, aggregations=("border", "threshold"))
 
 
 def test_no_calibration_role_falls_back_to_id_test_images(tmp_path):
     layout = [(domain, "test") for domain, _ in image_plan(16)]
     path = write_store(tmp_path / "nocal.zarr", layout=layout)
-    scores = score(path, aggregations=("threshold",))
-    assert any(note.startswith("no calibration images") for note in scores.notes)
+    scores = score(path, aggregations=("border", "threshold"))
+    assert any(note.startswith("no calibration images") for note in note_texts(scores))
     assert scores.fitted.images_from == "test"
-    assert_same_scores(scores, reference(path, aggregations=("threshold",)))
+    assert_same_scores(scores, reference(path, aggregations=("border", "threshold")))
 
 
 def test_one_member_treats_samples_as_members(tmp_path):
     path = write_store(tmp_path / "noeu.zarr", scenario="no-eu", eu=1, au=AU)
-    scores = score(path, aggregations=("threshold",))
+    scores = score(path, aggregations=("border", "threshold"))
     assert scores.eu_convention == "samples-as-members"
-    assert_same_scores(scores, reference(path, aggregations=("threshold",)))
+    assert_same_scores(scores, reference(path, aggregations=("border", "threshold")))
     # EU is the mutual information over the samples, not zero.
     assert max(row["mean_eu"] for row in scores.image_rows()) > 0
 
@@ -296,11 +296,11 @@ def test_logits_store_scores_like_its_softmax(tmp_path):
     logits = write_store(tmp_path / "logits.zarr", variable="logits", dtype="float32")
     probs = write_store(tmp_path / "probs.zarr", from_logits=True, dtype="float32")
     assert "logits" in zarr.open_group(logits, mode="r") and "probs" not in zarr.open_group(logits, mode="r")
-    from_logits = score(logits, batch_bytes=TINY, aggregations=("threshold",))
-    from_probs = score(probs, batch_bytes=TINY, aggregations=("threshold",))
+    from_logits = score(logits, batch_bytes=TINY, aggregations=("border", "threshold"))
+    from_probs = score(probs, batch_bytes=TINY, aggregations=("border", "threshold"))
     assert_same_scores(from_logits, from_probs, tolerance=0.0)
     assert_rows_equal(from_logits.image_rows(), from_probs.image_rows(), tolerance=0.0)
-    assert_same_scores(from_logits, reference(logits, aggregations=("threshold",)))
+    assert_same_scores(from_logits, reference(logits, aggregations=("border", "threshold")))
 
 
 def test_dataset_source_equals_its_store(store, default_scores):
@@ -342,7 +342,7 @@ def test_spill_folder_is_used_then_removed(store, tmp_path, source):
         seen.append([p.name for p in spill_folders(scratch) if any(p.iterdir())])
 
     cube = store if source == "path" else open_cube(store)  # a Dataset may be larger than memory too
-    score(cube, scratch=scratch, batch_bytes=TINY, aggregations=("threshold",), progress=progress)
+    score(cube, scratch=scratch, batch_bytes=TINY, aggregations=("border", "threshold"), progress=progress)
     assert any(seen), "the per-image maps were never spilled to the scratch folder"
     assert spill_folders(scratch) == []
     assert not scratch.exists() or list(scratch.iterdir()) == []
@@ -454,7 +454,7 @@ def nan_store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def nan_scores(nan_store) -> Scores:
-    return score(nan_store, aggregations=("threshold",))
+    return score(nan_store, aggregations=("border", "threshold"))
 
 
 def test_to_dict_is_scores_json(nan_scores, nan_store):
@@ -614,9 +614,9 @@ def test_memory_is_bounded_by_the_batch_and_the_cube_is_read_once(store40, monke
     monkeypatch.setattr(uqeval.scoring.store_reader, "read_store", recording_read)
     image_bytes = EU * AU * 2 * SIZE * SIZE * 2  # float16
     batch_bytes = chunks_per_batch * CHUNK * image_bytes
-    scores = score(store40, batch_bytes=batch_bytes, aggregations=("threshold",))
+    scores = score(store40, batch_bytes=batch_bytes, aggregations=("border", "threshold"))
     assert max(batches) <= chunks_per_batch * CHUNK
     assert sum(batches) == 40  # every image decomposed once
     assert sum(len(values) for values in reads) == 40  # the cube is read once
     assert len(reads) == len(batches)
-    assert_same_scores(scores, reference(store40, aggregations=("threshold",)))
+    assert_same_scores(scores, reference(store40, aggregations=("border", "threshold")))

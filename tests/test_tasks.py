@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from helpers import note_texts
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -192,7 +193,7 @@ def test_rows_are_tidy_and_unique(standard):
     assert standard.n_images == {"id": 8, "blur": 5, "noise": 5}
     assert standard.fitted.n_images == 6
     assert standard.fitted.images_from == "calibration"
-    assert any("1 OOD image(s) have role calibration" in note for note in standard.notes)
+    assert any("1 OOD image(s) have role calibration" in note for note in note_texts(standard))
     with pytest.raises(KeyError):
         standard.value("oodd", "id", "eu", "auroc")
     with pytest.raises(KeyError):
@@ -247,7 +248,7 @@ def test_single_ood_domain(store):
 
 
 def test_threshold_aggregation_fitted_on_calibration_images(store):
-    evaluation = store.evaluate(tasks=["oodd"], aggregations=["threshold", "mean"])
+    evaluation = store.evaluate(tasks=["oodd"], aggregations=["border", "threshold", "mean"])
     arrays = store.arrays()
     calibration = (store.domain == "id") & (store.role == "calibration")
     q = (arrays["pred"][calibration] == 0).mean(axis=(1, 2)).mean()
@@ -310,7 +311,7 @@ def test_amb_matches_corrcoef_with_constant_images(store_with_constant_images, p
     assert evaluation.value("amb", "id", "au", "ncc_constant") == 2
     assert evaluation.value("amb", "blur", "au", "ncc_constant") == 0
     action = "left out" if preset_name == "default" else "scored 0"
-    assert any(note.startswith("amb: 2 id image(s)") and action in note for note in evaluation.notes)
+    assert any(note.startswith("amb: 2 id image(s)") and action in note for note in note_texts(evaluation))
 
 
 def test_amb_skip_and_zero_differ_by_the_constant_images(store_with_constant_images):
@@ -453,8 +454,8 @@ def test_rescale_eu(store, standard):
     assert rescaled.value("cal", "id", "tu", "ace") != standard.value("cal", "id", "tu", "ace")
     # Collapse reports the maps as given.
     assert rescaled.collapse == standard.collapse
-    assert any(note.startswith("EU rescaled by r =") for note in rescaled.notes)
-    assert not any(note.startswith("EU rescaled") for note in standard.notes)
+    assert any(note.startswith("EU rescaled by r =") for note in note_texts(rescaled))
+    assert not any(note.startswith("EU rescaled") for note in note_texts(standard))
 
 
 # --------------------------------------------------------------------------- segmentation rows
@@ -487,7 +488,7 @@ def test_segmentation_rows_with_cubes(store, standard):
     # Segmentation needs the labels too; without them there is nothing to compare with.
     no_labels = evaluate(store.maps, store.domain, store.role, cubes=store.cubes)
     assert not rows_of(no_labels, task="segmentation")
-    assert "segmentation: skipped, the store has no rater labels" in no_labels.notes
+    assert "segmentation: skipped, the store has no rater labels" in note_texts(no_labels)
 
 
 def test_cubes_of_the_wrong_shape_raise(store):
@@ -507,8 +508,8 @@ def test_cubes_of_the_wrong_shape_raise(store):
 def test_no_labels_skips_amb_and_cal(store, standard):
     evaluation = evaluate(store.maps, store.domain, store.role)
     assert {row["task"] for row in evaluation.results} == {"oodd"}
-    assert "amb: skipped, the store has no rater labels" in evaluation.notes
-    assert "cal: skipped, the store has no rater labels" in evaluation.notes
+    assert "amb: skipped, the store has no rater labels" in note_texts(evaluation)
+    assert "cal: skipped, the store has no rater labels" in note_texts(evaluation)
     assert evaluation.fitted.platt == {}
     for row in rows_of(standard, task="oodd"):
         key = (row["task"], row["split"], row["measure"], row["metric"])
@@ -524,14 +525,14 @@ def test_no_ood_images_skips_oodd(store):
         store.labels[in_domain],
         n_classes=2,
     )
-    assert "oodd: skipped, there are no OOD test images" in evaluation.notes
+    assert "oodd: skipped, there are no OOD test images" in note_texts(evaluation)
     assert {row["task"] for row in evaluation.results} == {"amb", "cal", "fd"}
     assert {row["split"] for row in evaluation.results} == {"id", "all"}
     assert evaluation.n_images == {"id": 8}
     # OOD images that all have role calibration leave no OOD test images either.
     role = np.where(store.domain == "id", store.role, "calibration")
     evaluation = evaluate(store.maps, store.domain, role, store.labels, tasks=["oodd"])
-    assert "oodd: skipped, there are no OOD test images" in evaluation.notes
+    assert "oodd: skipped, there are no OOD test images" in note_texts(evaluation)
     assert not evaluation.results
 
 
@@ -543,20 +544,20 @@ def test_no_id_images_skips_oodd_and_cal(store):
         store.domain[ood & test],
         labels=store.labels[ood & test],
     )
-    warning = evaluation.notes[0]
+    warning = note_texts(evaluation)[0]
     assert warning.startswith("warning: no image has the domain 'id' (in-distribution)")
     assert "oodd and cal are skipped (they need ID images)" in warning
-    assert not any(note.startswith(("oodd:", "cal:")) for note in evaluation.notes)
-    assert sum("'id'" in note for note in evaluation.notes) == 1  # one warning, nothing that contradicts it
+    assert not any(note.startswith(("oodd:", "cal:")) for note in note_texts(evaluation))
+    assert sum("'id'" in note for note in note_texts(evaluation)) == 1  # one warning, nothing that contradicts it
     assert {row["task"] for row in evaluation.results} == {"amb", "fd"}
 
 
 def test_no_calibration_role_fits_on_id_test_images(store):
     test = store.role == "test"
     maps = store.maps.isel(image=np.flatnonzero(test))
-    evaluation = evaluate(maps, store.domain[test], None, store.labels[test], aggregations=["threshold"])
+    evaluation = evaluate(maps, store.domain[test], None, store.labels[test], aggregations=["border", "threshold"])
     assert "no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images" in (
-        evaluation.notes
+        note_texts(evaluation)
     )
     assert evaluation.fitted.images_from == "test"
     in_domain = store.domain[test] == "id"
@@ -661,7 +662,7 @@ def reference_aurc(scores, risks):
 
 
 def test_failure_detection_rows_match_a_direct_recomputation(store):
-    evaluation = store.evaluate(aggregations=["mean", "threshold"])
+    evaluation = store.evaluate(aggregations=["border", "mean", "threshold"])
     arrays = store.arrays()
     risk = np.array([1 - reference_dice(arrays["pred"][i], store.labels[i]) for i in range(len(store.domain))])
     splits = {**split_masks(store.domain, store.role), "all": store.role == "test"}
@@ -689,7 +690,7 @@ def test_failure_detection_needs_labels_only(store):
     assert evaluation.fitted.platt == {}  # nothing is fitted for FD
     unlabelled = evaluate(store.maps, store.domain, store.role, tasks=["fd"])
     assert not unlabelled.results
-    assert "fd: skipped, the store has no rater labels" in unlabelled.notes
+    assert "fd: skipped, the store has no rater labels" in note_texts(unlabelled)
 
 
 # --------------------------------------------------------------------------- the study's conventions
@@ -721,7 +722,7 @@ def test_members_threshold_fraction_averages_every_members_argmax(store):
         store.domain,
         store.role,
         store.labels,
-        aggregations=["threshold"],
+        aggregations=["border", "threshold"],
         conventions=conventions,
         cubes=store.cubes,
         tasks=["oodd"],
@@ -739,10 +740,10 @@ def test_members_threshold_fraction_averages_every_members_argmax(store):
     for measure in MEASURES:
         tau = np.quantile(arrays[measure][fitting], fractions.mean())
         assert evaluation.fitted.thresholds[measure] == pytest.approx(tau, rel=1e-6)
-    default = store.evaluate(aggregations=["threshold"], tasks=["oodd"])
+    default = store.evaluate(aggregations=["border", "threshold"], tasks=["oodd"])
     assert default.fitted.thresholds != evaluation.fitted.thresholds
     with pytest.raises(UQEvalError, match="threshold_fraction 'members' needs each member's prediction"):
-        store.evaluate(aggregations=["threshold"], conventions=conventions, tasks=["oodd"])
+        store.evaluate(aggregations=["border", "threshold"], conventions=conventions, tasks=["oodd"])
 
 
 def test_delta_of_two_zero_scores_follows_the_convention():
@@ -766,7 +767,7 @@ def test_delta_of_two_zero_scores_follows_the_convention():
         assert (row["u_correct"], row["u_wrong"]) == (0.0, 0.0)
         if math.isnan(expected):
             assert math.isnan(row["delta"])
-            assert any(note.startswith("fd: Δ on all is undefined") for note in evaluation.notes)
+            assert any(note.startswith("fd: Δ on all is undefined") for note in note_texts(evaluation))
         else:
             assert row["delta"] == expected  # −s with s = −1: lower is better
 
@@ -789,7 +790,7 @@ def test_identical_members_give_exact_zeros_and_no_delta():
     assert evaluation.value("oodd", "ood", "eu", "auroc") == 0.5
     for row in evaluation.entanglement:  # OODD, AMB, CAL and FD all compare EU
         assert math.isnan(row["delta"]), row
-    assert any("EU is 0 at every pixel" in note for note in evaluation.notes)
+    assert any("EU is 0 at every pixel" in note for note in note_texts(evaluation))
     zero = evaluate(collapsed.maps, collapsed.domain, collapsed.role, collapsed.labels, conventions=preset("paper"))
     assert zero.value("amb", "id", "eu", "ncc") == 0.0  # scored 0 under the study's convention
 
@@ -804,6 +805,6 @@ def test_negative_score_is_noted(store):
     evaluation = evaluate(maps, store.domain, store.role, store.labels, tasks=["amb"], n_classes=2)
     row = next(r for r in evaluation.entanglement if r["split"] == "id")
     assert row["u_wrong"] < 0 and row["delta"] > 1
-    notes = [note for note in evaluation.notes if note.startswith("amb: ncc is negative on ")]
+    notes = [note for note in note_texts(evaluation) if note.startswith("amb: ncc is negative on ")]
     assert len(notes) == 1  # one note for every split
     assert "id (EU -" in notes[0] and "its range is (−5, 3]" in notes[0]

@@ -29,7 +29,7 @@ _PUBLIC = {
     "decompose": "uqeval.decomposition",
     "make_synthetic_cube": "uqeval.synth",
     "Scores": "uqeval.results",
-    "read_scores": "uqeval.results",
+    "read_scores": "uqeval.report.scores_file",
     "score": "uqeval.scoring",
     "evaluate": "uqeval.scoring",
     "compare": "uqeval.comparison",
@@ -66,7 +66,8 @@ if TYPE_CHECKING:
     from uqeval.report.files import write_bytes, write_json
     from uqeval.report.progress import progress_bar
     from uqeval.report.save import save_comparison, save_report
-    from uqeval.results import Scores, read_scores
+    from uqeval.report.scores_file import read_scores
+    from uqeval.results import Scores
     from uqeval.scoring import evaluate, score
     from uqeval.synth import SCENARIOS, make_synthetic_cube
     from uqeval.tasks import TASKS

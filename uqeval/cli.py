@@ -346,14 +346,10 @@ def score(
     [cyan]metrics.csv[/], [cyan]images.csv[/], [cyan]fitted.json[/] and plots to
     [cyan]--out[/] (also with [cyan]--json[/]).
     """
-    from uqeval.conventions import preset as conventions_preset
     from uqeval.report.save import save_report
     from uqeval.report.tables import print_report, score_remarks, score_tables
     from uqeval.scoring import score as score_store
 
-    conventions = conventions_preset(preset.value)
-    names = aggregation or [conventions.aggregation]
-    conventions = conventions.replace(aggregation=names[0])
     task_names = tasks if tasks is not None else list(TASK_NAMES)
     out = out if out is not None else _default_out(store)
     with _report_folder(out):
@@ -375,8 +371,8 @@ def score(
                 scores = score_store(
                     store,
                     tasks=task_names,
-                    aggregations=names[1:],
-                    conventions=conventions,
+                    aggregations=aggregation,
+                    preset=preset.value,
                     segmentation=segmentation,
                     scheduler=scheduler,
                     scratch=out,

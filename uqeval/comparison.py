@@ -56,7 +56,7 @@ from uqeval.errors import UQEvalError
 from uqeval.jsonable import json_ready
 from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD
 from uqeval.precision import RANK_TOLERANCE, delta_tolerance
-from uqeval.results import SCORES_FILE, SavedScores, read_scores
+from uqeval.report.scores_file import SCORES_FILE, SavedScores, read_scores
 from uqeval.tasks import TASKS
 
 #: ``schema`` of the ``comparison.json`` that :func:`uqeval.save_comparison` writes.

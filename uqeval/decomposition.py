@@ -138,6 +138,21 @@ _ATTRS = {
 }
 
 
+def threading_layer() -> str:
+    """numba's threading layer that the decomposition kernels run under.
+
+    ``"omp"`` and ``"tbb"`` let two threads run parallel kernels at once;
+    ``"workqueue"`` (used when neither OpenMP nor TBB is installed) does not. numba
+    chooses the layer when the first parallel kernel runs, so a tiny decomposition is
+    run first if none has.
+    """
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        _kernels.value_stats_kernel(np.zeros((1, 1, 2, 1), dtype=np.float32), np.empty((1, 1, 4)))
+        return numba.threading_layer()
+
+
 def _to_dataset(maps: dict, leading: tuple[str, ...], squeeze: bool) -> xr.Dataset:
     def take(array: np.ndarray) -> np.ndarray:
         return array[0] if squeeze else array

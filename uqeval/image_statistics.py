@@ -2,7 +2,8 @@
 
 A batch of decomposed maps (and the raters' labels) becomes small per-image results —
 aggregated scores, NCC, calibration bin tables, segmentation scores — that
-concatenate across batches. Parameters fitted on calibration images (the EU scale,
+concatenate across batches, and the full maps of the few example images a report shows
+(:class:`ExampleMaps`). Parameters fitted on calibration images (the EU scale,
 the threshold ``τ``, Platt scaling) come in as plain values; they are fitted in
 :mod:`uqeval.scoring.fitting`. The scoring engine (:mod:`uqeval.scoring.engine`) calls
 these per batch.
@@ -11,7 +12,7 @@ these per batch.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +31,25 @@ def rescaled(maps: Mapping[str, np.ndarray], eu_scale: float) -> dict[str, np.nd
         maps["eu"] = (maps["eu"] * np.float32(eu_scale)).astype(np.float32)
         maps["tu"] = maps["au"] + maps["eu"]
     return maps
+
+
+@dataclass(frozen=True)
+class ExampleMaps:
+    """The maps of one image kept for the report's panel (nats; ``mean`` is (class, y, x)).
+
+    ``input`` is the image's input pixels (channel, y, x) when the source has them, and
+    ``labels`` its raters' label maps (rater, y, x) when it has those; else None.
+    """
+
+    position: int
+    image_id: str
+    mean: np.ndarray = field(repr=False)
+    au: np.ndarray = field(repr=False)
+    eu: np.ndarray = field(repr=False)
+    tu: np.ndarray = field(repr=False)
+    domain: str = ""
+    input: np.ndarray | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass

@@ -1,35 +1,27 @@
-"""The result of scoring, :class:`Scores`, and the reader of the ``scores.json`` it is saved as.
+"""The result of scoring: :class:`Scores`, the model.
 
-:class:`Scores` is the model: tidy rows, Δ, collapse, notes, fits and per-image
-statistics. It knows nothing of files or terminals; :mod:`uqeval.report` writes and
-prints it. :meth:`Scores.to_dict` is the content of ``scores.json`` and
-:func:`read_scores` reads such a file back, checked, as :class:`SavedScores`.
-
-Both show themselves in a few lines (``repr``) and, in a notebook, as a small HTML
-table (``_repr_html_``): what was scored and the headline Δ per task.
+:class:`Scores` holds tidy rows, Δ, collapse, notes, fits and per-image statistics and
+knows nothing of files or terminals: :mod:`uqeval.report.save` writes it (and
+:mod:`uqeval.report.scores_file` reads ``scores.json`` back), :mod:`uqeval.report.tables`
+prints it, and :mod:`uqeval.report.summary` is the few lines (``repr``) or small HTML
+table (``_repr_html_``, in a notebook) it shows itself as.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import math
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from uqeval.conventions import Conventions
-from uqeval.errors import UQEvalError
-from uqeval.image_statistics import ImageStatistics
+from uqeval.image_statistics import ExampleMaps, ImageStatistics
 from uqeval.jsonable import json_ready
 from uqeval.metrics.calibration import Reliability
 from uqeval.metrics.oodd import roc_curve
-from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
+from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, TEST
+from uqeval.notes import Note
 from uqeval.precision import precision_record
 from uqeval.tasks import TASKS
 
@@ -41,8 +33,6 @@ if TYPE_CHECKING:
 
 #: ``schema`` of ``scores.json``.
 SCORES_SCHEMA = "uqeval.scores/1"
-#: File name of a run's scores inside its report folder.
-SCORES_FILE = "scores.json"
 #: Store attributes that identify the model in ``scores.json``.
 MODEL_ATTRS = ("au_method", "eu_method", "model", "dataset", "seed")
 #: Columns of :meth:`Scores.to_dataframe` (and ``metrics.csv``), one row per result.
@@ -50,46 +40,6 @@ METRIC_COLUMNS = ("task", "split", "measure", "aggregation", "metric", "value")
 #: Columns of :meth:`Scores.entanglement_dataframe` (and ``entanglement.csv``), one row
 #: per task and split.
 ENTANGLEMENT_COLUMNS = ("task", "split", "correct", "wrong", "u_correct", "u_wrong", "delta")
-#: The pooled splits whose Δ ``repr`` shows: ID, all OOD images, all test images.
-HEADLINE_SPLITS = (ID_DOMAIN, POOLED_OOD, ALL_TEST)
-
-
-def provenance_record(*, attrs: Mapping[str, Any] | None = None, eu_convention: str = "members") -> dict[str, Any]:
-    """What produced a run's numbers, now: ``scores.json`` records it under ``provenance``.
-
-    Parameters
-    ----------
-    attrs : mapping, optional
-        The store's attributes (None or empty for arrays scored in memory).
-    eu_convention : str
-        ``members``, or ``samples-as-members`` for a cube with ``eu = 1``.
-
-    Returns
-    -------
-    dict
-        ``uqeval`` (its version); ``plugins``, one ``{name, distribution, version}`` per
-        registered plugin besides the built-in one, in registration order (the version of
-        the installed distribution, from :mod:`importlib.metadata`; ``None`` for a
-        plugin registered in code); ``created``, the UTC time in ISO 8601 to the second
-        (``2025-01-31T09:30:00+00:00``); ``store_attributes``, every attribute of the
-        store; ``eu_convention``.
-    """
-    # Imported here: reading scores.json (compare, the report) needs no plugin manager.
-    from uqeval import __version__
-    from uqeval.plugins import BUILTIN, plugin_manager
-
-    plugins = [
-        {"name": info.name, "distribution": info.distribution, "version": info.version or None}
-        for info in plugin_manager().info.values()
-        if info.name != BUILTIN
-    ]
-    return {
-        "uqeval": __version__,
-        "plugins": plugins,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "store_attributes": json_ready(dict(attrs or {})),
-        "eu_convention": eu_convention,
-    }
 
 
 def entanglement_frame(rows: Iterable[Mapping[str, Any]]) -> pandas.DataFrame:
@@ -97,24 +47,6 @@ def entanglement_frame(rows: Iterable[Mapping[str, Any]]) -> pandas.DataFrame:
     import pandas
 
     return pandas.DataFrame(list(rows), columns=list(ENTANGLEMENT_COLUMNS))
-
-
-@dataclass(frozen=True)
-class ExampleMaps:
-    """The maps of one image kept for the report's panel (nats; ``mean`` is (class, y, x)).
-
-    ``input`` is the image's input pixels (channel, y, x) when the cube has ``input``,
-    else None.
-    """
-
-    position: int
-    image_id: str
-    mean: np.ndarray = field(repr=False)
-    au: np.ndarray = field(repr=False)
-    eu: np.ndarray = field(repr=False)
-    tu: np.ndarray = field(repr=False)
-    domain: str = ""
-    input: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(repr=False)
@@ -132,8 +64,9 @@ class Scores:
         ``task, split, correct, wrong, u_correct, u_wrong, delta`` per task and split.
     collapse : list of dict
         ``split, mean_au, mean_eu, eu_over_au``.
-    notes : list of str
-        Everything skipped, fallen back on or undefined, in words.
+    notes : list of Note
+        Everything skipped, fallen back on or undefined (:class:`~uqeval.notes.Note`;
+        ``str(note)`` is the sentence).
     n_images : dict
         Scored (test) images per domain.
     fitted : Fitted
@@ -153,7 +86,7 @@ class Scores:
     eu_convention : str
         ``members``, or ``samples-as-members`` for a cube with ``eu = 1``.
     provenance : dict
-        What produced the numbers (:func:`provenance_record`): uqeval and plugin
+        What produced the numbers (:func:`uqeval.provenance.provenance_record`): uqeval and plugin
         versions, the UTC time of scoring, the store's attributes and the EU convention;
         empty when unknown.
     """
@@ -161,7 +94,7 @@ class Scores:
     results: list[dict]
     entanglement: list[dict]
     collapse: list[dict]
-    notes: list[str]
+    notes: list[Note]
     n_images: dict[str, int]
     fitted: Fitted
     reliability: dict[tuple[str, str], Reliability]
@@ -222,7 +155,7 @@ class Scores:
                 "results": self.results,
                 "entanglement": self.entanglement,
                 "collapse": self.collapse,
-                "notes": self.notes,
+                "notes": [str(note) for note in self.notes],
             }
         )
 
@@ -297,375 +230,13 @@ class Scores:
                 curves[domain][measure] = (curve.fpr, curve.tpr)
         return curves
 
-    def _summary(self) -> _Summary:
-        aggregations = [self.conventions.aggregation]
-        aggregations += sorted({row["aggregation"] for row in self.results} - {NO_AGGREGATION, *aggregations})
-        measures = {row["measure"] for row in self.results}
-        tasks = dict.fromkeys(row["task"] for row in self.results)
-        return _Summary(
-            kind="uqeval.Scores",
-            places=[("store", self.store if self.store is not None else "arrays in memory")],
-            model=self.model,
-            n_images=self.n_images,
-            measures=[measure for measure in MEASURES if measure in measures],
-            aggregations=aggregations,
-            delta_aggregation=self.conventions.aggregation,
-            tasks=list(tasks),
-            entanglement=self.entanglement,
-            n_notes=len(self.notes),
-            notes_at=".notes",
-            more=(
-                ".to_dataframe() results · .entanglement_dataframe() Δ · .images_dataframe() per image · "
-                ".collapse · .notes · uqeval.save_report(scores, folder)"
-            ),
-        )
-
+    # The summary is a view (uqeval.report.summary); the model only hands itself over.
     def __repr__(self) -> str:
-        return self._summary().text()
+        from uqeval.report.summary import scores_summary
+
+        return scores_summary(self).text()
 
     def _repr_html_(self) -> str:
-        return self._summary().html()
+        from uqeval.report.summary import scores_summary
 
-
-# ------------------------------------------------------------------ summaries (repr)
-
-#: Bounds that keep a summary short whatever the store: characters of a path (its end
-#: is kept), of any other value, and of a name in a list; names listed; task rows of Δ.
-_PATH_CHARS, _VALUE_CHARS, _NAME_CHARS = 100, 40, 24
-_LISTED, _TASK_ROWS = 6, 8
-_DELTA_LEGEND = "1: the correct measure far better; 0: no better than the best wrong one; < 0: worse"
-
-
-def _shorten(value: Any, limit: int, *, keep_end: bool = False) -> str:
-    text = " ".join(str(value).split())  # one line
-    if len(text) <= limit:
-        return text
-    return "…" + text[-(limit - 1) :] if keep_end else text[: limit - 1] + "…"
-
-
-def _listing(items: Sequence[Any], separator: str = ", ", limit: int = _NAME_CHARS) -> str:
-    shown = [_shorten(item, limit) for item in items[:_LISTED]]
-    if len(items) > _LISTED:
-        shown.append(f"… +{len(items) - _LISTED} more")
-    return separator.join(shown) if shown else "none"
-
-
-def _format_delta(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or math.isnan(value):
-        return "–"
-    return f"{value:.2f}"
-
-
-@dataclass(frozen=True)
-class _Summary:
-    """What ``repr`` and ``_repr_html_`` of a result show, bounded whatever the store."""
-
-    kind: str
-    places: list[tuple[str, Any]]
-    model: Mapping[str, Any]
-    n_images: Mapping[str, Any]
-    measures: list[str]
-    aggregations: list[str]
-    delta_aggregation: str | None
-    tasks: list[str]
-    entanglement: Sequence[Mapping[str, Any]]
-    n_notes: int
-    notes_at: str
-    more: str
-
-    def fields(self) -> list[tuple[str, str]]:
-        """(label, value) lines: where, model, images, measures, aggregations, tasks."""
-        lines = [(label, _shorten(place, _PATH_CHARS, keep_end=True)) for label, place in self.places if place]
-        identity = [
-            f"{name} {_shorten(self.model[name], _VALUE_CHARS)}"
-            for name in ("model", "dataset", "au_method", "eu_method", "seed")
-            if self.model.get(name) is not None
-        ]
-        lines.append(("model", " · ".join(identity) if identity else "not named by the store"))
-        counts = [f"{_shorten(domain, _NAME_CHARS)} {_shorten(count, 12)}" for domain, count in self.n_images.items()]
-        lines.append(("test images", _listing(counts, " · ", limit=_NAME_CHARS + 13) if counts else "unknown"))
-        lines.append(("measures", _listing(self.measures)))
-        aggregations = [f"{name} (Δ)" if name == self.delta_aggregation else name for name in self.aggregations]
-        lines.append(("aggregations", _listing(aggregations)))
-        lines.append(("tasks", _listing(self.tasks)))
-        return lines
-
-    def delta_table(self) -> tuple[list[str], list[tuple[str, list[str]]], str]:
-        """Columns (the headline splits present), rows ``(task, cells)`` and a line on the Δ rows left out."""
-        by_task: dict[str, dict[str, str]] = {}
-        for row in self.entanglement:
-            task, split = str(row.get("task")), str(row.get("split"))
-            if split in HEADLINE_SPLITS:
-                by_task.setdefault(task, {})[split] = _format_delta(row.get("delta"))
-        columns = [split for split in HEADLINE_SPLITS if any(split in cells for cells in by_task.values())]
-        order = [task for task in TASKS if task in by_task] + [task for task in by_task if task not in TASKS]
-        rows = [(task, [by_task[task].get(split, "") for split in columns]) for task in order[:_TASK_ROWS]]
-        left_out = len(self.entanglement) - sum(len(by_task[task]) for task in order[:_TASK_ROWS])
-        if not left_out:
-            return columns, rows, ""
-        which = "single OOD domains" if len(order) <= _TASK_ROWS else "single OOD domains and further tasks"
-        return columns, rows, f"{left_out} more Δ row(s), of {which}, in .entanglement_dataframe()"
-
-    def _footer(self, left_out: str) -> list[str]:
-        lines = [left_out] if left_out else []
-        if self.n_notes:
-            lines.append(f"{self.n_notes} note(s) in {self.notes_at}: what was skipped or fell back")
-        lines.append(f"more: {self.more}")
-        return lines
-
-    def text(self) -> str:
-        """The summary as a few lines of plain text."""
-        lines = [f"<{self.kind}>"]
-        lines += [f"  {label:<13} {value}" for label, value in self.fields()]
-        columns, rows, left_out = self.delta_table()
-        if rows:
-            width = max(_NAME_CHARS // 2, *(len(_shorten(task, _NAME_CHARS)) for task, _ in rows))
-            lines.append(f"  Δ per task ({_DELTA_LEGEND})")
-            lines.append(("    " + " " * width + "".join(f"{split:>8}" for split in columns)).rstrip())
-            for task, cells in rows:
-                cells_text = "".join(f"{cell:>8}" for cell in cells)
-                lines.append(f"    {_shorten(task, _NAME_CHARS):<{width}}{cells_text}".rstrip())
-        else:
-            lines.append("  Δ: none (no task was scored on ID, pooled OOD or all test images)")
-        lines += [f"  {line}" for line in self._footer(left_out)]
-        return "\n".join(lines)
-
-    def html(self) -> str:
-        """The summary as a compact HTML table (every value escaped)."""
-        escape = html.escape
-        left = ' style="text-align:left"'
-        parts = [f'<div class="uqeval-summary"><p><strong>{escape(self.kind)}</strong></p><table>']
-        parts += [
-            f"<tr><th{left}>{escape(label)}</th><td{left}>{escape(value)}</td></tr>" for label, value in self.fields()
-        ]
-        parts.append("</table>")
-        columns, rows, left_out = self.delta_table()
-        if rows:
-            parts.append(
-                f"<table><caption{left}>Δ per task ({escape(_DELTA_LEGEND)})</caption><thead><tr><th>task</th>"
-            )
-            parts += [f"<th>{escape(split)}</th>" for split in columns]
-            parts.append("</tr></thead><tbody>")
-            for task, cells in rows:
-                parts.append(f"<tr><th{left}>{escape(_shorten(task, _NAME_CHARS))}</th>")
-                parts += [f'<td style="text-align:right">{escape(cell)}</td>' for cell in cells]
-                parts.append("</tr>")
-            parts.append("</tbody></table>")
-        else:
-            parts.append("<p>Δ: none (no task was scored on ID, pooled OOD or all test images)</p>")
-        parts += [f"<p><small>{escape(line)}</small></p>" for line in self._footer(left_out)]
-        parts.append("</div>")
-        return "".join(parts)
-
-
-# ------------------------------------------------------------------ reading scores.json
-
-_REQUIRED_KEYS = ("entanglement", "collapse")
-_ENTANGLEMENT_KEYS = ("task", "split", "u_correct", "u_wrong", "delta")
-_COLLAPSE_KEYS = ("split", "eu_over_au")
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class SavedScores:
-    """The checked contents of a ``scores.json``.
-
-    ``repr`` (and, in a notebook, its HTML table) summarises it as :class:`Scores` does.
-
-    Attributes
-    ----------
-    source : str
-        Where it was read from (for messages).
-    model : dict
-        ``model`` (an empty dict when ``null``).
-    entanglement : tuple of dict
-        Rows ``task, split, correct, wrong, u_correct, u_wrong, delta`` (floats, NaN
-        for ``null``).
-    collapse : tuple of dict
-        Rows ``split, mean_au, mean_eu, eu_over_au`` (floats, NaN for ``null`` or missing).
-    data : dict
-        The whole document as read.
-    """
-
-    source: str
-    model: dict[str, Any]
-    entanglement: tuple[dict[str, Any], ...]
-    collapse: tuple[dict[str, Any], ...]
-    data: dict[str, Any] = field(repr=False)
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str) -> SavedScores:
-        """Check the parsed document ``data``; errors name ``source`` and the key.
-
-        Raises
-        ------
-        UQEvalError
-            When the schema is not ``uqeval.scores/1`` or a key or value is missing or
-            of the wrong type. ``provenance`` is optional (files written before uqeval
-            recorded it lack it).
-        """
-        where = source
-        if not isinstance(data, Mapping):
-            raise UQEvalError(f"{where}: expected a JSON object at the top level, got {type(data).__name__}")
-        if "schema" not in data:
-            raise UQEvalError(
-                f"{where}: missing key 'schema' (expected {SCORES_SCHEMA!r}); is it a uqeval scores file?"
-            )
-        if data["schema"] != SCORES_SCHEMA:
-            raise UQEvalError(f"{where}: schema is {data['schema']!r}, expected {SCORES_SCHEMA!r}")
-        missing = [key for key in _REQUIRED_KEYS if key not in data]
-        if missing:
-            raise UQEvalError(f"{where}: missing key(s) {', '.join(repr(key) for key in missing)}")
-        model = data.get("model")
-        if model is None:
-            model = {}
-        if not isinstance(model, Mapping):
-            raise UQEvalError(f"{where}: 'model' must be an object, got {type(model).__name__}")
-        provenance = data.get("provenance")
-        if provenance is not None and not isinstance(provenance, Mapping):
-            raise UQEvalError(f"{where}: 'provenance' must be an object, got {type(provenance).__name__}")
-        entanglement = tuple(_entanglement_rows(data["entanglement"], where))
-        collapse = tuple(_collapse_rows(data["collapse"], where))
-        return cls(source, dict(model), entanglement, collapse, dict(data))
-
-    @property
-    def provenance(self) -> dict[str, Any]:
-        """``provenance``: uqeval and plugin versions, UTC time, store attributes, EU
-        convention (:func:`provenance_record`); an empty dict in files written before
-        uqeval recorded it."""
-        return dict(self.data.get("provenance") or {})
-
-    def entanglement_dataframe(self) -> pandas.DataFrame:
-        """:attr:`entanglement` as a pandas DataFrame (columns as
-        :meth:`Scores.entanglement_dataframe`)."""
-        return entanglement_frame(self.entanglement)
-
-    def _summary(self) -> _Summary:
-        results = self.data.get("results")
-        rows = [row for row in results if isinstance(row, Mapping)] if isinstance(results, list) else []
-        conventions = self.data.get("conventions")
-        delta_aggregation = conventions.get("aggregation") if isinstance(conventions, Mapping) else None
-        aggregations = dict.fromkeys([str(delta_aggregation)] if delta_aggregation is not None else [])
-        aggregations.update(dict.fromkeys(sorted({str(row.get("aggregation")) for row in rows} - {NO_AGGREGATION})))
-        measures = {str(row.get("measure")) for row in rows}
-        n_images = self.data.get("n_images")
-        notes = self.data.get("notes")
-        return _Summary(
-            kind="uqeval.SavedScores",
-            places=[("file", self.source), ("store", self.data.get("store"))],
-            model=self.model,
-            n_images=n_images if isinstance(n_images, Mapping) else {},
-            measures=[measure for measure in MEASURES if measure in measures] + sorted(measures - set(MEASURES)),
-            aggregations=list(aggregations),
-            delta_aggregation=None if delta_aggregation is None else str(delta_aggregation),
-            tasks=list(dict.fromkeys(str(row.get("task")) for row in [*rows, *self.entanglement])),
-            entanglement=self.entanglement,
-            n_notes=len(notes) if isinstance(notes, list) else 0,
-            notes_at=".data['notes']",
-            more=".entanglement_dataframe() Δ · .collapse · .provenance · .data (the whole file)",
-        )
-
-    def __repr__(self) -> str:
-        return self._summary().text()
-
-    def _repr_html_(self) -> str:
-        return self._summary().html()
-
-
-def read_scores(path: str | os.PathLike[str]) -> tuple[SavedScores, Path]:
-    """Read a ``scores.json``: a report folder written by ``uqeval score`` or the file itself.
-
-    Returns
-    -------
-    (SavedScores, Path)
-        The checked contents and the report folder (the file's folder).
-
-    Raises
-    ------
-    UQEvalError
-        When the folder or file does not exist, the file is not JSON (with line and
-        column), or its contents break the schema; the message names the file.
-    """
-    path = Path(path)
-    if path.is_dir():
-        folder, file = path, path / SCORES_FILE
-        if not file.is_file():
-            raise UQEvalError(f"{file}: missing; is {path} a report folder written by `uqeval score`?")
-    elif path.is_file():
-        folder, file = path.parent, path
-    else:
-        raise UQEvalError(f"{path}: no such run folder or scores file")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise UQEvalError(f"{file}: not JSON (not UTF-8 text at byte {error.start})") from None
-    except OSError as error:
-        raise UQEvalError(f"{file}: cannot be read ({error.strerror or error})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UQEvalError(f"{file}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
-    return SavedScores.from_dict(data, str(file)), folder
-
-
-def _number(value: Any, where: str) -> float:
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UQEvalError(f"{where} must be a number or null, got {value!r}")
-    return float(value)
-
-
-def _rows(value: Any, key: str, where: str) -> list[Mapping[str, Any]]:
-    if not isinstance(value, list):
-        raise UQEvalError(f"{where}: {key!r} must be a list of objects, got {type(value).__name__}")
-    for index, row in enumerate(value):
-        if not isinstance(row, Mapping):
-            raise UQEvalError(f"{where}: {key}[{index}] must be an object, got {type(row).__name__}")
-    return value
-
-
-def _entanglement_rows(value: Any, where: str) -> list[dict[str, Any]]:
-    rows, seen = [], set()
-    for index, row in enumerate(_rows(value, "entanglement", where)):
-        missing = [key for key in _ENTANGLEMENT_KEYS if key not in row]
-        if missing:
-            raise UQEvalError(f"{where}: entanglement[{index}] misses key(s) {', '.join(map(repr, missing))}")
-        task, split = str(row["task"]), str(row["split"])
-        if (task, split) in seen:
-            raise UQEvalError(f"{where}: entanglement has two rows for task {task!r}, split {split!r}")
-        seen.add((task, split))
-        rows.append(
-            {
-                "task": task,
-                "split": split,
-                "correct": None if row.get("correct") is None else str(row["correct"]),
-                "wrong": None if row.get("wrong") is None else str(row["wrong"]),
-                **{
-                    key: _number(row[key], f"{where}: entanglement[{index}].{key}")
-                    for key in ("u_correct", "u_wrong", "delta")
-                },
-            }
-        )
-    return rows
-
-
-def _collapse_rows(value: Any, where: str) -> list[dict[str, Any]]:
-    rows, seen = [], set()
-    for index, row in enumerate(_rows(value, "collapse", where)):
-        missing = [key for key in _COLLAPSE_KEYS if key not in row]
-        if missing:
-            raise UQEvalError(f"{where}: collapse[{index}] misses key(s) {', '.join(map(repr, missing))}")
-        split = str(row["split"])
-        if split in seen:
-            raise UQEvalError(f"{where}: collapse has two rows for split {split!r}")
-        seen.add(split)
-        rows.append(
-            {
-                "split": split,
-                **{
-                    key: _number(row.get(key), f"{where}: collapse[{index}].{key}")
-                    for key in ("mean_au", "mean_eu", "eu_over_au")
-                },
-            }
-        )
-    return rows
+        return scores_summary(self).html()

@@ -18,6 +18,7 @@ from uqeval.metrics.ambiguity import (
     Correlation,
     mean_ncc,
     ncc,
+    rater_disagreement,
     rater_statistics,
     rater_variance,
 )
@@ -384,3 +385,26 @@ def test_mean_ncc_end_to_end():
 def test_mean_ncc_rejects_unknown_policy():
     with pytest.raises(UQEvalError, match="constant"):
         mean_ncc(_correlation([0.5], [SCORED]), constant="nan")
+
+
+# ---------------------------------------------------------------- rater_disagreement
+
+
+def test_rater_disagreement_is_the_fraction_of_raters_off_the_majority():
+    labels = np.array(
+        [
+            [[0, 1, 2, 255]],
+            [[0, 1, 2, 255]],
+            [[0, 0, 1, 255]],
+            [[1, 255, 0, 255]],
+        ]
+    )
+    got = rater_disagreement(labels)
+    assert got.shape == (1, 4) and got.dtype == np.float32
+    assert got[0, 0] == pytest.approx(0.25)  # 3 of 4 say 0
+    assert got[0, 1] == pytest.approx(1 / 3)  # one rater did not label: 2 of 3 say 1
+    assert got[0, 2] == pytest.approx(0.5)  # 2 of 4 say 2
+    assert np.isnan(got[0, 3])  # nobody labelled it
+    assert np.array_equal(rater_disagreement(np.zeros((3, 2, 2), dtype=np.uint8)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="rater, y, x"):
+        rater_disagreement(np.zeros((2, 2)))

@@ -209,6 +209,6 @@ def test_all_19_combinations_train_predict_and_score_on_the_cpu(tmp_path):
         else:
             assert probs.shape[1] == 2, (au, eu)
             assert not np.array_equal(probs[:, 0], probs[:, 1]), f"{au}+{eu}: EU members are equal"
-        scores = uqeval.score(summary.store, tasks=["oodd"], aggregations=["mean"])
+        scores = uqeval.score(summary.store, tasks=["oodd"], aggregations=["border", "mean"])
         assert not math.isnan(scores.value("oodd", "ood", "tu", "auroc")), (au, eu)
     assert len(trained) == 12

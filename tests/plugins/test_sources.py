@@ -102,7 +102,7 @@ def test_a_written_store_scores(tmp_path):
     store = write_cube(
         EU_SOURCES["dropout"](), TestTimeAugmentation(samples=3), batches(), tmp_path / "c.zarr", progress=False
     )
-    scores = uqeval.score(store, tasks=["oodd"], aggregations=["mean"])
+    scores = uqeval.score(store, tasks=["oodd"], aggregations=["border", "mean"])
     auroc = scores.to_dataframe().query("task == 'oodd' and metric == 'auroc'")["value"]
     assert auroc.between(0, 1).all() and len(auroc) >= 3
 

@@ -25,7 +25,7 @@ def test_softmax_ensemble_eu_detects_the_noise_shift(tmp_path):
     )
     train(settings, tmp_path / "run", device="cpu")
     store = predict(tmp_path / "run", tmp_path / "cube.zarr", device="cpu").store
-    scores = uqeval.score(store, tasks=["oodd"], aggregations=["mean"])
+    scores = uqeval.score(store, tasks=["oodd"], aggregations=["border", "mean"])
     table = scores.to_dataframe().query("task == 'oodd' and metric == 'auroc' and aggregation == 'mean'")
     auroc = table.set_index(["split", "measure"])["value"]
     # Members trained from different seeds disagree more on noisy images than on clean ones.

@@ -172,6 +172,6 @@ def test_the_cpu_profile_trains_a_model_that_has_learned(tmp_path):
     key = ("amb", "id", "au", "ncc")
     [ncc] = [row["value"] for row in rows if (row["task"], row["split"], row["measure"], row["metric"]) == key]
     assert ncc > 0.3
-    scores = uqeval.score(store, tasks=["fd"], aggregations=["mean"])
+    scores = uqeval.score(store, tasks=["fd"], aggregations=["border", "mean"])
     in_domain = (scores.domains == "id") & (scores.roles == "test")
     assert 1 - scores.images.risk[in_domain].mean() >= 0.8

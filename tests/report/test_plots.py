@@ -14,11 +14,12 @@ from types import SimpleNamespace
 import matplotlib.image
 import numpy as np
 import pytest
-from helpers import assert_text_on_canvas, write_synthetic_store
+from helpers import assert_text_on_canvas
 from matplotlib.colors import to_rgb, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from uqeval.metrics.ambiguity import rater_disagreement
 from uqeval.metrics.calibration import reliability
 from uqeval.metrics.oodd import auroc, roc_curve
 from uqeval.report.plots import (
@@ -29,7 +30,6 @@ from uqeval.report.plots import (
     MapExample,
     map_examples,
     maps_figure,
-    rater_disagreement,
     reliability_figure,
     roc_figure,
     save_figure,
@@ -388,29 +388,6 @@ def test_reliability_figure_rejects_empty_input_and_unknown_measures():
         reliability_figure({("id", "entropy"): _reliability([1, 2])})
 
 
-# ---------------------------------------------------------------- rater_disagreement
-
-
-def test_rater_disagreement_is_the_fraction_of_raters_off_the_majority():
-    labels = np.array(
-        [
-            [[0, 1, 2, 255]],
-            [[0, 1, 2, 255]],
-            [[0, 0, 1, 255]],
-            [[1, 255, 0, 255]],
-        ]
-    )
-    got = rater_disagreement(labels)
-    assert got.shape == (1, 4) and got.dtype == np.float32
-    assert got[0, 0] == pytest.approx(0.25)  # 3 of 4 say 0
-    assert got[0, 1] == pytest.approx(1 / 3)  # one rater did not label: 2 of 3 say 1
-    assert got[0, 2] == pytest.approx(0.5)  # 2 of 4 say 2
-    assert np.isnan(got[0, 3])  # nobody labelled it
-    assert np.array_equal(rater_disagreement(np.zeros((3, 2, 2), dtype=np.uint8)), np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="rater, y, x"):
-        rater_disagreement(np.zeros((2, 2)))
-
-
 # ---------------------------------------------------------------- maps_figure
 
 
@@ -570,27 +547,14 @@ def _stored(image_id: str, domain: str, **extra) -> SimpleNamespace:
     )
 
 
-def test_map_examples_take_labels_and_input_from_the_examples_or_the_store(tmp_path):
-    store = write_synthetic_store(tmp_path / "cube.zarr", n_images=8, size=8, raters=3)
-    import uqeval
-
-    cube = uqeval.open_cube(store)
-    ids = [str(value) for value in cube["image"].values[:2]]
-    own_labels = np.ones((2, 8, 8), dtype=np.uint8)
-    given = [_stored(ids[0], "id", labels=own_labels), _stored(ids[1], "id")]  # the second as ExampleMaps today
-
-    without_store = map_examples(given)
-    assert without_store[0].labels is own_labels and without_store[1].labels is None
-    assert all(example.input is None for example in without_store)
-
-    with_store = map_examples(given, store=store)
-    assert with_store[0].labels is own_labels  # the example's own labels win
-    assert np.array_equal(with_store[1].labels, cube["labels"].values[1])
-    assert with_store[1].input is None  # the store has no input image
-    assert [e.image_id for e in with_store] == ids
-
-    gone = map_examples(given, store=tmp_path / "moved.zarr")  # a store that is gone is passed over
-    assert gone[1].labels is None
+def test_map_examples_take_labels_and_input_from_the_examples():
+    own_labels, own_input = np.ones((2, 8, 8), dtype=np.uint8), np.zeros((1, 8, 8), dtype=np.float32)
+    given = [_stored("a", "id", labels=own_labels, input=own_input), _stored("b", "blur", labels=None, input=None)]
+    examples = map_examples(given)
+    assert [example.image_id for example in examples] == ["a", "b"]
+    assert examples[0].labels is own_labels and examples[0].input is own_input
+    assert examples[1].labels is None and examples[1].input is None
+    assert map_examples([_stored("c", "id")])[0].labels is None  # an object without the attributes
 
 
 def test_figures_have_no_text_off_the_canvas_with_long_names():

@@ -14,12 +14,13 @@ import pandas
 import pytest
 
 import uqeval
-from uqeval.results import ENTANGLEMENT_COLUMNS, METRIC_COLUMNS, read_scores
+from uqeval.report.scores_file import read_scores
+from uqeval.results import ENTANGLEMENT_COLUMNS, METRIC_COLUMNS
 
 
 @pytest.fixture(scope="module")
 def scores(synthetic_store) -> uqeval.Scores:
-    return uqeval.score(synthetic_store("disentangled"), aggregations=("mean",))
+    return uqeval.score(synthetic_store("disentangled"), aggregations=("border", "mean"))
 
 
 @pytest.fixture(scope="module")

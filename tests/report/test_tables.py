@@ -18,6 +18,7 @@ from rich.console import Console
 
 import uqeval
 from uqeval.conventions import PRESETS, Conventions
+from uqeval.notes import Note, literal
 from uqeval.report.tables import (
     aggregations_scored,
     changed_conventions,
@@ -56,7 +57,7 @@ def one_domain_layout(domain: str = "blur") -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def two_domains(tmp_path_factory) -> uqeval.Scores:
     store = write_synthetic_store(tmp_path_factory.mktemp("two") / "cube.zarr", n_images=18, size=16, eu=2, au=2)
-    return uqeval.score(store, aggregations=["mean"])
+    return uqeval.score(store, aggregations=["border", "mean"])
 
 
 @pytest.fixture(scope="module")
@@ -209,50 +210,68 @@ def test_the_conventions_line_names_the_preset(one_domain):
 # --------------------------------------------------------------------------- notes
 
 
-def test_notes_of_one_template_collapse_into_one_line_with_a_count():
+CONSTANT = "{task}: {count} {split} image(s) have a constant rater-variance or {MEASURE} map and were left out"
+ZERO_EU = "{task}: Δ on {split} is undefined: EU is 0 at every pixel"
+NO_LABELS = "{task}: skipped, the store has no rater labels"
+
+
+def test_notes_of_one_kind_and_text_collapse_into_one_line_with_a_count():
     domains = ["blur", "noise", "fog", "snow", "rain", "dark"]
     notes = [
-        f"amb: {count} {domain} image(s) have a constant rater-variance or {measure} map and were left out"
+        Note("constant-maps", CONSTANT, task="amb", split=domain, measure=measure, count=count)
         for count, domain in enumerate(domains, start=1)
-        for measure in ("AU", "EU", "TU")
+        for measure in ("au", "eu", "tu")
     ]
-    notes.insert(4, "no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images")
+    notes.insert(4, Note("fitted-on-test", "no calibration images: Platt scaling, τ and the EU scale are fitted"))
     grouped = grouped_notes(notes)
     assert grouped == [
         "amb: {1, 2, 3, 4, 5, 6} {blur, noise, fog, snow, rain, dark} image(s) have a constant rater-variance or "
         "{AU, EU, TU} map and were left out (×18)",
-        "no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images",
+        "no calibration images: Platt scaling, τ and the EU scale are fitted",
+    ]
+    assert [str(note) for note in notes[:2]] == [
+        "amb: 1 blur image(s) have a constant rater-variance or AU map and were left out",
+        "amb: 1 blur image(s) have a constant rater-variance or EU map and were left out",
     ]
 
 
 def test_long_value_lists_are_cut():
-    notes = [f"oodd: Δ on domain-{index:02d} is undefined: EU is 0 at every pixel" for index in range(12)]
+    notes = [Note("delta-undefined", ZERO_EU, task="oodd", split=f"domain-{index:02d}") for index in range(12)]
     [line] = grouped_notes(notes, max_values=3)
     assert line == "oodd: Δ on {domain-00, domain-01, domain-02, …} is undefined: EU is 0 at every pixel (×12)"
 
 
-def test_different_notes_stay_apart():
+def test_notes_of_another_kind_or_text_stay_apart():
     notes = [
-        "amb: skipped, the store has no rater labels",
-        "oodd: skipped, there are no OOD test images",  # same length, too many words differ
-        "cal: skipped, the store has no rater labels",
+        Note("skipped", NO_LABELS, task="amb"),
+        Note("skipped", "{task}: skipped, there are no OOD test images", task="oodd"),  # another text
+        Note("skipped", NO_LABELS, task="cal"),
+        Note("unlabelled", NO_LABELS, task="fd"),  # another kind
         "amb: ncc is negative on id (EU -0.0187: Δ 1.03); with a negative score Δ leaves [−1, 1]",
         "amb: ncc is negative on id (EU -0.0187: Δ 1.03), blur (EU -0.07: Δ 1.1); with a negative score",
     ]
     assert grouped_notes(notes) == [
         "{amb, cal}: skipped, the store has no rater labels (×2)",
-        notes[1],
-        notes[3],
+        "oodd: skipped, there are no OOD test images",
+        "fd: skipped, the store has no rater labels",
         notes[4],
+        notes[5],
     ]
-    assert grouped_notes([notes[0]]) == [notes[0]]
+    assert grouped_notes([notes[0]]) == [str(notes[0])]
     assert grouped_notes([notes[0], notes[0]]) == [f"{notes[0]} (×2)"]
+    assert grouped_notes([notes[4], notes[4]]) == [f"{notes[4]} (×2)"]
     assert grouped_notes([]) == []
+
+
+def test_braces_in_a_note_are_kept_as_they_are():
+    note = Note("no-id", literal("warning: the domains are 'a{1}', 'b'"))
+    assert str(note) == "warning: the domains are 'a{1}', 'b'"
+    assert grouped_notes([note, note]) == ["warning: the domains are 'a{1}', 'b' (×2)"]
 
 
 def test_print_report_groups_notes_and_prints_captions_at_console_width(two_domains):
     console = Console(width=250, record=True, color_system=None)
-    notes = [f"oodd: Δ on {split} is undefined: EU is 0 at every pixel" for split in ("blur", "noise", "ood")]
+    notes = [Note("delta-undefined", ZERO_EU, task="oodd", split=split) for split in ("blur", "noise", "ood")]
     print_report(console, score_tables(two_domains), ["a remark"], notes, "Report in [cyan]out[/]")
     text = console.export_text()
     lines = text.splitlines()

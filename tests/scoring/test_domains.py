@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli, write_synthetic_store
+from helpers import note_texts, run_cli, write_synthetic_store
 
 from uqeval import UQEvalError, decompose, evaluate, open_cube, score
 from uqeval.scoring.sources import cube_source
@@ -103,12 +103,12 @@ def test_cli_scores_a_store_without_id_with_one_warning(tmp_path):
 def test_no_id_and_no_labels_notes_do_not_contradict(tmp_path):
     path = write_store(tmp_path / "nolabels.zarr", ["blur", "noise"] * 4, raters=0)
     scores = score(path)
-    assert scores.notes[0].startswith("warning: no image has the domain 'id'")
-    assert sum(mentions_id(note) for note in scores.notes) == 1
+    assert note_texts(scores)[0].startswith("warning: no image has the domain 'id'")
+    assert sum(mentions_id(note) for note in note_texts(scores)) == 1
     # AMB and FD need labels; CAL is skipped once, by the warning, not again for its labels.
-    assert "amb: skipped, the store has no rater labels" in scores.notes
-    assert "fd: skipped, the store has no rater labels" in scores.notes
-    assert not any(note.startswith("cal:") for note in scores.notes)
+    assert "amb: skipped, the store has no rater labels" in note_texts(scores)
+    assert "fd: skipped, the store has no rater labels" in note_texts(scores)
+    assert not any(note.startswith("cal:") for note in note_texts(scores))
     assert scores.results == []
 
 
@@ -122,7 +122,7 @@ def test_no_id_and_no_labels_notes_do_not_contradict(tmp_path):
 def test_no_id_warning_names_only_the_requested_tasks_it_skips(tmp_path, tasks, says):
     path = write_store(tmp_path / "noid.zarr", ["blur"] * 8)
     scores = score(path, tasks=tasks)
-    assert says in scores.notes[0]
+    assert says in note_texts(scores)[0]
     assert {row["task"] for row in scores.results} == set(tasks) - {"oodd"}
 
 
@@ -154,3 +154,34 @@ def test_the_input_image_of_an_example_reaches_the_scoring_code(tmp_path):
     assert without.input_of(0) is None
     # Scoring a store with input images gives the same numbers as the store without them.
     assert score(path).results == score(tmp_path / "plain.zarr").results
+
+
+def test_the_engine_fetches_the_input_and_labels_of_each_example_with_its_maps(tmp_path):
+    import uqeval
+
+    path = tmp_path / "with-input.zarr"
+    stored = open_cube(write_store(tmp_path / "plain.zarr", ["id", "id", "blur", "blur"]))
+    pixels = np.arange(4 * SIZE * SIZE, dtype=np.float32).reshape(4, 1, SIZE, SIZE)
+    with uqeval.CubeWriter(path, n_classes=2, eu=3, au=4, height=SIZE, width=SIZE, raters=2, channels=1) as writer:
+        writer.append(
+            stored["probs"].values,
+            stored["labels"].values,
+            domain=list(stored["domain"].values),
+            image_ids=list(stored["image"].values),
+            input=pixels,
+        )
+    dataset = open_cube(path)
+    labels = dataset["labels"].values
+    for scores in (score(path), score(dataset.load())):
+        assert scores.examples
+        for example in scores.examples:
+            np.testing.assert_array_equal(example.labels, labels[example.position])
+            np.testing.assert_array_equal(example.input, pixels[example.position])
+    maps = uqeval.decompose(dataset["probs"].values)
+    evaluated = uqeval.evaluate(maps, dataset["domain"].values, None, labels, n_classes=2)
+    assert evaluated.examples
+    for example in evaluated.examples:
+        np.testing.assert_array_equal(example.labels, labels[example.position])
+        assert example.input is None  # maps in memory carry no input image
+    unlabelled = score(dataset.drop_vars("labels"))
+    assert unlabelled.examples and all(example.labels is None for example in unlabelled.examples)

@@ -1,7 +1,7 @@
 """Task metrics, one module per task: OOD detection, ambiguity, calibration,
 entanglement and collapse, and segmentation quality."""
 
-from uqeval.metrics.ambiguity import mean_ncc, ncc, rater_statistics, rater_variance
+from uqeval.metrics.ambiguity import mean_ncc, ncc, rater_disagreement, rater_statistics, rater_variance
 from uqeval.metrics.calibration import CalibrationTable, PlattFit, PlattTable, ace, ece, fit_platt, reliability
 from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
 from uqeval.metrics.oodd import auroc, fpr_at_tpr, roc_curve
@@ -23,6 +23,7 @@ __all__ = [
     "mean_ncc",
     "ncc",
     "overlap_matrix",
+    "rater_disagreement",
     "rater_statistics",
     "rater_variance",
     "reliability",

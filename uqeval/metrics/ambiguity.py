@@ -195,3 +195,37 @@ def mean_ncc(correlation: Correlation, *, constant: str = "skip") -> tuple[float
     if constant == "zero":
         values = np.r_[values, np.zeros(n_constant)]
     return (float(values.mean()) if values.size else float("nan")), n_constant
+
+
+def rater_disagreement(labels: np.ndarray, *, ignore: int = IGNORE_LABEL) -> np.ndarray:
+    """Per pixel, the fraction of raters whose label differs from the majority label.
+
+    ``d = 1 − max_c n_c / n``, with ``n_c`` the raters labelling class ``c`` and ``n``
+    the raters that labelled the pixel at all (``ignore`` does not count). It is 0 where
+    all raters agree and at most ``1 − 1/min(n, classes)``.
+
+    Parameters
+    ----------
+    labels : (rater, y, x) int
+        The raters' label maps.
+    ignore : int
+        The label of an unlabelled pixel.
+
+    Returns
+    -------
+    (y, x) float32
+        NaN where no rater labelled the pixel.
+
+    >>> rater_disagreement(np.array([[[0, 1]], [[0, 1]], [[1, 1]], [[0, 255]]]))
+    array([[0.25, 0.  ]], dtype=float32)
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"rater_disagreement: labels must be (rater, y, x), got shape {labels.shape}")
+    labelled = labels != ignore
+    n_labelled = labelled.sum(axis=0)
+    largest = np.zeros(labels.shape[1:], dtype=np.int64)
+    for value in np.unique(labels[labelled]):
+        largest = np.maximum(largest, (labels == value).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_labelled > 0, 1.0 - largest / n_labelled, np.nan).astype(np.float32)

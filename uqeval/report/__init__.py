@@ -1,1 +1,2 @@
-"""Figures and other human-readable output of ``uqeval score`` (import submodules explicitly)."""
+"""Presentation of results: report folders and ``scores.json``, tables, figures and summaries
+(import submodules explicitly)."""

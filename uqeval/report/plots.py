@@ -27,7 +27,8 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from uqeval.names import ID_DOMAIN, IGNORE_LABEL, POOLED_OOD
+from uqeval.metrics.ambiguity import rater_disagreement
+from uqeval.names import ID_DOMAIN, POOLED_OOD
 from uqeval.report.files import write_bytes
 from uqeval.report.style import (
     CATEGORY_COLOURS,
@@ -51,7 +52,6 @@ __all__ = [
     "MapExample",
     "map_examples",
     "maps_figure",
-    "rater_disagreement",
     "reliability_figure",
     "roc_figure",
     "save_figure",
@@ -350,40 +350,6 @@ def _split_label(split: str) -> str:
 # --------------------------------------------------------------------------- maps
 
 
-def rater_disagreement(labels: np.ndarray, *, ignore: int = IGNORE_LABEL) -> np.ndarray:
-    """Per pixel, the fraction of raters whose label differs from the majority label.
-
-    ``d = 1 − max_c n_c / n``, with ``n_c`` the raters labelling class ``c`` and ``n``
-    the raters that labelled the pixel at all (``ignore`` does not count). It is 0 where
-    all raters agree and at most ``1 − 1/min(n, classes)``.
-
-    Parameters
-    ----------
-    labels : (rater, y, x) int
-        The raters' label maps.
-    ignore : int
-        The label of an unlabelled pixel.
-
-    Returns
-    -------
-    (y, x) float32
-        NaN where no rater labelled the pixel.
-
-    >>> rater_disagreement(np.array([[[0, 1]], [[0, 1]], [[1, 1]], [[0, 255]]]))
-    array([[0.25, 0.  ]], dtype=float32)
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise ValueError(f"rater_disagreement: labels must be (rater, y, x), got shape {labels.shape}")
-    labelled = labels != ignore
-    n_labelled = labelled.sum(axis=0)
-    largest = np.zeros(labels.shape[1:], dtype=np.int64)
-    for value in np.unique(labels[labelled]):
-        largest = np.maximum(largest, (labels == value).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_labelled > 0, 1.0 - largest / n_labelled, np.nan).astype(np.float32)
-
-
 def maps_figure(
     examples: Sequence[MapExample],
     *,
@@ -514,35 +480,21 @@ def maps_figure(
     return figure
 
 
-def map_examples(examples: Sequence[Any], *, store: str | os.PathLike[str] | None = None) -> list[MapExample]:
-    """The :class:`MapExample` of each of a run's example maps (:class:`uqeval.results.ExampleMaps`).
-
-    An example's raters' labels and input image come from its ``labels`` and ``input``
-    attributes where it has them, else from ``store`` (the cube store the images were
-    scored from), else the figure goes without them.
+def map_examples(examples: Sequence[Any]) -> list[MapExample]:
+    """The :class:`MapExample` of each of a run's example maps (:class:`uqeval.image_statistics.ExampleMaps`).
 
     Parameters
     ----------
     examples : sequence
         Objects with ``image_id``, ``domain``, ``mean``, ``au``, ``eu``, ``tu`` and
-        optionally ``labels`` (rater, y, x) and ``input`` (channel, y, x).
-    store : str or PathLike, optional
-        Where to read missing labels and input images; a store that cannot be opened
-        any more is passed over.
+        optionally ``labels`` (rater, y, x) and ``input`` (channel, y, x): the scoring
+        engine fetches both from the source with the maps; without them the figure
+        goes without their columns.
 
     Returns
     -------
     list of MapExample
     """
-    names = ("labels", "input")
-    stored: dict[str, dict[str, np.ndarray]] = {}
-    if store is not None and any(getattr(example, name, None) is None for example in examples for name in names):
-        stored = _stored_example_arrays(store, [example.image_id for example in examples])
-
-    def extra(example: Any, name: str) -> np.ndarray | None:
-        value = getattr(example, name, None)
-        return value if value is not None else stored.get(example.image_id, {}).get(name)
-
     return [
         MapExample(
             image_id=example.image_id,
@@ -551,32 +503,11 @@ def map_examples(examples: Sequence[Any], *, store: str | os.PathLike[str] | Non
             au=example.au,
             eu=example.eu,
             tu=example.tu,
-            labels=extra(example, "labels"),
-            input=extra(example, "input"),
+            labels=getattr(example, "labels", None),
+            input=getattr(example, "input", None),
         )
         for example in examples
     ]
-
-
-def _stored_example_arrays(store: str | os.PathLike[str], image_ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Image id → ``{"labels": (rater, y, x), "input": (channel, y, x)}`` read from the store,
-    with the variables the store holds; empty when it cannot be opened."""
-    from uqeval.cube import open_cube
-    from uqeval.errors import UQEvalError
-
-    try:
-        dataset = open_cube(store)
-    except (UQEvalError, OSError):
-        return {}
-    names = [name for name in ("labels", "input") if name in dataset]
-    if not names:
-        return {}
-    position = {str(value): index for index, value in enumerate(dataset["image"].values.tolist())}
-    return {
-        image_id: {name: np.asarray(dataset[name][position[image_id]].values) for name in names}
-        for image_id in image_ids
-        if image_id in position
-    }
 
 
 def _row_label(example: MapExample) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from uqeval.names import ID_DOMAIN, MEASURES, POOLED_OOD
 from uqeval.report.files import ensure_writable, write_csv, write_json
+from uqeval.report.scores_file import write_scores
 from uqeval.results import ENTANGLEMENT_COLUMNS, METRIC_COLUMNS
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool =
     """
     folder = ensure_writable(folder)
     written = [
-        write_json(folder / "scores.json", scores.to_dict()),
+        write_scores(scores, folder),
         write_csv(folder / "metrics.csv", scores.results, METRIC_COLUMNS),
         write_csv(folder / "entanglement.csv", scores.entanglement, ENTANGLEMENT_COLUMNS),
     ]
@@ -77,7 +78,7 @@ def _save_plots(scores: Scores, folder: Path) -> list[Path]:
     if reliabilities:
         written.extend(plots.save_figure_files(plots.reliability_figure(reliabilities), folder / "reliability.png"))
     if scores.examples:
-        examples = plots.map_examples(scores.examples, store=scores.store)
+        examples = plots.map_examples(scores.examples)
         background = int(scores.attrs.get("background", 0))
         class_names = scores.attrs.get("class_names")
         figure = plots.maps_figure(examples, background=background, class_names=class_names)

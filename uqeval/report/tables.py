@@ -8,9 +8,7 @@ only for the screen; ``scores.json`` and the CSV files keep them (and every note
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
@@ -20,6 +18,8 @@ from rich.text import Text
 from uqeval.comparison import RANK_SPLITS, split_order
 from uqeval.conventions import Conventions
 from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
+from uqeval.notes import FIELDS as NOTE_FIELDS
+from uqeval.notes import Note, literal
 from uqeval.precision import RANK_TOLERANCE
 from uqeval.tasks import TASKS
 
@@ -410,85 +410,48 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
 
 # ------------------------------------------------------------------ notes and printing
 
-#: A note's tokens: words and numbers (``-0.0187``, ``rater-variance``, ``noise-003``), runs
-#: of white space, and single other characters.
-_TOKEN = re.compile(r"[\w.+\-−]*\w[\w.+\-−]*|\s+|[^\w\s]")
-#: At most this many words may differ between the notes of a group, ...
-_MAX_VARYING_WORDS = 3
-#: ... and at least this many times as many words must be the same.
-_MIN_FIXED_PER_VARYING = 2
 
+def grouped_notes(notes: Iterable[Note | str], *, max_values: int = 8) -> list[str]:
+    """Notes that say the same thing printed once, with a count.
 
-def _is_word(token: str) -> bool:
-    return not token.isspace() and any(character.isalnum() for character in token)
-
-
-@dataclass
-class _NoteGroup:
-    """Notes with one template: the same words except at a few word positions."""
-
-    tokens: list[str]
-    members: list[list[str]] = field(default_factory=list)
-    varying: set[int] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.members.append(self.tokens)
-
-    def add(self, tokens: list[str]) -> bool:
-        """Join ``tokens`` to the group if they fit its template (and say whether they did)."""
-        if len(tokens) != len(self.tokens):
-            return False
-        differing = {
-            index for index, (ours, theirs) in enumerate(zip(self.tokens, tokens, strict=True)) if ours != theirs
-        }
-        if not all(_is_word(self.tokens[index]) and _is_word(tokens[index]) for index in differing):
-            return False
-        varying = self.varying | differing
-        words = sum(map(_is_word, self.tokens))
-        if len(varying) > _MAX_VARYING_WORDS or words - len(varying) < _MIN_FIXED_PER_VARYING * len(varying):
-            return False
-        self.varying = varying
-        self.members.append(tokens)
-        return True
-
-    def text(self, max_values: int) -> str:
-        if len(self.members) == 1:
-            return "".join(self.tokens)
-        parts = []
-        for index, token in enumerate(self.tokens):
-            if index not in self.varying:
-                parts.append(token)
-                continue
-            values = list(dict.fromkeys(member[index] for member in self.members))
-            shown = values[:max_values] + (["…"] if len(values) > max_values else [])
-            parts.append("{" + ", ".join(shown) + "}")
-        return f"{''.join(parts)} (×{len(self.members)})"
-
-
-def grouped_notes(notes: Iterable[str], *, max_values: int = 8) -> list[str]:
-    """Notes with the same template printed once, with a count.
-
-    Notes that differ only in a few words or numbers (a domain, a measure, a count: at
-    most 3 words, and at least twice as many words the same) become one line whose
-    varying words are listed in braces, in the order first seen, and ``(×n)`` the
+    Notes of one ``kind`` and one ``text`` (:class:`~uqeval.notes.Note`) that differ
+    only in their fields (task, split, measure, count) become one line whose differing
+    fields list their values in braces, in the order first seen, and ``(×n)`` the
     number of notes; others are kept as they are. The order is that of each group's
-    first note. At most ``max_values`` values are listed per place, then ``…``.
+    first note. At most ``max_values`` values are listed per field, then ``…``. A plain
+    string is a note of its own kind, grouped only with equal strings.
 
+    >>> constant = "{task}: {count} {split} image(s) have a constant rater-variance or {MEASURE} map and were left out"
     >>> grouped_notes([
-    ...     "amb: 2 noise image(s) have a constant rater-variance or AU map and were left out",
-    ...     "amb: 2 noise image(s) have a constant rater-variance or EU map and were left out",
-    ...     "amb: 1 blur image(s) have a constant rater-variance or TU map and were left out",
+    ...     Note("constant-maps", constant, task="amb", split="noise", measure="au", count=2),
+    ...     Note("constant-maps", constant, task="amb", split="noise", measure="eu", count=2),
+    ...     Note("constant-maps", constant, task="amb", split="blur", measure="tu", count=1),
     ...     "no calibration images: Platt scaling is fitted on the ID test images",
     ... ])  # doctest: +NORMALIZE_WHITESPACE
     ['amb: {2, 1} {noise, blur} image(s) have a constant rater-variance or {AU, EU, TU} map and were left out (×3)',
      'no calibration images: Platt scaling is fitted on the ID test images']
     """
-    groups: list[_NoteGroup] = []
+    groups: dict[tuple[str, str], list[Note]] = {}
     for note in notes:
-        tokens = _TOKEN.findall(note)  # every character is in one token
-        if not any(group.add(tokens) for group in groups):
-            groups.append(_NoteGroup(tokens))
-    return [group.text(max_values) for group in groups]
+        if not isinstance(note, Note):
+            note = Note("text", literal(str(note)))
+        groups.setdefault((note.kind, note.text), []).append(note)
+    return [_group_line(members, max_values) for members in groups.values()]
+
+
+def _group_line(members: Sequence[Note], max_values: int) -> str:
+    """One line for notes of one kind and text: each field's values, in braces where they differ."""
+    if len(members) == 1:
+        return str(members[0])
+    shown = [member.field_words() for member in members]
+    words = {}
+    for name in NOTE_FIELDS:
+        values = list(dict.fromkeys(fields[name] for fields in shown if name in fields))
+        if len(values) == 1:
+            words[name] = values[0]
+        elif values:
+            words[name] = "{" + ", ".join(values[:max_values] + (["…"] if len(values) > max_values else [])) + "}"
+    return f"{members[0].fill(words)} (×{len(members)})"
 
 
 def print_tables(console: Console, tables: Iterable[Table]) -> None:
@@ -508,7 +471,7 @@ def print_tables(console: Console, tables: Iterable[Table]) -> None:
 
 
 def print_report(
-    console: Console, tables: Iterable[Table], remarks: Iterable[str], notes: Iterable[str], where: str
+    console: Console, tables: Iterable[Table], remarks: Iterable[str], notes: Iterable[Note | str], where: str
 ) -> None:
     """The terminal report: the tables with their captions, the remarks, the notes grouped
     (:func:`grouped_notes`), then ``where`` (rich markup) the files are."""

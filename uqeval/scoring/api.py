@@ -13,7 +13,8 @@ import xarray as xr
 from uqeval.conventions import Conventions
 from uqeval.cube import open_cube, validate_cube
 from uqeval.errors import UQEvalError
-from uqeval.results import Scores, provenance_record
+from uqeval.provenance import provenance_record
+from uqeval.results import Scores
 from uqeval.scoring import engine
 from uqeval.scoring.batches import BATCH_BYTES
 from uqeval.scoring.engine import ProgressCallback
@@ -47,8 +48,10 @@ def score(
     tasks : sequence of str
         Any of ``oodd``, ``amb``, ``cal``, ``fd``.
     aggregations : sequence of str, optional
-        Extra image-score aggregations for OODD and FD; the conventions' one is always scored
-        and is the one Δ uses.
+        The image-score aggregations of OODD and FD, in order; the first is the one Δ
+        uses, and the conventions record it. Default: the conventions' (or the
+        preset's) aggregation alone. ``uqeval score --aggregation a --aggregation b``
+        is ``aggregations=["a", "b"]``.
     conventions, preset : optional
         :class:`~uqeval.Conventions`, or the name of a preset (``default``,
         ``paper``); not both.
@@ -116,7 +119,8 @@ def evaluate(
     tasks : sequence of str
         Any of ``oodd``, ``amb``, ``cal``, ``fd``.
     aggregations : sequence of str, optional
-        Extra aggregations scored for OODD and FD beside the conventions' one, which Δ uses.
+        The aggregations scored for OODD and FD, the first the one Δ uses (as in
+        :func:`score`); default the conventions' alone.
     conventions : Conventions, optional
     background : int
         Background class index.
@@ -167,6 +171,7 @@ def _run(
         fitted=computed.fitted,
         tasks=source_plan.tasks,
         aggregations=request.aggregation_names,
+        primary=request.primary,
         conventions=request.conventions,
         notes=[*source_plan.notes, *computed.notes],
         histograms=computed.histograms,

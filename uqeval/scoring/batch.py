@@ -16,13 +16,12 @@ import numpy as np
 from uqeval.aggregation import Aggregator
 from uqeval.conventions import Conventions
 from uqeval.decomposition import decompose_batch
-from uqeval.image_statistics import ImageStatistics, image_statistics, rescaled
+from uqeval.image_statistics import ExampleMaps, ImageStatistics, image_statistics, rescaled
 from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
 from uqeval.metrics.calibration import sparse_confidence_histogram
 from uqeval.metrics.failure import failure_risk
 from uqeval.metrics.segmentation import SegmentationQuality, segmentation_quality
 from uqeval.names import MEASURES
-from uqeval.results import ExampleMaps
 from uqeval.scoring.fitting import FitSetup, Fitted, read_sums
 from uqeval.scoring.sources import Loaded
 

@@ -24,11 +24,11 @@ from typing import TypeVar
 import numpy as np
 
 from uqeval.errors import UQEvalError
-from uqeval.image_statistics import ImageStatistics
+from uqeval.image_statistics import ExampleMaps, ImageStatistics
 from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.calibration import ConfidenceHistogram
 from uqeval.names import MEASURES, TEST
-from uqeval.results import ExampleMaps
+from uqeval.notes import Note
 from uqeval.scoring.batch import BatchOptions, DecomposedBatch, ScoredBatch, decomposed_batch, reduce_batch, score_batch
 from uqeval.scoring.batches import BATCH_BYTES, example_images, plan_batches
 from uqeval.scoring.fitting import FitSetup, Fitted, fit
@@ -50,7 +50,7 @@ class EngineResult:
     statistics: ImageStatistics
     fitted: Fitted
     examples: list[ExampleMaps]
-    notes: list[str]
+    notes: list[Note]
     histograms: dict[str, ConfidenceHistogram] | None = None
     histogram_domains: tuple[str, ...] = ()
 
@@ -135,7 +135,7 @@ def run(
         # In source order, so that the fits do not depend on which worker finished first.
         decomposed.sort(key=lambda batch: int(batch.indices[0]))
         fitted = fit(setup, [batch.fit_sums for batch in decomposed], lambda: _fitted_on(decomposed, spill, setup))
-        notes = plan.fit_notes(fitted) if setup.wanted else []
+        notes: list[Note] = plan.fit_notes(fitted) if setup.wanted else []
         # The spilled batches get their second look, scored with the fits.
         for batch in decomposed:
             maps, raters = spill.read(int(batch.indices[0]))
@@ -150,7 +150,12 @@ def run(
             report("score", result.indices)
 
     example_maps = [
-        replace(example, domain=str(source.domains[example.position]), input=source.input_of(example.position))
+        replace(
+            example,
+            domain=str(source.domains[example.position]),
+            input=source.input_of(example.position),
+            labels=source.labels_of(example.position),
+        )
         for result in results
         for example in result.examples
     ]

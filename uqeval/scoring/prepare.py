@@ -19,6 +19,7 @@ from uqeval.conventions import Conventions
 from uqeval.conventions import preset as conventions_preset
 from uqeval.errors import UQEvalError
 from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD, ROLES, TEST
+from uqeval.notes import Note, literal
 from uqeval.plugins import plugin_manager
 from uqeval.scoring.fitting import Fitted
 from uqeval.tasks import TASKS
@@ -28,6 +29,8 @@ DEFAULT_TASKS = tuple(TASKS)
 #: Tasks that cannot run without ID images: OODD tells OOD test images from ID ones,
 #: and CAL's Platt scaling is fitted on ID images.
 NEEDS_ID = ("oodd", "cal")
+#: The note of a task skipped for want of rater labels.
+_NO_LABELS = "{task}: skipped, the store has no rater labels"
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,9 @@ class Request:
     tasks : tuple of str
         Requested tasks, in :data:`uqeval.TASKS` order of the request.
     aggregations : tuple of Aggregator
-        The conventions' aggregation first (Δ uses it), then any extra ones, each once.
+        Every aggregation scored, each once; the first is Δ's (:attr:`primary`).
     conventions : Conventions
+        Their ``aggregation`` is :attr:`primary`, so that ``scores.json`` records it.
     segmentation : bool
         Score segmentation quality (Dice, GED, Hungarian IoU) where the source allows.
     """
@@ -54,6 +58,11 @@ class Request:
     def aggregation_names(self) -> tuple[str, ...]:
         return tuple(aggregator.name for aggregator in self.aggregations)
 
+    @property
+    def primary(self) -> str:
+        """The aggregation Δ, the ROC curves and the ranks of ``uqeval compare`` use."""
+        return self.aggregations[0].name
+
 
 def prepare(
     *,
@@ -64,6 +73,11 @@ def prepare(
     segmentation: bool = False,
 ) -> Request:
     """Check and resolve a scoring request (the arguments of :func:`uqeval.score`).
+
+    The one place where a preset and the aggregations are resolved: ``aggregations``,
+    when given, are scored in that order and the first is Δ's; without them the
+    conventions' (or the preset's) aggregation is the only one. Either way the
+    request's conventions name Δ's aggregation.
 
     Raises
     ------
@@ -91,7 +105,8 @@ def prepare(
         )
     if isinstance(aggregations, str):
         aggregations = [aggregations]
-    names = tuple(dict.fromkeys([conventions.aggregation, *(aggregations or ())]))
+    names = tuple(dict.fromkeys(aggregations or [conventions.aggregation]))
+    conventions = conventions.replace(aggregation=names[0])
     manager = plugin_manager()
     resolved = []
     for name in names:
@@ -122,9 +137,9 @@ class Plan:
     rescale_eu : bool
     segmentation : bool
         Segmentation quality is scored.
-    notes : tuple of str
-        What is skipped or fallen back on, in words. A source without a single ID image
-        gets one note, first, that starts with ``warning:``.
+    notes : tuple of Note
+        What is skipped or fallen back on. A source without a single ID image gets one
+        note, first, of kind ``no-id``, that starts with ``warning:``.
     """
 
     tasks: tuple[str, ...]
@@ -134,16 +149,23 @@ class Plan:
     run_cal: bool
     rescale_eu: bool
     segmentation: bool
-    notes: tuple[str, ...]
+    notes: tuple[Note, ...]
 
-    def fit_notes(self, fitted: Fitted) -> list[str]:
+    def fit_notes(self, fitted: Fitted) -> list[Note]:
         """Notes on Platt fits that are degenerate or impossible."""
         if self.run_cal and not fitted.platt:
-            return [
-                f"cal: skipped, no {self.images_from} pixel of the ID domain has a rater label to fit Platt scaling on"
-            ]
+            text = (
+                f"{{task}}: skipped, no {self.images_from} pixel of the ID domain has a rater label "
+                "to fit Platt scaling on"
+            )
+            return [Note("skipped", text, task="cal")]
         return [
-            f"cal: Platt scaling of {measure.upper()}: {platt.note}"
+            Note(
+                "platt-degenerate",
+                "{task}: Platt scaling of {MEASURE}: " + literal(platt.note),
+                task="cal",
+                measure=measure,
+            )
             for measure, platt in fitted.platt.items()
             if platt.note
         ]
@@ -177,7 +199,7 @@ def plan(
     bad_roles = sorted(set(roles) - set(ROLES))
     if bad_roles:
         raise UQEvalError(f"unknown role(s) {bad_roles}; expected 'calibration' or 'test'")
-    notes: list[str] = []
+    notes: list[Note] = []
     is_id = domains == ID_DOMAIN
     is_test = roles == TEST
     for reserved in (POOLED_OOD, ALL_TEST):
@@ -199,21 +221,23 @@ def plan(
         tasks = tuple(name for name in tasks if name not in NEEDS_ID)
     ood_calibration = int((~is_id & ~is_test).sum())
     if ood_calibration:
-        notes.append(f"{ood_calibration} OOD image(s) have role calibration; they are neither fitted on nor scored")
+        text = "{count} OOD image(s) have role calibration; they are neither fitted on nor scored"
+        notes.append(Note("ood-calibration", text, count=ood_calibration))
     fitting = is_id & ~is_test
     images_from = "calibration"
     if not fitting.any():
         fitting = is_id & is_test
         images_from = "test"
         if has_id:
-            notes.append("no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images")
+            text = "no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images"
+            notes.append(Note("fitted-on-test", text))
     for name in tasks:
         if TASKS[name].needs_labels and not has_labels:
-            notes.append(f"{name}: skipped, the store has no rater labels")
+            notes.append(Note("skipped", _NO_LABELS, task=name))
     run_cal = "cal" in tasks and has_labels
     segmentation = request.segmentation and segmentation_possible and has_labels
     if request.segmentation and segmentation_possible and not has_labels:
-        notes.append("segmentation: skipped, the store has no rater labels")
+        notes.append(Note("skipped", _NO_LABELS, task="segmentation"))
     return Plan(
         tasks=tuple(name for name in tasks if name != "cal" or run_cal),
         fitting=fitting,
@@ -226,7 +250,7 @@ def plan(
     )
 
 
-def _no_id_warning(domains: np.ndarray, tasks: Sequence[str]) -> str:
+def _no_id_warning(domains: np.ndarray, tasks: Sequence[str]) -> Note:
     """The note for a source in which no image has the domain ``id``."""
     present = sorted(set(domains.tolist()))
     names = ", ".join(repr(name) for name in present[:6])
@@ -237,8 +261,9 @@ def _no_id_warning(domains: np.ndarray, tasks: Sequence[str]) -> str:
     if skipped:
         verb = "is skipped (it needs" if len(skipped) == 1 else "are skipped (they need"
         consequence = f"{' and '.join(skipped)} {verb} ID images) and "
-    return (
+    text = (
         f"warning: no image has the domain {ID_DOMAIN!r} (in-distribution), so every image is scored as OOD: "
         f"{consequence}nothing is fitted. The domains are {names}; if one of them is the in-distribution data, "
         f"name it {ID_DOMAIN!r}"
     )
+    return Note("no-id", literal(text))

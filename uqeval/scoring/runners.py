@@ -12,7 +12,7 @@ from typing import TypeVar
 import numba
 import numpy as np
 
-from uqeval._kernels import value_stats_kernel
+from uqeval.decomposition import threading_layer
 from uqeval.errors import UQEvalError
 from uqeval.scoring.sources import Loaded, Reader
 from uqeval.scoring.store_reader import StoreReader
@@ -92,17 +92,8 @@ class LocalRunner:
 
 
 def _kernels_run_concurrently() -> bool:
-    """Whether numba's threading layer lets two threads run parallel kernels at once.
-
-    The layer is chosen when the first parallel kernel runs, so a tiny one is run
-    first if none has.
-    """
-    try:
-        layer = numba.threading_layer()
-    except ValueError:
-        value_stats_kernel(np.zeros((1, 1, 2, 1), dtype=np.float32), np.empty((1, 1, 4)))
-        layer = numba.threading_layer()
-    return layer in ("omp", "tbb")
+    """Whether numba's threading layer lets two threads run parallel kernels at once."""
+    return threading_layer() in ("omp", "tbb")
 
 
 @contextmanager

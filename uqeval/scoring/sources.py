@@ -19,7 +19,7 @@ import xarray as xr
 from uqeval.checks import check_domain_spelling
 from uqeval.errors import UQEvalError
 from uqeval.names import ID_DOMAIN, TEST
-from uqeval.scoring.store_reader import StoreReader, read_input
+from uqeval.scoring.store_reader import StoreReader, read_images, read_input
 
 
 @dataclass
@@ -76,6 +76,9 @@ class Source:
     read_input : callable or None
         ``read_input(positions) -> (image, channel, y, x)``: the input images at those
         positions, for a source that holds them (the cube's optional ``input``).
+    read_labels : callable or None
+        ``read_labels(positions) -> (image, rater, y, x)``: the raters' labels at those
+        positions, for a source that has them.
     """
 
     where: str
@@ -95,6 +98,7 @@ class Source:
     variable: str = "probs"
     eu_convention: str = "members"
     read_input: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    read_labels: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def n_images(self) -> int:
@@ -112,6 +116,13 @@ class Source:
             return None
         return self.read_input(np.asarray([position]))[0]
 
+    def labels_of(self, position: int) -> np.ndarray | None:
+        """The raters' labels (rater, y, x) of the image at ``position``, or None when the
+        source has no labels."""
+        if self.read_labels is None:
+            return None
+        return self.read_labels(np.asarray([position]))[0]
+
 
 def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
     """A validated cube (:func:`uqeval.open_cube`), read from its store at ``path`` when
@@ -119,11 +130,13 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
     probs = dataset["probs"]
     has_labels = "labels" in dataset
     variable = dataset.attrs.get("source_variable", "probs")
-    input_reader = None
+    input_reader = labels_reader = None
     if path is not None:
         store = str(path.resolve())
         if "input" in dataset:
             input_reader = functools.partial(read_input, str(path))
+        if has_labels:
+            labels_reader = functools.partial(read_images, str(path), "labels")
 
         def reader() -> Reader:
             read = StoreReader(str(path), variable, has_labels)
@@ -139,6 +152,11 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
 
             def input_reader(positions: np.ndarray) -> np.ndarray:
                 return np.asarray(dataset["input"][positions].values)
+
+        if has_labels:
+
+            def labels_reader(positions: np.ndarray) -> np.ndarray:
+                return np.asarray(dataset["labels"][positions].values)
 
         def reader() -> Reader:
             def load(indices: np.ndarray, slot: int = 0) -> Loaded:
@@ -164,6 +182,7 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         variable=variable,
         eu_convention="members" if probs.sizes["eu"] > 1 else "samples-as-members",
         read_input=input_reader,
+        read_labels=labels_reader,
     )
 
 
@@ -248,6 +267,7 @@ def maps_source(
         reader=reader,
         has_probabilities=cubes is not None,
         in_memory=True,
+        read_labels=None if labels is None else labels.__getitem__,
         chunk_sizes=[n_images] if n_images else [],
     )
 

@@ -99,7 +99,12 @@ def read_store(
 
 def read_input(path: str, positions: np.ndarray) -> np.ndarray:
     """The ``input`` images (image, channel, y, x) at ``positions`` of a cube store."""
-    array = open_group(path)["input"]
+    return read_images(path, "input", positions)
+
+
+def read_images(path: str, name: str, positions: np.ndarray) -> np.ndarray:
+    """The images at ``positions`` of the cube store's array ``name`` (``input``, ``labels``)."""
+    array = open_group(path)[name]
     return np.asarray(array.get_orthogonal_selection((np.asarray(positions, dtype=np.int64),)))
 
 

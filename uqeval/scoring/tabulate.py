@@ -25,6 +25,7 @@ from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
 from uqeval.metrics.failure import aurc, eaurc
 from uqeval.metrics.oodd import auroc, fpr_at_tpr
 from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
+from uqeval.notes import Note, literal
 from uqeval.scoring.fitting import Fitted
 from uqeval.tasks import TASKS, Task
 
@@ -39,7 +40,7 @@ class Tabulated:
     results: list[dict]
     entanglement: list[dict]
     collapse: list[dict]
-    notes: list[str]
+    notes: list[Note]
     n_images: dict[str, int]
     reliability: dict[tuple[str, str], Reliability]
 
@@ -74,9 +75,12 @@ def _domain_means(
 class _Tables:
     """The rows, Δ rows and notes of one run, filled task by task."""
 
-    def __init__(self, statistics: ImageStatistics, conventions: Conventions, notes: Sequence[str]) -> None:
+    def __init__(
+        self, statistics: ImageStatistics, conventions: Conventions, primary: str, notes: Sequence[Note]
+    ) -> None:
         self.statistics = statistics
         self.conventions = conventions
+        self.primary = primary
         self.rows: list[dict] = []
         self.entanglement: list[dict] = []
         self.notes = list(notes)
@@ -85,10 +89,11 @@ class _Tables:
     def note_negative_scores(self) -> None:
         """One note per task whose score is negative on some split (Δ then leaves [−1, 1])."""
         for task, splits in self.negative.items():
-            self.notes.append(
-                f"{task.name}: {task.metric} is negative on {', '.join(splits)}; with a negative score Δ leaves "
-                "[−1, 1] (its range is (−5, 3])"
+            text = (
+                f"{{task}}: {task.metric} is negative on {literal(', '.join(splits))}; with a negative score Δ "
+                "leaves [−1, 1] (its range is (−5, 3])"
             )
+            self.notes.append(Note("negative-score", text, task=task.name))
 
     def add(self, task: str, split: str, measure: str, aggregation: str, metric: str, value: float) -> None:
         self.rows.append(
@@ -118,19 +123,21 @@ class _Tables:
         if zero:
             delta = float("nan")
             names = " and ".join(measure.upper() for measure in zero)
-            self.notes.append(
-                f"{task.name}: Δ on {split} is undefined: {names} is 0 at every pixel "
+            text = (
+                f"{{task}}: Δ on {{split}} is undefined: {names} is 0 at every pixel "
                 f"(no {'uncertainty' if 'tu' in zero else 'part'} to separate), so it cannot win or lose"
             )
+            self.notes.append(Note("delta-undefined", text, task=task.name, split=split))
         else:
             delta = entanglement_delta(
                 u_correct, u_wrong, lower_is_better=task.lower_is_better, both_zero=self.conventions.delta_both_zero
             )
             if np.isnan(delta):
-                self.notes.append(
-                    f"{task.name}: Δ on {split} is undefined ({task.metric} of {task.correct} and {wrong}: "
+                text = (
+                    f"{{task}}: Δ on {{split}} is undefined ({task.metric} of {task.correct} and {wrong}: "
                     f"{u_correct:.4g}, {u_wrong:.4g})"
                 )
+                self.notes.append(Note("delta-undefined", text, task=task.name, split=split))
             negative = [(m, v) for m, v in ((task.correct, u_correct), (wrong, u_wrong)) if v < 0]
             if negative:
                 listed = ", ".join(f"{m.upper()} {v:.3g}" for m, v in negative)
@@ -156,8 +163,9 @@ def tabulate(
     fitted: Fitted,
     tasks: Sequence[str],
     aggregations: Sequence[str],
+    primary: str,
     conventions: Conventions,
-    notes: Sequence[str] = (),
+    notes: Sequence[Note] = (),
     histograms: Mapping[str, ConfidenceHistogram] | None = None,
     histogram_domains: Sequence[str] = (),
 ) -> Tabulated:
@@ -176,9 +184,11 @@ def tabulate(
     tasks : sequence of str
         The tasks the plan kept.
     aggregations : sequence of str
-        Names of the aggregations scored, the conventions' one among them.
+        Names of the aggregations scored, ``primary`` among them.
+    primary : str
+        The aggregation whose OODD and FD scores Δ is computed from.
     conventions : Conventions
-    notes : sequence of str
+    notes : sequence of Note
         Notes so far; the result's notes continue them.
     histograms : mapping, optional
         Per measure, the test pixels' :class:`ConfidenceHistogram` with one table per
@@ -187,7 +197,7 @@ def tabulate(
     scored = roles == TEST
     splits = _splits(domains, scored)
     ood_names = [name for name in splits if name not in (ID_DOMAIN, POOLED_OOD)]
-    tables = _Tables(statistics, conventions, notes)
+    tables = _Tables(statistics, conventions, primary, notes)
     reliabilities: dict[tuple[str, str], Reliability] = {}
     domain_mean = conventions.ood_split == "domain-mean"
 
@@ -197,10 +207,11 @@ def tabulate(
     if statistics.ncc is not None:
         unlabelled = int((scored & (statistics.ncc["au"].state == NO_PIXELS)).sum())
         if unlabelled:
-            tables.notes.append(
-                f"{unlabelled} test image(s) have no rater label at any pixel (all {IGNORE_LABEL}); "
+            text = (
+                f"{{count}} test image(s) have no rater label at any pixel (all {IGNORE_LABEL}); "
                 "they are left out of AMB, CAL and FD"
             )
+            tables.notes.append(Note("unlabelled-images", text, count=unlabelled))
 
     if "amb" in tasks and statistics.ncc is not None:
         per_split: dict[str, dict[str, dict[str, float]]] = {}
@@ -218,10 +229,14 @@ def tabulate(
                 tables.add("amb", split, measure, NO_AGGREGATION, "ncc_constant", constant[measure])
                 if constant[measure] and split != POOLED_OOD:
                     action = "left out" if conventions.ncc_constant == "skip" else "scored 0"
-                    tables.notes.append(
-                        f"amb: {constant[measure]} {split} image(s) have a constant rater-variance or "
-                        f"{measure.upper()} map and were {action}"
+                    text = (
+                        "{task}: {count} {split} image(s) have a constant rater-variance or {MEASURE} map and "
+                        f"were {action}"
                     )
+                    note = Note(
+                        "constant-maps", text, task="amb", split=split, measure=measure, count=constant[measure]
+                    )
+                    tables.notes.append(note)
             tables.add_delta(TASKS["amb"], split, values, chosen)
 
     if "cal" in tasks and statistics.calibration is not None:
@@ -278,9 +293,8 @@ def tabulate(
             }
         )
     if fitted.eu_scale != 1.0:
-        tables.notes.append(
-            f"EU rescaled by r = {fitted.eu_scale:.4g} (mean AU / mean EU on {fitted.images_from} images)"
-        )
+        text = f"EU rescaled by r = {fitted.eu_scale:.4g} (mean AU / mean EU on {fitted.images_from} images)"
+        tables.notes.append(Note("eu-rescaled", text))
 
     n_images = {name: int(chosen.sum()) for name, chosen in splits.items() if name != POOLED_OOD}
     return Tabulated(tables.rows, tables.entanglement, collapse, tables.notes, n_images, reliabilities)
@@ -291,7 +305,7 @@ def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: lis
     images) and their means over domains as ``ood``; Δ for the conventions' aggregation."""
     if ID_DOMAIN not in splits or not ood_names:
         missing = "ID" if ID_DOMAIN not in splits else "OOD"
-        tables.notes.append(f"oodd: skipped, there are no {missing} test images")
+        tables.notes.append(Note("skipped", f"{{task}}: skipped, there are no {missing} test images", task="oodd"))
         return
     for aggregation in aggregations:
         by_measure = tables.statistics.scores[aggregation]
@@ -311,7 +325,7 @@ def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: lis
         for measure in MEASURES:
             tables.add("oodd", POOLED_OOD, measure, aggregation, "auroc", means[measure])
             tables.add("oodd", POOLED_OOD, measure, aggregation, "fpr95", float(np.mean(false_positives[measure])))
-        if aggregation == tables.conventions.aggregation:
+        if aggregation == tables.primary:
             for name in ood_names:
                 tables.add_delta(TASKS["oodd"], name, per_domain[name], splits[ID_DOMAIN] | splits[name])
             tables.add_delta(TASKS["oodd"], POOLED_OOD, means, splits[ID_DOMAIN] | splits[POOLED_OOD])
@@ -325,7 +339,7 @@ def _failure_detection(
     scored: np.ndarray,
 ) -> None:
     """FD rows per aggregation: AURC and E-AURC per split and on ``all`` test images;
-    Δ for the conventions' aggregation."""
+    Δ for the primary aggregation."""
     risk = tables.statistics.risk
     has_risk = ~np.isnan(risk)  # images without a rater label are noted with AMB and CAL
     fd_splits = {**splits, ALL_TEST: scored}
@@ -347,7 +361,7 @@ def _failure_detection(
             for measure in MEASURES:
                 for metric in ("aurc", "eaurc"):
                     tables.add("fd", split, measure, aggregation, metric, metrics[metric][measure])
-            if aggregation == tables.conventions.aggregation:
+            if aggregation == tables.primary:
                 tables.add_delta(TASKS["fd"], split, metrics["aurc"], images)
 
 
