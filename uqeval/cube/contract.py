@@ -163,7 +163,7 @@ def default_class_names(n_classes: int) -> list[str]:
 
 def is_class_index(value: object, n_classes: int) -> bool:
     """Whether ``value`` is an integer class index in ``[0, n_classes)`` (the ``background`` rule)."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and 0 <= value < n_classes
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and bool(0 <= value < n_classes)
 
 
 def are_class_names(value: object) -> bool:
