@@ -2,8 +2,13 @@
 
 The reader (:mod:`uqeval.cube.read`) checks a store against these declarations and the
 writer (:mod:`uqeval.cube.write`) builds one from them; docs/cube.md describes them for
-users. Dims are built from :data:`SPATIAL_DIMS`, so a store of volumes would add ``z``
-there and every variable, check and message would follow.
+users. Every variable's dims are built from :data:`SPATIAL_DIMS`: a store of volumes
+adds ``z`` there, and the variables, the reader's dim and size checks and the messages
+of both sides follow. What lies outside the store's contract is not covered: the
+writer's arguments name one size per spatial dim (it refuses to start until it is
+given a depth), and the value checks of :mod:`uqeval.checks`, the decomposition and
+the scorer take ``class`` as the third dim from the end. Another kind of store adds
+its variables here.
 """
 
 from __future__ import annotations

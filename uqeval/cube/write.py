@@ -143,7 +143,7 @@ class CubeWriter:
             self.dtype = np.dtype(dtype)
         except TypeError:
             raise UQEvalError(f"CubeWriter: `dtype` is {dtype!r}; expected {float_dtypes}") from None
-        if self.dtype.name not in WRITTEN_FLOAT_DTYPES:
+        if self.dtype not in [np.dtype(name) for name in WRITTEN_FLOAT_DTYPES]:
             raise UQEvalError(f"CubeWriter: `dtype` is {self.dtype}; expected {float_dtypes}")
         if class_names is not None and not are_class_names(class_names):
             raise UQEvalError(f"CubeWriter: `class_names` is {class_names!r}; expected one string per class")
