@@ -35,6 +35,13 @@ Two measurements (benchmarks/README.md):
 The stores live in a temporary folder that was just written, so reads come mostly
 from the page cache: the benchmark measures decoding and compute, not the disk.
 
+``--check`` first checks that ``uqeval.score`` decodes the chunk files of a store
+written by ``CubeWriter`` directly (``uqeval/scoring/chunk_files.py``) rather than
+falling back to zarr's read path, which it does silently for any layout it does not
+know (a change of the writer's or zarr's defaults, say). The check counts the images
+each array's reads took each way (``uqeval.scoring.chunk_files.READS``); it does not
+time them. Then it exits with status 1 if any target is missed.
+
 Run: ``.venv/bin/python benchmarks/bench_score.py [--check]`` (about 3 minutes; writes
 about 4 GB to a temporary folder).
 """
@@ -55,15 +62,18 @@ import numpy as np
 import zarr
 from _timing import best_times, print_table
 from bench_store import make_probs, store_bytes
-from numcodecs import blosc
+from numcodecs import Blosc
 
 import uqeval
 from uqeval.scoring.batches import BATCH_BYTES, batch_ranges
+from uqeval.scoring.chunk_files import READS
 from uqeval.scoring.sources import cube_source
 
 #: ``t_zarr_read / t_score`` on the random store, and ``t_raw_decode / t_score`` on the realistic one.
 RATE_TARGETS = {"random": ("zarr read + decode", 0.7), "realistic": ("raw decode", 0.6)}
 MEMORY_TARGET_GB = 1.5
+#: Images of the store on which ``--check`` checks the direct path (at most ``--images``).
+CHECK_IMAGES = 16
 
 
 def random_probs(n_images: int, seed: int) -> np.ndarray:
@@ -160,11 +170,12 @@ class RawDecoder:
         tail = (0,) * (array.ndim - 1)
         self.files = [path / "probs" / array.metadata.encode_chunk_key((i, *tail)) for i in range(array.nchunks)]
         self.out = np.empty((len(self.files) * self.chunk, *array.shape[1:]), dtype=array.dtype)
+        self.codec = Blosc()  # decodes any Blosc frame: the frame's header holds its settings
 
     def decode(self, number: int) -> None:
         with open(self.files[number], "rb") as file:
             frame = file.read()
-        blosc.decompress(frame, self.out[number * self.chunk : (number + 1) * self.chunk])
+        self.codec.decode(frame, out=self.out[number * self.chunk : (number + 1) * self.chunk])
 
     def serial(self) -> None:
         for number in range(len(self.files)):
@@ -172,6 +183,48 @@ class RawDecoder:
 
     def parallel(self, pool: ThreadPoolExecutor) -> None:
         list(pool.map(self.decode, range(len(self.files))))
+
+
+def direct_path_problem(store: Path) -> str | None:
+    """Score ``store`` and say why its arrays were not all decoded straight from their
+    chunk files; None when they were.
+
+    Counted, not timed: :data:`uqeval.scoring.chunk_files.READS` tallies, per array,
+    the images read from the chunk files and those read through zarr.
+    """
+    READS.reset()
+    uqeval.score(store)
+    reads = READS.by_array()
+    if "probs" not in reads:
+        return f"{store}: uqeval.score read no `probs` through the store reader (arrays read: {sorted(reads)})"
+    fallbacks = [
+        f"`{name}`: {count.through_zarr} image(s) through zarr, {count.direct} from its chunk files"
+        for name, count in reads.items()
+        if count.through_zarr or not count.direct
+    ]
+    if not fallbacks:
+        return None
+    group = zarr.open_group(store, mode="r")
+    codecs = {name: [codec.to_dict()["name"] for codec in group[name].metadata.codecs] for name in reads}
+    return (
+        f"{store}: uqeval.score did not take the direct chunk-file path; it read {'; '.join(fallbacks)}. "
+        f"The arrays' codecs are {codecs}; uqeval/scoring/chunk_files.py decodes zarr v3 arrays with codecs "
+        "bytes (little endian) and optionally blosc, chunked along `image` only, in a local folder. "
+        "Did CubeWriter's or zarr's defaults change?"
+    )
+
+
+def check_direct_path(root: Path, pool: np.ndarray, n_images: int, seed: int) -> bool:
+    """Write a store as the rate stores are written and report whether scoring it takes the direct path."""
+    store = root / "direct-path.zarr"
+    write_store(store, pool, n_images, seed)
+    problem = direct_path_problem(store)
+    if problem is not None:
+        print(f"bench_score --check: {problem}", file=sys.stderr)
+        return False
+    counts = ", ".join(f"`{name}` {count.direct}" for name, count in READS.by_array().items())
+    print(f"direct path: uqeval.score read every image from the chunk files ({counts}), none through zarr")
+    return True
 
 
 def time_cli(path: Path, out: Path) -> float:
@@ -260,13 +313,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stores", default="random,realistic", help="rate stores, comma-separated: random, realistic (default both)"
     )
-    parser.add_argument("--check", action="store_true", help="exit with status 1 if a target is missed")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with status 1 if scoring a CubeWriter store does not decode its chunk files directly, "
+        "or if a target is missed",
+    )
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()[0]
     pool = make_probs(args.pool, 10, 10, 128, args.seed).astype(np.float16)
     met = True
     with tempfile.TemporaryDirectory(prefix="uqeval-bench-score-") as tmp:
+        if args.check and not check_direct_path(Path(tmp), pool, min(args.images, CHECK_IMAGES), args.seed):
+            return 1
         for kind in [] if args.skip_rate else args.stores.split(","):
             pools = {"realistic": pool, "random": random_probs(args.pool, args.seed)}
             if kind not in pools:

@@ -121,3 +121,44 @@ def test_raw_decode_reads_back_what_was_written(tmp_path):
     with ThreadPoolExecutor(2) as workers:
         decoder.parallel(workers)
     np.testing.assert_array_equal(decoder.out[:5], pool[np.arange(5) % 3])
+
+
+def test_the_direct_path_check_passes_on_a_cubewriter_store(tmp_path):
+    import bench_score
+    from bench_store import make_probs
+
+    store = tmp_path / "s.zarr"
+    bench_score.write_store(store, make_probs(2, 2, 3, 16, seed=0).astype(np.float16), 8, seed=0)
+    assert bench_score.direct_path_problem(store) is None
+
+
+def test_the_direct_path_check_fails_when_the_writer_default_codec_is_one_it_cannot_decode(tmp_path, monkeypatch):
+    import bench_score
+    import zarr.codecs
+    from bench_store import make_probs
+
+    import uqeval.cube.write
+
+    monkeypatch.setattr(uqeval.cube.write, "default_compressor", zarr.codecs.ZstdCodec)
+    store = tmp_path / "s.zarr"
+    bench_score.write_store(store, make_probs(2, 2, 3, 16, seed=0).astype(np.float16), 8, seed=0)
+    problem = bench_score.direct_path_problem(store)
+    assert problem is not None
+    assert "did not take the direct chunk-file path" in problem
+    assert "`probs`: 8 image(s) through zarr, 0 from its chunk files" in problem
+    assert "'probs': ['bytes', 'zstd']" in problem
+
+
+@pytest.mark.slow  # writes a store of 4 full-size cubes and scores it, twice: about 15 s
+def test_bench_score_check_exits_1_when_the_direct_path_is_off(capsys, monkeypatch):
+    import bench_score
+    import zarr.codecs
+
+    import uqeval.cube.write
+
+    argv = ["--check", "--skip-rate", "--skip-memory", "--images", "4", "--pool", "2"]
+    assert bench_score.main(argv) == 0
+    assert "direct path: uqeval.score read every image from the chunk files" in capsys.readouterr().out
+    monkeypatch.setattr(uqeval.cube.write, "default_compressor", zarr.codecs.ZstdCodec)
+    assert bench_score.main(argv) == 1
+    assert "bench_score --check: " in capsys.readouterr().err

@@ -10,7 +10,7 @@ import zarr
 import zarr.codecs
 
 from uqeval import CubeWriter, UQEvalError
-from uqeval.scoring.chunk_files import open_chunk_files
+from uqeval.scoring.chunk_files import READS, ArrayReads, open_chunk_files
 from uqeval.scoring.store_reader import StoreArrays, StoreReader, read_store
 
 
@@ -66,6 +66,30 @@ def test_direct_decoding_equals_zarr(tmp_path, monkeypatch, compressor, indices)
     np.testing.assert_array_equal(got_probs, probs[indices])
     np.testing.assert_array_equal(got_labels, labels[indices])
     assert got_probs.dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    ("compressor", "direct"),
+    [("default", True), (None, True), (zarr.codecs.ZstdCodec(), False)],
+    ids=["blosc", "raw", "zstd"],
+)
+def test_the_tally_counts_the_images_read_each_way(tmp_path, compressor, direct):
+    store = tmp_path / "cube.zarr"
+    write_store(store, raters=0, compressor=compressor)
+    READS.reset()
+    read_store(str(store), "probs", False, np.asarray([0, 1, 5, 6, 7, 10]))
+    assert READS.by_array() == {"probs": ArrayReads(6, 0) if direct else ArrayReads(0, 6)}
+    READS.reset()
+    assert READS.by_array() == {}
+
+
+def test_a_missing_chunk_file_is_counted_as_read_through_zarr(tmp_path):
+    store = tmp_path / "cube.zarr"
+    write_store(store, raters=0)
+    open_chunk_files(store, "probs").chunk_path(1).unlink()
+    READS.reset()
+    read_store(str(store), "probs", False, np.asarray([0, 1, 4, 5]))  # two runs: chunk 0, then chunk 1
+    assert READS.by_array() == {"probs": ArrayReads(direct=2, through_zarr=2)}
 
 
 def test_reader_slots_reuse_their_buffers_and_stay_apart(tmp_path):

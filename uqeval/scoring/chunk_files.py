@@ -11,7 +11,9 @@ have one simple layout, which this module reads directly:
   frames are self-describing, so decoding needs none of their settings.
 
 :func:`open_chunk_files` returns None for any other array (sharding, other codecs,
-remote stores, zarr v2), and callers read it through zarr as before.
+remote stores, zarr v2), and callers read it through zarr as before. :data:`READS`
+counts the images read each way, so that a benchmark or a test can tell when the
+direct path is not taken.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import json
 import os
 import sys
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from numcodecs import blosc
+from numcodecs import Blosc
 
 from uqeval.errors import UQEvalError
 
@@ -110,13 +114,17 @@ class ChunkFiles:
                 raise ValueError(f"the file has {size} bytes, its Blosc header says {length}")
             if held != target.nbytes:
                 raise ValueError(f"it holds {held} bytes, not the chunk's {target.nbytes}")
-            blosc.decompress(frame[:size], target)
+            _BLOSC.decode(frame[:size], out=target)
         except (RuntimeError, ValueError) as error:
             raise UQEvalError(
                 f"{self._named(path)}: the chunk cannot be decoded ({error}); "
                 "the file is damaged or was not written completely"
             ) from None
 
+
+#: Decodes any Blosc frame: a frame's header holds every setting decoding needs, so
+#: this codec's own settings (used only to encode) do not matter.
+_BLOSC = Blosc()
 
 #: Per thread, a reused buffer for the compressed bytes of one chunk file: a fresh
 #: multi-megabyte ``bytes`` per chunk would cost a page fault per 4 KiB.
@@ -173,3 +181,44 @@ def _layout(folder: Path, metadata: dict) -> ChunkFiles | None:
     else:
         return None
     return ChunkFiles(folder, shape, dtype, chunk_shape[0], compressed, separator)
+
+
+class ArrayReads(NamedTuple):
+    """Images of one array read straight from its chunk files, and through zarr."""
+
+    direct: int
+    through_zarr: int
+
+
+class ReadTally:
+    """Images read per array in this process: decoded straight from chunk files, or through zarr.
+
+    The reader takes the direct path wherever an array's layout allows and falls back
+    to zarr without a word where it does not (or where a chunk file is missing); this
+    tally is how ``benchmarks/bench_score.py --check`` and the tests see which it took.
+    Safe to update from the reading threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._images: Counter[tuple[str, bool]] = Counter()
+
+    def add(self, array: str, *, direct: bool, images: int) -> None:
+        """Count ``images`` of ``array`` read directly (``direct``) or through zarr."""
+        with self._lock:
+            self._images[array, direct] += images
+
+    def by_array(self) -> dict[str, ArrayReads]:
+        """Array name → its images read each way since the last :meth:`reset`."""
+        with self._lock:
+            names = sorted({name for name, _ in self._images})
+            return {name: ArrayReads(self._images[name, True], self._images[name, False]) for name in names}
+
+    def reset(self) -> None:
+        """Start counting from zero."""
+        with self._lock:
+            self._images.clear()
+
+
+#: Every read of :class:`uqeval.scoring.store_reader.StoreArrays` in this process.
+READS = ReadTally()

@@ -16,7 +16,7 @@ from zarr.core.buffer import default_buffer_prototype
 from uqeval.cube import softmax_array
 from uqeval.errors import UQEvalError
 from uqeval.scoring.batches import runs
-from uqeval.scoring.chunk_files import ChunkFiles, open_chunk_files
+from uqeval.scoring.chunk_files import READS, ChunkFiles, open_chunk_files
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,7 +60,9 @@ class StoreArrays:
         for offset, start, stop in runs(indices):
             view = target[offset : offset + stop - start]
             if files is not None and view.flags.c_contiguous and files.read_into(start, stop, view):
+                READS.add(name, direct=True, images=stop - start)
                 continue
+            READS.add(name, direct=False, images=stop - start)
             try:
                 array.get_basic_selection(slice(start, stop), out=prototype.nd_buffer.from_numpy_array(view))
             except Exception as error:  # a damaged chunk: zarr and its codecs raise many kinds

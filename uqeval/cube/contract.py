@@ -1,0 +1,217 @@
+"""The cube store's contract, schema 1: what a store holds, stated once.
+
+The reader (:mod:`uqeval.cube.read`) checks a store against these declarations and the
+writer (:mod:`uqeval.cube.write`) builds one from them; docs/cube.md describes them for
+users. Every variable's dims are built from :data:`SPATIAL_DIMS`: a store of volumes
+adds ``z`` there, and the variables, the reader's dim and size checks and the messages
+of both sides follow. What lies outside the store's contract is not covered: the
+writer's arguments name one size per spatial dim (it refuses to start until it is
+given a depth), and the value checks of :mod:`uqeval.checks`, the decomposition and
+the scorer take ``class`` as the third dim from the end. Another kind of store adds
+its variables here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from uqeval.names import IGNORE_LABEL, ROLES, TEST
+
+#: The value of the required group attribute ``schema`` this contract describes.
+SCHEMA = 1
+
+#: The dim along which a store lists its images, and the coordinate of their ids.
+IMAGE_DIM = "image"
+#: The pixel grid every per-image variable shares, slowest-varying first.
+SPATIAL_DIMS = ("y", "x")
+#: The dims of one image's cube before its pixels: members, samples, classes.
+CUBE_DIMS = ("eu", "au", "class")
+#: Dims whose size every variable that has them shares with the probabilities.
+SHARED_DIMS = (IMAGE_DIM, *SPATIAL_DIMS)
+
+#: Storage dtypes of the probabilities (or logits) that a store may hold. Every value is
+#: computed on in float32, so float64 gains nothing over float32 but size.
+FLOAT_DTYPES = ("float16", "float32", "float64")
+#: Storage dtypes of the probabilities that :class:`~uqeval.cube.write.CubeWriter` writes.
+WRITTEN_FLOAT_DTYPES = ("float16", "float32")
+
+#: Group attribute where the writer records its progress; absent on stores written
+#: by other tools, which then read as complete.
+PROGRESS_ATTR = "uqeval_writer"
+#: The class index of the background when the ``background`` attribute is absent.
+DEFAULT_BACKGROUND = 0
+#: Labels are stored as uint8 with :data:`~uqeval.names.IGNORE_LABEL` meaning ignore,
+#: which leaves room for this many classes.
+MAX_LABELLED_CLASSES = IGNORE_LABEL
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One array variable of a store, along ``image`` first.
+
+    Attributes
+    ----------
+    name : str
+    dims : tuple of str
+        Its dims in their required order, ``image`` first.
+    kinds : str
+        numpy dtype kinds a store may hold (``"f"`` floats, ``"iu"`` integers).
+    expected : str
+        How a message names the dtypes it may hold.
+    stored_dtype : str or None
+        What :class:`~uqeval.cube.write.CubeWriter` writes (None: the writer's ``dtype``).
+    fill_value : float or int
+        The writer's fill value.
+    counted : tuple of str
+        Per-image dims a store must not leave empty, with ``empty_hint`` added to the message.
+    empty_hint : str
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    kinds: str
+    expected: str
+    stored_dtype: str | None
+    fill_value: float | int
+    counted: tuple[str, ...]
+    empty_hint: str = ""
+
+    @property
+    def axis(self) -> dict[str, int]:
+        """Dim name → axis number."""
+        return {dim: number for number, dim in enumerate(self.dims)}
+
+    def image_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        """One image's shape, from ``sizes`` (dim name → size)."""
+        return tuple(sizes[dim] for dim in self.dims[1:])
+
+
+_FLOATS = f"floats ({', '.join(FLOAT_DTYPES)})"
+
+#: Softmax probabilities; sum over ``class`` = 1.
+PROBS = Variable(
+    "probs",
+    (IMAGE_DIM, *CUBE_DIMS, *SPATIAL_DIMS),
+    kinds="f",
+    expected=_FLOATS,
+    stored_dtype=None,
+    fill_value=np.nan,
+    counted=(IMAGE_DIM, *CUBE_DIMS, *SPATIAL_DIMS),
+)
+#: Logits instead of probabilities: softmax over ``class`` is applied on read.
+LOGITS = replace(PROBS, name="logits")
+#: The store holds exactly one of these.
+VALUES = (PROBS, LOGITS)
+#: Raters' label maps: a class index or :data:`~uqeval.names.IGNORE_LABEL` (optional).
+LABELS = Variable(
+    "labels",
+    (IMAGE_DIM, "rater", *SPATIAL_DIMS),
+    kinds="iu",
+    expected="an integer type",
+    stored_dtype="uint8",
+    fill_value=IGNORE_LABEL,
+    counted=("rater",),
+    empty_hint="; leave `labels` out when there are none",
+)
+#: The input image's pixels; no score uses them (optional).
+INPUT = Variable(
+    "input",
+    (IMAGE_DIM, "channel", *SPATIAL_DIMS),
+    kinds="f",
+    expected="floats (the input image's pixels, e.g. float32)",
+    stored_dtype="float32",
+    fill_value=np.nan,
+    counted=("channel",),
+)
+#: The optional per-image arrays beside the probabilities, in the order they are checked.
+EXTRAS = (LABELS, INPUT)
+
+#: Axis of ``class`` in the probabilities (and logits).
+CLASS_AXIS = PROBS.axis["class"]
+
+
+@dataclass(frozen=True)
+class StringVariable:
+    """A variable of one non-empty string per image.
+
+    ``default`` fills it when a store leaves it out (None: required); ``allowed``, when
+    given, lists every value it may take.
+    """
+
+    name: str
+    default: str | None
+    allowed: tuple[str, ...] | None = None
+    dims: tuple[str, ...] = field(default=(IMAGE_DIM,))
+
+
+#: The image's domain: ``"id"`` for in-distribution images, anything else an OOD shift.
+DOMAIN = StringVariable("domain", default=None)
+#: Whether an image is used to fit (``"calibration"``) or to score (``"test"``).
+ROLE = StringVariable("role", default=TEST, allowed=ROLES)
+#: The per-image string variables, in the order they are checked.
+STRINGS = (DOMAIN, ROLE)
+
+#: Group attributes beside ``schema`` (required), all optional; the writer records each.
+#: ``class_names`` has one name per class (default :func:`default_class_names`),
+#: ``background`` is a class index (default :data:`DEFAULT_BACKGROUND`).
+ATTRIBUTES = ("au_method", "eu_method", "model", "dataset", "seed", "class_names", "background")
+
+
+def default_class_names(n_classes: int) -> list[str]:
+    """``class_0``, ``class_1``, ...: the names of classes a store does not name."""
+    return [f"class_{c}" for c in range(n_classes)]
+
+
+def is_class_index(value: object, n_classes: int) -> bool:
+    """Whether ``value`` is an integer class index in ``[0, n_classes)`` (the ``background`` rule)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and bool(0 <= value < n_classes)
+
+
+def are_class_names(value: object) -> bool:
+    """Whether ``value`` is a sequence of strings (the ``class_names`` rule, besides one per class)."""
+    if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
+        return False
+    return all(isinstance(name, str) for name in np.asarray(value, dtype=object).tolist())
+
+
+def invalid_labels(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Where ``labels`` is neither a class index in ``[0, n_classes)`` nor :data:`IGNORE_LABEL`."""
+    return ((labels < 0) | (labels >= n_classes)) & (labels != IGNORE_LABEL)
+
+
+def first_invalid_label(labels: np.ndarray, n_classes: int) -> tuple[tuple[int, ...], int] | None:
+    """The position (one number per dim of ``labels``) and value of the first invalid label, or None."""
+    bad = invalid_labels(labels, n_classes)
+    if not bad.any():
+        return None
+    position = tuple(int(index) for index in np.argwhere(bad)[0])
+    return position, int(labels[position])
+
+
+def pixel_text(position: Sequence[int]) -> str:
+    """A pixel's position in messages, ``y=3, x=4``, from its indices along :data:`SPATIAL_DIMS`."""
+    return ", ".join(f"{dim}={index}" for dim, index in zip(SPATIAL_DIMS, position, strict=True))
+
+
+@dataclass(frozen=True)
+class WriteProgress:
+    """A store's write progress: whole images written, and whether the writer closed it."""
+
+    n_images: int
+    complete: bool
+
+    def record(self) -> dict[str, Any]:
+        """The value of :data:`PROGRESS_ATTR` that records this progress."""
+        return {"n_images": self.n_images, "complete": self.complete}
+
+    @staticmethod
+    def recorded(attrs: Mapping[str, Any]) -> WriteProgress | None:
+        """The progress recorded in a store's group attributes; None if no writer recorded any."""
+        value = attrs.get(PROGRESS_ATTR)
+        if not isinstance(value, Mapping):
+            return None
+        return WriteProgress(n_images=int(value.get("n_images", 0)), complete=bool(value.get("complete", False)))

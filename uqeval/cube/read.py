@@ -1,0 +1,357 @@
+"""Reading a cube store: open it, check it against the contract, normalise it.
+
+:func:`open_cube` reads zarr v3 (what :class:`~uqeval.cube.write.CubeWriter` writes) and
+zarr v2 stores; :func:`validate_cube` checks a Dataset however it was made. Every rule
+comes from :mod:`uqeval.cube.contract`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.errors
+
+from uqeval.checks import (
+    check_decomposable,
+    check_domain_spelling,
+    image_name,
+    raise_for_value_stats,
+    value_stats,
+)
+from uqeval.cube.contract import (
+    CLASS_AXIS,
+    DEFAULT_BACKGROUND,
+    EXTRAS,
+    IMAGE_DIM,
+    LABELS,
+    PROBS,
+    SCHEMA,
+    SHARED_DIMS,
+    SPATIAL_DIMS,
+    STRINGS,
+    VALUES,
+    StringVariable,
+    Variable,
+    WriteProgress,
+    are_class_names,
+    first_invalid_label,
+    is_class_index,
+    pixel_text,
+)
+from uqeval.errors import UQEvalError
+from uqeval.names import IGNORE_LABEL
+
+
+def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr.Dataset:
+    """Open and validate a cube store.
+
+    Validation up front is cheap: it reads metadata, the image ids, ``domain`` and
+    ``role``, never the probabilities. It checks the variables, their dims and their
+    order, dtypes, sizes, attributes, and that the store was completely written.
+    Stores in zarr v3 (what :class:`CubeWriter` writes) and zarr v2 are both read.
+
+    Parameters
+    ----------
+    path : path of the zarr store.
+    check_values : also read every chunk once and check that probabilities are finite,
+        non-negative and sum to 1, and that labels are valid classes or 255
+        (see :func:`check_cube_values`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy, dask-backed: ``probs`` (image, eu, au, class, y, x), ``domain`` and
+        ``role`` (image, str, loaded), ``labels`` (image, rater, y, x) and ``input``
+        (image, channel, y, x) when present; ``image`` is the coordinate of image
+        ids. A store with ``logits`` instead of ``probs`` gets a lazy
+        ``probs = softmax(logits)`` over ``class`` (``attrs["source_variable"] ==
+        "logits"``). ``role`` defaults to ``"test"``.
+
+    Raises
+    ------
+    UQEvalError
+        Naming the variable, dim, attribute or image that is wrong.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UQEvalError(f"{path}: no such file or directory")
+    try:
+        group = zarr.open_group(path, mode="r")
+    except zarr.errors.ContainsArrayError:
+        raise UQEvalError(f"{path}: is a single zarr array; a cube store is a zarr group of variables") from None
+    except (zarr.errors.GroupNotFoundError, FileNotFoundError, ValueError, KeyError) as error:
+        if path.is_file():
+            raise UQEvalError(f"{path}: is a file, not a zarr store (a cube store is a zarr folder)") from None
+        if isinstance(error, zarr.errors.GroupNotFoundError):
+            raise UQEvalError(
+                f"{path}: not a zarr store (no group metadata found: zarr.json for zarr v3, .zgroup for v2)"
+            ) from None
+        raise UQEvalError(f"{path}: not a zarr store ({error.__class__.__name__}: {error})") from None
+    _check_complete(str(path), dict(group.attrs))
+    _check_chunks_written(path, group)
+    _check_shared_sizes(path, group)
+    try:
+        consolidated = getattr(group.metadata, "consolidated_metadata", None) is not None
+        dataset = xr.open_zarr(path, chunks={}, consolidated=consolidated)
+    except Exception as error:
+        raise UQEvalError(f"{path}: cannot be read as an xarray Dataset ({error})") from None
+    return validate_cube(dataset, where=str(path), check_values=check_values)
+
+
+def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: bool = False) -> xr.Dataset:
+    """Validate an in-memory or lazily opened Dataset against the contract.
+
+    Returns the normalised Dataset described in :func:`open_cube`.
+    """
+    attrs = dict(dataset.attrs)
+    _check_complete(where, attrs)
+    schema = attrs.get("schema")
+    if schema is None:
+        raise UQEvalError(f"{where}: attribute `schema` is missing (a uqeval cube has schema = {SCHEMA})")
+    if schema != SCHEMA or isinstance(schema, bool):
+        expected = f"the integer {SCHEMA}" if str(schema).strip() == str(SCHEMA) else f"schema {SCHEMA}"
+        raise UQEvalError(f"{where}: attribute `schema` is {schema!r}; this uqeval reads {expected}")
+    present = [spec for spec in VALUES if spec.name in dataset]
+    if len(present) != 1:
+        names = [f"`{spec.name}`" for spec in VALUES]
+        what = f"both {' and '.join(names)}" if present else f"neither {' nor '.join(names)}"
+        raise UQEvalError(f"{where}: has {what}; a cube holds exactly one of them")
+    variable = present[0].name
+    values = dataset[variable]
+    _check_array(where, present[0], values)
+    sizes = dict(values.sizes)
+    check_decomposable(sizes["eu"], sizes["au"], sizes["class"], where)
+
+    dataset = _normalise_image_coordinate(dataset, where)
+    for spec in STRINGS:
+        dataset = dataset.assign({spec.name: _string_variable(dataset, spec, where)})
+        if spec.name == "domain":
+            check_domain_spelling(dataset[spec.name].values, where)
+
+    for spec in EXTRAS:
+        if spec.name in dataset:
+            _check_array(where, spec, dataset[spec.name])
+            _check_image_size(where, spec.name, dataset[spec.name], variable, sizes)
+
+    class_names = attrs.get("class_names")
+    if class_names is not None and not are_class_names(class_names):
+        raise UQEvalError(f"{where}: attribute `class_names` is {class_names!r}; expected a list of strings")
+    if class_names is not None and len(class_names) != sizes["class"]:
+        raise UQEvalError(
+            f"{where}: attribute `class_names` lists {len(class_names)} names for {sizes['class']} classes"
+        )
+    background = attrs.get("background", DEFAULT_BACKGROUND)
+    if not is_class_index(background, sizes["class"]):
+        raise UQEvalError(
+            f"{where}: attribute `background` is {background!r}; expected a class index in [0, {sizes['class']})"
+        )
+
+    whole = dict.fromkeys(PROBS.dims[1:], -1)
+    if values.chunks is not None:
+        values = values.chunk(whole)
+    if variable == "logits":
+        dataset = dataset.drop_vars("logits").assign(probs=softmax(values))
+        dataset.attrs["source_variable"] = "logits"
+    else:
+        dataset = dataset.assign(probs=values)
+        dataset.attrs["source_variable"] = "probs"
+    if check_values:
+        check_cube_values(dataset, where=where)
+    return dataset
+
+
+def softmax(logits: xr.DataArray) -> xr.DataArray:
+    """Softmax over ``class`` in float32, lazily for dask-backed input."""
+    data = logits.data
+    if hasattr(data, "map_blocks"):
+        result = data.map_blocks(softmax_array, dtype=np.float32)
+    else:
+        result = softmax_array(np.asarray(data))
+    return logits.copy(data=result).rename("probs")
+
+
+def softmax_array(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the ``class`` axis of ``(image, eu, au, class, y, x)`` logits, in float32."""
+    logits = logits.astype(np.float32, copy=False)
+    shifted = np.exp(logits - logits.max(axis=CLASS_AXIS, keepdims=True))
+    return shifted / shifted.sum(axis=CLASS_AXIS, keepdims=True)
+
+
+def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
+    """Read every chunk once; raise :class:`UQEvalError` naming the first bad image.
+
+    Probabilities must be finite, non-negative and sum to 1 over ``class`` (within
+    :data:`uqeval.checks.SUM_TOLERANCE`); labels must be a class index or 255.
+    """
+    ids = dataset[IMAGE_DIM].values
+    probs = dataset["probs"]
+    variable = dataset.attrs.get("source_variable", "probs")
+    n_classes = probs.sizes["class"]
+    for start, stop in _image_blocks(probs):
+        block = np.asarray(probs[start:stop].values)
+        try:
+            raise_for_value_stats(value_stats(block), ids[start:stop], variable="probs")
+        except UQEvalError as error:
+            raise UQEvalError(f"{where}: {error}" if variable == "probs" else f"{where}: logits give {error}") from None
+    if LABELS.name in dataset:
+        labels = dataset[LABELS.name]
+        for start, stop in _image_blocks(labels):
+            found = first_invalid_label(np.asarray(labels[start:stop].values), n_classes)
+            if found is not None:
+                (image, rater, *pixel), value = found
+                raise UQEvalError(
+                    f"{where}: `labels` of image {image_name(ids[start + image])} (rater {rater}, pixel "
+                    f"{pixel_text(pixel)}) is {value}; classes are 0..{n_classes - 1} and {IGNORE_LABEL} means ignore"
+                )
+
+
+def _image_blocks(array: xr.DataArray) -> list[tuple[int, int]]:
+    sizes = [array.sizes[IMAGE_DIM]] if array.chunks is None else list(array.chunks[0])
+    edges = np.cumsum([0, *sizes])
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def _check_complete(where: str, attrs: dict[str, Any]) -> None:
+    progress = WriteProgress.recorded(attrs)
+    if progress is not None and not progress.complete:
+        raise UQEvalError(
+            f"{where}: the store is incomplete: writing stopped after {progress.n_images} "
+            "complete image(s) and close() was never reached; continue it with "
+            "CubeWriter(path, ..., resume=True)"
+        )
+
+
+def _check_chunks_written(path: Path, group: zarr.Group) -> None:
+    """Refuse a store whose probabilities lack chunks (copied or written only in part).
+
+    Valid probabilities never equal a fill value everywhere in a chunk, so every chunk
+    of ``probs`` (or ``logits``) must be stored; a missing one would read as fill values.
+    ``labels`` chunks may legitimately be absent (all-ignore chunks are not stored).
+    """
+    for name in (spec.name for spec in VALUES):
+        if name in group and isinstance(group[name], zarr.Array):
+            array = group[name]
+            written, expected = array.nchunks_initialized, array.nchunks
+            if written < expected:
+                raise UQEvalError(
+                    f"{path}: variable `{name}` has {written} of its {expected} chunks on disk; the store is "
+                    "truncated (copied or written only in part)"
+                )
+
+
+def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
+    """An array's dim names: zarr v3 metadata, or xarray's ``_ARRAY_DIMENSIONS`` in zarr v2."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names is None:
+        names = array.attrs.get("_ARRAY_DIMENSIONS")
+    return tuple(names) if names is not None else None
+
+
+def _check_shared_sizes(path: Path, group: zarr.Group) -> None:
+    """Refuse variables whose ``image`` or pixel dims' sizes differ from the probabilities'.
+
+    xarray would refuse them too, with a message about conflicting dim sizes; this one
+    names the variable, the dim and both sizes.
+    """
+    arrays = {name: array for name, array in group.arrays() if _dimension_names(array) is not None}
+    reference = next((spec.name for spec in VALUES if spec.name in arrays), None)
+    if reference is None:
+        return
+    reference_sizes = dict(zip(_dimension_names(arrays[reference]), arrays[reference].shape, strict=False))
+    for name, array in sorted(arrays.items()):
+        sizes = dict(zip(_dimension_names(array), array.shape, strict=False))
+        for dim in SHARED_DIMS:
+            if dim in sizes and dim in reference_sizes and sizes[dim] != reference_sizes[dim]:
+                what = "image(s)" if dim == IMAGE_DIM else f"pixels along `{dim}`"
+                raise UQEvalError(
+                    f"{path}: variable `{name}` holds {sizes[dim]} {what} but `{reference}` holds "
+                    f"{reference_sizes[dim]}; they must match"
+                )
+
+
+def _check_array(where: str, spec: Variable, array: xr.DataArray) -> None:
+    """Dims in order, dtype kind, and no empty per-image dim, as ``spec`` declares."""
+    _check_dims(where, spec.name, array.dims, spec.dims)
+    if array.dtype.kind not in spec.kinds:
+        raise UQEvalError(f"{where}: variable `{spec.name}` has dtype {array.dtype}; expected {spec.expected}")
+    for dim in spec.counted:
+        if array.sizes[dim] == 0:
+            raise UQEvalError(f"{where}: dim `{dim}` of `{spec.name}` is empty{spec.empty_hint}")
+
+
+def _check_image_size(where: str, name: str, array: xr.DataArray, variable: str, sizes: dict) -> None:
+    for dim in SPATIAL_DIMS:
+        if array.sizes[dim] != sizes[dim]:
+            raise UQEvalError(
+                f"{where}: dim `{dim}` of `{name}` has size {array.sizes[dim]} but `{variable}` has {sizes[dim]}"
+            )
+
+
+def _check_dims(where: str, variable: str, dims: tuple, expected: tuple) -> None:
+    if tuple(dims) != expected:
+        missing = [dim for dim in expected if dim not in dims]
+        extra = [dim for dim in dims if dim not in expected]
+        detail = []
+        if missing:
+            detail.append(f"missing {missing}")
+        if extra:
+            detail.append(f"unexpected {extra}")
+        if not detail:
+            detail.append("wrong order")
+        raise UQEvalError(
+            f"{where}: variable `{variable}` has dims {tuple(dims)}; expected {expected} ({', '.join(detail)})"
+        )
+
+
+def _normalise_image_coordinate(dataset: xr.Dataset, where: str) -> xr.Dataset:
+    n_images = dataset.sizes[IMAGE_DIM]
+    if IMAGE_DIM not in dataset.coords:
+        return dataset.assign_coords({IMAGE_DIM: np.arange(n_images)})
+    ids = dataset[IMAGE_DIM].values
+    if ids.dtype.kind in "OUST":
+        ids = np.asarray([str(value) for value in ids.tolist()], dtype=object)
+    elif ids.dtype.kind not in "iu":
+        raise UQEvalError(f"{where}: coordinate `image` has dtype {ids.dtype}; image ids are strings or integers")
+    unique, counts = np.unique(ids.astype(str) if ids.dtype == object else ids, return_counts=True)
+    if (counts > 1).any():
+        raise UQEvalError(f"{where}: coordinate `image` repeats the id {image_name(unique[counts > 1][0])}")
+    return dataset.assign_coords({IMAGE_DIM: ids})
+
+
+def _string_variable(dataset: xr.Dataset, spec: StringVariable, where: str) -> xr.DataArray:
+    """``spec``'s variable as non-empty Python strings, its default where the store leaves it out."""
+    name = spec.name
+    if name not in dataset:
+        if spec.default is None:
+            raise UQEvalError(f"{where}: variable `{name}` is missing (one string per image)")
+        return xr.DataArray(np.full(dataset.sizes[IMAGE_DIM], spec.default, dtype=object), dims=spec.dims)
+    variable = dataset[name]
+    if variable.dims != spec.dims:
+        raise UQEvalError(f"{where}: variable `{name}` has dims {variable.dims}; expected {spec.dims}")
+    values = variable.values
+    if values.dtype.kind not in "OUST":
+        raise UQEvalError(f"{where}: variable `{name}` has dtype {values.dtype}; expected strings")
+    strings = [value.decode() if isinstance(value, bytes) else value for value in values.tolist()]
+    for index, value in enumerate(strings):
+        if not isinstance(value, str) or not value:
+            raise UQEvalError(
+                f"{where}: variable `{name}` of image {_image_id_at(dataset, index)} is {value!r}; "
+                "expected a non-empty string"
+            )
+    if spec.allowed is not None:
+        unknown = [value for value in strings if value not in spec.allowed]
+        if unknown:
+            raise UQEvalError(
+                f"{where}: variable `{name}` has value {unknown[0]!r} for image "
+                f"{_image_id_at(dataset, strings.index(unknown[0]))}; {name}s are {spec.allowed}"
+            )
+    return xr.DataArray(np.asarray(strings, dtype=object), dims=spec.dims)
+
+
+def _image_id_at(dataset: xr.Dataset, index: int) -> str:
+    return image_name(dataset[IMAGE_DIM].values[index])

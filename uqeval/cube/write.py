@@ -1,0 +1,553 @@
+"""Writing a cube store: :class:`CubeWriter`, resumable and never half-done.
+
+The writer writes zarr v3 with the variables, dims, dtypes and attributes that
+:mod:`uqeval.cube.contract` declares, and checks each batch against the same rules the
+reader applies.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.codecs
+
+from uqeval.checks import check_decomposable, check_domain_spelling, raise_for_value_stats, value_stats
+from uqeval.cube.contract import (
+    ATTRIBUTES,
+    DOMAIN,
+    IMAGE_DIM,
+    INPUT,
+    LABELS,
+    MAX_LABELLED_CLASSES,
+    PROGRESS_ATTR,
+    ROLE,
+    SCHEMA,
+    SPATIAL_DIMS,
+    STRINGS,
+    VALUES,
+    WRITTEN_FLOAT_DTYPES,
+    Variable,
+    WriteProgress,
+    are_class_names,
+    default_class_names,
+    first_invalid_label,
+    is_class_index,
+    pixel_text,
+)
+from uqeval.errors import UQEvalError
+from uqeval.names import IGNORE_LABEL
+
+#: Uncompressed bytes per chunk that the writer aims for.
+CHUNK_BYTES = 8 * 2**20
+
+
+def default_compressor() -> zarr.codecs.BloscCodec:
+    """The writer's codec: Blosc LZ4 with byte shuffle.
+
+    Chosen by ``benchmarks/bench_store.py``: on float16 probabilities it reads back
+    several times faster than zarr's default (Zstandard on float32) at a similar
+    size; shuffling the two bytes of each half float groups the slowly varying
+    exponent bytes, which is most of what compresses.
+    """
+    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+class CubeWriter:
+    """Write a cube store image batch by image batch; resumable and never half-done.
+
+    Images are buffered and written a whole chunk at a time. After each chunk the
+    writer records how many images are complete; the store reads as complete only
+    after :meth:`close` (or leaving the ``with`` block without an error). After a
+    crash, ``CubeWriter(path, ..., resume=True)`` truncates to the last complete image
+    and :attr:`n_images` says how many to skip.
+
+    Parameters
+    ----------
+    path : where the zarr v3 store goes.
+    n_classes, eu, au, height, width : sizes of each image's cube.
+    raters : label maps per image (0: the store has no labels).
+    channels : channels of the input image, stored as ``input`` (image, channel, y, x)
+        float32 (0: the store has no input images).
+    variable : ``"probs"`` (default) or ``"logits"``.
+    dtype : storage dtype of the probabilities, ``"float16"`` (default) or ``"float32"``.
+    chunk_images : images per chunk; default aims at 8 MiB uncompressed chunks.
+    compressor : a zarr v3 bytes-to-bytes codec, ``None`` for none, or ``"default"``
+        (:func:`default_compressor`).
+    au_method, eu_method, model, dataset, seed, class_names, background : store
+        attributes (docs/cube.md); ``attrs`` adds any others.
+    overwrite : replace an existing store at ``path``.
+    resume : continue an existing store written by a ``CubeWriter``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, uqeval
+    >>> probs = np.full((4, 2, 3, 2, 8, 8), 0.5, dtype=np.float32)
+    >>> path = tempfile.mkdtemp() + "/cube.zarr"
+    >>> with uqeval.CubeWriter(path, n_classes=2, eu=2, au=3, height=8, width=8) as writer:
+    ...     writer.append(probs, domain=["id", "id", "blur", "blur"])
+    >>> uqeval.open_cube(path).sizes["image"]
+    4
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_classes: int,
+        eu: int,
+        au: int,
+        height: int,
+        width: int,
+        raters: int = 0,
+        channels: int = 0,
+        variable: str = "probs",
+        dtype: str | np.dtype = "float16",
+        chunk_images: int | None = None,
+        compressor: Any = "default",
+        au_method: str = "",
+        eu_method: str = "",
+        model: str = "",
+        dataset: str = "",
+        seed: int | None = None,
+        class_names: Sequence[str] | None = None,
+        background: int = 0,
+        attrs: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        resume: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        for name, value in {"n_classes": n_classes, "eu": eu, "au": au, "height": height, "width": width}.items():
+            if not _is_integer(value) or value < 1:
+                raise UQEvalError(f"CubeWriter: `{name}` must be a positive integer, got {value!r}")
+        for name, value in {"raters": raters, "channels": channels}.items():
+            if not _is_integer(value) or value < 0:
+                raise UQEvalError(f"CubeWriter: `{name}` must be an integer >= 0, got {value!r}")
+        if chunk_images is not None and (not _is_integer(chunk_images) or chunk_images < 1):
+            raise UQEvalError(f"CubeWriter: `chunk_images` must be a positive integer, got {chunk_images!r}")
+        check_decomposable(eu, au, n_classes, "CubeWriter")
+        if n_classes > MAX_LABELLED_CLASSES and raters:
+            raise UQEvalError(
+                f"CubeWriter: labels are uint8 with {IGNORE_LABEL} = ignore; at most {MAX_LABELLED_CLASSES} classes"
+            )
+        specs = {spec.name: spec for spec in VALUES}
+        if variable not in specs:
+            raise UQEvalError(f"CubeWriter: `variable` is {variable!r}; expected {' or '.join(map(repr, specs))}")
+        float_dtypes = " or ".join(WRITTEN_FLOAT_DTYPES)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise UQEvalError(f"CubeWriter: `dtype` is {dtype!r}; expected {float_dtypes}") from None
+        if self.dtype not in [np.dtype(name) for name in WRITTEN_FLOAT_DTYPES]:
+            raise UQEvalError(f"CubeWriter: `dtype` is {self.dtype}; expected {float_dtypes}")
+        if class_names is not None and not are_class_names(class_names):
+            raise UQEvalError(f"CubeWriter: `class_names` is {class_names!r}; expected one string per class")
+        if class_names is not None and len(class_names) != n_classes:
+            raise UQEvalError(f"CubeWriter: {len(class_names)} class_names for {n_classes} classes")
+        if not is_class_index(background, n_classes):
+            raise UQEvalError(f"CubeWriter: `background` is {background!r}; expected a class in [0, {n_classes})")
+        self.variable = variable
+        self._spec = specs[variable]
+        pixels = dict(zip(SPATIAL_DIMS, (height, width), strict=True))
+        #: Dim name → size, for every dim but ``image`` of the variables this writer writes.
+        self.sizes = {"eu": eu, "au": au, "class": n_classes, **pixels, "rater": raters, "channel": channels}
+        self.cube_shape = self._spec.image_shape(self.sizes)
+        self.raters = int(raters)
+        self.channels = int(channels)
+        if chunk_images is None:
+            image_bytes = math.prod(self.cube_shape) * self.dtype.itemsize
+            chunk_images = max(1, min(64, CHUNK_BYTES // image_bytes))
+        self.chunk_images = int(chunk_images)
+        self._compressor = default_compressor() if compressor == "default" else compressor
+        self._buffer: list[dict[str, Any]] = []
+        self._closed = False
+        self._id_kind: str | None = None
+        self._seen_ids: set[object] = set()
+        given = {
+            "au_method": au_method,
+            "eu_method": eu_method,
+            "model": model,
+            "dataset": dataset,
+            "seed": seed,
+            "class_names": list(class_names) if class_names is not None else default_class_names(n_classes),
+            "background": int(background),
+        }
+        store_attrs = {"schema": SCHEMA, **{name: given[name] for name in ATTRIBUTES}, **(attrs or {})}
+        exists = self.path.exists()
+        if resume and exists:
+            self._open_for_resume()
+        elif exists and not overwrite:
+            raise UQEvalError(
+                f"{self.path}: already exists; pass overwrite=True to replace it or resume=True to continue it"
+            )
+        else:
+            self._create(store_attrs)
+
+    # -- public -----------------------------------------------------------------------
+
+    @staticmethod
+    def progress(path: str | os.PathLike[str]) -> WriteProgress | None:
+        """How far a writer got with the store at ``path``.
+
+        Returns ``None`` when ``path`` holds no store written by :class:`CubeWriter`;
+        otherwise the number of whole images written and whether :meth:`close` was
+        reached. A plugin that resumes an interrupted job starts at ``n_images``.
+        """
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            return None
+        return WriteProgress.recorded(dict(zarr.open_group(path, mode="r").attrs))
+
+    @property
+    def n_images(self) -> int:
+        """Images accepted so far (written or buffered), including those of earlier runs."""
+        return self._n_written + sum(len(part[IMAGE_DIM]) for part in self._buffer)
+
+    def append(
+        self,
+        probs: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        domain: str | Sequence[str] = "id",
+        role: str | Sequence[str] = "test",
+        image_ids: Sequence[object] | object | None = None,
+        *,
+        logits: np.ndarray | None = None,
+        input: np.ndarray | None = None,
+    ) -> None:
+        """Add a batch of images, or one image.
+
+        Parameters
+        ----------
+        probs : (image, eu, au, class, y, x), or one image's (eu, au, class, y, x).
+            Checked: finite, non-negative, summing to 1 over ``class``.
+        labels : (image, rater, y, x) integers, classes or 255 (required when the
+            writer has ``raters``); one image's (rater, y, x) with one image's ``probs``.
+        domain, role : one string for the batch or one per image. ``domain`` is
+            ``"id"`` for in-distribution images (``"ID"`` or ``" id"`` are refused).
+        image_ids : strings or integers, unique in the store; default the running
+            image number. One image's id may be given on its own.
+        logits : instead of ``probs`` for a writer with ``variable="logits"``.
+        input : (image, channel, y, x) numbers, or one image's (channel, y, x): the
+            input images, stored as float32 (required when the writer has ``channels``).
+        """
+        if self._closed:
+            raise UQEvalError(f"{self.path}: CubeWriter is closed")
+        values, single = self._take_values(probs, logits)
+        n = values.shape[0]
+        ids = self._take_ids(image_ids, n)
+        labels_array = self._take_labels(labels, ids, single)
+        input_array = self._take_input(input, n, single)
+        domains = _per_image("domain", domain, n)
+        check_domain_spelling(domains, "CubeWriter.append")
+        roles = _per_image("role", role, n)
+        bad_roles = [value for value in roles if value not in ROLE.allowed]
+        if bad_roles:
+            raise UQEvalError(f"CubeWriter.append: role {bad_roles[0]!r}; roles are {ROLE.allowed}")
+        with np.errstate(over="ignore"):
+            stored = values.astype(self.dtype)
+        self._check_values(values, stored, ids)
+        self._seen_ids.update(ids)
+        # One entry per variable written, in the order they are written; the ids last.
+        part: dict[str, np.ndarray | list[Any]] = {self.variable: stored}
+        if labels_array is not None:
+            part[LABELS.name] = labels_array
+        if input_array is not None:
+            part[INPUT.name] = input_array
+        part.update({DOMAIN.name: domains, ROLE.name: roles, IMAGE_DIM: ids})
+        self._buffer.append(part)
+        if sum(len(part[IMAGE_DIM]) for part in self._buffer) >= self.chunk_images:
+            self._flush(whole_chunks_only=True)
+
+    def close(self) -> None:
+        """Write what is buffered and mark the store complete."""
+        if self._closed:
+            return
+        self._flush(whole_chunks_only=False)
+        self._record_progress(complete=True)
+        self._closed = True
+
+    def __enter__(self) -> CubeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            # Keep the whole images already accepted; the store stays incomplete.
+            self._flush(whole_chunks_only=False)
+            self._closed = True
+
+    # -- internals --------------------------------------------------------------------
+
+    def _create(self, attrs: dict[str, Any]) -> None:
+        self._group = zarr.open_group(self.path, mode="w", zarr_format=3)
+        self._n_written = 0
+        self._group.attrs.update({**attrs, PROGRESS_ATTR: self._progress(complete=False).record()})
+        arrays = [(self._spec, self.dtype, self._compressor, self.chunk_images)]
+        if self.raters:
+            arrays.append((LABELS, LABELS.stored_dtype, default_compressor(), max(self.chunk_images, 16)))
+        if self.channels:
+            arrays.append((INPUT, INPUT.stored_dtype, default_compressor(), self.chunk_images))
+        for spec, dtype, compressors, chunk_images in arrays:
+            image_shape = spec.image_shape(self.sizes)
+            self._group.create_array(
+                spec.name,
+                shape=(0, *image_shape),
+                chunks=(chunk_images, *image_shape),
+                dtype=dtype,
+                compressors=compressors,
+                fill_value=spec.fill_value,
+                dimension_names=spec.dims,
+            )
+        for spec in STRINGS:
+            self._group.create_array(spec.name, shape=(0,), chunks=(4096,), dtype=str, dimension_names=spec.dims)
+
+    def _open_for_resume(self) -> None:
+        try:
+            self._group = zarr.open_group(self.path, mode="r+")
+        except Exception as error:
+            raise UQEvalError(f"{self.path}: cannot resume, not a zarr store ({error})") from None
+        progress = WriteProgress.recorded(self._group.attrs)
+        if progress is None:
+            raise UQEvalError(f"{self.path}: cannot resume: the store was not written by a CubeWriter")
+        if self.variable not in self._group:
+            raise UQEvalError(f"{self.path}: cannot resume: the store has no `{self.variable}` variable")
+        values = self._group[self.variable]
+        if tuple(values.shape[1:]) != self.cube_shape:
+            raise UQEvalError(
+                f"{self.path}: cannot resume: `{self.variable}` holds cubes of shape {tuple(values.shape[1:])}, "
+                f"not {self.cube_shape}"
+            )
+        if not self._matches(LABELS, "rater"):
+            raise UQEvalError(f"{self.path}: cannot resume: the store's raters differ from raters={self.raters}")
+        if not self._matches(INPUT, "channel"):
+            raise UQEvalError(
+                f"{self.path}: cannot resume: the store's input channels differ from channels={self.channels}"
+            )
+        self.dtype = values.dtype
+        self.chunk_images = values.chunks[0]
+        self._n_written = progress.n_images
+        self._record_progress(complete=False)
+        self._truncate(self._n_written)
+        if IMAGE_DIM in self._group and self._n_written:
+            ids = self._group[IMAGE_DIM][:].tolist()
+            self._id_kind = "int" if self._group[IMAGE_DIM].dtype.kind in "iu" else "str"
+            self._seen_ids = set(ids)
+
+    def _matches(self, spec: Variable, dim: str) -> bool:
+        """Whether the store resumed has ``spec`` exactly when this writer writes it, with as many ``dim``."""
+        wanted = self.sizes[dim]
+        if spec.name not in self._group:
+            return not wanted
+        return bool(wanted) and self._group[spec.name].shape[spec.axis[dim]] == wanted
+
+    def _progress(self, *, complete: bool) -> WriteProgress:
+        return WriteProgress(n_images=self._n_written, complete=complete)
+
+    def _record_progress(self, *, complete: bool) -> None:
+        self._group.attrs[PROGRESS_ATTR] = self._progress(complete=complete).record()
+
+    def _names(self) -> list[str]:
+        names = [self.variable, *(spec.name for spec in STRINGS)]
+        if self.raters:
+            names.append(LABELS.name)
+        if self.channels:
+            names.append(INPUT.name)
+        if IMAGE_DIM in self._group:
+            names.append(IMAGE_DIM)
+        return names
+
+    def _truncate(self, n_images: int) -> None:
+        for name in self._names():
+            array = self._group[name]
+            if array.shape[0] != n_images:
+                array.resize((n_images, *array.shape[1:]))
+
+    def _flush(self, *, whole_chunks_only: bool) -> None:
+        if not self._buffer:
+            return
+        batch = {name: _joined([part[name] for part in self._buffer]) for name in self._buffer[0]}
+        n_total = len(batch[IMAGE_DIM])
+        # Keep chunk boundaries aligned to the store so every chunk is written once.
+        chunk_offset = self._n_written % self.chunk_images
+        n_take = n_total
+        if whole_chunks_only:
+            n_take = ((chunk_offset + n_total) // self.chunk_images) * self.chunk_images - chunk_offset
+            if n_take <= 0:
+                return
+        start, stop = self._n_written, self._n_written + n_take
+        self._ensure_image_array()
+        for name in self._names():
+            array = self._group[name]
+            array.resize((stop, *array.shape[1:]))
+        for name, data in batch.items():
+            if isinstance(data, np.ndarray):
+                self._group[name][start:stop] = data[:n_take]
+            else:
+                dtype = np.int64 if name == IMAGE_DIM and self._id_kind == "int" else object
+                self._group[name][start:stop] = np.asarray(data[:n_take], dtype=dtype)
+        self._n_written = stop
+        self._record_progress(complete=False)
+        self._buffer = [] if n_take == n_total else [{name: data[n_take:] for name, data in batch.items()}]
+
+    def _ensure_image_array(self) -> None:
+        if IMAGE_DIM in self._group:
+            return
+        dtype = np.int64 if self._id_kind == "int" else str
+        self._group.create_array(
+            IMAGE_DIM, shape=(self._n_written,), chunks=(4096,), dtype=dtype, dimension_names=(IMAGE_DIM,)
+        )
+
+    def _take_values(self, probs: np.ndarray | None, logits: np.ndarray | None) -> tuple[np.ndarray, bool]:
+        """The batch's values as (image, eu, au, class, y, x), and whether one image came without its leading dim."""
+        given = {"probs": probs, "logits": logits}
+        supplied = [name for name, value in given.items() if value is not None]
+        if supplied != [self.variable]:
+            raise UQEvalError(
+                f"CubeWriter.append: this writer stores `{self.variable}`; pass {self.variable}=... "
+                f"(got {', '.join(supplied) or 'nothing'})"
+            )
+        values = _as_array(self.variable, given[self.variable])
+        single = values.ndim == len(self.cube_shape)
+        if single:
+            values = values[None]
+        if values.ndim != len(self.cube_shape) + 1 or tuple(values.shape[1:]) != self.cube_shape:
+            raise UQEvalError(
+                f"CubeWriter.append: `{self.variable}` has shape {values.shape}; expected "
+                f"({', '.join(self._spec.dims)}) = (n, {', '.join(map(str, self.cube_shape))}), "
+                f"or one image's ({', '.join(self._spec.dims[1:])})"
+            )
+        if values.dtype.kind != "f":
+            raise UQEvalError(f"CubeWriter.append: `{self.variable}` has dtype {values.dtype}; expected floats")
+        return values, single
+
+    def _check_values(self, values: np.ndarray, stored: np.ndarray, ids: list[object]) -> None:
+        if self.variable == "probs":
+            raise_for_value_stats(value_stats(values), ids, variable="CubeWriter.append: probs")
+        else:
+            finite = np.isfinite(values).reshape(len(values), -1).all(1)
+            stored_finite = np.isfinite(stored).reshape(len(values), -1).all(1)
+            if not finite.all():
+                index = int(np.flatnonzero(~finite)[0])
+                raise UQEvalError(f"CubeWriter.append: logits of image {ids[index]!r} have NaN or inf values")
+            if not stored_finite.all():
+                index = int(np.flatnonzero(~stored_finite)[0])
+                raise UQEvalError(
+                    f"CubeWriter.append: logits of image {ids[index]!r} overflow {self.dtype} (largest magnitude "
+                    f"{np.abs(values[index]).max():.4g}); store them with dtype='float32'"
+                )
+
+    def _take_labels(self, labels: np.ndarray | None, ids: list[object], single: bool) -> np.ndarray | None:
+        n = len(ids)
+        if not self.raters:
+            if labels is not None:
+                raise UQEvalError("CubeWriter.append: labels given but the writer was made with raters=0")
+            return None
+        if labels is None:
+            raise UQEvalError(f"CubeWriter.append: the writer has raters={self.raters}; pass labels")
+        labels = self._take_per_image(LABELS, labels, n, single)
+        if labels.dtype.kind not in "iu":
+            raise UQEvalError(f"CubeWriter.append: `labels` has dtype {labels.dtype}; expected integers")
+        n_classes = self.sizes["class"]
+        found = first_invalid_label(labels, n_classes)
+        if found is not None:
+            (image, rater, *pixel), value = found
+            raise UQEvalError(
+                f"CubeWriter.append: label {value} of image {ids[image]!r} (rater {rater}, {pixel_text(pixel)}) "
+                f"is not a class in 0..{n_classes - 1} or {IGNORE_LABEL}"
+            )
+        return labels.astype(LABELS.stored_dtype)
+
+    def _take_input(self, pixels: np.ndarray | None, n: int, single: bool) -> np.ndarray | None:
+        if not self.channels:
+            if pixels is not None:
+                raise UQEvalError("CubeWriter.append: input given but the writer was made with channels=0")
+            return None
+        if pixels is None:
+            raise UQEvalError(f"CubeWriter.append: the writer has channels={self.channels}; pass input")
+        pixels = self._take_per_image(INPUT, pixels, n, single)
+        if pixels.dtype.kind not in "iuf":
+            raise UQEvalError(f"CubeWriter.append: `input` has dtype {pixels.dtype}; expected numbers")
+        return pixels.astype(INPUT.stored_dtype)
+
+    def _take_per_image(self, spec: Variable, value: object, n: int, single: bool) -> np.ndarray:
+        """A per-image array as ``(image, *dims)``; one image's ``dims`` alone when the
+        probabilities came as one image."""
+        array = _as_array(spec.name, value)
+        dims, sizes = spec.dims[1:], spec.image_shape(self.sizes)
+        if single and array.shape == sizes:
+            return array[None]
+        if array.shape == (n, *sizes):
+            return array
+        expected = f"({', '.join(spec.dims)}) = ({', '.join(map(str, (n, *sizes)))})"
+        if single:
+            expected += f", or one image's ({', '.join(dims)}) = ({', '.join(map(str, sizes))})"
+        raise UQEvalError(f"CubeWriter.append: `{spec.name}` has shape {array.shape}; expected {expected}")
+
+    def _take_ids(self, image_ids: Sequence[object] | object | None, n: int) -> list[object]:
+        if isinstance(image_ids, str | int | np.generic):
+            image_ids = [image_ids]
+        if image_ids is None:
+            ids: list[object] = list(range(self.n_images, self.n_images + n))
+            kind = "int"
+        else:
+            ids = [value.item() if isinstance(value, np.generic) else value for value in image_ids]
+            if len(ids) != n:
+                raise UQEvalError(f"CubeWriter.append: {len(ids)} image_ids for {n} images")
+            if all(isinstance(value, int) and not isinstance(value, bool) for value in ids):
+                kind = "int"
+            elif all(isinstance(value, str) and value for value in ids):
+                kind = "str"
+            else:
+                raise UQEvalError("CubeWriter.append: image_ids must be all non-empty strings or all integers")
+        if self._id_kind is None:
+            self._id_kind = kind
+        elif kind != self._id_kind:
+            raise UQEvalError(
+                f"CubeWriter.append: image_ids are {kind}s but earlier ones were {self._id_kind}s; "
+                "keep one kind per store"
+            )
+        # Buffered ids are already in `_seen_ids`; repeats within the batch come first.
+        repeated = [value for value in ids if ids.count(value) > 1 or value in self._seen_ids]
+        if repeated:
+            raise UQEvalError(f"CubeWriter.append: image id {repeated[0]!r} is already in the store")
+        return ids
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _as_array(name: str, value: object) -> np.ndarray:
+    """``value`` as a numpy array; a :class:`UQEvalError` for what numpy cannot read as one."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise UQEvalError(f"CubeWriter.append: `{name}` cannot be read as an array ({error})") from None
+
+
+def _joined(parts: list[np.ndarray] | list[list[Any]]) -> np.ndarray | list[Any]:
+    """Buffered parts of one variable as one array, or one list (strings and ids)."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [item for part in parts for item in part]
+
+
+def _per_image(name: str, value: str | Sequence[str], n: int) -> list[str]:
+    if isinstance(value, str):
+        values = [value] * n
+    elif isinstance(value, Sequence | np.ndarray):
+        values = [item.item() if isinstance(item, np.generic) else item for item in value]
+    else:
+        raise UQEvalError(f"CubeWriter.append: `{name}` is {value!r}; expected one string or one per image")
+    if len(values) != n:
+        raise UQEvalError(f"CubeWriter.append: {len(values)} values of `{name}` for {n} images")
+    for item in values:
+        if not isinstance(item, str) or not item:
+            raise UQEvalError(f"CubeWriter.append: `{name}` {item!r} is not a non-empty string")
+    return values
