@@ -60,7 +60,10 @@ class Aggregator:
     description : str
         One line for listings.
     fitted : bool
-        Whether it needs ``parameters.threshold`` fitted on calibration images first.
+        Whether it reads ``parameters.threshold``. The scorer then fits, per measure,
+        ``τ = quantile(U, q)`` over the calibration images' pixels (``q`` their
+        background share; docs/metrics.md) and passes it in; the strategy cannot
+        choose another fit.
     source : str
         Who contributed it (``uqeval`` for the built-ins, else the plugin's name).
     """
