@@ -620,3 +620,47 @@ def test_memory_is_bounded_by_the_batch_and_the_cube_is_read_once(store40, monke
     assert sum(len(values) for values in reads) == 40  # the cube is read once
     assert len(reads) == len(batches)
     assert_same_scores(scores, reference(store40, aggregations=("border", "threshold")))
+
+
+# --------------------------------------------------------------------------- the zero-normaliser convention
+
+
+def test_images_scored_by_the_zero_normaliser_convention_are_counted_in_a_note(store):
+    """``area`` and ``border`` divide by 1 where an image predicts no foreground or no
+    border; the notes count those test images per split, from the prediction alone."""
+    dataset = xr.open_zarr(store, consolidated=False).load()
+    probs = dataset["probs"].values.copy()
+    roles, domains = dataset["role"].values, dataset["domain"].values
+    test = np.flatnonzero(roles == "test")
+    flat = test[[0, 1, 2, -1]]  # three images of one split and the last test image
+    probs[flat] = 0.05 / (probs.shape[3] - 1)
+    probs[flat, :, :, 0] = 0.95  # background everywhere: A = 0 and B = 0
+    dataset["probs"].values = probs
+    scores = score(dataset, aggregations=["border", "area", "mean"])
+
+    # An independent count: the mean prediction's argmax, its foreground and its border.
+    pred = probs.mean(axis=(1, 2)).argmax(axis=1)
+    no_border = ~((pred[:, 1:] != pred[:, :-1]).any(axis=(1, 2)) | (pred[:, :, 1:] != pred[:, :, :-1]).any(axis=(1, 2)))
+    no_foreground = ~(pred != 0).any(axis=(1, 2))
+    expected = []
+    for aggregation, images, what in (
+        ("border", no_border, "have no predicted border (B = 0): their score is ΣU, not ΣU / B"),
+        ("area", no_foreground, "have no predicted foreground (A = 0): their score is ΣU, not ΣU / A"),
+    ):
+        for split in ("id", *sorted(set(domains[test]) - {"id"})):
+            count = int((images & (roles == "test") & (domains == split)).sum())
+            if count:
+                expected.append(f"{count} {split} test image(s) {what} (aggregation {aggregation!r})")
+    fallbacks = [text for text in note_texts(scores) if "test image(s) have no predicted" in text]
+    assert sorted(fallbacks) == sorted(expected)
+    assert sum(int(text.split()[0]) for text in fallbacks) >= 2 * len(flat)
+
+    # Their score is the raw sum ΣU; the mean is left alone.
+    rows = {row["image"]: row for row in scores.image_rows()}
+    maps = decompose(probs[flat])
+    for position, image in enumerate(dataset["image"].values[flat]):
+        total = float(maps["tu"].values[position].sum(dtype=np.float64))
+        assert rows[image]["border_tu"] == pytest.approx(total, rel=1e-6)
+        assert rows[image]["area_tu"] == pytest.approx(total, rel=1e-6)
+    untouched = score(store, aggregations=["mean"])
+    assert not [text for text in note_texts(untouched) if "have no predicted" in text]

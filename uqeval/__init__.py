@@ -40,6 +40,7 @@ _PUBLIC = {
     "plugin_manager": "uqeval.plugins",
     # The types a plugin author implements or returns.
     "Aggregator": "uqeval.aggregation",
+    "AggregationFallback": "uqeval.aggregation",
     "AggregationParameters": "uqeval.aggregation",
     "AUMethod": "uqeval.contracts",
     "EUMethod": "uqeval.contracts",
@@ -54,7 +55,7 @@ _PUBLIC = {
 }
 
 if TYPE_CHECKING:
-    from uqeval.aggregation import AggregationParameters, Aggregator
+    from uqeval.aggregation import AggregationFallback, AggregationParameters, Aggregator
     from uqeval.checks import SUM_TOLERANCE
     from uqeval.comparison import Comparison, compare
     from uqeval.contracts import AUMethod, DatasetSource, EUMethod, Sample
@@ -92,6 +93,7 @@ __all__ = [
     "SUM_TOLERANCE",
     "TASKS",
     "AUMethod",
+    "AggregationFallback",
     "AggregationParameters",
     "Aggregator",
     "Comparison",

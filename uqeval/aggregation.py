@@ -45,6 +45,31 @@ class AggregationParameters:
 
 BatchFunction = Callable[[np.ndarray, np.ndarray, AggregationParameters], np.ndarray]
 
+#: The zero-normaliser convention of ``area`` and ``border``: an image whose normaliser
+#: is 0 (no predicted foreground, or no border) is divided by this instead, so that its
+#: score is its raw sum ΣU (nats), as in the study's code. Its unit then differs from
+#: the other images' (nats per pixel or per pixel pair): the scorer counts such images
+#: in a note (:class:`AggregationFallback`).
+ZERO_NORMALISER_DIVISOR = 1
+
+
+@dataclass(frozen=True)
+class AggregationFallback:
+    """Where a strategy leaves its formula for a convention, so that reports can count those images.
+
+    Attributes
+    ----------
+    where : callable
+        ``where(pred, parameters) -> (image,) bool``: the images of a batch that fall back.
+    what : str
+        What those images have, and what their score is instead, as the end of a sentence
+        that starts with "N image(s) of a split" (for example "have no predicted border
+        (B = 0): their score is ΣU, not ΣU / B").
+    """
+
+    where: Callable[[np.ndarray, AggregationParameters], np.ndarray]
+    what: str
+
 
 @dataclass(frozen=True)
 class Aggregator:
@@ -66,6 +91,9 @@ class Aggregator:
         choose another fit.
     source : str
         Who contributed it (``uqeval`` for the built-ins, else the plugin's name).
+    fallback : AggregationFallback or None
+        Where it scores an image by a convention instead of its formula (``area`` and
+        ``border`` with a zero normaliser); the scorer counts those images in a note.
     """
 
     name: str
@@ -73,6 +101,7 @@ class Aggregator:
     description: str
     fitted: bool = False
     source: str = "uqeval"
+    fallback: AggregationFallback | None = None
 
     def __call__(self, u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
         u, pred = _check_batch(u, pred, self.name)
@@ -153,19 +182,29 @@ def border_length(pred: np.ndarray) -> np.ndarray:
     return vertical + horizontal
 
 
-def _normalised(sums: np.ndarray, normaliser: np.ndarray) -> np.ndarray:
-    # The study's convention: a zero normaliser divides by 1, not by 0.
-    return sums / np.maximum(normaliser, 1)
+def normalised(sums: np.ndarray, normaliser: np.ndarray) -> np.ndarray:
+    """``sums / normaliser``, with :data:`ZERO_NORMALISER_DIVISOR` where the normaliser is 0."""
+    return sums / np.where(normaliser == 0, ZERO_NORMALISER_DIVISOR, normaliser)
+
+
+def no_foreground(pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
+    """The images whose prediction is background everywhere (``A = 0``)."""
+    return foreground_area(pred, parameters.background) == 0
+
+
+def no_border(pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
+    """The images whose prediction is one class everywhere (``B = 0``)."""
+    return border_length(pred) == 0
 
 
 def area(u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
-    """``ΣU / A`` with ``A`` the predicted foreground area (divided by 1 when ``A = 0``)."""
-    return _normalised(_sums(u), foreground_area(pred, parameters.background))
+    """``ΣU / A`` with ``A`` the predicted foreground area (:data:`ZERO_NORMALISER_DIVISOR` when ``A = 0``)."""
+    return normalised(_sums(u), foreground_area(pred, parameters.background))
 
 
 def border(u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
-    """``ΣU / B`` with ``B`` the border length of ``pred`` (divided by 1 when ``B = 0``)."""
-    return _normalised(_sums(u), border_length(pred))
+    """``ΣU / B`` with ``B`` the border length of ``pred`` (:data:`ZERO_NORMALISER_DIVISOR` when ``B = 0``)."""
+    return normalised(_sums(u), border_length(pred))
 
 
 def per_image(function: Callable[[np.ndarray, np.ndarray], float]) -> BatchFunction:

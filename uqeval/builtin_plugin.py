@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from uqeval import aggregation
-from uqeval.aggregation import Aggregator
+from uqeval.aggregation import AggregationFallback, Aggregator
 from uqeval.hookspecs import hookimpl
 
 
@@ -22,7 +22,21 @@ def uqeval_aggregators() -> dict[str, Aggregator]:
                 "mean of U where U ≥ τ, τ fitted on calibration images",
                 fitted=True,
             ),
-            Aggregator("area", aggregation.area, "ΣU / A, A the predicted foreground area (pixels)"),
-            Aggregator("border", aggregation.border, "ΣU / B, B the border length of the prediction (pixel pairs)"),
+            Aggregator(
+                "area",
+                aggregation.area,
+                "ΣU / A, A the predicted foreground area (pixels)",
+                fallback=AggregationFallback(
+                    aggregation.no_foreground, "have no predicted foreground (A = 0): their score is ΣU, not ΣU / A"
+                ),
+            ),
+            Aggregator(
+                "border",
+                aggregation.border,
+                "ΣU / B, B the border length of the prediction (pixel pairs)",
+                fallback=AggregationFallback(
+                    aggregation.no_border, "have no predicted border (B = 0): their score is ΣU, not ΣU / B"
+                ),
+            ),
         )
     }

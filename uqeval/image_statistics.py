@@ -72,6 +72,10 @@ class ImageStatistics:
         Failure risk, 1 − mean Dice of ``pred`` against the raters
         (:func:`uqeval.metrics.failure.failure_risk`; NaN without a rater; None
         without labels).
+    fallbacks : dict
+        ``fallbacks[aggregation]``: (image,) bool, the images that aggregation scored
+        by its fallback convention (:class:`~uqeval.aggregation.AggregationFallback`),
+        for the aggregations that have one.
     """
 
     means: dict[str, np.ndarray]
@@ -80,6 +84,7 @@ class ImageStatistics:
     calibration: dict[str, CalibrationTable] | None = None
     segmentation: SegmentationQuality | None = None
     risk: np.ndarray | None = None
+    fallbacks: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -107,7 +112,8 @@ class ImageStatistics:
             )
         means = {name: values[indices] for name, values in self.means.items()}
         risk = None if self.risk is None else self.risk[indices]
-        return ImageStatistics(means, scores, correlations, calibration, segmentation, risk)
+        fallbacks = {aggregation: images[indices] for aggregation, images in self.fallbacks.items()}
+        return ImageStatistics(means, scores, correlations, calibration, segmentation, risk, fallbacks)
 
     @classmethod
     def concatenate(cls, parts: Sequence[ImageStatistics]) -> ImageStatistics:
@@ -148,7 +154,10 @@ class ImageStatistics:
                 )
             )
         risk = None if first.risk is None else join(lambda part: part.risk)
-        return cls(means, scores, correlations, calibration, segmentation, risk)
+        fallbacks = {
+            aggregation: join(lambda part, a=aggregation: part.fallbacks[a]) for aggregation in first.fallbacks
+        }
+        return cls(means, scores, correlations, calibration, segmentation, risk, fallbacks)
 
 
 def image_statistics(
@@ -191,7 +200,11 @@ def image_statistics(
     means = {measure: maps[measure].mean(axis=(1, 2), dtype=np.float64) for measure in MEASURES}
     maps = rescaled(maps, eu_scale)
     scores: dict[str, dict[str, np.ndarray]] = {}
+    fallbacks: dict[str, np.ndarray] = {}
     for aggregator in aggregations:
+        if aggregator.fallback is not None:
+            parameters = AggregationParameters(background=background, patch_size=conventions.patch_size)
+            fallbacks[aggregator.name] = np.asarray(aggregator.fallback.where(maps["pred"], parameters), dtype=bool)
         scores[aggregator.name] = {}
         for measure in MEASURES:
             parameters = AggregationParameters(
@@ -216,4 +229,4 @@ def image_statistics(
                 )
                 for measure in MEASURES
             }
-    return ImageStatistics(means, scores, correlations, calibration)
+    return ImageStatistics(means, scores, correlations, calibration, fallbacks=fallbacks)

@@ -176,6 +176,9 @@ def _run(
         notes=[*source_plan.notes, *computed.notes],
         histograms=computed.histograms,
         histogram_domains=computed.histogram_domains,
+        fallbacks={
+            aggregator.name: aggregator.fallback.what for aggregator in request.aggregations if aggregator.fallback
+        },
     )
     return Scores(
         results=tables.results,

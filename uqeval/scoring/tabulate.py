@@ -168,6 +168,7 @@ def tabulate(
     notes: Sequence[Note] = (),
     histograms: Mapping[str, ConfidenceHistogram] | None = None,
     histogram_domains: Sequence[str] = (),
+    fallbacks: Mapping[str, str] | None = None,
 ) -> Tabulated:
     """Tidy rows, Δ and collapse from the per-image statistics of every image.
 
@@ -193,6 +194,10 @@ def tabulate(
     histograms : mapping, optional
         Per measure, the test pixels' :class:`ConfidenceHistogram` with one table per
         domain of ``histogram_domains``, for the pooled equal-mass ACE.
+    fallbacks : mapping, optional
+        Per aggregation that has a fallback convention, what its fallen-back images
+        have and score (:attr:`uqeval.aggregation.AggregationFallback.what`); the
+        test images it applies to are counted in a note per split.
     """
     scored = roles == TEST
     splits = _splits(domains, scored)
@@ -267,6 +272,9 @@ def tabulate(
     if "fd" in tasks and statistics.risk is not None:
         _failure_detection(tables, splits, ood_names, aggregations, scored)
 
+    if {"oodd", "fd"} & set(tasks):
+        _fallback_notes(tables, splits, fallbacks or {})
+
     if statistics.segmentation is not None:
         for split, chosen in splits.items():
             for metric in ("dice", "ged", "hungarian_iou"):
@@ -298,6 +306,20 @@ def tabulate(
 
     n_images = {name: int(chosen.sum()) for name, chosen in splits.items() if name != POOLED_OOD}
     return Tabulated(tables.rows, tables.entanglement, collapse, tables.notes, n_images, reliabilities)
+
+
+def _fallback_notes(tables: _Tables, splits: Mapping[str, np.ndarray], fallbacks: Mapping[str, str]) -> None:
+    """A note per aggregation and split that counts the test images the aggregation
+    scored by its fallback convention (``border`` of an image with no border, …)."""
+    for aggregation, what in fallbacks.items():
+        images = tables.statistics.fallbacks.get(aggregation)
+        if images is None:
+            continue
+        for split, chosen in splits.items():
+            count = int((images & chosen).sum())
+            if count and split != POOLED_OOD:  # the pooled split repeats its domains' images
+                text = "{count} {split} test image(s) " + literal(what) + literal(f" (aggregation {aggregation!r})")
+                tables.notes.append(Note("aggregation-fallback", text, split=split, count=count))
 
 
 def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: list[str], aggregations) -> None:
