@@ -216,5 +216,6 @@ def test_public_names_resolve_lazily():
 
     for name in uqeval.__all__:
         assert getattr(uqeval, name) is not None
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+    assert set(uqeval.__all__) - {"__version__"} <= set(dir(uqeval))
+    with pytest.raises(AttributeError, match="uqeval attribute nope"):
         _ = uqeval.nope
