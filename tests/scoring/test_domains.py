@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import note_texts, run_cli, write_synthetic_store
 
+import uqeval
 from uqeval import UQEvalError, decompose, evaluate, open_cube, score
 from uqeval.scoring.sources import cube_source
 
@@ -130,20 +131,9 @@ def test_no_id_warning_names_only_the_requested_tasks_it_skips(tmp_path, tasks, 
 
 
 def test_the_input_image_of_an_example_reaches_the_scoring_code(tmp_path):
-    import uqeval
-
     rng = np.random.default_rng(0)
     pixels = rng.normal(size=(4, 2, SIZE, SIZE)).astype(np.float32)
-    stored = open_cube(write_store(tmp_path / "plain.zarr", ["id", "id", "blur", "blur"]))
-    path = tmp_path / "with-input.zarr"
-    with uqeval.CubeWriter(path, n_classes=2, eu=3, au=4, height=SIZE, width=SIZE, raters=2, channels=2) as writer:
-        writer.append(
-            stored["probs"].values,
-            stored["labels"].values,
-            domain=list(stored["domain"].values),
-            image_ids=list(stored["image"].values),
-            input=pixels,
-        )
+    stored, path = _with_input(tmp_path, pixels)
     dataset = open_cube(path)
     for source in (cube_source(dataset, path), cube_source(dataset.load())):
         assert source.has_input
@@ -157,19 +147,8 @@ def test_the_input_image_of_an_example_reaches_the_scoring_code(tmp_path):
 
 
 def test_the_engine_fetches_the_input_and_labels_of_each_example_with_its_maps(tmp_path):
-    import uqeval
-
-    path = tmp_path / "with-input.zarr"
-    stored = open_cube(write_store(tmp_path / "plain.zarr", ["id", "id", "blur", "blur"]))
     pixels = np.arange(4 * SIZE * SIZE, dtype=np.float32).reshape(4, 1, SIZE, SIZE)
-    with uqeval.CubeWriter(path, n_classes=2, eu=3, au=4, height=SIZE, width=SIZE, raters=2, channels=1) as writer:
-        writer.append(
-            stored["probs"].values,
-            stored["labels"].values,
-            domain=list(stored["domain"].values),
-            image_ids=list(stored["image"].values),
-            input=pixels,
-        )
+    _, path = _with_input(tmp_path, pixels)
     dataset = open_cube(path)
     labels = dataset["labels"].values
     for scores in (score(path), score(dataset.load())):
@@ -185,3 +164,21 @@ def test_the_engine_fetches_the_input_and_labels_of_each_example_with_its_maps(t
         assert example.input is None  # maps in memory carry no input image
     unlabelled = score(dataset.drop_vars("labels"))
     assert unlabelled.examples and all(example.labels is None for example in unlabelled.examples)
+
+
+def _with_input(tmp_path, pixels: np.ndarray):
+    """A plain four-image store (id, id, blur, blur) and its copy with ``pixels`` as input images."""
+    stored = open_cube(write_store(tmp_path / "plain.zarr", ["id", "id", "blur", "blur"]))
+    path = tmp_path / "with-input.zarr"
+    channels = pixels.shape[1]
+    with uqeval.CubeWriter(
+        path, n_classes=2, eu=3, au=4, height=SIZE, width=SIZE, raters=2, channels=channels
+    ) as writer:
+        writer.append(
+            stored["probs"].values,
+            stored["labels"].values,
+            domain=list(stored["domain"].values),
+            image_ids=list(stored["image"].values),
+            input=pixels,
+        )
+    return stored, path
