@@ -444,12 +444,8 @@ class CubeWriter:
 
     def _take_labels(self, labels: np.ndarray | None, ids: list[object], single: bool) -> np.ndarray | None:
         n = len(ids)
-        if not self.raters:
-            if labels is not None:
-                raise UQEvalError("CubeWriter.append: labels given but the writer was made with raters=0")
+        if not _given_as_declared("labels", labels, "raters", self.raters):
             return None
-        if labels is None:
-            raise UQEvalError(f"CubeWriter.append: the writer has raters={self.raters}; pass labels")
         labels = self._take_per_image(LABELS, labels, n, single)
         if labels.dtype.kind not in "iu":
             raise UQEvalError(f"CubeWriter.append: `labels` has dtype {labels.dtype}; expected integers")
@@ -464,12 +460,8 @@ class CubeWriter:
         return labels.astype(LABELS.stored_dtype)
 
     def _take_input(self, pixels: np.ndarray | None, n: int, single: bool) -> np.ndarray | None:
-        if not self.channels:
-            if pixels is not None:
-                raise UQEvalError("CubeWriter.append: input given but the writer was made with channels=0")
+        if not _given_as_declared("input", pixels, "channels", self.channels):
             return None
-        if pixels is None:
-            raise UQEvalError(f"CubeWriter.append: the writer has channels={self.channels}; pass input")
         pixels = self._take_per_image(INPUT, pixels, n, single)
         if pixels.dtype.kind not in "iuf":
             raise UQEvalError(f"CubeWriter.append: `input` has dtype {pixels.dtype}; expected numbers")
@@ -551,3 +543,15 @@ def _per_image(name: str, value: str | Sequence[str], n: int) -> list[str]:
         if not isinstance(item, str) or not item:
             raise UQEvalError(f"CubeWriter.append: `{name}` {item!r} is not a non-empty string")
     return values
+
+
+def _given_as_declared(name: str, value: object, size_name: str, size: int) -> bool:
+    """Whether an optional variable is to be written: given exactly when the writer was
+    made with a non-zero ``size`` of it (``raters`` for labels, ``channels`` for input)."""
+    if not size:
+        if value is not None:
+            raise UQEvalError(f"CubeWriter.append: {name} given but the writer was made with {size_name}=0")
+        return False
+    if value is None:
+        raise UQEvalError(f"CubeWriter.append: the writer has {size_name}={size}; pass {name}")
+    return True
