@@ -126,11 +126,10 @@ class TestTimeAugmentation(Softmax):
         """The first ``n`` transforms for images of ``height`` × ``width`` px."""
         transforms = self.transforms if self.transforms is not None else flips_and_rotations(height == width)
         if not 1 <= n <= len(transforms):
-            what = "transforms" if self.transforms is not None else f"flips and rotations of {height}×{width} images"
-            raise UQEvalError(
-                f"AU method 'tta' draws 1 to {len(transforms)} samples (one per transform: {len(transforms)} "
-                f"{what}), not {n}"
-            )
+            why = "one per transform"
+            if self.transforms is None and height != width:
+                why = f"non-square images ({height}×{width}) have only {len(transforms)} flips and rotations"
+            raise UQEvalError(f"AU method 'tta' draws 1 to {len(transforms)} samples ({why}), not {n}")
         return transforms[:n]
 
     def sample(self, model: nn.Module, images: torch.Tensor, n: int) -> torch.Tensor:
