@@ -25,9 +25,10 @@ def test_convert_reads_strings_and_widens_numbers(value, kind, expected):
     assert converted == expected and type(converted) is kind
 
 
-def test_convert_takes_a_path_for_a_string_and_refuses_the_rest():
+def test_convert_takes_a_path_for_a_string_and_refuses_the_wrong_types():
     assert convert("dataset 'x'", "root", Path("/data"), str) == "/data"
-    for value, kind in (("2.5", int), (True, int), ("maybe", bool), (1.5, int), (3, str)):
+    assert convert("dataset 'x'", "shifts", " fixed ", str) == "fixed"
+    for value, kind in (("2.5", int), (True, int), ("maybe", bool), (1.5, int), (64.0, int)):
         with pytest.raises(UQEvalError, match=r"option 'option' of dataset 'x' must be"):
             convert("dataset 'x'", "option", value, kind)
 

@@ -37,8 +37,9 @@ def convert(owner: str, option: str, value: Any, kind: type) -> Any:
     """``value`` as ``kind``: a command line's string converted, other values checked.
 
     ``owner`` names what the option belongs to in the message (``dataset 'lidc'``,
-    ``AU method 'ssn'``). An integer is accepted for a float, a path for a string;
-    ``true``/``false``/``1``/``0`` for a bool.
+    ``AU method 'ssn'``). An integer is accepted for a float, ``true``/``false``/``1``/``0``
+    for a bool. A string is stripped and a path made a string; any other value for a
+    string option is left for the owner to refuse with its own words (``a folder path``).
 
     Raises
     ------
@@ -46,7 +47,12 @@ def convert(owner: str, option: str, value: Any, kind: type) -> Any:
         ``option 'size' of dataset 'lidc' must be an integer, got 'big'``.
     """
     wrong = f"option {option!r} of {owner} must be {OPTION_TYPES[kind]}, got {value!r}"
-    if isinstance(value, str) and kind is not str:
+    if kind is str:
+        # What a string option means (a folder, one of some choices) is the owner's to check.
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        return value.strip() if isinstance(value, str) else value
+    if isinstance(value, str):
         text = value.strip()
         try:
             if kind is bool:
@@ -60,8 +66,6 @@ def convert(owner: str, option: str, value: Any, kind: type) -> Any:
         return float(value)
     if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
-    if kind is str and isinstance(value, os.PathLike):
-        return os.fspath(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise UQEvalError(wrong)
     return value
@@ -113,6 +117,8 @@ class Options:
             parameters = inspect.signature(type(self).__init__).parameters.values()
             settings = {p.name: getattr(self, p.name) for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
             return type(self)(**{**settings, **changed})
+        except UQEvalError:
+            raise
         except ValueError as error:
             raise UQEvalError(f"{owner}: {error}") from None
 
