@@ -4,7 +4,7 @@ The network below is an ordinary ``nn.Module`` with dropout; nothing in it knows
 uqeval. It trains for a few steps on uqeval-torch's synthetic shapes (drawn by 4
 raters), then:
 
-- **EU:** MC dropout, 4 members (its dropout layers sample; everything else is in eval mode);
+- **EU:** MC dropout, 4 members (each one fixed mask per dropout layer; everything else in eval mode);
 - **AU:** test-time augmentation, 4 flips and rotations inverted exactly on the output;
 
 ``write_cube`` writes the samples to a store and ``uqeval.score`` scores it. Runs on a

@@ -2,8 +2,8 @@
 
 The same run as ``bring_your_own_model.py`` with the network medical-imaging users
 already have: ``monai.networks.nets.UNet`` with its ``dropout`` argument, which puts an
-``nn.Dropout`` in every convolution unit. ``MCDropout`` finds those layers, switches on
-exactly them at test time and leaves MONAI's instance norms in evaluation mode.
+``nn.Dropout`` in every convolution unit. ``MCDropout`` finds those layers, gives each
+member one fixed mask for exactly them and leaves MONAI's instance norms in evaluation mode.
 
     pip install monai uqeval plugins/uqeval-torch      # or: make
     python examples/monai_unet.py --out monai-output

@@ -15,13 +15,11 @@ from uqeval_torch.backbone import (
     Backbone,
     Downsample,
     Head,
-    MCDropout,
     ResBlock,
     UNetShape,
     Upsample,
     group_norm,
     parameter_count,
-    set_mc_dropout,
     timestep_features,
 )
 
@@ -223,14 +221,13 @@ def dropout_net(p: float = 0.3, **options) -> AttentionUNet:
 
 def test_one_channelwise_dropout_per_resblock_before_its_second_conv():
     net = dropout_net(0.2)
-    layers = modules_of(net, MCDropout)
+    layers = modules_of(net, nn.Dropout2d)
     resblocks = modules_of(net, ResBlock)
     assert len(layers) == len(resblocks) == 22
-    assert all(isinstance(block.dropout, MCDropout) and block.dropout.p == 0.2 for block in resblocks)
-    assert all(isinstance(layer, nn.Dropout2d) for layer in layers)
+    assert all(isinstance(block.dropout, nn.Dropout2d) and block.dropout.p == 0.2 for block in resblocks)
     # Not in attention, resampling or the head.
     for kind in (AttentionBlock, Downsample, Upsample, Head):
-        assert not any(modules_of(module, MCDropout) for module in modules_of(net, kind))
+        assert not any(modules_of(module, nn.Dropout2d) for module in modules_of(net, kind))
     assert not modules_of(Backbone("tiny")(in_channels=1, out_channels=2), nn.Dropout2d)
     # The mask acts on the second conv's input: whole channels of it are zero.
     block = resblocks[0].train()
@@ -244,46 +241,14 @@ def test_one_channelwise_dropout_per_resblock_before_its_second_conv():
 
 def test_prior_and_posterior_style_encoders_have_dropout_too():
     encoder = Backbone("tiny")(in_channels=1, out_channels=2, dropout=0.2, encoder_only=True)
-    assert len(modules_of(encoder, MCDropout)) == len(modules_of(encoder, ResBlock)) == 10
+    assert len(modules_of(encoder, nn.Dropout2d)) == len(modules_of(encoder, ResBlock)) == 10
 
 
-def test_mc_dropout_stays_active_in_eval_mode_only_when_set():
+def test_dropout_is_off_in_eval_mode_and_on_in_training():
     net = dropout_net(0.3).eval()
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
-        assert torch.equal(net(x), net(x))
-        assert set_mc_dropout(net, True) == 22
-        sampled = [net(x) for _ in range(2)]
-        assert not torch.equal(*sampled)
-        # Everything else stays in eval mode.
-        assert not any(module.training for module in net.modules())
-        assert set_mc_dropout(net, False) == 22
         assert torch.equal(net(x), net(x))
     net.train()
     with torch.no_grad():
         assert not torch.equal(net(x), net(x))
-    assert set_mc_dropout(Backbone("tiny")(in_channels=1, out_channels=2), True) == 0
-
-
-def test_mc_dropout_leaves_group_norm_in_eval_mode():
-    # GroupNorm has no running statistics, but its mode must not change either; with the
-    # dropout masks fixed (p → 0 while sampling) the output is the eval output.
-    net = dropout_net(0.3).eval()
-    set_mc_dropout(net, True)
-    for layer in modules_of(net, MCDropout):
-        layer.p = 0.0
-    x = torch.randn(2, 1, 16, 16)
-    with torch.no_grad():
-        sampled = net(x)
-        set_mc_dropout(net, False)
-        torch.testing.assert_close(sampled, net(x))
-    assert all(not norm.training for norm in modules_of(net, nn.GroupNorm))
-
-
-def test_sampling_flag_is_not_in_the_state_dict():
-    net = dropout_net(0.3)
-    set_mc_dropout(net, True)
-    copy = Backbone("tiny")(in_channels=1, out_channels=2, dropout=0.3)
-    copy.load_state_dict(net.state_dict())
-    assert not any(layer.sampling for layer in modules_of(copy, MCDropout))
-    assert "sampling=True" in repr(modules_of(net, MCDropout)[0])

@@ -20,7 +20,7 @@ from uqeval_torch.au.diffusion import (  # noqa: E402
     schedule_gamma,
     stratified_times,
 )
-from uqeval_torch.backbone import Backbone, MCDropout, ResBlock  # noqa: E402
+from uqeval_torch.backbone import Backbone, ResBlock  # noqa: E402
 
 SIDE = 32
 
@@ -349,7 +349,7 @@ def test_diffusion_is_an_au_method_with_a_conditioned_timestep_network():
     assert model.out_channels == 3
     assert model.time_embedding is not None
     resblocks = [m for m in model.modules() if isinstance(m, ResBlock)]
-    assert len([m for m in model.modules() if isinstance(m, MCDropout) and m.p == 0.2]) == len(resblocks)
+    assert len([m for m in model.modules() if isinstance(m, nn.Dropout2d) and m.p == 0.2]) == len(resblocks)
 
 
 def test_options_are_checked():

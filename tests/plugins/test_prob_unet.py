@@ -9,7 +9,8 @@ from torch.distributions import Normal, kl_divergence
 
 from uqeval.contracts import AUMethod
 from uqeval_torch.au.prob_unet import ProbUNet, ProbUNetNetwork, gaussian_kl
-from uqeval_torch.backbone import Backbone, MCDropout, ResBlock, set_mc_dropout
+from uqeval_torch.backbone import Backbone, ResBlock
+from uqeval_torch.eu.dropout import dropout_layers
 
 IN_CHANNELS, N_CLASSES, SIDE, BATCH = 1, 2, 32, 2
 
@@ -80,10 +81,10 @@ def test_dropout_is_in_all_three_nets_and_not_in_the_fusion_head():
     torch.manual_seed(0)
     model = ProbUNet().build(Backbone("tiny"), in_channels=IN_CHANNELS, n_classes=N_CLASSES, dropout=0.2)
     for net in (model.unet, model.prior, model.posterior):
-        layers = [m for m in net.modules() if isinstance(m, MCDropout)]
+        layers = [m for m in net.modules() if isinstance(m, torch.nn.Dropout2d)]
         assert layers and len(layers) == len([m for m in net.modules() if isinstance(m, ResBlock)])
     assert not any(isinstance(m, torch.nn.Dropout2d) for m in model.fusion.modules())
-    assert set_mc_dropout(model, True) == 22 + 10 + 10
+    assert len(dropout_layers(model)) == 22 + 10 + 10
 
 
 def test_sample_gives_probability_maps():

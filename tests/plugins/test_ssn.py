@@ -12,7 +12,7 @@ from scipy.special import logsumexp
 from uqeval.contracts import AUMethod
 from uqeval_torch.au.common import IGNORE_LABEL
 from uqeval_torch.au.ssn import SSN, SSNNetwork, monte_carlo_nll, sample_logits
-from uqeval_torch.backbone import Backbone, Head, MCDropout
+from uqeval_torch.backbone import Backbone, Head
 
 N_CLASSES = 3
 SIDE = 32
@@ -247,10 +247,10 @@ def test_sample_shapes_sums_and_seed_determinism():
 def test_dropout_goes_to_the_backbone_and_the_state_dict_round_trips():
     method = SSN(rank=4)
     model = tiny_model(method, dropout=0.2)
-    rates = {m.p for m in model.backbone.modules() if isinstance(m, MCDropout)}
+    rates = {m.p for m in model.backbone.modules() if isinstance(m, torch.nn.Dropout2d)}
     assert rates == {0.2}
     assert not any(
-        isinstance(m, MCDropout) for head in (model.diagonal_head, model.factor_head) for m in head.modules()
+        isinstance(m, torch.nn.Dropout2d) for head in (model.diagonal_head, model.factor_head) for m in head.modules()
     )
     copy = tiny_model(method, seed=9, dropout=0.2)
     copy.load_state_dict(model.state_dict())

@@ -80,55 +80,6 @@ def timestep_features(t: torch.Tensor, channels: int, max_period: float = TIMEST
     return features
 
 
-class MCDropout(nn.Dropout2d):
-    """Channel-wise dropout (:class:`torch.nn.Dropout2d`) that can stay on in evaluation mode.
-
-    It drops when the module is training *or* when :attr:`sampling` is set, so that MC
-    dropout can draw masks while every other layer (GroupNorm, …) is in evaluation mode.
-    :attr:`sampling` is not part of the state dict; :func:`set_mc_dropout` sets it.
-
-    Examples
-    --------
-    >>> layer = MCDropout(0.5).eval()
-    >>> x = torch.ones(1, 64, 1, 1)
-    >>> torch.equal(layer(x), x)
-    True
-    >>> layer.sampling = True
-    >>> torch.equal(layer(x), x)
-    False
-    """
-
-    def __init__(self, p: float = 0.5, inplace: bool = False):
-        super().__init__(p, inplace)
-        self.sampling = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout2d(x, self.p, self.training or self.sampling, self.inplace)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, sampling={self.sampling}"
-
-
-def set_mc_dropout(model: nn.Module, active: bool) -> int:
-    """Keep every dropout layer of ``model`` dropping in evaluation mode (``active``) or not.
-
-    An :class:`MCDropout` gets its ``sampling`` flag, which a later ``.eval()`` leaves
-    alone; any other torch dropout layer (a third party's network) is put in training
-    mode (``active``) or evaluation mode.
-
-    Returns
-    -------
-    How many dropout layers ``model`` has (0 for a network built without dropout).
-    """
-    layers = [module for module in model.modules() if isinstance(module, nn.modules.dropout._DropoutNd)]
-    for layer in layers:
-        if isinstance(layer, MCDropout):
-            layer.sampling = active
-        else:
-            layer.train(active)
-    return len(layers)
-
-
 class ResBlock(nn.Module):
     """GroupNorm → SiLU → 3×3 conv (+ timestep projection) → GroupNorm → SiLU → dropout → 3×3 conv, plus the input.
 
@@ -138,7 +89,7 @@ class ResBlock(nn.Module):
         has a 1×1 conv when they differ.
     embedding_channels : channels of the timestep embedding that :attr:`timestep_projection`
         maps to ``out_channels`` (it exists even when :meth:`forward` never gets one).
-    dropout : probability of the block's single :class:`MCDropout`; 0 for none.
+    dropout : probability of the block's single channel-wise dropout (:class:`torch.nn.Dropout2d`); 0 for none.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, embedding_channels: int, dropout: float = 0.0):
@@ -147,7 +98,7 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.timestep_projection = nn.Linear(embedding_channels, out_channels)
         self.norm2 = group_norm(out_channels)
-        self.dropout = MCDropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = zero_initialised(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
@@ -308,7 +259,7 @@ class AttentionUNet(nn.Module):
     ----------
     in_channels, out_channels : channels of the input and of the head's output.
     shape : the sizes (:data:`SIZES`).
-    dropout : probability of the one channel-wise :class:`MCDropout` in every ResBlock
+    dropout : probability of the one channel-wise dropout (:class:`torch.nn.Dropout2d`) in every ResBlock
         (encoder, middle and decoder); 0 for none.
     timestep : condition on diffusion times: :meth:`forward` then takes ``t`` (batch,) in [0, 1].
     encoder_only : build just the stem, encoder and middle (Prob. UNet's prior and

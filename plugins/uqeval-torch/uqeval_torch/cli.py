@@ -15,8 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from uqeval.errors import UQEvalError
-from uqeval.report.progress import progress_bar
+from uqeval import UQEvalError, progress_bar
 
 err_console = Console(stderr=True)
 
@@ -108,7 +107,7 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a reference model (AU method × EU method) on a dataset; resumes an interrupted run."""
-    from uqeval.plugins import plugin_manager
+    from uqeval import plugin_manager
     from uqeval_torch.run import PROFILES, RunSettings
     from uqeval_torch.train import train
 

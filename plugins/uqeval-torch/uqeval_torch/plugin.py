@@ -28,10 +28,10 @@ def uqeval_au_methods() -> dict[str, Any]:
 def uqeval_eu_methods() -> dict[str, Any]:
     from uqeval_torch.eu.dropout import MCDropout
     from uqeval_torch.eu.ensemble import Ensemble
-    from uqeval_torch.eu.none import NoEU
+    from uqeval_torch.eu.none import SingleModel
     from uqeval_torch.eu.swag import SWAG
 
-    methods = (NoEU(), MCDropout(), SWAG(low_rank=False), SWAG(low_rank=True), Ensemble())
+    methods = (SingleModel(), MCDropout(), SWAG(low_rank=False), SWAG(low_rank=True), Ensemble())
     return {method.name: method for method in methods}
 
 

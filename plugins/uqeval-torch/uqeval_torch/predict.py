@@ -13,7 +13,6 @@ one would have given.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,8 @@ import torch
 import zarr
 from rich.progress import Progress
 
-from uqeval import DatasetSource
-from uqeval.contracts import Sample
-from uqeval.cube import PROGRESS_ATTR
-from uqeval.errors import UQEvalError
-from uqeval.plugins import plugin_manager
+from uqeval import CubeWriter, DatasetSource, Sample, UQEvalError, plugin_manager
 from uqeval_torch import __version__
-from uqeval_torch.sources import Member, check_probabilities
 from uqeval_torch.train import load_trained, pick_device
 from uqeval_torch.writing import write_cube
 
@@ -129,7 +123,6 @@ def predict(
         )
     if batch_size < 1:
         raise UQEvalError(f"batch_size must be at least 1, got {batch_size}", parameter="batch_size")
-    networks = list(eu_method.members(trained, n=n_members, seed=settings.seed))  # already on ``chosen``
     images = list(prediction_samples(dataset, seed=settings.data_seed))
     if not images:
         raise UQEvalError(f"dataset {dataset.name!r} has no calibration or test images")
@@ -153,10 +146,15 @@ def predict(
     au_label = _plugin_label("uqeval_au_methods", settings.au)
     eu_label = _plugin_label("uqeval_eu_methods", eu_name)
     write_cube(
-        MethodMembers(networks, f"EU method {eu_name!r} of {eu_label}"),
-        MethodSamples(au_method, n_samples, f"AU method {settings.au!r} of {au_label}"),
+        eu_method,
+        au_method,
         _batches(images, raters, batch_size),
         out,
+        trained=trained,
+        members=n_members,
+        samples=n_samples,
+        au_label=f"AU method {settings.au!r} of {au_label}",
+        eu_label=f"EU method {eu_name!r} of {eu_label}",
         device=chosen,
         seed=settings.seed,
         class_names=list(dataset.class_names),
@@ -173,45 +171,6 @@ def predict(
     return PredictionSummary(Path(out), len(images), n_members, n_samples, done)
 
 
-class MethodMembers:
-    """An EU method's networks as an EU source of :func:`~uqeval_torch.writing.write_cube`.
-
-    The method has already put them in the mode it samples in (MC dropout on, …).
-    """
-
-    def __init__(self, networks: list[torch.nn.Module], source: str) -> None:
-        self.networks, self.source, self.members = networks, source, len(networks)
-
-    @contextlib.contextmanager
-    def open(self, device: torch.device) -> Iterator[list[Member]]:
-        yield [
-            Member(network, f"member {index} of {self.source}", "probabilities")
-            for index, network in enumerate(self.networks)
-        ]
-
-
-class MethodSamples:
-    """An AU method's ``sample`` as an AU source, its output checked against the contract."""
-
-    def __init__(self, method: Any, samples: int, source: str) -> None:
-        self.method, self.samples, self.source = method, samples, source
-        self.deterministic = bool(getattr(method, "deterministic", False))
-
-    def sample(self, member: Member, images: torch.Tensor) -> torch.Tensor:
-        drawn = self.method.sample(member.model, images, self.samples)
-        culprit = f"{self.source}: sample() on {member.source}"
-        expected = f"(n={self.samples}, batch={images.shape[0]}, class, y={images.shape[2]}, x={images.shape[3]})"
-        if not isinstance(drawn, torch.Tensor) or drawn.ndim != 5 or drawn.shape[0] != self.samples:
-            shape = tuple(drawn.shape) if isinstance(drawn, torch.Tensor) else type(drawn).__name__
-            raise UQEvalError(
-                f"{culprit} returned {shape}; the AU method contract expects probabilities {expected} "
-                "that sum to 1 over class (a bug in the plugin, not in your data)"
-            )
-        for draw in drawn:
-            check_probabilities(draw.float(), images, f"{culprit} (contract: probabilities {expected})")
-        return drawn
-
-
 def _plugin_label(hook: str, name: str) -> str:
     found = plugin_manager().lookup(hook, name)
     return found[1].label if found is not None else "an unregistered plugin"
@@ -219,10 +178,8 @@ def _plugin_label(hook: str, name: str) -> str:
 
 def _images_written(out: Path) -> int:
     """How many whole images an earlier, interrupted prediction left in ``out`` (0 for none)."""
-    if not out.exists():
-        return 0
-    progress = dict(zarr.open_group(out, mode="r").attrs).get(PROGRESS_ATTR) or {}
-    return int(progress.get("n_images", 0))
+    progress = CubeWriter.progress(out)
+    return 0 if progress is None else progress.n_images
 
 
 def _batches(images: list[Sample], raters: int, batch_size: int) -> Iterator[dict[str, Any]]:

@@ -19,10 +19,7 @@ from typing import Any
 
 import torch
 
-from uqeval import AUMethod, DatasetSource, EUMethod
-from uqeval.errors import UQEvalError
-from uqeval.plugins import plugin_manager
-from uqeval.report.files import write_bytes, write_json
+from uqeval import AUMethod, DatasetSource, EUMethod, UQEvalError, plugin_manager, write_bytes, write_json
 from uqeval_torch import __version__
 from uqeval_torch.backbone import SIZES
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uqeval.errors import UQEvalError
+from uqeval import UQEvalError
 
 #: The study's AU and EU methods (its 19 combinations are all pairs but softmax + none).
 AU_METHODS = ("softmax", "ssn", "prob_unet", "diffusion")
@@ -153,7 +153,7 @@ def plan_study(
         An unknown method name (``parameter`` ``au`` or ``eu``), no combination left, or
         fewer than one seed.
     """
-    from uqeval.plugins import plugin_manager
+    from uqeval import plugin_manager
 
     au_known = (*AU_METHODS, *sorted(set(plugin_manager().au_methods()) - set(AU_METHODS)))
     for parameter, names, known in (("au", au, au_known), ("eu", eu, EU_METHODS)):
@@ -280,7 +280,7 @@ def write_manifest(plan: StudyPlan, path: str | Path, *, executable: str = "uqev
     Returns the 1-based line range of each phase: run each phase as its own array, after
     the one before has finished (or use :func:`run_on_cluster`).
     """
-    from uqeval.report.files import write_bytes
+    from uqeval import write_bytes
 
     lines, ranges = [], {}
     for phase in PHASES:

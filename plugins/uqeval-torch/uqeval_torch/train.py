@@ -27,8 +27,8 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from uqeval import UQEvalError
 from uqeval.contracts import Collector
-from uqeval.errors import UQEvalError
 from uqeval_torch.backbone import Backbone
 from uqeval_torch.run import Components, RunFolder, RunSettings, components, load_state, save_atomically
 

@@ -1,9 +1,14 @@
 """One writing loop: batches of images → EU members × AU samples → a cube store.
 
-:func:`write_cube` serves both a researcher's own model (with the sources of
-:mod:`uqeval_torch.sources`) and ``uqeval predict`` (with the plugin's AU and EU
-methods): batching, the device, autocast, ``torch.inference_mode``, a progress bar,
-seeding, checking what the model returns, resuming, and :class:`uqeval.CubeWriter`.
+:func:`write_cube` serves both a researcher's own model and ``uqeval predict``: the EU
+source is any EU method (``members(trained, n=…, seed=…)`` yields the member networks;
+:class:`~uqeval_torch.eu.ensemble.Ensemble`, :class:`~uqeval_torch.eu.dropout.MCDropout`
+and :class:`~uqeval_torch.eu.none.SingleModel` hold your own models), the AU source any
+AU method (``sample(model, images, n)``; :class:`~uqeval_torch.au.softmax.Softmax`,
+:class:`~uqeval_torch.au.tta.TestTimeAugmentation`, :class:`~uqeval_torch.au.sampler.Sampler`,
+or a trained family's). The loop does batching, the device, autocast,
+``torch.inference_mode``, a progress bar, seeding, checking what the AU source returns,
+resuming, and :class:`uqeval.CubeWriter`.
 
 Batch ``k`` is drawn with the global torch generator seeded by ``(seed, k)``, so an
 interrupted run, started again with the same batches, resumes and gives exactly the
@@ -36,10 +41,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from uqeval.cube import CubeWriter
-from uqeval.errors import UQEvalError
-from uqeval_torch.sources import AUSource, EUSource, Member, _mix, describe, sample_members
+from uqeval import AUMethod, CubeWriter, EUMethod, UQEvalError
+from uqeval_torch.members import check_probabilities, mix_seeds
 from uqeval_torch.train import pick_device
 
 #: Autocast dtypes by name.
@@ -142,27 +147,102 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, torch.Tensor | np.generic) else value
 
 
+def describe(eu: Any, au: Any) -> dict[str, Any]:
+    """Store attributes naming the sources (``eu_source``, ``au_source``) and their settings."""
+    attrs: dict[str, Any] = {"eu_source": type(eu).__name__, "au_source": type(au).__name__}
+    if getattr(eu, "n_dropout_layers", 0):
+        attrs["dropout_layers"] = eu.n_dropout_layers
+    if getattr(au, "transforms", None) is not None:
+        attrs["tta_transforms"] = [transform.name for transform in au.transforms[: au.default_samples]]
+    return attrs
+
+
+def open_members(eu: EUMethod, trained: Any, n: int, seed: int, device: torch.device) -> list[nn.Module]:
+    """The ``n`` member networks of ``eu`` (of the ``trained`` run, or the source's own models) on ``device``."""
+    return [model.to(device) for model in eu.members(trained, n=n, seed=seed)]
+
+
+def sample_member(au: AUMethod, model: nn.Module, images: torch.Tensor, n: int, culprit: str) -> torch.Tensor:
+    """``au.sample(model, images, n)`` as float32, checked: ``n`` probability maps ``(n, batch, class, y, x)``.
+
+    Raises
+    ------
+    UQEvalError
+        Naming ``culprit`` when the AU source breaks the contract.
+    """
+    drawn = au.sample(model, images, n)
+    expected = f"(n={n}, batch={images.shape[0]}, class, y={images.shape[2]}, x={images.shape[3]})"
+    if not isinstance(drawn, torch.Tensor) or drawn.ndim != 5 or drawn.shape[0] != n:
+        shape = tuple(drawn.shape) if isinstance(drawn, torch.Tensor) else type(drawn).__name__
+        raise UQEvalError(f"{culprit} returned {shape}; the AU contract expects probabilities {expected}")
+    for draw in drawn:
+        check_probabilities(draw.float(), images, f"{culprit} (contract: probabilities {expected})")
+    return drawn.float()
+
+
 def draw_members(
-    members: Sequence[Member], au: AUSource, images: torch.Tensor, *, seed: tuple[int, int], precision: str | None
+    models: Sequence[nn.Module],
+    au: AUMethod,
+    images: torch.Tensor,
+    n: int,
+    *,
+    seed: tuple[int, ...],
+    precision: str | None = None,
+    au_label: str = "",
+    eu_label: str = "",
 ) -> np.ndarray:
     """``(image, eu, au, class, y, x)`` float32 probabilities of one batch, every member's
-    AU samples, drawn with the torch generator seeded by ``seed``; each map is renormalised
-    to sum to 1 over ``class`` (bf16 and float16 rounding)."""
-    torch.manual_seed(_mix(*seed))
+    ``n`` AU samples, drawn with the global torch generator seeded by ``seed``; each map
+    is renormalised to sum to 1 over ``class`` (bf16 and float16 rounding). A contract
+    break is named with ``au_label`` and the member of ``eu_label``."""
+    torch.manual_seed(mix_seeds(*seed))
     autocast = contextlib.nullcontext()
     if precision is not None:
         autocast = torch.autocast(images.device.type, dtype=PRECISIONS[precision])
+    au_label = au_label or _name(au)
+    of = f" of {eu_label}" if eu_label else ""
     with torch.inference_mode(), autocast:
-        cube = sample_members(members, au, images)
+        cube = torch.stack(
+            [
+                sample_member(au, model, images, n, f"{au_label}: sample() on member {index}{of}")
+                for index, model in enumerate(models)
+            ]
+        )  # (eu, au, image, class, y, x)
+    cube = cube.permute(2, 0, 1, 3, 4, 5)
     return (cube / cube.sum(dim=3, keepdim=True)).cpu().numpy()
 
 
+def draw_samples(
+    eu: EUMethod,
+    au: AUMethod,
+    images: torch.Tensor,
+    *,
+    seed: int = 0,
+    trained: Any = None,
+    members: int | None = None,
+    samples: int | None = None,
+) -> torch.Tensor:
+    """Every member's AU samples for one batch, as :func:`write_cube` draws its first batch:
+    ``(image, eu, au, class, y, x)`` float32 on the images' device."""
+    n_members = eu.default_members if members is None else members
+    models = open_members(eu, trained, n_members, seed, images.device)
+    n = au.default_samples if samples is None else samples
+    return torch.from_numpy(draw_members(models, au, images, n, seed=(seed, 0))).to(images.device)
+
+
+def _name(au: Any) -> str:
+    return f"AU source {type(au).__name__} ({getattr(au, 'name', '')})"
+
+
 def write_cube(
-    eu: EUSource,
-    au: AUSource,
+    eu: EUMethod,
+    au: AUMethod,
     batches: Iterable[Any],
     out: str | Path,
     *,
+    trained: Any = None,
+    members: int | None = None,
+    samples: int | None = None,
     device: str | torch.device = "auto",
     precision: str | None = "auto",
     seed: int = 0,
@@ -177,15 +257,22 @@ def write_cube(
     progress: bool | Any = True,
     total: int | None = None,
     write_input: bool = True,
+    au_label: str | None = None,
+    eu_label: str | None = None,
 ) -> Path:
     """Write every member's AU samples for every image of ``batches`` to the store ``out``.
 
     Parameters
     ----------
-    eu : an EU source (:class:`~uqeval_torch.sources.Ensemble`,
-        :class:`~uqeval_torch.sources.MCDropout`, :class:`~uqeval_torch.sources.SingleModel`).
-    au : an AU source (:class:`~uqeval_torch.sources.Softmax`,
-        :class:`~uqeval_torch.sources.TestTimeAugmentation`, :class:`~uqeval_torch.sources.Sampler`).
+    eu : the EU source: an EU method (:class:`~uqeval_torch.eu.ensemble.Ensemble`,
+        :class:`~uqeval_torch.eu.dropout.MCDropout`, :class:`~uqeval_torch.eu.none.SingleModel`
+        with your models, or any EU method with ``trained``).
+    au : the AU source: an AU method (:class:`~uqeval_torch.au.softmax.Softmax`,
+        :class:`~uqeval_torch.au.tta.TestTimeAugmentation`, :class:`~uqeval_torch.au.sampler.Sampler`, …).
+    trained : what ``eu.train`` returned, for a trained run (``uqeval predict``); ``None``
+        for sources that hold their own models.
+    members, samples : members per image and AU samples per member (default: ``eu.default_members``,
+        ``au.default_samples``).
     batches : any iterable of batches, e.g. a ``DataLoader``; see :func:`read_batch`. It
         must give the same images in the same order when iterated again (to resume).
     out : the zarr store. An unfinished store from an earlier call resumes; a finished
@@ -193,9 +280,10 @@ def write_cube(
     device : ``auto`` (CUDA if present), ``cpu``, ``cuda``, ….
     precision : autocast ``"bf16"``, ``"fp16"``, ``None`` (float32), or ``"auto"``
         (bf16 on CUDA, float32 on the CPU).
-    seed : seeds batch ``k``'s draws with ``(seed, k)``.
+    seed : seeds batch ``k``'s draws with ``(seed, k)``, and the members (dropout masks, SWAG draws).
     class_names, model, dataset, au_method, eu_method, attrs : store attributes
         (``au_method``/``eu_method`` default to the sources' class names).
+    au_label, eu_label : how messages name the sources (default: their class names).
     chunk_images : images per store chunk (default: the writer's).
     progress : ``True`` for a progress bar on the terminal, ``False`` for none, or a
         ``rich.progress.Progress`` to add the task to.
@@ -217,12 +305,16 @@ def write_cube(
         A bad batch, or a model or sampler that breaks the contract (named with its EU or
         AU source). A store this call created is removed; a resumed one keeps its images.
     """
-    if eu.members == 1 and au.samples == 1:
+    n_members = eu.default_members if members is None else members
+    n_samples = au.default_samples if samples is None else samples
+    if n_members == 1 and n_samples == 1:
         raise UQEvalError(
             f"{type(eu).__name__} with {type(au).__name__} is deterministic (one member, one sample per image): "
             "its uncertainty cannot be decomposed; use several members (Ensemble, MCDropout) or a stochastic "
             "AU source (TestTimeAugmentation, Sampler)"
         )
+    au_label = au_label or _name(au)
+    eu_label = eu_label or f"EU source {type(eu).__name__}"
     chosen = pick_device(device)
     if precision == "auto":
         precision = "bf16" if chosen.type == "cuda" else None
@@ -239,9 +331,24 @@ def write_cube(
     created = not out.exists() or overwrite
     writer: CubeWriter | None = None
     try:
-        with eu.open(chosen) as members, _progress(progress, total) as advance:
+        models = open_members(eu, trained, n_members, seed, chosen)
+
+        def draw(batch: ImageBatch, number: int) -> np.ndarray:
+            images = batch.images.to(chosen)
+            return draw_members(
+                models,
+                au,
+                images,
+                n_samples,
+                seed=(seed, number),
+                precision=precision,
+                au_label=au_label,
+                eu_label=eu_label,
+            )
+
+        with _progress(progress, total) as advance:
             batch = read_batch(first, 0)
-            probabilities = _draw(eu, members, au, batch, seed, 0, chosen, precision)
+            probabilities = draw(batch, 0)
             writer = CubeWriter(
                 out,
                 n_classes=probabilities.shape[3],
@@ -271,7 +378,7 @@ def write_cube(
                         advance(len(batch))
                         continue
                     if number > 0 or probabilities is None:
-                        probabilities = _draw(eu, members, au, batch, seed, number, chosen, precision)
+                        probabilities = draw(batch, number)
                     skip = max(0, done - seen)
                     _append(writer, batch.tail(skip), probabilities[skip:], number, write_input)
                     seen += len(batch)
@@ -287,21 +394,6 @@ def write_cube(
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield first
     yield from rest
-
-
-def _draw(
-    eu: EUSource,
-    members: Sequence[Member],
-    au: AUSource,
-    batch: ImageBatch,
-    seed: int,
-    number: int,
-    device: torch.device,
-    precision: str | None,
-) -> np.ndarray:
-    if hasattr(eu, "reseed"):
-        eu.reseed(_mix(seed, number))
-    return draw_members(members, au, batch.images.to(device), seed=(seed, number), precision=precision)
 
 
 def _append(writer: CubeWriter, batch: ImageBatch, probabilities: np.ndarray, number: int, write_input: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from uqeval.names import IGNORE_LABEL
+from uqeval import IGNORE_LABEL
 
 __all__ = ["IGNORE_LABEL", "cross_entropy", "one_hot"]
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from uqeval_torch.au.common import IGNORE_LABEL, one_hot
-from uqeval_torch.au.options import MethodOptions
+from uqeval_torch.options import Options
 
 #: b, the input scaling (the study: 0.1).
 INPUT_SCALE = 0.1
@@ -139,7 +139,7 @@ def ddim_step(
     return gamma_s.sqrt() * x0_prediction + (1 - gamma_s).sqrt() * noise_prediction
 
 
-class Diffusion(MethodOptions):
+class Diffusion(Options):
     """Conditional diffusion of categorical maps with a softmax x0-prediction head.
 
     Parameters

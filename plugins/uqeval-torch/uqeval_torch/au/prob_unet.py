@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uqeval_torch.au.common import cross_entropy, one_hot
-from uqeval_torch.au.options import MethodOptions
+from uqeval_torch.options import Options
 
 
 def gaussian_kl(
@@ -131,7 +131,7 @@ class ProbUNetNetwork(nn.Module):
         return self.fusion(self.unet.features(images), z)
 
 
-class ProbUNet(MethodOptions):
+class ProbUNet(Options):
     """The Probabilistic UNet (Kohl et al. 2018) on the shared attention UNet.
 
     Parameters

@@ -8,14 +8,16 @@ import torch
 from torch import nn
 
 from uqeval_torch.au.common import cross_entropy
-from uqeval_torch.au.options import MethodOptions
+from uqeval_torch.options import Options
 
 
-class Softmax(MethodOptions):
+class Softmax(Options):
     """The plain segmentation network: one softmax map per image.
 
     It is deterministic, so it needs an EU method with several members (an ensemble,
-    MC dropout, SWAG) to be decomposed; with ``none`` training is refused.
+    MC dropout, SWAG) to be decomposed; with ``none`` training is refused. For a model of
+    your own, ``Softmax()`` reads its logits (or, through the EU source's
+    ``outputs="probabilities"``, its probabilities).
     """
 
     name = "softmax"

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from uqeval_torch.au.common import IGNORE_LABEL
-from uqeval_torch.au.options import MethodOptions
 from uqeval_torch.backbone import Head
+from uqeval_torch.options import Options
 
 
 def sample_logits(mean: torch.Tensor, factor: torch.Tensor | None, diagonal: torch.Tensor, n: int) -> torch.Tensor:
@@ -148,7 +148,7 @@ class SSNNetwork(nn.Module):
         return samples.view(n, images.shape[0], self.n_classes, *images.shape[-2:])
 
 
-class SSN(MethodOptions):
+class SSN(Options):
     """Stochastic Segmentation Network: a low-rank Gaussian over the logits of the whole image.
 
     Parameters

@@ -82,15 +82,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from uqeval import UQEvalError
 from uqeval.contracts import Sample
-from uqeval.errors import UQEvalError
-from uqeval_torch.options import refuse_bad_request, refuse_unknown
+from uqeval_torch.options import Options, refuse_bad_request
 
 logger = logging.getLogger(__name__)
 
@@ -228,18 +228,8 @@ def _note(skipped: Sequence[tuple[str, tuple[str, ...]]]) -> str:
     )
 
 
-def _parse_size(value: Any) -> Any:
-    """A command line's string as an integer; other values as they are."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise UQEvalError(f"option 'size' of dataset 'chaksu' must be an integer, got {value!r}") from None
-
-
 @dataclass(frozen=True, kw_only=True)
-class ChaksuDataset:
+class ChaksuDataset(Options):
     """The Chákṣu optic disc and cup segmentations of five experts; OOD: the Bosch and Forus cameras.
 
     Satisfies :class:`uqeval.contracts.DatasetSource`; the module docstring describes
@@ -256,6 +246,7 @@ class ChaksuDataset:
     """
 
     name: ClassVar[str] = "chaksu"
+    kind: ClassVar[str] = "dataset"
     description: ClassVar[str] = (
         "Chaksu fundus photographs: optic disc and cup by 5 experts; ID: Remidio camera, OOD: Bosch and Forus "
         "(needs the published files, option root)"
@@ -279,24 +270,6 @@ class ChaksuDataset:
         if size not in SIZES:
             raise UQEvalError(f"option 'size' of dataset 'chaksu' must be 128 or 64, got {size}")
         object.__setattr__(self, "size", int(size))
-
-    def options(self) -> dict[str, Any]:
-        """The option values, as :meth:`configure` takes them (e.g. to store in a run's JSON)."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
-    def configure(self, **options: Any) -> ChaksuDataset:
-        """A copy with ``options`` changed; strings (from a command line) are converted.
-
-        Raises
-        ------
-        UQEvalError
-            For an unknown option (the message lists the known ones) or a bad value.
-        """
-        known = self.options()
-        refuse_unknown("dataset 'chaksu'", options, known)
-        if "size" in options:
-            options = {**options, "size": _parse_size(options["size"])}
-        return dataclasses.replace(self, **options)
 
     def samples(self, role: str, domain: str = "id", *, seed: int = 0) -> Iterator[Sample]:
         """The images of ``role`` in ``domain``, each read and preprocessed when drawn.

@@ -49,7 +49,6 @@ refuses any other global, without importing or calling it.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import importlib
 import numbers
 import os
@@ -62,10 +61,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from uqeval import UQEvalError
 from uqeval.contracts import Sample
-from uqeval.errors import UQEvalError
 from uqeval_torch.data.shifts import SHIFTS, shift_image
-from uqeval_torch.options import refuse_bad_request, refuse_unknown
+from uqeval_torch.options import Options, refuse_bad_request
 
 #: The roles, in the order of the study's folds: train, its validation fold, its test set.
 ROLES = ("train", "calibration", "test")
@@ -285,7 +284,7 @@ def z_score(image: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LIDCDataset:
+class LIDCDataset(Options):
     """LIDC-IDRI nodule crops with 4 raters, split by patient as the study did, with its OOD shifts.
 
     Satisfies :class:`uqeval.contracts.DatasetSource`; the module docstring describes
@@ -311,6 +310,7 @@ class LIDCDataset:
     """
 
     name: ClassVar[str] = "lidc"
+    kind: ClassVar[str] = "dataset"
     description: ClassVar[str] = (
         "LIDC-IDRI lung-nodule CT crops (Probabilistic U-Net pickle) with 4 radiologists' masks, split by patient; "
         "OOD: noise, blur, contrast, JPEG"
@@ -332,30 +332,9 @@ class LIDCDataset:
             raise UQEvalError(f"option 'root' of dataset 'lidc' must be a folder path, got {root!r}")
         object.__setattr__(self, "root", root)
         size = self.size
-        if isinstance(size, str):
-            try:
-                size = int(size.strip())
-            except ValueError:
-                raise UQEvalError(f"option 'size' of dataset 'lidc' must be an integer, got {size!r}") from None
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or int(size) not in SIZES:
             raise UQEvalError(f"option 'size' of dataset 'lidc' must be 128 or 64, got {size!r}")
         object.__setattr__(self, "size", int(size))
-
-    def options(self) -> dict[str, Any]:
-        """The option values, as :meth:`configure` takes them (e.g. to store in a run's JSON)."""
-        return {"root": self.root, "size": self.size}
-
-    def configure(self, **options: Any) -> LIDCDataset:
-        """A copy with ``options`` changed (``root``, ``size``); strings are converted.
-
-        Raises
-        ------
-        UQEvalError
-            For an unknown option (the message lists the known ones) or a bad value.
-        """
-        known = self.options()
-        refuse_unknown("dataset 'lidc'", options, known)
-        return dataclasses.replace(self, **options)
 
     def samples(self, role: str, domain: str = "id", *, seed: int = 0) -> Iterator[Sample]:
         """The images of ``role`` in ``domain``; the pickle is read on the first call.

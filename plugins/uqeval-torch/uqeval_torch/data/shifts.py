@@ -80,7 +80,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from uqeval.errors import UQEvalError
+from uqeval import UQEvalError
 
 #: The shifts, in the order datasets list them after ``id``.
 SHIFTS: tuple[str, ...] = ("noise", "blur", "contrast", "jpeg")

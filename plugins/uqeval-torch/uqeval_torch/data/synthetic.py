@@ -60,23 +60,22 @@ Example
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.special import expit
 
+from uqeval import UQEvalError
 from uqeval.contracts import Sample
-from uqeval.errors import UQEvalError
 from uqeval_torch.data.shifts import shift_image
-from uqeval_torch.options import refuse_bad_request, refuse_unknown
+from uqeval_torch.options import Options, refuse_bad_request
 
 #: The roles, in the order of their index in the seed's spawn key.
 ROLES = ("train", "calibration", "test")
@@ -236,19 +235,8 @@ class _Borders:
         return masks
 
 
-def _parse(name: str, value: Any, kind: type) -> Any:
-    """A command line's string as ``kind`` (``int`` or ``float``); other values as they are."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return kind(value.strip())
-    except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise UQEvalError(f"option {name!r} of dataset 'synthetic' must be {noun}, got {value!r}") from None
-
-
 @dataclass(frozen=True, kw_only=True)
-class SyntheticDataset:
+class SyntheticDataset(Options):
     """Synthetic shapes drawn by several raters, with blur, noise, contrast and JPEG shifts.
 
     Satisfies :class:`uqeval.contracts.DatasetSource`; the module docstring describes the
@@ -278,6 +266,7 @@ class SyntheticDataset:
     """
 
     name: ClassVar[str] = "synthetic"
+    kind: ClassVar[str] = "dataset"
     description: ClassVar[str] = (
         "Shapes on a textured background drawn by raters who disagree on borders and faint shapes; "
         "OOD: blur, noise, contrast, JPEG"
@@ -332,23 +321,6 @@ class SyntheticDataset:
     def class_names(self) -> tuple[str, ...]:
         """``background``, ``shape`` and, with three classes, ``core``."""
         return ("background", "shape", "core")[: self.n_classes]
-
-    def options(self) -> dict[str, Any]:
-        """The option values, as :meth:`configure` takes them (e.g. to store in a run's JSON)."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
-    def configure(self, **options: Any) -> SyntheticDataset:
-        """A copy with ``options`` changed; strings (from a command line) are converted.
-
-        Raises
-        ------
-        UQEvalError
-            For an unknown option (the message lists the known ones) or a bad value.
-        """
-        known = self.options()
-        refuse_unknown("dataset 'synthetic'", options, known)
-        parsed = {option: _parse(option, value, type(known[option])) for option, value in options.items()}
-        return dataclasses.replace(self, **parsed)
 
     def count(self, role: str) -> int:
         """How many images ``role`` has (in every domain for ``test``)."""

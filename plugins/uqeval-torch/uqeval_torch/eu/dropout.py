@@ -1,48 +1,172 @@
-"""``dropout``: Monte Carlo dropout (Gal & Ghahramani 2016), one network whose dropout stays on.
+"""``dropout``: Monte Carlo dropout (Gal & Ghahramani 2016): members are one network thinned by fixed masks.
 
-The network is trained once with channel-wise dropout (p = 0.2, one per ResBlock, as the
-study); at test time its EMA weights are evaluated with every other layer in evaluation
-mode and the dropout layers still sampling, so each forward pass is a member.
+A member is **one dropout mask per layer, fixed**: one thinned network, as an ensemble
+member is one network and a SWAG member one draw of the weights. Every dropout layer of
+member ``k`` multiplies its input by a mask drawn once for ``(seed, k, layer)``, the
+same for every image, for all of the member's AU samples and for every network pass
+inside them (a diffusion sample's denoising steps, TTA's transforms). Model variance
+therefore shows up between members only, never inside a member's AU samples.
+
+The masks come from their own generators, never from the global torch generator, so a
+member's samples do not depend on the masks of the other members, and the AU method's
+own randomness (an SSN's logit noise, a diffusion model's starting noise) is the same
+with and without dropout.
+
+For the trained method the network is trained once with channel-wise dropout (p = 0.2,
+one per ResBlock, as the study) and predicted with its EMA weights. Any ``nn.Module``
+with dropout layers works the same way: ``MCDropout(model, members=10)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
+from uqeval import UQEvalError
 from uqeval.contracts import TrainRoutine
-from uqeval.errors import UQEvalError
-from uqeval_torch.backbone import set_mc_dropout
+from uqeval_torch.members import mix_seeds, prepared, shared_copy
+
+#: The dropout layers MC dropout samples (their subclasses too, e.g. in third-party models).
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+#: Those whose mask covers whole channels (the others mask every element).
+_CHANNEL_WISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout)
+#: Those that keep SELU's mean and variance (torch's alpha dropout formula).
+_ALPHA_TYPES = (nn.AlphaDropout, nn.FeatureAlphaDropout)
+#: SELU's −λα, the value alpha dropout sets dropped units to.
+_SELU_ALPHA = 1.7580993408473766
+
+
+def dropout_layers(model: nn.Module) -> list[nn.Module]:
+    """Every dropout module of ``model`` (:data:`DROPOUT_TYPES` and their subclasses), in module order."""
+    return [module for module in model.modules() if isinstance(module, DROPOUT_TYPES)]
+
+
+class FixedMask:
+    """A forward hook that makes a dropout layer (in evaluation mode, so the identity) drop with one fixed mask.
+
+    The mask is drawn from a generator seeded by ``seed``, on the CPU (the same mask on
+    every device), of shape ``(1, channel, 1, …)`` for channel-wise dropout and
+    ``(1, *input.shape[1:])`` for element-wise dropout: shared by every image of a batch.
+    A kept unit is scaled by 1/(1 − p) (alpha dropout: torch's affine correction), as in
+    training.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def mask(self, layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """The 0/1 keep mask of ``layer`` for ``inputs``, in their dtype and on their device."""
+        if isinstance(layer, _CHANNEL_WISE):
+            shape = (1, inputs.shape[1], *([1] * (inputs.ndim - 2)))
+        else:
+            shape = (1, *inputs.shape[1:])
+        key = (shape, inputs.device, inputs.dtype)
+        if key not in self._masks:
+            generator = torch.Generator().manual_seed(self.seed)
+            keep = torch.rand(shape, generator=generator) >= layer.p
+            self._masks[key] = keep.to(device=inputs.device, dtype=inputs.dtype)
+        return self._masks[key]
+
+    def __call__(self, layer: nn.Module, args: tuple[Any, ...], output: Any) -> torch.Tensor:
+        inputs = args[0]
+        p = float(layer.p)
+        if p >= 1.0:
+            return torch.zeros_like(inputs)
+        mask = self.mask(layer, inputs)
+        if isinstance(layer, _ALPHA_TYPES):
+            a = 1.0 / math.sqrt((_SELU_ALPHA**2 * p + 1.0) * (1.0 - p))
+            return inputs * mask * a + (mask - 1.0) * (_SELU_ALPHA * a) + _SELU_ALPHA * a * p
+        return inputs * mask / (1.0 - p)
 
 
 class MCDropout:
-    """One network trained with dropout ``p``; its members are forward passes with dropout on.
+    """Monte Carlo dropout: members are one network, each thinned by its own fixed dropout masks.
 
-    A member is the network with dropout sampling; the mask is drawn anew at every
-    network call, so an AU method that calls the network once per sample (diffusion's
-    steps) draws a mask per call, as the study's code does by default. The masks follow
-    the global torch generator, which prediction seeds per batch.
+    As the ``dropout`` EU method (``MCDropout()``) it trains one network with dropout
+    ``probability``; as a source for your own model (``MCDropout(model, members=10)``) it
+    samples ``model``'s own dropout layers (``nn.Dropout``, ``Dropout1d/2d/3d``,
+    ``AlphaDropout``, ``FeatureAlphaDropout`` and their subclasses, also inside
+    third-party models). Every other module (batch and group norm, …) is in evaluation
+    mode. Functional dropout (``F.dropout(x, training=True)`` in ``forward``) cannot be
+    found this way and is not counted.
+
+    Parameters
+    ----------
+    model : your network (none for the trained method); refused if it holds no dropout module.
+    members : members per image (default 10).
+    probability : the dropout probability the trained method builds into the network.
+    outputs : what ``model`` returns, ``"logits"`` (default) or ``"probabilities"``.
+
+    A member's masks depend on the seed and the member's number only
+    (:meth:`mask_seed`), so a member is the same thinned network for every image, batch
+    size and device.
     """
 
     name = "dropout"
-    description = "MC dropout: one network, channel-wise dropout p = 0.2 kept on at test time (default 10 members)"
-    default_members = 10
+    description = "MC dropout: one network, channel-wise dropout p = 0.2, one fixed mask per member (default 10)"
 
-    def __init__(self, probability: float = 0.2) -> None:
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        *,
+        members: int = 10,
+        probability: float = 0.2,
+        outputs: str = "logits",
+    ) -> None:
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise UQEvalError(f"MCDropout: members must be a positive integer, got {members!r}")
         if not 0.0 < probability < 1.0:
             raise UQEvalError(f"MC dropout: the dropout probability must lie in (0, 1), not {probability}")
+        self.default_members = members
         self.probability = probability
+        self.outputs = outputs
+        self.models = prepared([model], "MCDropout", outputs) if model is not None else None
+        self.n_dropout_layers = len(dropout_layers(model)) if model is not None else 0
+        if model is not None and not self.n_dropout_layers:
+            raise UQEvalError(
+                f"MCDropout: model {type(model).__name__} has no dropout module "
+                f"({', '.join(kind.__name__ for kind in DROPOUT_TYPES)}); add dropout to the network, "
+                "or use Ensemble or SingleModel"
+            )
 
     def train(self, routine: TrainRoutine, *, n_members: int, seed: int) -> list[nn.Module]:
         return [routine(seed=seed, dropout=self.probability)]
 
-    def members(self, trained: Any, *, n: int, seed: int) -> Iterator[nn.Module]:
+    def members(
+        self, trained: Sequence[nn.Module] | None = None, *, n: int | None = None, seed: int = 0
+    ) -> Iterator[nn.Module]:
+        """``n`` members (default :attr:`default_members`) of the ``trained`` network, or of
+        your model: copies sharing its weights, member ``k`` with the masks of :meth:`mask_seed`."""
+        network = (trained if trained is not None else self.models or [None])[0]
+        n = self.default_members if n is None else n
+        if network is None:
+            raise UQEvalError("MCDropout: no network to sample (give a model, or the trained run)")
         if n < 1:
             raise UQEvalError(f"MC dropout needs at least 1 member, not {n}")
-        model = trained[0].eval()
-        if set_mc_dropout(model, True) == 0:
+        if not dropout_layers(network):
             raise UQEvalError("MC dropout: the network has no dropout layer to sample (was it trained with dropout?)")
-        for _ in range(n):
-            yield model
+        return _thinned(self, network, n, seed)
+
+    def mask_seed(self, seed: int, member: int, layer: int) -> int:
+        """The seed of member ``member``'s mask in dropout layer number ``layer`` (module order)."""
+        return mix_seeds(seed, member, layer)
+
+
+def _thinned(source: MCDropout, network: nn.Module, n: int, seed: int) -> Iterator[nn.Module]:
+    for member in range(n):
+        thinned = shared_copy(network).eval()
+        for index, layer in enumerate(dropout_layers(thinned)):
+            layer.register_forward_hook(FixedMask(source.mask_seed(seed, member, index)))
+        yield thinned

@@ -1,33 +1,48 @@
-"""``none``: no epistemic model; one trained network, its AU samples used as they are."""
+"""``none``: no epistemic model; one network, its AU samples used as they are."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from torch import nn
 
+from uqeval import UQEvalError
 from uqeval.contracts import TrainRoutine
-from uqeval.errors import UQEvalError
+from uqeval_torch.members import prepared, shared_copy
 
 
-class NoEU:
-    """One network from one training run (the study's "No EU").
+class SingleModel:
+    """One network and no epistemic source (the study's "No EU"): the cube has ``eu = 1``.
 
-    Its cube has ``eu = 1``; uqeval then treats the AU samples as the members, following
-    ValUES, without swapping the AU and EU labels.
+    uqeval then treats the AU samples as the members, following ValUES, without swapping
+    the AU and EU labels; so pair it with a stochastic AU method (SSN, test-time
+    augmentation, your :class:`~uqeval_torch.au.sampler.Sampler`). As the ``none`` EU
+    method (``SingleModel()``) the network is one training run; as a source for your own
+    model, ``SingleModel(model)``.
+
+    Parameters
+    ----------
+    model : your network (none for the trained method).
+    outputs : what ``model`` returns, ``"logits"`` (default) or ``"probabilities"``.
     """
 
     name = "none"
     description = "no epistemic model: one network, its AU samples used as they are"
     default_members = 1
 
+    def __init__(self, model: nn.Module | None = None, *, outputs: str = "logits") -> None:
+        self.models = prepared([model], "SingleModel", outputs) if model is not None else None
+
     def train(self, routine: TrainRoutine, *, n_members: int, seed: int) -> list[nn.Module]:
         if n_members != 1:
             raise UQEvalError(f"EU method `none` has exactly 1 member, not {n_members}")
         return [routine(seed=seed)]
 
-    def members(self, trained: Any, *, n: int, seed: int) -> Iterator[nn.Module]:
-        if n != 1:
+    def members(
+        self, trained: Sequence[nn.Module] | None = None, *, n: int | None = None, seed: int = 0
+    ) -> Iterator[nn.Module]:
+        if n not in (None, 1):
             raise UQEvalError(f"EU method `none` has exactly 1 member, not {n}")
-        yield trained[0].eval()
+        if trained is None and self.models is None:
+            raise UQEvalError("SingleModel: no network (give a model, or the trained run)")
+        yield trained[0].eval() if trained is not None else shared_copy(self.models[0]).eval()

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from uqeval import UQEvalError
 from uqeval.contracts import TrainRoutine
-from uqeval.errors import UQEvalError
 
 #: Snapshots kept (the study's K).
 SNAPSHOTS = 30
