@@ -204,3 +204,22 @@ def test_single_array_is_not_a_cube(tmp_path):
     result = run_cli("inspect", str(tmp_path / "array.zarr"))
     assert result.returncode == 2
     assert "single zarr array" in result.stderr
+
+
+@pytest.mark.parametrize("command", uqeval.cli.TORCH_PLUGIN_COMMANDS)
+def test_a_torch_plugin_command_without_the_plugin_says_where_it_comes_from(command):
+    """``app`` here has the core's commands only, as in an install without uqeval-torch."""
+    assert command not in {info.name for info in app.registered_commands}
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    message = " ".join(result.output.replace("│", " ").split())
+    assert f"No such command '{command}'" in message
+    assert f"`uqeval {command}` comes with the PyTorch plugin uqeval-torch" in message
+    assert "#subdirectory=plugins/uqeval-torch" in message
+
+
+def test_an_unknown_command_that_no_plugin_provides_gets_click_s_message_only():
+    result = runner.invoke(app, ["scor"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert "No such command 'scor'. Did you mean 'score'?" in result.output
+    assert "uqeval-torch" not in result.output

@@ -35,6 +35,14 @@ if TYPE_CHECKING:
 SCENARIO_NAMES = ("disentangled", "entangled", "collapsed", "no-eu")
 #: The tasks (:data:`uqeval.TASKS`), likewise.
 TASK_NAMES = ("oodd", "amb", "cal", "fd")
+#: The commands that the reference plugin, uqeval-torch, adds; asked for one of them, an
+#: install without the plugin says where it comes from, not only "No such command".
+TORCH_PLUGIN_COMMANDS = ("train", "predict", "study")
+#: How to install uqeval-torch while it is not on a package index.
+TORCH_PLUGIN_INSTALL = (
+    'pip install "uqeval-torch @ git+https://github.com/uqeval/uqeval#subdirectory=plugins/uqeval-torch", '
+    "or pip install ./plugins/uqeval-torch in a clone of the repository"
+)
 #: Library parameters → the flags that set them, for error messages.
 FLAGS = {"tasks": "--tasks", "aggregations": "--aggregation", "preset": "--preset", "scheduler": "--scheduler"}
 
@@ -98,6 +106,17 @@ class _Group(_PlainHelp, TyperGroup):
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         return [*_usage(self, ctx), self.subcommand_metavar]
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        """The command ``args`` name; asked for one of :data:`TORCH_PLUGIN_COMMANDS` that no
+        plugin added, the usage error says that it comes with uqeval-torch and how to install it."""
+        name = args[0] if args else None
+        if ctx.parent is None and name in TORCH_PLUGIN_COMMANDS and self.get_command(ctx, name) is None:
+            ctx.fail(
+                f"No such command {name!r}. `uqeval {name}` comes with the PyTorch plugin uqeval-torch "
+                f"(`uqeval plugins` lists the installed ones); install it with {TORCH_PLUGIN_INSTALL}."
+            )
+        return super().resolve_command(ctx, args)
 
 
 class _App(typer.Typer):

@@ -175,3 +175,16 @@ def test_the_cpu_profile_trains_a_model_that_has_learned(tmp_path):
     scores = uqeval.score(store, tasks=["fd"], aggregations=["border", "mean"])
     in_domain = (scores.domains == "id") & (scores.roles == "test")
     assert 1 - scores.images.risk[in_domain].mean() >= 0.8
+
+
+def test_the_core_names_the_commands_the_plugin_adds():
+    """The core's hint for ``uqeval train`` in an install without the plugin
+    (:data:`uqeval.cli.TORCH_PLUGIN_COMMANDS`) names exactly the commands it adds."""
+    import typer
+
+    from uqeval.cli import TORCH_PLUGIN_COMMANDS
+    from uqeval_torch.cli import add_commands
+
+    app = typer.Typer()
+    add_commands(app)
+    assert tuple(info.name for info in app.registered_commands) == TORCH_PLUGIN_COMMANDS
