@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt plugins/uqeval-torch/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,examples]" -e "plugins/uqeval-torch[examples]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,cluster]" -e "plugins/uqeval-torch[examples]"
 	touch $(STAMP)
 
 demo: $(STAMP)
