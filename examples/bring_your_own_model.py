@@ -10,7 +10,7 @@ raters), then:
 ``write_cube`` writes the samples to a store and ``uqeval.score`` scores it. Runs on a
 CPU in under a minute.
 
-    pip install uqeval plugins/uqeval-torch      # or: make
+    pip install ./ ./plugins/uqeval-torch      # from the repository root; or: make
     python examples/bring_your_own_model.py --out byom-output
 
 Writes ``byom-output/cube.zarr`` and the report (``scores.json``, ``metrics.csv``, …).

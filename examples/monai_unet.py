@@ -5,7 +5,7 @@ already have: ``monai.networks.nets.UNet`` with its ``dropout`` argument, which 
 ``nn.Dropout`` in every convolution unit. ``MCDropout`` finds those layers, gives each
 member one fixed mask for exactly them and leaves MONAI's instance norms in evaluation mode.
 
-    pip install monai uqeval plugins/uqeval-torch      # or: make
+    pip install ./ "./plugins/uqeval-torch[examples]"      # from the repository root (MONAI); or: make
     python examples/monai_unet.py --out monai-output
 """
 
