@@ -1,6 +1,6 @@
 """The runnable examples in ``examples/`` run end to end and write what they promise.
 
-They need torch (the ``examples`` extra, installed by ``make``); without it the test
+They need torch and uqeval-torch (``plugins/uqeval-torch[examples]``, installed by ``make``); without them the test
 fails with the example's ImportError rather than being skipped.
 """
 
