@@ -3,7 +3,10 @@
 The script makes a toy dataset (noisy discs whose border three raters disagree on, plus
 an out-of-distribution domain with much stronger noise), trains a small deep ensemble
 of CNNs with dropout, writes every member's MC-dropout softmax samples to a cube store
-and scores the uncertainty with ``uqeval.score``. It runs on a CPU in well under a minute.
+and scores the uncertainty with ``uqeval.score``. It needs about 40 s of CPU time: measured
+39 s of CPU and 83 s of wall time with one torch thread, on a 2-core machine busy with other
+jobs (torch 2.13). The script asks torch for 2 threads; on that busy machine they spun
+waiting for each other, and the same run took 212 s of CPU and 9 minutes of wall time.
 
     pip install torch            # the CPU build is enough (or: make, which pins it)
     python examples/pytorch_segmentation.py --out toy-output [--seed 0] [--quick]
