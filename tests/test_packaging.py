@@ -5,7 +5,7 @@ wheels and sdists as a release would (``python -m build``, isolated: setuptools 
 package index), runs ``twine check``, looks inside the artefacts, installs the core wheel alone
 into a fresh virtual environment and scores a store with that environment's ``uqeval``.
 
-It took 4 min 13 s of wall time (94 s of CPU) on a 2-core machine busy with other jobs: the
+It took 3 to 4 minutes of wall time (about 90 s of CPU) on a 2-core machine busy with other jobs: the
 two builds about 50 s, the install about 85 s (pip from a nearby package mirror, without
 byte-compiling), the first score's numba compilation most of the rest. The fresh venv must
 get uqeval's dependencies from the package index: the point is to install what the wheel
