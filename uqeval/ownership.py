@@ -85,8 +85,11 @@ def check_replaceable(path: str | os.PathLike[str], kind: str) -> None:
         raise UQEvalError(f"{path}: is a symbolic link; {advice}")
     if not path.is_dir():
         raise UQEvalError(f"{path}: exists and is not a folder; {advice}")
-    resolved, working = path.resolve(), Path.cwd().resolve()
-    if resolved == working or resolved in working.parents:
+    try:
+        resolved, working = path.resolve(), Path.cwd().resolve()
+    except OSError:  # the working folder was removed: it cannot be the path
+        resolved = working = None
+    if working is not None and (resolved == working or resolved in working.parents):
         raise UQEvalError(f"{path}: is the working folder or holds it; {advice}")
     try:
         entries = {entry.name: entry for entry in os.scandir(path)}
