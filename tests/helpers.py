@@ -35,11 +35,12 @@ def run_cli(
     columns: int = 200,
     plugins: str | None = None,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """The real entry point in a subprocess, as a user runs it.
 
     ``paths`` go on ``PYTHONPATH``; ``plugins`` (when given) is ``UQEVAL_LOAD_PLUGINS``,
-    the entry points allowed to load; ``env`` adds variables.
+    the entry points allowed to load; ``env`` adds variables; ``cwd`` is the working folder.
     """
     if "cli" not in current_test_markers:
         raise AssertionError(
@@ -56,6 +57,7 @@ def run_cli(
         timeout=300,
         check=False,
         env=cli_env(*paths, columns=columns, **extra),
+        cwd=cwd,
     )
 
 

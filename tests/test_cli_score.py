@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 import uqeval
 from uqeval import CubeWriter
 from uqeval.cli import app
+from uqeval.ownership import REPORT_MARK
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
@@ -101,7 +102,8 @@ def test_score_prints_tables_and_writes_the_report(default_run, store):
         assert title in printed, title
     assert "Δ" in result.stdout
     assert str(out) in result.stdout.replace("\n", "")
-    assert {path.name for path in out.iterdir()} == REPORT_FILES  # no temporary or spill files left
+    assert {path.name for path in out.iterdir()} == {*REPORT_FILES, REPORT_MARK}  # no temporary or spill files left
+    assert sorted(path.name for path in out.parent.iterdir()) == [out.name]  # nor beside it
     content = scores_json(out)
     assert content["schema"] == "uqeval.scores/1"
     assert content["store"] == str(store.resolve())
@@ -134,7 +136,7 @@ def test_no_plots_writes_no_png(store, tmp_path):
     result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--no-plots"], env=WIDE)
     assert result.exit_code == 0, result.output
     assert not list(tmp_path.glob("*.png"))
-    assert {path.name for path in tmp_path.iterdir()} == DATA_FILES
+    assert {path.name for path in tmp_path.iterdir()} == {*DATA_FILES, REPORT_MARK}
 
 
 def test_tasks_oodd_only(store, tmp_path):

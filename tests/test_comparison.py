@@ -29,6 +29,7 @@ from uqeval.comparison import (
     rank_values,
 )
 from uqeval.errors import UQEvalError
+from uqeval.ownership import REPORT_MARK
 from uqeval.precision import RANK_TOLERANCE
 from uqeval.report.compare_plots import DELTA_ZERO_GID, collapse_figure, entanglement_figure
 from uqeval.report.scores_file import SavedScores, read_scores
@@ -477,7 +478,7 @@ def test_save_writes_every_file_atomically(study, tmp_path):
     names = {"comparison.json", "ranks.csv", "points.csv", "collapse.csv"}
     names |= {f"{figure}.{suffix}" for figure in ("entanglement", "collapse") for suffix in ("png", "svg")}
     assert set(written) == names
-    assert {path.name for path in out.iterdir()} == names  # no temporary file left behind
+    assert {path.name for path in out.iterdir()} == {*names, REPORT_MARK}  # no temporary file left behind
     assert (out / "entanglement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     mode = (out / "ranks.csv").stat().st_mode & 0o777
     umask = os.umask(0)
@@ -513,7 +514,7 @@ def test_comparison_json_round_trips_with_null_for_nan(tmp_path):
 def test_save_into_an_unwritable_place(study, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UQEvalError, match=f"^{re.escape(str(blocker))}: exists and is not a folder$"):
+    with pytest.raises(UQEvalError, match=f"^{re.escape(str(blocker))}: exists and is not a folder; "):
         save_comparison(study, blocker)  # the library names no CLI flag
     with pytest.raises(UQEvalError, match="cannot write"):
         save_comparison(study, blocker / "below")

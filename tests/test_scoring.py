@@ -25,6 +25,7 @@ import uqeval.scoring.batch
 import uqeval.scoring.store_reader
 from uqeval import UQEvalError, decompose, evaluate, open_cube, save_report, score, validate_cube
 from uqeval.conventions import Conventions, preset
+from uqeval.ownership import REPORT_MARK
 from uqeval.results import METRIC_COLUMNS, SCORES_SCHEMA, Scores
 from uqeval.synth import image_plan
 
@@ -533,7 +534,8 @@ def test_save_writes_the_report_atomically(nan_scores, tmp_path):
         "maps.svg",
     }
     assert names == expected
-    assert {path.name for path in (tmp_path / "report").iterdir()} == expected  # no temporary files left
+    # No temporary files left; the mark of a complete report beside them.
+    assert {path.name for path in (tmp_path / "report").iterdir()} == {*expected, REPORT_MARK}
     assert json.loads((tmp_path / "report" / "scores.json").read_text()) == nan_scores.to_dict()
     with open(tmp_path / "report" / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
@@ -558,7 +560,7 @@ def test_save_writes_the_report_atomically(nan_scores, tmp_path):
 
 def test_save_without_plots(default_scores, tmp_path):
     written = save_report(default_scores, tmp_path, plots=False)
-    assert sorted(written) == sorted(tmp_path.iterdir())
+    assert sorted(written) == sorted(path for path in tmp_path.iterdir() if path.name != REPORT_MARK)
     assert not list(tmp_path.glob("*.png"))
     assert {path.name for path in tmp_path.iterdir()} == {
         "scores.json",
@@ -566,6 +568,7 @@ def test_save_without_plots(default_scores, tmp_path):
         "entanglement.csv",
         "images.csv",
         "fitted.json",
+        REPORT_MARK,
     }
 
 

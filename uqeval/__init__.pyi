@@ -38,6 +38,7 @@ from .decomposition import decompose as decompose
 from .errors import UQEvalError as UQEvalError
 from .hookspecs import hookimpl as hookimpl
 from .names import IGNORE_LABEL as IGNORE_LABEL
+from .ownership import check_replaceable as check_replaceable
 from .plugins import aggregate as aggregate
 from .plugins import plugin_manager as plugin_manager
 from .report.files import write_bytes as write_bytes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from inspect import cleandoc  # `inspect` is a command here
@@ -294,18 +295,21 @@ def _flags() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _report_folder(folder: Path) -> Iterator[Path]:
-    """Make sure ``folder`` can be written before the work starts; remove it again if
-    it was made here and the work fails before writing anything into it."""
-    from uqeval.report.files import ensure_writable
+def _report_folder(folder: Path, kind: str) -> Iterator[Path]:
+    """Before the work starts, refuse a ``folder`` that uqeval may not replace and make
+    sure the folder that holds it can be written (the report is written beside it and
+    renamed into place); if the work fails, remove the parent folders made here."""
+    from uqeval.ownership import check_replaceable
+    from uqeval.report.folder import check_writable
 
-    created = not folder.exists()
-    ensure_writable(folder)
+    check_replaceable(folder, kind)
+    missing = check_writable(folder)
     try:
         yield folder
     except BaseException:
-        if created and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        for parent in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         raise
 
 
@@ -371,7 +375,7 @@ def score(
 
     task_names = tasks if tasks is not None else list(TASK_NAMES)
     out = out if out is not None else _default_out(store)
-    with _report_folder(out):
+    with _report_folder(out, "scores"):
         # The bar starts with the first batch, so that an error in validating the
         # store is the only thing on stderr.
         progress = _progress()
@@ -394,7 +398,7 @@ def score(
                     preset=preset.value,
                     segmentation=segmentation,
                     scheduler=scheduler,
-                    scratch=out,
+                    scratch=out.parent,
                     progress=report,
                 )
         finally:
@@ -432,7 +436,7 @@ def compare(
     from uqeval.report.save import save_comparison
     from uqeval.report.tables import comparison_tables, print_report
 
-    with _report_folder(out):
+    with _report_folder(out, "comparison"):
         comparison = compare_runs(runs)
         save_comparison(comparison, out)
     print_report(
@@ -467,7 +471,7 @@ def demo(
                 if phase == "score":
                     progress.update(bar, completed=done)
 
-            scores = score_store(store, scratch=report, progress=advance)
+            scores = score_store(store, scratch=out, progress=advance)
         save_report(scores, report)
         reports.append(report)
         table = entanglement_table(scores)
@@ -514,10 +518,24 @@ def plugins(
     console.print(table)
 
 
+#: Exit status after SIGTERM: 128 + the signal's number, as a shell reports a process it ended.
+TERMINATED_EXIT = 128 + signal.SIGTERM
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM ends a command as Ctrl-C does: by an exception in the main thread, so that
+    every ``with`` block cleans up (the spill, a report being written) on the way out.
+    A second SIGTERM during that clean-up is ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(TERMINATED_EXIT)
+
+
 def main() -> None:
-    """Entry point: bad input exits 2 with one line on stderr, no traceback."""
+    """Entry point: bad input exits 2 with one line on stderr, no traceback; SIGTERM
+    cleans up and exits with :data:`TERMINATED_EXIT`."""
     from uqeval.plugins import plugin_manager
 
+    signal.signal(signal.SIGTERM, _terminated)
     manager = plugin_manager()
     manager.add_commands(app)
     for problem in manager.problems:

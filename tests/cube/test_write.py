@@ -346,6 +346,39 @@ def test_refuses_to_overwrite(tmp_path):
     np.testing.assert_array_equal(ds.probs.values, replacement.astype(np.float16))
 
 
+@pytest.mark.parametrize(
+    "what", ["a user's folder", "a file", "a store with a user's file in it", "zarr of another tool"]
+)
+def test_overwrite_replaces_only_a_store_it_wrote(tmp_path, what):
+    """``overwrite=True`` once emptied any folder (``zarr.open_group(mode="w")``)."""
+    path = tmp_path / "target"
+    if what == "a user's folder":
+        path.mkdir()
+        (path / "thesis.tex").write_text("my thesis\n")
+        (path / "figures").mkdir()
+        (path / "figures" / "plot.pdf").write_bytes(b"%PDF")
+    elif what == "a file":
+        path.write_text("my thesis\n")
+    elif what == "a store with a user's file in it":
+        write_store(path, make_probs(2, seed=1))
+        (path / "notes.txt").write_text("mine\n")
+    else:
+        zarr.open_group(path, mode="w", zarr_format=3).attrs["schema"] = 1
+    before = sorted((item.relative_to(tmp_path), item.is_file() and item.read_bytes()) for item in tmp_path.rglob("*"))
+    with pytest.raises(uqeval.UQEvalError, match=f"^{path}: .*uqeval replaces only a cube store it wrote"):
+        CubeWriter(path, **SHAPE, overwrite=True)
+    after = sorted((item.relative_to(tmp_path), item.is_file() and item.read_bytes()) for item in tmp_path.rglob("*"))
+    assert after == before
+
+
+def test_overwrite_fills_an_empty_folder(tmp_path):
+    path = tmp_path / "empty"
+    path.mkdir()
+    with CubeWriter(path, **SHAPE, overwrite=True) as writer:
+        writer.append(make_probs(2, seed=1))
+    assert open_cube(path).sizes["image"] == 2
+
+
 # --------------------------------------------------------------------------- writer arguments
 
 

@@ -98,6 +98,19 @@ def test_every_eu_source_composes_with_every_au_source(tmp_path, eu_name, au_nam
     np.testing.assert_array_equal(cube["labels"].values[:4], batches()[0]["labels"].numpy())
 
 
+def test_overwrite_refuses_a_folder_it_did_not_write(tmp_path):
+    """``overwrite=True`` replaces only a store uqeval wrote; a refusal must not remove the folder either."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("my thesis\n")
+    with pytest.raises(UQEvalError, match=f"^{victim}: .*uqeval replaces only a cube store it wrote"):
+        write_cube(EU_SOURCES["ensemble"](), Softmax(), batches(), victim, progress=False, overwrite=True)
+    assert [path.name for path in victim.iterdir()] == ["thesis.tex"]
+    store = write_cube(EU_SOURCES["ensemble"](), Softmax(), batches(1), tmp_path / "c.zarr", progress=False)
+    assert write_cube(EU_SOURCES["ensemble"](), Softmax(), batches(2), store, progress=False, overwrite=True) == store
+    assert uqeval.open_cube(store).sizes["image"] == 8
+
+
 def test_a_written_store_scores(tmp_path):
     store = write_cube(
         EU_SOURCES["dropout"](), TestTimeAugmentation(samples=3), batches(), tmp_path / "c.zarr", progress=False

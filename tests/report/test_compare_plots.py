@@ -21,6 +21,7 @@ from matplotlib.text import Annotation, Text
 
 from uqeval import save_comparison
 from uqeval.comparison import compare
+from uqeval.ownership import REPORT_MARK
 from uqeval.report.compare_plots import (
     DELTA_POSITIVE_GID,
     DELTA_ZERO_GID,
@@ -252,6 +253,6 @@ def test_save_comparison_writes_each_figure_as_png_and_svg(with_copy, tmp_path):
     written = save_comparison(with_copy, tmp_path / "out")
     figures = {"entanglement.png", "entanglement.svg", "collapse.png", "collapse.svg"}
     assert figures <= set(written)
-    assert {path.name for path in (tmp_path / "out").iterdir()} == set(written)
+    assert {path.name for path in (tmp_path / "out").iterdir()} == {*written, REPORT_MARK}
     for name in ("entanglement.svg", "collapse.svg"):
         assert ElementTree.parse(written[name]).getroot().tag.endswith("svg")

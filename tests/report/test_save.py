@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import pandas
 import pytest
 
 import uqeval
+from uqeval.ownership import REPORT_MARK
 from uqeval.report.scores_file import read_scores
 from uqeval.results import ENTANGLEMENT_COLUMNS, METRIC_COLUMNS
 
@@ -39,7 +41,8 @@ def test_entanglement_csv_is_written_beside_metrics_csv(report):
     folder, written = report
     names = [path.name for path in written]
     assert names == ["scores.json", "metrics.csv", "entanglement.csv", "images.csv", "fitted.json"]
-    assert sorted(path.name for path in folder.iterdir()) == sorted(names)  # no temporary file left
+    # No temporary file left; the mark of a complete report (with the list of files) beside them.
+    assert sorted(path.name for path in folder.iterdir()) == sorted([*names, REPORT_MARK])
     header = (folder / "entanglement.csv").read_text().splitlines()[0]
     assert header == ",".join(ENTANGLEMENT_COLUMNS)
     assert (folder / "metrics.csv").read_text().splitlines()[0] == ",".join(METRIC_COLUMNS)
@@ -76,21 +79,23 @@ def test_an_undefined_delta_is_an_empty_cell(scores, tmp_path):
 
 
 def test_entanglement_csv_is_replaced_atomically(scores, tmp_path, monkeypatch):
-    """A write that fails leaves the previous file whole and no temporary file behind."""
-    uqeval.save_report(scores, tmp_path, plots=False)
-    before = (tmp_path / "entanglement.csv").read_bytes()
+    """A write that fails (the disk is full) raises the documented UQEvalError, leaves the
+    previous report whole and no temporary file or folder behind."""
+    folder = tmp_path / "report"
+    uqeval.save_report(scores, folder, plots=False)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
     replace = os.replace
 
     def fail_on_entanglement(source, target, *args, **kwargs):
         if os.fspath(target).endswith("entanglement.csv"):
-            raise OSError(28, "No space left on device")
+            raise OSError(errno.ENOSPC, "No space left on device")
         return replace(source, target, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", fail_on_entanglement)
-    with pytest.raises(OSError, match="No space left"):
-        uqeval.save_report(scores, tmp_path, plots=False)
-    assert (tmp_path / "entanglement.csv").read_bytes() == before
-    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")]
+    with pytest.raises(uqeval.UQEvalError, match=f"^{folder}: cannot write the report \\(No space left on device\\)"):
+        uqeval.save_report(scores, folder, plots=False)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert [path.name for path in tmp_path.iterdir()] == ["report"]
 
 
 def test_scores_json_in_the_report_carries_the_provenance(report, scores, synthetic_store):

@@ -81,7 +81,9 @@ class CubeWriter:
         (:func:`default_compressor`).
     au_method, eu_method, model, dataset, seed, class_names, background : store
         attributes (docs/cube.md); ``attrs`` adds any others.
-    overwrite : replace an existing store at ``path``.
+    overwrite : replace an existing store at ``path``: only a store written by a
+        ``CubeWriter`` or an empty folder; anything else is refused
+        (:func:`uqeval.check_replaceable`).
     resume : continue an existing store written by a ``CubeWriter``.
 
     Examples
@@ -186,6 +188,10 @@ class CubeWriter:
                 f"{self.path}: already exists; pass overwrite=True to replace it or resume=True to continue it"
             )
         else:
+            if overwrite:
+                from uqeval.ownership import check_replaceable  # it reads the contract, in this package
+
+                check_replaceable(self.path, "cube")
             self._create(store_attrs)
 
     # -- public -----------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The report folders: :class:`~uqeval.Scores` and :class:`~uqeval.Comparison` as files.
 
-Every file is written atomically (a hidden temporary file in the same folder, then a
-rename), so a reader never sees a partial file. In JSON, NaN is ``null``; in CSV an
-empty field.
+A report folder is replaced whole (:mod:`uqeval.report.folder`): its files are written
+into a hidden sibling that is renamed into place when all of them are written, so a
+reader sees the old report or the new one, never a mix, and a folder that is not a
+report written by uqeval is never replaced. In JSON, NaN is ``null``; in CSV an empty
+field.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uqeval.names import ID_DOMAIN, MEASURES, POOLED_OOD
-from uqeval.report.files import ensure_writable, write_csv, write_json
+from uqeval.report.files import write_csv, write_json
+from uqeval.report.folder import replaced_whole
 from uqeval.report.scores_file import write_scores
 from uqeval.results import ENTANGLEMENT_COLUMNS, METRIC_COLUMNS
 
@@ -35,26 +38,31 @@ def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool =
     ``entanglement.csv`` those of :meth:`~uqeval.Scores.entanglement_dataframe`, with
     the same columns; an undefined value is an empty cell.
 
-    The folder is created if needed. Returns the paths written.
+    The folder is created if needed, and replaced whole: an existing one only when it
+    is a score report written by uqeval, or empty (:func:`uqeval.check_replaceable`);
+    its old files, figures included, do not stay beside the new ones. Returns the paths
+    written.
 
     Raises
     ------
     UQEvalError
-        When the folder cannot be created or written; the message names it.
+        When the folder is not one uqeval may replace, or cannot be created or written
+        (e.g. the disk is full); the message names it and the old report is left as it was.
     """
-    folder = ensure_writable(folder)
-    written = [
-        write_scores(scores, folder),
-        write_csv(folder / "metrics.csv", scores.results, METRIC_COLUMNS),
-        write_csv(folder / "entanglement.csv", scores.entanglement, ENTANGLEMENT_COLUMNS),
-    ]
-    rows = scores.image_rows()
-    columns = list(rows[0]) if rows else ["image", "domain", "role"]
-    written.append(write_csv(folder / "images.csv", rows, columns))
-    written.append(write_json(folder / "fitted.json", scores.fitted.to_dict()))
-    if plots:
-        written.extend(_save_plots(scores, folder))
-    return written
+    folder = Path(folder)
+    with replaced_whole(folder, "scores") as staging:
+        written = [
+            write_scores(scores, staging),
+            write_csv(staging / "metrics.csv", scores.results, METRIC_COLUMNS),
+            write_csv(staging / "entanglement.csv", scores.entanglement, ENTANGLEMENT_COLUMNS),
+        ]
+        rows = scores.image_rows()
+        columns = list(rows[0]) if rows else ["image", "domain", "role"]
+        written.append(write_csv(staging / "images.csv", rows, columns))
+        written.append(write_json(staging / "fitted.json", scores.fitted.to_dict()))
+        if plots:
+            written.extend(_save_plots(scores, staging))
+    return [folder / path.name for path in written]
 
 
 def _save_plots(scores: Scores, folder: Path) -> list[Path]:
@@ -91,6 +99,9 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
     ``entanglement.png`` and (with collapse rows) ``collapse.png`` into ``folder``; each
     figure also as SVG (``entanglement.svg``, ``collapse.svg``).
 
+    The folder is replaced whole, as by :func:`save_report` (an existing one only when
+    it is a comparison written by uqeval, or empty).
+
     Returns
     -------
     dict
@@ -99,25 +110,27 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
     Raises
     ------
     UQEvalError
-        When the folder cannot be created or written; the message names it.
+        When the folder is not one uqeval may replace, or cannot be created or written
+        (e.g. the disk is full); the message names it and the old comparison is left as it was.
     """
     from uqeval.report.compare_plots import collapse_figure, entanglement_figure
     from uqeval.report.plots import save_figure_files
 
-    folder = ensure_writable(folder)
+    folder = Path(folder)
 
     def columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         return list(dict.fromkeys(key for row in rows for key in row))
 
-    written = {
-        "comparison.json": write_json(folder / "comparison.json", comparison.to_dict()),
-        "ranks.csv": write_csv(folder / "ranks.csv", comparison.ranks, columns(comparison.ranks)),
-        "points.csv": write_csv(folder / "points.csv", comparison.points, columns(comparison.points)),
-        "collapse.csv": write_csv(folder / "collapse.csv", comparison.collapse, COLLAPSE_COLUMNS),
-    }
-    figures = {"entanglement.png": entanglement_figure(comparison)}
-    if comparison.collapse:
-        figures["collapse.png"] = collapse_figure(comparison)
-    for name, figure in figures.items():
-        written.update({path.name: path for path in save_figure_files(figure, folder / name)})
-    return written
+    with replaced_whole(folder, "comparison") as staging:
+        written = [
+            write_json(staging / "comparison.json", comparison.to_dict()),
+            write_csv(staging / "ranks.csv", comparison.ranks, columns(comparison.ranks)),
+            write_csv(staging / "points.csv", comparison.points, columns(comparison.points)),
+            write_csv(staging / "collapse.csv", comparison.collapse, COLLAPSE_COLUMNS),
+        ]
+        figures = {"entanglement.png": entanglement_figure(comparison)}
+        if comparison.collapse:
+            figures["collapse.png"] = collapse_figure(comparison)
+        for name, figure in figures.items():
+            written.extend(save_figure_files(figure, staging / name))
+    return {path.name: folder / path.name for path in written}

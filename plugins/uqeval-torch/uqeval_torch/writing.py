@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from uqeval import AUMethod, CubeWriter, EUMethod, UQEvalError
+from uqeval import AUMethod, CubeWriter, EUMethod, UQEvalError, check_replaceable
 from uqeval_torch.members import check_probabilities, mix_seeds
 from uqeval_torch.train import pick_device
 
@@ -276,7 +276,8 @@ def write_cube(
     batches : any iterable of batches, e.g. a ``DataLoader``; see :func:`read_batch`. It
         must give the same images in the same order when iterated again (to resume).
     out : the zarr store. An unfinished store from an earlier call resumes; a finished
-        one is refused unless ``overwrite``.
+        one is refused unless ``overwrite``, which replaces only a store written by
+        uqeval or an empty folder (:func:`uqeval.check_replaceable`).
     device : ``auto`` (CUDA if present), ``cpu``, ``cuda``, ….
     precision : autocast ``"bf16"``, ``"fp16"``, ``None`` (float32), or ``"auto"``
         (bf16 on CUDA, float32 on the CPU).
@@ -328,6 +329,8 @@ def write_cube(
     first = next(iterator, None)
     if first is None:
         raise UQEvalError("write_cube: the batches hold no image")
+    if overwrite:
+        check_replaceable(out, "cube")  # before anything is removed: only a store uqeval wrote, or an empty folder
     created = not out.exists() or overwrite
     writer: CubeWriter | None = None
     try:
