@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shlex
+import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -249,3 +252,33 @@ def test_cluster_tasks_carry_their_path_to_the_end_as_dask_priority(tmp_path, mo
     }
     assert submitted["train-diffusion+ensemble-seed-0"]["priority"] == 15100  # 5 + 10 + 0.05 + 0.05
     assert submitted["compare"]["priority"] == 50
+
+
+def test_a_stopped_study_stops_its_running_steps(tmp_path):
+    """Ctrl-C or SIGTERM in the study process (here a real SIGINT, which, unlike
+    ``_thread.interrupt_main``, wakes a main thread that waits on its steps) sends SIGTERM
+    to the running step at once, instead of waiting the step out, and starts no other step."""
+    fake = tmp_path / "slow_uqeval.py"
+    fake.write_text("import pathlib, sys, time\npathlib.Path(sys.argv[0] + '.started').touch()\ntime.sleep(120)\n")
+    plan = plan_study(tmp_path / "study", au=["ssn"], eu=["none"])
+    started = []
+
+    def interrupt_once_the_step_runs():
+        for _ in range(1200):
+            if (tmp_path / "slow_uqeval.py.started").exists():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_the_step_runs, daemon=True).start()
+    begun = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_locally(
+            plan,
+            workers=1,
+            on_update=lambda outcome, step: started.append(step.name if step else outcome.status),
+            executable=[sys.executable, str(fake)],
+        )
+    assert time.monotonic() - begun < 60, "the study waited for its step to finish"
+    assert started == [plan.steps[0].name]
+    assert not any(plan.done_path(step).exists() for step in plan.steps)

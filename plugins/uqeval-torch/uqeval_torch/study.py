@@ -30,6 +30,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -302,12 +303,48 @@ class StepOutcome:
     seconds: float = 0.0
 
 
+class _Children:
+    """The step subprocesses running now, so that a study that is stopped (Ctrl-C,
+    SIGTERM) stops them too instead of waiting for them to finish."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self._stopping = False
+
+    def add(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.add(process)
+            stopping = self._stopping
+        if stopping:
+            process.terminate()
+
+    def discard(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(process)
+
+    def terminate(self) -> None:
+        """SIGTERM to every running step (each cleans up as the command line does), now and
+        for any that starts from here on."""
+        with self._lock:
+            self._stopping = True
+            running = list(self._running)
+        for process in running:
+            process.terminate()
+
+
 def run_step(
-    plan: StudyPlan, step: Step, *, executable: Sequence[str] | None = None, threads: int | None = None
+    plan: StudyPlan,
+    step: Step,
+    *,
+    executable: Sequence[str] | None = None,
+    threads: int | None = None,
+    children: _Children | None = None,
 ) -> StepOutcome:
     """Run one step as a subprocess, its output in its log; mark it done on success.
 
-    ``threads`` sets the step's ``OMP_NUM_THREADS`` unless the environment sets it.
+    ``threads`` sets the step's ``OMP_NUM_THREADS`` unless the environment sets it;
+    ``children`` tracks the subprocess while it runs.
     """
     if plan.is_done(step):
         return StepOutcome(step, "done")
@@ -318,15 +355,18 @@ def run_step(
     with open(log, "a") as handle:
         handle.write(f"$ {step.shell()}\n")
         handle.flush()
-        completed = subprocess.run(
-            [*executable, *step.command],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=_step_environment(threads),
-            check=False,
+        process = subprocess.Popen(
+            [*executable, *step.command], stdout=handle, stderr=subprocess.STDOUT, env=_step_environment(threads)
         )
+        if children is not None:
+            children.add(process)
+        try:
+            returncode = process.wait()
+        finally:
+            if children is not None:
+                children.discard(process)
     seconds = time.monotonic() - started
-    if completed.returncode != 0:
+    if returncode != 0:
         return StepOutcome(step, "failed", seconds)
     done = plan.done_path(step)
     done.parent.mkdir(parents=True, exist_ok=True)
@@ -374,29 +414,37 @@ def run_locally(
         if on_update is not None:
             on_update(outcome, None)
 
+    children = _Children()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        while waiting or running:
-            before = len(waiting)
-            for step in list(waiting):
-                if len(running) >= workers:
-                    break
-                if any(name not in outcomes for name in step.needs):
-                    continue
-                waiting.remove(step)
-                if any(outcomes[name].status != "done" for name in step.needs):
-                    finish(StepOutcome(step, "skipped"))
-                    continue
-                if on_update is not None:
-                    on_update(None, step)
-                running[pool.submit(run_step, plan, step, executable=executable, threads=threads)] = step
-            if not running:
-                if len(waiting) == before:  # pragma: no cover - plan_study never builds such a graph
-                    raise UQEvalError(f"steps need steps that are not in the plan: {[s.name for s in waiting]}")
-                continue  # skips resolved more steps; look again
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                del running[future]
-                finish(future.result())
+        try:
+            while waiting or running:
+                before = len(waiting)
+                for step in list(waiting):
+                    if len(running) >= workers:
+                        break
+                    if any(name not in outcomes for name in step.needs):
+                        continue
+                    waiting.remove(step)
+                    if any(outcomes[name].status != "done" for name in step.needs):
+                        finish(StepOutcome(step, "skipped"))
+                        continue
+                    if on_update is not None:
+                        on_update(None, step)
+                    options = {"executable": executable, "threads": threads, "children": children}
+                    running[pool.submit(run_step, plan, step, **options)] = step
+                if not running:
+                    if len(waiting) == before:  # pragma: no cover - plan_study never builds such a graph
+                        raise UQEvalError(f"steps need steps that are not in the plan: {[s.name for s in waiting]}")
+                    continue  # skips resolved more steps; look again
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    del running[future]
+                    finish(future.result())
+        except BaseException:
+            for future in running:
+                future.cancel()
+            children.terminate()
+            raise
     return [outcomes[step.name] for step in plan.steps]
 
 
