@@ -596,7 +596,7 @@ def test_unknown_names_raise(store, options, match, parameter):
 def test_bad_inputs_raise(store):
     maps = store.maps
     domain = np.where(store.domain == "noise", "ood", store.domain)
-    with pytest.raises(UQEvalError, match="named 'ood'"):
+    with pytest.raises(UQEvalError, match=r"domain 'ood' of \d+ images is a reserved name"):
         evaluate(maps, domain, store.role)
     for labels in (store.labels[:-1], store.labels[:, :, :, :-1], store.labels[:, 0]):
         with pytest.raises(UQEvalError, match=r"^evaluate: labels have shape") as raised:

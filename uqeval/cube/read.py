@@ -18,7 +18,6 @@ import zarr.errors
 
 from uqeval.checks import (
     check_decomposable,
-    check_domain_spelling,
     image_name,
     raise_for_value_stats,
     value_stats,
@@ -39,6 +38,7 @@ from uqeval.cube.contract import (
     Variable,
     WriteProgress,
     are_class_names,
+    check_domains,
     first_invalid_label,
     is_class_index,
     pixel_text,
@@ -131,7 +131,7 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
     for spec in STRINGS:
         dataset = dataset.assign({spec.name: _string_variable(dataset, spec, where)})
         if spec.name == "domain":
-            check_domain_spelling(dataset[spec.name].values, where)
+            check_domains(dataset[spec.name].values, where)
 
     for spec in EXTRAS:
         if spec.name in dataset:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from uqeval.checks import check_domain_spelling
+from uqeval.cube.contract import check_domains
 from uqeval.errors import UQEvalError
 from uqeval.names import ID_DOMAIN, TEST
 from uqeval.scoring.store_reader import StoreReader, read_images, read_input
@@ -241,7 +241,7 @@ def maps_source(
 
     domains = _strings(domain, n_images, ID_DOMAIN, "domain")
     try:
-        check_domain_spelling(domains, "")
+        check_domains(domains, "")
     except UQEvalError as error:
         raise UQEvalError(f"`domain`: {error}", parameter="domain") from None
 
