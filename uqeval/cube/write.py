@@ -406,7 +406,10 @@ class CubeWriter:
             array.resize((stop, *array.shape[1:]))
         for name, data in batch.items():
             if isinstance(data, np.ndarray):
-                self._group[name][start:stop] = data[:n_take]
+                # Every chunk is written, even one that holds only the fill value (labels
+                # that are all 255), so that an absent chunk always means a missing file.
+                array = self._group[name].with_config({"write_empty_chunks": True})
+                array[start:stop] = data[:n_take]
             else:
                 dtype = np.int64 if name == IMAGE_DIM and self._id_kind == "int" else object
                 self._group[name][start:stop] = np.asarray(data[:n_take], dtype=dtype)

@@ -173,7 +173,7 @@ def _run(
         aggregations=request.aggregation_names,
         primary=request.primary,
         conventions=request.conventions,
-        notes=[*source_plan.notes, *computed.notes],
+        notes=[*source.notes, *source_plan.notes, *computed.notes],
         histograms=computed.histograms,
         histogram_domains=computed.histogram_domains,
         fallbacks={

@@ -15,6 +15,7 @@ before an image can be scored, so the runner is called twice:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -128,7 +129,7 @@ def run(
         # maps, and fit every wanted quantity on them.
         decomposed: list[DecomposedBatch] = []
         reading = functools.partial(decomposed_batch, fit=setup, **common)
-        for batch in _named(runner.run(reading, fitting_batches), source.where):
+        for batch in _named(runner.run(reading, fitting_batches), source):
             spill.write(int(batch.indices[0]), batch.maps, batch.raters)
             decomposed.append(replace(batch, maps=None, raters=None))
             report("score", batch.indices)
@@ -145,20 +146,21 @@ def run(
             report("calibrate", batch.indices)
         # Phase 2, score: every other batch, read and scored at once with the fits.
         scoring = functools.partial(reduce_batch, fitted=fitted, groups=groups, **common)
-        for result in _named(runner.run(scoring, other_batches), source.where):
+        for result in _named(runner.run(scoring, other_batches), source):
             results.append(result)
             report("score", result.indices)
 
-    example_maps = [
-        replace(
-            example,
-            domain=str(source.domains[example.position]),
-            input=source.input_of(example.position),
-            labels=source.labels_of(example.position),
-        )
-        for result in results
-        for example in result.examples
-    ]
+    with _named_errors(source):
+        example_maps = [
+            replace(
+                example,
+                domain=str(source.domains[example.position]),
+                input=source.input_of(example.position),
+                labels=source.labels_of(example.position),
+            )
+            for result in results
+            for example in result.examples
+        ]
     order = {image: position for position, image in enumerate(examples)}
     example_maps.sort(key=lambda example: order[example.position])
     indices = np.concatenate([result.indices for result in results])
@@ -172,12 +174,22 @@ def run(
     return EngineResult(statistics, fitted, example_maps, notes, histograms, histogram_domains)
 
 
-def _named(results: Iterator[Batch], where: str) -> Iterator[Batch]:
+def _named(results: Iterator[Batch], source: Source) -> Iterator[Batch]:
     """Prefix errors raised while reading with the source they come from."""
-    try:
+    with _named_errors(source):
         yield from results
+
+
+@contextlib.contextmanager
+def _named_errors(source: Source) -> Iterator[None]:
+    """Prefix errors raised while reading with the source they come from; a store that is
+    gone is said to be gone, whatever its absent chunks read as (NaN probabilities)."""
+    try:
+        yield
     except UQEvalError as error:
-        raise UQEvalError(f"{where}: {error}", parameter=error.parameter) from None
+        if source.store is not None and not Path(source.store).exists():
+            raise UQEvalError(f"{source.where}: the store was removed while it was scored") from None
+        raise UQEvalError(f"{source.where}: {error}", parameter=error.parameter) from None
 
 
 def _fitted_on(
