@@ -444,6 +444,31 @@ def make_damaged_chunk(good, folder):
     return store
 
 
+def make_v2_unknown_dtype(good, folder):
+    """A zarr v2 store whose ``labels`` dtype zarr cannot parse."""
+    dataset = xr.open_zarr(good, consolidated=False).load().drop_encoding()
+    target = folder / "v2dtype.zarr"
+    dataset.to_zarr(target, zarr_format=2, consolidated=False)
+    metadata = json.loads((target / "labels" / ".zarray").read_text())
+    (target / "labels" / ".zarray").write_text(json.dumps({**metadata, "dtype": "<q9"}))
+    return target
+
+
+def make_calibration_only(good, folder):
+    store = copy_of(good, folder, "calibrationonly.zarr")
+    roles = zarr.open_group(store, mode="r+")["role"]
+    roles[:] = np.full(roles.shape, "calibration", dtype=object)
+    return store
+
+
+def make_domain_look_alike(good, folder):
+    store = copy_of(good, folder, "lookalike.zarr")
+    domains = zarr.open_group(store, mode="r+")["domain"]
+    values = domains[:]
+    domains[:] = np.where(values == "id", "i\u200bd", values).astype(object)
+    return store
+
+
 def make_deterministic(good, folder):
     return rewritten(good, folder, "deterministic.zarr", lambda d: d.isel(eu=[0], au=[0]))
 
@@ -464,6 +489,9 @@ BAD_STORES = {
     "deleted-chunks": (make_deleted_chunks, [], ["deletedchunks.zarr", "`probs`", "truncated"]),
     "damaged-chunk": (make_damaged_chunk, [], ["damaged.zarr", "probs/c/2/0/0/0/0/0", "damaged"]),
     "eu-au-1": (make_deterministic, [], ["deterministic.zarr", "eu = au = 1"]),
+    "v2-unknown-dtype": (make_v2_unknown_dtype, [], ["v2dtype.zarr", "`labels`", "'<q9'"]),
+    "calibration-only": (make_calibration_only, [], ["calibrationonly.zarr", "nothing to score", "'calibration'"]),
+    "domain-look-alike": (make_domain_look_alike, [], ["lookalike.zarr", "U+200B ZERO WIDTH SPACE", "looks like 'id'"]),
 }
 
 # The library's message, with the flag named first by the CLI.
