@@ -602,7 +602,19 @@ def test_unknown_preset_is_a_usage_error(good, tmp_path):
 
 
 @pytest.mark.cli
-@pytest.mark.slow  # waits out the client's 10 s connection timeout
+def test_scheduler_without_distributed_names_the_extra(good, tmp_path):
+    """The ``cluster`` extra brings dask.distributed; a core install has no other use for it."""
+    hidden = tmp_path / "hidden" / "distributed"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('distributed is not installed (test)')\n")
+    out = tmp_path / "report"
+    result = run_cli("score", str(good), "--out", str(out), "--scheduler", "tcp://127.0.0.1:1", paths=(hidden.parent,))
+    needs = "a scheduler needs dask.distributed, which is not installed: pip install 'uqeval[cluster]'"
+    assert_clean_refusal(result, [f"error: --scheduler: {needs}"])
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.cli
 def test_unreachable_scheduler_names_the_flag(good, tmp_path):
     pytest.importorskip("distributed")
     out = tmp_path / "report"
@@ -629,8 +641,9 @@ def write_big_store(folder: Path) -> Path:
 
 @pytest.mark.cli
 def test_deleted_labels_chunk_is_noted(tmp_path):
-    # A labels chunk may legitimately be absent (zarr does not store an all-ignore chunk),
-    # so the images it covers are scored without labels, and the notes count them.
+    # A labels chunk may be absent (zarr skips a chunk that holds only the fill value
+    # unless told otherwise), so the images it covers are scored without labels, and
+    # the notes count them and name them.
     store = write_big_store(tmp_path)
     (store / "labels" / "c" / "1" / "0" / "0" / "0").unlink()
     result = run_cli("score", str(store), "--out", str(tmp_path / "report"), "--no-plots", "--json")
@@ -642,6 +655,8 @@ def test_deleted_labels_chunk_is_noted(tmp_path):
         f"{n_test} test image(s) have no rater label at any pixel (all 255); they are left out of AMB, CAL and FD"
         in (document["notes"])
     )
+    absent = [note for note in document["notes"] if "have no `labels` chunk in the store" in note]
+    assert len(absent) == 1 and absent[0].startswith("16 image(s) have no `labels` chunk"), document["notes"]
 
 
 @pytest.mark.cli
