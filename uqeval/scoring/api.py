@@ -176,6 +176,7 @@ def _run(
         notes=[*source.notes, *source_plan.notes, *computed.notes],
         histograms=computed.histograms,
         histogram_domains=computed.histogram_domains,
+        calibration_sums=computed.calibration_sums,
         fallbacks={
             aggregator.name: aggregator.fallback.what for aggregator in request.aggregations if aggregator.fallback
         },
