@@ -185,7 +185,10 @@ def run(
     order = {image: position for position, image in enumerate(examples)}
     example_maps.sort(key=lambda example: order[example.position])
     indices = np.concatenate([result.indices for result in results])
-    statistics = ImageStatistics.concatenate([result.statistics for result in results]).take(np.argsort(indices))
+    statistics = ImageStatistics.concatenate([result.statistics for result in results])
+    results.clear()  # the batches' statistics, now joined
+    if (np.diff(indices) < 0).any():
+        statistics = statistics.take(np.argsort(indices))
     pooled_histograms = None
     if histogram_domains and fitted.platt:
         pooled_histograms = {

@@ -311,7 +311,10 @@ def _strings(
 ) -> np.ndarray:
     if values is None:
         return np.full(n_images, default, dtype=object)
-    array = np.asarray(values).astype(str).astype(object)
+    # One str object per distinct value, shared by the images that have it: 8 bytes per
+    # image rather than a string each.
+    distinct, inverse = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    array = distinct.astype(object)[inverse.reshape(np.shape(values))]
     if n_images is not None and array.shape != (n_images,):
         raise UQEvalError(f"`{name}` has shape {array.shape}; expected ({n_images},), one per image", parameter=name)
     return array
