@@ -68,6 +68,6 @@ class OrderedSums:
         AssertionError
             When some images' tables never came (a gap in the positions added).
         """
-        if self._sums and (self._waiting or self._next != self.n_images):
+        if (self._sums or self._waiting) and self._next != self.n_images:
             raise AssertionError(f"calibration tables folded up to image {self._next} of {self.n_images}")
         return self._sums
