@@ -12,6 +12,7 @@
 ``fitting``               the fitted parameters, one entry each; ``Fitted``
 ``spill``                 the fitted-on batches' maps until the fits are known
 ``engine``                the pass over the batches: fit, then score
+``pooling``               per-split sums of calibration tables, in image order
 ``tabulate``              per-image results → rows, Δ, collapse
 ========================  ===================================================
 """
