@@ -1,4 +1,4 @@
-"""Tests of the checks: :func:`value_stats`, :func:`raise_for_value_stats` and :func:`check_domain_spelling`."""
+"""Tests of the checks: :func:`value_stats` and :func:`raise_for_value_stats`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from uqeval import UQEvalError, _kernels
-from uqeval.checks import SUM_TOLERANCE, check_domain_spelling, raise_for_value_stats, value_stats
+from uqeval.checks import SUM_TOLERANCE, raise_for_value_stats, value_stats
 
 
 def _valid(n_images: int = 3, n_samples: int = 2, height: int = 3, width: int = 4, dtype=np.float32) -> np.ndarray:
@@ -188,27 +188,3 @@ def test_the_first_broken_image_is_named_whatever_its_problem():
     stats = _stats(GOOD, (0, 0.0, 1.0, 5.0), (3, 0.1, 1.0, 1.0))
     with pytest.raises(UQEvalError, match="image 'b' does not sum to 1"):
         raise_for_value_stats(stats, ["a", "b", "c"])
-
-
-# --------------------------------------------------------------------------- check_domain_spelling
-
-
-@pytest.mark.parametrize("spelt", ["ID", "Id", "iD", "id ", " id", "\tID\n"])
-def test_id_spelled_otherwise_is_refused_with_both_spellings(spelt):
-    domains = np.array(["id", spelt, "blur", spelt, spelt], dtype=object)
-    with pytest.raises(UQEvalError) as info:
-        check_domain_spelling(domains, "store.zarr")
-    assert str(info.value) == (
-        f"store.zarr: domain {spelt!r} of 3 images looks like 'id' (in-distribution) but is spelled differently; "
-        "write 'id'"
-    )
-
-
-def test_one_misspelt_image_and_no_source_name():
-    with pytest.raises(UQEvalError, match=r"^domain 'ID' of 1 image looks like 'id'"):
-        check_domain_spelling(["ID"], "")
-
-
-@pytest.mark.parametrize("domains", [["id", "blur"], ["ood-id", "idx", "i d", "IDs", "noise"], [], np.array(["id"])])
-def test_other_domains_pass(domains):
-    check_domain_spelling(domains, "store.zarr")  # raises nothing

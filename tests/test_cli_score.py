@@ -446,6 +446,31 @@ def make_damaged_chunk(good, folder):
     return store
 
 
+def make_v2_unknown_dtype(good, folder):
+    """A zarr v2 store whose ``labels`` dtype zarr cannot parse."""
+    dataset = xr.open_zarr(good, consolidated=False).load().drop_encoding()
+    target = folder / "v2dtype.zarr"
+    dataset.to_zarr(target, zarr_format=2, consolidated=False)
+    metadata = json.loads((target / "labels" / ".zarray").read_text())
+    (target / "labels" / ".zarray").write_text(json.dumps({**metadata, "dtype": "<q9"}))
+    return target
+
+
+def make_calibration_only(good, folder):
+    store = copy_of(good, folder, "calibrationonly.zarr")
+    roles = zarr.open_group(store, mode="r+")["role"]
+    roles[:] = np.full(roles.shape, "calibration", dtype=object)
+    return store
+
+
+def make_domain_look_alike(good, folder):
+    store = copy_of(good, folder, "lookalike.zarr")
+    domains = zarr.open_group(store, mode="r+")["domain"]
+    values = domains[:]
+    domains[:] = np.where(values == "id", "i\u200bd", values).astype(object)
+    return store
+
+
 def make_deterministic(good, folder):
     return rewritten(good, folder, "deterministic.zarr", lambda d: d.isel(eu=[0], au=[0]))
 
@@ -466,6 +491,9 @@ BAD_STORES = {
     "deleted-chunks": (make_deleted_chunks, [], ["deletedchunks.zarr", "`probs`", "truncated"]),
     "damaged-chunk": (make_damaged_chunk, [], ["damaged.zarr", "probs/c/2/0/0/0/0/0", "damaged"]),
     "eu-au-1": (make_deterministic, [], ["deterministic.zarr", "eu = au = 1"]),
+    "v2-unknown-dtype": (make_v2_unknown_dtype, [], ["v2dtype.zarr", "`labels`", "'<q9'"]),
+    "calibration-only": (make_calibration_only, [], ["calibrationonly.zarr", "nothing to score", "'calibration'"]),
+    "domain-look-alike": (make_domain_look_alike, [], ["lookalike.zarr", "U+200B ZERO WIDTH SPACE", "looks like 'id'"]),
 }
 
 # The library's message, with the flag named first by the CLI.
@@ -576,7 +604,19 @@ def test_unknown_preset_is_a_usage_error(good, tmp_path):
 
 
 @pytest.mark.cli
-@pytest.mark.slow  # waits out the client's 10 s connection timeout
+def test_scheduler_without_distributed_names_the_extra(good, tmp_path):
+    """The ``cluster`` extra brings dask.distributed; a core install has no other use for it."""
+    hidden = tmp_path / "hidden" / "distributed"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('distributed is not installed (test)')\n")
+    out = tmp_path / "report"
+    result = run_cli("score", str(good), "--out", str(out), "--scheduler", "tcp://127.0.0.1:1", paths=(hidden.parent,))
+    needs = "a scheduler needs dask.distributed, which is not installed: pip install 'uqeval[cluster]'"
+    assert_clean_refusal(result, [f"error: --scheduler: {needs}"])
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.cli
 def test_unreachable_scheduler_names_the_flag(good, tmp_path):
     pytest.importorskip("distributed")
     out = tmp_path / "report"
@@ -603,8 +643,9 @@ def write_big_store(folder: Path) -> Path:
 
 @pytest.mark.cli
 def test_deleted_labels_chunk_is_noted(tmp_path):
-    # A labels chunk may legitimately be absent (zarr does not store an all-ignore chunk),
-    # so the images it covers are scored without labels, and the notes count them.
+    # A labels chunk may be absent (zarr skips a chunk that holds only the fill value
+    # unless told otherwise), so the images it covers are scored without labels, and
+    # the notes count them and name them.
     store = write_big_store(tmp_path)
     (store / "labels" / "c" / "1" / "0" / "0" / "0").unlink()
     result = run_cli("score", str(store), "--out", str(tmp_path / "report"), "--no-plots", "--json")
@@ -616,6 +657,8 @@ def test_deleted_labels_chunk_is_noted(tmp_path):
         f"{n_test} test image(s) have no rater label at any pixel (all 255); they are left out of AMB, CAL and FD"
         in (document["notes"])
     )
+    absent = [note for note in document["notes"] if "have no `labels` chunk in the store" in note]
+    assert len(absent) == 1 and absent[0].startswith("16 image(s) have no `labels` chunk"), document["notes"]
 
 
 @pytest.mark.cli

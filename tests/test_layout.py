@@ -86,7 +86,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "vocabulary",
         ("names", "errors", "jsonable", "precision", "tasks", "conventions", "hookspecs", "contracts", "notes"),
     ),
-    ("store", ("_kernels", "checks", "cube", "cube.", "synth", "ownership", "owners")),
+    ("store", ("_numba_cache", "_kernels", "checks", "cube", "cube.", "synth", "ownership", "owners")),
     ("decomposition", ("decomposition",)),
     ("statistics", ("aggregation", "metrics", "metrics.", "image_statistics", "domain_means")),
     ("plugins", ("builtin_plugin", "plugins")),

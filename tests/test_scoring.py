@@ -432,7 +432,6 @@ def test_scheduler_refuses_a_dataset(store, cluster):
     assert "--" not in str(raised.value)  # the library names no CLI flag
 
 
-@pytest.mark.slow  # waits out the client's 10 s connection timeout
 def test_unreachable_scheduler_fails_with_a_clear_error(store):
     pytest.importorskip("distributed")
     started = time.monotonic()

@@ -29,6 +29,10 @@ from llvmlite import binding, ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from uqeval import _numba_cache
+
+_numba_cache.install()  # before the first @numba.njit(cache=True)
+
 #: Pixels per parallel task of the value checks (:func:`value_stats_kernel`).
 PIXEL_BLOCK = 1024
 

@@ -8,7 +8,6 @@ import numpy as np
 
 from uqeval import _kernels
 from uqeval.errors import UQEvalError
-from uqeval.names import ID_DOMAIN
 
 #: Largest accepted deviation of a sample's class sum from 1. float16 storage alone
 #: moves a sum by up to ~C·2.4e-4, and mixed-precision softmax by a little more.
@@ -28,37 +27,6 @@ def check_decomposable(n_members: int, n_samples: int, n_classes: int, where: st
         )
     if n_classes < 2:
         raise UQEvalError(f"{where}: dim `class` has size {n_classes}; at least 2 classes are needed")
-
-
-def check_domain_spelling(domains: Sequence[str] | np.ndarray, where: str) -> None:
-    """Refuse a domain that is ``id`` in all but letter case or surrounding whitespace.
-
-    ``ID``, ``Id``, ``"id "`` or ``" id"`` is almost surely meant as the in-distribution
-    domain, but it is not ``id``: scored as it is, those images would silently count as an
-    OOD shift, OOD detection would lose its ID images, and nothing would be fitted.
-
-    Parameters
-    ----------
-    domains : (image,) str
-        Each image's domain.
-    where : str
-        How the message names the source (a store's path, ``CubeWriter.append``), or
-        ``""`` for none.
-
-    Raises
-    ------
-    UQEvalError
-        Naming the misspelt domain, how many images have it, and ``'id'``.
-    """
-    values, counts = np.unique(np.asarray(domains, dtype=object).astype(str), return_counts=True)
-    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-        if value != ID_DOMAIN and value.strip().casefold() == ID_DOMAIN:
-            images = "1 image" if count == 1 else f"{count} images"
-            prefix = f"{where}: " if where else ""
-            raise UQEvalError(
-                f"{prefix}domain {value!r} of {images} looks like {ID_DOMAIN!r} (in-distribution) but is "
-                f"spelled differently; write {ID_DOMAIN!r}"
-            )
 
 
 def value_stats(values: np.ndarray) -> np.ndarray:

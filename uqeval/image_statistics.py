@@ -19,7 +19,7 @@ import numpy as np
 from uqeval.aggregation import AggregationParameters, Aggregator
 from uqeval.conventions import Conventions
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
-from uqeval.metrics.calibration import CalibrationTable, PlattFit
+from uqeval.metrics.calibration import CalibrationTable, ImageCalibration, PlattFit
 from uqeval.metrics.segmentation import SegmentationQuality
 from uqeval.names import MEASURES
 
@@ -65,8 +65,8 @@ class ImageStatistics:
     ncc : dict or None
         :class:`~uqeval.metrics.ambiguity.Correlation` per measure (None without labels).
     calibration : dict or None
-        :class:`~uqeval.metrics.calibration.CalibrationTable` per measure (None without
-        labels or Platt fits).
+        :class:`~uqeval.metrics.calibration.ImageCalibration` per measure: each
+        image's own ACE, ECE and equal-mass ACE (None without labels or Platt fits).
     segmentation : SegmentationQuality or None
     risk : (image,) float64 or None
         Failure risk, 1 − mean Dice of ``pred`` against the raters
@@ -76,6 +76,11 @@ class ImageStatistics:
         ``fallbacks[aggregation]``: (image,) bool, the images that aggregation scored
         by its fallback convention (:class:`~uqeval.aggregation.AggregationFallback`),
         for the aggregations that have one.
+    tables : dict or None
+        :class:`~uqeval.metrics.calibration.CalibrationTable` per measure, the bin
+        tables of one batch: the engine folds them into per-split sums
+        (:mod:`uqeval.scoring.pooling`) and drops them, so that they do not grow with
+        the image count. Not kept by :meth:`take` and :meth:`concatenate`.
     """
 
     means: dict[str, np.ndarray]
@@ -85,6 +90,7 @@ class ImageStatistics:
     segmentation: SegmentationQuality | None = None
     risk: np.ndarray | None = None
     fallbacks: dict[str, np.ndarray] = field(default_factory=dict)
+    tables: dict[str, CalibrationTable] | None = field(default=None, repr=False)
 
     @property
     def n_images(self) -> int:
@@ -142,7 +148,7 @@ class ImageStatistics:
         calibration = None
         if first.calibration is not None:
             calibration = {
-                measure: CalibrationTable.concatenate([part.calibration[measure] for part in parts])
+                measure: ImageCalibration.concatenate([part.calibration[measure] for part in parts])
                 for measure in first.calibration
             }
         segmentation = None
@@ -213,11 +219,11 @@ def image_statistics(
                 threshold=(thresholds or {}).get(measure) if aggregator.fitted else None,
             )
             scores[aggregator.name][measure] = aggregator(maps[measure], maps["pred"], parameters)
-    correlations = calibration = None
+    correlations = calibration = tables = None
     if raters is not None:
         correlations = {measure: ncc(raters.variance, maps[measure], raters.valid) for measure in MEASURES}
         if platt:
-            calibration = {
+            tables = {
                 measure: CalibrationTable.from_maps(
                     maps[measure],
                     raters.agree,
@@ -229,4 +235,5 @@ def image_statistics(
                 )
                 for measure in MEASURES
             }
-    return ImageStatistics(means, scores, correlations, calibration, fallbacks=fallbacks)
+            calibration = {measure: ImageCalibration.of(table) for measure, table in tables.items()}
+    return ImageStatistics(means, scores, correlations, calibration, fallbacks=fallbacks, tables=tables)

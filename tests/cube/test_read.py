@@ -3,6 +3,7 @@ and name what is wrong with a bad one."""
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -341,6 +342,19 @@ def test_zarr_v2_store_is_read_and_scored(tmp_path):
     assert cube.image.values.tolist() == [f"img-{i}" for i in range(8)]
     scores = uqeval.score(path, tasks=["oodd"])
     assert scores.n_images == {"id": 2, "blur": 2}
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("labels", "<q9"), ("probs", "bogus"), ("domain", "|Z7")])
+def test_zarr_v2_dtype_zarr_cannot_parse_is_named(tmp_path, name, dtype):
+    path = tmp_path / "v2.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fixed-width unicode image ids
+        hand_dataset().to_zarr(path, zarr_format=2, consolidated=False)
+    metadata = json.loads((path / name / ".zarray").read_text())
+    (path / name / ".zarray").write_text(json.dumps({**metadata, "dtype": dtype}))
+    message = assert_raises(f"variable `{name}` cannot be opened", open_cube, path)
+    assert message.startswith(f"{path}: variable `{name}` cannot be opened: its metadata is damaged")
+    assert repr(dtype) in message
 
 
 def test_not_a_store_message_names_both_zarr_formats(tmp_path):

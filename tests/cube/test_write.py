@@ -23,7 +23,7 @@ from cube_stores import (
 )
 
 import uqeval
-from uqeval import CubeWriter, open_cube, validate_cube
+from uqeval import CubeWriter, UQEvalError, open_cube, validate_cube
 
 # Hand-built stores use fixed-width unicode, which zarr flags as having no v3 spec yet.
 pytestmark = pytest.mark.filterwarnings("ignore:The data type .* does not have a Zarr V3 specification")
@@ -477,16 +477,36 @@ def test_writer_bad_role_and_domain(writer):
     assert writer.n_images == 0
 
 
-@pytest.mark.parametrize("domain", ["ID", "Id", "id ", " id", ["blur", "ID"]])
+@pytest.mark.parametrize(
+    "domain", ["ID", "Id", "id ", " id", ["blur", "ID"], "i\u200bd", "\uff49\uff44", "\u0456d", ["blur", "\u0456d"]]
+)
 def test_writer_refuses_id_spelled_otherwise(writer, domain):
     probs, labels = make_probs(2), make_labels(2, 1)
-    spelt = domain if isinstance(domain, str) else "ID"
+    spelt = domain if isinstance(domain, str) else domain[1]
     message = assert_raises("looks like 'id'", writer.append, probs, labels=labels, domain=domain)
-    assert message.startswith(f"CubeWriter.append: domain {spelt!r} of ")
+    assert message.startswith(f"CubeWriter.append: domain {spelt!r}")
     assert message.endswith("write 'id'")
     assert writer.n_images == 0
     writer.append(probs, labels=labels, domain="id")  # the same batch, spelled right
     assert writer.n_images == 2
+
+
+@pytest.mark.parametrize("domain", ["ood", "all", ["blur", "ood"], "OOD", "\u0430ll"])
+def test_writer_refuses_the_names_scoring_reserves(writer, domain):
+    """``uqeval score`` refuses these, so the writer does, before hours of prediction."""
+    probs, labels = make_probs(2), make_labels(2, 1)
+    message = assert_raises("the split of ", writer.append, probs, labels=labels, domain=domain)
+    assert message.startswith("CubeWriter.append: domain ")
+    assert message.endswith("name the OOD shift otherwise")
+    assert writer.n_images == 0
+
+
+def test_domains_declared_up_front_are_checked_by_the_same_rule():
+    CubeWriter.check_domains(["id", "blur", "noise"])  # raises nothing
+    with pytest.raises(UQEvalError, match=r"^dataset 'x': domain 'ood' of 1 image is a reserved name"):
+        CubeWriter.check_domains(["id", "ood"], "dataset 'x'")
+    with pytest.raises(UQEvalError, match=r"^CubeWriter: domain '\uff49\uff44' \(U\+FF49 "):
+        CubeWriter.check_domains(["\uff49\uff44"])
 
 
 def test_writer_refuses_what_numpy_cannot_read_as_an_array(writer):

@@ -148,6 +148,16 @@ def test_more_members_than_trained_is_refused(runs, tmp_path):
     assert not (tmp_path / "cube.zarr").exists()
 
 
+def test_a_domain_the_writer_would_refuse_stops_prediction_before_any_image(runs, tmp_path, monkeypatch):
+    from uqeval_torch.data.synthetic import SyntheticDataset
+
+    monkeypatch.setattr(SyntheticDataset, "domains", ("id", "blur", "ood"))
+    monkeypatch.setattr(writing_module, "draw_members", lambda *args, **kwargs: pytest.fail("an image was predicted"))
+    with pytest.raises(UQEvalError, match=r"^dataset 'synthetic': domain 'ood' of 1 image is a reserved name"):
+        predict(runs / "ssn-none", tmp_path / "cube.zarr", samples=2, device="cpu")
+    assert not (tmp_path / "cube.zarr").exists()
+
+
 def test_another_dataset_configuration_can_be_predicted(runs, tmp_path):
     summary = predict(
         runs / "ssn-none",

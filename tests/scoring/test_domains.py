@@ -127,6 +127,33 @@ def test_no_id_warning_names_only_the_requested_tasks_it_skips(tmp_path, tasks, 
     assert {row["task"] for row in scores.results} == set(tasks) - {"oodd"}
 
 
+# --------------------------------------------------------------------------- nothing to score
+
+
+def test_a_store_of_calibration_images_only_is_refused(tmp_path):
+    path = write_store(tmp_path / "calibration.zarr", ["id"] * 6 + ["blur"] * 2, roles=["calibration"] * 8)
+    with pytest.raises(UQEvalError) as info:
+        score(path)
+    assert str(info.value) == (
+        f"{path}: nothing to score: all 8 images have role 'calibration'; the images to score need role 'test'"
+    )
+    maps = decompose(np.asarray(open_cube(path)["probs"].values))
+    with pytest.raises(UQEvalError, match=r"^evaluate: nothing to score: all 8 images have role 'calibration'"):
+        evaluate(maps, ["id"] * 8, ["calibration"] * 8)
+
+
+@pytest.mark.cli
+def test_cli_refuses_a_store_of_calibration_images_only_with_one_line(tmp_path):
+    path = write_store(tmp_path / "calibration.zarr", ["id"] * 4, roles=["calibration"] * 4)
+    result = run_cli("score", str(path), "--out", str(tmp_path / "out"), "--no-plots")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    assert "nothing to score: all 4 images have role 'calibration'" in output
+    assert str(path.name) in output
+    assert not (tmp_path / "out" / "scores.json").exists()
+
+
 # --------------------------------------------------------------------------- input images
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import zarr
 import zarr.codecs
 
-from uqeval import CubeWriter, UQEvalError
+from uqeval import CubeWriter, UQEvalError, score
 from uqeval.scoring.chunk_files import READS, ArrayReads, open_chunk_files
-from uqeval.scoring.store_reader import StoreArrays, StoreReader, read_store
+from uqeval.scoring.store_reader import StoreArrays, StoreReader, images_without_chunks, read_store
 
 
 def write_store(path, *, n_images=11, chunk_images=3, compressor="default", dtype="float16", raters=2, seed=0):
@@ -192,3 +193,43 @@ def test_a_damaged_chunk_read_through_zarr_is_named(tmp_path):
     (path / "probs" / "c" / "1" / "0").write_bytes(b"not zstd at all")
     with pytest.raises(UQEvalError, match=r"^probs: images 0 to 3 cannot be read \("):
         StoreArrays(str(path)).read("probs", np.arange(4))
+
+
+# --------------------------------------------------------------------------- absent chunks
+
+
+def test_the_images_of_absent_chunks_are_found(tmp_path):
+    path = tmp_path / "cube.zarr"
+    write_store(path, n_images=11, chunk_images=3)  # labels: chunks of 16 images
+    assert images_without_chunks(str(path), "labels").tolist() == []
+    assert images_without_chunks(str(path), "probs").tolist() == []
+    for number in (1, 3):  # images 3-5 and 9-10 (the last chunk is short)
+        (path / "probs" / "c" / str(number) / "0" / "0" / "0" / "0" / "0").unlink()
+    assert images_without_chunks(str(path), "probs").tolist() == [3, 4, 5, 9, 10]
+
+
+def test_the_writer_writes_a_labels_chunk_that_is_all_ignored(tmp_path):
+    """zarr skips chunks that hold only the fill value; the writer must not, or an
+    unlabelled chunk could not be told from a deleted one."""
+    path = tmp_path / "cube.zarr"
+    probs = np.random.default_rng(0).dirichlet([1.0, 1.0], size=(40, 1, 2, 3, 3)).transpose(0, 1, 2, 5, 3, 4)
+    labels = np.full((40, 1, 3, 3), 255, dtype=np.uint8)
+    with CubeWriter(path, n_classes=2, eu=1, au=2, height=3, width=3, raters=1, chunk_images=16) as writer:
+        writer.append(probs, labels=labels)
+    assert sorted(folder.name for folder in (path / "labels" / "c").iterdir()) == ["0", "1", "2"]
+    assert images_without_chunks(str(path), "labels").tolist() == []
+
+
+def test_a_missing_labels_chunk_is_noted_with_the_images_named(tmp_path):
+    path = tmp_path / "cube.zarr"
+    write_store(path, n_images=40, chunk_images=4)  # labels: chunks of 16 images, ids i0 … i39
+    shutil.rmtree(path / "labels" / "c" / "1")  # images 16-31
+    notes = [note for note in score(path).notes if note.kind == "labels-absent"]
+    assert [str(note) for note in notes] == [
+        "16 image(s) have no `labels` chunk in the store, so every label of theirs reads as the fill value 255 "
+        "(ignored): 'i16', 'i17', 'i18', 'i19', 'i20' and 11 more. If these images were labelled, chunk files of "
+        "`labels` are missing"
+    ]
+    assert notes[0].count == 16
+    write_store(tmp_path / "intact.zarr", n_images=40, chunk_images=4)
+    assert not [note for note in score(tmp_path / "intact.zarr").notes if note.kind == "labels-absent"]

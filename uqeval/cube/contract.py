@@ -13,13 +13,15 @@ its variables here.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from uqeval.names import IGNORE_LABEL, ROLES, TEST
+from uqeval.errors import UQEvalError
+from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, POOLED_OOD, ROLES, TEST
 
 #: The value of the required group attribute ``schema`` this contract describes.
 SCHEMA = 1
@@ -154,6 +156,112 @@ DOMAIN = StringVariable("domain", default=None)
 ROLE = StringVariable("role", default=TEST, allowed=ROLES)
 #: The per-image string variables, in the order they are checked.
 STRINGS = (DOMAIN, ROLE)
+
+#: Names of report splits that pool several domains; no image's domain may take one.
+RESERVED_DOMAINS = {
+    POOLED_OOD: "the split of all OOD domains pooled",
+    ALL_TEST: "the split of every test image (ID and OOD)",
+}
+#: Letters of other scripts that look like the Latin letters of ``id``, ``ood`` and ``all``
+#: (after case folding), from Unicode's confusables: Cyrillic, Greek, Armenian, IPA.
+_HOMOGLYPHS = str.maketrans(
+    {
+        "\u0456": "i",  # CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I
+        "\u0131": "i",  # LATIN SMALL LETTER DOTLESS I
+        "\u03b9": "i",  # GREEK SMALL LETTER IOTA
+        "\u0269": "i",  # LATIN SMALL LETTER IOTA
+        "\u0501": "d",  # CYRILLIC SMALL LETTER KOMI DE
+        "\u043e": "o",  # CYRILLIC SMALL LETTER O
+        "\u03bf": "o",  # GREEK SMALL LETTER OMICRON
+        "\u0585": "o",  # ARMENIAN SMALL LETTER OH
+        "\u0430": "a",  # CYRILLIC SMALL LETTER A
+        "\u0251": "a",  # LATIN SMALL LETTER ALPHA
+        "\u04cf": "l",  # CYRILLIC SMALL LETTER PALOCHKA
+        "\u01c0": "l",  # LATIN LETTER DENTAL CLICK
+    }
+)
+#: Unicode categories dropped before names are compared: format characters (zero-width
+#: space and joiners, soft hyphen, bidi marks), control characters and combining marks.
+_INVISIBLE = ("Cf", "Cc", "Mn", "Me")
+
+
+def domain_key(domain: str) -> str:
+    r"""What ``domain`` reads as to a person: the key that two look-alike names share.
+
+    NFKC folds compatibility forms (fullwidth ``ｉｄ``, mathematical ``𝐢𝐝``, ligatures)
+    into plain letters; format and control characters and combining marks are dropped
+    (``i\u200bd``, ``i\u0307d``); case is folded (``ID``); homoglyphs of other scripts
+    become the Latin letters they imitate (Cyrillic ``іd``); surrounding whitespace goes.
+    Spaces inside a name are kept: ``i d`` is a name of its own.
+    """
+    text = unicodedata.normalize("NFKC", domain).casefold()
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(char for char in text if unicodedata.category(char) not in _INVISIBLE)
+    return text.translate(_HOMOGLYPHS).strip()
+
+
+def spelled_out(value: str) -> str:
+    """``repr(value)``, followed by the code point and name of each character that is not
+    ASCII, so that a look-alike shows how it differs: ``'іd' (U+0456 CYRILLIC SMALL LETTER
+    BYELORUSSIAN-UKRAINIAN I)``. ``repr`` already shows ASCII control characters escaped."""
+    unusual = dict.fromkeys(char for char in value if not char.isascii())
+    if not unusual:
+        return repr(value)
+    names = ", ".join(f"U+{ord(char):04X} {unicodedata.name(char, 'a control character')}" for char in unusual)
+    return f"{value!r} ({names})"
+
+
+def check_domains(domains: Sequence[str] | np.ndarray, where: str) -> None:
+    r"""Refuse a domain a scorer would misread: a reserved name or a look-alike.
+
+    The rule the writer applies when images are appended and the reader when a store is
+    opened. A domain is refused when
+
+    - it is ``ood`` or ``all``, the names of report splits that pool several domains
+      (:data:`RESERVED_DOMAINS`);
+    - it reads as ``id``, ``ood`` or ``all`` (the same :func:`domain_key`) without being
+      spelled so: ``ID``, ``" id"``, ``i\u200bd`` (zero-width space), fullwidth ``ｉｄ``,
+      Cyrillic ``іd``. Scored as written, images in a look-alike of ``id`` would silently
+      count as an OOD shift, OOD detection would lose its ID images and nothing would be
+      fitted.
+
+    Parameters
+    ----------
+    domains : (image,) str
+        Each image's domain.
+    where : str
+        How the message names the source (a store's path, ``CubeWriter.append``), or
+        ``""`` for none.
+
+    Raises
+    ------
+    UQEvalError
+        Naming the domain (with the code points of its unusual characters), how many
+        images have it, and what it is taken for.
+    """
+    values, counts = np.unique(np.asarray(domains, dtype=object).astype(str), return_counts=True)
+    prefix = f"{where}: " if where else ""
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        if value == ID_DOMAIN:
+            continue
+        images = "1 image" if count == 1 else f"{count} images"
+        key = domain_key(value)
+        if value in RESERVED_DOMAINS:
+            raise UQEvalError(
+                f"{prefix}domain {value!r} of {images} is a reserved name: {value!r} is {RESERVED_DOMAINS[value]} "
+                "in the report; name the OOD shift otherwise"
+            )
+        if key == ID_DOMAIN:
+            raise UQEvalError(
+                f"{prefix}domain {spelled_out(value)} of {images} looks like {ID_DOMAIN!r} (in-distribution) but "
+                f"is spelled differently; write {ID_DOMAIN!r}"
+            )
+        if key in RESERVED_DOMAINS:
+            raise UQEvalError(
+                f"{prefix}domain {spelled_out(value)} of {images} looks like {key!r}, {RESERVED_DOMAINS[key]} "
+                "in the report; name the OOD shift otherwise"
+            )
+
 
 #: Group attributes beside ``schema`` (required), all optional; the writer records each.
 #: ``class_names`` has one name per class (default :func:`default_class_names`),

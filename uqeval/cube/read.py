@@ -18,7 +18,6 @@ import zarr.errors
 
 from uqeval.checks import (
     check_decomposable,
-    check_domain_spelling,
     image_name,
     raise_for_value_stats,
     value_stats,
@@ -39,6 +38,7 @@ from uqeval.cube.contract import (
     Variable,
     WriteProgress,
     are_class_names,
+    check_domains,
     first_invalid_label,
     is_class_index,
     pixel_text,
@@ -93,6 +93,7 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
             ) from None
         raise UQEvalError(f"{path}: not a zarr store ({error.__class__.__name__}: {error})") from None
     _check_complete(str(path), dict(group.attrs))
+    _check_members_open(path, group)
     _check_chunks_written(path, group)
     _check_shared_sizes(path, group)
     try:
@@ -131,7 +132,7 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
     for spec in STRINGS:
         dataset = dataset.assign({spec.name: _string_variable(dataset, spec, where)})
         if spec.name == "domain":
-            check_domain_spelling(dataset[spec.name].values, where)
+            check_domains(dataset[spec.name].values, where)
 
     for spec in EXTRAS:
         if spec.name in dataset:
@@ -224,6 +225,34 @@ def _check_complete(where: str, attrs: dict[str, Any]) -> None:
             "complete image(s) and close() was never reached; continue it with "
             "CubeWriter(path, ..., resume=True)"
         )
+
+
+def _check_members_open(path: Path, group: zarr.Group) -> None:
+    """Refuse a store with a variable whose metadata zarr cannot parse (a dtype it does not
+    know, a broken ``.zarray``), naming the variable.
+
+    zarr parses a member's metadata whenever the group lists its members; each folder of
+    the store is opened on its own first, so that the message names the one at fault.
+    """
+    for folder in sorted(path.iterdir()) if path.is_dir() else []:
+        if folder.is_dir() and not folder.name.startswith("."):
+            _opened_member(path, group, folder.name)
+    try:
+        dict(group.members())
+    except Exception as error:  # zarr raises many kinds for metadata it cannot parse
+        raise UQEvalError(f"{path}: a variable's metadata cannot be read ({type(error).__name__}: {error})") from None
+
+
+def _opened_member(path: Path, group: zarr.Group, name: str) -> None:
+    try:
+        group[name]
+    except KeyError:
+        pass  # a folder that is no member (zarr v3 metadata lists none there)
+    except Exception as error:  # a dtype zarr cannot parse raises ValueError, others TypeError, …
+        raise UQEvalError(
+            f"{path}: variable `{name}` cannot be opened: its metadata is damaged or of a kind this zarr does not "
+            f"read ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _check_chunks_written(path: Path, group: zarr.Group) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 import zarr.codecs
 
-from uqeval.checks import check_decomposable, check_domain_spelling, raise_for_value_stats, value_stats
+from uqeval.checks import check_decomposable, raise_for_value_stats, value_stats
 from uqeval.cube.contract import (
     ATTRIBUTES,
     DOMAIN,
@@ -35,6 +35,7 @@ from uqeval.cube.contract import (
     Variable,
     WriteProgress,
     are_class_names,
+    check_domains,
     default_class_names,
     first_invalid_label,
     is_class_index,
@@ -209,6 +210,22 @@ class CubeWriter:
             return None
         return WriteProgress.recorded(dict(zarr.open_group(path, mode="r").attrs))
 
+    @staticmethod
+    def check_domains(domains: Sequence[str], where: str = "CubeWriter") -> None:
+        """Refuse the domains that :meth:`append` would refuse, before any image is made.
+
+        For a caller that knows its domains up front (a dataset's list of domains), so
+        that a reserved name (``ood``, ``all``) or a look-alike of ``id`` stops it before
+        hours of prediction rather than at the first image of that domain. The rule is
+        :func:`uqeval.cube.contract.check_domains` (docs/cube.md).
+
+        Raises
+        ------
+        UQEvalError
+            Naming the domain and what it is taken for, prefixed with ``where``.
+        """
+        check_domains(domains, where)
+
     @property
     def n_images(self) -> int:
         """Images accepted so far (written or buffered), including those of earlier runs."""
@@ -234,7 +251,9 @@ class CubeWriter:
         labels : (image, rater, y, x) integers, classes or 255 (required when the
             writer has ``raters``); one image's (rater, y, x) with one image's ``probs``.
         domain, role : one string for the batch or one per image. ``domain`` is
-            ``"id"`` for in-distribution images (``"ID"`` or ``" id"`` are refused).
+            ``"id"`` for in-distribution images; the reserved ``"ood"`` and ``"all"``
+            and look-alikes of ``"id"``, ``"ood"`` and ``"all"`` (``"ID"``, ``" id"``,
+            ``id`` with a zero-width space, fullwidth or Cyrillic letters) are refused (docs/cube.md).
         image_ids : strings or integers, unique in the store; default the running
             image number. One image's id may be given on its own.
         logits : instead of ``probs`` for a writer with ``variable="logits"``.
@@ -249,7 +268,7 @@ class CubeWriter:
         labels_array = self._take_labels(labels, ids, single)
         input_array = self._take_input(input, n, single)
         domains = _per_image("domain", domain, n)
-        check_domain_spelling(domains, "CubeWriter.append")
+        check_domains(domains, "CubeWriter.append")
         roles = _per_image("role", role, n)
         bad_roles = [value for value in roles if value not in ROLE.allowed]
         if bad_roles:
@@ -393,7 +412,10 @@ class CubeWriter:
             array.resize((stop, *array.shape[1:]))
         for name, data in batch.items():
             if isinstance(data, np.ndarray):
-                self._group[name][start:stop] = data[:n_take]
+                # Every chunk is written, even one that holds only the fill value (labels
+                # that are all 255), so that an absent chunk always means a missing file.
+                array = self._group[name].with_config({"write_empty_chunks": True})
+                array[start:stop] = data[:n_take]
             else:
                 dtype = np.int64 if name == IMAGE_DIM and self._id_kind == "int" else object
                 self._group[name][start:stop] = np.asarray(data[:n_take], dtype=dtype)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from uqeval import _numba_cache
+
+_numba_cache.install()  # before the first @numba.njit(cache=True)
+
 #: Mantissa bits kept by the Platt key: values within a relative 2**-12 share a key.
 PLATT_MANTISSA_BITS = 12
 _SHIFT = 23 - PLATT_MANTISSA_BITS

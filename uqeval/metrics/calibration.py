@@ -305,16 +305,59 @@ def ece(bins: np.ndarray) -> float:
 
 
 def _per_image(table: CalibrationTable, images: np.ndarray | None, weighted: bool) -> float:
-    chosen = table.table if images is None else table.table[images]
-    count, gap, used = _errors(chosen)
-    has_pixels = used.any(axis=1)
-    if not has_pixels.any():
-        return float("nan")
-    gap = np.where(used, gap, 0)[has_pixels]
-    if weighted:
-        count = count[has_pixels]
-        return float(((count * gap).sum(axis=1) / count.sum(axis=1)).mean())
-    return float((gap.sum(axis=1) / used[has_pixels].sum(axis=1)).mean())
+    return ImageCalibration.of(table).mean("ece" if weighted else "ace", images)
+
+
+@dataclass(frozen=True)
+class ImageCalibration:
+    """Each image's own calibration errors: what the per-image scope needs of a
+    :class:`CalibrationTable`, three numbers per image instead of its bins × 3.
+
+    Attributes
+    ----------
+    ace, ece : (image,) float64
+        The image's :func:`ace` and :func:`ece` over its own bins; NaN for an image
+        without a scored pixel.
+    equal_mass : (image,) float64 or None
+        Its equal-mass ACE (:attr:`CalibrationTable.equal_mass`), when computed.
+    """
+
+    ace: np.ndarray
+    ece: np.ndarray
+    equal_mass: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, table: CalibrationTable) -> ImageCalibration:
+        """The errors of each image of ``table``."""
+        count, gap, used = _errors(table.table)
+        gap = np.where(used, gap, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            image_ace = gap.sum(axis=1) / used.sum(axis=1)
+            image_ece = (count * gap).sum(axis=1) / count.sum(axis=1)
+        has_pixels = used.any(axis=1)
+        return cls(np.where(has_pixels, image_ace, np.nan), np.where(has_pixels, image_ece, np.nan), table.equal_mass)
+
+    def take(self, images: np.ndarray) -> ImageCalibration:
+        """The errors of some images (boolean mask or indices), in that order."""
+        return ImageCalibration(
+            self.ace[images], self.ece[images], None if self.equal_mass is None else self.equal_mass[images]
+        )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[ImageCalibration]) -> ImageCalibration:
+        """The errors of consecutive batches of images, joined."""
+        equal_mass = None
+        if parts[0].equal_mass is not None:
+            equal_mass = np.concatenate([part.equal_mass for part in parts])
+        ace_values = np.concatenate([part.ace for part in parts])
+        return cls(ace_values, np.concatenate([part.ece for part in parts]), equal_mass)
+
+    def mean(self, name: str, images: np.ndarray | None = None) -> float:
+        """Mean over the chosen images with a scored pixel of ``ace``, ``ece`` or ``equal_mass``; NaN if none."""
+        values = getattr(self, name)
+        if values is None:
+            raise UQEvalError("calibration: the tables were made without per-image equal-mass ACE")
+        return _defined_mean(values, images)
 
 
 def equal_mass_ace(groups: np.ndarray, *, bins: int = 20) -> float:
@@ -521,7 +564,12 @@ def per_image_equal_mass_ace(table: CalibrationTable, images: np.ndarray | None 
     """Mean over images (with at least one scored pixel) of each image's own equal-mass ACE."""
     if table.equal_mass is None:
         raise UQEvalError("calibration: the tables were made without per-image equal-mass ACE")
-    values = table.equal_mass if images is None else table.equal_mass[images]
+    return _defined_mean(table.equal_mass, images)
+
+
+def _defined_mean(values: np.ndarray, images: np.ndarray | None) -> float:
+    """Mean of the chosen values that are not NaN (images with a scored pixel); NaN if none."""
+    values = values if images is None else values[images]
     values = values[~np.isnan(values)]
     return float(values.mean()) if values.size else float("nan")
 

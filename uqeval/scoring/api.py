@@ -173,9 +173,10 @@ def _run(
         aggregations=request.aggregation_names,
         primary=request.primary,
         conventions=request.conventions,
-        notes=[*source_plan.notes, *computed.notes],
+        notes=[*source.notes, *source_plan.notes, *computed.notes],
         histograms=computed.histograms,
         histogram_domains=computed.histogram_domains,
+        calibration_sums=computed.calibration_sums,
         fallbacks={
             aggregator.name: aggregator.fallback.what for aggregator in request.aggregations if aggregator.fallback
         },

@@ -11,6 +11,10 @@ from uqeval.names import ID_DOMAIN, TEST
 
 #: Decoded bytes of probabilities read per batch (whole store chunks, at least one).
 BATCH_BYTES = 64 * 2**20
+#: Images per batch at most (whole store chunks, at least one): what a batch keeps of
+#: each image besides its probabilities (maps, calibration tables, about 2 KB for
+#: tiny images) would otherwise make a batch of tiny images as large as the store.
+BATCH_IMAGES = 4096
 #: Images whose maps are kept for the report's map panel: this many ID and OOD test images.
 EXAMPLES_PER_KIND = 2
 
@@ -26,8 +30,8 @@ def plan_batches(
 
     A chunk that holds an image fitted on is a *fitting* chunk (when anything is
     fitted). Chunks of each kind are grouped, in store order, into batches of about
-    ``batch_bytes`` decoded bytes; a batch never splits a chunk, so each chunk is
-    decoded exactly once.
+    ``batch_bytes`` decoded bytes or :data:`BATCH_IMAGES` images, whichever comes
+    first; a batch never splits a chunk, so each chunk is decoded exactly once.
 
     Returns
     -------
@@ -41,7 +45,7 @@ def plan_batches(
         kind = bool(needs_fit and fitting[start:stop].any())
         pending[kind].append(np.arange(start, stop))
         sizes[kind] += stop - start
-        if sizes[kind] * bytes_per_image >= batch_bytes:
+        if sizes[kind] * bytes_per_image >= batch_bytes or sizes[kind] >= BATCH_IMAGES:
             groups[kind].append(np.concatenate(pending[kind]))
             pending[kind], sizes[kind] = [], 0
     for kind in (True, False):
@@ -51,7 +55,8 @@ def plan_batches(
 
 
 def batch_ranges(chunk_sizes: Sequence[int], bytes_per_image: int, batch_bytes: int) -> list[tuple[int, int]]:
-    """Consecutive chunks grouped into ``[start, stop)`` ranges of about ``batch_bytes`` decoded bytes."""
+    """Consecutive chunks grouped into ``[start, stop)`` ranges of about ``batch_bytes`` decoded bytes
+    (at most :data:`BATCH_IMAGES` images)."""
     _, batches = plan_batches(chunk_sizes, bytes_per_image, batch_bytes, np.zeros(sum(chunk_sizes), bool), False)
     return [(int(batch[0]), int(batch[-1]) + 1) for batch in batches]
 

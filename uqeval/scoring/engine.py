@@ -15,9 +15,10 @@ before an image can be scored, so the runner is called twice:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,10 +33,12 @@ from uqeval.notes import Note
 from uqeval.scoring.batch import BatchOptions, DecomposedBatch, ScoredBatch, decomposed_batch, reduce_batch, score_batch
 from uqeval.scoring.batches import BATCH_BYTES, example_images, plan_batches
 from uqeval.scoring.fitting import FitSetup, Fitted, fit
+from uqeval.scoring.pooling import OrderedSums
 from uqeval.scoring.prepare import Plan, Request
 from uqeval.scoring.runners import DistributedRunner, LocalRunner
 from uqeval.scoring.sources import Source
 from uqeval.scoring.spill import Spill
+from uqeval.scoring.tabulate import split_masks
 
 #: ``progress(phase, done, total)``: phase ``"score"`` counts images through the source,
 #: ``"calibrate"`` images through the second look at the spilled batches.
@@ -45,7 +48,11 @@ Batch = TypeVar("Batch", DecomposedBatch, ScoredBatch)
 
 @dataclass
 class EngineResult:
-    """What the engine computed: per-image statistics of every image, in source order."""
+    """What the engine computed: per-image statistics of every image, in source order.
+
+    ``calibration_sums[measure][split]`` is the (bins, 3) sum of the calibration tables
+    of the split's images (:mod:`uqeval.scoring.pooling`); empty without Platt fits.
+    """
 
     statistics: ImageStatistics
     fitted: Fitted
@@ -53,6 +60,7 @@ class EngineResult:
     notes: list[Note]
     histograms: dict[str, ConfidenceHistogram] | None = None
     histogram_domains: tuple[str, ...] = ()
+    calibration_sums: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def run(
@@ -123,12 +131,26 @@ def run(
         runner = LocalRunner(source.reader())
     common = {"ids": source.ids, "options": options, "examples": examples}
     results: list[ScoredBatch] = []
+    calibration_sums = OrderedSums(split_masks(source.domains, test), source.n_images)
+
+    histograms: dict[str, ConfidenceHistogram] = {}
+
+    def kept(result: ScoredBatch) -> ScoredBatch:
+        """The batch's result less what grows with its pixels: its calibration tables and
+        histogram cells, folded into the per-split sums and the histograms first."""
+        for measure, cells in (result.histograms or {}).items():
+            histograms.setdefault(measure, ConfidenceHistogram(len(histogram_domains))).add_sparse(cells)
+        if result.statistics.tables is not None:
+            tables = {name: table.table for name, table in result.statistics.tables.items()}
+            calibration_sums.add(result.indices, tables)
+        return replace(result, statistics=replace(result.statistics, tables=None), histograms=None)
+
     with Spill(scratch, in_memory=source.in_memory) as spill, runner:
         # Phase 1, fit: read the batches that hold the images fitted on, spill their
         # maps, and fit every wanted quantity on them.
         decomposed: list[DecomposedBatch] = []
         reading = functools.partial(decomposed_batch, fit=setup, **common)
-        for batch in _named(runner.run(reading, fitting_batches), source.where):
+        for batch in _named(runner.run(reading, fitting_batches), source):
             spill.write(int(batch.indices[0]), batch.maps, batch.raters)
             decomposed.append(replace(batch, maps=None, raters=None))
             report("score", batch.indices)
@@ -139,45 +161,60 @@ def run(
         # The spilled batches get their second look, scored with the fits.
         for batch in decomposed:
             maps, raters = spill.read(int(batch.indices[0]))
-            results.append(
-                score_batch(replace(batch, maps=maps, raters=raters), fitted=fitted, options=options, groups=groups)
-            )
+            spilled = replace(batch, maps=maps, raters=raters)
+            scored = score_batch(spilled, fitted=fitted, options=options, groups=groups)
+            results.append(kept(scored))
             report("calibrate", batch.indices)
         # Phase 2, score: every other batch, read and scored at once with the fits.
         scoring = functools.partial(reduce_batch, fitted=fitted, groups=groups, **common)
-        for result in _named(runner.run(scoring, other_batches), source.where):
-            results.append(result)
+        for result in _named(runner.run(scoring, other_batches), source):
+            results.append(kept(result))
             report("score", result.indices)
 
-    example_maps = [
-        replace(
-            example,
-            domain=str(source.domains[example.position]),
-            input=source.input_of(example.position),
-            labels=source.labels_of(example.position),
-        )
-        for result in results
-        for example in result.examples
-    ]
+    with _named_errors(source):
+        example_maps = [
+            replace(
+                example,
+                domain=str(source.domains[example.position]),
+                input=source.input_of(example.position),
+                labels=source.labels_of(example.position),
+            )
+            for result in results
+            for example in result.examples
+        ]
     order = {image: position for position, image in enumerate(examples)}
     example_maps.sort(key=lambda example: order[example.position])
     indices = np.concatenate([result.indices for result in results])
-    statistics = ImageStatistics.concatenate([result.statistics for result in results]).take(np.argsort(indices))
-    histograms = None
+    statistics = ImageStatistics.concatenate([result.statistics for result in results])
+    results.clear()  # the batches' statistics, now joined
+    if (np.diff(indices) < 0).any():
+        statistics = statistics.take(np.argsort(indices))
+    pooled_histograms = None
     if histogram_domains and fitted.platt:
-        histograms = {measure: ConfidenceHistogram(len(histogram_domains)) for measure in MEASURES}
-        for result in results:
-            for measure, cells in (result.histograms or {}).items():
-                histograms[measure].add_sparse(cells)
-    return EngineResult(statistics, fitted, example_maps, notes, histograms, histogram_domains)
+        pooled_histograms = {
+            measure: histograms.get(measure) or ConfidenceHistogram(len(histogram_domains)) for measure in MEASURES
+        }
+    return EngineResult(
+        statistics, fitted, example_maps, notes, pooled_histograms, histogram_domains, calibration_sums.sums()
+    )
 
 
-def _named(results: Iterator[Batch], where: str) -> Iterator[Batch]:
+def _named(results: Iterator[Batch], source: Source) -> Iterator[Batch]:
     """Prefix errors raised while reading with the source they come from."""
-    try:
+    with _named_errors(source):
         yield from results
+
+
+@contextlib.contextmanager
+def _named_errors(source: Source) -> Iterator[None]:
+    """Prefix errors raised while reading with the source they come from; a store that is
+    gone is said to be gone, whatever its absent chunks read as (NaN probabilities)."""
+    try:
+        yield
     except UQEvalError as error:
-        raise UQEvalError(f"{where}: {error}", parameter=error.parameter) from None
+        if source.store is not None and not Path(source.store).exists():
+            raise UQEvalError(f"{source.where}: the store was removed while it was scored") from None
+        raise UQEvalError(f"{source.where}: {error}", parameter=error.parameter) from None
 
 
 def _fitted_on(

@@ -18,7 +18,7 @@ from uqeval.aggregation import Aggregator
 from uqeval.conventions import Conventions
 from uqeval.conventions import preset as conventions_preset
 from uqeval.errors import UQEvalError
-from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD, ROLES, TEST
+from uqeval.names import CALIBRATION, ID_DOMAIN, ROLES, TEST
 from uqeval.notes import Note, literal
 from uqeval.plugins import plugin_manager
 from uqeval.scoring.fitting import Fitted
@@ -193,8 +193,9 @@ def plan(
     Raises
     ------
     UQEvalError
-        An unknown role, an OOD domain named ``ood`` or ``all``, or a fitted aggregation or EU
-        rescaling with no ID image to fit on.
+        An unknown role, no image of role ``test`` (nothing to score), or a fitted
+        aggregation or EU rescaling with no ID image to fit on.
+        (Domains are checked when the source is made: :func:`uqeval.cube.contract.check_domains`.)
     """
     bad_roles = sorted(set(roles) - set(ROLES))
     if bad_roles:
@@ -202,9 +203,10 @@ def plan(
     notes: list[Note] = []
     is_id = domains == ID_DOMAIN
     is_test = roles == TEST
-    for reserved in (POOLED_OOD, ALL_TEST):
-        if reserved in set(domains[~is_id]):
-            raise UQEvalError(f"an OOD domain is named {reserved!r}, the name of a split of several domains")
+    if not is_test.any():
+        # Roles are `calibration` or `test` (checked above): every image is fitted on, none scored.
+        what = f"all {len(roles)} images have role {CALIBRATION!r}" if len(roles) else "there are no images"
+        raise UQEvalError(f"nothing to score: {what}; the images to score need role {TEST!r}")
     needs_threshold = any(aggregator.fitted for aggregator in request.aggregations)
     rescale_eu = request.conventions.rescale_eu
     tasks = request.tasks

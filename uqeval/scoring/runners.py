@@ -14,6 +14,7 @@ import numpy as np
 
 from uqeval.decomposition import threading_layer
 from uqeval.errors import UQEvalError
+from uqeval.scoring.handshake import check_scheduler
 from uqeval.scoring.sources import Loaded, Reader
 from uqeval.scoring.store_reader import StoreReader
 
@@ -24,6 +25,9 @@ Result = TypeVar("Result")
 #: the work needs them, are bound into it (``functools.partial``).
 BatchWork = Callable[[Loaded, np.ndarray], Result]
 
+
+#: How to install what :class:`DistributedRunner` needs.
+CLUSTER_INSTALL = "pip install 'uqeval[cluster]'"
 
 #: Batches in flight on this machine: each is read, then computed, by one thread.
 LOCAL_WORKERS = 2
@@ -153,8 +157,13 @@ class DistributedRunner:
     """
 
     def __init__(self, scheduler: str, path: str, variable: str, has_labels: bool) -> None:
-        from distributed import Client
-
+        try:
+            from distributed import Client
+        except ImportError:
+            raise UQEvalError(
+                f"a scheduler needs dask.distributed, which is not installed: {CLUSTER_INSTALL}", parameter="scheduler"
+            ) from None
+        check_scheduler(scheduler)
         try:
             self.client = Client(scheduler, timeout="10s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as error:

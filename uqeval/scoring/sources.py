@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from uqeval.checks import check_domain_spelling
+from uqeval.cube.contract import check_domains
 from uqeval.errors import UQEvalError
-from uqeval.names import ID_DOMAIN, TEST
-from uqeval.scoring.store_reader import StoreReader, read_images, read_input
+from uqeval.names import ID_DOMAIN, IGNORE_LABEL, TEST
+from uqeval.notes import Note, literal
+from uqeval.scoring.store_reader import StoreReader, images_without_chunks, open_array, read_images, read_input
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Source:
     read_labels : callable or None
         ``read_labels(positions) -> (image, rater, y, x)``: the raters' labels at those
         positions, for a source that has them.
+    notes : tuple of Note
+        What the source itself says of its data before it is read (``labels-absent``).
     """
 
     where: str
@@ -99,6 +102,7 @@ class Source:
     eu_convention: str = "members"
     read_input: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     read_labels: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    notes: tuple[Note, ...] = ()
 
     @property
     def n_images(self) -> int:
@@ -131,12 +135,14 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
     has_labels = "labels" in dataset
     variable = dataset.attrs.get("source_variable", "probs")
     input_reader = labels_reader = None
+    notes: tuple[Note, ...] = ()
     if path is not None:
         store = str(path.resolve())
         if "input" in dataset:
             input_reader = functools.partial(read_input, str(path))
         if has_labels:
             labels_reader = functools.partial(read_images, str(path), "labels")
+            notes = _absent_labels_notes(str(path), dataset["image"].values)
 
         def reader() -> Reader:
             read = StoreReader(str(path), variable, has_labels)
@@ -183,7 +189,35 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         eu_convention="members" if probs.sizes["eu"] > 1 else "samples-as-members",
         read_input=input_reader,
         read_labels=labels_reader,
+        notes=notes,
     )
+
+
+#: How many image ids a note names before it counts the rest.
+NAMED_IMAGES = 5
+
+
+def _absent_labels_notes(path: str, ids: np.ndarray) -> tuple[Note, ...]:
+    """A ``labels-absent`` note when chunks of the store's ``labels`` are missing.
+
+    zarr reads a missing chunk as the array's fill value, so the images in it read as
+    unlabelled (255, ignored) without a word: a deleted chunk file, or a store whose
+    writer skipped chunks that held nothing but the fill value.
+    """
+    positions = images_without_chunks(path, "labels")
+    if not len(positions):
+        return ()
+    fill = open_array(path, "labels").fill_value
+    reads_as = "ignored" if fill == IGNORE_LABEL else "class " + str(fill)
+    named = ", ".join(repr(item) for item in ids[positions[:NAMED_IMAGES]].tolist())
+    if len(positions) > NAMED_IMAGES:
+        named += f" and {len(positions) - NAMED_IMAGES} more"
+    text = (
+        "{count} image(s) have no `labels` chunk in the store, so every label of theirs reads as the fill value "
+        + literal(f"{fill} ({reads_as}): {named}")
+        + ". If these images were labelled, chunk files of `labels` are missing"
+    )
+    return (Note("labels-absent", text, count=len(positions)),)
 
 
 def maps_source(
@@ -241,7 +275,7 @@ def maps_source(
 
     domains = _strings(domain, n_images, ID_DOMAIN, "domain")
     try:
-        check_domain_spelling(domains, "")
+        check_domains(domains, "")
     except UQEvalError as error:
         raise UQEvalError(f"`domain`: {error}", parameter="domain") from None
 
@@ -277,7 +311,10 @@ def _strings(
 ) -> np.ndarray:
     if values is None:
         return np.full(n_images, default, dtype=object)
-    array = np.asarray(values).astype(str).astype(object)
+    # One str object per distinct value, shared by the images that have it: 8 bytes per
+    # image rather than a string each.
+    distinct, inverse = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    array = distinct.astype(object)[inverse.reshape(np.shape(values))]
     if n_images is not None and array.shape != (n_images,):
         raise UQEvalError(f"`{name}` has shape {array.shape}; expected ({n_images},), one per image", parameter=name)
     return array

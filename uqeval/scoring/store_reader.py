@@ -8,9 +8,12 @@ files straight into the buffer when the array's layout allows
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 import zarr
+import zarr.abc.store
+import zarr.core.sync
 from zarr.core.buffer import default_buffer_prototype
 
 from uqeval.cube import softmax_array
@@ -23,6 +26,62 @@ from uqeval.scoring.chunk_files import READS, ChunkFiles, open_chunk_files
 def open_group(path: str) -> zarr.Group:
     """The store's root group, opened once per process and path."""
     return zarr.open_group(path, mode="r")
+
+
+def open_array(path: str, name: str) -> zarr.Array:
+    """The array ``name`` of the store at ``path``.
+
+    Raises
+    ------
+    UQEvalError
+        When the array is gone: the store was removed or replaced after it was opened.
+    """
+    try:
+        return open_group(path)[name]
+    except (KeyError, FileNotFoundError) as error:
+        raise UQEvalError(
+            f"`{name}` cannot be opened any more ({type(error).__name__}: {error}): the store was removed or "
+            "replaced while it was read"
+        ) from None
+
+
+def images_without_chunks(path: str, name: str) -> np.ndarray:
+    """Positions along ``image`` whose chunk (or shard) of array ``name`` the store lacks.
+
+    zarr reads an absent chunk as the array's fill value without a word, so that a
+    deleted chunk file of ``labels`` would read as unlabelled images. One listing of the
+    array's folder answers for every chunk.
+
+    Returns
+    -------
+    (n,) int64, sorted.
+    """
+    array = open_array(path, name)
+    if array.size == 0:
+        return np.empty(0, dtype=np.int64)
+    store_path = array.store_path
+    prefix = f"{store_path.path}/" if store_path.path else ""
+    keys = {key.removeprefix(prefix) for key in sync_list(store_path.store, prefix)}
+    block = array.shards or array.chunks
+    grid = [range(-(-size // length)) for size, length in zip(array.shape, block, strict=True)]
+    missing = np.zeros(grid[0].stop, dtype=bool)
+    for coords in itertools.product(*grid):
+        if not missing[coords[0]] and array.metadata.encode_chunk_key(coords) not in keys:
+            missing[coords[0]] = True
+    starts = np.flatnonzero(missing) * block[0]
+    if not len(starts):
+        return np.empty(0, dtype=np.int64)
+    positions = np.concatenate([np.arange(start, min(start + block[0], array.shape[0])) for start in starts])
+    return positions.astype(np.int64)
+
+
+def sync_list(store: zarr.abc.store.Store, prefix: str) -> list[str]:
+    """Every key of ``store`` under ``prefix``."""
+
+    async def listed() -> list[str]:
+        return [key async for key in store.list_prefix(prefix)]
+
+    return zarr.core.sync.sync(listed())
 
 
 class StoreArrays:
@@ -40,7 +99,7 @@ class StoreArrays:
 
     def array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            self._arrays[name] = open_group(self.path)[name]
+            self._arrays[name] = open_array(self.path, name)
         return self._arrays[name]
 
     def files(self, name: str) -> ChunkFiles | None:
@@ -106,7 +165,7 @@ def read_input(path: str, positions: np.ndarray) -> np.ndarray:
 
 def read_images(path: str, name: str, positions: np.ndarray) -> np.ndarray:
     """The images at ``positions`` of the cube store's array ``name`` (``input``, ``labels``)."""
-    array = open_group(path)[name]
+    array = open_array(path, name)
     return np.asarray(array.get_orthogonal_selection((np.asarray(positions, dtype=np.int64),)))
 
 

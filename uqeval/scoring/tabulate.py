@@ -16,9 +16,6 @@ from uqeval.metrics.calibration import (
     ace,
     ece,
     equal_mass_ace,
-    per_image_ace,
-    per_image_ece,
-    per_image_equal_mass_ace,
     reliability,
 )
 from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
@@ -45,7 +42,7 @@ class Tabulated:
     reliability: dict[tuple[str, str], Reliability]
 
 
-def _splits(domains: np.ndarray, scored: np.ndarray) -> dict[str, np.ndarray]:
+def split_masks(domains: np.ndarray, scored: np.ndarray) -> dict[str, np.ndarray]:
     """Image masks of the splits ``id``, each OOD domain, and ``ood`` (all OOD pooled)."""
     splits = {}
     if (scored & (domains == ID_DOMAIN)).any():
@@ -169,6 +166,7 @@ def tabulate(
     histograms: Mapping[str, ConfidenceHistogram] | None = None,
     histogram_domains: Sequence[str] = (),
     fallbacks: Mapping[str, str] | None = None,
+    calibration_sums: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Tabulated:
     """Tidy rows, Δ and collapse from the per-image statistics of every image.
 
@@ -198,9 +196,13 @@ def tabulate(
         Per aggregation that has a fallback convention, what its fallen-back images
         have and score (:attr:`uqeval.aggregation.AggregationFallback.what`); the
         test images it applies to are counted in a note per split.
+    calibration_sums : mapping, optional
+        ``calibration_sums[measure][split]``: the (bins, 3) calibration table of the
+        split's images summed (:class:`uqeval.scoring.pooling.OrderedSums`); needed
+        for CAL.
     """
     scored = roles == TEST
-    splits = _splits(domains, scored)
+    splits = split_masks(domains, scored)
     ood_names = [name for name in splits if name not in (ID_DOMAIN, POOLED_OOD)]
     tables = _Tables(statistics, conventions, primary, notes)
     reliabilities: dict[tuple[str, str], Reliability] = {}
@@ -244,22 +246,22 @@ def tabulate(
                     tables.notes.append(note)
             tables.add_delta(TASKS["amb"], split, values, chosen)
 
-    if "cal" in tasks and statistics.calibration is not None:
+    if "cal" in tasks and statistics.calibration is not None and calibration_sums:
         per_split = {}
         for split, chosen in splits.items():
             metrics: dict[str, dict[str, float]] = {"ace": {}, "ece": {}, EQUAL_MASS_ACE: {}}
             for measure in MEASURES:
-                table = statistics.calibration[measure]
-                pooled = table.pooled(chosen)
+                per_image = statistics.calibration[measure]
+                pooled = calibration_sums[measure][split]
                 if conventions.ace_scope == "pooled":
                     metrics["ace"][measure], metrics["ece"][measure] = ace(pooled), ece(pooled)
                     metrics[EQUAL_MASS_ACE][measure] = _pooled_equal_mass(
                         histograms, histogram_domains, domains[chosen], measure, conventions.calibration_bins
                     )
                 else:
-                    metrics["ace"][measure] = per_image_ace(table, chosen)
-                    metrics["ece"][measure] = per_image_ece(table, chosen)
-                    metrics[EQUAL_MASS_ACE][measure] = per_image_equal_mass_ace(table, chosen)
+                    metrics["ace"][measure] = per_image.mean("ace", chosen)
+                    metrics["ece"][measure] = per_image.mean("ece", chosen)
+                    metrics[EQUAL_MASS_ACE][measure] = per_image.mean("equal_mass", chosen)
                 reliabilities[(split, measure)] = reliability(pooled)
             if split == POOLED_OOD and domain_mean:
                 metrics = _domain_means(per_split, ood_names)

@@ -123,6 +123,8 @@ def predict(
         )
     if batch_size < 1:
         raise UQEvalError(f"batch_size must be at least 1, got {batch_size}", parameter="batch_size")
+    # A domain the writer would refuse stops prediction now, not at its first image.
+    CubeWriter.check_domains(dataset.domains, f"dataset {dataset.name!r}")
     images = list(prediction_samples(dataset, seed=settings.data_seed))
     if not images:
         raise UQEvalError(f"dataset {dataset.name!r} has no calibration or test images")

@@ -1,0 +1,58 @@
+"""Where numba caches uqeval's compiled kernels: a per-user cache folder, not the source tree.
+
+numba writes the cache of a ``cache=True`` function into ``__pycache__`` beside its
+source when that folder is writable, so an editable install (or a checkout on
+``PYTHONPATH``) collects ``.nbi``/``.nbc`` files among the sources. :func:`install`
+adds a cache locator, for uqeval's own files only, that numba consults after the
+user's ``NUMBA_CACHE_DIR`` and before ``__pycache__``; it points at
+``<user cache>/uqeval/numba`` (``$XDG_CACHE_HOME/uqeval/numba``, by default
+``~/.cache/uqeval/numba``, on Linux). Other packages' numba functions, ``NUMBA_CACHE_DIR``
+and ``NUMBA_CACHE_LOCATOR_CLASSES`` are left as they are.
+
+A kernel module calls :func:`install` before its first ``@numba.njit(cache=True)``:
+numba picks a function's locator when the function is decorated.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from numba.core import caching
+from numba.misc.appdirs import AppDirs
+
+#: The package folder whose files' kernels are cached in :func:`cache_folder`.
+PACKAGE = Path(__file__).resolve().parent
+
+
+def cache_folder() -> Path:
+    """``<user cache>/uqeval/numba``: the platform's per-user cache folder (XDG on Linux)."""
+    return Path(AppDirs(appname="uqeval", appauthor=False).user_cache_dir) / "numba"
+
+
+# numba 0.61 made these names public; earlier ones have them with a leading underscore.
+_CacheImpl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+_UserWideCacheLocator = getattr(caching, "UserWideCacheLocator", None) or caching._UserWideCacheLocator
+_UserProvidedCacheLocator = getattr(caching, "UserProvidedCacheLocator", None) or caching._UserProvidedCacheLocator
+
+
+class UQEvalCacheLocator(_UserWideCacheLocator):
+    """numba's per-user cache locator, for the files of uqeval only, in :func:`cache_folder`."""
+
+    def __init__(self, py_func, py_file) -> None:
+        super().__init__(py_func, py_file)
+        self._cache_path = os.path.join(cache_folder(), self.get_suitable_cache_subpath(py_file))
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not Path(py_file).resolve().is_relative_to(PACKAGE):
+            return None
+        return super().from_function(py_func, py_file)
+
+
+def install() -> None:
+    """Put :class:`UQEvalCacheLocator` right after numba's ``NUMBA_CACHE_DIR`` locator (once)."""
+    locators = _CacheImpl._locator_classes
+    if UQEvalCacheLocator not in locators:
+        user_given = _UserProvidedCacheLocator
+        locators.insert(locators.index(user_given) + 1 if user_given in locators else 0, UQEvalCacheLocator)
