@@ -14,6 +14,7 @@ from typing import Any
 
 from uqeval.errors import UQEvalError
 from uqeval.jsonable import json_ready
+from uqeval.text import printable, spreadsheet_text
 
 
 def ensure_writable(folder: str | os.PathLike[str]) -> Path:
@@ -68,7 +69,13 @@ def write_json(path: str | os.PathLike[str], value: Any) -> Path:
 
 
 def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """Rows as CSV text; NaN and ``None`` become empty cells, floats keep full precision."""
+    """Rows as CSV text; NaN and ``None`` become empty cells, floats keep full precision.
+
+    A text cell (an image id, a domain, a model) is written as text a spreadsheet cannot
+    run: control characters escaped (:func:`uqeval.text.printable`), and a ``'`` before
+    one that starts like a formula (``=``, ``+``, ``-``, ``@``;
+    :func:`uqeval.text.spreadsheet_text`). Numbers are written as they are.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -88,4 +95,6 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str):
+        return spreadsheet_text(printable(value))
     return str(value)
