@@ -175,3 +175,10 @@ def test_the_cpu_profile_trains_a_model_that_has_learned(tmp_path):
     scores = uqeval.score(store, tasks=["fd"], aggregations=["border", "mean"])
     in_domain = (scores.domains == "id") & (scores.roles == "test")
     assert 1 - scores.images.risk[in_domain].mean() >= 0.8
+
+
+def test_messages_show_paths_and_names_as_text(capsys):
+    from uqeval_torch.cli import _say
+
+    _say("trained ssn+ensemble (1 member(s)) → runs/[/]odd[link=https://evil.example]x[/link]")
+    assert "runs/[/]odd[link=https://evil.example]x[/link]" in capsys.readouterr().err
