@@ -204,3 +204,12 @@ def test_deeply_nested_metadata_exits_2_with_one_line(hostile, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "deep.zarr" in result.stderr and "nested too deeply" in result.stderr
+
+
+def test_a_lone_surrogate_in_an_attribute_is_kept_as_its_escape(tmp_path):
+    store = write_hostile_store(tmp_path / "store.zarr", model="a\ud800b")
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["score", str(store), "--out", str(out), "--no-plots", "--json"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["model"]["model"] == "a\ud800b"
+    assert json.loads((out / "scores.json").read_bytes().decode("utf-8"))["model"]["model"] == "a\ud800b"

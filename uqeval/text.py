@@ -39,7 +39,7 @@ KEPT_NAME_CHARACTERS = 200
 #: (right-to-left overrides, embeddings, isolates and marks).
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _UNSAFE = re.compile(
-    "[" + "".join(re.escape(c) for c in _BIDI) + "\x00-\x1f\x7f-\x9f\u2028\u2029]",
+    "[" + "".join(re.escape(c) for c in _BIDI) + "\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]",
 )
 _SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 #: First characters that make a spreadsheet read a cell as a formula (OWASP's list).
@@ -59,7 +59,8 @@ def printable(value: object) -> str:
     """``str(value)`` with every control character and bidirectional override escaped.
 
     C0 controls (NUL, ESC, tab, newline, …), DEL, C1 controls, the line and paragraph
-    separators and the bidirectional formatting characters are written as Python
+    separators, the bidirectional formatting characters and lone surrogates (which
+    UTF-8 cannot encode) are written as Python
     writes them in a string literal (``\\x1b``, ``\\n``, ``\\u202e``); everything else,
     other languages' letters included, is kept.
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 
 import pytest
 
-from uqeval.report.files import csv_text
+from uqeval.report.files import csv_text, json_text, write_json
 
 FORMULAS = [
     '=HYPERLINK("https://evil.example","click")',
@@ -43,3 +44,13 @@ def test_control_characters_are_written_escaped():
 def test_ordinary_text_is_unchanged():
     row = {"image": "id-001", "domain": "blur", "role": "test", "aggregation": "patch_max"}
     assert csv_text([row], list(row)) == "image,domain,role,aggregation\nid-001,blur,test,patch_max\n"
+
+
+def test_json_keeps_a_lone_surrogate_as_its_escape(tmp_path):
+    """A store's JSON metadata can hold ``"\\ud800"``, which UTF-8 cannot encode."""
+    path = write_json(tmp_path / "scores.json", {"model": "a\ud800b", "delta": "Δ"})
+    raw = path.read_bytes()
+    raw.decode("utf-8")  # valid UTF-8
+    assert b"a\\ud800b" in raw and "Δ".encode() in raw
+    assert json.loads(raw) == {"model": "a\ud800b", "delta": "Δ"}
+    assert json_text({"model": "a\ud800b"}) == '{\n  "model": "a\\ud800b"\n}'
