@@ -213,3 +213,17 @@ def test_a_lone_surrogate_in_an_attribute_is_kept_as_its_escape(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["model"]["model"] == "a\ud800b"
     assert json.loads((out / "scores.json").read_bytes().decode("utf-8"))["model"]["model"] == "a\ud800b"
+
+
+def test_a_huge_model_name_is_kept_once_in_scores_json(tmp_path):
+    name = "M" * 1_000_000
+    store = write_hostile_store(tmp_path / "store.zarr", model=name)
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["score", str(store), "--out", str(out), "--no-plots"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    raw = (out / "scores.json").read_bytes()
+    assert len(name) < len(raw) < len(name) + 200_000  # the name once, in the provenance
+    document = json.loads(raw)
+    assert document["provenance"]["store_attributes"]["model"] == name
+    assert len(document["model"]["model"]) <= 200 and "…" in document["model"]["model"]
+    assert all(len(line) < 2000 for line in (out / "images.csv").read_text().splitlines())

@@ -350,7 +350,7 @@ def score(
     [cyan]metrics.csv[/], [cyan]images.csv[/], [cyan]fitted.json[/] and plots to
     [cyan]--out[/] (also with [cyan]--json[/]).
     """
-    from uqeval.report.files import json_text
+    from uqeval.report.files import json_bytes
     from uqeval.report.save import save_report
     from uqeval.report.tables import print_report, score_remarks, score_tables
     from uqeval.scoring import score as score_store
@@ -388,7 +388,7 @@ def score(
                 progress.stop()
         save_report(scores, out, plots=plots)
     if json_output:
-        typer.echo(json_text(scores.to_dict()))
+        typer.echo(json_bytes(scores.to_dict()).decode(), nl=False)
         return
     print_report(
         console,

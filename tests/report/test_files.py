@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from uqeval.report.files import csv_text, json_text, write_json
+from uqeval.report.files import csv_text, json_bytes, write_json
 
 FORMULAS = [
     '=HYPERLINK("https://evil.example","click")',
@@ -53,4 +53,4 @@ def test_json_keeps_a_lone_surrogate_as_its_escape(tmp_path):
     raw.decode("utf-8")  # valid UTF-8
     assert b"a\\ud800b" in raw and "Δ".encode() in raw
     assert json.loads(raw) == {"model": "a\ud800b", "delta": "Δ"}
-    assert json_text({"model": "a\ud800b"}) == '{\n  "model": "a\\ud800b"\n}'
+    assert json_bytes({"model": "a\ud800b"}) == b'{\n  "model": "a\\ud800b"\n}\n'

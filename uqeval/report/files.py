@@ -62,17 +62,18 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
-def json_text(value: Any) -> str:
-    """``value`` as indented, standard JSON (NaN as ``null``), non-ASCII characters as
-    they are, except a lone surrogate (which a store's JSON metadata can hold but UTF-8
-    cannot), written as its JSON escape (``\\ud800``)."""
+def json_bytes(value: Any) -> bytes:
+    """``value`` as indented, standard JSON (NaN as ``null``) in UTF-8, with a final
+    newline; non-ASCII characters as they are, except a lone surrogate (which a store's
+    JSON metadata can hold but UTF-8 cannot), written as its JSON escape (``\\ud800``)."""
     text = json.dumps(json_ready(value), indent=2, ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    # Only a lone surrogate fails to encode; inside a JSON string its backslash escape is JSON's own.
+    return (text + "\n").encode("utf-8", "backslashreplace")
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:
-    """Write ``value`` as :func:`json_text`, atomically."""
-    return write_bytes(path, (json_text(value) + "\n").encode())
+    """Write ``value`` as :func:`json_bytes`, atomically."""
+    return write_bytes(path, json_bytes(value))
 
 
 def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
