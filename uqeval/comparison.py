@@ -158,7 +158,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
 
 def _group(model: Mapping[str, Any], folder: Path) -> str:
     """The run's group, bounded: every row of the comparison repeats it, while the
-    whole name stays once in the run's ``scores.json``."""
+    whole name stays once in the run's ``scores.json`` (under ``provenance``)."""
     name = model.get("model")
     if name is not None and str(name).strip():
         group = str(name).strip()

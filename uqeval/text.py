@@ -31,8 +31,9 @@ from rich.text import Text
 ELLIPSIS = "…"
 #: Characters of a name (a model, group or domain) that tables and figures show.
 NAME_CHARACTERS = 40
-#: Characters of a name that a comparison keeps per row (``ranks.csv``, ``points.csv``,
-#: ``comparison.json``); the run's ``scores.json`` keeps the whole name.
+#: Characters of a name that ``scores.json`` keeps under ``model`` and a comparison in
+#: every row (``ranks.csv``, ``points.csv``, ``comparison.json``); ``scores.json``
+#: keeps the whole name once, under ``provenance``.
 KEPT_NAME_CHARACTERS = 200
 
 #: Bidirectional formatting characters: they reorder what a terminal shows
