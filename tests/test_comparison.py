@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import math
@@ -10,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pytest
 from hypothesis import given
@@ -705,3 +707,30 @@ def test_one_model_stored_as_float16_and_float32_ties_on_ncc(tmp_path):
         assert abs(first["u_correct"] - second["u_correct"]) < RANK_TOLERANCE["ncc"], split
         assert first["u_correct"] != second["u_correct"]  # they do differ, by rounding
         assert first["performance_rank"] == second["performance_rank"] == 1.5
+
+
+def test_a_huge_model_name_is_cut_and_the_comparison_stays_small_and_quick(tmp_path):
+    """A 1 MB model name (two, alike but for the last character): each row keeps a
+    bounded group, which the run's scores.json keeps whole; files, figures and tables
+    stay small."""
+    import time
+
+    names = {"A": "A" * 1_000_000, "B": "A" * 999_999 + "B"}
+    folders = []
+    for letter, name in names.items():
+        rows = [(task, split, *by_group[letter]) for (task, split), by_group in values_for(0).items()]
+        folders.append(write_run(tmp_path / letter, scores_doc(name, 0, rows, {"id": 0.1, "ood": 0.2, "blur": 0.3})))
+    started = time.perf_counter()
+    comparison = compare(folders)
+    groups = comparison.groups
+    assert len(set(groups)) == 2
+    assert all(len(group) <= 1000 and "…" in group for group in groups)
+    written = save_comparison(comparison, tmp_path / "comparison")
+    tables = Console(file=io.StringIO(), width=120, record=True)
+    for table in comparison_tables(comparison):
+        tables.print(table)
+    elapsed = time.perf_counter() - started
+    assert sum(path.stat().st_size for path in written.values()) < 10_000_000
+    assert elapsed < 30  # a few seconds; it took minutes when every row copied the name
+    assert max(matplotlib.image.imread(written["entanglement.png"]).shape[:2]) < 4000
+    assert "A" * 200 not in tables.export_text()

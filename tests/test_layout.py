@@ -86,6 +86,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "vocabulary",
         ("names", "errors", "jsonable", "precision", "tasks", "conventions", "hookspecs", "contracts", "notes"),
     ),
+    # How a string from a store or the command line is shown: terminal, figure, CSV.
+    ("text", ("text",)),
     ("store", ("_numba_cache", "_kernels", "checks", "cube", "cube.", "synth", "ownership", "owners")),
     ("decomposition", ("decomposition",)),
     ("statistics", ("aggregation", "metrics", "metrics.", "image_statistics", "domain_means")),

@@ -151,6 +151,15 @@ def test_repr_is_bounded_whatever_the_store(scores):
     assert html_delta_table(markup) == {key: shown(delta) for key, delta in headline(scores).items()}
 
 
+def test_repr_shows_control_characters_escaped(scores):
+    hostile = dataclasses.replace(
+        scores, attrs={"model": "m\x1b]8;;https://evil.example\x07x", "dataset": "rtl\u202eevil"}
+    )
+    for shown_text in (repr(hostile), hostile._repr_html_()):
+        assert "\x1b" not in shown_text and "\x07" not in shown_text and "\u202e" not in shown_text
+        assert "m\\x1b]8;;https://evil.example\\x07x" in shown_text and "rtl\\u202eevil" in shown_text
+
+
 def test_repr_without_any_delta(scores):
     empty = dataclasses.replace(scores, entanglement=[])
     text = repr(empty)

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from uqeval import __version__
 from uqeval.conventions import PRESETS
 from uqeval.errors import UQEvalError
+from uqeval.text import labelled, markup_text, printable, shortened
 
 if TYPE_CHECKING:
     import click
@@ -208,7 +208,9 @@ def synth(
         raters=raters,
         overwrite=overwrite,
     )
-    err_console.print(f"wrote {out} ({images} images, scenario {scenario}, seed {seed})")
+    err_console.print(
+        f"wrote {markup_text(out, None)} ({images} images, scenario {markup_text(scenario)}, seed {seed})"
+    )
 
 
 def _write_synthetic(store: Path, scenario: str, *, n_images: int, **options) -> None:
@@ -239,6 +241,7 @@ def inspect(
 
 def _summary_table(store: Path, *, check_values: bool = False) -> Table:
     from rich.table import Table
+    from rich.text import Text
 
     from uqeval.cube import open_cube
     from uqeval.domain_means import domain_means
@@ -253,8 +256,9 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
         except UQEvalError as error:
             raise UQEvalError(f"{store}: {error}") from None
     attrs = dataset.attrs
+    model = markup_text(attrs.get("model") or "model")
     title = (
-        f"{store.name}: {attrs.get('model') or 'model'} — eu {sizes['eu']} × au {sizes['au']}, "
+        f"{markup_text(store.name)}: {model} — eu {sizes['eu']} × au {sizes['au']}, "
         f"{sizes['class']} classes, {sizes['y']}×{sizes['x']} px"
     )
     table = Table(title=title, title_justify="left")
@@ -264,7 +268,7 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
-            row.domain,
+            Text(shortened(row.domain)),
             str(row.n_images),
             *(format_value(value, digits=4) for value in (row.au, row.eu, row.tu)),
             format_value(row.eu_over_au, digits=3),
@@ -369,6 +373,7 @@ def score(
     [cyan]metrics.csv[/], [cyan]images.csv[/], [cyan]fitted.json[/] and plots to
     [cyan]--out[/] (also with [cyan]--json[/]).
     """
+    from uqeval.report.files import json_bytes
     from uqeval.report.save import save_report
     from uqeval.report.tables import print_report, score_remarks, score_tables
     from uqeval.scoring import score as score_store
@@ -406,14 +411,14 @@ def score(
                 progress.stop()
         save_report(scores, out, plots=plots)
     if json_output:
-        typer.echo(json.dumps(scores.to_dict(), indent=2, ensure_ascii=False))
+        typer.echo(json_bytes(scores.to_dict()).decode(), nl=False)
         return
     print_report(
         console,
         score_tables(scores),
         score_remarks(scores, preset=preset.value),
         scores.notes,
-        f"Report in [cyan]{escape(str(out))}[/]",
+        f"Report in [cyan]{markup_text(out, None)}[/]",
     )
 
 
@@ -440,7 +445,7 @@ def compare(
         comparison = compare_runs(runs)
         save_comparison(comparison, out)
     print_report(
-        console, comparison_tables(comparison), [], comparison.notes, f"Comparison in [cyan]{escape(str(out))}[/]"
+        console, comparison_tables(comparison), [], comparison.notes, f"Comparison in [cyan]{markup_text(out, None)}[/]"
     )
 
 
@@ -481,9 +486,10 @@ def demo(
     comparison = compare_runs(reports)
     save_comparison(comparison, out / "comparison")
     print_tables(console, comparison_tables(comparison)[:1])
+    folder, comparison_folder = markup_text(out, None), markup_text(out / "comparison", None)
     console.print(
-        f"Reports in [cyan]{out}[/]: one [cyan]*-scores[/] folder per scenario (scores.json, metrics.csv, "
-        f"images.csv, plots) and [cyan]{out / 'comparison'}[/]. The disentangled model has Δ near 1 on every "
+        f"Reports in [cyan]{folder}[/]: one [cyan]*-scores[/] folder per scenario (scores.json, metrics.csv, "
+        f"images.csv, plots) and [cyan]{comparison_folder}[/]. The disentangled model has Δ near 1 on every "
         "task; the entangled one has Δ < 0."
     )
 
@@ -494,6 +500,7 @@ def plugins(
 ) -> None:
     """List the plugins: their distribution and version and what each contributes."""
     from rich.table import Table
+    from rich.text import Text
 
     from uqeval.plugins import KINDS, plugin_manager
 
@@ -508,13 +515,18 @@ def plugins(
     table.add_column("distribution", no_wrap=True)
     table.add_column("contributes")
     for row in rows:
-        lines = [f"{titles[kind]}: {', '.join(row[kind])}" for kind in (*KINDS.values(), "commands") if row[kind]]
+        lines = [
+            Text(printable(f"{titles[kind]}: {', '.join(row[kind])}"))
+            for kind in (*KINDS.values(), "commands")
+            if row[kind]
+        ]
         lines += [
-            f"options of {name}: " + ", ".join(f"{key}={value}" for key, value in options.items())
+            Text(printable(f"options of {name}: " + ", ".join(f"{key}={value}" for key, value in options.items())))
             for name, options in row["options"].items()
         ]
-        lines += [f"[red]problem:[/] {escape(problem)}" for problem in row["problems"]]
-        table.add_row(row["name"], f"{row['distribution']} {row['version']}".strip(), "\n".join(lines) or "nothing")
+        lines += [labelled("problem:", "red", problem) for problem in row["problems"]]
+        distribution = f"{row['distribution']} {row['version']}".strip()
+        table.add_row(Text(printable(row["name"])), Text(printable(distribution)), Text("\n").join(lines) or "nothing")
     console.print(table)
 
 
@@ -540,10 +552,10 @@ def main() -> None:
     manager.add_commands(app)
     for problem in manager.problems:
         err_console.print(
-            f"[yellow]warning:[/] {escape(str(problem))}; see `uqeval plugins`", highlight=False, soft_wrap=True
+            labelled("warning:", "yellow", problem, "; see `uqeval plugins`"), highlight=False, soft_wrap=True
         )
     try:
         app()
     except UQEvalError as error:
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err_console.print(labelled("error:", "bold red", error), highlight=False, soft_wrap=True)
         sys.exit(2)

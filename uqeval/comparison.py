@@ -58,6 +58,7 @@ from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD
 from uqeval.precision import RANK_TOLERANCE, delta_tolerance
 from uqeval.report.scores_file import SCORES_FILE, SavedScores, read_scores
 from uqeval.tasks import TASKS
+from uqeval.text import KEPT_NAME_CHARACTERS, shortened
 
 #: ``schema`` of the ``comparison.json`` that :func:`uqeval.save_comparison` writes.
 COMPARISON_SCHEMA = "uqeval.comparison/1"
@@ -87,7 +88,9 @@ class Run:
         Display name, ``"<group> (seed <seed>)"`` or just the group without a seed.
     group : str
         Model identity: ``model.model`` when set, else ``"<au_method>+<eu_method>"``
-        when both are set, else the folder's name. Runs of one group are pooled.
+        when both are set, else the folder's name; control characters escaped and cut
+        to :data:`~uqeval.text.KEPT_NAME_CHARACTERS` (:func:`uqeval.text.shortened`).
+        Runs of one group are pooled.
     seed : int or None
         ``model.seed``; runs of one seed are ranked against each other.
     scores : SavedScores
@@ -134,16 +137,16 @@ class Run:
 
     @property
     def dataset(self) -> str | None:
-        """``model.dataset``, if the run names one."""
+        """``model.dataset``, if the run names one (bounded as :attr:`group` is)."""
         value = self.scores.model.get("dataset")
-        return str(value) if value is not None else None
+        return shortened(value, KEPT_NAME_CHARACTERS) if value is not None else None
 
     @property
     def aggregation(self) -> str | None:
-        """``conventions.aggregation`` (the OODD image score), if the run names one."""
+        """``conventions.aggregation`` (the OODD image score), if the run names one (bounded as :attr:`group` is)."""
         conventions = self.data.get("conventions") or {}
         value = conventions.get("aggregation") if isinstance(conventions, Mapping) else None
-        return str(value) if value is not None else None
+        return shortened(value, KEPT_NAME_CHARACTERS) if value is not None else None
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
@@ -154,13 +157,18 @@ def load_run(path: str | os.PathLike[str]) -> Run:
 
 
 def _group(model: Mapping[str, Any], folder: Path) -> str:
+    """The run's group, bounded: every row of the comparison repeats it, while the
+    whole name stays once in the run's ``scores.json`` (under ``provenance``)."""
     name = model.get("model")
     if name is not None and str(name).strip():
-        return str(name).strip()
-    au, eu = model.get("au_method"), model.get("eu_method")
-    if au is not None and eu is not None and str(au).strip() and str(eu).strip():
-        return f"{str(au).strip()}+{str(eu).strip()}"
-    return folder.resolve().name or str(folder)
+        group = str(name).strip()
+    else:
+        au, eu = model.get("au_method"), model.get("eu_method")
+        if au is not None and eu is not None and str(au).strip() and str(eu).strip():
+            group = f"{str(au).strip()}+{str(eu).strip()}"
+        else:
+            group = folder.resolve().name or str(folder)
+    return shortened(group, KEPT_NAME_CHARACTERS)
 
 
 def _seed(value: Any, where: str) -> int | None:

@@ -24,6 +24,7 @@ from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, TEST
 from uqeval.notes import Note
 from uqeval.precision import precision_record
 from uqeval.tasks import TASKS
+from uqeval.text import KEPT_NAME_CHARACTERS, shortened
 
 if TYPE_CHECKING:
     import pandas
@@ -40,6 +41,13 @@ METRIC_COLUMNS = ("task", "split", "measure", "aggregation", "metric", "value")
 #: Columns of :meth:`Scores.entanglement_dataframe` (and ``entanglement.csv``), one row
 #: per task and split.
 ENTANGLEMENT_COLUMNS = ("task", "split", "correct", "wrong", "u_correct", "u_wrong", "delta")
+
+
+def _bounded(value: Any) -> Any:
+    """A text attribute as :attr:`Scores.model` keeps it: cut when longer than :data:`KEPT_NAME_CHARACTERS`."""
+    if isinstance(value, str) and len(value) > KEPT_NAME_CHARACTERS:
+        return shortened(value, KEPT_NAME_CHARACTERS)
+    return value
 
 
 def entanglement_frame(rows: Iterable[Mapping[str, Any]]) -> pandas.DataFrame:
@@ -118,8 +126,10 @@ class Scores:
 
     @property
     def model(self) -> dict[str, Any]:
-        """The model's identity from the store's attributes (None where absent)."""
-        return {name: self.attrs.get(name) for name in MODEL_ATTRS}
+        """The model's identity from the store's attributes (None where absent); a text
+        longer than :data:`~uqeval.text.KEPT_NAME_CHARACTERS` is cut
+        (:func:`uqeval.text.shortened`), and ``provenance`` keeps it whole."""
+        return {name: _bounded(self.attrs.get(name)) for name in MODEL_ATTRS}
 
     def value(self, task: str, split: str, measure: str, metric: str, aggregation: str | None = None) -> float:
         """One result, e.g. ``scores.value("oodd", "ood", "eu", "auroc")``.

@@ -188,3 +188,10 @@ def test_the_core_names_the_commands_the_plugin_adds():
     app = typer.Typer()
     add_commands(app)
     assert tuple(info.name for info in app.registered_commands) == TORCH_PLUGIN_COMMANDS
+
+
+def test_messages_show_paths_and_names_as_text(capsys):
+    from uqeval_torch.cli import _say
+
+    _say("trained ssn+ensemble (1 member(s)) → runs/[/]odd[link=https://evil.example]x[/link]")
+    assert "runs/[/]odd[link=https://evil.example]x[/link]" in capsys.readouterr().err

@@ -586,6 +586,35 @@ def test_figures_save_as_png_and_svg(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == expected == sorted(path.name for path in written)
 
 
+def test_figures_show_hostile_names_as_text_in_valid_svg(tmp_path):
+    """Control characters make an SVG invalid XML, ``$…$`` is mathtext (an unknown
+    command fails the drawing), and a huge name makes a huge figure: names are drawn
+    escaped, with ``$`` as a dollar sign, and cut."""
+    names = ["nul\x00esc\x1b[31m", "$\\notacommand$", "rtl\u202eevil", "x" * 5000]
+    curves, aurocs = _roc_inputs(names)
+    reliabilities = {(split, "au"): _reliability([3, 4, 5]) for split in ("id", *names)}
+    rng = np.random.default_rng(0)
+    examples = []
+    for name in names:
+        mean = rng.dirichlet(np.ones(3), size=(8, 10)).transpose(2, 0, 1).astype(np.float32)
+        au = rng.uniform(0, 0.6, (8, 10)).astype(np.float32)
+        examples.append(MapExample(name, name, mean, au, au / 2, 1.5 * au))
+    figures = {
+        "roc.png": roc_figure(curves, aurocs, aggregation="$\\bad$"),
+        "reliability.png": reliability_figure(reliabilities),
+        "maps.png": maps_figure(examples, class_names=names[:3]),
+    }
+    for name, figure in figures.items():
+        save_figure_files(figure, tmp_path / name)
+        svg = tmp_path / name.replace(".png", ".svg")
+        ElementTree.parse(svg)  # valid XML
+        assert figure.get_size_inches()[0] < 20
+        texts = [text.get_text() for text in figure.findobj(lambda artist: hasattr(artist, "get_text"))]
+        assert not any("\x00" in text or "\x1b" in text or "\u202e" in text for text in texts)
+        assert any("esc\\x1b[31m" in text for text in texts)
+        assert not any("x" * 100 in text for text in texts)
+
+
 def test_legend_handles_are_line_artists_of_the_measure_style():
     curves, aurocs = _roc_inputs(["blur"])
     (ax,) = _visible_axes(roc_figure(curves, aurocs, aggregation="border"))

@@ -8,6 +8,7 @@ comes from :mod:`uqeval.cube.contract`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,10 @@ from uqeval.cube.contract import (
 )
 from uqeval.errors import UQEvalError
 from uqeval.names import IGNORE_LABEL
+from uqeval.text import shortened
+
+#: Deepest nesting of lists and objects in a store attribute that :func:`open_cube` reads.
+MAX_ATTRIBUTE_DEPTH = 32
 
 
 def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr.Dataset:
@@ -75,9 +80,20 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
     Raises
     ------
     UQEvalError
-        Naming the variable, dim, attribute or image that is wrong.
+        Naming the variable, dim, attribute or image that is wrong; also for metadata
+        nested too deeply to read, or attributes nested deeper than
+        :data:`MAX_ATTRIBUTE_DEPTH`.
     """
-    path = Path(path)
+    try:
+        dataset = _open_cube(Path(path), check_values=check_values)
+    except RecursionError:
+        raise UQEvalError(f"{path}: its zarr metadata is nested too deeply to read") from None
+    _check_attribute_depth(str(path), dataset.attrs)
+    return dataset
+
+
+def _open_cube(path: Path, *, check_values: bool) -> xr.Dataset:
+    """:func:`open_cube` without the guard against metadata nested too deeply."""
     if not path.exists():
         raise UQEvalError(f"{path}: no such file or directory")
     try:
@@ -215,6 +231,25 @@ def _image_blocks(array: xr.DataArray) -> list[tuple[int, int]]:
     sizes = [array.sizes[IMAGE_DIM]] if array.chunks is None else list(array.chunks[0])
     edges = np.cumsum([0, *sizes])
     return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def _check_attribute_depth(where: str, attrs: Mapping[str, Any]) -> None:
+    """Refuse an attribute nested deeper than :data:`MAX_ATTRIBUTE_DEPTH` (lists and
+    objects within each other): the report copies attributes into ``scores.json``, and
+    no model's identity needs more."""
+    for name, value in attrs.items():
+        pending = [(value, 1)]
+        while pending:
+            item, depth = pending.pop()
+            children = item.values() if isinstance(item, Mapping) else item if isinstance(item, list | tuple) else None
+            if children is None:
+                continue
+            if depth > MAX_ATTRIBUTE_DEPTH:
+                raise UQEvalError(
+                    f"{where}: attribute {shortened(name)!r} is nested more than {MAX_ATTRIBUTE_DEPTH} levels deep; "
+                    "a cube store's attributes are names, numbers and short lists"
+                )
+            pending.extend((child, depth + 1) for child in children)
 
 
 def _check_complete(where: str, attrs: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from matplotlib.transforms import Bbox, ScaledTranslation
 
 from uqeval.report.style import CHANCE_STYLE, category_styles, figure_legend, new_figure, split_styles
 from uqeval.tasks import TASKS
+from uqeval.text import figure_text
 
 if TYPE_CHECKING:
     from uqeval.comparison import Comparison
@@ -82,15 +83,21 @@ def group_labels(groups: Sequence[str]) -> dict[str, str]:
 
     Names when there are at most :data:`MAX_NAMED_GROUPS` groups, none longer than
     :data:`MAX_LABEL_CHARACTERS`; otherwise ``"1"``, ``"2"``, … in the order given
-    (best rank first), and the legend pairs each number with its name.
+    (best rank first), and the legend pairs each number with its name. A name is
+    written as text (:func:`uqeval.text.figure_text`: ``$`` is no mathtext).
 
     >>> group_labels(["A", "B"])
     {'A': 'A', 'B': 'B'}
     >>> group_labels(["a-rather-long-model-name", "B"])
     {'a-rather-long-model-name': '1', 'B': '2'}
     """
-    named = len(groups) <= MAX_NAMED_GROUPS and all(len(group) <= MAX_LABEL_CHARACTERS for group in groups)
-    return {group: group if named else str(index + 1) for index, group in enumerate(groups)}
+    named = not _numbered(groups)
+    return {group: figure_text(group) if named else str(index + 1) for index, group in enumerate(groups)}
+
+
+def _numbered(groups: Sequence[str]) -> bool:
+    """Whether :func:`group_labels` numbers the groups rather than naming them."""
+    return len(groups) > MAX_NAMED_GROUPS or any(len(group) > MAX_LABEL_CHARACTERS for group in groups)
 
 
 def entanglement_figure(comparison: Comparison) -> Figure:
@@ -127,7 +134,7 @@ def entanglement_figure(comparison: Comparison) -> Figure:
     groups += sorted({point["group"] for point in comparison.points} - set(groups))
     styles = category_styles(groups)
     labels = group_labels(groups)
-    numbered = any(labels[group] != group for group in groups)
+    numbered = _numbered(groups)
 
     n_columns = 3 if len(chosen) > 4 else 2 if len(chosen) == 4 else len(chosen)
     n_rows = math.ceil(len(chosen) / n_columns)
@@ -217,7 +224,7 @@ def entanglement_figure(comparison: Comparison) -> Figure:
             markeredgecolor="white",
             linestyle="none",
             markersize=_MARKER_SIZE,
-            label=f"{labels[group]}  {group}" if numbered else group,
+            label=f"{labels[group]}  {figure_text(group)}" if numbered else labels[group],
         )
         for group in groups
     ]
@@ -287,7 +294,7 @@ def collapse_figure(comparison: Comparison) -> Figure:
             yerr=errors if any(errors) else None,
             capsize=2,
             error_kw={"elinewidth": 0.9, "ecolor": "0.25"},
-            label=split,
+            label=figure_text(split),
             color=style.colour,
             hatch=style.hatch,
             edgecolor="white",
@@ -313,7 +320,7 @@ def collapse_figure(comparison: Comparison) -> Figure:
     rotate = len(groups) > 3 or max(len(group) for group in groups) > 12
     ax.set_xticks(
         range(len(groups)),
-        groups,
+        [figure_text(group) for group in groups],
         rotation=30 if rotate else 0,
         ha="right" if rotate else "center",
         fontsize="x-small" if rotate else "small",

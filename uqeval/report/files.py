@@ -14,6 +14,7 @@ from typing import Any
 
 from uqeval.errors import UQEvalError
 from uqeval.jsonable import json_ready
+from uqeval.text import printable, spreadsheet_text
 
 
 def ensure_writable(folder: str | os.PathLike[str]) -> Path:
@@ -61,14 +62,28 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
-def write_json(path: str | os.PathLike[str], value: Any) -> Path:
-    """Write ``value`` as indented, standard JSON (NaN as ``null``), atomically."""
+def json_bytes(value: Any) -> bytes:
+    """``value`` as indented, standard JSON (NaN as ``null``) in UTF-8, with a final
+    newline; non-ASCII characters as they are, except a lone surrogate (which a store's
+    JSON metadata can hold but UTF-8 cannot), written as its JSON escape (``\\ud800``)."""
     text = json.dumps(json_ready(value), indent=2, ensure_ascii=False, allow_nan=False)
-    return write_bytes(path, (text + "\n").encode())
+    # Only a lone surrogate fails to encode; inside a JSON string its backslash escape is JSON's own.
+    return (text + "\n").encode("utf-8", "backslashreplace")
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> Path:
+    """Write ``value`` as :func:`json_bytes`, atomically."""
+    return write_bytes(path, json_bytes(value))
 
 
 def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """Rows as CSV text; NaN and ``None`` become empty cells, floats keep full precision."""
+    """Rows as CSV text; NaN and ``None`` become empty cells, floats keep full precision.
+
+    A text cell (an image id, a domain, a model) is written as text a spreadsheet cannot
+    run: control characters escaped (:func:`uqeval.text.printable`), and a ``'`` before
+    one that starts like a formula (``=``, ``+``, ``-``, ``@``;
+    :func:`uqeval.text.spreadsheet_text`). Numbers are written as they are.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -88,4 +103,6 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str):
+        return spreadsheet_text(printable(value))
     return str(value)

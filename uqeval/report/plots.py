@@ -42,6 +42,7 @@ from uqeval.report.style import (
     new_figure,
     split_styles,
 )
+from uqeval.text import figure_text, shortened
 
 __all__ = [
     "DPI",
@@ -217,7 +218,7 @@ def roc_figure(
     for ax in axes.flat[len(domains) :]:
         ax.remove()
     for index, (ax, domain) in enumerate(zip(axes.flat, domains, strict=False)):
-        _check_measures(curves[domain], f"ROC curves of {domain!r}")
+        _check_measures(curves[domain], f"ROC curves of {shortened(domain)!r}")
         ax.plot([0, 1], [0, 1], **CHANCE_STYLE, label="chance")
         for measure in _present(curves[domain]):
             fpr, tpr = _fpr_tpr(curves[domain][measure])
@@ -238,10 +239,10 @@ def roc_figure(
         ax.set_xlabel("false positive rate (ID)", fontsize="small")
         ax.set_ylabel("true positive rate (OOD)" if index % n_columns == 0 else "", fontsize="small")
         ax.tick_params(labelsize="small")
-        ax.set_title(domain, fontsize="medium")
+        ax.set_title(figure_text(domain), fontsize="medium")
         # Below the panel: curves run into every corner, so a legend inside would hide one.
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="x-small", handlelength=2.6, frameon=False)
-    figure.suptitle(f"OOD detection per domain (image score: {aggregation})", fontsize="medium")
+    figure.suptitle(f"OOD detection per domain (image score: {figure_text(aggregation)})", fontsize="medium")
     return figure
 
 
@@ -344,7 +345,7 @@ def _reliability_splits(given: Sequence[str]) -> list[str]:
 
 
 def _split_label(split: str) -> str:
-    return f"{POOLED_OOD} (all OOD domains)" if split == POOLED_OOD else split
+    return f"{POOLED_OOD} (all OOD domains)" if split == POOLED_OOD else figure_text(split)
 
 
 # --------------------------------------------------------------------------- maps
@@ -459,7 +460,8 @@ def maps_figure(
         colourbar = figure.colorbar(images["prediction"], ax=list(axes[:, at["prediction"]]), **bar)
         colourbar.ax.tick_params(labelsize="x-small")
     else:
-        names = list(class_names) if class_names is not None else [f"class {c}" for c in range(n_classes)]
+        names = [figure_text(name) for name in class_names] if class_names is not None else []
+        names = names or [f"class {c}" for c in range(n_classes)]
         handles = [Patch(facecolor=class_colours[c], edgecolor="0.3", label=names[c]) for c in range(n_classes)]
         axes[-1, at["prediction"]].legend(
             handles=handles,
@@ -511,11 +513,12 @@ def map_examples(examples: Sequence[Any]) -> list[MapExample]:
 
 
 def _row_label(example: MapExample) -> str:
-    """``<id>`` over ``(<domain>)``, each wrapped to the height of a row of maps."""
-    lines = textwrap.wrap(example.image_id, _ROW_LABEL_CHARACTERS) + textwrap.wrap(
-        f"({example.domain})", _ROW_LABEL_CHARACTERS
-    )
-    return "\n".join(lines)
+    """``<id>`` over ``(<domain>)``, each wrapped to the height of a row of maps (at most
+    three lines of the id and two of the domain, then cut with ``…``)."""
+    image_id = shortened(example.image_id, 3 * _ROW_LABEL_CHARACTERS)
+    domain = shortened(example.domain, 2 * _ROW_LABEL_CHARACTERS - 2)
+    lines = textwrap.wrap(image_id, _ROW_LABEL_CHARACTERS) + textwrap.wrap(f"({domain})", _ROW_LABEL_CHARACTERS)
+    return "\n".join(lines).replace("$", r"\$")
 
 
 def _show_input(ax: Axes, pixels: np.ndarray | None, shape: tuple[int, ...]) -> None:

@@ -155,6 +155,8 @@ def read_scores(path: str | os.PathLike[str]) -> tuple[SavedScores, Path]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise UQEvalError(f"{file}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    except RecursionError:
+        raise UQEvalError(f"{file}: JSON nested too deeply to read") from None
     return SavedScores.from_dict(data, str(file)), folder
 
 

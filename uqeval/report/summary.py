@@ -17,6 +17,7 @@ import numpy as np
 
 from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
 from uqeval.tasks import TASKS
+from uqeval.text import printable
 
 if TYPE_CHECKING:
     from uqeval.report.scores_file import SavedScores
@@ -33,7 +34,7 @@ _DELTA_LEGEND = "1: the correct measure far better; 0: no better than the best w
 
 
 def _shorten(value: Any, limit: int, *, keep_end: bool = False) -> str:
-    text = " ".join(str(value).split())  # one line
+    text = printable(" ".join(str(value).split()))  # one line, control characters escaped
     if len(text) <= limit:
         return text
     return "…" + text[-(limit - 1) :] if keep_end else text[: limit - 1] + "…"

@@ -11,7 +11,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +21,7 @@ from uqeval.notes import FIELDS as NOTE_FIELDS
 from uqeval.notes import Note, literal
 from uqeval.precision import RANK_TOLERANCE
 from uqeval.tasks import TASKS
+from uqeval.text import labelled, printable, shortened
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -110,17 +110,24 @@ def single_ood_domain(scores: Scores) -> str | None:
 
 def _merged_label(domain: str) -> str:
     """The label of a domain shown once for itself and the ``ood`` split."""
-    return f"{domain} = {POOLED_OOD}"
+    return f"{shortened(domain)} = {POOLED_OOD}"
 
 
-def _shown_splits(splits: Iterable[str], single: str | None) -> list[tuple[str, str]]:
+def _name(value: object) -> Text:
+    """A name from a store or the command line (a split, model, image score) as a table
+    cell: shown as written, never read as Rich markup, at most
+    :data:`~uqeval.text.NAME_CHARACTERS` characters."""
+    return Text(shortened(value))
+
+
+def _shown_splits(splits: Iterable[str], single: str | None) -> list[tuple[str, Text]]:
     """``(split, label)`` of the splits a table shows, in table order, ``ood`` dropped when
-    it repeats ``single``."""
+    it repeats ``single``; each label as :class:`~rich.text.Text`."""
     shown = []
     for split in sorted(dict.fromkeys(splits), key=split_order):
         if single is not None and split == POOLED_OOD:
             continue
-        shown.append((split, _merged_label(split) if split == single else split))
+        shown.append((split, Text(_merged_label(split)) if split == single else _name(split)))
     return shown
 
 
@@ -194,7 +201,7 @@ def task_table(scores: Scores, task: str) -> Table | None:
                     cells.append("")
                 else:
                     cells.append(format_value(value, digits=3))
-            first = [aggregation if position == 0 else ""] if blocks else []
+            first = [_name(aggregation) if position == 0 else ""] if blocks else []
             table.add_row(*first, label, *cells, end_section=blocks and position == len(MEASURES) - 1)
     return table
 
@@ -216,8 +223,8 @@ def entanglement_table(scores: Scores) -> Table | None:
             continue
         wrong = _MEASURE_NAMES[row["wrong"]]
         table.add_row(
-            row["task"],
-            _merged_label(row["split"]) if row["split"] == single else row["split"],
+            _name(row["task"]),
+            Text(_merged_label(row["split"])) if row["split"] == single else _name(row["split"]),
             _MEASURE_NAMES[row["correct"]],
             wrong,
             format_value(row["u_correct"], digits=3),
@@ -240,7 +247,7 @@ def collapse_table(scores: Scores) -> Table:
         if n_images is None:
             n_images = sum(count for split, count in scores.n_images.items() if split != ID_DOMAIN)
         table.add_row(
-            _merged_label(row["split"]) if row["split"] == single else row["split"],
+            Text(_merged_label(row["split"])) if row["split"] == single else _name(row["split"]),
             str(n_images),
             format_value(row["mean_au"], digits=4),
             format_value(row["mean_eu"], digits=4),
@@ -338,12 +345,12 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         per_task.add_column(f"{task.upper()} Δ", justify="right")
     for row in comparison.ranks:
         ranking.add_row(
-            row["group"],
+            _name(row["group"]),
             str(row["n_seeds"]),
             format_value(row["performance_rank"], row["performance_interval"]),
             format_value(row["entanglement_rank"], row["entanglement_interval"]),
         )
-        cells = [row["group"]]
+        cells: list[str | Text] = [_name(row["group"])]
         for task in comparison.tasks:
             cells.append(format_value(row[f"performance_rank_{task}"], row[f"performance_interval_{task}"]))
             cells.append(format_value(row[f"entanglement_rank_{task}"], row[f"entanglement_interval_{task}"]))
@@ -377,7 +384,7 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
                 metric = f" {TASKS[task].metric.upper()}" if key == "u_correct" else ""
                 values.add_column(f"{task.upper()} {split}{metric}", justify="right")
             for group in comparison.groups:
-                cells = [group]
+                cells: list[str | Text] = [_name(group)]
                 for task, split in panels:
                     point = points.get((group, task, split))
                     cells.append("–" if point is None else format_value(point[key], point[f"{key}_interval"], digits=3))
@@ -397,7 +404,7 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
             collapse.add_column(label, justify="right")
         ratios = {(row["group"], row["split"]): row for row in rows}
         for group in comparison.groups:
-            cells = [group]
+            cells: list[str | Text] = [_name(group)]
             for split, _ in splits:
                 row = ratios.get((group, split))
                 cells.append(
@@ -462,10 +469,10 @@ def print_tables(console: Console, tables: Iterable[Table]) -> None:
         table.title = table.caption = None
         try:
             if title:
-                console.print(Text(str(title), style="table.title"))
+                console.print(Text(printable(title), style="table.title"))
             console.print(table)
             if caption:
-                console.print(Text(str(caption), style="table.caption"))
+                console.print(Text(printable(caption), style="table.caption"))
         finally:
             table.title, table.caption = title, caption
 
@@ -477,7 +484,7 @@ def print_report(
     (:func:`grouped_notes`), then ``where`` (rich markup) the files are."""
     print_tables(console, tables)
     for remark in remarks:
-        console.print(remark, highlight=False, markup=False)
+        console.print(printable(remark), highlight=False, markup=False)
     for note in grouped_notes(notes):
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+        console.print(labelled("note:", "yellow", note), highlight=False)
     console.print(where)

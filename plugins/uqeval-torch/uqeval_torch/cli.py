@@ -20,6 +20,11 @@ from uqeval import UQEvalError, progress_bar
 err_console = Console(stderr=True)
 
 
+def _say(line: str) -> None:
+    """Print ``line`` on stderr as text: the paths and names in it are the user's, never Rich markup."""
+    err_console.print(line, markup=False, highlight=False)
+
+
 def parse_options(values: list[str] | None, flag: str = "--data-option") -> dict[str, str]:
     """``["size=32", "raters=3"]`` → ``{"size": "32", "raters": "3"}``."""
     options: dict[str, str] = {}
@@ -163,8 +168,8 @@ def train_command(
         trained = train(settings, out, device=device, progress=progress)
     for note in (getattr(trained, "note", ""), _dataset_note(settings)):
         if note:
-            err_console.print(f"note: {note}", highlight=False)
-    err_console.print(f"trained {settings.au}+{settings.eu} ({members} member(s)) → {out}", highlight=False)
+            _say(f"note: {note}")
+    _say(f"trained {settings.au}+{settings.eu} ({members} member(s)) → {out}")
 
 
 def _dataset_note(settings) -> str:
@@ -232,10 +237,9 @@ def predict_command(
             overwrite=overwrite,
             progress=progress,
         )
-    err_console.print(
+    _say(
         f"wrote {summary.n_images} images × {summary.eu} members × {summary.au} samples → {summary.store}; "
-        f"score it with `uqeval score {summary.store}`",
-        highlight=False,
+        f"score it with `uqeval score {summary.store}`"
     )
 
 
@@ -346,15 +350,14 @@ def study_command(
     with _flags():
         plan = plan_study(out, au=_names(au, AU_METHODS), eu=_names(eu, EU_METHODS), seeds=seeds, options=options)
     n_runs = len(plan.phase("train"))
-    err_console.print(
+    _say(
         f"study: {len(plan.combinations)} combination(s) × {plan.seeds} seed(s) from {n_runs} training run(s), "
-        f"{len(plan.steps)} steps → {plan.out}",
-        highlight=False,
+        f"{len(plan.steps)} steps → {plan.out}"
     )
     if manifest is not None:
         ranges = write_manifest(plan, manifest)
         phases = ", ".join(f"{phase} lines {first}–{last}" for phase, (first, last) in ranges.items())
-        err_console.print(f"wrote {len(plan.steps)} commands to {manifest} ({phases})", highlight=False)
+        _say(f"wrote {len(plan.steps)} commands to {manifest} ({phases})")
         return
     if scheduler is not None:
         from uqeval_torch.study import run_on_cluster
@@ -366,10 +369,10 @@ def study_command(
     failed = [outcome for outcome in outcomes if outcome.status == "failed"]
     skipped = [outcome for outcome in outcomes if outcome.status == "skipped"]
     for outcome in failed:
-        err_console.print(f"failed: {outcome.step.name} (log: {plan.log_path(outcome.step)})", highlight=False)
+        _say(f"failed: {outcome.step.name} (log: {plan.log_path(outcome.step)})")
     if failed or skipped:
         raise UQEvalError(f"{len(failed)} step(s) failed and {len(skipped)} were skipped; rerun to retry them")
-    err_console.print(f"study finished: comparison in {plan.out / 'comparison'}", highlight=False)
+    _say(f"study finished: comparison in {plan.out / 'comparison'}")
 
 
 def _run_with_progress(plan, quiet: bool, workers: int = 1):
@@ -391,7 +394,7 @@ def _run_with_progress(plan, quiet: bool, workers: int = 1):
                 if outcome.step.name in running:
                     running.remove(outcome.step.name)
                 if outcome.status == "failed":
-                    err_console.print(f"failed: {outcome.step.name} (log: {plan.log_path(outcome.step)})")
+                    _say(f"failed: {outcome.step.name} (log: {plan.log_path(outcome.step)})")
                 progress.advance(task)
             summary = f"done {counts['done']} · failed {counts['failed']} · skipped {counts['skipped']}"
             now = f" · running {', '.join(running)}" if running else ""
