@@ -53,5 +53,6 @@ from .scoring import score as score
 from .synth import SCENARIOS as SCENARIOS
 from .synth import make_synthetic_cube as make_synthetic_cube
 from .tasks import TASKS as TASKS
+from .text import printable as printable
 
 __version__: str

@@ -193,5 +193,5 @@ def test_the_core_names_the_commands_the_plugin_adds():
 def test_messages_show_paths_and_names_as_text(capsys):
     from uqeval_torch.cli import _say
 
-    _say("trained ssn+ensemble (1 member(s)) → runs/[/]odd[link=https://evil.example]x[/link]")
-    assert "runs/[/]odd[link=https://evil.example]x[/link]" in capsys.readouterr().err
+    _say("trained ssn+ensemble (1 member(s)) → runs/[/]odd[link=https://evil.example]x[/link]\x1b[2J")
+    assert "runs/[/]odd[link=https://evil.example]x[/link]\\x1b[2J" in capsys.readouterr().err

@@ -15,14 +15,15 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from uqeval import UQEvalError, progress_bar
+from uqeval import UQEvalError, printable, progress_bar
 
 err_console = Console(stderr=True)
 
 
 def _say(line: str) -> None:
-    """Print ``line`` on stderr as text: the paths and names in it are the user's, never Rich markup."""
-    err_console.print(line, markup=False, highlight=False)
+    """Print ``line`` on stderr as text: the paths and names in it are the user's, never Rich
+    markup, and their control characters are shown escaped."""
+    err_console.print(printable(line), markup=False, highlight=False)
 
 
 def parse_options(values: list[str] | None, flag: str = "--data-option") -> dict[str, str]:
