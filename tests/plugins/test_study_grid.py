@@ -282,3 +282,13 @@ def test_a_stopped_study_stops_its_running_steps(tmp_path):
     assert time.monotonic() - begun < 60, "the study waited for its step to finish"
     assert started == [plan.steps[0].name]
     assert not any(plan.done_path(step).exists() for step in plan.steps)
+
+
+def test_a_cluster_without_distributed_names_the_extra(tmp_path, monkeypatch):
+    """``uqeval study --scheduler`` in an install without the ``cluster`` extra."""
+    from uqeval_torch.study import run_on_cluster
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    plan = plan_study(tmp_path / "study", au=["ssn"], eu=["none"])
+    with pytest.raises(UQEvalError, match=r"pip install 'uqeval-torch\[cluster\]'"):
+        run_on_cluster(plan, "tcp://127.0.0.1:1")

@@ -474,8 +474,10 @@ def run_on_cluster(plan: StudyPlan, scheduler: str, *, executable: Sequence[str]
     """
     try:
         from distributed import Client
-    except ImportError:  # pragma: no cover - distributed ships with uqeval's dask extra
-        raise UQEvalError("--scheduler needs dask.distributed (pip install 'dask[distributed]')") from None
+    except ImportError:
+        raise UQEvalError(
+            "--scheduler needs dask.distributed, which is not installed: pip install 'uqeval-torch[cluster]'"
+        ) from None
     client = Client(scheduler)
     remaining = critical_path(plan)
     try:
