@@ -15,7 +15,7 @@ other jobs.
     pip install ./ ./plugins/uqeval-torch      # from the repository root; or: make
     python examples/bring_your_own_model.py --out byom-output
 
-Writes ``byom-output/cube.zarr`` and the report (``scores.json``, ``metrics.csv``, …).
+Writes ``byom-output/cube.zarr`` and the report in ``byom-output/scores`` (``scores.json``, ``metrics.csv``, …).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def synthetic_shapes() -> SyntheticDataset:
 
 
 def score_mc_dropout_with_tta(model: nn.Module, name: str, dataset: SyntheticDataset, out: Path, seed: int) -> None:
-    """MC dropout (4 members) × TTA (4 samples) to ``out/cube.zarr``, scored into ``out``; prints Δ."""
+    """MC dropout (4 members) × TTA (4 samples) to ``out/cube.zarr``, scored into ``out/scores``; prints Δ."""
     eu = MCDropout(model, members=4)
     au = TestTimeAugmentation(samples=4)
     print(f"MC dropout over {eu.n_dropout_layers} dropout layers of {name} × test-time augmentation")
@@ -119,7 +119,7 @@ def score_mc_dropout_with_tta(model: nn.Module, name: str, dataset: SyntheticDat
         overwrite=True,
     )
     scores = uqeval.score(store)
-    uqeval.save_report(scores, out)
+    uqeval.save_report(scores, out / "scores")
     print(scores)
     for row in scores.entanglement:
         if row["split"] in ("id", "ood"):

@@ -11,7 +11,7 @@ waiting for each other, and the same run took 212 s of CPU and 9 minutes of wall
     pip install torch            # the CPU build is enough (or: make, which pins it)
     python examples/pytorch_segmentation.py --out toy-output [--seed 0] [--quick]
 
-Writes ``toy-output/cube.zarr`` and the report (``scores.json``, ``metrics.csv``, plots)
+Writes ``toy-output/cube.zarr`` and the report in ``toy-output/scores`` (``scores.json``, ``metrics.csv``, plots)
 next to it.
 """
 
@@ -156,7 +156,7 @@ def write_cube(path: Path, data: ToyData, members: list[nn.Module], seed: int, b
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("toy-output"), help="folder for cube.zarr and the report")
+    parser.add_argument("--out", type=Path, default=Path("toy-output"), help="folder for cube.zarr and scores/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer images and steps (for tests)")
     args = parser.parse_args(argv)
@@ -174,13 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     write_cube(cube, data, members, args.seed)
 
     scores = uqeval.score(cube)
-    uqeval.save_report(scores, args.out)
+    uqeval.save_report(scores, args.out / "scores")
     table = scores.to_dataframe()  # one row per task, split, measure, aggregation and metric
     headline = table.query("metric in ['auroc', 'ncc', 'ace'] and split in ['id', 'noise']")
     print(headline.round(3).to_string(index=False))
     print("\nEntanglement Δ (> 0: the correct measure beats the wrong one):")
     print(pandas.DataFrame(scores.entanglement).round(3).to_string(index=False))
-    print(f"\ncube: {cube}\nreport: {args.out}")
+    print(f"\ncube: {cube}\nreport: {args.out / 'scores'}")
 
 
 if __name__ == "__main__":

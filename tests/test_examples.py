@@ -46,7 +46,7 @@ def test_pytorch_segmentation_writes_and_scores_a_cube(tmp_path: Path) -> None:
     assert (cube["role"].values == "calibration").sum() == 8
     assert cube.attrs["model"] == "toy-cnn"
 
-    scores = json.loads((out / "scores.json").read_text())
+    scores = json.loads((out / "scores" / "scores.json").read_text())
     assert scores["schema"] == "uqeval.scores/1"
     assert scores["model"]["model"] == "toy-cnn"
     aurocs = {
@@ -59,7 +59,7 @@ def test_pytorch_segmentation_writes_and_scores_a_cube(tmp_path: Path) -> None:
     # Members trained on mild noise disagree on much stronger noise (seeds 0–11 all gave ≥ 0.88).
     assert aurocs["eu"] > 0.5
     assert {row["task"] for row in scores["entanglement"]} == {"oodd", "amb", "cal", "fd"}
-    for name in ("metrics.csv", "images.csv", "roc.png"):
+    for name in ("scores/metrics.csv", "scores/images.csv", "scores/roc.png"):
         assert (out / name).is_file()
 
 
@@ -73,7 +73,7 @@ def test_bring_your_own_model_writes_members_and_samples_that_differ_and_scores(
     assert np.abs(np.diff(probs, axis=1)).max() > 1e-3  # EU members differ
     assert np.abs(np.diff(probs, axis=2)).max() > 1e-3  # AU samples differ
     assert (cube.attrs["eu_source"], cube.attrs["au_source"]) == ("MCDropout", "TestTimeAugmentation")
-    scores = json.loads((out / "scores.json").read_text())
+    scores = json.loads((out / "scores" / "scores.json").read_text())
     deltas = {(row["task"], row["split"]) for row in scores["entanglement"]}
     assert {("oodd", "ood"), ("amb", "id"), ("cal", "id")} <= deltas
     assert "Δ oodd on ood" in completed.stdout
@@ -87,4 +87,4 @@ def test_monai_unet_goes_through_the_same_sources(tmp_path: Path) -> None:
     cube = uqeval.open_cube(out / "cube.zarr")
     probs = cube["probs"].values.astype(np.float64)
     assert np.abs(np.diff(probs, axis=1)).max() > 1e-3 and np.abs(np.diff(probs, axis=2)).max() > 1e-3
-    assert (out / "scores.json").is_file()
+    assert (out / "scores" / "scores.json").is_file()
