@@ -303,11 +303,9 @@ def _report_folder(folder: Path, kind: str) -> Iterator[Path]:
     """Before the work starts, refuse a ``folder`` that uqeval may not replace and make
     sure the folder that holds it can be written (the report is written beside it and
     renamed into place); if the work fails, remove the parent folders made here."""
-    from uqeval.ownership import check_replaceable
-    from uqeval.report.folder import check_writable
+    from uqeval.report.folder import check_report_folder
 
-    check_replaceable(folder, kind)
-    missing = check_writable(folder)
+    missing = check_report_folder(folder, kind)
     try:
         yield folder
     except BaseException:

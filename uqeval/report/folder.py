@@ -39,10 +39,14 @@ def sibling_prefix(folder: Path) -> str:
     return f".{folder.name[:_NAME_CHARACTERS]}.uqeval-"
 
 
-def check_writable(folder: Path) -> list[Path]:
-    """Make the parent folders of ``folder`` and prove that a report can be written
-    there: in its parent (beside it) and, when ``folder`` exists, in it (its
-    permissions are the user's say). Returns the parent folders made, deepest first.
+def check_report_folder(folder: str | os.PathLike[str], kind: str) -> list[Path]:
+    """Refuse a ``folder`` that uqeval may not replace with a report of ``kind``
+    (:func:`~uqeval.ownership.check_replaceable`), make its parent folders and prove that
+    a report can be written there: in its parent (beside it) and, when ``folder``
+    exists, in it (its permissions are the user's say). Returns the parent folders made,
+    deepest first.
+
+    Called before a long job, so that it fails at once, and again when the report is written.
 
     Raises
     ------
@@ -50,6 +54,7 @@ def check_writable(folder: Path) -> list[Path]:
         Naming ``folder`` and the reason.
     """
     folder = Path(folder)
+    check_replaceable(folder, kind)
     missing = [parent for parent in (folder.parent, *folder.parent.parents) if not parent.exists()]
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -80,9 +85,8 @@ def replaced_whole(folder: str | os.PathLike[str], kind: str) -> Iterator[Path]:
         the old report is left as it was.
     """
     folder = Path(folder)
-    check_replaceable(folder, kind)
     existed = os.path.lexists(folder)
-    check_writable(folder)
+    check_report_folder(folder, kind)
     try:
         remove_stale(folder.parent, sibling_prefix(folder))
         staging = _new_sibling(folder, "new")
