@@ -244,11 +244,13 @@ def test_preset_paper_changes_the_conventions(store, default_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert scores_json(tmp_path)["conventions"]["ncc_constant"] == "zero"
     assert scores_json(default_run[1])["conventions"]["ncc_constant"] == "skip"
-    [line] = [line for line in result.stdout.splitlines() if line.startswith("conventions")]
-    assert line == (
+    assert len([line for line in result.stdout.splitlines() if line.startswith("conventions")]) == 1
+    assert " ".join(result.stdout.split()).count("conventions (paper preset)") == 1
+    assert (  # the terminal may wrap the line
         "conventions (paper preset): ncc_constant=zero, ood_split=domain-mean, threshold_fraction=members, "
-        "delta_both_zero=atan2"
-    )
+        "delta_both_zero=atan2, platt=binned-smoothed, amb_reference=class-index-variance, ncc_factor=n-1-over-n, "
+        "cal_ood_delta=domain-min-mean, all_correct_image=wrong"
+    ) in " ".join(result.stdout.split())
     assert "conventions" not in default_run[0].stdout
 
 

@@ -41,13 +41,38 @@ def test_paper_preset_differs_in_the_study_conventions_only():
         "ood_split": ("pooled", "domain-mean"),
         "threshold_fraction": ("mean-prediction", "members"),
         "delta_both_zero": ("nan", "atan2"),
+        "platt": ("smoothed", "binned-smoothed"),
+        "amb_reference": ("one-hot-variance", "class-index-variance"),
+        "ncc_factor": ("none", "n-1-over-n"),
+        "cal_ood_delta": ("min-of-means", "domain-min-mean"),
+        "all_correct_image": ("correct", "wrong"),
     }
 
 
-@pytest.mark.parametrize("field", ["ncc_constant", "ace_scope", "ood_split", "threshold_fraction", "delta_both_zero"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "ncc_constant",
+        "ace_scope",
+        "ood_split",
+        "threshold_fraction",
+        "delta_both_zero",
+        "platt",
+        "amb_reference",
+        "ncc_factor",
+        "cal_ood_delta",
+        "all_correct_image",
+    ],
+)
 def test_a_choice_outside_its_values_is_refused_naming_them(field):
     with pytest.raises(UQEvalError, match=f"{field} is 'sometimes'; expected '"):
         Conventions(**{field: "sometimes"})
+
+
+def test_the_domain_min_mean_of_cal_needs_domain_means():
+    with pytest.raises(UQEvalError, match="cal_ood_delta 'domain-min-mean' .* needs ood_split 'domain-mean'"):
+        Conventions(cal_ood_delta="domain-min-mean")
+    assert Conventions(cal_ood_delta="domain-min-mean", ood_split="domain-mean").cal_ood_delta == "domain-min-mean"
 
 
 def test_unknown_preset_names_the_known_ones():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from helpers import note_texts
-from sklearn.linear_model import LogisticRegression
+from sklearn.calibration import _sigmoid_calibration
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from uqeval import AggregationParameters, Scores, UQEvalError, aggregate, decompose, evaluate
@@ -108,8 +108,9 @@ def rater_counts(labels, pred):
     return agree, valid
 
 
-def reference_ncc(labels_image, u_image, n_classes=2):
-    """(Pearson r, state) of one image: ``scored``, ``constant`` or ``none`` (no pixel with a rater)."""
+def reference_ncc(labels_image, u_image, n_classes=2, factor=False):
+    """(Pearson r, state) of one image: ``scored``, ``constant`` or ``none`` (no pixel with a rater);
+    with ``factor``, r times (N − 1)/N over its N pixels with a rater (the study's)."""
     counted = labels_image != IGNORE
     valid = counted.sum(axis=0)
     keep = valid > 0
@@ -120,13 +121,14 @@ def reference_ncc(labels_image, u_image, n_classes=2):
     u = u_image[keep].astype(np.float64)
     if np.ptp(g) == 0 or np.ptp(u) == 0:
         return math.nan, "constant"
-    return float(np.corrcoef(g, u)[0, 1]), "scored"
+    shrink = (g.size - 1) / g.size if factor else 1.0
+    return float(np.corrcoef(g, u)[0, 1]) * shrink, "scored"
 
 
-def reference_mean_ncc(labels, u, chosen, constant="skip"):
+def reference_mean_ncc(labels, u, chosen, constant="skip", factor=False):
     values, n_constant = [], 0
     for i in np.flatnonzero(chosen):
-        r, state = reference_ncc(labels[i], u[i])
+        r, state = reference_ncc(labels[i], u[i], factor=factor)
         if state == "scored":
             values.append(r)
         elif state == "constant":
@@ -137,13 +139,13 @@ def reference_mean_ncc(labels, u, chosen, constant="skip"):
 
 
 def sklearn_platt(u, agree, valid):
-    """(slope, intercept) of ``σ(b - a U)`` by weighted logistic regression, each pixel twice."""
+    """(slope, intercept) of ``σ(b - a U)`` by scikit-learn's sigmoid calibration (Platt's smoothed
+    targets) of ``-U``, each pixel a positive of weight ``w`` and a negative of weight ``1 - w``."""
     keep = valid > 0
     x = -u[keep].astype(np.float64)
     w = agree[keep] / valid[keep]
-    model = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000)
-    model.fit(np.r_[x, x][:, None], np.r_[np.ones_like(w), np.zeros_like(w)], sample_weight=np.r_[w, 1 - w])
-    return float(model.coef_[0, 0]), float(model.intercept_[0])
+    a, b = _sigmoid_calibration(np.r_[x, x], np.r_[np.ones_like(w), np.zeros_like(w)], sample_weight=np.r_[w, 1 - w])
+    return -float(a), -float(b)
 
 
 def reference_calibration_errors(u, agree, valid, fit, bins=20):
@@ -299,7 +301,13 @@ def test_amb_matches_corrcoef_with_constant_images(store_with_constant_images, p
     for split, chosen in split_masks(store.domain, store.role).items():
         values = {}
         for measure in MEASURES:
-            expected, n_constant = reference_mean_ncc(store.labels, arrays[measure], chosen, conventions.ncc_constant)
+            expected, n_constant = reference_mean_ncc(
+                store.labels,
+                arrays[measure],
+                chosen,
+                conventions.ncc_constant,
+                factor=conventions.ncc_factor == "n-1-over-n",
+            )
             if split not in ("id", "ood"):
                 per_domain[measure].append(expected)
             if split == "ood" and preset_name == "paper":  # the study's tables: the mean over OOD domains
@@ -316,7 +324,7 @@ def test_amb_matches_corrcoef_with_constant_images(store_with_constant_images, p
 
 def test_amb_skip_and_zero_differ_by_the_constant_images(store_with_constant_images):
     skip = store_with_constant_images.evaluate(tasks=["amb"])
-    zero = store_with_constant_images.evaluate(tasks=["amb"], conventions=preset("paper"))
+    zero = store_with_constant_images.evaluate(tasks=["amb"], conventions=Conventions(ncc_constant="zero"))
     n_scored = 8 - 2
     for measure in MEASURES:
         assert zero.value("amb", "id", measure, "ncc") == pytest.approx(

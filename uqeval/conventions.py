@@ -40,6 +40,11 @@ _CHOICES = {
     "ood_split": ("pooled", "domain-mean"),
     "threshold_fraction": ("mean-prediction", "members"),
     "delta_both_zero": ("nan", "atan2"),
+    "platt": ("smoothed", "binned-smoothed"),
+    "amb_reference": ("one-hot-variance", "class-index-variance"),
+    "ncc_factor": ("none", "n-1-over-n"),
+    "cal_ood_delta": ("min-of-means", "domain-min-mean"),
+    "all_correct_image": ("correct", "wrong"),
 }
 
 
@@ -86,6 +91,26 @@ class Conventions:
     delta_both_zero : ``"nan"`` or ``"atan2"``
         Δ when both scores are 0: undefined, or (the study's code) what
         ``atan2(0, 0) = 0`` gives, −1 (+1 when lower is better).
+    platt : ``"smoothed"`` or ``"binned-smoothed"``
+        Platt scaling's fit: over every calibration pixel, each a positive of weight
+        ``w`` and a negative of weight ``1 − w``, with Platt's smoothed targets
+        ``(N₊ + 1)/(N₊ + 2)`` and ``1/(N₋ + 2)``; or (the study's code) over 256
+        log-spaced bins of ``U`` on [1e-12, 1e2], each (rater, pixel) pair a sample at
+        its bin's mean ``U``, with the same targets.
+    amb_reference : ``"one-hot-variance"`` or ``"class-index-variance"``
+        AMB's ground-truth map: ``Σ_c Var_r(1[label_r = c])``, the same however the
+        classes are numbered; or (the study's code) ``Var_r(label_r)``, the variance of
+        the class indices. Equal up to a factor with two classes.
+    ncc_factor : ``"none"`` or ``"n-1-over-n"``
+        NCC as the Pearson correlation, or (the study's code) times ``(N − 1)/N``,
+        ``N`` the image's pixels: standard deviations with ``ddof = 1``, sums over ``N``.
+    cal_ood_delta : ``"min-of-means"`` or ``"domain-min-mean"``
+        CAL's ``U_w`` on ``ood`` when ``ood_split="domain-mean"``: the smaller of the
+        AU and EU domain means, or (the study's code) the mean over domains of each
+        domain's smaller ACE.
+    all_correct_image : ``"correct"`` or ``"wrong"``
+        Per-image ACE and ECE (``ace_scope="per-image"``) of an image whose every rater
+        label equals ``pred``: accuracy 1, or (the study's code) accuracy 0.
     """
 
     aggregation: str = "border"
@@ -101,6 +126,11 @@ class Conventions:
     ood_split: Literal["pooled", "domain-mean"] = "pooled"
     threshold_fraction: Literal["mean-prediction", "members"] = "mean-prediction"
     delta_both_zero: Literal["nan", "atan2"] = "nan"
+    platt: Literal["smoothed", "binned-smoothed"] = "smoothed"
+    amb_reference: Literal["one-hot-variance", "class-index-variance"] = "one-hot-variance"
+    ncc_factor: Literal["none", "n-1-over-n"] = "none"
+    cal_ood_delta: Literal["min-of-means", "domain-min-mean"] = "min-of-means"
+    all_correct_image: Literal["correct", "wrong"] = "correct"
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -122,6 +152,11 @@ class Conventions:
             )
         if not 0.0 <= self.empty_iou <= 1.0:
             raise UQEvalError(f"conventions: empty_iou is {self.empty_iou!r}; expected a value in [0, 1]")
+        if self.cal_ood_delta == "domain-min-mean" and self.ood_split != "domain-mean":
+            raise UQEvalError(
+                "conventions: cal_ood_delta 'domain-min-mean' takes each OOD domain's values, so it needs "
+                "ood_split 'domain-mean'"
+            )
 
     def replace(self, **changes: Any) -> Conventions:
         """A copy with some fields changed (validated like the original)."""
@@ -140,7 +175,15 @@ class Conventions:
 PRESETS: dict[str, Conventions] = {
     "default": Conventions(),
     "paper": Conventions(
-        ncc_constant="zero", ood_split="domain-mean", threshold_fraction="members", delta_both_zero="atan2"
+        ncc_constant="zero",
+        ood_split="domain-mean",
+        threshold_fraction="members",
+        delta_both_zero="atan2",
+        platt="binned-smoothed",
+        amb_reference="class-index-variance",
+        ncc_factor="n-1-over-n",
+        cal_ood_delta="domain-min-mean",
+        all_correct_image="wrong",
     ),
 }
 

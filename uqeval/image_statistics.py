@@ -221,7 +221,10 @@ def image_statistics(
             scores[aggregator.name][measure] = aggregator(maps[measure], maps["pred"], parameters)
     correlations = calibration = tables = None
     if raters is not None:
-        correlations = {measure: ncc(raters.variance, maps[measure], raters.valid) for measure in MEASURES}
+        correlations = {
+            measure: ncc(raters.variance, maps[measure], raters.valid, factor=conventions.ncc_factor)
+            for measure in MEASURES
+        }
         if platt:
             tables = {
                 measure: CalibrationTable.from_maps(
@@ -235,5 +238,8 @@ def image_statistics(
                 )
                 for measure in MEASURES
             }
-            calibration = {measure: ImageCalibration.of(table) for measure, table in tables.items()}
+            calibration = {
+                measure: ImageCalibration.of(table, all_correct=conventions.all_correct_image)
+                for measure, table in tables.items()
+            }
     return ImageStatistics(means, scores, correlations, calibration, fallbacks=fallbacks, tables=tables)

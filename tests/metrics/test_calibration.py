@@ -6,15 +6,17 @@ import math
 
 import numpy as np
 import pytest
+import scipy.optimize
 import scipy.special
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.linear_model import LogisticRegression
+from sklearn.calibration import _sigmoid_calibration
 
 from uqeval import UQEvalError
 from uqeval.metrics import calibration
 from uqeval.metrics.ambiguity import rater_statistics
 from uqeval.metrics.calibration import (
+    BinnedPlattTable,
     CalibrationTable,
     ConfidenceHistogram,
     PlattFit,
@@ -26,6 +28,7 @@ from uqeval.metrics.calibration import (
     fit_platt,
     per_image_ace,
     per_image_ece,
+    platt_targets,
     reliability,
     sparse_confidence_histogram,
 )
@@ -33,7 +36,7 @@ from uqeval.metrics.calibration import (
 IGNORE = 255
 BINS = 20
 PROPERTY_SETTINGS = settings(max_examples=30, deadline=None)
-NOT_CONVERGED = "did not converge"
+SEPARATED = "separates correct and wrong"
 
 
 # --------------------------------------------------------------------------- data
@@ -69,17 +72,29 @@ def synthetic_maps(
 
 
 def sklearn_platt(u: np.ndarray, agree: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
-    """Unregularised weighted logistic regression of ``w`` on ``-U``: each pixel a positive of weight ``w``
-    and a negative of weight ``1 - w``. Returns ``(slope, intercept)``."""
+    """scikit-learn's sigmoid calibration (Platt's smoothed targets) of ``-U``: each pixel a positive
+    of weight ``w`` and a negative of weight ``1 - w``. Returns uqeval's ``(slope, intercept)``."""
     mask = valid > 0
     w = agree[mask] / valid[mask]
     x = -np.asarray(u, dtype=np.float32)[mask].astype(np.float64)
-    features = np.r_[x, x][:, None]
-    target = np.r_[np.ones(x.size), np.zeros(x.size)]
-    weight = np.r_[w, 1.0 - w]
-    model = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000)
-    model.fit(features, target, sample_weight=weight)
-    return float(model.coef_[0, 0]), float(model.intercept_[0])
+    a, b = _sigmoid_calibration(np.r_[x, x], np.r_[np.ones(x.size), np.zeros(x.size)], sample_weight=np.r_[w, 1 - w])
+    # scikit-learn's probability is 1 / (1 + exp(a·F + b)) with F = -U, that is σ(-b - (-a)·U).
+    return -float(a), -float(b)
+
+
+def smoothed_objective(u: np.ndarray, agree: np.ndarray, valid: np.ndarray):
+    """The smoothed Platt objective over single pixels, in float64: ``f(slope, intercept)``."""
+    mask = valid > 0
+    w = agree[mask] / valid[mask]
+    x = np.asarray(u, dtype=np.float32)[mask].astype(np.float64)
+    high, low = platt_targets(w.sum(), (1 - w).sum())
+    target = low + (high - low) * w
+
+    def objective(parameters: np.ndarray) -> float:
+        z = parameters[1] - parameters[0] * x
+        return float((np.logaddexp(0.0, z) - target * z).sum())
+
+    return objective
 
 
 def test_synthetic_maps_have_what_the_tests_need():
@@ -138,7 +153,7 @@ PLATT_CASES = [
 
 
 @pytest.mark.parametrize(("seed", "raters", "shape", "scale", "ignore", "slope", "intercept", "size"), PLATT_CASES)
-def test_platt_matches_unregularised_sklearn(seed, raters, shape, scale, ignore, slope, intercept, size):
+def test_platt_matches_sklearn_sigmoid_calibration(seed, raters, shape, scale, ignore, slope, intercept, size):
     u, agree, valid = synthetic_maps(
         seed,
         n_raters=raters,
@@ -176,18 +191,25 @@ def test_platt_with_exact_zero_uncertainty_matches_sklearn():
     assert fit.intercept == pytest.approx(expected_intercept, rel=1e-4)
 
 
-def test_platt_fit_maximises_the_likelihood():
-    """The fit is a stationary point of the weighted log-likelihood (independent of sklearn)."""
+def test_platt_fit_is_the_stationary_point_of_the_smoothed_likelihood():
+    """The fit zeroes the gradient of the likelihood with Platt's targets (independent of sklearn)."""
     u, agree, valid = synthetic_maps(7, n_raters=4, ignore_rate=0.2)
     fit = fit_platt(u, agree, valid)
     mask = valid > 0
     w = agree[mask] / valid[mask]
+    high, low = (w.sum() + 1) / (w.sum() + 2), 1 / ((1 - w).sum() + 2)
+    target = low + (high - low) * w
     x = u[mask].astype(np.float64)
     p = scipy.special.expit(fit.intercept - fit.slope * x)
-    # ∂/∂b and ∂/∂a of Σ [w log p + (1 - w) log(1 - p)].
-    assert abs((w - p).sum()) / w.size < 1e-7
-    assert abs(((w - p) * x).sum()) / w.size < 1e-7
+    # ∂/∂b and ∂/∂a of Σ [t log p + (1 - t) log(1 - p)].
+    assert abs((target - p).sum()) / w.size < 1e-7
+    assert abs(((target - p) * x).sum()) / w.size < 1e-7
     np.testing.assert_allclose(fit.confidence(u[mask]), p, rtol=1e-15)
+
+
+def test_platt_targets_are_platts():
+    assert platt_targets(0.0, 0.0) == (0.5, 0.5)
+    assert platt_targets(98.0, 3.0) == (0.99, 0.2)
 
 
 def test_platt_ignores_pixels_without_a_rater():
@@ -286,31 +308,39 @@ def test_merge_is_a_sum_of_tables(seed, n_images, split):
 
 
 def test_every_pixel_correct_or_wrong():
+    """With one side only, the prior alone decides: a = 0 and b = logit(t₊) = ln(N₊ + 1), or
+    logit(t₋) = −ln(N₋ + 1); finite, with a note."""
     u, _, valid = synthetic_maps(12)
     valid = np.maximum(valid, 1)
+    n = u.size
     correct = fit_platt(u, valid, valid)
-    assert (correct.slope, correct.intercept) == (0.0, math.inf)
-    assert correct.note and "correct" in correct.note
-    assert correct.n_pixels == u.size
+    assert correct.slope == pytest.approx(0.0, abs=1e-9)
+    assert correct.intercept == pytest.approx(math.log(n + 1), rel=1e-9)
+    assert "every calibration pixel is correct" in correct.note
+    assert correct.n_pixels == n
+    assert (correct.slope, correct.intercept) == pytest.approx(sklearn_platt(u, valid, valid), abs=1e-4)
     wrong = fit_platt(u, np.zeros_like(valid), valid)
-    assert (wrong.slope, wrong.intercept) == (0.0, -math.inf)
-    assert wrong.note and "wrong" in wrong.note
+    assert wrong.slope == pytest.approx(0.0, abs=1e-9)
+    assert wrong.intercept == pytest.approx(-math.log(n + 1), rel=1e-9)
+    assert "every calibration pixel is wrong" in wrong.note
     # Pixels without a rater do not spoil an all-correct set.
     agree, valid2 = valid.copy(), valid.copy()
     agree[:, 0] = 0
     valid2[:, 0] = 0
-    assert fit_platt(u, agree, valid2).intercept == math.inf
+    assert fit_platt(u, agree, valid2).intercept == pytest.approx(math.log((valid2 > 0).sum() + 1), rel=1e-9)
 
 
-def test_constant_uncertainty_gives_the_logit_of_the_mean_correctness():
+def test_constant_uncertainty_gives_the_logit_of_the_mean_target():
     _, agree, valid = synthetic_maps(13, n_raters=3, ignore_rate=0.2)
     u = np.full(agree.shape, 0.37, dtype=np.float32)
     fit = fit_platt(u, agree, valid)
     mask = valid > 0
-    mean_w = (agree[mask] / valid[mask]).mean()
-    assert 0 < mean_w < 1
+    w = agree[mask] / valid[mask]
+    high, low = platt_targets(w.sum(), (1 - w).sum())
+    mean_target = (low + (high - low) * w).mean()
+    assert 0 < mean_target < 1
     assert fit.slope == 0.0
-    assert fit.intercept == pytest.approx(math.log(mean_w / (1 - mean_w)), rel=1e-12)
+    assert fit.intercept == pytest.approx(math.log(mean_target / (1 - mean_target)), rel=1e-12)
     assert fit.note and "constant" in fit.note
     # sklearn's (slope, intercept) is not identifiable here, but its logit at U = 0.37 is.
     sk_slope, sk_intercept = sklearn_platt(u, agree, valid)
@@ -338,7 +368,7 @@ def test_mismatched_maps_raise():
 
 @pytest.mark.parametrize("direction", ["low_u_correct", "high_u_correct"])
 @pytest.mark.parametrize("boundary", ["clean", "mixed_boundary_pixel"])
-def test_separable_data_gives_a_note_and_no_exception(direction, boundary):
+def test_separable_data_give_a_finite_fit_and_a_note(direction, boundary):
     rng = np.random.default_rng(14)
     u = rng.gamma(2.0, 0.3, size=(3, 12, 12)).astype(np.float32)
     valid = np.full(u.shape, 2)
@@ -350,16 +380,51 @@ def test_separable_data_gives_a_note_and_no_exception(direction, boundary):
         on_edge = np.unravel_index(np.argmin(np.where(low, np.inf, u)), u.shape)
         agree[on_edge] = 1
     fit = fit_platt(u, agree, valid)
-    assert NOT_CONVERGED in fit.note
+    assert SEPARATED in fit.note
+    assert "did not converge" not in fit.note
     assert math.isfinite(fit.slope) and math.isfinite(fit.intercept)
     assert (fit.slope > 0) == (direction == "low_u_correct")
-    # The iterate it keeps still orders the pixels the right way round.
     confidence = fit.confidence(u)
     assert confidence[correct].min() >= confidence[~correct].max()
+    assert (fit.slope, fit.intercept) == pytest.approx(sklearn_platt(u, agree, valid), rel=1e-4)
+
+
+def test_rare_errors_at_the_highest_uncertainty_give_an_optimiser_independent_fit():
+    """40 wrong rater labels of ~43,000, all at the most uncertain pixels: U separates them.
+    Without a prior the likelihood has no optimum (the slope runs off to wherever an
+    optimiser stops); with Platt's targets every optimiser finds one finite fit."""
+    rng = np.random.default_rng(15)
+    u = rng.gamma(2.0, 0.05, size=(12, 30, 30)).astype(np.float32)
+    valid = np.full(u.shape, 4)
+    agree = valid.copy()
+    top = np.argsort(u, axis=None)[-10:]
+    agree.ravel()[top] = 0  # 10 pixels × 4 raters wrong
+    fit = fit_platt(u, agree, valid)
+    assert SEPARATED in fit.note
+    assert math.isfinite(fit.slope) and 0 < fit.slope < 1e3
+    # The same optimum from the table streamed in parts, with another tolerance, and from scipy's
+    # quasi-Newton and simplex searches started elsewhere on the single-pixel objective.
+    parts = PlattTable()
+    for image in range(u.shape[0]):
+        parts.add(u[image : image + 1], agree[image : image + 1], valid[image : image + 1])
+    assert (parts.fit(tolerance=1e-9).slope, parts.fit().intercept) == pytest.approx(
+        (fit.slope, fit.intercept), rel=1e-7
+    )
+    objective = smoothed_objective(u, agree, valid)
+    for start, method in (((0.0, 0.0), "BFGS"), ((50.0, 10.0), "BFGS"), ((5.0, 5.0), "Nelder-Mead")):
+        found = scipy.optimize.minimize(
+            objective,
+            np.array(start),
+            method=method,
+            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000} if method == "Nelder-Mead" else {"gtol": 1e-9},
+        )
+        assert found.x == pytest.approx([fit.slope, fit.intercept], rel=1e-4)
+        assert objective(np.array([fit.slope, fit.intercept])) <= found.fun + 1e-9
+    assert (fit.slope, fit.intercept) == pytest.approx(sklearn_platt(u, agree, valid), rel=1e-4)
 
 
 def test_overlapping_data_is_not_flagged_as_separable():
-    """One pixel on the wrong side of the threshold gives a finite optimum, without a note."""
+    """One pixel on the wrong side of the threshold: no separation, no note."""
     u = np.linspace(0.01, 1.0, 100, dtype=np.float32).reshape(1, 10, 10)
     valid = np.full(u.shape, 2)
     agree = np.where(u < 0.5, 2, 0)
@@ -367,6 +432,108 @@ def test_overlapping_data_is_not_flagged_as_separable():
     fit = fit_platt(u, agree, valid)
     assert fit.note == ""
     assert (fit.slope, fit.intercept) == pytest.approx(sklearn_platt(u, agree, valid), rel=1e-4)
+
+
+# --------------------------------------------------------------------------- the study's binned Platt fit
+
+
+def study_binned_samples(u: np.ndarray, agree: np.ndarray, valid: np.ndarray):
+    """The study's compressed data set, rebuilt pair by pair: every (rater, pixel) pair with a label
+    goes to its log bin (256 bins over [1e-12, 1e2], clamped); each non-empty bin gives a positive
+    of weight (correct pairs) and a negative of weight (wrong pairs), both at F = -(mean U of its pairs)."""
+    edges = np.logspace(-12, 2, num=257)
+    values, correct = [], []
+    for position in np.ndindex(u.shape):
+        for rater in range(int(valid[position])):
+            values.append(float(u[position]))
+            correct.append(rater < agree[position])
+    values, correct = np.array(values), np.array(correct)
+    bins = np.clip(np.digitize(values, edges) - 1, 0, 255)
+    features, targets, weights = [], [], []
+    for b in np.unique(bins):
+        inside = bins == b
+        for label, count in ((1, int(correct[inside].sum())), (0, int((~correct[inside]).sum()))):
+            if count:
+                features.append(-values[inside].mean())
+                targets.append(label)
+                weights.append(count)
+    return np.array(features), np.array(targets, dtype=float), np.array(weights, dtype=float)
+
+
+def study_platt(u: np.ndarray, agree: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+    """scikit-learn's sigmoid calibration on the study's binned samples, as uqeval's (slope, intercept)."""
+    features, targets, weights = study_binned_samples(u, agree, valid)
+    a, b = _sigmoid_calibration(features, targets, sample_weight=weights)
+    return -float(a), -float(b)
+
+
+def test_binned_platt_by_hand():
+    """Three pixels of 2 raters in two bins: U = 0.1 and 0.1001 share a bin (edges 10^(-12 + 14k/256)
+    step by a factor 1.134), U = 0.5 has its own. Bin one: 4 pairs, 3 correct, mean U 0.10005;
+    bin two: 2 pairs, 0 correct. Targets t₊ = 4/5, t₋ = 1/5 of N₊ = 3, N₋ = 3."""
+    u = np.array([[[0.1, 0.1001, 0.5]]], dtype=np.float32)
+    agree = np.array([[[2, 1, 0]]])
+    valid = np.full(u.shape, 2)
+    table = BinnedPlattTable()
+    table.add(u, agree, valid)
+    used = table.table[table.table[:, 0] > 0]
+    np.testing.assert_array_equal(used[:, [0, 1, 3]], [[4, 3, 2], [2, 0, 1]])
+    mean_low = (2 * float(np.float32(0.1)) + 2 * float(np.float32(0.1001))) / 4
+    assert used[0, 2] / used[0, 0] == pytest.approx(mean_low, rel=1e-15)
+    fit = table.fit()
+    high, low = 4 / 5, 1 / 5
+    x = np.array([mean_low, float(np.float32(0.5))])
+    n = np.array([4.0, 2.0])
+    t = np.array([3 * high + 1 * low, 2 * low])
+
+    def objective(parameters):
+        z = parameters[1] - parameters[0] * x
+        return float((n * np.logaddexp(0.0, z) - t * z).sum())
+
+    found = scipy.optimize.minimize(objective, np.zeros(2), method="BFGS", options={"gtol": 1e-10})
+    assert (fit.slope, fit.intercept) == pytest.approx(found.x, rel=1e-6)
+    assert (fit.slope, fit.intercept) == pytest.approx(study_platt(u, agree, valid), rel=1e-4)
+    assert fit.n_pixels == 3
+
+
+def test_binned_platt_clamps_and_bins_as_numpy_digitize():
+    """U = 0 and anything below 1e-12 share the first bin, 1e2 and above the last; a value exactly on
+    an edge opens the next bin (numpy.digitize, right=False)."""
+    edges = np.logspace(-12, 2, num=257)
+    on_edge = np.float32(edges[100])
+    u = np.array([[[0.0, 1e-30, 1e-12, 150.0, 1e3, float(on_edge)]]], dtype=np.float32)
+    table = BinnedPlattTable()
+    table.add(u, np.ones(u.shape, dtype=int), np.ones(u.shape, dtype=int))
+    counts = table.table[:, 0]
+    expected_edge_bin = int(np.digitize(np.float64(on_edge), edges)) - 1
+    assert counts[0] == 3 and counts[255] == 2 and counts[expected_edge_bin] == 1
+    assert counts.sum() == 6
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_binned_platt_matches_the_study_on_rater_pairs(seed):
+    """Ignored raters leave their pair out; each pixel weighs by its raters (pairs, not pixels)."""
+    u, agree, valid = synthetic_maps(seed, n_raters=3, ignore_rate=0.2, size=(10, 10))
+    fit = fit_platt(u, agree, valid, method="binned-smoothed")
+    assert fit.n_pixels == int((valid > 0).sum())
+    assert (fit.slope, fit.intercept) == pytest.approx(study_platt(u, agree, valid), rel=1e-4)
+    whole, first, second = BinnedPlattTable(), BinnedPlattTable(), BinnedPlattTable()
+    whole.add(u, agree, valid)
+    first.add(u[:2], agree[:2], valid[:2])
+    second.add(u[2:], agree[2:], valid[2:])
+    np.testing.assert_allclose(first.merge(second).table, whole.table, rtol=1e-15)
+
+
+def test_binned_platt_differs_from_the_exact_fit_when_errors_are_rare():
+    """The study's bins and pair counts change the fit: what docs/metrics.md measures."""
+    rng = np.random.default_rng(15)
+    u = rng.gamma(2.0, 0.05, size=(12, 30, 30)).astype(np.float32)
+    valid = np.full(u.shape, 4)
+    agree = valid.copy()
+    agree.ravel()[np.argsort(u, axis=None)[-10:]] = 0
+    exact, binned = fit_platt(u, agree, valid), fit_platt(u, agree, valid, method="binned-smoothed")
+    assert (binned.slope, binned.intercept) == pytest.approx(study_platt(u, agree, valid), rel=1e-4)
+    assert abs(binned.slope - exact.slope) > 0.1 * exact.slope
 
 
 def test_platt_confidence_is_the_logistic_of_the_negated_uncertainty():

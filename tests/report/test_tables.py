@@ -192,6 +192,11 @@ def test_changed_conventions_of_the_paper_preset():
         "ood_split": "domain-mean",
         "threshold_fraction": "members",
         "delta_both_zero": "atan2",
+        "platt": "binned-smoothed",
+        "amb_reference": "class-index-variance",
+        "ncc_factor": "n-1-over-n",
+        "cal_ood_delta": "domain-min-mean",
+        "all_correct_image": "wrong",
     }
     # The aggregation is on the tables already, and not a convention line's business.
     assert changed_conventions(Conventions(aggregation="mean", calibration_bins=10)) == {"calibration_bins": 10}
@@ -202,7 +207,8 @@ def test_the_conventions_line_names_the_preset(one_domain):
     lines = [line for line in score_remarks(paper, preset="paper") if line.startswith("conventions")]
     assert lines == [
         "conventions (paper preset): ncc_constant=zero, ood_split=domain-mean, threshold_fraction=members, "
-        "delta_both_zero=atan2"
+        "delta_both_zero=atan2, platt=binned-smoothed, amb_reference=class-index-variance, ncc_factor=n-1-over-n, "
+        "cal_ood_delta=domain-min-mean, all_correct_image=wrong"
     ]
     assert not [line for line in score_remarks(one_domain, preset="default") if line.startswith("conventions")]
 

@@ -28,14 +28,16 @@ FIXED_POINT = 2.0**32
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def rater_kernel(labels, pred, n_classes, ignore, variance, agree, valid, out_of_range):
-    """Rater variance ``g = 1 - Σ_c (n_c / n)²``, agreement with ``pred`` and rater count.
+def rater_kernel(labels, pred, n_classes, ignore, class_index, variance, agree, valid, out_of_range):
+    """Rater variance ``g``, agreement with ``pred`` and rater count.
 
     ``n_c`` counts the raters whose label is ``c`` at a pixel and ``n`` the raters whose
-    label is not ``ignore``; ``Σ_c p_c (1 - p_c) = 1 - Σ_c p_c²`` is the population
-    variance of the one-hot labels summed over classes. A pixel with ``n = 0`` gets
-    ``g = 0`` and ``valid = 0``. Labels that are neither ``ignore`` nor a class are
-    counted per image in ``out_of_range`` and otherwise treated as ignored.
+    label is not ``ignore``. ``g = 1 - Σ_c (n_c / n)² = Σ_c p_c (1 - p_c)`` is the
+    population variance of the one-hot labels summed over classes; with
+    ``class_index``, ``g = (n Σ l² - (Σ l)²) / n²`` is that of the labels ``l``
+    themselves, in exact integer arithmetic. A pixel with ``n = 0`` gets ``g = 0`` and
+    ``valid = 0``. Labels that are neither ``ignore`` nor a class are counted per image
+    in ``out_of_range`` and otherwise treated as ignored.
     """
     n_images, n_raters, n_pixels = labels.shape
     for image in numba.prange(n_images):
@@ -44,6 +46,8 @@ def rater_kernel(labels, pred, n_classes, ignore, variance, agree, valid, out_of
         for pixel in range(n_pixels):
             total = 0
             squares = 0
+            index_sum = 0
+            index_squares = 0
             agreeing = 0
             predicted = pred[image, pixel]
             for rater in range(n_raters):
@@ -55,6 +59,9 @@ def rater_kernel(labels, pred, n_classes, ignore, variance, agree, valid, out_of
                     continue
                 squares += 2 * counts[label] + 1
                 counts[label] += 1
+                index = np.int64(label)
+                index_sum += index
+                index_squares += index * index
                 total += 1
                 if label == predicted:
                     agreeing += 1
@@ -64,7 +71,9 @@ def rater_kernel(labels, pred, n_classes, ignore, variance, agree, valid, out_of
                     counts[label] = 0
             valid[image, pixel] = total
             agree[image, pixel] = agreeing
-            if total > 0:
+            if total > 0 and class_index:
+                variance[image, pixel] = (total * index_squares - index_sum * index_sum) / (total * total)
+            elif total > 0:
                 variance[image, pixel] = 1.0 - squares / (total * total)
             else:
                 variance[image, pixel] = 0.0
@@ -72,13 +81,14 @@ def rater_kernel(labels, pred, n_classes, ignore, variance, agree, valid, out_of
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def pearson_kernel(reference, maps, valid, tolerance, correlation, state):
+def pearson_kernel(reference, maps, valid, tolerance, shrink, correlation, state):
     """Pearson correlation (ddof 0) of ``reference`` and ``maps`` over valid pixels.
 
     Two passes in float64 (means first, then centred sums). A map whose maximum
     exceeds its minimum by at most ``tolerance`` is constant (the range test, not a
     rounding residue of the variance). ``state``: 0 scored, 1 a map is constant,
-    2 no valid pixel; the correlation is NaN unless scored.
+    2 no valid pixel; the correlation is NaN unless scored. With ``shrink``, the
+    correlation of ``n`` pixels is multiplied by ``(n - 1) / n``.
     """
     n_images, n_pixels = maps.shape
     for image in numba.prange(n_images):
@@ -122,8 +132,10 @@ def pearson_kernel(reference, maps, valid, tolerance, correlation, state):
             cross += r * m
             square_reference += r * r
             square_map += m * m
-        value = cross / np.sqrt(square_reference * square_map)
-        correlation[image] = min(1.0, max(-1.0, value))
+        value = min(1.0, max(-1.0, cross / np.sqrt(square_reference * square_map)))
+        if shrink:
+            value *= (count - 1) / count
+        correlation[image] = value
         state[image] = 0
 
 

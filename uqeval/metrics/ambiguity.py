@@ -34,7 +34,7 @@ class RaterStatistics:
     ----------
     variance : float32
         ``g = Σ_c Var_r(1[label_r = c])``, population variance over the raters whose
-        label is not the ignore label.
+        label is not the ignore label (or ``Var_r(label_r)``, see :func:`rater_statistics`).
     agree : int32
         Raters whose label equals ``pred``.
     valid : int32
@@ -64,6 +64,7 @@ def rater_statistics(
     *,
     ignore: int = IGNORE_LABEL,
     image_ids: Sequence[object] | None = None,
+    reference: str = "one-hot-variance",
 ) -> RaterStatistics:
     """Rater variance, agreement with the prediction, and rater count per pixel.
 
@@ -77,7 +78,14 @@ def rater_statistics(
         Labels other than ``ignore`` must lie in ``[0, n_classes)``.
     image_ids : sequence, optional
         Ids that error messages name images by (default their positions).
+    reference : ``"one-hot-variance"`` or ``"class-index-variance"``
+        The variance map ``g``: ``Σ_c Var_r(1[label_r = c]) = 1 − Σ_c p_c²``, or
+        ``Var_r(label_r)`` of the class indices (the study's, which depends on how the
+        classes are numbered once there are more than two). Population variances over
+        the raters whose label is not ``ignore``.
     """
+    if reference not in ("one-hot-variance", "class-index-variance"):
+        raise UQEvalError(f"labels: reference is {reference!r}; expected 'one-hot-variance' or 'class-index-variance'")
     labels = np.asarray(labels)
     if labels.ndim != 4 or labels.dtype.kind not in "iu":
         raise UQEvalError(f"labels: expected integer labels (image, rater, y, x); got {labels.dtype} {labels.shape}")
@@ -93,7 +101,15 @@ def rater_statistics(
     valid = np.empty_like(agree)
     out_of_range = np.zeros(n_images, dtype=np.int64)
     _kernels.rater_kernel(
-        flat, np.ascontiguousarray(pred).reshape(n_images, -1), n_classes, ignore, variance, agree, valid, out_of_range
+        flat,
+        np.ascontiguousarray(pred).reshape(n_images, -1),
+        n_classes,
+        ignore,
+        reference == "class-index-variance",
+        variance,
+        agree,
+        valid,
+        out_of_range,
     )
     if out_of_range.any():
         image = int(np.flatnonzero(out_of_range)[0])
@@ -106,15 +122,23 @@ def rater_statistics(
     return RaterStatistics(variance.reshape(shape), agree.reshape(shape), valid.reshape(shape))
 
 
-def rater_variance(labels: np.ndarray, n_classes: int, *, ignore: int = IGNORE_LABEL) -> np.ndarray:
+def rater_variance(
+    labels: np.ndarray, n_classes: int, *, ignore: int = IGNORE_LABEL, reference: str = "one-hot-variance"
+) -> np.ndarray:
     r"""Ground-truth ambiguity map ``g`` of each image.
 
     .. math:: g = \sum_c \mathrm{Var}_r\left(\mathbb{1}[l_r = c]\right) = 1 - \sum_c p_c^2
 
     with ``p_c`` the fraction of (non-ignored) raters who chose class ``c``; 0 where the
-    raters all agree, at most ``1 - 1/C``. Returns (image, y, x) float32.
+    raters all agree, at most ``1 - 1/C``. With ``reference="class-index-variance"``,
+    ``g = Var_r(l_r)``, the population variance of the class indices. Returns
+    (image, y, x) float32.
+
+    >>> labels = np.array([[[[0]], [[2]]], [[[1]], [[2]]]], dtype=np.uint8)  # 2 images, 2 raters, 1×1
+    >>> rater_variance(labels, 3).ravel().tolist(), rater_variance(labels, 3, reference="class-index-variance").ravel().tolist()
+    ([0.5, 0.5], [1.0, 0.25])
     """
-    return rater_statistics(labels, None, n_classes, ignore=ignore).variance
+    return rater_statistics(labels, None, n_classes, ignore=ignore, reference=reference).variance
 
 
 @dataclass(frozen=True)
@@ -135,7 +159,12 @@ class Correlation:
 
 
 def ncc(
-    variance: np.ndarray, u: np.ndarray, valid: np.ndarray | None = None, *, tolerance: float = CONSTANT_TOLERANCE
+    variance: np.ndarray,
+    u: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    tolerance: float = CONSTANT_TOLERANCE,
+    factor: str = "none",
 ) -> Correlation:
     r"""Normalised cross-correlation of rater variance and uncertainty, per image.
 
@@ -157,6 +186,10 @@ def ncc(
         Raters per pixel; pixels with 0 are left out.
     tolerance : float, optional
         Largest range (maximum − minimum) of a constant map.
+    factor : ``"none"`` or ``"n-1-over-n"``
+        With ``"n-1-over-n"``, the correlation of an image of ``N`` valid pixels is
+        multiplied by ``(N − 1)/N``, as the study's code computes it (standard
+        deviations with ``ddof = 1``, the cross sum divided by ``N``).
 
     See Also
     --------
@@ -166,6 +199,8 @@ def ncc(
     u = np.asarray(u)
     if variance.shape != u.shape or u.ndim != 3:
         raise UQEvalError(f"NCC: expected two (image, y, x) maps of one shape; got {variance.shape} and {u.shape}")
+    if factor not in ("none", "n-1-over-n"):
+        raise UQEvalError(f"NCC: factor is {factor!r}; expected 'none' or 'n-1-over-n'")
     n_images = u.shape[0]
     if valid is None:
         valid = np.ones(u.shape, dtype=np.int32)
@@ -176,6 +211,7 @@ def ncc(
         np.ascontiguousarray(u, dtype=np.float32).reshape(n_images, -1),
         np.ascontiguousarray(valid).reshape(n_images, -1),
         float(tolerance),
+        factor == "n-1-over-n",
         correlation,
         state,
     )

@@ -2,9 +2,9 @@ r"""Calibration: Platt scaling of an uncertainty measure, then ACE, ECE and reli
 
 Per pixel, the correctness ``w`` is the fraction of raters whose label equals the
 prediction. A measure ``U`` becomes a confidence by Platt scaling its negative,
-``c = σ(b - a·U)``, with ``(a, b)`` the weighted maximum-likelihood logistic fit of
-``w`` on calibration pixels. Everything accumulates in fixed-size tables, so pixels
-stream through without the memory growing with their number.
+``c = σ(b - a·U)``, with ``(a, b)`` the weighted logistic fit of ``w`` on calibration
+pixels with Platt's smoothed targets. Everything accumulates in fixed-size tables, so
+pixels stream through without the memory growing with their number.
 
 >>> import numpy as np
 >>> table = PlattTable()
@@ -12,7 +12,7 @@ stream through without the memory growing with their number.
 >>> table.add(u, agree=np.array([[[2, 2, 1, 2, 0]]]), valid=np.full((1, 1, 5), 2))
 >>> fit = table.fit()
 >>> round(fit.slope, 3), round(fit.intercept, 3)
-(5.518, 3.173)
+(2.329, 1.528)
 """
 
 from __future__ import annotations
@@ -77,6 +77,25 @@ class PlattFit:
         return _sigmoid(z)
 
 
+#: Bins of the study's Platt fit: log-spaced edges from 1e-12 to 1e2 nats.
+BINNED_PLATT_EDGES = np.logspace(-12, 2, num=257, dtype=np.float64)
+
+
+def platt_targets(positives: float, negatives: float) -> tuple[float, float]:
+    r"""Platt's smoothed targets of the positives and the negatives.
+
+    .. math:: t_+ = \frac{N_+ + 1}{N_+ + 2}, \qquad t_- = \frac{1}{N_- + 2}
+
+    with ``N₊`` and ``N₋`` the total weight of the positive and negative samples (a
+    Bayesian prior; Platt 1999, §2.2, and scikit-learn's sigmoid calibration). They keep
+    the fit finite when ``U`` separates correct and wrong pixels.
+
+    >>> platt_targets(8.0, 0.0)
+    (0.9, 0.5)
+    """
+    return (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0)
+
+
 class PlattTable:
     """Sufficient statistics for the Platt fit of one measure, additive over pixels.
 
@@ -105,73 +124,182 @@ class PlattTable:
         return int(self.table[:, 0].sum())
 
     def fit(self, *, max_iterations: int = 100, tolerance: float = 1e-12) -> PlattFit:
-        """Maximum-likelihood ``(a, b)`` by damped Newton steps on the table.
+        r"""Platt's fit on the table: every pixel a positive of weight ``w`` and a
+        negative of weight ``1 - w``, with Platt's smoothed targets.
 
-        Minimises ``Σ_i [log(1 + e^{z_i}) - w_i z_i]`` with ``z_i = b - a·U_i``. Degenerate
-        data get the likelihood's limit and a note: every ``w`` equal to 1 (or 0) gives
-        ``a = 0, b = ±inf``; a constant ``U`` gives ``a = 0, b = logit(mean w)``; data that
-        ``U`` separates perfectly have no finite optimum and keep the last iterate.
+        Minimises
+
+        .. math:: \sum_i \left[\log(1 + e^{z_i}) - t_i z_i\right], \qquad z_i = b - a U_i,
+            \quad t_i = t_- + (t_+ - t_-)\, w_i
+
+        with ``(t₊, t₋)`` = :func:`platt_targets` of ``N₊ = Σw`` and ``N₋ = Σ(1 − w)``.
+        The targets lie strictly inside (0, 1), so the optimum is finite even when
+        ``U`` separates correct and wrong pixels (which is noted); a
+        constant ``U`` gives ``a = 0, b = logit(mean t)``. The solution is exact (damped
+        Newton steps to a relative 1e-12), not an optimiser's stopping point.
         """
         used = self.table[self.table[:, 0] > 0]
         count, correct, sum_u, sum_wu = used.T
         n = float(count.sum())
         if n == 0:
             raise UQEvalError("calibration: no calibration pixel with a rater to fit Platt scaling on")
-        total_correct = float(correct.sum())
-        if total_correct <= 0 or total_correct >= n:
-            side = "correct" if total_correct >= n else "wrong"
-            return PlattFit(0.0, math.inf if side == "correct" else -math.inf, int(n), f"every pixel is {side}")
-        mean_u = sum_u / count
-        if len(used) == 1:
-            return PlattFit(0.0, _logit(total_correct / n), int(n), "U is constant on the calibration pixels")
-        # Centre U so the Newton system is well conditioned: z = b' - a (U - centre).
-        centre = float(sum_u.sum() / n)
-        x = mean_u - centre
-        linear_u = float(sum_wu.sum()) - centre * total_correct
+        positives = float(correct.sum())
+        high, low = platt_targets(positives, n - positives)
+        target = low * count + (high - low) * correct
+        target_u = low * sum_u + (high - low) * sum_wu
+        return _fit_groups(
+            sum_u / count,
+            count,
+            target,
+            target_u,
+            correct,
+            n_pixels=int(n),
+            unit="pixel",
+            max_iterations=max_iterations,
+            tolerance=tolerance,
+        )
 
-        def objective(slope: float, intercept: float) -> float:
-            z = intercept - slope * x
-            return float((count * np.logaddexp(0.0, z)).sum() - intercept * total_correct + slope * linear_u)
 
-        slope, intercept = 0.0, _logit(total_correct / n)
-        value = objective(slope, intercept)
-        diverged = "the Platt fit did not converge; U may separate correct and wrong pixels"
-        note = diverged
-        # With separated data the probabilities saturate in float64, the gradient rounds to
-        # 0 and the steps "converge" at a finite iterate; the note must stay.
-        separated = _separated(mean_u, count, correct)
-        for _ in range(max_iterations):
-            p = _sigmoid(intercept - slope * x)
-            h = count * p * (1 - p)
-            gradient = np.array([linear_u - float((count * p * x).sum()), float((count * p).sum()) - total_correct])
-            cross = -float((h * x).sum())
-            hessian = np.array([[float((h * x * x).sum()), cross], [cross, float(h.sum())]])
-            if np.linalg.det(hessian) <= 0:
+class BinnedPlattTable:
+    """The study's Platt fit: (rater, pixel) pairs on 256 log-spaced bins of ``U``.
+
+    Bin ``k`` holds ``U`` in ``[e_k, e_{k+1})`` of :data:`BINNED_PLATT_EDGES`
+    (``numpy.digitize`` against those float64 edges), ``U`` below 1e-12 (0 included) in
+    the first bin and from 1e2 up in the last. Per bin the table keeps the pairs, the
+    correct pairs, ``ΣU`` over the pairs and the pixels; additive over pixels.
+    """
+
+    def __init__(self) -> None:
+        self.table = np.zeros((len(BINNED_PLATT_EDGES) - 1, 4))
+
+    def add(self, u: np.ndarray, agree: np.ndarray, valid: np.ndarray) -> None:
+        """Add pixels: maps ``u``, agreeing raters ``agree`` and counted raters ``valid`` (same shape)."""
+        flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
+        rated = flat_valid > 0
+        values = flat_u[rated].astype(np.float64)
+        bins = np.clip(np.digitize(values, BINNED_PLATT_EDGES) - 1, 0, len(self.table) - 1)
+        pairs = flat_valid[rated].astype(np.float64)
+        length = len(self.table)
+        self.table[:, 0] += np.bincount(bins, weights=pairs, minlength=length)
+        self.table[:, 1] += np.bincount(bins, weights=flat_agree[rated].astype(np.float64), minlength=length)
+        self.table[:, 2] += np.bincount(bins, weights=pairs * values, minlength=length)
+        self.table[:, 3] += np.bincount(bins, minlength=length)
+
+    def merge(self, other: BinnedPlattTable) -> BinnedPlattTable:
+        """Add the pixels of ``other`` to this table; returns self."""
+        self.table += other.table
+        return self
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.table[:, 3].sum())
+
+    def fit(self, *, max_iterations: int = 100, tolerance: float = 1e-12) -> PlattFit:
+        r"""The study's fit: in each non-empty bin, its correct pairs are a positive and its
+        wrong pairs a negative sample at the bin's mean ``Ū_b``, weighted by their counts,
+        with Platt's smoothed targets (:func:`platt_targets` of the correct and wrong pairs):
+
+        .. math:: \sum_b \left[n_b \log(1 + e^{z_b}) - (t_+ P_b + t_- (n_b - P_b))\, z_b\right],
+            \qquad z_b = b - a\,\bar U_b
+
+        solved exactly (the study calls scikit-learn's ``_sigmoid_calibration``, whose
+        L-BFGS-B stops near this optimum).
+        """
+        used = self.table[self.table[:, 0] > 0]
+        pairs, correct, sum_u, pixels = used.T
+        n = float(pairs.sum())
+        if n == 0:
+            raise UQEvalError("calibration: no calibration pixel with a rater to fit Platt scaling on")
+        positives = float(correct.sum())
+        high, low = platt_targets(positives, n - positives)
+        mean_u = sum_u / pairs
+        target = low * pairs + (high - low) * correct
+        return _fit_groups(
+            mean_u,
+            pairs,
+            target,
+            target * mean_u,
+            correct,
+            n_pixels=int(pixels.sum()),
+            unit="rater label",
+            max_iterations=max_iterations,
+            tolerance=tolerance,
+        )
+
+
+def _fit_groups(
+    x: np.ndarray,
+    count: np.ndarray,
+    target: np.ndarray,
+    target_x: np.ndarray,
+    correct: np.ndarray,
+    *,
+    n_pixels: int,
+    unit: str,
+    max_iterations: int,
+    tolerance: float,
+) -> PlattFit:
+    """Minimise ``Σ_g [count_g log(1 + e^{z_g}) - target_g z_g]`` with ``z_g = b - a x_g``,
+    where ``target_x`` holds ``Σ t·x`` per group (exact linear terms) and ``correct``
+    the correct weight per group (for the notes)."""
+    n = float(count.sum())
+    total_target = float(target.sum())
+    positives = float(correct.sum())
+    notes = []
+    if positives >= n or positives <= 0:
+        side = "correct" if positives >= n else "wrong"
+        notes.append(f"every calibration {unit} is {side}, so the fit only has Platt's prior to go on")
+    if len(x) == 1:
+        notes.append("U is constant on the calibration pixels")
+        return PlattFit(0.0, _logit(total_target / n), n_pixels, "; ".join(notes))
+    # Centre U so the Newton system is well conditioned: z = b' - a (U - centre).
+    centre = float((count * x).sum() / n)
+    offset = x - centre
+    linear_x = float(target_x.sum()) - centre * total_target
+
+    def objective(slope: float, intercept: float) -> float:
+        z = intercept - slope * offset
+        return float((count * np.logaddexp(0.0, z)).sum() - intercept * total_target + slope * linear_x)
+
+    slope, intercept = 0.0, _logit(total_target / n)
+    value = objective(slope, intercept)
+    converged = False
+    for _ in range(max_iterations):
+        p = _sigmoid(intercept - slope * offset)
+        h = count * p * (1 - p)
+        gradient = np.array([linear_x - float((count * p * offset).sum()), float((count * p).sum()) - total_target])
+        cross = -float((h * offset).sum())
+        hessian = np.array([[float((h * offset * offset).sum()), cross], [cross, float(h.sum())]])
+        if np.linalg.det(hessian) <= 0:
+            break
+        step = np.linalg.solve(hessian, gradient)
+        scale = 1.0
+        while scale > 1e-12:
+            candidate = (slope - scale * step[0], intercept - scale * step[1])
+            candidate_value = objective(*candidate)
+            if candidate_value <= value:
                 break
-            step = np.linalg.solve(hessian, gradient)
-            scale = 1.0
-            while scale > 1e-12:
-                candidate = (slope - scale * step[0], intercept - scale * step[1])
-                candidate_value = objective(*candidate)
-                if candidate_value <= value:
-                    break
-                scale /= 2
-            else:
-                note = ""  # no descent left: at the optimum to machine precision
-                break
-            slope, intercept = candidate
-            value = candidate_value
-            if np.all(np.abs(scale * step) <= tolerance * (1 + np.abs([slope, intercept]))):
-                note = ""
-                break
-        if separated:
-            note = diverged
-        return PlattFit(float(slope), float(intercept + slope * centre), int(n), note)
+            scale /= 2
+        else:
+            converged = True  # no descent left: at the optimum to machine precision
+            break
+        slope, intercept = candidate
+        value = candidate_value
+        if np.all(np.abs(scale * step) <= tolerance * (1 + np.abs([slope, intercept]))):
+            converged = True
+            break
+    if not converged:
+        notes.append(f"the Platt fit did not converge in {max_iterations} Newton steps")
+    if _separated(x, count, correct):
+        notes.append(f"U separates correct and wrong calibration {unit}s; Platt's smoothed targets keep the fit finite")
+    return PlattFit(float(slope), float(intercept + slope * centre), n_pixels, "; ".join(notes))
 
 
 def _separated(mean_u: np.ndarray, count: np.ndarray, correct: np.ndarray) -> bool:
     """Whether ``U`` (quasi-)separates the groups: all correct below one group and all wrong above it,
-    or the reverse; the likelihood then has no finite optimum."""
+    or the reverse; the likelihood without a prior then has no finite optimum."""
+    if correct.sum() <= 0 or correct.sum() >= count.sum():
+        return False
     order = np.argsort(mean_u, kind="stable")
     all_correct = (correct >= count)[order]
     all_wrong = (correct <= 0)[order]
@@ -195,8 +323,18 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def fit_platt(u: np.ndarray, agree: np.ndarray, valid: np.ndarray) -> PlattFit:
-    """Platt parameters of one measure on calibration pixels (see :class:`PlattTable`).
+def platt_table(method: str = "smoothed") -> PlattTable | BinnedPlattTable:
+    """An empty table for the Platt fit ``method``: ``smoothed`` (:class:`PlattTable`)
+    or ``binned-smoothed`` (:class:`BinnedPlattTable`, the study's)."""
+    if method == "smoothed":
+        return PlattTable()
+    if method == "binned-smoothed":
+        return BinnedPlattTable()
+    raise UQEvalError(f"calibration: Platt method is {method!r}; expected 'smoothed' or 'binned-smoothed'")
+
+
+def fit_platt(u: np.ndarray, agree: np.ndarray, valid: np.ndarray, *, method: str = "smoothed") -> PlattFit:
+    """Platt parameters of one measure on calibration pixels.
 
     Parameters
     ----------
@@ -205,14 +343,18 @@ def fit_platt(u: np.ndarray, agree: np.ndarray, valid: np.ndarray) -> PlattFit:
     agree, valid : (image, y, x) int
         Raters agreeing with ``pred`` and raters counted, per pixel
         (:func:`uqeval.metrics.ambiguity.rater_statistics`).
+    method : ``"smoothed"`` or ``"binned-smoothed"``
+        Every pixel, with Platt's smoothed targets (:meth:`PlattTable.fit`), or the
+        study's fit on 256 log-spaced bins (:meth:`BinnedPlattTable.fit`).
 
     See Also
     --------
-    sklearn.linear_model.LogisticRegression : with ``penalty=None`` on ``-U``, each pixel
-        entered as a positive of weight ``w`` and a negative of weight ``1 - w``: the
+    sklearn.calibration._sigmoid_calibration : on ``-U``, each pixel entered as a
+        positive of weight ``w`` and a negative of weight ``1 - w`` (``smoothed``), or
+        each bin's correct and wrong pairs at its mean ``U`` (``binned-smoothed``): the
         reference in the tests.
     """
-    table = PlattTable()
+    table = platt_table(method)
     table.add(u, agree, valid)
     return table.fit()
 
@@ -327,9 +469,23 @@ class ImageCalibration:
     equal_mass: np.ndarray | None = None
 
     @classmethod
-    def of(cls, table: CalibrationTable) -> ImageCalibration:
-        """The errors of each image of ``table``."""
-        count, gap, used = _errors(table.table)
+    def of(cls, table: CalibrationTable, *, all_correct: str = "correct") -> ImageCalibration:
+        """The errors of each image of ``table``.
+
+        ``all_correct="wrong"`` scores an image whose every pixel is correct (``w = 1``
+        everywhere) as if every pixel were wrong (accuracy 0 in each bin), as the
+        study's per-image ACE does: its ``label_binarize`` of a single class gives 0.
+        """
+        if all_correct not in ("correct", "wrong"):
+            raise UQEvalError(f"calibration: all_correct is {all_correct!r}; expected 'correct' or 'wrong'")
+        bins = table.table
+        if all_correct == "wrong":
+            # Σw is a sum of exact 1.0s on such an image, so the test is exact.
+            entirely = (bins[..., 0].sum(axis=1) > 0) & (bins[..., 2] == bins[..., 0]).all(axis=1)
+            if entirely.any():
+                bins = bins.copy()
+                bins[entirely, :, 2] = 0.0
+        count, gap, used = _errors(bins)
         gap = np.where(used, gap, 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             image_ace = gap.sum(axis=1) / used.sum(axis=1)

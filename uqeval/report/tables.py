@@ -221,7 +221,8 @@ def entanglement_table(scores: Scores) -> Table | None:
     for row in scores.entanglement:
         if single is not None and row["split"] == POOLED_OOD:
             continue
-        wrong = _MEASURE_NAMES[row["wrong"]]
+        # Several measures ("au/eu") when each OOD domain's best wrong one counts (cal_ood_delta).
+        wrong = "/".join(_MEASURE_NAMES[measure] for measure in row["wrong"].split("/"))
         table.add_row(
             _name(row["task"]),
             Text(_merged_label(row["split"])) if row["split"] == single else _name(row["split"]),

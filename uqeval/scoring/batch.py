@@ -116,7 +116,13 @@ def decomposed_batch(
     maps = loaded.maps if loaded.maps is not None else decompose_batch(loaded.cubes, image_ids)
     raters = None
     if loaded.labels is not None:
-        raters = rater_statistics(loaded.labels, maps["pred"], options.n_classes, image_ids=image_ids)
+        raters = rater_statistics(
+            loaded.labels,
+            maps["pred"],
+            options.n_classes,
+            image_ids=image_ids,
+            reference=options.conventions.amb_reference,
+        )
     result = DecomposedBatch(indices, {name: maps[name] for name in (*MEASURES, "pred")}, raters)
     if "mean" in maps:
         for local, position in enumerate(indices.tolist()):

@@ -72,7 +72,7 @@ from uqeval.conventions import Conventions
 from uqeval.errors import UQEvalError
 from uqeval.image_statistics import rescaled
 from uqeval.metrics.ambiguity import RaterStatistics
-from uqeval.metrics.calibration import PlattFit, PlattTable
+from uqeval.metrics.calibration import BinnedPlattTable, PlattFit, PlattTable, platt_table
 from uqeval.names import MEASURES
 
 #: Where a quantity is accumulated: from each batch as read, or from the spilled maps after the ``read`` fits.
@@ -379,11 +379,12 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class PlattScaling:
-    """Platt scaling per measure, ``c = σ(b - a·U)``, fitted by maximum likelihood on the
-    pixels with a rater (:class:`~uqeval.metrics.calibration.PlattTable`); empty when
-    no pixel has one.
+    """Platt scaling per measure, ``c = σ(b - a·U)``, fitted with Platt's smoothed targets
+    on the pixels with a rater, as the conventions' ``platt`` says; empty when no pixel
+    has one.
 
-    Sums: a :class:`~uqeval.metrics.calibration.PlattTable` per measure, so memory
+    Sums: a :class:`~uqeval.metrics.calibration.PlattTable` (or, for the study's binned
+    fit, a :class:`~uqeval.metrics.calibration.BinnedPlattTable`) per measure, so memory
     does not grow with the pixels.
     """
 
@@ -394,8 +395,8 @@ class PlattScaling:
     def wanted(self, setup: FitSetup) -> bool:
         return setup.platt
 
-    def empty(self, setup: FitSetup) -> dict[str, PlattTable]:
-        return {measure: PlattTable() for measure in MEASURES}
+    def empty(self, setup: FitSetup) -> dict[str, PlattTable | BinnedPlattTable]:
+        return {measure: platt_table(setup.conventions.platt) for measure in MEASURES}
 
     def add(self, sums, images: FitImages, setup: FitSetup):
         if images.raters is None:
@@ -414,7 +415,8 @@ class PlattScaling:
             return {}
         # The three fits are independent and numpy releases the GIL in their array work.
         with ThreadPoolExecutor(max_workers=len(MEASURES), thread_name_prefix="uqeval-platt") as pool:
-            return dict(zip(MEASURES, pool.map(PlattTable.fit, [sums[measure] for measure in MEASURES]), strict=True))
+            fits = pool.map(lambda table: table.fit(), [sums[measure] for measure in MEASURES])
+            return dict(zip(MEASURES, fits, strict=True))
 
     def to_json(self, parameters: Mapping[str, PlattFit]) -> dict[str, dict]:
         return {

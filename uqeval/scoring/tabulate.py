@@ -69,6 +69,34 @@ def _domain_means(
     return means
 
 
+#: The values of a collapse row.
+COLLAPSE_VALUES = ("mean_au", "mean_eu", "eu_over_au")
+
+
+def _defined_mean(values: Sequence[float]) -> float:
+    """Mean of the values that are not NaN; NaN if none is."""
+    defined = [value for value in values if not np.isnan(value)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
+def _mean_of_domain_minima(
+    per_split: Mapping[str, Mapping[str, Mapping[str, float]]], ood_names: Sequence[str], wrong: Sequence[str]
+) -> tuple[str, float]:
+    """CAL's ``U_w`` on ``ood`` as the study's table computes it: the mean over OOD
+    domains of each domain's smallest ACE among the ``wrong`` measures (domains where
+    none is defined are left out), and the measures that were smallest, joined by ``/``."""
+    minima, chosen = [], set()
+    for name in ood_names:
+        defined = {m: per_split[name]["ace"][m] for m in wrong if not np.isnan(per_split[name]["ace"][m])}
+        if defined:
+            best = min(defined, key=lambda m: defined[m])
+            minima.append(defined[best])
+            chosen.add(best)
+    if not minima:
+        return "/".join(wrong), float("nan")
+    return "/".join(m for m in wrong if m in chosen), float(np.mean(minima))
+
+
 class _Tables:
     """The rows, Δ rows and notes of one run, filled task by task."""
 
@@ -110,12 +138,26 @@ class _Tables:
             return []
         return [measure for measure in MEASURES if not self.statistics.means[measure][images].any()]
 
-    def add_delta(self, task: Task, split: str, values: Mapping[str, float], images: np.ndarray) -> None:
+    def add_delta(
+        self,
+        task: Task,
+        split: str,
+        values: Mapping[str, float],
+        images: np.ndarray,
+        best_wrong: tuple[str, float] | None = None,
+    ) -> None:
         """Δ of ``task`` on ``split`` from the measures' scores ``values``; ``images``
-        are those the scores come from. Undefined when a compared measure is 0 on them."""
-        pick = min if task.lower_is_better else max
-        wrong = pick(task.wrong, key=lambda m: values[m])
-        u_correct, u_wrong = float(values[task.correct]), float(values[wrong])
+        are those the scores come from. Undefined when a compared measure is 0 on them.
+
+        ``best_wrong`` gives the wrong measure(s) and ``U_w`` when they are not one
+        measure's score (``cal_ood_delta="domain-min-mean"``)."""
+        if best_wrong is None:
+            pick = min if task.lower_is_better else max
+            wrong = pick(task.wrong, key=lambda m: values[m])
+            u_wrong = float(values[wrong])
+        else:
+            wrong, u_wrong = best_wrong[0], float(best_wrong[1])
+        u_correct = float(values[task.correct])
         zero = [measure for measure in self.zero_measures(images) if measure in (task.correct, *task.wrong)]
         if zero:
             delta = float("nan")
@@ -263,13 +305,16 @@ def tabulate(
                     metrics["ece"][measure] = per_image.mean("ece", chosen)
                     metrics[EQUAL_MASS_ACE][measure] = per_image.mean("equal_mass", chosen)
                 reliabilities[(split, measure)] = reliability(pooled)
+            best_wrong = None
             if split == POOLED_OOD and domain_mean:
                 metrics = _domain_means(per_split, ood_names)
+                if conventions.cal_ood_delta == "domain-min-mean":
+                    best_wrong = _mean_of_domain_minima(per_split, ood_names, TASKS["cal"].wrong)
             per_split[split] = metrics
             for measure in MEASURES:
                 for metric in ("ace", "ece", EQUAL_MASS_ACE):
                     tables.add("cal", split, measure, NO_AGGREGATION, metric, metrics[metric][measure])
-            tables.add_delta(TASKS["cal"], split, metrics["ace"], chosen)
+            tables.add_delta(TASKS["cal"], split, metrics["ace"], chosen, best_wrong)
 
     if "fd" in tasks and statistics.risk is not None:
         _failure_detection(tables, splits, ood_names, aggregations, scored)
@@ -294,14 +339,12 @@ def tabulate(
     for split, chosen in splits.items():
         mean_au = float(statistics.means["au"][chosen].mean())
         mean_eu = float(statistics.means["eu"][chosen].mean())
-        collapse.append(
-            {
-                "split": split,
-                "mean_au": mean_au,
-                "mean_eu": mean_eu,
-                "eu_over_au": collapse_ratio(mean_eu, mean_au),
-            }
-        )
+        ratio = collapse_ratio(mean_eu, mean_au)
+        if split == POOLED_OOD and domain_mean:
+            # As the study's tables: each domain's values (the ratio of its image means), averaged over domains.
+            domains = [row for row in collapse if row["split"] in ood_names]
+            mean_au, mean_eu, ratio = (_defined_mean([row[key] for row in domains]) for key in COLLAPSE_VALUES)
+        collapse.append({"split": split, "mean_au": mean_au, "mean_eu": mean_eu, "eu_over_au": ratio})
     if fitted.eu_scale != 1.0:
         text = f"EU rescaled by r = {fitted.eu_scale:.4g} (mean AU / mean EU on {fitted.images_from} images)"
         tables.notes.append(Note("eu-rescaled", text))
