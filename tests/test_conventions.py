@@ -70,7 +70,7 @@ def test_a_choice_outside_its_values_is_refused_naming_them(field):
 
 
 def test_the_domain_min_mean_of_cal_needs_domain_means():
-    with pytest.raises(UQEvalError, match="cal_ood_delta 'domain-min-mean' .* needs ood_split 'domain-mean'"):
+    with pytest.raises(UQEvalError, match=r"cal_ood_delta 'domain-min-mean' .* needs ood_split 'domain-mean'"):
         Conventions(cal_ood_delta="domain-min-mean")
     assert Conventions(cal_ood_delta="domain-min-mean", ood_split="domain-mean").cal_ood_delta == "domain-min-mean"
 

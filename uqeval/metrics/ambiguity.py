@@ -135,8 +135,10 @@ def rater_variance(
     (image, y, x) float32.
 
     >>> labels = np.array([[[[0]], [[2]]], [[[1]], [[2]]]], dtype=np.uint8)  # 2 images, 2 raters, 1×1
-    >>> rater_variance(labels, 3).ravel().tolist(), rater_variance(labels, 3, reference="class-index-variance").ravel().tolist()
-    ([0.5, 0.5], [1.0, 0.25])
+    >>> rater_variance(labels, 3).ravel().tolist()
+    [0.5, 0.5]
+    >>> rater_variance(labels, 3, reference="class-index-variance").ravel().tolist()
+    [1.0, 0.25]
     """
     return rater_statistics(labels, None, n_classes, ignore=ignore, reference=reference).variance
 
