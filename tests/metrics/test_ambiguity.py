@@ -408,3 +408,59 @@ def test_rater_disagreement_is_the_fraction_of_raters_off_the_majority():
     assert np.array_equal(rater_disagreement(np.zeros((3, 2, 2), dtype=np.uint8)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="rater, y, x"):
         rater_disagreement(np.zeros((2, 2)))
+
+
+# --------------------------------------------------------------------------- the study's conventions
+
+
+def test_class_index_variance_by_hand():
+    """Raters 0, 2, 2 at a pixel: Var(0, 2, 2) = 8/3 − (4/3)² = 8/9, while Σ_c Var(1[l = c]) = 1 − 1/9 − 4/9 = 4/9.
+    One ignored rater leaves Var(1, 2) = 1/4 and 1 − 2·(1/2)² = 1/2."""
+    labels = np.array([[[[0, 1]], [[2, 2]], [[2, IGNORE]]]], dtype=np.uint8)  # 1 image, 3 raters, 1×2
+    index = rater_variance(labels, 3, reference="class-index-variance")[0, 0]
+    one_hot = rater_variance(labels, 3)[0, 0]
+    assert index.tolist() == pytest.approx([8 / 9, 1 / 4], rel=1e-7)
+    assert one_hot.tolist() == pytest.approx([4 / 9, 1 / 2], rel=1e-7)
+
+
+def test_class_index_variance_depends_on_the_numbering_and_one_hot_does_not():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=(4, 3, 8, 8)).astype(np.uint8)
+    swapped = np.choose(labels, [0, 2, 1]).astype(np.uint8)  # classes 1 and 2 renamed
+    u = rng.random((4, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(rater_variance(swapped, 3), rater_variance(labels, 3))
+    index, index_swapped = (rater_variance(x, 3, reference="class-index-variance") for x in (labels, swapped))
+    assert not np.allclose(index, index_swapped)
+    expected = np.var(labels.astype(np.float64), axis=1)  # what numpy's var of the indices gives
+    np.testing.assert_allclose(index, expected, rtol=1e-6)
+    assert not np.allclose(ncc(index, u).correlation, ncc(index_swapped, u).correlation)
+
+
+def test_two_classes_give_the_same_ncc_under_either_reference():
+    """With classes 0 and 1, Var(l) = p₀p₁ is half of 1 − p₀² − p₁²: the correlation cannot tell."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, size=(3, 4, 10, 10)).astype(np.uint8)
+    u = rng.random((3, 10, 10)).astype(np.float32)
+    one_hot = rater_variance(labels, 2)
+    index = rater_variance(labels, 2, reference="class-index-variance")
+    np.testing.assert_allclose(2 * index, one_hot, rtol=1e-6)
+    np.testing.assert_allclose(ncc(index, u).correlation, ncc(one_hot, u).correlation, rtol=1e-9)
+
+
+def test_the_study_ncc_factor_is_n_minus_one_over_n_of_the_valid_pixels():
+    """Σ(g − ḡ)(u − ū) / (N σ_g σ_u) with σ of ddof 1 is Pearson × (N − 1)/N, N the pixels with a rater."""
+    rng = np.random.default_rng(5)
+    g = rng.random((2, 6, 6)).astype(np.float32)
+    u = rng.random((2, 6, 6)).astype(np.float32)
+    valid = np.ones((2, 6, 6), dtype=np.int32)
+    valid[1, :2] = 0  # 24 of 36 pixels count on image 1
+    plain = ncc(g, u, valid).correlation
+    shrunk = ncc(g, u, valid, factor="n-1-over-n").correlation
+    np.testing.assert_allclose(shrunk, plain * np.array([35 / 36, 23 / 24]), rtol=1e-12)
+    for image in range(2):
+        keep = valid[image] > 0
+        x, y = g[image][keep].astype(np.float64), u[image][keep].astype(np.float64)
+        study = ((x - x.mean()) * (y - y.mean())).sum() / (x.size * x.std(ddof=1) * y.std(ddof=1))
+        assert shrunk[image] == pytest.approx(study, rel=1e-9)
+    with pytest.raises(UQEvalError, match="factor is 'half'"):
+        ncc(g, u, factor="half")

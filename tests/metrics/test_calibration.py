@@ -958,3 +958,24 @@ def test_sparse_histogram_after_an_interrupted_call_starts_from_a_clean_table():
     calibration._SCRATCH.clean = False
     cells, rows = sparse_confidence_histogram(u, agree, valid, fit, np.zeros(1, dtype=np.int64), 1)
     assert len(cells) == 1 and rows[0, 0] == 16
+
+
+def test_all_correct_images_scored_as_the_study_scores_them():
+    """An image every rater labels as predicted, confidences 0.9, 0.9 and 0.3: per-image ACE
+    mean(|1 − 0.9|, |1 − 0.3|) = 0.4 and ECE (2·0.1 + 0.7)/3 = 0.3; the study's label_binarize of one
+    class makes every pixel wrong: ACE mean(0.9, 0.3) = 0.6, ECE (2·0.9 + 0.3)/3 = 0.7. An image with
+    one wrong pixel is the same either way."""
+    u = np.zeros((2, 1, 3), dtype=np.float32)
+    confidence = np.array([[[0.9, 0.9, 0.3]], [[0.9, 0.9, 0.3]]])
+    valid = np.full(u.shape, 2)
+    agree = valid.copy()
+    agree[1, 0, 2] = 1  # image 1: one rater disagrees at the last pixel
+    table = CalibrationTable.from_maps(u, agree, valid, PlattFit(1.0, 0.0, 1), confidence=confidence)
+    correct = calibration.ImageCalibration.of(table)
+    study = calibration.ImageCalibration.of(table, all_correct="wrong")
+    assert correct.ace[0] == pytest.approx(0.4) and correct.ece[0] == pytest.approx(0.3)
+    assert study.ace[0] == pytest.approx(0.6) and study.ece[0] == pytest.approx(0.7)
+    assert study.ace[1] == correct.ace[1] == pytest.approx((0.1 + abs(0.5 - 0.3)) / 2)
+    assert table.table[0, :, 2].sum() == 3  # the table itself keeps the truth
+    with pytest.raises(UQEvalError, match="all_correct is 'maybe'"):
+        calibration.ImageCalibration.of(table, all_correct="maybe")
