@@ -606,6 +606,32 @@ def test_unknown_preset_is_a_usage_error(good, tmp_path):
 
 
 @pytest.mark.cli
+def test_a_bad_convention_is_one_line_naming_the_flag(good, tmp_path):
+    store = copy_of(good, tmp_path, "good.zarr")
+    out = tmp_path / "report"
+    result = run_cli("score", str(store), "--out", str(out), "--convention", "ace_scope=sometimes")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "error: --convention: conventions: ace_scope is 'sometimes'; expected 'pooled' or 'per-image'"
+    )
+    assert not out.exists()
+
+
+def test_convention_changes_one_field_of_the_preset(store, tmp_path):
+    result = runner.invoke(
+        app,
+        ["score", str(store), "--out", str(tmp_path), "--preset", "paper", "--no-plots"]
+        + ["--convention", "ace_scope=per-image,seed=2", "--convention", "calibration_bins=10"],
+        env=WIDE,
+    )
+    assert result.exit_code == 0, result.output
+    written = scores_json(tmp_path)["conventions"]
+    assert (written["ace_scope"], written["seed"], written["calibration_bins"]) == ("per-image", 2, 10)
+    assert written["platt"] == "binned-smoothed"  # the rest is the preset's
+    assert "ace_scope=per-image" in " ".join(result.stdout.split())
+
+
+@pytest.mark.cli
 def test_scheduler_without_distributed_names_the_extra(good, tmp_path):
     """The ``cluster`` extra brings dask.distributed; a core install has no other use for it."""
     hidden = tmp_path / "hidden" / "distributed"

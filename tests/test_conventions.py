@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
 from uqeval import UQEvalError
-from uqeval.conventions import PRESETS, Conventions, preset
+from uqeval.conventions import PRESETS, Conventions, preset, with_settings
 
 DOCUMENTED_DEFAULTS = {
     "aggregation": "border",
@@ -152,3 +153,29 @@ def test_unknown_quantile_method_is_refused_up_front():
         Conventions(quantile_method="fastest")
     for method in ("linear", "lower", "hazen", "nearest"):
         assert Conventions(quantile_method=method).quantile_method == method
+
+
+def test_settings_change_fields_by_their_type():
+    changed = with_settings(preset("paper"), ["ace_scope=per-image", "seed=3", "rescale_eu=yes", "empty_iou=0.5"])
+    assert changed == preset("paper").replace(ace_scope="per-image", seed=3, rescale_eu=True, empty_iou=0.5)
+    assert with_settings(preset("default"), []) == preset("default")
+    assert with_settings(preset("default"), [" patch_size = 7 "]).patch_size == 7
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("ace_scope", "expected NAME=VALUE"),
+        ("=3", "expected NAME=VALUE"),
+        ("colour=red", "'colour' is not a convention; the conventions are aggregation, patch_size"),
+        ("replace=1", "'replace' is not a convention"),
+        ("seed=three", "seed='three': expected int value"),
+        ("rescale_eu=maybe", "rescale_eu='maybe': expected bool value"),
+        ("ace_scope=sometimes", "ace_scope is 'sometimes'; expected 'pooled' or 'per-image'"),
+        ("cal_ood_delta=domain-min-mean", "needs ood_split 'domain-mean'"),
+    ],
+)
+def test_bad_settings_name_what_is_wrong(setting, message):
+    with pytest.raises(UQEvalError, match=re.escape(message)) as raised:
+        with_settings(preset("default"), [setting])
+    assert raised.value.parameter == "convention"

@@ -45,7 +45,13 @@ TORCH_PLUGIN_INSTALL = (
     "or pip install ./plugins/uqeval-torch in a clone of the repository"
 )
 #: Library parameters → the flags that set them, for error messages.
-FLAGS = {"tasks": "--tasks", "aggregations": "--aggregation", "preset": "--preset", "scheduler": "--scheduler"}
+FLAGS = {
+    "tasks": "--tasks",
+    "aggregations": "--aggregation",
+    "preset": "--preset",
+    "convention": "--convention",
+    "scheduler": "--scheduler",
+}
 
 Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
 
@@ -347,6 +353,15 @@ def score(
     preset: Annotated[
         Preset, typer.Option(help="Conventions: [cyan]default[/] or the study's ([cyan]paper[/]).")
     ] = Preset.default,
+    convention: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Change one convention of the preset, NAME=VALUE (repeat the flag or separate by commas), "
+            "e.g. [cyan]ace_scope=per-image[/]; docs/metrics.md lists them.",
+            callback=_comma_separated,
+            metavar="NAME=VALUE",
+        ),
+    ] = None,
     segmentation: Annotated[
         bool, typer.Option(help="Also score Dice, GED and Hungarian IoU against the raters (slower).")
     ] = False,
@@ -371,6 +386,8 @@ def score(
     [cyan]metrics.csv[/], [cyan]images.csv[/], [cyan]fitted.json[/] and plots to
     [cyan]--out[/] (also with [cyan]--json[/]).
     """
+    from uqeval.conventions import preset as conventions_preset
+    from uqeval.conventions import with_settings
     from uqeval.report.files import json_bytes
     from uqeval.report.save import save_report
     from uqeval.report.tables import print_report, score_remarks, score_tables
@@ -394,11 +411,12 @@ def score(
 
         try:
             with _flags():
+                conventions = with_settings(conventions_preset(preset.value), convention or [])
                 scores = score_store(
                     store,
                     tasks=task_names,
                     aggregations=aggregation,
-                    preset=preset.value,
+                    conventions=conventions,
                     segmentation=segmentation,
                     scheduler=scheduler,
                     scratch=out.parent,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from uqeval.errors import UQEvalError
@@ -194,3 +195,45 @@ def preset(name: str) -> Conventions:
         return PRESETS[name]
     except KeyError:
         raise UQEvalError(f"unknown conventions preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def with_settings(conventions: Conventions, settings: Sequence[str]) -> Conventions:
+    """``conventions`` with ``NAME=VALUE`` settings applied, as ``uqeval score --convention`` gives them.
+
+    Values are read as the field's type: integers, numbers, ``true``/``false``, or text.
+
+    >>> with_settings(preset("paper"), ["ace_scope=per-image", "seed=3"]).ace_scope
+    'per-image'
+
+    Raises
+    ------
+    UQEvalError
+        With ``parameter="convention"``: a setting without ``=``, an unknown field, or a
+        value the field does not take.
+    """
+    defaults = Conventions()
+    changes: dict[str, Any] = {}
+    for setting in settings:
+        name, equals, text = (part.strip() for part in setting.partition("="))
+        if not equals or not name:
+            raise UQEvalError(f"{setting!r}: expected NAME=VALUE, e.g. ace_scope=per-image", parameter="convention")
+        if not hasattr(defaults, name) or name.startswith("_") or callable(getattr(defaults, name)):
+            fields = ", ".join(field.name for field in dataclasses.fields(Conventions))
+            raise UQEvalError(f"{name!r} is not a convention; the conventions are {fields}", parameter="convention")
+        kind = type(getattr(defaults, name))
+        try:
+            if kind is bool:
+                if text.lower() not in (*_TRUE, *_FALSE):
+                    raise ValueError(text)
+                changes[name] = text.lower() in _TRUE
+            else:
+                changes[name] = kind(text)
+        except ValueError:
+            raise UQEvalError(f"{name}={text!r}: expected {kind.__name__} value", parameter="convention") from None
+    try:
+        return conventions.replace(**changes)
+    except UQEvalError as error:
+        raise UQEvalError(str(error), parameter="convention") from None
