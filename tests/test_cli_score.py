@@ -620,8 +620,10 @@ def test_a_bad_convention_is_one_line_naming_the_flag(good, tmp_path):
 def test_convention_changes_one_field_of_the_preset(store, tmp_path):
     result = runner.invoke(
         app,
-        ["score", str(store), "--out", str(tmp_path), "--preset", "paper", "--no-plots"]
-        + ["--convention", "ace_scope=per-image,seed=2", "--convention", "calibration_bins=10"],
+        [
+            *("score", str(store), "--out", str(tmp_path), "--preset", "paper", "--no-plots"),
+            *("--convention", "ace_scope=per-image,seed=2", "--convention", "calibration_bins=10"),
+        ],
         env=WIDE,
     )
     assert result.exit_code == 0, result.output

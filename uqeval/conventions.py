@@ -8,8 +8,8 @@ study's choices where they differ). ``docs/metrics.md`` explains each field.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from uqeval.errors import UQEvalError
