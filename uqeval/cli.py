@@ -24,6 +24,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from uqeval import __version__
 from uqeval.conventions import PRESETS
 from uqeval.errors import UQEvalError
+from uqeval.names import UNITS
 from uqeval.text import labelled, markup_text, printable, shortened
 
 if TYPE_CHECKING:
@@ -50,10 +51,12 @@ FLAGS = {
     "aggregations": "--aggregation",
     "preset": "--preset",
     "convention": "--convention",
+    "unit": "--unit",
     "scheduler": "--scheduler",
 }
 
 Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
+Unit = enum.Enum("Unit", {name: name for name in UNITS}, type=str)
 
 
 def _plain_metavars(parameters: list[click.Parameter]) -> list[click.Parameter]:
@@ -362,6 +365,13 @@ def score(
             metavar="NAME=VALUE",
         ),
     ] = None,
+    unit: Annotated[
+        Unit,
+        typer.Option(
+            help="For volumes: score each [cyan]volume[/] as an image, or each z-[cyan]slice[/] as an image of its "
+            "own (same fits and pooled calibration). No effect on 2D images."
+        ),
+    ] = Unit.volume,
     segmentation: Annotated[
         bool, typer.Option(help="Also score Dice, GED and Hungarian IoU against the raters (slower).")
     ] = False,
@@ -421,6 +431,7 @@ def score(
                     scheduler=scheduler,
                     scratch=out.parent,
                     progress=report,
+                    unit=unit.value,
                 )
         finally:
             if bars:

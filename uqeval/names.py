@@ -24,3 +24,5 @@ ROLES = (CALIBRATION, TEST)
 NO_AGGREGATION = "none"
 #: The split of every test image, ID and OOD together (failure detection).
 ALL_TEST = "all"
+#: What a store of volumes is scored per: each volume as an image, or each z-slice.
+UNITS = ("volume", "slice")

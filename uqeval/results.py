@@ -97,6 +97,9 @@ class Scores:
         What produced the numbers (:func:`uqeval.provenance.provenance_record`): uqeval and plugin
         versions, the UTC time of scoring, the store's attributes and the EU convention;
         empty when unknown.
+    slice_z : (image,) int or None
+        Scored per slice (``unit="slice"``): each image's ``z`` in its volume, whose id
+        ``image_ids`` repeats; None when images are scored whole.
     """
 
     results: list[dict]
@@ -116,6 +119,7 @@ class Scores:
     examples: list[ExampleMaps] = field(default_factory=list)
     eu_convention: str = "members"
     provenance: dict[str, Any] = field(default_factory=dict)
+    slice_z: np.ndarray | None = None
     _by_key: dict[tuple[str, str, str, str, str], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -166,6 +170,7 @@ class Scores:
                 "entanglement": self.entanglement,
                 "collapse": self.collapse,
                 "notes": [str(note) for note in self.notes],
+                **({"unit": "slice"} if self.slice_z is not None else {}),
             }
         )
 
@@ -211,16 +216,19 @@ class Scores:
             columns["failure_risk"] = statistics.risk
         rows = []
         for index, image_id in enumerate(self.image_ids.tolist()):
-            row: dict[str, Any] = {"image": image_id, "domain": self.domains[index], "role": self.roles[index]}
+            row: dict[str, Any] = {"image": image_id}
+            if self.slice_z is not None:
+                row["z"] = int(self.slice_z[index])
+            row.update({"domain": self.domains[index], "role": self.roles[index]})
             row.update({name: float(values[index]) for name, values in columns.items()})
             rows.append(row)
         return rows
 
     def images_dataframe(self) -> pandas.DataFrame:
-        """:meth:`image_rows` as a pandas DataFrame indexed by image id."""
+        """:meth:`image_rows` as a pandas DataFrame indexed by image id (and ``z``, per slice)."""
         import pandas
 
-        return pandas.DataFrame(self.image_rows()).set_index("image")
+        return pandas.DataFrame(self.image_rows()).set_index(["image", "z"] if self.slice_z is not None else "image")
 
     def roc_curves(self, aggregation: str | None = None) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
         """``(fpr, tpr)`` per OOD domain and measure, ID test images as negatives."""

@@ -19,6 +19,7 @@ from uqeval.scoring import engine
 from uqeval.scoring.batches import BATCH_BYTES
 from uqeval.scoring.engine import ProgressCallback
 from uqeval.scoring.prepare import DEFAULT_TASKS, Request, plan, prepare
+from uqeval.scoring.slices import UNITS, slice_source
 from uqeval.scoring.sources import Source, cube_source, maps_source
 from uqeval.scoring.tabulate import tabulate
 
@@ -35,6 +36,7 @@ def score(
     scratch: str | Path | None = None,
     progress: ProgressCallback | None = None,
     batch_bytes: int = BATCH_BYTES,
+    unit: str = "volume",
 ) -> Scores:
     """Score a model's uncertainty on a cube store, streaming.
 
@@ -68,6 +70,11 @@ def score(
         through the store, ``calibrate`` through the second look at the fitted ones.
     batch_bytes : int
         Decoded bytes of probabilities per batch.
+    unit : ``"volume"`` or ``"slice"``
+        For a store of volumes, ``slice`` scores every z-slice as an image of its own
+        (aggregations, NCC, failure risk, OOD AUROC), each with its volume's domain and
+        role; the fits and pooled calibration see the same voxels either way. No
+        effect on 2D images.
 
     Returns
     -------
@@ -81,11 +88,15 @@ def score(
     request = prepare(
         tasks=tasks, aggregations=aggregations, conventions=conventions, preset=preset, segmentation=segmentation
     )
+    if unit not in UNITS:
+        raise UQEvalError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}", parameter="unit")
     if isinstance(source, xr.Dataset):
         cube = cube_source(validate_cube(source))
     else:
         path = Path(source)
         cube = cube_source(open_cube(path), path)
+    if unit == "slice":
+        cube = slice_source(cube)
     return _run(cube, request, scheduler=scheduler, scratch=scratch, progress=progress, batch_bytes=batch_bytes)
 
 
@@ -199,4 +210,5 @@ def _run(
         examples=computed.examples,
         eu_convention=source.eu_convention,
         provenance=provenance_record(attrs=source.attrs, eu_convention=source.eu_convention),
+        slice_z=source.slice_z,
     )

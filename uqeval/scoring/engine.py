@@ -126,7 +126,7 @@ def run(
                 "the workers of a scheduler read the store themselves, so pass a store path, not data in memory",
                 parameter="scheduler",
             )
-        runner = DistributedRunner(scheduler, source.store, source.variable, source.has_labels)
+        runner = DistributedRunner(scheduler, source.store, source.variable, source.has_labels, source.slice_depth)
     else:
         runner = LocalRunner(source.reader())
     common = {"ids": source.ids, "options": options, "examples": examples}

@@ -258,7 +258,8 @@ class EUScale:
 
     def add(self, sums, images: FitImages, setup: FitSetup):
         for totals, measure in zip(sums, ("au", "eu"), strict=True):
-            totals.append(np.sum(images.maps[measure], axis=(1, 2), dtype=np.float64))
+            maps = images.maps[measure]
+            totals.append(np.sum(maps, axis=tuple(range(1, maps.ndim)), dtype=np.float64))
         return sums
 
     def merge(self, sums, other):
@@ -278,7 +279,7 @@ def member_background_fractions(cubes: np.ndarray, background: int = 0) -> np.nd
     """(image, member) share of pixels that each EU member's mean prediction puts in
     ``background``: the argmax over classes of ``mean_a p[e, a]`` (first class on ties).
 
-    ``cubes`` is (image, eu, au, class, y, x); with ``eu = 1`` the samples are the
+    ``cubes`` is (image, eu, au, class, [z,] y, x); with ``eu = 1`` the samples are the
     members, as in the decomposition.
     """
     n_images, n_members, n_samples = cubes.shape[:3]
@@ -287,7 +288,8 @@ def member_background_fractions(cubes: np.ndarray, background: int = 0) -> np.nd
     fractions = np.empty(cubes.shape[:2])
     for member in range(cubes.shape[1]):
         member_mean = cubes[:, member].mean(axis=1, dtype=np.float32)
-        fractions[:, member] = (member_mean.argmax(axis=1) == background).mean(axis=(1, 2))
+        predicted = member_mean.argmax(axis=1) == background
+        fractions[:, member] = predicted.mean(axis=tuple(range(1, predicted.ndim)))
     return fractions
 
 
@@ -311,7 +313,8 @@ class ThresholdLevel:
         return []
 
     def add(self, sums, images: FitImages, setup: FitSetup):
-        fractions = (images.maps["pred"] == setup.background).mean(axis=(1, 2))[:, None]
+        background = images.maps["pred"] == setup.background
+        fractions = background.mean(axis=tuple(range(1, background.ndim)))[:, None]
         if setup.conventions.threshold_fraction == "members":
             if images.cubes is None:
                 raise UQEvalError(

@@ -15,6 +15,7 @@ import numpy as np
 from uqeval.decomposition import threading_layer
 from uqeval.errors import UQEvalError
 from uqeval.scoring.handshake import check_scheduler
+from uqeval.scoring.slices import slices_of, volumes_of
 from uqeval.scoring.sources import Loaded, Reader
 from uqeval.scoring.store_reader import StoreReader
 
@@ -114,7 +115,14 @@ def numba_threads(count: int) -> Iterator[None]:
         numba.set_num_threads(before)
 
 
-def _store_batch(path: str, variable: str, has_labels: bool, indices: np.ndarray, work: BatchWork[Result]) -> Result:
+def _store_batch(
+    path: str,
+    variable: str,
+    has_labels: bool,
+    indices: np.ndarray,
+    work: BatchWork[Result],
+    slice_depth: int | None = None,
+) -> Result:
     """A worker's task: read one batch from the store and reduce it, on one core.
 
     dask gives each thread of a worker one core (its nanny sets ``OMP_NUM_THREADS=1``
@@ -126,7 +134,10 @@ def _store_batch(path: str, variable: str, has_labels: bool, indices: np.ndarray
     """
     reader = _worker_reader(path, variable, has_labels)
     with numba_threads(1):
-        return work(Loaded(*reader(indices, 0)), indices)
+        if slice_depth is None:
+            return work(Loaded(*reader(indices, 0)), indices)
+        volumes, picks = volumes_of(indices, slice_depth)
+        return work(slices_of(Loaded(*reader(volumes, 0)), picks), indices)
 
 
 #: Per worker thread, the :class:`StoreReader` of the store it read last: its buffers
@@ -156,7 +167,9 @@ class DistributedRunner:
     phase of the engine (fit, then score).
     """
 
-    def __init__(self, scheduler: str, path: str, variable: str, has_labels: bool) -> None:
+    def __init__(
+        self, scheduler: str, path: str, variable: str, has_labels: bool, slice_depth: int | None = None
+    ) -> None:
         try:
             from distributed import Client
         except ImportError:
@@ -169,6 +182,7 @@ class DistributedRunner:
         except (OSError, TimeoutError, ValueError) as error:
             raise UQEvalError(f"scheduler {scheduler}: cannot connect ({error})", parameter="scheduler") from None
         self.path, self.variable, self.has_labels = path, variable, has_labels
+        self.slice_depth = slice_depth
 
     def __enter__(self) -> DistributedRunner:
         return self
@@ -196,6 +210,7 @@ class DistributedRunner:
                 self.has_labels,
                 queue.pop(0),
                 remote_work,
+                self.slice_depth,
                 pure=False,
             )
 

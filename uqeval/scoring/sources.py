@@ -82,6 +82,14 @@ class Source:
         positions, for a source that has them.
     notes : tuple of Note
         What the source itself says of its data before it is read (``labels-absent``).
+    depth : int or None
+        ``z`` size of the source's volumes; None for 2D images.
+    slice_z : (image,) int or None
+        For a source of slices (:func:`uqeval.scoring.slices.slice_source`), the ``z``
+        of each image in its volume (``ids`` then repeat the volume's id).
+    slice_depth : int or None
+        For a source of slices, the depth of the volumes they are cut from; a cluster's
+        workers cut the slices from the volumes they read.
     """
 
     where: str
@@ -103,6 +111,9 @@ class Source:
     read_input: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     read_labels: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
     notes: tuple[Note, ...] = ()
+    depth: int | None = None
+    slice_z: np.ndarray | None = None
+    slice_depth: int | None = None
 
     @property
     def n_images(self) -> int:
@@ -190,6 +201,7 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         read_input=input_reader,
         read_labels=labels_reader,
         notes=notes,
+        depth=int(probs.sizes["z"]) if "z" in probs.dims else None,
     )
 
 
