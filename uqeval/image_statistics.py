@@ -38,7 +38,8 @@ class ExampleMaps:
     """The maps of one image kept for the report's panel (nats; ``mean`` is (class, y, x)).
 
     ``input`` is the image's input pixels (channel, y, x) when the source has them, and
-    ``labels`` its raters' label maps (rater, y, x) when it has those; else None.
+    ``labels`` its raters' label maps (rater, y, x) when it has those; else None. Of a
+    volume, one z-slice is kept (:func:`shown_slice`), and ``z`` says which.
     """
 
     position: int
@@ -50,6 +51,22 @@ class ExampleMaps:
     domain: str = ""
     input: np.ndarray | None = field(default=None, repr=False)
     labels: np.ndarray | None = field(default=None, repr=False)
+    z: int | None = None
+
+
+def shown_slice(eu: np.ndarray, tu: np.ndarray) -> int:
+    """The z-slice of a volume (z, y, x) that its figure shows: the one with the most EU,
+    what the model does not know, or with the most TU when EU is 0 everywhere (the first
+    such slice on ties).
+
+    >>> eu = np.zeros((3, 2, 2)); tu = np.ones((3, 2, 2)); tu[1] = 2
+    >>> shown_slice(eu, tu), shown_slice(eu + np.arange(3)[:, None, None], tu)
+    (1, 2)
+    """
+    by_slice = np.sum(eu, axis=(1, 2), dtype=np.float64)
+    if not by_slice.any():
+        by_slice = np.sum(tu, axis=(1, 2), dtype=np.float64)
+    return int(np.argmax(by_slice))
 
 
 @dataclass

@@ -113,3 +113,21 @@ def test_a_2d_source_is_its_own_slices():
     source = volume_source(probs[..., 0, :, :], labels[:, :, 0], domains, roles)
     source = Source(**{**source.__dict__, "depth": None})
     assert slice_source(source) is source
+
+
+def test_the_example_of_a_volume_is_its_slice_with_the_most_eu():
+    from uqeval.scoring.batch import example_maps
+
+    rng = np.random.default_rng(3)
+    maps = {name: rng.random((2, 4, 3, 5)).astype(np.float32) for name in ("au", "eu", "tu")}
+    maps["mean"] = rng.random((2, 2, 4, 3, 5)).astype(np.float32)
+    maps["eu"][1, 2] += 1.0  # volume 1: slice 2 holds the most EU
+    example = example_maps(maps, 1, position=7, image_id="case7")
+    assert (example.z, example.position, example.image_id) == (2, 7, "case7")
+    np.testing.assert_array_equal(example.eu, maps["eu"][1, 2])
+    np.testing.assert_array_equal(example.mean, maps["mean"][1, :, 2])
+    maps["eu"][:] = 0.0  # no EU: the slice with the most TU
+    maps["tu"][0, 3] += 1.0
+    assert example_maps(maps, 0, position=0, image_id="case0").z == 3
+    flat = {name: array[:, 0] if name != "mean" else array[:, :, 0] for name, array in maps.items()}
+    assert example_maps(flat, 0, position=0, image_id="case0").z is None

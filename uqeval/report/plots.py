@@ -491,7 +491,9 @@ def map_examples(examples: Sequence[Any]) -> list[MapExample]:
         Objects with ``image_id``, ``domain``, ``mean``, ``au``, ``eu``, ``tu`` and
         optionally ``labels`` (rater, y, x) and ``input`` (channel, y, x): the scoring
         engine fetches both from the source with the maps; without them the figure
-        goes without their columns.
+        goes without their columns. An example of a volume is one slice, named by its
+        ``z`` after the id: the slice with the most EU (the most TU when EU is 0), where
+        the model is least sure of what it has learnt.
 
     Returns
     -------
@@ -499,7 +501,7 @@ def map_examples(examples: Sequence[Any]) -> list[MapExample]:
     """
     return [
         MapExample(
-            image_id=example.image_id,
+            image_id=example.image_id if getattr(example, "z", None) is None else f"{example.image_id} z={example.z}",
             domain=example.domain,
             mean=example.mean,
             au=example.au,

@@ -16,7 +16,7 @@ import numpy as np
 from uqeval.aggregation import Aggregator
 from uqeval.conventions import Conventions
 from uqeval.decomposition import decompose_batch
-from uqeval.image_statistics import ExampleMaps, ImageStatistics, image_statistics, rescaled
+from uqeval.image_statistics import ExampleMaps, ImageStatistics, image_statistics, rescaled, shown_slice
 from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
 from uqeval.metrics.calibration import sparse_confidence_histogram
 from uqeval.metrics.failure import failure_risk
@@ -127,16 +127,7 @@ def decomposed_batch(
     if "mean" in maps:
         for local, position in enumerate(indices.tolist()):
             if position in examples:
-                result.examples.append(
-                    ExampleMaps(
-                        position=position,
-                        image_id=str(image_ids[local]),
-                        mean=maps["mean"][local].copy(),
-                        au=maps["au"][local].copy(),
-                        eu=maps["eu"][local].copy(),
-                        tu=maps["tu"][local].copy(),
-                    )
-                )
+                result.examples.append(example_maps(maps, local, position, str(image_ids[local])))
     if options.segmentation:
         result.segmentation = segmentation_quality(
             loaded.cubes,
@@ -159,6 +150,17 @@ def decomposed_batch(
     if fit is not None:
         result.fit_sums = read_sums(fit, result.maps, raters, loaded.cubes, fit.images[indices])
     return result
+
+
+def example_maps(maps: dict[str, np.ndarray], local: int, position: int, image_id: str) -> ExampleMaps:
+    """The maps of image ``local`` of a batch kept for the report; of a volume, the slice
+    :func:`~uqeval.image_statistics.shown_slice` picks."""
+    picked = {name: maps[name][local] for name in ("mean", *MEASURES)}
+    z = None
+    if picked["au"].ndim == 3:
+        z = shown_slice(picked["eu"], picked["tu"])
+        picked = {name: array[:, z] if name == "mean" else array[z] for name, array in picked.items()}
+    return ExampleMaps(position, image_id, **{name: array.copy() for name, array in picked.items()}, z=z)
 
 
 def reduce_batch(
