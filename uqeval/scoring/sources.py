@@ -256,21 +256,22 @@ def maps_source(
             raise UQEvalError(f"maps lack {name!r}; pass the output of uqeval.decompose", parameter="maps")
         arrays[name] = np.asarray(maps[name])
     shape = arrays["au"].shape
-    if len(shape) != 3 or any(array.shape != shape for array in arrays.values()):
+    if len(shape) not in (3, 4) or any(array.shape != shape for array in arrays.values()):
         raise UQEvalError(
-            "au, eu, tu and pred must all be (image, y, x); got "
+            "au, eu, tu and pred must all be (image, y, x), or (image, z, y, x) for volumes; got "
             + ", ".join(f"{name} {array.shape}" for name, array in arrays.items()),
             parameter="maps",
         )
+    spatial = "z, y, x" if len(shape) == 4 else "y, x"
     if "mean" in maps:
         arrays["mean"] = np.asarray(maps["mean"])
         n_classes = n_classes or arrays["mean"].shape[1]
     n_images = shape[0]
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.ndim != 4 or labels.shape[0] != n_images or labels.shape[2:] != shape[1:]:
+        if labels.ndim != len(shape) + 1 or labels.shape[0] != n_images or labels.shape[2:] != shape[1:]:
             raise UQEvalError(
-                f"labels have shape {labels.shape}; expected (image, rater, y, x) = "
+                f"labels have shape {labels.shape}; expected (image, rater, {spatial}) = "
                 f"({n_images}, rater, {', '.join(map(str, shape[1:]))})",
                 parameter="labels",
             )
@@ -278,10 +279,10 @@ def maps_source(
             raise UQEvalError("pass n_classes (or maps with `mean`) to read the labels", parameter="n_classes")
     if cubes is not None:
         cubes = np.asarray(cubes)
-        if cubes.ndim != 6 or cubes.shape[0] != n_images or cubes.shape[4:] != shape[1:]:
+        if cubes.ndim != len(shape) + 3 or cubes.shape[0] != n_images or cubes.shape[4:] != shape[1:]:
             raise UQEvalError(
-                f"cubes have shape {cubes.shape}; expected (image, eu, au, class, y, x) with "
-                f"image = {n_images} and (y, x) = {shape[1:]}",
+                f"cubes have shape {cubes.shape}; expected (image, eu, au, class, {spatial}) with "
+                f"image = {n_images} and ({spatial}) = {shape[1:]}",
                 parameter="cubes",
             )
 
@@ -315,6 +316,7 @@ def maps_source(
         in_memory=True,
         read_labels=None if labels is None else labels.__getitem__,
         chunk_sizes=[n_images] if n_images else [],
+        depth=shape[1] if len(shape) == 4 else None,
     )
 
 
