@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uqeval.aggregation import AggregationParameters, Aggregator
+from uqeval.aggregation import AggregationParameters, Aggregator, spatial_axes
 from uqeval.conventions import Conventions
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
 from uqeval.metrics.calibration import CalibrationTable, ImageCalibration, PlattFit
@@ -38,7 +38,9 @@ class ExampleMaps:
     """The maps of one image kept for the report's panel (nats; ``mean`` is (class, y, x)).
 
     ``input`` is the image's input pixels (channel, y, x) when the source has them, and
-    ``labels`` its raters' label maps (rater, y, x) when it has those; else None.
+    ``labels`` its raters' label maps (rater, y, x) when it has those; else None. For a
+    volume each array holds whatever the caller kept (the whole volume has a ``z`` axis
+    before ``y, x``); nothing here assumes a rank.
     """
 
     position: int
@@ -59,7 +61,7 @@ class ImageStatistics:
     Attributes
     ----------
     means : dict
-        Mean AU, EU and TU per image, before any EU rescaling (nats per pixel).
+        Mean AU, EU and TU per image, before any EU rescaling (nats per pixel or voxel).
     scores : dict
         ``scores[aggregation][measure]``: the image scores.
     ncc : dict or None
@@ -183,7 +185,7 @@ def image_statistics(
     Parameters
     ----------
     maps : mapping
-        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), as from
+        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), or (image, z, y, x) for volumes, as from
         :func:`uqeval.decomposition.decompose_batch`.
     aggregations : sequence of Aggregator
         Strategies to score each measure with, already resolved.
@@ -203,7 +205,7 @@ def image_statistics(
         :class:`~uqeval.metrics.calibration.PlattFit` per measure; calibration is
         skipped without them.
     """
-    means = {measure: maps[measure].mean(axis=(1, 2), dtype=np.float64) for measure in MEASURES}
+    means = {measure: maps[measure].mean(axis=spatial_axes(maps[measure]), dtype=np.float64) for measure in MEASURES}
     maps = rescaled(maps, eu_scale)
     scores: dict[str, dict[str, np.ndarray]] = {}
     fallbacks: dict[str, np.ndarray] = {}
