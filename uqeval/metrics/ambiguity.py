@@ -270,7 +270,9 @@ def rater_disagreement(labels: np.ndarray, *, ignore: int = IGNORE_LABEL) -> np.
     """
     labels = np.asarray(labels)
     if labels.ndim not in (3, 4):
-        raise ValueError(f"rater_disagreement: labels must be (rater, y, x) or (rater, z, y, x), got shape {labels.shape}")
+        raise ValueError(
+            f"rater_disagreement: labels must be (rater, y, x) or (rater, z, y, x), got shape {labels.shape}"
+        )
     labelled = labels != ignore
     n_labelled = labelled.sum(axis=0)
     largest = np.zeros(labels.shape[1:], dtype=np.int64)
