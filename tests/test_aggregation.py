@@ -492,3 +492,208 @@ def test_fitted_plugin_needs_threshold():
     with pytest.raises(UQEvalError, match="tau_count"):
         aggregator(u, pred, AggregationParameters())
     np.testing.assert_array_equal(aggregator(u, pred, AggregationParameters(threshold=3.0)), [1.0, 4.0])
+
+
+# --------------------------------------------------------------------------- volumes (image, z, y, x)
+
+
+def reference_patch_max_3d(u: np.ndarray, k: int) -> np.ndarray:
+    """Max over every stride-1 window of ``min(k, D) × min(k, H) × min(k, W)`` voxels of the window mean."""
+    scores = []
+    for volume in np.asarray(u, dtype=np.float64):
+        window = tuple(min(k, side) for side in volume.shape)
+        scores.append(sliding_window_view(volume, window).mean(axis=(-3, -2, -1)).max())
+    return np.array(scores)
+
+
+def uniform_filter_patch_max(u: np.ndarray, k: int) -> np.ndarray:
+    """The same by scipy's box filter: ``uniform_filter`` centres a window of ``size`` on each
+    voxel; the windows that lie inside the volume are those whose centre is at least
+    ``size // 2`` from the low edge and ``(size - 1) // 2`` from the high edge."""
+    from scipy.ndimage import uniform_filter
+
+    scores = []
+    for volume in np.asarray(u, dtype=np.float64):
+        size = tuple(min(k, side) for side in volume.shape)
+        means = uniform_filter(volume, size=size, mode="constant")
+        inside = tuple(slice(s // 2, side - (s - 1) // 2) for s, side in zip(size, volume.shape, strict=True))
+        scores.append(means[inside].max())
+    return np.array(scores)
+
+
+def reference_border_length_3d(pred: np.ndarray) -> np.ndarray:
+    """6-neighbour voxel pairs with different labels: unequal neighbours along each axis by ``np.diff``."""
+    pred = np.asarray(pred, dtype=np.int64)
+    return sum((np.diff(pred, axis=axis) != 0).sum(axis=(1, 2, 3)) for axis in (1, 2, 3))
+
+
+@st.composite
+def volume_batches(draw, max_side: int = 9, max_classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Random float32 maps and multi-class predictions ``(image, z, y, x)``, sides drawn per axis."""
+    n_images = draw(st.integers(1, 3))
+    shape = (n_images, *(draw(st.integers(1, max_side)) for _ in range(3)))
+    n_classes = draw(st.integers(1, max_classes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    u = rng.gamma(0.5, size=shape).astype(np.float32)
+    pred = rng.integers(0, n_classes, size=shape).astype(np.uint8)
+    return u, pred
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_patch_max_of_volumes_matches_brute_force(data):
+    u, pred = data.draw(volume_batches(max_side=13))
+    k = data.draw(st.integers(1, 14))
+    scores = aggregate("patch_max", u, pred, AggregationParameters(patch_size=k))
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, reference_patch_max_3d(u, k), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("shape", "k"),
+    [
+        ((5, 7, 9), 10),  # smaller than the window along every axis: the whole volume
+        ((5, 7, 9), 6),  # clamped along z only: 5 × 6 × 6
+        ((12, 3, 15), 10),  # clamped along y only
+        ((11, 13, 4), 10),  # clamped along x only
+        ((20, 11, 12), 10),  # clamped nowhere: 11 × 2 × 3 windows, over several tasks of planes
+        ((10, 10, 10), 10),  # exactly one window
+        ((5, 7, 9), 1),  # k = 1: the largest voxel
+        ((1, 1, 1), 10),
+    ],
+)
+def test_patch_max_of_volumes_against_sliding_window_view_and_uniform_filter(shape, k):
+    rng = np.random.default_rng(sum(shape) * 31 + k)
+    u = rng.random((2, *shape)).astype(np.float32)
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    scores = aggregate("patch_max", u, pred, AggregationParameters(patch_size=k))
+    np.testing.assert_allclose(scores, reference_patch_max_3d(u, k), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(scores, uniform_filter_patch_max(u, k), rtol=1e-10, atol=1e-12)
+
+
+def test_patch_max_of_volumes_hand_values():
+    u = np.zeros((3, 12, 20, 20), dtype=np.float32)
+    u[0, 1:11, 5:15, 7:17] = 1.0  # a 10³ hot block: one window covers it exactly
+    u[1, 11, 0, 0] = 1.0  # one hot voxel in a corner: 1 / 1000
+    u[2, 0:2, 18:, 18:] = 2.0  # a 2 × 2 × 2 block in a corner: 16 / 1000
+    pred = np.zeros(u.shape, dtype=np.uint8)
+    np.testing.assert_allclose(aggregate("patch_max", u, pred), [1.0, 0.001, 0.016], rtol=1e-14)
+    # A volume of depth 4 clamps k_z to 4: windows of 4 × 10 × 10 voxels.
+    shallow = np.zeros((1, 4, 20, 20), dtype=np.float32)
+    shallow[0, 0, 0, 0] = 1.0
+    np.testing.assert_allclose(aggregate("patch_max", shallow, shallow.astype(np.uint8)), [1 / 400], rtol=1e-14)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_a_volume_of_depth_one_scores_as_its_image_to_the_bit(data):
+    u, pred = data.draw(batches(max_side=16))
+    k = data.draw(st.integers(1, 12))
+    parameters = AggregationParameters(patch_size=k, threshold=0.4, background=int(pred.flat[0]))
+    for name in BUILT_INS:
+        flat = aggregate(name, u, pred, parameters)
+        deep = aggregate(name, u[:, None], pred[:, None], parameters)
+        assert flat.tobytes() == deep.tobytes(), name
+
+
+def summed_area_patch_max(u: np.ndarray, k: int) -> np.ndarray:
+    """The 2D ``patch_max`` as uqeval computed it in numpy before volumes: a float64 summed-area
+    table by ``np.cumsum``; kept here so that 2D scores stay the same to the bit."""
+    n_images, height, width = u.shape
+    window_y, window_x = min(k, height), min(k, width)
+    table = np.zeros((n_images, height + 1, width + 1))
+    np.cumsum(u, axis=1, dtype=np.float64, out=table[:, 1:, 1:])
+    np.cumsum(table[:, 1:, 1:], axis=2, out=table[:, 1:, 1:])
+    windows = (
+        table[:, window_y:, window_x:]
+        - table[:, :-window_y, window_x:]
+        - table[:, window_y:, :-window_x]
+        + table[:, :-window_y, :-window_x]
+    )
+    return windows.max(axis=(1, 2)) / (window_y * window_x)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_patch_max_of_images_is_the_summed_area_table_to_the_bit(data):
+    u, pred = data.draw(batches(max_side=40))
+    k = data.draw(st.integers(1, 14))
+    scores = aggregate("patch_max", u, pred, AggregationParameters(patch_size=k))
+    assert scores.tobytes() == summed_area_patch_max(u, k).tobytes()
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_border_of_a_volume_is_its_slices_borders_plus_the_pairs_between_slices(data):
+    _, pred = data.draw(volume_batches(max_classes=4))
+    lengths = border_length(pred)
+    np.testing.assert_array_equal(lengths, reference_border_length_3d(pred))
+    slices = sum(border_length(pred[:, z]) for z in range(pred.shape[1]))
+    between = (pred[:, 1:] != pred[:, :-1]).sum(axis=(1, 2, 3))
+    np.testing.assert_array_equal(lengths, slices + between)
+
+
+def test_border_of_a_cube_in_a_volume_by_hand():
+    pred = np.zeros((1, 5, 6, 7), dtype=np.uint8)
+    pred[0, 1:3, 2:4, 2:5] = 1  # a 2 × 2 × 3 box: faces 2·(2·2 + 2·3 + 2·3) = 32 voxel pairs
+    np.testing.assert_array_equal(border_length(pred), [32])
+    np.testing.assert_array_equal(foreground_area(pred, 0), [12])
+    u = np.ones(pred.shape, dtype=np.float32)
+    total = float(u.size)
+    assert aggregate("border", u, pred)[0] == pytest.approx(total / 32, rel=1e-15)
+    assert aggregate("area", u, pred)[0] == pytest.approx(total / 12, rel=1e-15)
+    assert aggregate("area", u, pred, AggregationParameters(background=1))[0] == pytest.approx(total / 198)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_every_strategy_on_volumes_matches_its_definition_over_voxels(data):
+    u, pred = data.draw(volume_batches())
+    background = data.draw(st.integers(0, 2))
+    tau = data.draw(st.floats(0.0, 1.5))
+    parameters = AggregationParameters(background=background, threshold=tau)
+    voxels = u.reshape(len(u), -1).astype(np.float64)
+    sums = np.array([math.fsum(row) for row in voxels])
+    np.testing.assert_allclose(aggregate("sum", u, pred, parameters), sums, rtol=1e-12)
+    np.testing.assert_allclose(aggregate("mean", u, pred, parameters), sums / voxels.shape[1], rtol=1e-12)
+    np.testing.assert_allclose(
+        aggregate("threshold", u, pred, parameters), reference_threshold_scores(u, tau), rtol=1e-12
+    )
+    area = np.array([np.count_nonzero(p != background) for p in pred])
+    np.testing.assert_array_equal(foreground_area(pred, background), area)
+    np.testing.assert_allclose(aggregate("area", u, pred, parameters), sums / np.maximum(area, 1), rtol=1e-12)
+    border = reference_border_length_3d(pred)
+    np.testing.assert_allclose(aggregate("border", u, pred, parameters), sums / np.maximum(border, 1), rtol=1e-12)
+
+
+def test_fallback_masks_on_volumes():
+    pred = np.zeros((3, 4, 5, 6), dtype=np.uint8)
+    pred[1, 2, 3, 4] = 1  # one foreground voxel: A = 1, B = 6
+    pred[2] = 1  # foreground everywhere, one class: B = 0
+    parameters = AggregationParameters()
+    np.testing.assert_array_equal(STRATEGIES["area"].fallback.where(pred, parameters), [True, False, False])
+    np.testing.assert_array_equal(STRATEGIES["border"].fallback.where(pred, parameters), [True, False, True])
+    np.testing.assert_array_equal(border_length(pred), [0, 6, 0])
+    u = np.full(pred.shape, 0.5, dtype=np.float32)
+    np.testing.assert_allclose(aggregate("border", u, pred), [60.0, 10.0, 60.0])  # ΣU = 60, divided by 1 when B = 0
+
+
+def test_per_image_strategies_get_whole_volumes():
+    rng = np.random.default_rng(4)
+    u = rng.random((2, 3, 4, 5)).astype(np.float32)
+    pred = rng.integers(0, 2, size=u.shape).astype(np.uint8)
+    shapes = []
+
+    def peak(image_u, image_pred):
+        shapes.append(image_u.shape)
+        return float(image_u.max())
+
+    scores = Aggregator("peak", per_image(peak), "largest U")(u, pred, AggregationParameters())
+    np.testing.assert_allclose(scores, u.reshape(2, -1).max(axis=1))
+    assert shapes == [(3, 4, 5), (3, 4, 5)]
+
+
+def test_other_ranks_raise():
+    for shape in ((2, 3), (2, 1, 2, 3, 4)):
+        with pytest.raises(UQEvalError, match=r"\(image, z, y, x\)"):
+            aggregate("mean", np.ones(shape), np.zeros(shape, dtype=np.uint8))

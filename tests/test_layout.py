@@ -90,7 +90,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("text", ("text",)),
     ("store", ("_numba_cache", "_kernels", "checks", "cube", "cube.", "synth", "ownership", "owners")),
     ("decomposition", ("decomposition",)),
-    ("statistics", ("aggregation", "metrics", "metrics.", "image_statistics", "domain_means")),
+    ("statistics", ("aggregation", "_aggregation_kernels", "metrics", "metrics.", "image_statistics", "domain_means")),
     ("plugins", ("builtin_plugin", "plugins")),
     ("scoring", ("scoring.",)),
     ("results", ("results", "provenance", "scoring", "scoring.api")),

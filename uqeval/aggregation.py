@@ -1,9 +1,10 @@
 """Aggregation strategies: one score per image from an uncertainty map.
 
-Every strategy takes a batch of maps ``u`` (image, y, x) and predictions ``pred``
-(image, y, x) and returns a float64 score per image. This module only defines them;
-the built-in plugin (:mod:`uqeval.builtin_plugin`) offers them by name, and the plugin
-manager (:mod:`uqeval.plugins`) resolves a name to an :class:`Aggregator`.
+Every strategy takes a batch of maps ``u`` (image, [z,] y, x) and predictions ``pred``
+of the same shape and returns a float64 score per image; an image may be a volume.
+This module only defines them; the built-in plugin (:mod:`uqeval.builtin_plugin`)
+offers them by name, and the plugin manager (:mod:`uqeval.plugins`) resolves a name to
+an :class:`Aggregator`.
 
 >>> import numpy as np
 >>> u = np.ones((1, 4, 4), dtype=np.float32)
@@ -15,6 +16,7 @@ manager (:mod:`uqeval.plugins`) resolves a name to an :class:`Aggregator`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,9 +32,9 @@ class AggregationParameters:
     Attributes
     ----------
     background : int
-        Class index of the background (``area`` counts the other pixels).
+        Class index of the background (``area`` counts the other pixels or voxels).
     patch_size : int
-        Window side ``k`` of ``patch_max``.
+        Window side ``k`` of ``patch_max`` (clamped per axis to the map's size).
     threshold : float or None
         ``τ`` of the ``threshold`` strategy, fitted on the calibration images
         (:mod:`uqeval.scoring.fitting`).
@@ -48,7 +50,7 @@ BatchFunction = Callable[[np.ndarray, np.ndarray, AggregationParameters], np.nda
 #: The zero-normaliser convention of ``area`` and ``border``: an image whose normaliser
 #: is 0 (no predicted foreground, or no border) is divided by this instead, so that its
 #: score is its raw sum ΣU (nats), as in the study's code. Its unit then differs from
-#: the other images' (nats per pixel or per pixel pair): the scorer counts such images
+#: the other images' (nats per pixel or per neighbour pair): the scorer counts such images
 #: in a note (:class:`AggregationFallback`).
 ZERO_NORMALISER_DIVISOR = 1
 
@@ -80,13 +82,15 @@ class Aggregator:
     name : str
         The name it is offered under, as given to ``--aggregation``.
     function : callable
-        ``function(u, pred, parameters) -> scores``: maps (image, y, x), predictions
-        (image, y, x), :class:`AggregationParameters`; returns (image,) float64.
+        ``function(u, pred, parameters) -> scores``: maps (image, y, x) or, for volumes,
+        (image, z, y, x), predictions of the same shape, :class:`AggregationParameters`;
+        returns (image,) float64. A strategy that only knows images of one rank may
+        raise :class:`~uqeval.errors.UQEvalError` on the other.
     description : str
         One line for listings.
     fitted : bool
         Whether it reads ``parameters.threshold``. The scorer then fits, per measure,
-        ``τ = quantile(U, q)`` over the calibration images' pixels (``q`` their
+        ``τ = quantile(U, q)`` over the calibration images' pixels or voxels (``q`` their
         background share; docs/metrics.md) and passes it in; the strategy cannot
         choose another fit.
     source : str
@@ -118,68 +122,88 @@ class Aggregator:
 def _check_batch(u: np.ndarray, pred: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     u = np.asarray(u)
     pred = np.asarray(pred)
-    if u.ndim != 3 or pred.shape != u.shape:
+    if u.ndim not in (3, 4) or pred.shape != u.shape:
         raise UQEvalError(
-            f"aggregation {name!r}: expected maps and predictions of equal shape (image, y, x); "
-            f"got {u.shape} and {pred.shape}"
+            f"aggregation {name!r}: expected maps and predictions of equal shape (image, y, x) "
+            f"or (image, z, y, x); got {u.shape} and {pred.shape}"
         )
     return u, pred
 
 
+def spatial_axes(maps: np.ndarray) -> tuple[int, ...]:
+    """The axes of a batch after the image axis: ``(1, 2)`` for (image, y, x), ``(1, 2, 3)`` for volumes."""
+    return tuple(range(1, maps.ndim))
+
+
+def _volumes(maps: np.ndarray) -> np.ndarray:
+    """A batch as C-contiguous (image, z, y, x): a 2D batch becomes volumes of depth 1."""
+    maps = np.ascontiguousarray(maps)
+    return maps[:, None] if maps.ndim == 3 else maps
+
+
 def _sums(u: np.ndarray) -> np.ndarray:
-    return u.sum(axis=(1, 2), dtype=np.float64)
+    return u.sum(axis=spatial_axes(u), dtype=np.float64)
 
 
 def mean(u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
-    """Mean of U over the image."""
-    return _sums(u) / (u.shape[1] * u.shape[2])
+    """Mean of U over the image's pixels (a volume's voxels)."""
+    return _sums(u) / math.prod(u.shape[1:])
 
 
 def total(u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
-    """Sum of U over the image (nats)."""
+    """Sum of U over the image's pixels (a volume's voxels), in nats."""
     return _sums(u)
 
 
 def patch_max(u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
-    """Largest mean of U over a stride-1 window of ``k_y × k_x`` pixels.
+    """Largest mean of U over a stride-1 window of ``k_y × k_x`` pixels (``k_z × k_y × k_x`` voxels).
 
-    ``k_y = min(k, height)`` and ``k_x = min(k, width)``: the window is clamped to the
-    image along each axis. Window sums come from a float64 summed-area table, so the
-    cost does not grow with ``k``.
+    ``k_z = min(k, depth)``, ``k_y = min(k, height)`` and ``k_x = min(k, width)``: the
+    window is clamped to the image along each axis. Window sums are float64: a running
+    sum of ``k_z`` planes along ``z``, then a summed-area table of each such plane, so
+    the cost per voxel does not grow with ``k``.
     """
-    n_images, height, width = u.shape
-    window_y = min(parameters.patch_size, height)
-    window_x = min(parameters.patch_size, width)
-    table = np.zeros((n_images, height + 1, width + 1))
-    np.cumsum(u, axis=1, dtype=np.float64, out=table[:, 1:, 1:])
-    np.cumsum(table[:, 1:, 1:], axis=2, out=table[:, 1:, 1:])
-    windows = (
-        table[:, window_y:, window_x:]
-        - table[:, :-window_y, window_x:]
-        - table[:, window_y:, :-window_x]
-        + table[:, :-window_y, :-window_x]
-    )
-    return windows.max(axis=(1, 2)) / (window_y * window_x)
+    from uqeval import _aggregation_kernels  # numba is loaded when a map is scored, not on import
+
+    volumes = _volumes(u)
+    if volumes.dtype not in (np.float32, np.float64):
+        volumes = volumes.astype(np.float64)
+    n_images, depth, height, width = volumes.shape
+    window_z, window_y, window_x = (min(parameters.patch_size, side) for side in (depth, height, width))
+    n_tasks = -(-(depth - window_z + 1) // _aggregation_kernels.PLANES_PER_TASK)
+    best = np.empty((n_images, n_tasks))
+    _aggregation_kernels.patch_max_kernel(volumes, window_z, window_y, window_x, best)
+    return best.max(axis=1) / (window_z * window_y * window_x)
 
 
 def threshold(u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
-    """Mean of U over the pixels with ``U ≥ τ``; 0 where there are none."""
+    """Mean of U over the pixels (voxels) with ``U ≥ τ``; 0 where there are none."""
+    axes = spatial_axes(u)
     above = u >= parameters.threshold
-    counts = above.sum(axis=(1, 2))
-    sums = np.where(above, u, 0).sum(axis=(1, 2), dtype=np.float64)
+    counts = above.sum(axis=axes)
+    sums = np.where(above, u, 0).sum(axis=axes, dtype=np.float64)
     return np.divide(sums, counts, out=np.zeros(len(u)), where=counts > 0)
 
 
 def foreground_area(pred: np.ndarray, background: int) -> np.ndarray:
-    """``A``: pixels per image whose predicted class is not ``background``."""
-    return (pred != background).sum(axis=(1, 2))
+    """``A``: pixels (voxels) per image whose predicted class is not ``background``."""
+    return (pred != background).sum(axis=spatial_axes(pred))
 
 
 def border_length(pred: np.ndarray) -> np.ndarray:
-    """``B``: 4-neighbour pixel pairs per image whose predicted classes differ."""
-    vertical = (pred[:, 1:, :] != pred[:, :-1, :]).sum(axis=(1, 2))
-    horizontal = (pred[:, :, 1:] != pred[:, :, :-1]).sum(axis=(1, 2))
-    return vertical + horizontal
+    """``B``: neighbour pairs per image whose predicted classes differ.
+
+    4-neighbour pixel pairs of an (image, y, x) batch; 6-neighbour voxel pairs (along
+    ``z``, ``y`` and ``x``) of an (image, z, y, x) batch. (image,) int64.
+    """
+    from uqeval import _aggregation_kernels  # numba is loaded when a map is scored, not on import
+
+    volumes = _volumes(np.asarray(pred))
+    if volumes.dtype.kind not in "iub":
+        volumes = volumes.astype(np.float64)
+    counts = np.empty(volumes.shape[:2], dtype=np.int64)
+    _aggregation_kernels.border_kernel(volumes, counts)
+    return counts.sum(axis=1)
 
 
 def normalised(sums: np.ndarray, normaliser: np.ndarray) -> np.ndarray:

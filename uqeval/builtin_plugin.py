@@ -13,9 +13,13 @@ def uqeval_aggregators() -> dict[str, Aggregator]:
     return {
         strategy.name: strategy
         for strategy in (
-            Aggregator("mean", aggregation.mean, "mean of U over the image"),
-            Aggregator("sum", aggregation.total, "sum of U over the image"),
-            Aggregator("patch_max", aggregation.patch_max, "largest mean of U over a k×k window (k = 10, clamped)"),
+            Aggregator("mean", aggregation.mean, "mean of U over the image (voxels of a volume)"),
+            Aggregator("sum", aggregation.total, "sum of U over the image (voxels of a volume)"),
+            Aggregator(
+                "patch_max",
+                aggregation.patch_max,
+                "largest mean of U over a k×k (volumes: k×k×k) window, k = 10 clamped per axis",
+            ),
             Aggregator(
                 "threshold",
                 aggregation.threshold,
@@ -25,7 +29,7 @@ def uqeval_aggregators() -> dict[str, Aggregator]:
             Aggregator(
                 "area",
                 aggregation.area,
-                "ΣU / A, A the predicted foreground area (pixels)",
+                "ΣU / A, A the predicted foreground area (pixels or voxels)",
                 fallback=AggregationFallback(
                     aggregation.no_foreground, "have no predicted foreground (A = 0): their score is ΣU, not ΣU / A"
                 ),
@@ -33,7 +37,7 @@ def uqeval_aggregators() -> dict[str, Aggregator]:
             Aggregator(
                 "border",
                 aggregation.border,
-                "ΣU / B, B the border length of the prediction (pixel pairs)",
+                "ΣU / B, B the border of the prediction (4-neighbour pixel or 6-neighbour voxel pairs)",
                 fallback=AggregationFallback(
                     aggregation.no_border, "have no predicted border (B = 0): their score is ΣU, not ΣU / B"
                 ),

@@ -54,8 +54,9 @@ def uqeval_aggregators() -> dict[str, Callable[[np.ndarray, np.ndarray], float] 
 
     The simple form is a function of one image, ``f(u, pred) -> float``: ``u`` is its
     uncertainty map (y, x) float32 in nats, ``pred`` its predicted classes (y, x)
-    integers. The batched form is a :class:`uqeval.Aggregator` whose function takes
-    (image, y, x) batches and an :class:`~uqeval.aggregation.AggregationParameters`.
+    integers; for a volume both are (z, y, x). The batched form is a
+    :class:`uqeval.Aggregator` whose function takes (image, y, x) or (image, z, y, x)
+    batches and an :class:`~uqeval.aggregation.AggregationParameters`.
 
     Called on the first aggregation lookup (``uqeval score`` resolves
     ``--aggregation`` before reading the store); cached per process. Errors and

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uqeval.aggregation import AggregationParameters, Aggregator
+from uqeval.aggregation import AggregationParameters, Aggregator, spatial_axes
 from uqeval.conventions import Conventions
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
 from uqeval.metrics.calibration import CalibrationTable, ImageCalibration, PlattFit
@@ -76,7 +76,7 @@ class ImageStatistics:
     Attributes
     ----------
     means : dict
-        Mean AU, EU and TU per image, before any EU rescaling (nats per pixel).
+        Mean AU, EU and TU per image, before any EU rescaling (nats per pixel or voxel).
     scores : dict
         ``scores[aggregation][measure]``: the image scores.
     ncc : dict or None
@@ -200,7 +200,7 @@ def image_statistics(
     Parameters
     ----------
     maps : mapping
-        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), as from
+        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), or (image, z, y, x) for volumes, as from
         :func:`uqeval.decomposition.decompose_batch`.
     aggregations : sequence of Aggregator
         Strategies to score each measure with, already resolved.
@@ -220,7 +220,7 @@ def image_statistics(
         :class:`~uqeval.metrics.calibration.PlattFit` per measure; calibration is
         skipped without them.
     """
-    means = {measure: maps[measure].mean(axis=(1, 2), dtype=np.float64) for measure in MEASURES}
+    means = {measure: maps[measure].mean(axis=spatial_axes(maps[measure]), dtype=np.float64) for measure in MEASURES}
     maps = rescaled(maps, eu_scale)
     scores: dict[str, dict[str, np.ndarray]] = {}
     fallbacks: dict[str, np.ndarray] = {}

@@ -464,9 +464,9 @@ def aggregate(
     name : str
         A strategy of any plugin: ``mean``, ``sum``, ``patch_max``, ``threshold``,
         ``area``, ``border`` (built in) or a plugin's.
-    u : (image, y, x) float array
-        Uncertainty maps, nats per pixel.
-    pred : (image, y, x) int array
+    u : (image, y, x) or (image, z, y, x) float array
+        Uncertainty maps, nats per pixel (voxel).
+    pred : int array of the shape of ``u``
         Predicted classes.
     parameters : AggregationParameters, optional
         Background class, patch size and (for ``threshold``) ``τ``.

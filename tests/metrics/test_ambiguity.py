@@ -464,3 +464,98 @@ def test_the_study_ncc_factor_is_n_minus_one_over_n_of_the_valid_pixels():
         assert shrunk[image] == pytest.approx(study, rel=1e-9)
     with pytest.raises(UQEvalError, match="factor is 'half'"):
         ncc(g, u, factor="half")
+
+
+# --------------------------------------------------------------------------- volumes (image, [rater,] z, y, x)
+
+
+def reference_rater_statistics_of_voxels(
+    labels: np.ndarray, pred: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`reference_rater_statistics` voxel by voxel, for labels of any spatial rank."""
+    spatial = labels.shape[2:]
+    variance = np.zeros((labels.shape[0], *spatial))
+    agree = np.zeros(variance.shape, dtype=np.int64)
+    valid = np.zeros(variance.shape, dtype=np.int64)
+    for image in range(labels.shape[0]):
+        for voxel in np.ndindex(*spatial):
+            raters = labels[(image, slice(None), *voxel)].astype(np.int64)
+            raters = raters[raters != IGNORE]
+            valid[(image, *voxel)] = raters.size
+            agree[(image, *voxel)] = int((raters == pred[(image, *voxel)]).sum())
+            if raters.size:
+                variance[(image, *voxel)] = np.var(np.eye(n_classes)[raters], axis=0, ddof=0).sum()
+    return variance, agree, valid
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_rater_statistics_of_volumes_match_the_voxel_reference(n_classes):
+    rng = np.random.default_rng(n_classes)
+    labels = rng.integers(0, n_classes, size=(2, 3, 5, 7, 9)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.25] = IGNORE
+    labels[1, :, 4] = IGNORE  # a slice no rater labelled
+    pred = rng.integers(0, n_classes, size=(2, 5, 7, 9)).astype(np.uint8)
+    stats = rater_statistics(labels, pred, n_classes)
+    variance, agree, valid = reference_rater_statistics_of_voxels(labels, pred, n_classes)
+    assert stats.variance.shape == stats.agree.shape == stats.valid.shape == (2, 5, 7, 9)
+    np.testing.assert_allclose(stats.variance, variance, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(stats.agree, agree)
+    np.testing.assert_array_equal(stats.valid, valid)
+    assert (stats.valid[1, 4] == 0).all() and (stats.variance[1, 4] == 0).all()
+    # Each slice of a volume has the statistics of the same slice scored as an image.
+    flat = rater_statistics(labels.transpose(0, 2, 1, 3, 4).reshape(10, 3, 7, 9), pred.reshape(10, 7, 9), n_classes)
+    np.testing.assert_array_equal(flat.variance.reshape(2, 5, 7, 9), stats.variance)
+    np.testing.assert_array_equal(flat.agree.reshape(2, 5, 7, 9), stats.agree)
+
+
+def test_rater_statistics_of_volumes_reject_mismatched_predictions_and_other_ranks():
+    with pytest.raises(UQEvalError, match="does not match"):
+        rater_statistics(np.zeros((1, 2, 3, 4, 5), dtype=np.uint8), np.zeros((1, 3, 4, 6), dtype=np.uint8), 2)
+    with pytest.raises(UQEvalError, match=r"\(image, rater, z, y, x\)"):
+        rater_statistics(np.zeros((1, 2, 1, 3, 4, 5), dtype=np.uint8), None, 2)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_ncc_of_volumes_is_one_pearson_correlation_per_volume(n_classes):
+    rng = np.random.default_rng(20 + n_classes)
+    labels = rng.integers(0, n_classes, size=(4, 3, 5, 7, 9)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.3] = IGNORE
+    stats = rater_statistics(labels, None, n_classes)
+    weights = np.linspace(-2, 2, 4)[:, None, None, None]
+    u = (weights * stats.variance + rng.gamma(2.0, 0.2, size=stats.variance.shape)).astype(np.float32)
+    result = ncc(stats.variance, u, stats.valid)
+    np.testing.assert_array_equal(result.state, SCORED)
+    expected = [
+        scipy.stats.pearsonr(g[v > 0].astype(np.float64), m[v > 0].astype(np.float64)).statistic
+        for g, m, v in zip(stats.variance, u, stats.valid, strict=True)
+    ]
+    np.testing.assert_allclose(result.correlation, expected, rtol=0, atol=1e-6)
+    # Not the mean of the slices' correlations.
+    slices = ncc(stats.variance.reshape(20, 7, 9), u.reshape(20, 7, 9), stats.valid.reshape(20, 7, 9))
+    assert not np.allclose(slices.correlation.reshape(4, 5).mean(axis=1), result.correlation, atol=1e-3)
+    study = ncc(stats.variance, u, stats.valid, factor="n-1-over-n")
+    n_voxels = (stats.valid > 0).reshape(4, -1).sum(axis=1)
+    np.testing.assert_allclose(study.correlation, result.correlation * (n_voxels - 1) / n_voxels, rtol=1e-12)
+
+
+def test_ncc_of_volumes_states():
+    g = np.zeros((3, 2, 3, 4), dtype=np.float32)
+    g[:, 1, 2, 3] = 1.0
+    u = np.random.default_rng(0).random(g.shape).astype(np.float32)
+    valid = np.ones(g.shape, dtype=np.int32)
+    valid[1, 1] = 0  # the one voxel where g differs is unlabelled: g constant
+    valid[2] = 0
+    result = ncc(g, u, valid)
+    np.testing.assert_array_equal(result.state, [SCORED, CONSTANT, NO_PIXELS])
+    with pytest.raises(UQEvalError, match="do not match"):
+        ncc(g, u, valid[:, 0])
+
+
+def test_rater_disagreement_of_volumes_is_that_of_each_slice():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, size=(4, 3, 5, 6)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.2] = IGNORE
+    volume = rater_disagreement(labels)
+    assert volume.shape == (3, 5, 6)
+    for z in range(3):
+        np.testing.assert_array_equal(volume[z], rater_disagreement(labels[:, z]))

@@ -979,3 +979,54 @@ def test_all_correct_images_scored_as_the_study_scores_them():
     assert table.table[0, :, 2].sum() == 3  # the table itself keeps the truth
     with pytest.raises(UQEvalError, match="all_correct is 'maybe'"):
         calibration.ImageCalibration.of(table, all_correct="maybe")
+
+
+# --------------------------------------------------------------------------- volumes (image, z, y, x)
+
+
+def synthetic_volumes(seed: int, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 ``U`` volumes (image, 5, 7, 9) and rater counts from 3 raters, some labels ignored (255)."""
+    rng = np.random.default_rng(seed)
+    u = rng.gamma(2.0, 0.3, size=(3, 5, 7, 9)).astype(np.float32)
+    pred = rng.integers(0, n_classes, size=u.shape)
+    correct = rng.random((3, 3, *u.shape[1:])) < scipy.special.expit(1.5 - 2.0 * u.astype(np.float64))[:, None]
+    wrong = (pred[:, None] + rng.integers(1, n_classes, size=correct.shape)) % n_classes
+    labels = np.where(correct, pred[:, None], wrong).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.2] = IGNORE
+    stats = rater_statistics(labels, pred, n_classes)
+    return u, stats.agree, stats.valid
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_calibration_of_volumes_pools_voxels(n_classes):
+    u, agree, valid = synthetic_volumes(40 + n_classes, n_classes)
+    fit = fit_platt(u, agree, valid)
+    slope, intercept = sklearn_platt(u, agree, valid)
+    assert fit.slope == pytest.approx(slope, rel=2e-3, abs=2e-3)
+    assert fit.intercept == pytest.approx(intercept, rel=2e-3, abs=2e-3)
+    assert fit.n_pixels == int((valid > 0).sum())
+    table = CalibrationTable.from_maps(u, agree, valid, fit, bins=BINS, equal_mass=True)
+    assert table.table.shape == (3, BINS, 3)
+    np.testing.assert_allclose(table.table, reference_table(u, agree, valid, fit.slope, fit.intercept), rtol=1e-12)
+    _, confidence, w, index = reference_pixels(u, agree, valid, fit.slope, fit.intercept)
+    expected_ace, expected_ece = reference_errors(confidence, w, index)
+    assert ace(table.pooled()) == pytest.approx(expected_ace, rel=1e-10)
+    assert ece(table.pooled()) == pytest.approx(expected_ece, rel=1e-10)
+    # A volume's voxels are its samples: the same as its slices side by side in one image (to the
+    # rounding of sums in another order; the fixed-point histogram is exact).
+    flat = [np.stack([array[i].transpose(1, 0, 2).reshape(7, 45) for i in range(3)]) for array in (u, agree, valid)]
+    flat_fit = fit_platt(*flat)
+    assert (flat_fit.slope, flat_fit.intercept) == pytest.approx((fit.slope, fit.intercept), rel=1e-12)
+    flat_table = CalibrationTable.from_maps(*flat, fit, bins=BINS, equal_mass=True)
+    np.testing.assert_allclose(flat_table.table, table.table, rtol=1e-12)
+    np.testing.assert_allclose(flat_table.equal_mass, table.equal_mass, rtol=1e-12)
+    binned = BinnedPlattTable()
+    binned.add(u, agree, valid)
+    flat_binned = BinnedPlattTable()
+    flat_binned.add(*flat)
+    np.testing.assert_allclose(binned.table, flat_binned.table, rtol=1e-12)
+    histogram = ConfidenceHistogram()
+    histogram.add(u, agree, valid, fit)
+    flat_histogram = ConfidenceHistogram()
+    flat_histogram.add(*flat, fit)
+    np.testing.assert_array_equal(histogram.table, flat_histogram.table)

@@ -330,3 +330,39 @@ def test_failure_risk_without_raters_is_nan():
     risks = failure_risk(np.zeros((2, 3, 3), dtype=np.uint8), np.zeros((2, 0, 3, 3), dtype=np.uint8), 2)
     assert risks.shape == (2,)
     assert np.isnan(risks).all()
+
+
+# --------------------------------------------------------------------------- volumes (image, [rater,] z, y, x)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_failure_risk_of_volumes_is_one_minus_the_volumetric_dice(n_classes):
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(60 + n_classes)
+    pred = rng.integers(0, n_classes, size=(3, 5, 7, 9)).astype(np.uint8)
+    noise = rng.random((3, 4, 5, 7, 9)) < 0.3
+    labels = np.where(noise, rng.integers(0, n_classes, size=noise.shape), pred[:, None]).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.15] = IGNORE
+    labels[1, 2] = IGNORE  # a rater who labelled nothing of this volume does not count
+    labels[2] = IGNORE  # no rater: NaN
+    risks = failure_risk(pred, labels, n_classes)
+    np.testing.assert_allclose(risks, reference_risk(pred, labels, n_classes), rtol=1e-12)
+    assert np.isnan(risks[2]) and not np.isnan(risks[:2]).any()
+    # scikit-learn's F1 of the foreground classes over the labelled voxels is the Dice.
+    dices = []
+    for rater in labels[0]:
+        counted = rater != IGNORE
+        per_class = f1_score(rater[counted], pred[0][counted], labels=list(range(1, n_classes)), average=None)
+        dices.append(per_class.mean())
+    assert risks[0] == pytest.approx(1 - np.mean(dices), rel=1e-12)
+    # One Dice per volume, not the mean of its slices' Dice.
+    slices = failure_risk(pred[:1].reshape(5, 7, 9), labels[:1].transpose(0, 2, 1, 3, 4).reshape(5, 4, 7, 9), n_classes)
+    assert abs(np.nanmean(slices) - risks[0]) > 1e-6
+
+
+def test_failure_risk_of_volumes_rejects_mixed_ranks():
+    with pytest.raises(UQEvalError, match="do not match"):
+        failure_risk(np.zeros((1, 2, 3, 4), dtype=np.uint8), np.zeros((1, 2, 3, 4), dtype=np.uint8), 2)
+    with pytest.raises(UQEvalError, match="do not match"):
+        failure_risk(np.zeros((1, 2, 3, 4), dtype=np.uint8), np.zeros((1, 1, 2, 3, 5), dtype=np.uint8), 2)

@@ -325,3 +325,68 @@ def test_ged_is_zero_when_samples_equal_raters():
     quality = segmentation_quality(cubes, raters[:1].astype(np.uint8), raters[None].astype(np.uint8), np.arange(1))
     assert quality.ged[0] == pytest.approx(0.0, abs=1e-12)
     assert quality.hungarian_iou[0] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- volumes (n, z, y, x)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_overlap_of_volumes_is_the_volumetric_iou_and_dice(n_classes):
+    from sklearn.metrics import f1_score, jaccard_score
+
+    rng = np.random.default_rng(70 + n_classes)
+    first = rng.integers(0, n_classes, (2, 5, 7, 9)).astype(np.uint8)
+    second = np.where(rng.random((3, 5, 7, 9)) < 0.3, rng.integers(0, n_classes, (3, 5, 7, 9)), first[0])
+    second = second.astype(np.uint8)
+    second[rng.random(second.shape) < 0.1] = IGNORE
+    foreground = list(range(1, n_classes))
+    for kind, sklearn_score in (("iou", jaccard_score), ("dice", f1_score)):
+        matrix = overlap_matrix(first, second, n_classes, kind=kind)
+        np.testing.assert_allclose(matrix, reference_matrix(first, second, n_classes, kind=kind), rtol=1e-12)
+        for i, j in itertools.product(range(2), range(3)):
+            counted = second[j] != IGNORE
+            expected = sklearn_score(second[j][counted], first[i][counted], labels=foreground, average=None).mean()
+            assert matrix[i, j] == pytest.approx(expected, rel=1e-12)
+
+
+def test_overlap_counts_volumes_in_blocks_exactly(monkeypatch):
+    from uqeval.metrics import segmentation
+
+    rng = np.random.default_rng(8)
+    first = rng.integers(0, 3, (3, 4, 5, 6)).astype(np.uint8)
+    second = rng.integers(0, 3, (2, 4, 5, 6)).astype(np.uint8)
+    second[0, 1] = IGNORE
+    whole = overlap_matrix(first, second, 3)
+    whole_dice = overlap_matrix(first, second, 3, kind="dice")
+    np.testing.assert_allclose(whole, reference_matrix(first, second, 3), rtol=1e-12)
+    monkeypatch.setattr(segmentation, "OVERLAP_BLOCK", 7)  # 120 voxels in 18 blocks, the last one short
+    np.testing.assert_array_equal(overlap_matrix(first, second, 3), whole)
+    np.testing.assert_array_equal(overlap_matrix(first, second, 3, kind="dice"), whole_dice)
+
+
+def test_segmentation_quality_of_volumes_matches_reference():
+    rng = np.random.default_rng(12)
+    n_classes, eu, au = 3, 2, 3
+    maps = rng.integers(0, n_classes, (2, eu, au, 3, 4, 5))
+    cubes = np.stack([cube_from_class_maps(m, n_classes) for m in maps])  # (image, eu, au, class, z, y, x)
+    assert cubes.shape == (2, eu, au, n_classes, 3, 4, 5)
+    pred = cubes.mean(axis=(1, 2)).argmax(axis=1).astype(np.uint8)
+    labels = rng.integers(0, n_classes, (2, 2, 3, 4, 5)).astype(np.uint8)  # 4 samples against 2 raters
+    labels[rng.random(labels.shape) < 0.1] = IGNORE
+    indices = np.array([4, 9])
+    quality = segmentation_quality(cubes, pred, labels, indices, n_samples=4, seed=3)
+    for i in range(2):
+        samples = maps[i].reshape(eu * au, 3, 4, 5)
+        rng_i = np.random.default_rng(np.random.SeedSequence(3, spawn_key=(int(indices[i]),)))
+        samples = samples[np.sort(rng_i.choice(len(samples), size=4, replace=False))]
+        np.testing.assert_array_equal(
+            discrete_samples(
+                cubes[i], 4, np.random.default_rng(np.random.SeedSequence(3, spawn_key=(int(indices[i]),)))
+            ),
+            samples,
+        )
+        dice = np.mean([reference_overlap(pred[i], rater, n_classes, kind="dice") for rater in labels[i]])
+        assert quality.dice[i] == pytest.approx(dice, abs=1e-12)
+        assert quality.ged[i] == pytest.approx(reference_ged(samples, labels[i], n_classes), abs=1e-12)
+        iou = reference_matrix(samples, labels[i], n_classes)
+        assert quality.hungarian_iou[i] == pytest.approx(brute_force_hungarian(iou), abs=1e-12)

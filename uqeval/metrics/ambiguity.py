@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,7 +29,8 @@ SCORED, CONSTANT, NO_PIXELS = 0, 1, 2
 
 @dataclass(frozen=True)
 class RaterStatistics:
-    """Per-pixel summaries of the raters of a batch of images, each (image, y, x).
+    """Per-pixel summaries of the raters of a batch of images, each (image, y, x)
+    (per voxel, (image, z, y, x), for volumes).
 
     Attributes
     ----------
@@ -70,9 +72,9 @@ def rater_statistics(
 
     Parameters
     ----------
-    labels : (image, rater, y, x) int array
+    labels : (image, rater, y, x) or (image, rater, z, y, x) int array
         Label maps; ``ignore`` marks pixels a rater did not label.
-    pred : (image, y, x) int array or None
+    pred : (image, y, x) or (image, z, y, x) int array or None
         Predicted classes (``agree`` is 0 when None).
     n_classes : int
         Labels other than ``ignore`` must lie in ``[0, n_classes)``.
@@ -87,17 +89,22 @@ def rater_statistics(
     if reference not in ("one-hot-variance", "class-index-variance"):
         raise UQEvalError(f"labels: reference is {reference!r}; expected 'one-hot-variance' or 'class-index-variance'")
     labels = np.asarray(labels)
-    if labels.ndim != 4 or labels.dtype.kind not in "iu":
-        raise UQEvalError(f"labels: expected integer labels (image, rater, y, x); got {labels.dtype} {labels.shape}")
-    n_images, n_raters, height, width = labels.shape
+    if labels.ndim not in (4, 5) or labels.dtype.kind not in "iu":
+        raise UQEvalError(
+            f"labels: expected integer labels (image, rater, y, x) or (image, rater, z, y, x); "
+            f"got {labels.dtype} {labels.shape}"
+        )
+    n_images, n_raters, *spatial = labels.shape
+    shape = (n_images, *spatial)
+    n_pixels = math.prod(spatial)
     if pred is None:
-        pred = np.full((n_images, height, width), -1, dtype=np.int16)
+        pred = np.full(shape, -1, dtype=np.int16)
     pred = np.asarray(pred)
-    if pred.shape != (n_images, height, width):
+    if pred.shape != shape:
         raise UQEvalError(f"labels: shape {labels.shape} does not match predictions of shape {pred.shape}")
-    flat = np.ascontiguousarray(labels).reshape(n_images, n_raters, height * width)
-    variance = np.empty((n_images, height * width), dtype=np.float32)
-    agree = np.empty((n_images, height * width), dtype=np.int32)
+    flat = np.ascontiguousarray(labels).reshape(n_images, n_raters, n_pixels)
+    variance = np.empty((n_images, n_pixels), dtype=np.float32)
+    agree = np.empty((n_images, n_pixels), dtype=np.int32)
     valid = np.empty_like(agree)
     out_of_range = np.zeros(n_images, dtype=np.int64)
     _kernels.rater_kernel(
@@ -118,7 +125,6 @@ def rater_statistics(
             f"labels: image {name} has {int(out_of_range[image])} label(s) outside [0, {n_classes}) "
             f"that are not the ignore label {ignore}"
         )
-    shape = (n_images, height, width)
     return RaterStatistics(variance.reshape(shape), agree.reshape(shape), valid.reshape(shape))
 
 
@@ -132,7 +138,7 @@ def rater_variance(
     with ``p_c`` the fraction of (non-ignored) raters who chose class ``c``; 0 where the
     raters all agree, at most ``1 - 1/C``. With ``reference="class-index-variance"``,
     ``g = Var_r(l_r)``, the population variance of the class indices. Returns
-    (image, y, x) float32.
+    (image, y, x) float32, or (image, z, y, x) for labels (image, rater, z, y, x).
 
     >>> labels = np.array([[[[0]], [[2]]], [[[1]], [[2]]]], dtype=np.uint8)  # 2 images, 2 raters, 1×1
     >>> rater_variance(labels, 3).ravel().tolist()
@@ -175,7 +181,8 @@ def ncc(
         \mathrm{NCC} = \frac{\sum_i (g_i - \bar g)(u_i - \bar u)}
         {\sqrt{\sum_i (g_i - \bar g)^2 \sum_i (u_i - \bar u)^2}}
 
-    over the pixels with at least one valid rater: the Pearson correlation (ddof 0).
+    over the pixels (a volume's voxels) with at least one valid rater: the Pearson
+    correlation (ddof 0), one per image or volume.
     An image where ``g`` or ``u`` is constant has none; see :func:`mean_ncc`. A map
     is constant when its values span at most ``tolerance`` (default
     :data:`uqeval.precision.CONSTANT_TOLERANCE`, the accuracy of a map), so an EU map
@@ -183,8 +190,8 @@ def ncc(
 
     Parameters
     ----------
-    variance, u : (image, y, x) float arrays
-    valid : (image, y, x) int array, optional
+    variance, u : (image, y, x) or (image, z, y, x) float arrays
+    valid : int array of the same shape, optional
         Raters per pixel; pixels with 0 are left out.
     tolerance : float, optional
         Largest range (maximum − minimum) of a constant map.
@@ -199,13 +206,17 @@ def ncc(
     """
     variance = np.asarray(variance)
     u = np.asarray(u)
-    if variance.shape != u.shape or u.ndim != 3:
-        raise UQEvalError(f"NCC: expected two (image, y, x) maps of one shape; got {variance.shape} and {u.shape}")
+    if variance.shape != u.shape or u.ndim not in (3, 4):
+        raise UQEvalError(
+            f"NCC: expected two (image, y, x) or (image, z, y, x) maps of one shape; got {variance.shape} and {u.shape}"
+        )
     if factor not in ("none", "n-1-over-n"):
         raise UQEvalError(f"NCC: factor is {factor!r}; expected 'none' or 'n-1-over-n'")
     n_images = u.shape[0]
     if valid is None:
         valid = np.ones(u.shape, dtype=np.int32)
+    elif np.shape(valid) != u.shape:
+        raise UQEvalError(f"NCC: rater counts of shape {np.shape(valid)} do not match maps of shape {u.shape}")
     correlation = np.empty(n_images)
     state = np.empty(n_images, dtype=np.int8)
     _kernels.pearson_kernel(
@@ -236,7 +247,7 @@ def mean_ncc(correlation: Correlation, *, constant: str = "skip") -> tuple[float
 
 
 def rater_disagreement(labels: np.ndarray, *, ignore: int = IGNORE_LABEL) -> np.ndarray:
-    """Per pixel, the fraction of raters whose label differs from the majority label.
+    """Per pixel (voxel), the fraction of raters whose label differs from the majority label.
 
     ``d = 1 − max_c n_c / n``, with ``n_c`` the raters labelling class ``c`` and ``n``
     the raters that labelled the pixel at all (``ignore`` does not count). It is 0 where
@@ -244,22 +255,24 @@ def rater_disagreement(labels: np.ndarray, *, ignore: int = IGNORE_LABEL) -> np.
 
     Parameters
     ----------
-    labels : (rater, y, x) int
+    labels : (rater, y, x) or (rater, z, y, x) int
         The raters' label maps.
     ignore : int
         The label of an unlabelled pixel.
 
     Returns
     -------
-    (y, x) float32
+    (y, x) or (z, y, x) float32
         NaN where no rater labelled the pixel.
 
     >>> rater_disagreement(np.array([[[0, 1]], [[0, 1]], [[1, 1]], [[0, 255]]]))
     array([[0.25, 0.  ]], dtype=float32)
     """
     labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise ValueError(f"rater_disagreement: labels must be (rater, y, x), got shape {labels.shape}")
+    if labels.ndim not in (3, 4):
+        raise ValueError(
+            f"rater_disagreement: labels must be (rater, y, x) or (rater, z, y, x), got shape {labels.shape}"
+        )
     labelled = labels != ignore
     n_labelled = labelled.sum(axis=0)
     largest = np.zeros(labels.shape[1:], dtype=np.int64)

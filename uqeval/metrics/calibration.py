@@ -4,7 +4,8 @@ Per pixel, the correctness ``w`` is the fraction of raters whose label equals th
 prediction. A measure ``U`` becomes a confidence by Platt scaling its negative,
 ``c = σ(b - a·U)``, with ``(a, b)`` the weighted logistic fit of ``w`` on calibration
 pixels with Platt's smoothed targets. Everything accumulates in fixed-size tables, so
-pixels stream through without the memory growing with their number.
+pixels stream through without the memory growing with their number. Maps may be images
+(image, y, x) or volumes (image, z, y, x): a voxel counts as a pixel does.
 
 >>> import numpy as np
 >>> table = PlattTable()
@@ -338,9 +339,10 @@ def fit_platt(u: np.ndarray, agree: np.ndarray, valid: np.ndarray, *, method: st
 
     Parameters
     ----------
-    u : (image, y, x) float
-        Uncertainty maps of the calibration images.
-    agree, valid : (image, y, x) int
+    u : (image, y, x) or (image, z, y, x) float
+        Uncertainty maps of the calibration images (volumes: every voxel is a sample,
+        as every pixel is of an image).
+    agree, valid : int, the shape of ``u``
         Raters agreeing with ``pred`` and raters counted, per pixel
         (:func:`uqeval.metrics.ambiguity.rater_statistics`).
     method : ``"smoothed"`` or ``"binned-smoothed"``

@@ -63,9 +63,10 @@ def failure_risk(
 
     Parameters
     ----------
-    pred : (image, y, x) int
-        Predicted class maps.
-    labels : (image, rater, y, x) int
+    pred : (image, y, x) or, for volumes, (image, z, y, x) int
+        Predicted class maps. The Dice of a volume is over its voxels (one Dice per
+        volume, not a mean over its slices).
+    labels : (image, rater, y, x) or (image, rater, z, y, x) int
         Rater label maps, ``ignore`` where a rater did not label.
     n_classes : int
         Number of classes, background included.
@@ -83,17 +84,22 @@ def failure_risk(
     """
     pred = np.asarray(pred)
     labels = np.asarray(labels)
-    if pred.ndim != 3 or labels.ndim != 4 or labels.shape[0] != pred.shape[0] or labels.shape[2:] != pred.shape[1:]:
+    if (
+        pred.ndim not in (3, 4)
+        or labels.ndim != pred.ndim + 1
+        or labels.shape[0] != pred.shape[0]
+        or labels.shape[2:] != pred.shape[1:]
+    ):
         raise UQEvalError(
-            f"failure detection: predictions of shape {pred.shape} (image, y, x) do not match "
-            f"labels of shape {labels.shape} (image, rater, y, x)"
+            f"failure detection: predictions of shape {pred.shape} (image, [z,] y, x) do not match "
+            f"labels of shape {labels.shape} (image, rater, [z,] y, x)"
         )
     if not 0.0 <= empty <= 1.0:
         raise UQEvalError(f"failure detection: empty is {empty}; expected a Dice in [0, 1]")
     options = {"kind": "dice", "background": background, "empty": empty, "ignore": ignore}
     risks = np.full(pred.shape[0], np.nan)
     for i in range(pred.shape[0]):
-        counting = (labels[i] != ignore).any(axis=(1, 2))
+        counting = (labels[i] != ignore).any(axis=tuple(range(1, labels.ndim - 1)))
         if not counting.any():
             continue
         dice = overlap_matrix(pred[i][None], labels[i][counting], n_classes, **options)

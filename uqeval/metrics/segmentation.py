@@ -2,7 +2,9 @@ r"""Segmentation quality (opt-in): Dice, generalised energy distance, Hungarian-
 
 Masks are compared class by class over the foreground classes (every class but the
 background) and the per-class scores averaged over the classes present in either
-mask; with two classes this is the usual binary score. Two masks with no foreground
+mask; with two classes this is the usual binary score. Masks may be images (y, x) or
+volumes (z, y, x): the scores of a volume are over its voxels (volumetric IoU and Dice),
+not means over its slices. Two masks with no foreground
 at all score ``empty`` (1 by default), the convention of Valiuddin et al. that the
 review recommends over dropping the pair. Pixels a rater marked with the ignore label
 are left out of every comparison with that rater.
@@ -24,10 +26,14 @@ import numpy as np
 from uqeval.errors import UQEvalError
 from uqeval.names import IGNORE_LABEL
 
+#: Pixels per block of :func:`overlap_matrix`: float32 products count a block exactly
+#: (below 2**24), and the blocks' counts add up exactly in float64, so volumes of any
+#: size are counted exactly with memory for one block's indicators.
+OVERLAP_BLOCK = 2**20
 
-def _one_hot(masks: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """(class, mask, pixel) float32 indicators of ``masks == class``."""
-    flat = masks.reshape(masks.shape[0], -1)
+
+def _one_hot(flat: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(class, mask, pixel) float32 indicators of ``flat == class``, ``flat`` (mask, pixel)."""
     return (flat[None, :, :] == classes[:, None, None]).astype(np.float32)
 
 
@@ -53,9 +59,9 @@ def overlap_matrix(
 
     Parameters
     ----------
-    first : (n, y, x) int
-    second : (m, y, x) int
-        Class maps; either may hold ``ignore`` (rater label maps).
+    first : (n, y, x) or (n, z, y, x) int
+    second : (m, y, x) or (m, z, y, x) int
+        Class maps of one shape; either may hold ``ignore`` (rater label maps).
     kind : ``"iou"`` or ``"dice"``
 
     Returns
@@ -66,17 +72,25 @@ def overlap_matrix(
         raise UQEvalError(f"segmentation: kind is {kind!r}; expected 'iou' or 'dice'")
     first = np.asarray(first)
     second = np.asarray(second)
-    if first.ndim != 3 or second.ndim != 3 or first.shape[1:] != second.shape[1:]:
+    if first.ndim not in (3, 4) or second.ndim != first.ndim or first.shape[1:] != second.shape[1:]:
         raise UQEvalError(f"segmentation: masks of shapes {first.shape} and {second.shape} cannot be compared")
     classes = np.array([c for c in range(n_classes) if c != background])
-    valid_first = (first.reshape(first.shape[0], -1) != ignore).astype(np.float32)
-    valid_second = (second.reshape(second.shape[0], -1) != ignore).astype(np.float32)
-    a = _one_hot(first, classes)
-    b = _one_hot(second, classes)
-    # float32 products count pixels exactly up to 2**24 per image.
-    intersection = np.matmul(a, b.transpose(0, 2, 1)).astype(np.float64)
-    size_first = np.matmul(a, valid_second.T).astype(np.float64)  # |A_c| where the other mask counts
-    size_second = np.matmul(valid_first, b.transpose(0, 2, 1)).astype(np.float64)
+    first = first.reshape(first.shape[0], -1)
+    second = second.reshape(second.shape[0], -1)
+    intersection = np.zeros((len(classes), len(first), len(second)))
+    size_first = np.zeros_like(intersection)
+    size_second = np.zeros_like(intersection)
+    for start in range(0, max(first.shape[1], 1), OVERLAP_BLOCK):
+        block_first = first[:, start : start + OVERLAP_BLOCK]
+        block_second = second[:, start : start + OVERLAP_BLOCK]
+        valid_first = (block_first != ignore).astype(np.float32)
+        valid_second = (block_second != ignore).astype(np.float32)
+        a = _one_hot(block_first, classes)
+        b = _one_hot(block_second, classes)
+        # float32 products count a block's pixels exactly (fewer than 2**24).
+        intersection += np.matmul(a, b.transpose(0, 2, 1))
+        size_first += np.matmul(a, valid_second.T)  # |A_c| where the other mask counts
+        size_second += np.matmul(valid_first, b.transpose(0, 2, 1))
     if kind == "iou":
         denominator = size_first + size_second - intersection
         numerator = intersection
@@ -94,11 +108,11 @@ def overlap_matrix(
 def discrete_samples(cube: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
     """Class maps of ``n_samples`` joint predictions drawn without replacement.
 
-    ``cube`` is one image's (eu, au, class, y, x) probabilities; each of its ``eu·au``
-    member samples becomes its argmax class map. All of them when fewer exist.
+    ``cube`` is one image's (eu, au, class, [z,] y, x) probabilities; each of its
+    ``eu·au`` member samples becomes its argmax class map. All of them when fewer exist.
     """
-    n_members, n_draws, n_classes, height, width = cube.shape
-    flat = cube.reshape(n_members * n_draws, n_classes, height, width)
+    n_members, n_draws, n_classes, *spatial = cube.shape
+    flat = cube.reshape(n_members * n_draws, n_classes, *spatial)
     count = min(n_samples, flat.shape[0])
     chosen = np.sort(rng.choice(flat.shape[0], size=count, replace=False))
     return flat[chosen].argmax(axis=1)
@@ -166,9 +180,9 @@ def segmentation_quality(
 
     Parameters
     ----------
-    cubes : (image, eu, au, class, y, x) probabilities
-    pred : (image, y, x) predicted classes (argmax of the mean prediction)
-    labels : (image, rater, y, x) rater label maps
+    cubes : (image, eu, au, class, [z,] y, x) probabilities
+    pred : (image, [z,] y, x) predicted classes (argmax of the mean prediction)
+    labels : (image, rater, [z,] y, x) rater label maps
     image_indices : (image,) int
         Position of each image in its store: image ``i`` draws its samples from
         ``SeedSequence(seed, spawn_key=(i,))``, so results do not depend on chunking.
