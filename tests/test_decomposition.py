@@ -269,7 +269,7 @@ def test_non_float_dtype_raises(dtype):
         decompose(cube)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 2, 2, 3, 2, 4, 4), (3,)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 2, 2, 3, 2, 2, 4, 4), (3,)])
 def test_wrong_ndim_raises(shape):
     with pytest.raises(UQEvalError, match=f"{len(shape)} dims"):
         decompose(np.full(shape, 0.5, dtype=np.float32))
