@@ -112,7 +112,7 @@ def synthesize_image(
     shape = (size, size) if shape is None else tuple(int(n) for n in shape)
     extent = np.array(shape)
     #: Blob radii are fractions of this many pixels: the image's size, a volume's mean of y and x.
-    scale = float(np.mean(extent[-2:])) if len(shape) == 3 else size
+    scale = float(np.mean(extent[-2:])) if len(shape) == 3 else shape[-1]
     grids = np.meshgrid(*(np.arange(n, dtype=np.float32) + 0.5 for n in shape), indexing="ij")
     spatial = (None,) * len(shape)
 

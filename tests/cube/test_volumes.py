@@ -387,3 +387,19 @@ def test_resume_refuses_a_store_of_another_rank(tmp_path):
         **sizes,
         resume=True,
     )
+
+
+def test_spacing_reaches_the_provenance_of_scores(tmp_path):
+    """The scorer copies every store attribute into ``scores.json``; ``spacing`` arrives as
+    the reader normalised it (2D here: the scorer of volumes is not this module's)."""
+    import json
+
+    import uqeval
+
+    path = tmp_path / "c.zarr"
+    probs = np.moveaxis(np.random.default_rng(0).dirichlet(np.ones(2), size=(8, 2, 2, 6, 6)), -1, 3)
+    with CubeWriter(path, n_classes=2, eu=2, au=2, height=6, width=6, spacing=(0.5, 0.25)) as writer:
+        writer.append(probs.astype(np.float32), domain=["id", "blur"] * 4)
+    scores = uqeval.score(path, tasks=["oodd"])
+    provenance = json.loads(json.dumps(scores.to_dict(), allow_nan=False))["provenance"]
+    assert provenance["store_attributes"]["spacing"] == [0.5, 0.25]
