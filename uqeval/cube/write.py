@@ -7,6 +7,7 @@ reader applies.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -743,7 +744,7 @@ class VolumeWriter:
         expected = writer.cube_shape[1:]
         values = self._take(where, values, expected, f"({', '.join(writer._spec.dims[2:])})")
         stored = self._checked(where, values[None, None])[0, 0]
-        self._store((self.index, int(member)), stored)
+        self._store(int(member), 0, stored)
         self._written[member] = True
 
     def write_slab(self, z_start: int, values: np.ndarray) -> None:
@@ -766,7 +767,7 @@ class VolumeWriter:
         dims = f"({', '.join(writer._spec.dims[1:4])}, dz, {', '.join(writer._spec.dims[5:])})"
         values = self._take(where, array, expected, dims)
         stored = self._checked(where, values[None])[0]
-        self._store((self.index, slice(None), slice(None), slice(None), slice(z_start, z_start + thickness)), stored)
+        self._store(None, z_start, stored)
         self._written[:, z_start : z_start + thickness] = True
 
     def finish(self) -> None:
@@ -825,9 +826,20 @@ class VolumeWriter:
         writer._check_values(values, stored, [self.image_id], where=where)
         return stored
 
-    def _store(self, selection: tuple, stored: np.ndarray) -> None:
-        array = self._writer._group[self._writer.variable].with_config({"write_empty_chunks": True})
-        array[selection] = stored
+    def _store(self, member: int | None, z_start: int, stored: np.ndarray) -> None:
+        """Write ``stored`` — one member's ``(au, class, dz, y, x)``, or every member's
+        ``(eu, au, class, dz, y, x)`` when ``member`` is None — from slice ``z_start`` on,
+        one z-chunk at a time: zarr would otherwise read, merge and re-encode every chunk
+        of the piece at once, holding many decoded chunks beside the piece."""
+        writer = self._writer
+        array = writer._group[writer.variable].with_config({"write_empty_chunks": True})
+        lead = (self.index,) if member is None else (self.index, member)
+        between = (slice(None),) * (stored.ndim - 3)
+        z_stop = z_start + stored.shape[-3]
+        step = writer.chunk_depth
+        edges = [z_start, *range((z_start // step + 1) * step, z_stop, step), z_stop]
+        for begin, end in itertools.pairwise(edges):
+            array[(*lead, *between, slice(begin, end))] = stored[..., begin - z_start : end - z_start, :, :]
 
 
 def _listed(numbers: list[int], limit: int = 8) -> str:
