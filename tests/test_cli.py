@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import run_cli
 from typer.testing import CliRunner
@@ -223,3 +224,46 @@ def test_an_unknown_command_that_no_plugin_provides_gets_click_s_message_only():
     assert result.exit_code == 2
     assert "No such command 'scor'. Did you mean 'score'?" in result.output
     assert "uqeval-torch" not in result.output
+
+
+@pytest.mark.cli
+def test_synth_volumes_then_inspect_shows_them(tmp_path):
+    store = tmp_path / "volumes.zarr"
+    result = run_cli("synth", str(store), "--shape", "6,16,20", "--images", "4", "--eu", "2", "--au", "2")
+    assert result.returncode == 0, result.stderr
+    assert "4 volumes of 6×16×20 voxels" in result.stderr
+    cube = uqeval.open_cube(store)
+    assert cube.probs.dims[-3:] == ("z", "y", "x")
+    assert (cube.sizes["z"], cube.sizes["y"], cube.sizes["x"]) == (6, 16, 20)
+    result = run_cli("inspect", str(store))
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # the title wraps at the table's width
+    assert "volumes of 6×16×20 voxels (z×y×x)" in text
+    assert "┃ domain ┃ volumes ┃" in text
+    # Spacing, when the store has it.
+    import zarr
+
+    zarr.open_group(store, mode="a").attrs["spacing"] = [3.0, 0.5, 0.75]
+    result = run_cli("inspect", str(store))
+    assert result.returncode == 0, result.stderr
+    assert "spacing 3×0.5×0.75 mm" in " ".join(result.stdout.split())
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("shape", ["8,24", "8,x,32", "0,24,32"])
+def test_synth_refuses_a_bad_shape(tmp_path, shape):
+    result = run_cli("synth", str(tmp_path / "x.zarr"), "--shape", shape, "--images", "2")
+    assert result.returncode == 2
+    assert "--shape" in result.stderr or "shape" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inspect_means_of_volumes_are_over_every_voxel(tmp_path):
+    from uqeval.domain_means import image_means
+
+    store = uqeval.make_synthetic_cube(tmp_path / "v.zarr", n_images=3, shape=(6, 16, 20), eu=2, au=2)
+    cube = uqeval.open_cube(store)
+    maps = uqeval.decompose(cube.probs).compute()
+    means = image_means(cube)
+    for name in ("au", "eu", "tu"):
+        np.testing.assert_allclose(means[name], maps[name].astype(np.float64).mean(("z", "y", "x")).values, rtol=1e-6)

@@ -269,7 +269,7 @@ def test_non_float_dtype_raises(dtype):
         decompose(cube)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 2, 2, 3, 2, 4, 4), (3,)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 2, 2, 3, 2, 2, 4, 4), (3,)])
 def test_wrong_ndim_raises(shape):
     with pytest.raises(UQEvalError, match=f"{len(shape)} dims"):
         decompose(np.full(shape, 0.5, dtype=np.float32))
@@ -584,3 +584,81 @@ def test_eu_error_without_the_floor_is_far_below_it(dtype):
         np.testing.assert_array_equal(
             floored["eu"][~small & (raw["eu"] >= EU_FLOOR)], raw["eu"][~small & (raw["eu"] >= EU_FLOOR)]
         )
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def _random_volumes(n_images: int = 2, seed: int = 5, dtype=np.float16) -> np.ndarray:
+    """Soft probabilities ``(image, eu, au, class, z, y, x)``: eu 3, au 2, 3 classes, 4 × 5 × 6 voxels."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(3, 0.5), size=(n_images, 3, 2, 4, 5, 6))
+    return np.moveaxis(probs, -1, 3).astype(dtype)
+
+
+def test_volumes_match_the_float64_reference_and_their_slices_bit_for_bit():
+    volumes = _random_volumes()
+    maps = decompose(volumes)
+    assert maps["au"].dims == ("image", "z", "y", "x") and maps["mean"].dims == ("image", "class", "z", "y", "x")
+    # The reference works on (..., eu, au, class, y, x): z goes in front and back.
+    as_slices = np.moveaxis(volumes, 4, 1)  # (image, z, eu, au, class, y, x)
+    reference = reference_decompose(as_slices.astype(np.float64))
+    for name in ("au", "eu", "tu"):
+        np.testing.assert_allclose(maps[name].values, reference[name], rtol=0, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(maps["mean"].values, np.moveaxis(reference["mean"], 2, 1), rtol=0, atol=1e-6)
+    # Per voxel: a volume's maps are those of its slices decomposed as 2D images, exactly.
+    slices = decompose(as_slices.reshape(-1, *as_slices.shape[2:]))
+    for name in ("au", "eu", "tu", "pred"):
+        np.testing.assert_array_equal(maps[name].values, slices[name].values.reshape(maps[name].shape))
+    np.testing.assert_array_equal(maps["mean"].values, np.moveaxis(slices["mean"].values.reshape(2, 4, 3, 5, 6), 2, 1))
+
+
+def test_one_volume_needs_spatial_3():
+    volume = _random_volumes(1)[0]
+    single = decompose(volume, spatial=3)
+    assert single["eu"].dims == ("z", "y", "x") and single["mean"].dims == ("class", "z", "y", "x")
+    np.testing.assert_array_equal(single["tu"].values, decompose(volume[None])["tu"].values[0])
+    # Six dims without `spatial` are a batch of images, as they always were.
+    assert decompose(volume, check=False)["eu"].dims == ("image", "y", "x")
+    with pytest.raises(UQEvalError, match=r"`spatial` is 4; expected 2 \(y, x\) or 3 \(z, y, x\)"):
+        decompose(volume, spatial=4)
+    with pytest.raises(UQEvalError, match=r"expected dims \('eu', 'au', 'class', 'z', 'y', 'x'\)"):
+        decompose(volume[0], spatial=3)
+
+
+def test_dask_volumes_keep_their_z_slabs_and_match_numpy():
+    volumes = _random_volumes(3)
+    array = xr.DataArray(
+        da.from_array(volumes, chunks=(1, 3, 2, 3, 2, 5, 6)),
+        dims=("image", "eu", "au", "class", "z", "y", "x"),
+        coords={"image": ["a", "b", "c"]},
+    )
+    lazy = decompose(array)
+    assert lazy["eu"].chunks == ((1, 1, 1), (2, 2), (5,), (6,))
+    assert lazy["mean"].chunks == ((1, 1, 1), (3,), (2, 2), (5,), (6,))
+    computed = lazy.compute()
+    eager = decompose(volumes)
+    for name in ("au", "eu", "tu", "pred", "mean"):
+        np.testing.assert_array_equal(computed[name].values, eager[name].values)
+    assert computed["image"].values.tolist() == ["a", "b", "c"]
+
+
+def test_dask_volumes_name_the_volume_with_a_bad_value():
+    volumes = _random_volumes(2).astype(np.float32)
+    volumes[1, 0, 0, 0, 3, 1, 1] = np.nan
+    array = xr.DataArray(
+        da.from_array(volumes, chunks=(1, 3, 2, 3, 2, 5, 6)),
+        dims=("image", "eu", "au", "class", "z", "y", "x"),
+        coords={"image": ["a", "b"]},
+    )
+    with pytest.raises(UQEvalError, match=r"image 'b' has NaN or inf values at 1 pixel"):
+        decompose(array).compute()
+
+
+def test_decompose_batch_of_volumes_keeps_the_spatial_shape():
+    from uqeval.decomposition import decompose_batch
+
+    maps = decompose_batch(_random_volumes(2), ["a", "b"])
+    assert maps["eu"].shape == (2, 4, 5, 6) and maps["mean"].shape == (2, 3, 4, 5, 6)
+    with pytest.raises(UQEvalError, match=r"expected \(image, eu, au, class, \[z,\] y, x\) cubes"):
+        decompose_batch(_random_volumes(1)[0, 0], ["a"])

@@ -171,3 +171,129 @@ def test_collapsed_scenario_has_eu_far_below_au(scored):
     for row in scored["disentangled"].collapse:
         if row["split"] != "id":
             assert row["eu_over_au"] > 0.3, row  # on OOD the members disagree
+
+
+# --------------------------------------------------------------------------- volumes
+
+#: The shape of the issue's check: asymmetric z, y, x.
+VOLUME_SHAPE = (8, 24, 32)
+
+
+@pytest.fixture(scope="module")
+def volume_stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth3d")
+    return {
+        scenario: uqeval.make_synthetic_cube(
+            root / f"{scenario}.zarr", scenario, n_images=24, shape=VOLUME_SHAPE, seed=3
+        )
+        for scenario in SCENARIOS
+    }
+
+
+@pytest.fixture(scope="module")
+def volume_maps(volume_stores):
+    return {
+        scenario: uqeval.decompose(uqeval.open_cube(path).probs).compute() for scenario, path in volume_stores.items()
+    }
+
+
+def border_score(u: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """ΣU / B per volume, B the 6-neighbour voxel pairs whose pred differs (1 when there are none)."""
+    pairs = sum((np.diff(pred, axis=axis) != 0).reshape(len(pred), -1).sum(1) for axis in (1, 2, 3))
+    return u.reshape(len(u), -1).sum(1) / np.where(pairs == 0, 1, pairs)
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney AUROC with ties counted half."""
+    high, low = scores[positive][:, None], scores[~positive][None, :]
+    return float((high > low).mean() + 0.5 * (high == low).mean())
+
+
+def delta(correct: float, wrong: float) -> float:
+    return float((np.arctan2(correct, wrong) - np.pi / 4) / (np.pi / 4))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_volume_store_is_valid_with_every_split(volume_stores, scenario):
+    cube = uqeval.open_cube(volume_stores[scenario], check_values=True)
+    assert cube.probs.dims == ("image", "eu", "au", "class", "z", "y", "x")
+    assert (cube.sizes["z"], cube.sizes["y"], cube.sizes["x"]) == VOLUME_SHAPE
+    assert cube.labels.dims == ("image", "rater", "z", "y", "x")
+    assert set(cube.domain.values) == {"id", *OOD_DOMAINS}
+    assert set(cube.role.values) == {"calibration", "test"}
+    assert cube.attrs["scenario"] == scenario
+
+
+def test_volumes_are_deterministic_and_images_stay_the_default(tmp_path):
+    a = uqeval.make_synthetic_cube(tmp_path / "a.zarr", "collapsed", n_images=3, shape=(4, 8, 12), seed=5)
+    b = uqeval.make_synthetic_cube(tmp_path / "b.zarr", "collapsed", n_images=3, shape=(4, 8, 12), seed=5)
+    np.testing.assert_array_equal(uqeval.open_cube(a).probs.values, uqeval.open_cube(b).probs.values)
+    # A square 2D shape is the default image, bit for bit.
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    for one, other in zip(
+        synthesize_image(rng_a, "entangled", "blur", size=24, n_classes=3),
+        synthesize_image(rng_b, "entangled", "blur", shape=(24, 24), n_classes=3),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(one, other)
+
+
+def test_disentangled_volumes_au_follows_raters_and_eu_flags_ood(volume_stores, volume_maps):
+    cube = uqeval.open_cube(volume_stores["disentangled"])
+    result = volume_maps["disentangled"]
+    in_dist = cube.domain.values == "id"
+    g = ambiguity(cube.labels.values, 2)
+    assert mean_ncc(g[in_dist], result.au.values[in_dist]) > 0.6
+    assert abs(mean_ncc(g[in_dist], result.eu.values[in_dist])) < 0.2
+    eu_per_volume = result.eu.mean(("z", "y", "x")).values
+    au_per_volume = result.au.mean(("z", "y", "x")).values
+    assert eu_per_volume[~in_dist].min() > eu_per_volume[in_dist].max()
+    assert au_per_volume[~in_dist].mean() < 1.15 * au_per_volume[in_dist].mean()
+
+
+def test_entangled_volumes_eu_leaks_into_ambiguity_and_au_rises_on_ood(volume_stores, volume_maps):
+    cube = uqeval.open_cube(volume_stores["entangled"])
+    result = volume_maps["entangled"]
+    in_dist = cube.domain.values == "id"
+    g = ambiguity(cube.labels.values, 2)
+    assert mean_ncc(g[in_dist], result.eu.values[in_dist]) > mean_ncc(g[in_dist], result.au.values[in_dist])
+    au_per_volume = result.au.mean(("z", "y", "x")).values
+    assert au_per_volume[~in_dist].mean() > 1.3 * au_per_volume[in_dist].mean()
+
+
+def test_collapsed_volumes_have_almost_no_eu(volume_maps):
+    assert float(volume_maps["collapsed"].eu.mean() / volume_maps["collapsed"].au.mean()) < 0.05
+    assert volume_maps["no-eu"].attrs["eu_convention"] == "samples-as-members"
+
+
+def test_volume_deltas_keep_their_signs(volume_stores, volume_maps):
+    """Δ of OOD detection (the `border` aggregation, per volume) and ambiguity (NCC per volume),
+    computed here from the definitions: disentangled well above 0.3, entangled below 0."""
+    deltas = {}
+    for scenario in ("disentangled", "entangled"):
+        cube = uqeval.open_cube(volume_stores[scenario])
+        result = volume_maps[scenario]
+        test, ood = cube.role.values == "test", cube.domain.values != "id"
+        pred = result.pred.values
+        oodd = {name: auroc(border_score(result[name].values, pred)[test], ood[test]) for name in ("eu", "au")}
+        in_dist = ~ood & test
+        g = ambiguity(cube.labels.values, 2)[in_dist]
+        amb = {name: mean_ncc(g, result[name].values[in_dist]) for name in ("au", "eu")}
+        deltas[scenario] = (delta(oodd["eu"], oodd["au"]), delta(amb["au"], amb["eu"]))
+    assert min(deltas["disentangled"]) > 0.3, deltas
+    assert max(deltas["entangled"]) < 0, deltas
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((8, 24), "2D but not square"),
+        ((2, 24, 32), "z at least 4"),
+        ((8, 6, 32), "y and x need at least 8"),
+        ((8, 24, 32, 2), r"expected \(z, y, x\)"),
+        ((8.0, 24, 32), r"expected \(z, y, x\)"),
+    ],
+)
+def test_bad_volume_shapes(tmp_path, shape, message):
+    with pytest.raises(uqeval.UQEvalError, match=message):
+        uqeval.make_synthetic_cube(tmp_path / "x.zarr", n_images=2, shape=shape)

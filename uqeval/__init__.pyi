@@ -23,6 +23,9 @@ from .cube import (
     CubeWriter as CubeWriter,
 )
 from .cube import (
+    VolumeWriter as VolumeWriter,
+)
+from .cube import (
     WriteProgress as WriteProgress,
 )
 from .cube import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,21 +30,26 @@ def check_decomposable(n_members: int, n_samples: int, n_classes: int, where: st
         raise UQEvalError(f"{where}: dim `class` has size {n_classes}; at least 2 classes are needed")
 
 
-def value_stats(values: np.ndarray) -> np.ndarray:
+def value_stats(values: np.ndarray, class_axis: int = -3) -> np.ndarray:
     """Per-image value statistics of a probability array.
 
     Parameters
     ----------
-    values : (image, ..., class, y, x) float16/float32/float64
-        Every dim between ``image`` and ``class`` counts as a sample dim.
+    values : (image, ..., class, y, x) or (image, ..., class, z, y, x) float16/float32/float64
+        Every dim between ``image`` and ``class`` counts as a sample dim, every dim
+        after ``class`` as a spatial dim.
+    class_axis : int
+        The axis of ``class``: the default fits images; pass it for volumes.
 
     Returns
     -------
-    (image, 4) float64: pixels with a NaN/inf value, smallest value, smallest and
-    largest class sum of one sample.
+    (image, 4) float64: pixels (voxels) with a NaN/inf value, smallest value, smallest
+    and largest class sum of one sample.
     """
-    n_images, n_classes = values.shape[0], values.shape[-3]
-    flat = np.ascontiguousarray(values).reshape(n_images, -1, n_classes, values.shape[-2] * values.shape[-1])
+    class_axis %= values.ndim
+    n_images, n_classes = values.shape[0], values.shape[class_axis]
+    n_pixels = math.prod(values.shape[class_axis + 1 :])
+    flat = np.ascontiguousarray(values).reshape(n_images, -1, n_classes, n_pixels)
     kernel_input = _kernels.as_kernel_input(flat)
     n_blocks = -(-flat.shape[-1] // _kernels.PIXEL_BLOCK)
     stats = np.empty((n_images, n_blocks, 4))

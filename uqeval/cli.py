@@ -196,6 +196,10 @@ def synth(
     images: Annotated[int, typer.Option(help="Images in all (half ID, the rest OOD 'blur' and 'noise').")] = 96,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same store.")] = 0,
     size: Annotated[int, typer.Option(help="Height and width in pixels.")] = 64,
+    shape: Annotated[
+        str | None,
+        typer.Option(metavar="Z,Y,X", help="Write volumes of Z×Y×X voxels instead of 2D images, e.g. 8,24,32."),
+    ] = None,
     classes: Annotated[int, typer.Option(help="2 (background, object) or 3 (… and a core).")] = 2,
     eu: Annotated[int, typer.Option(help="Members per image (ignored for no-eu).")] = 5,
     au: Annotated[int, typer.Option(help="Samples per member.")] = 8,
@@ -205,6 +209,7 @@ def synth(
     """Write a synthetic cube store whose aleatoric and epistemic truth is known."""
     if out.exists() and not overwrite:
         raise UQEvalError(f"{out}: already exists; pass --overwrite to replace it")
+    volume = {} if shape is None else {"shape": _volume_shape(shape)}
     _write_synthetic(
         out,
         scenario,
@@ -216,10 +221,19 @@ def synth(
         au=au,
         raters=raters,
         overwrite=overwrite,
+        **volume,
     )
-    err_console.print(
-        f"wrote {markup_text(out, None)} ({images} images, scenario {markup_text(scenario)}, seed {seed})"
-    )
+    what = f"{images} volumes of {'×'.join(map(str, volume['shape']))} voxels" if volume else f"{images} images"
+    err_console.print(f"wrote {markup_text(out, None)} ({what}, scenario {markup_text(scenario)}, seed {seed})")
+
+
+def _volume_shape(text: str) -> tuple[int, int, int]:
+    """``--shape Z,Y,X`` as three integers."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        raise UQEvalError(f"--shape: {text!r} is not Z,Y,X (three positive integers, e.g. 8,24,32)")
+    z, y, x = (int(part) for part in parts)
+    return z, y, x
 
 
 def _write_synthetic(store: Path, scenario: str, *, n_images: int, **options) -> None:
@@ -252,12 +266,13 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
     from rich.table import Table
     from rich.text import Text
 
-    from uqeval.cube import open_cube
+    from uqeval.cube import SPACING_ATTR, open_cube, store_spatial_dims
     from uqeval.domain_means import domain_means
     from uqeval.report.tables import format_value
 
     dataset = open_cube(store, check_values=check_values)
     sizes = dataset["probs"].sizes
+    spatial = store_spatial_dims(dataset)
     with _progress() as progress:
         task = progress.add_task(f"decompose {store.name}", total=sizes["image"])
         try:
@@ -266,13 +281,21 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
             raise UQEvalError(f"{store}: {error}") from None
     attrs = dataset.attrs
     model = markup_text(attrs.get("model") or "model")
+    grid = "×".join(str(sizes[dim]) for dim in spatial)
+    if len(spatial) == 3:
+        grid = f"volumes of {grid} voxels (z×y×x)"
+        if SPACING_ATTR in attrs:
+            grid += f", spacing {'×'.join(f'{value:g}' for value in attrs[SPACING_ATTR])} mm"
+    else:
+        grid = f"{grid} px"
+        if SPACING_ATTR in attrs:
+            grid += f" ({'×'.join(f'{value:g}' for value in attrs[SPACING_ATTR])} mm)"
     title = (
-        f"{markup_text(store.name)}: {model} — eu {sizes['eu']} × au {sizes['au']}, "
-        f"{sizes['class']} classes, {sizes['y']}×{sizes['x']} px"
+        f"{markup_text(store.name)}: {model} — eu {sizes['eu']} × au {sizes['au']}, {sizes['class']} classes, {grid}"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("domain")
-    table.add_column("images", justify="right")
+    table.add_column("volumes" if len(spatial) == 3 else "images", justify="right")
     for name in ("mean AU", "mean EU", "mean TU", "EU / AU"):
         table.add_column(name, justify="right")
     for row in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numba
@@ -15,11 +16,15 @@ from uqeval.precision import EU_FLOOR
 
 #: Dims of one image's sample cube, in storage order.
 CUBE_DIMS = ("eu", "au", "class", "y", "x")
+#: Dims of one volume's sample cube, in storage order.
+VOLUME_CUBE_DIMS = ("eu", "au", "class", "z", "y", "x")
+#: Dims of a cube before its spatial dims.
+SAMPLE_DIMS = ("eu", "au", "class")
 #: Name of the leading dim of a batch of cubes.
 IMAGE_DIM = "image"
 
 
-def decompose(x: np.ndarray | xr.DataArray, *, check: bool = True) -> xr.Dataset:
+def decompose(x: np.ndarray | xr.DataArray, *, check: bool = True, spatial: int | None = None) -> xr.Dataset:
     r"""Split the uncertainty of sample cubes into aleatoric, epistemic and total parts.
 
     With ``p[e, a, c]`` the probability of class ``c`` in sample ``a`` of member ``e``
@@ -42,19 +47,25 @@ def decompose(x: np.ndarray | xr.DataArray, *, check: bool = True) -> xr.Dataset
     ----------
     x : numpy array or xarray.DataArray
         Probabilities, float16/float32/float64, dims ``(eu, au, class, y, x)`` or
-        ``(image, eu, au, class, y, x)``. A DataArray is matched by dim name (any
-        order, any extra leading dims) and may be numpy- or dask-backed; a dask input
-        gives a lazy result computed block by block.
+        ``(image, eu, au, class, y, x)``, or volumes ``(image, eu, au, class, z, y,
+        x)`` (one volume ``(eu, au, class, z, y, x)`` with ``spatial=3``). A DataArray
+        is matched by dim name (any order, any extra leading dims; with a ``z`` dim it
+        holds volumes) and may be numpy- or dask-backed; a dask input gives a lazy
+        result computed block by block (volumes keep their chunks along ``z``: the
+        decomposition is per voxel).
     check : bool
         Raise :class:`~uqeval.UQEvalError` naming the image when a value is NaN, inf or
         negative, or a sample does not sum to 1 over ``class``. Costs nothing extra:
         the statistics come out of the same pass.
+    spatial : int, optional
+        For a numpy array: 2 (images) or 3 (volumes) spatial dims at its end. Default:
+        5 or 6 dims are images, 7 dims volumes; a single volume needs ``spatial=3``.
 
     Returns
     -------
     xarray.Dataset
-        ``au``, ``eu``, ``tu`` (..., y, x) float32 in nats; ``mean`` (..., class, y, x)
-        float32, the Bayesian model average; ``pred`` (..., y, x) uint8, its argmax
+        ``au``, ``eu``, ``tu`` (..., [z,] y, x) float32 in nats; ``mean`` (..., class,
+        [z,] y, x) float32, the Bayesian model average; ``pred`` (..., [z,] y, x) uint8, its argmax
         (first class on ties). With ``eu = 1`` the ``au`` samples are treated as the
         members (the study's "no EU" convention), so ``AU = mean_a H(p_a)`` and ``EU``
         is the mutual information over samples; ``attrs["eu_convention"]`` says which
@@ -73,12 +84,18 @@ def decompose(x: np.ndarray | xr.DataArray, *, check: bool = True) -> xr.Dataset
     if isinstance(x, xr.DataArray):
         return _decompose_dataarray(x, check=check)
     array = np.asarray(x)
-    if array.ndim not in (5, 6):
+    if spatial not in (None, 2, 3):
+        raise UQEvalError(f"decompose: `spatial` is {spatial!r}; expected 2 (y, x) or 3 (z, y, x)")
+    n_spatial = spatial if spatial is not None else (3 if array.ndim == 7 else 2)
+    cube_dims = CUBE_DIMS if n_spatial == 2 else VOLUME_CUBE_DIMS
+    if array.ndim not in (len(cube_dims), len(cube_dims) + 1):
+        # Without `spatial`, the message of a store of images, as it always was.
+        dims = CUBE_DIMS if spatial is None else cube_dims
+        expected = f"{dims} or ({IMAGE_DIM}, {', '.join(dims)})"
         raise UQEvalError(
-            f"decompose: expected dims {CUBE_DIMS} or ({IMAGE_DIM}, {', '.join(CUBE_DIMS)}), "
-            f"got an array with {array.ndim} dims of shape {array.shape}"
+            f"decompose: expected dims {expected}, got an array with {array.ndim} dims of shape {array.shape}"
         )
-    single = array.ndim == 5
+    single = array.ndim == len(cube_dims)
     batch = array[None] if single else array
     ids = ["cube"] if single else list(range(batch.shape[0]))
     maps = decompose_batch(batch, ids, check=check)
@@ -89,25 +106,30 @@ def decompose(x: np.ndarray | xr.DataArray, *, check: bool = True) -> xr.Dataset
 def decompose_batch(
     cubes: np.ndarray, image_ids: Sequence[object], *, check: bool = True, eu_floor: float = EU_FLOOR
 ) -> dict[str, np.ndarray]:
-    """Decompose ``(image, eu, au, class, y, x)`` numpy cubes; return plain arrays.
+    """Decompose ``(image, eu, au, class, y, x)`` or ``(image, eu, au, class, z, y, x)``
+    numpy cubes; return plain arrays.
 
-    The engine under :func:`decompose`: ``au``, ``eu``, ``tu``, ``pred`` (image, y, x),
-    ``mean`` (image, class, y, x) and ``eu_convention``. ``image_ids`` only names images
+    The engine under :func:`decompose`: ``au``, ``eu``, ``tu``, ``pred`` (image, [z,] y, x),
+    ``mean`` (image, class, [z,] y, x) and ``eu_convention``; the kernel sees every
+    pixel (voxel) alike, so a volume is decomposed as its voxels. ``image_ids`` only names images
     in error messages. ``eu_floor`` (nats) is there to measure the raw rounding error
     (``benchmarks/eu_floor.py`` passes 0); scoring always uses the default.
     """
     if cubes.dtype.kind != "f":
         raise UQEvalError(f"decompose: probabilities must be floating point, got dtype {cubes.dtype}")
-    n_images, n_members, n_samples, n_classes, height, width = cubes.shape
+    if cubes.ndim not in (6, 7):
+        raise UQEvalError(f"decompose: expected (image, eu, au, class, [z,] y, x) cubes, got shape {cubes.shape}")
+    n_images, n_members, n_samples, n_classes = cubes.shape[:4]
+    spatial = cubes.shape[4:]
     check_decomposable(n_members, n_samples, n_classes, "decompose")
     convention = "members"
     if n_members == 1:
-        cubes = cubes.reshape(n_images, n_samples, 1, n_classes, height, width)
+        cubes = cubes.reshape(n_images, n_samples, 1, n_classes, *spatial)
         n_members, n_samples = n_samples, 1
         convention = "samples-as-members"
-    flat = np.ascontiguousarray(cubes).reshape(n_images, n_members, n_samples, n_classes, height * width)
+    n_pixels = math.prod(spatial)
+    flat = np.ascontiguousarray(cubes).reshape(n_images, n_members, n_samples, n_classes, n_pixels)
     kernel_input = _kernels.as_kernel_input(flat)
-    n_pixels = height * width
     au = np.empty((n_images, n_pixels), dtype=np.float32)
     eu = np.empty_like(au)
     tu = np.empty_like(au)
@@ -118,12 +140,12 @@ def decompose_batch(
     _kernels.decompose_kernel(kernel_input, au, eu, tu, mean, pred, stats, np.float32(eu_floor), pixel_block)
     if check:
         raise_for_value_stats(reduce_block_stats(stats), image_ids)
-    shape = (n_images, height, width)
+    shape = (n_images, *spatial)
     return {
         "au": au.reshape(shape),
         "eu": eu.reshape(shape),
         "tu": tu.reshape(shape),
-        "mean": mean.reshape(n_images, n_classes, height, width),
+        "mean": mean.reshape(n_images, n_classes, *spatial),
         "pred": pred.reshape(shape),
         "eu_convention": convention,
     }
@@ -157,25 +179,29 @@ def _to_dataset(maps: dict, leading: tuple[str, ...], squeeze: bool) -> xr.Datas
     def take(array: np.ndarray) -> np.ndarray:
         return array[0] if squeeze else array
 
-    map_dims = (*leading, "y", "x")
+    n_spatial = maps["au"].ndim - len(leading) - (1 if squeeze else 0)
+    spatial = VOLUME_CUBE_DIMS[3:] if n_spatial == 3 else CUBE_DIMS[3:]
+    map_dims = (*leading, *spatial)
     data_vars = {
         name: xr.Variable(map_dims, take(maps[name]), attrs=_ATTRS[name]) for name in ("au", "eu", "tu", "pred")
     }
-    data_vars["mean"] = xr.Variable((*leading, "class", "y", "x"), take(maps["mean"]), attrs=_ATTRS["mean"])
+    data_vars["mean"] = xr.Variable((*leading, "class", *spatial), take(maps["mean"]), attrs=_ATTRS["mean"])
     return xr.Dataset(data_vars, attrs={"eu_convention": maps["eu_convention"]})
 
 
 def _decompose_dataarray(array: xr.DataArray, *, check: bool) -> xr.Dataset:
-    missing = [dim for dim in CUBE_DIMS if dim not in array.dims]
+    cube_dims = VOLUME_CUBE_DIMS if "z" in array.dims else CUBE_DIMS
+    missing = [dim for dim in cube_dims if dim not in array.dims]
     if missing:
         raise UQEvalError(
-            f"decompose: DataArray {array.name or ''!s} lacks dim(s) {missing}; expected {CUBE_DIMS} (got {array.dims})"
+            f"decompose: DataArray {array.name or ''!s} lacks dim(s) {missing}; expected {cube_dims} (got {array.dims})"
         )
-    leading = tuple(dim for dim in array.dims if dim not in CUBE_DIMS)
-    array = array.transpose(*leading, *CUBE_DIMS)
+    leading = tuple(dim for dim in array.dims if dim not in cube_dims)
+    array = array.transpose(*leading, *cube_dims)
     if array.chunks is None:
         return _decompose_numpy_dataarray(array, leading, check=check)
-    array = array.chunk(dict.fromkeys(CUBE_DIMS, -1))
+    # Whole cubes per block, except along `z`: the decomposition is per voxel, so slabs stay slabs.
+    array = array.chunk({dim: -1 for dim in cube_dims if dim != "z"})
     template = _template(array, leading)
     return xr.map_blocks(_decompose_numpy_dataarray, array, args=(leading,), kwargs={"check": check}, template=template)
 
@@ -206,19 +232,23 @@ def _template(array: xr.DataArray, leading: tuple[str, ...]) -> xr.Dataset:
 
     lead_chunks = array.chunks[: len(leading)]
     lead_shape = array.shape[: len(leading)]
-    n_classes, height, width = array.shape[-3:]
+    first_spatial = len(leading) + len(SAMPLE_DIMS)
+    spatial_shape = array.shape[first_spatial:]
+    spatial_chunks = array.chunks[first_spatial:]
+    n_classes = array.sizes["class"]
     n_members, n_samples = array.sizes["eu"], array.sizes["au"]
     check_decomposable(n_members, n_samples, n_classes, "decompose")
 
     def empty(extra: tuple[int, ...], dtype) -> da.Array:
-        return da.empty((*lead_shape, *extra), chunks=(*lead_chunks, *extra), dtype=dtype)
+        chunks = (*lead_chunks, *extra[: len(extra) - len(spatial_shape)], *spatial_chunks)
+        return da.empty((*lead_shape, *extra), chunks=chunks, dtype=dtype)
 
     maps = {
-        "au": empty((height, width), np.float32),
-        "eu": empty((height, width), np.float32),
-        "tu": empty((height, width), np.float32),
-        "pred": empty((height, width), np.uint8 if n_classes <= 256 else np.int16),
-        "mean": empty((n_classes, height, width), np.float32),
+        "au": empty(spatial_shape, np.float32),
+        "eu": empty(spatial_shape, np.float32),
+        "tu": empty(spatial_shape, np.float32),
+        "pred": empty(spatial_shape, np.uint8 if n_classes <= 256 else np.int16),
+        "mean": empty((n_classes, *spatial_shape), np.float32),
         "eu_convention": "members" if n_members > 1 else "samples-as-members",
     }
     dataset = _to_dataset(maps, leading, squeeze=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from uqeval.metrics.entanglement import collapse_ratio
 
 @dataclass(frozen=True)
 class DomainMeans:
-    """Mean uncertainty (nats per pixel) over the images of one domain."""
+    """Mean uncertainty (nats per pixel, or per voxel) over the images (volumes) of one domain."""
 
     domain: str
     n_images: int
@@ -31,24 +32,45 @@ class DomainMeans:
 def image_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Per-image mean AU, EU and TU of a validated cube (see :func:`uqeval.open_cube`).
 
-    Reads each chunk of ``probs`` once; memory holds one chunk and its maps.
-    ``progress(n)`` is called with the number of images done after each chunk.
+    Reads each chunk of ``probs`` once; memory holds one chunk and its maps. A volume
+    is read one z-slab (chunk) at a time and its means are taken over all its voxels.
+    ``progress(n)`` is called with the number of images done after each chunk of images.
     """
     probs = dataset["probs"]
     ids = dataset["image"].values
     n_images = probs.sizes["image"]
     means = {name: np.empty(n_images) for name in ("au", "eu", "tu")}
     sizes = probs.chunks[0] if probs.chunks is not None else (n_images,)
+    slabs = _z_slabs(probs)
     start = 0
     for size in sizes:
         stop = start + size
-        maps = decompose_batch(np.asarray(probs[start:stop].values), ids[start:stop])
-        for name in means:
-            means[name][start:stop] = maps[name].mean(axis=(1, 2))
+        if slabs is None:
+            maps = decompose_batch(np.asarray(probs[start:stop].values), ids[start:stop])
+            for name in means:
+                means[name][start:stop] = maps[name].mean(axis=(1, 2))
+        else:
+            sums = {name: np.zeros(stop - start) for name in means}
+            for slab in slabs:
+                maps = decompose_batch(np.asarray(probs[start:stop, ..., slab, :, :].values), ids[start:stop])
+                for name in means:
+                    sums[name] += maps[name].sum(axis=(1, 2, 3), dtype=np.float64)
+            n_voxels = probs.sizes["z"] * probs.sizes["y"] * probs.sizes["x"]
+            for name in means:
+                means[name][start:stop] = sums[name] / n_voxels
         if progress is not None:
             progress(stop)
         start = stop
     return means
+
+
+def _z_slabs(probs: xr.DataArray) -> list[slice] | None:
+    """The chunks of a volume's ``z`` as slices; None for images."""
+    if "z" not in probs.dims:
+        return None
+    sizes = probs.chunks[probs.get_axis_num("z")] if probs.chunks is not None else (probs.sizes["z"],)
+    edges = np.cumsum([0, *sizes]).tolist()
+    return [slice(begin, end) for begin, end in itertools.pairwise(edges)]
 
 
 def domain_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = None) -> list[DomainMeans]:

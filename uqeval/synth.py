@@ -52,6 +52,8 @@ EDGE = 0.6
 RATER_SLOPE = 13.0
 #: In the entangled scenario the raters follow EU, scaled by this to span TU's range.
 ENTANGLED_EU_GAIN = 3.0
+#: Fewest slices of a synthetic volume.
+MIN_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -92,31 +94,49 @@ def synthesize_image(
     eu: int = 5,
     au: int = 8,
     raters: int = 4,
+    shape: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image: probabilities ``(eu, au, class, y, x)`` float32 and rater labels
-    ``(rater, y, x)`` uint8."""
+    ``(rater, y, x)`` uint8; with ``shape = (z, y, x)`` one volume, ``(eu, au, class,
+    z, y, x)`` and ``(rater, z, y, x)``.
+
+    A volume holds the same world in 3D: an ellipsoid turned about ``z`` (a core
+    inside it with three classes), a satellite ball beside it in the ``(y, x)`` plane,
+    hallucinated balls on OOD volumes, whose radii scale with the mean of ``y`` and
+    ``x`` as the discs of an image scale with its size. ``shape = (size, size)`` (or
+    None) gives the image of the default, bit for bit.
+    """
     _check_scenario_and_classes(scenario, n_classes)
     if scenario == "no-eu":
         eu = 1
-    coords = np.arange(size, dtype=np.float32) + 0.5
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    shape = (size, size) if shape is None else tuple(int(n) for n in shape)
+    extent = np.array(shape)
+    #: Blob radii are fractions of this many pixels: the image's size, a volume's mean of y and x.
+    scale = float(np.mean(extent[-2:])) if len(shape) == 3 else shape[-1]
+    grids = np.meshgrid(*(np.arange(n, dtype=np.float32) + 0.5 for n in shape), indexing="ij")
+    spatial = (None,) * len(shape)
 
-    # The object: an ellipse; `distance` is 1 on its nominal border.
-    centre = rng.uniform(0.35, 0.65, 2) * size
-    radii = rng.uniform(0.14, 0.26, 2) * size
+    # The object: an ellipse (ellipsoid); `distance` is 1 on its nominal border.
+    centre = rng.uniform(0.35, 0.65, len(shape)) * extent
+    radii = rng.uniform(0.14, 0.26, len(shape)) * extent
     angle = rng.uniform(0, np.pi)
-    dy, dx = yy - centre[0], xx - centre[1]
-    u = (np.cos(angle) * dy + np.sin(angle) * dx) / radii[0]
-    v = (-np.sin(angle) * dy + np.cos(angle) * dx) / radii[1]
-    distance = np.sqrt(u**2 + v**2)
+    dy, dx = grids[-2] - centre[-2], grids[-1] - centre[-1]
+    u = (np.cos(angle) * dy + np.sin(angle) * dx) / radii[-2]
+    v = (-np.sin(angle) * dy + np.cos(angle) * dx) / radii[-1]
+    if len(shape) == 2:
+        distance = np.sqrt(u**2 + v**2)
+    else:
+        distance = np.sqrt(u**2 + v**2 + ((grids[0] - centre[0]) / radii[0]) ** 2)
     edge = EDGE / radii.mean()  # soft-edge width in units of `distance`
     ambiguity = rng.uniform(0.03, 0.3)  # half-width of the raters' relative border range
     core_ambiguity = rng.uniform(0.03, 0.3)
     satellite = None
     if rng.random() < 0.4:
-        offset = rng.uniform(1.3, 1.6) * radii.mean()
+        offset = rng.uniform(1.3, 1.6) * radii[-2:].mean()
         theta = rng.uniform(0, 2 * np.pi)
-        satellite = _disc(yy, xx, centre + offset * np.array([np.sin(theta), np.cos(theta)]), 0.35 * radii.mean())
+        direction = np.zeros(len(shape))
+        direction[-2:] = np.sin(theta), np.cos(theta)
+        satellite = _disc(grids, centre + offset * direction, 0.35 * radii.mean())
 
     # Where each member's samples put the borders: quantiles of the raters' range.
     quantiles = (np.arange(au) + 0.5) / au
@@ -128,12 +148,12 @@ def synthesize_image(
     core_scales = 1 - core_ambiguity + 2 * core_ambiguity * quantiles
     has_satellite = quantiles < rng.uniform(0.25, 0.75)
 
-    foreground = _sigmoid((scales[..., None, None] - distance) / edge)  # (eu, au, y, x)
+    foreground = _sigmoid((scales[(..., *spatial)] - distance) / edge)  # (eu, au, *shape)
     if satellite is not None:
-        foreground = np.where(has_satellite[..., None, None], np.maximum(foreground, satellite), foreground)
-    probs = np.zeros((eu, au, n_classes, size, size), dtype=np.float32)
+        foreground = np.where(has_satellite[(..., *spatial)], np.maximum(foreground, satellite), foreground)
+    probs = np.zeros((eu, au, n_classes, *shape), dtype=np.float32)
     if n_classes == 3:
-        core = _sigmoid((0.5 * core_scales[..., None, None] - distance) / edge)
+        core = _sigmoid((0.5 * core_scales[(..., *spatial)] - distance) / edge)
         probs[:, :, 2] = foreground * core
         probs[:, :, 1] = foreground * (1 - core)
     else:
@@ -145,31 +165,31 @@ def synthesize_image(
     if domain != "id":
         shift = _SHIFTS.get(domain, _SHIFTS["noise"])
         for _ in range(rng.integers(shift.count[0], shift.count[1] + 1)):
-            centre = _background_point(rng, distance, size)
-            blob = _disc(yy, xx, centre, rng.uniform(*shift.radius) * size, soft=False)
+            centre = _background_point(rng, distance, extent)
+            blob = _disc(grids, centre, rng.uniform(*shift.radius) * scale, soft=False)
             _paint(probs, blob, _believers(rng, scenario, eu, au), rng.integers(1, n_classes))
             blobs.append(blob > 0.5)
     elif scenario == "disentangled":
         # In distribution: now and then some members see a small blob the rest do not.
         for _ in range(rng.integers(0, 3)):
-            centre = _background_point(rng, distance, size)
-            blob = _disc(yy, xx, centre, rng.uniform(0.02, 0.045) * size, soft=False)
+            centre = _background_point(rng, distance, extent)
+            blob = _disc(grids, centre, rng.uniform(0.02, 0.045) * scale, soft=False)
             _paint(probs, blob, _believers(rng, scenario, eu, au), rng.integers(1, n_classes))
             blobs.append(blob > 0.5)
 
     if scenario == "entangled":
         # Sample noise that follows a texture of its own, not the raters; stronger on OOD.
-        strength = (0.25 if domain == "id" else 0.5) * _smooth_field(rng, size)
-        weights = rng.uniform(0, 1, (1, au, 1, 1, 1)) * strength  # the same for every member
+        strength = (0.25 if domain == "id" else 0.5) * _smooth_field(rng, shape)
+        weights = rng.uniform(0, 1, (1, au, 1, *(1,) * len(shape))) * strength  # the same for every member
         probs = (1 - weights) * probs + weights / n_classes
     elif scenario == "collapsed":
-        jitter = rng.dirichlet(np.ones(n_classes), (eu, 1, size, size)).transpose(0, 1, 4, 2, 3)
+        jitter = np.moveaxis(rng.dirichlet(np.ones(n_classes), (eu, 1, *shape)), -1, 2)
         probs = 0.99 * probs + 0.01 * jitter
     mean = probs.mean(axis=(0, 1))
     total = _entropy(mean)
     if scenario == "entangled":
         # The raters disagree where the members do: they follow EU, not TU.
-        member_entropy = _entropy(probs.mean(axis=1).transpose(1, 0, 2, 3)).mean(axis=0)
+        member_entropy = _entropy(np.moveaxis(probs.mean(axis=1), 1, 0)).mean(axis=0)
         uncertainty = ENTANGLED_EU_GAIN * np.maximum(total - member_entropy, 0)
     else:
         uncertainty = total
@@ -188,6 +208,7 @@ def make_synthetic_cube(
     eu: int = 5,
     au: int = 8,
     raters: int = 4,
+    shape: tuple[int, ...] | None = None,
     overwrite: bool = False,
     progress=None,
 ) -> Path:
@@ -202,10 +223,15 @@ def make_synthetic_cube(
     scenario : one of :data:`SCENARIOS`.
     n_images : images in all; see :func:`image_plan` for their domains and roles.
     seed : the random seed.
-    size : height and width in pixels.
+    size : height and width in pixels (of images; see ``shape``).
     n_classes : 2 (background, object) or 3 (background, object, core).
     eu, au : members and samples per member (``no-eu`` forces ``eu = 1``).
     raters : label maps per image.
+    shape : ``(z, y, x)``: a store of volumes of that many voxels (each at least
+        :data:`MIN_DEPTH` slices and ``y``, ``x`` at least 8), written through
+        ``CubeWriter(depth=z)``; the same scenarios with balls for discs (see
+        :func:`synthesize_image`). ``(y, x)`` with ``y == x`` is ``size``. Default: 2D
+        images of ``size``.
     progress : optional callable ``progress(n_done)`` called after each image.
 
     Returns
@@ -223,6 +249,13 @@ def make_synthetic_cube(
         raise UQEvalError(f"synth: `raters` must be at least 2 (their disagreement is the ambiguity), got {raters}")
     if size < 8:
         raise UQEvalError(f"synth: `size` must be at least 8 pixels, got {size}")
+    depth, height, width = None, size, size
+    if shape is not None:
+        shape = _checked_shape(shape)
+        if len(shape) == 3:
+            depth = shape[0]
+        height, width = shape[-2:]
+        size = width
     plan = image_plan(n_images)
     streams = np.random.SeedSequence(seed).spawn(n_images)
     class_names = ["background", "object", "core"][:n_classes]
@@ -231,8 +264,9 @@ def make_synthetic_cube(
         n_classes=n_classes,
         eu=eu,
         au=au,
-        height=size,
-        width=size,
+        height=height,
+        width=width,
+        depth=depth,
         raters=raters,
         au_method=f"synthetic-{scenario}",
         eu_method="none" if scenario == "no-eu" else "synthetic-members",
@@ -247,12 +281,41 @@ def make_synthetic_cube(
         for index, ((domain, role), stream) in enumerate(zip(plan, streams, strict=True)):
             rng = np.random.default_rng(stream)
             probs, labels = synthesize_image(
-                rng, scenario, domain, size=size, n_classes=n_classes, eu=eu, au=au, raters=raters
+                rng,
+                scenario,
+                domain,
+                size=size,
+                n_classes=n_classes,
+                eu=eu,
+                au=au,
+                raters=raters,
+                shape=None if depth is None else shape,
             )
             writer.append(probs[None], labels[None], domain=domain, role=role, image_ids=[f"{domain}-{index:05d}"])
             if progress is not None:
                 progress(index + 1)
     return Path(path)
+
+
+def _checked_shape(shape: object) -> tuple[int, ...]:
+    """``shape`` as ``(z, y, x)`` (volumes) or ``(size, size)`` (images), checked."""
+    try:
+        values = tuple(shape)  # type: ignore[arg-type]
+    except TypeError:
+        values = ()
+    if len(values) not in (2, 3) or not all(
+        isinstance(n, int | np.integer) and not isinstance(n, bool) for n in values
+    ):
+        raise UQEvalError(f"synth: `shape` is {shape!r}; expected (z, y, x) for volumes, e.g. (8, 24, 32)")
+    values = tuple(int(n) for n in values)
+    if len(values) == 2 and values[0] != values[1]:
+        raise UQEvalError(f"synth: `shape` {values} is 2D but not square; synthetic images are `size` × `size`")
+    if min(values[-2:]) < 8 or (len(values) == 3 and values[0] < MIN_DEPTH):
+        raise UQEvalError(
+            f"synth: `shape` {values} is too small; y and x need at least 8 voxels"
+            + (f" and z at least {MIN_DEPTH}" if len(values) == 3 else "")
+        )
+    return values
 
 
 def _check_scenario_and_classes(scenario: str, n_classes: int) -> None:
@@ -266,13 +329,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * z))
 
 
-def _disc(yy: np.ndarray, xx: np.ndarray, centre: np.ndarray, radius: float, *, soft: bool = True) -> np.ndarray:
-    """A disc, 1 inside and 0 outside, with a soft edge or a hard one.
+def _disc(grids: list[np.ndarray], centre: np.ndarray, radius: float, *, soft: bool = True) -> np.ndarray:
+    """A disc (a ball in a volume), 1 inside and 0 outside, with a soft edge or a hard one.
 
     Hallucinated blobs are hard: a member that sees one is sure of it, so the blob
     adds disagreement between members and no aleatoric entropy of its own.
     """
-    distance = np.hypot(yy - centre[0], xx - centre[1])
+    if len(grids) == 2:
+        distance = np.hypot(grids[0] - centre[0], grids[1] - centre[1])
+    else:
+        distance = np.sqrt(sum((grid - at) ** 2 for grid, at in zip(grids, centre, strict=True)))
     if not soft:
         return (distance < radius).astype(np.float32)
     return _sigmoid((radius - distance) / EDGE)
@@ -297,11 +363,11 @@ def _some_but_not_all(rng: np.random.Generator, n: int, share: float) -> np.ndar
     return chosen
 
 
-def _background_point(rng: np.random.Generator, distance: np.ndarray, size: int) -> np.ndarray:
+def _background_point(rng: np.random.Generator, distance: np.ndarray, extent: np.ndarray) -> np.ndarray:
     """A point well outside the object (tries a few draws, then takes the last)."""
     for _ in range(20):
-        point = rng.uniform(0.1, 0.9, 2) * size
-        if distance[int(point[0]), int(point[1])] > 1.5:
+        point = rng.uniform(0.1, 0.9, len(extent)) * extent
+        if distance[tuple(int(at) for at in point)] > 1.5:
             break
     return point
 
@@ -353,13 +419,15 @@ def _entropy(p: np.ndarray) -> np.ndarray:
         return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=0)
 
 
-def _smooth_field(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth random field in [0, 1]: a few random sinusoids."""
-    coords = np.arange(size, dtype=np.float32) / size
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    field = np.zeros((size, size), dtype=np.float32)
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A smooth random field in [0, 1] over ``shape``: a few random plane waves."""
+    grids = np.meshgrid(*(np.arange(n, dtype=np.float32) / n for n in shape), indexing="ij")
+    field = np.zeros(shape, dtype=np.float32)
     for _ in range(4):
-        frequency = rng.uniform(1, 4, 2)
+        frequency = rng.uniform(1, 4, len(shape))
         phase = rng.uniform(0, 2 * np.pi)
-        field += np.sin(2 * np.pi * (frequency[0] * yy + frequency[1] * xx) + phase)
+        wave = frequency[0] * grids[0]
+        for weight, grid in zip(frequency[1:], grids[1:], strict=True):
+            wave = wave + weight * grid
+        field += np.sin(2 * np.pi * wave + phase)
     return (field - field.min()) / (field.max() - field.min() + 1e-12)

@@ -2,17 +2,18 @@
 
 The reader (:mod:`uqeval.cube.read`) checks a store against these declarations and the
 writer (:mod:`uqeval.cube.write`) builds one from them; docs/cube.md describes them for
-users. Every variable's dims are built from :data:`SPATIAL_DIMS`: a store of volumes
-adds ``z`` there, and the variables, the reader's dim and size checks and the messages
-of both sides follow. What lies outside the store's contract is not covered: the
-writer's arguments name one size per spatial dim (it refuses to start until it is
-given a depth), and the value checks of :mod:`uqeval.checks`, the decomposition and
-the scorer take ``class`` as the third dim from the end. Another kind of store adds
-its variables here.
+users. Every variable's dims end in the store's spatial dims: :data:`SPATIAL_DIMS`
+``(y, x)`` for a store of images, :data:`VOLUME_DIMS` ``(z, y, x)`` for a store of
+volumes (:meth:`Variable.with_spatial` gives a variable's dims for either). The
+declarations :data:`PROBS`, :data:`LABELS` and :data:`INPUT` are those of images; the
+reader takes the spatial dims of a store from its probabilities
+(:func:`spatial_dims_for`) and holds every other variable to them. Another kind of
+store adds its variables here.
 """
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,8 +33,17 @@ IMAGE_DIM = "image"
 SPATIAL_DIMS = ("y", "x")
 #: The dims of one image's cube before its pixels: members, samples, classes.
 CUBE_DIMS = ("eu", "au", "class")
+#: The voxel grid of a store of volumes, slowest-varying first: slices along ``z``.
+VOLUME_DIMS = ("z", *SPATIAL_DIMS)
+#: The spatial dims a store may have: images ``(y, x)`` or volumes ``(z, y, x)``.
+SPATIAL_LAYOUTS = (SPATIAL_DIMS, VOLUME_DIMS)
 #: Dims whose size every variable that has them shares with the probabilities.
 SHARED_DIMS = (IMAGE_DIM, *SPATIAL_DIMS)
+#: :data:`SHARED_DIMS` of a store of volumes.
+VOLUME_SHARED_DIMS = (IMAGE_DIM, *VOLUME_DIMS)
+#: Optional group attribute: the size of a pixel (voxel) in mm along each spatial dim,
+#: ``[z, y, x]`` for volumes, ``[y, x]`` for images.
+SPACING_ATTR = "spacing"
 
 #: Storage dtypes of the probabilities (or logits) that a store may hold. Every value is
 #: computed on in float32, so float64 gains nothing over float32 but size.
@@ -90,6 +100,22 @@ class Variable:
     def image_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
         """One image's shape, from ``sizes`` (dim name → size)."""
         return tuple(sizes[dim] for dim in self.dims[1:])
+
+    @property
+    def spatial_dims(self) -> tuple[str, ...]:
+        """Its trailing spatial dims: :data:`SPATIAL_DIMS` or :data:`VOLUME_DIMS`."""
+        return VOLUME_DIMS if VOLUME_DIMS[0] in self.dims else SPATIAL_DIMS
+
+    def with_spatial(self, spatial_dims: tuple[str, ...]) -> Variable:
+        """The same variable with ``spatial_dims`` (one of :data:`SPATIAL_LAYOUTS`) as its trailing dims."""
+        if spatial_dims not in SPATIAL_LAYOUTS:
+            raise ValueError(f"spatial dims are one of {SPATIAL_LAYOUTS}, not {spatial_dims}")
+        own = self.spatial_dims
+        leading = self.dims[: -len(own)]
+        counted = tuple(dim for dim in self.counted if dim not in own)
+        if any(dim in own for dim in self.counted):
+            counted += spatial_dims
+        return replace(self, dims=(*leading, *spatial_dims), counted=counted)
 
 
 _FLOATS = f"floats ({', '.join(FLOAT_DTYPES)})"
@@ -301,8 +327,50 @@ def first_invalid_label(labels: np.ndarray, n_classes: int) -> tuple[tuple[int, 
 
 
 def pixel_text(position: Sequence[int]) -> str:
-    """A pixel's position in messages, ``y=3, x=4``, from its indices along :data:`SPATIAL_DIMS`."""
-    return ", ".join(f"{dim}={index}" for dim, index in zip(SPATIAL_DIMS, position, strict=True))
+    """A pixel's position in messages, ``y=3, x=4`` (a voxel's ``z=1, y=3, x=4``), from its
+    indices along :data:`SPATIAL_DIMS` (or :data:`VOLUME_DIMS`)."""
+    dims = VOLUME_DIMS[len(VOLUME_DIMS) - len(position) :]
+    return ", ".join(f"{dim}={index}" for dim, index in zip(dims, position, strict=True))
+
+
+def spatial_dims_for(n_dims: int) -> tuple[str, ...]:
+    """The spatial dims that a store whose probabilities have ``n_dims`` dims is held to.
+
+    ``(image, eu, au, class, z, y, x)`` (7 dims) is a store of volumes; anything else is
+    held to the dims of images, so that a store of images with a wrong dim gets the
+    message it always got.
+    """
+    return VOLUME_DIMS if n_dims == len(PROBS.dims) + 1 else SPATIAL_DIMS
+
+
+def store_spatial_dims(dataset: Any) -> tuple[str, ...]:
+    """The spatial dims of a validated cube (:func:`uqeval.open_cube`): ``("y", "x")`` for
+    images, ``("z", "y", "x")`` for volumes. Works on a Dataset or on its ``probs``."""
+    values = dataset["probs"] if "probs" in getattr(dataset, "data_vars", {}) else dataset
+    return VOLUME_DIMS if VOLUME_DIMS[0] in values.dims else SPATIAL_DIMS
+
+
+def check_spacing(value: object, spatial_dims: tuple[str, ...], where: str) -> list[float]:
+    """The attribute ``spacing`` as a list of floats, one per spatial dim, in mm.
+
+    Raises
+    ------
+    UQEvalError
+        Unless ``value`` holds ``len(spatial_dims)`` positive finite numbers.
+    """
+    expected = (
+        f"{len(spatial_dims)} positive finite numbers, the size of a "
+        f"{'voxel' if len(spatial_dims) == 3 else 'pixel'} in mm along ({', '.join(spatial_dims)})"
+    )
+    numbers = value.tolist() if isinstance(value, np.ndarray) else value
+    if isinstance(numbers, str | bytes) or not isinstance(numbers, Sequence) or len(numbers) != len(spatial_dims):
+        raise UQEvalError(f"{where}: attribute `{SPACING_ATTR}` is {value!r}; expected {expected}")
+    for number in numbers:
+        if isinstance(number, bool) or not isinstance(number, int | float | np.integer | np.floating):
+            raise UQEvalError(f"{where}: attribute `{SPACING_ATTR}` is {value!r}; expected {expected}")
+        if not (math.isfinite(number) and number > 0):
+            raise UQEvalError(f"{where}: attribute `{SPACING_ATTR}` is {value!r}; expected {expected}")
+    return [float(number) for number in numbers]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ comes from :mod:`uqeval.cube.contract`.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,20 +30,22 @@ from uqeval.cube.contract import (
     EXTRAS,
     IMAGE_DIM,
     LABELS,
-    PROBS,
     SCHEMA,
-    SHARED_DIMS,
-    SPATIAL_DIMS,
+    SPACING_ATTR,
     STRINGS,
     VALUES,
+    VOLUME_DIMS,
+    VOLUME_SHARED_DIMS,
     StringVariable,
     Variable,
     WriteProgress,
     are_class_names,
     check_domains,
+    check_spacing,
     first_invalid_label,
     is_class_index,
     pixel_text,
+    spatial_dims_for,
 )
 from uqeval.errors import UQEvalError
 from uqeval.names import IGNORE_LABEL
@@ -60,6 +63,11 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
     order, dtypes, sizes, attributes, and that the store was completely written.
     Stores in zarr v3 (what :class:`CubeWriter` writes) and zarr v2 are both read.
 
+    A store holds images, every variable ending in ``(y, x)``, or volumes, every
+    variable ending in ``(z, y, x)``; its probabilities say which, and the other
+    variables must agree. A store of volumes keeps its chunks along ``z`` (slabs), so
+    that nothing here or downstream needs a whole volume in memory.
+
     Parameters
     ----------
     path : path of the zarr store.
@@ -70,12 +78,14 @@ def open_cube(path: str | os.PathLike[str], *, check_values: bool = False) -> xr
     Returns
     -------
     xarray.Dataset
-        Lazy, dask-backed: ``probs`` (image, eu, au, class, y, x), ``domain`` and
-        ``role`` (image, str, loaded), ``labels`` (image, rater, y, x) and ``input``
-        (image, channel, y, x) when present; ``image`` is the coordinate of image
-        ids. A store with ``logits`` instead of ``probs`` gets a lazy
-        ``probs = softmax(logits)`` over ``class`` (``attrs["source_variable"] ==
-        "logits"``). ``role`` defaults to ``"test"``.
+        Lazy, dask-backed: ``probs`` (image, eu, au, class, [z,] y, x), ``domain``
+        and ``role`` (image, str, loaded), ``labels`` (image, rater, [z,] y, x) and
+        ``input`` (image, channel, [z,] y, x) when present; ``image`` is the
+        coordinate of image ids. ``probs`` is chunked along ``image`` as stored and,
+        for volumes, along ``z`` as stored, and whole in every other dim. A store with
+        ``logits`` instead of ``probs`` gets a lazy ``probs = softmax(logits)`` over
+        ``class`` (``attrs["source_variable"] == "logits"``). ``role`` defaults to
+        ``"test"``. The attribute ``spacing``, when present, is a list of floats (mm).
 
     Raises
     ------
@@ -140,7 +150,8 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
         raise UQEvalError(f"{where}: has {what}; a cube holds exactly one of them")
     variable = present[0].name
     values = dataset[variable]
-    _check_array(where, present[0], values)
+    spatial = spatial_dims_for(values.ndim)
+    _check_array(where, present[0].with_spatial(spatial), values)
     sizes = dict(values.sizes)
     check_decomposable(sizes["eu"], sizes["au"], sizes["class"], where)
 
@@ -152,8 +163,8 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
 
     for spec in EXTRAS:
         if spec.name in dataset:
-            _check_array(where, spec, dataset[spec.name])
-            _check_image_size(where, spec.name, dataset[spec.name], variable, sizes)
+            _check_array(where, spec.with_spatial(spatial), dataset[spec.name], values_name=variable)
+            _check_image_size(where, spec.name, dataset[spec.name], variable, sizes, spatial)
 
     class_names = attrs.get("class_names")
     if class_names is not None and not are_class_names(class_names):
@@ -168,7 +179,11 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
             f"{where}: attribute `background` is {background!r}; expected a class index in [0, {sizes['class']})"
         )
 
-    whole = dict.fromkeys(PROBS.dims[1:], -1)
+    if SPACING_ATTR in attrs:
+        dataset.attrs[SPACING_ATTR] = check_spacing(attrs[SPACING_ATTR], spatial, where)
+
+    # Whole in every dim but `image` and, for volumes, `z`: their chunks are kept as stored.
+    whole = {dim: -1 for dim in values.dims[1:] if dim != VOLUME_DIMS[0]}
     if values.chunks is not None:
         values = values.chunk(whole)
     if variable == "logits":
@@ -193,7 +208,7 @@ def softmax(logits: xr.DataArray) -> xr.DataArray:
 
 
 def softmax_array(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the ``class`` axis of ``(image, eu, au, class, y, x)`` logits, in float32."""
+    """Softmax over the ``class`` axis of ``(image, eu, au, class, [z,] y, x)`` logits, in float32."""
     logits = logits.astype(np.float32, copy=False)
     shifted = np.exp(logits - logits.max(axis=CLASS_AXIS, keepdims=True))
     return shifted / shifted.sum(axis=CLASS_AXIS, keepdims=True)
@@ -203,28 +218,64 @@ def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
     """Read every chunk once; raise :class:`UQEvalError` naming the first bad image.
 
     Probabilities must be finite, non-negative and sum to 1 over ``class`` (within
-    :data:`uqeval.checks.SUM_TOLERANCE`); labels must be a class index or 255.
+    :data:`uqeval.checks.SUM_TOLERANCE`); labels must be a class index or 255. Volumes
+    are read one z-slab (one chunk) at a time.
     """
     ids = dataset[IMAGE_DIM].values
     probs = dataset["probs"]
     variable = dataset.attrs.get("source_variable", "probs")
     n_classes = probs.sizes["class"]
     for start, stop in _image_blocks(probs):
-        block = np.asarray(probs[start:stop].values)
+        stats = None
+        for slab in _z_slabs(probs):
+            block = np.asarray(probs[start:stop].isel(slab).values)
+            stats = _merged_stats(stats, value_stats(block, class_axis=CLASS_AXIS))
         try:
-            raise_for_value_stats(value_stats(block), ids[start:stop], variable="probs")
+            raise_for_value_stats(stats, ids[start:stop], variable="probs")
         except UQEvalError as error:
             raise UQEvalError(f"{where}: {error}" if variable == "probs" else f"{where}: logits give {error}") from None
     if LABELS.name in dataset:
         labels = dataset[LABELS.name]
         for start, stop in _image_blocks(labels):
-            found = first_invalid_label(np.asarray(labels[start:stop].values), n_classes)
+            found = None
+            for slab in _z_slabs(labels):
+                found = first_invalid_label(np.asarray(labels[start:stop].isel(slab).values), n_classes)
+                if found is not None:
+                    if slab:
+                        (image, rater, z, *rest), value = found
+                        found = (image, rater, z + slab[VOLUME_DIMS[0]].start, *rest), value
+                    break
             if found is not None:
                 (image, rater, *pixel), value = found
                 raise UQEvalError(
                     f"{where}: `labels` of image {image_name(ids[start + image])} (rater {rater}, pixel "
                     f"{pixel_text(pixel)}) is {value}; classes are 0..{n_classes - 1} and {IGNORE_LABEL} means ignore"
                 )
+
+
+def _z_slabs(array: xr.DataArray) -> list[dict[str, slice]]:
+    """``isel`` selections of the chunks of a volume along ``z``; one empty selection for images."""
+    z = VOLUME_DIMS[0]
+    if z not in array.dims:
+        return [{}]
+    sizes = [array.sizes[z]] if array.chunks is None else list(array.chunks[array.get_axis_num(z)])
+    edges = np.cumsum([0, *sizes]).tolist()
+    return [{z: slice(begin, end)} for begin, end in itertools.pairwise(edges)]
+
+
+def _merged_stats(stats: np.ndarray | None, more: np.ndarray) -> np.ndarray:
+    """Per-image :func:`~uqeval.checks.value_stats` of two parts of the same images, as one."""
+    if stats is None:
+        return more
+    return np.stack(
+        [
+            stats[:, 0] + more[:, 0],
+            np.minimum(stats[:, 1], more[:, 1]),
+            np.minimum(stats[:, 2], more[:, 2]),
+            np.maximum(stats[:, 3], more[:, 3]),
+        ],
+        axis=1,
+    )
 
 
 def _image_blocks(array: xr.DataArray) -> list[tuple[int, int]]:
@@ -329,7 +380,7 @@ def _check_shared_sizes(path: Path, group: zarr.Group) -> None:
     reference_sizes = dict(zip(_dimension_names(arrays[reference]), arrays[reference].shape, strict=False))
     for name, array in sorted(arrays.items()):
         sizes = dict(zip(_dimension_names(array), array.shape, strict=False))
-        for dim in SHARED_DIMS:
+        for dim in VOLUME_SHARED_DIMS:
             if dim in sizes and dim in reference_sizes and sizes[dim] != reference_sizes[dim]:
                 what = "image(s)" if dim == IMAGE_DIM else f"pixels along `{dim}`"
                 raise UQEvalError(
@@ -338,9 +389,18 @@ def _check_shared_sizes(path: Path, group: zarr.Group) -> None:
                 )
 
 
-def _check_array(where: str, spec: Variable, array: xr.DataArray) -> None:
-    """Dims in order, dtype kind, and no empty per-image dim, as ``spec`` declares."""
-    _check_dims(where, spec.name, array.dims, spec.dims)
+def _check_array(where: str, spec: Variable, array: xr.DataArray, values_name: str = "") -> None:
+    """Dims in order, dtype kind, and no empty per-image dim, as ``spec`` declares.
+
+    ``values_name`` names the probabilities (or logits) whose spatial dims ``spec``
+    takes; a variable of another rank is told so."""
+    hint = ""
+    if values_name and (VOLUME_DIMS[0] in array.dims) != (VOLUME_DIMS[0] in spec.dims):
+        hint = (
+            f"; every variable of a store has the spatial dims of `{values_name}`, "
+            f"({', '.join(spec.spatial_dims)}): a store holds images or volumes, not both"
+        )
+    _check_dims(where, spec.name, array.dims, spec.dims, hint)
     if array.dtype.kind not in spec.kinds:
         raise UQEvalError(f"{where}: variable `{spec.name}` has dtype {array.dtype}; expected {spec.expected}")
     for dim in spec.counted:
@@ -348,15 +408,17 @@ def _check_array(where: str, spec: Variable, array: xr.DataArray) -> None:
             raise UQEvalError(f"{where}: dim `{dim}` of `{spec.name}` is empty{spec.empty_hint}")
 
 
-def _check_image_size(where: str, name: str, array: xr.DataArray, variable: str, sizes: dict) -> None:
-    for dim in SPATIAL_DIMS:
+def _check_image_size(
+    where: str, name: str, array: xr.DataArray, variable: str, sizes: dict, spatial: tuple[str, ...]
+) -> None:
+    for dim in spatial:
         if array.sizes[dim] != sizes[dim]:
             raise UQEvalError(
                 f"{where}: dim `{dim}` of `{name}` has size {array.sizes[dim]} but `{variable}` has {sizes[dim]}"
             )
 
 
-def _check_dims(where: str, variable: str, dims: tuple, expected: tuple) -> None:
+def _check_dims(where: str, variable: str, dims: tuple, expected: tuple, hint: str = "") -> None:
     if tuple(dims) != expected:
         missing = [dim for dim in expected if dim not in dims]
         extra = [dim for dim in dims if dim not in expected]
@@ -368,7 +430,7 @@ def _check_dims(where: str, variable: str, dims: tuple, expected: tuple) -> None
         if not detail:
             detail.append("wrong order")
         raise UQEvalError(
-            f"{where}: variable `{variable}` has dims {tuple(dims)}; expected {expected} ({', '.join(detail)})"
+            f"{where}: variable `{variable}` has dims {tuple(dims)}; expected {expected} ({', '.join(detail)}){hint}"
         )
 
 
