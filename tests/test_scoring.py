@@ -666,3 +666,25 @@ def test_images_scored_by_the_zero_normaliser_convention_are_counted_in_a_note(s
         assert rows[image]["area_tu"] == pytest.approx(total, rel=1e-6)
     untouched = score(store, aggregations=["mean"])
     assert not [text for text in note_texts(untouched) if "have no predicted" in text]
+
+
+@pytest.fixture(scope="module")
+def volume_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("volumes") / "volumes.zarr"
+    return uqeval.make_synthetic_cube(path, "disentangled", n_images=12, shape=(5, 16, 20), eu=3, au=2, raters=3)
+
+
+@pytest.mark.parametrize("unit", ["volume", "slice"])
+def test_volumes_score_alike_from_the_store_in_memory_and_on_a_cluster(volume_store, cluster, unit, tmp_path):
+    """Volumes (and their slices) score the same streamed in small batches, in one batch, from a
+    Dataset held in memory and on a cluster."""
+    options = {"aggregations": ("border", "patch_max", "threshold"), "unit": unit}
+    local = score(volume_store, batch_bytes=TINY, **options)
+    whole = score(volume_store, **options)
+    in_memory = score(xr.open_zarr(volume_store, consolidated=False).load(), **options)
+    remote = score(volume_store, batch_bytes=TINY, scheduler=cluster.scheduler_address, scratch=tmp_path, **options)
+    for other in (whole, in_memory, remote):
+        assert_same_scores(other, local, tolerance=0.0)
+        assert_rows_equal(other.image_rows(), local.image_rows(), tolerance=0.0)
+    assert len(local.image_rows()) == 12 * (5 if unit == "slice" else 1)
+    assert all(example.z is not None for example in local.examples) == (unit == "volume")
