@@ -53,6 +53,8 @@ def test_sharing_and_dependencies():
         ({"eu": ["bayes"]}, "eu"),
         ({"seeds": 0}, "seeds"),
         ({"au": ["softmax"], "eu": ["none"]}, "eu"),
+        ({"eu": ["none"], "options": StudyOptions(epochs=0)}, "epochs"),
+        ({"eu": ["swag"], "options": StudyOptions(epochs=1)}, "epochs"),
     ],
 )
 def test_bad_grids_are_refused(options, parameter):
@@ -78,7 +80,7 @@ def test_a_grid_asking_for_swag_with_too_few_epochs_is_refused_when_planned(eu, 
     with pytest.raises(UQEvalError) as raised:
         plan_study("out", au=["ssn", "softmax"], eu=eu, options=options)
     assert raised.value.parameter == "epochs"
-    assert f"1 epoch(s) are too few for {refused}: " in str(raised.value)
+    assert f"1 epoch is too few for {refused}: " in str(raised.value)
     assert "at least 2 epochs" in str(raised.value) and "pass --epochs 2 or more" in str(raised.value)
 
 
@@ -96,7 +98,7 @@ def test_the_command_line_refuses_swag_with_one_epoch_in_one_line_before_trainin
     result = run_cli(*arguments)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: --epochs: 1 epoch(s) are too few for ssn+swag: EU method swag needs runs of at least 2 epochs "
+        "error: --epochs: 1 epoch is too few for ssn+swag: EU method swag needs runs of at least 2 epochs "
         "to collect its moments; pass --epochs 2 or more, or leave swag out of --eu"
     )
     assert not out.exists()  # nothing trained, nothing written

@@ -154,7 +154,7 @@ def plan_study(
     ------
     UQEvalError
         An unknown method name (``parameter`` ``au`` or ``eu``), no combination left,
-        fewer than one seed, or fewer epochs than an EU method of the grid needs
+        fewer than one seed, or fewer than one epoch or than an EU method of the grid needs
         (``parameter`` ``epochs``; see :func:`check_epochs`).
     """
     from uqeval import plugin_manager
@@ -170,7 +170,10 @@ def plan_study(
     combinations = study_grid(au, eu)
     if not combinations:
         raise UQEvalError("no combination left: softmax + none cannot be decomposed", parameter="eu")
-    check_epochs(combinations, training_epochs(options))
+    epochs = training_epochs(options)
+    if epochs < 1:
+        raise UQEvalError(f"a training run needs at least 1 epoch, not {epochs}", parameter="epochs")
+    check_epochs(combinations, epochs)
     out = Path(out).resolve()
     gpu = options.device.startswith("cuda")
     shared = _shared_flags(options)
@@ -281,8 +284,9 @@ def check_epochs(combinations: Sequence[tuple[str, str]], epochs: int) -> None:
     named = " and ".join(methods)
     subject = f"EU methods {named} need" if len(methods) > 1 else f"EU method {named} needs"
     their = "their" if len(methods) > 1 else "its"
+    trained = "1 epoch is" if epochs == 1 else f"{epochs} epochs are"
     raise UQEvalError(
-        f"{epochs} epoch(s) are too few for {', '.join(f'{au}+{eu}' for au, eu in short)}: {subject} runs "
+        f"{trained} too few for {', '.join(f'{au}+{eu}' for au, eu in short)}: {subject} runs "
         f"of at least {minimum} epochs to collect {their} moments; pass --epochs {minimum} or more, "
         f"or leave {named} out of --eu",
         parameter="epochs",
