@@ -147,9 +147,24 @@ def test_an_interrupted_swag_run_resumes_with_its_moments(tmp_path):
     assert all(torch.equal(whole.moments.mean[name], loaded.moments.mean[name]) for name in whole.moments.mean)
 
 
-def test_swag_needs_two_epochs(tmp_path):
-    with pytest.raises(UQEvalError, match="at least 2 epochs"):
-        train(settings(epochs=1), tmp_path / "run", device="cpu")
+def test_a_one_epoch_swag_run_finishes_serves_none_and_refuses_swag_draws(tmp_path):
+    """The shared SWAG run saves what it has (1 snapshot); `none` predicts from it, and
+    only `swag` and `swag_diag`, which need 2 snapshots, refuse, before writing a store."""
+    trained = train(settings(au="ssn", epochs=1), tmp_path / "run", device="cpu")
+    assert trained.moments.count == 1
+    assert "too few to predict as swag or swag_diag" in trained.note
+    assert RunFolder(tmp_path / "run").member_path(0).is_file()
+    summary = predict(tmp_path / "run", tmp_path / "none.zarr", eu="none", samples=2, device="cpu")
+    assert uqeval.open_cube(summary.store).probs.shape[1:3] == (1, 2)
+    for eu in ("swag", "swag_diag"):
+        expected = (
+            f"EU method '{eu}' needs at least 2 epochs to collect its moments; "
+            "the run has 1 snapshot(s): train with --epochs 2 or more"
+        )
+        with pytest.raises(UQEvalError) as raised:
+            predict(tmp_path / "run", tmp_path / f"{eu}.zarr", eu=eu, members=2, samples=2, device="cpu")
+        assert str(raised.value) == expected
+        assert not (tmp_path / f"{eu}.zarr").exists()
 
 
 def test_mc_dropout_members_differ_and_the_rest_is_in_eval_mode(tmp_path):

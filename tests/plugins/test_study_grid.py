@@ -15,7 +15,7 @@ import pytest
 from helpers import run_cli
 
 from uqeval.errors import UQEvalError
-from uqeval_torch.study import StudyOptions, critical_path, plan_study, run_locally, study_grid
+from uqeval_torch.study import StudyOptions, critical_path, plan_study, run_locally, study_grid, training_epochs
 
 TINY = ["--size", "tiny", "--epochs", "2", "--batch-size", "8", "--samples", "2", "--members", "2", "--device", "cpu"]
 TINY_DATA = ["--data-option", "size=16", "--data-option", "n_train=12"]
@@ -53,12 +53,55 @@ def test_sharing_and_dependencies():
         ({"eu": ["bayes"]}, "eu"),
         ({"seeds": 0}, "seeds"),
         ({"au": ["softmax"], "eu": ["none"]}, "eu"),
+        ({"eu": ["none"], "options": StudyOptions(epochs=0)}, "epochs"),
+        ({"eu": ["swag"], "options": StudyOptions(epochs=1)}, "epochs"),
     ],
 )
 def test_bad_grids_are_refused(options, parameter):
     with pytest.raises(UQEvalError) as raised:
         plan_study("out", **options)
     assert raised.value.parameter == parameter
+
+
+@pytest.mark.parametrize(
+    ("eu", "epochs", "refused"),
+    [
+        (["none", "swag"], 1, "ssn+swag, softmax+swag"),
+        (["swag_diag", "dropout"], 1, "ssn+swag_diag, softmax+swag_diag"),
+        (["none", "dropout", "ensemble"], 1, None),  # the SWAG run of `none` finishes with 1 epoch
+        (["none", "swag", "swag_diag"], 2, None),
+    ],
+)
+def test_a_grid_asking_for_swag_with_too_few_epochs_is_refused_when_planned(eu, epochs, refused):
+    options = StudyOptions(size="tiny", epochs=epochs)
+    if refused is None:
+        assert plan_study("out", au=["ssn", "softmax"], eu=eu, options=options).phase("train")
+        return
+    with pytest.raises(UQEvalError) as raised:
+        plan_study("out", au=["ssn", "softmax"], eu=eu, options=options)
+    assert raised.value.parameter == "epochs"
+    assert f"1 epoch is too few for {refused}: " in str(raised.value)
+    assert "at least 2 epochs" in str(raised.value) and "pass --epochs 2 or more" in str(raised.value)
+
+
+def test_the_epochs_a_study_trains_come_from_epochs_the_profile_or_trains_default():
+    assert training_epochs(StudyOptions(epochs=3, profile="cpu")) == 3
+    assert training_epochs(StudyOptions(profile="cpu")) == 30
+    assert training_epochs(StudyOptions()) == 100
+
+
+@pytest.mark.cli
+def test_the_command_line_refuses_swag_with_one_epoch_in_one_line_before_training(tmp_path):
+    out = tmp_path / "study"
+    arguments = ["study", str(out), "--au", "ssn", "--eu", "none,swag", *TINY, *TINY_DATA, "--quiet"]
+    arguments[arguments.index("--epochs") + 1] = "1"
+    result = run_cli(*arguments)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: --epochs: 1 epoch is too few for ssn+swag: EU method swag needs runs of at least 2 epochs "
+        "to collect its moments; pass --epochs 2 or more, or leave swag out of --eu"
+    )
+    assert not out.exists()  # nothing trained, nothing written
 
 
 @pytest.mark.cli
@@ -103,17 +146,48 @@ def test_a_two_combination_study_runs_to_a_comparison_and_resumes(tmp_path):
 
 
 @pytest.mark.cli
+def test_none_and_dropout_with_one_epoch_run_to_a_comparison_and_resume(tmp_path):
+    """Issue 33's sub-grid: `none` shares the SWAG run, which finishes with its 1 snapshot;
+    predicting that run as swag_diag is what refuses, in one line."""
+    out = tmp_path / "study"
+    arguments = ["study", str(out), "--au", "ssn", "--eu", "none,dropout", *TINY, *TINY_DATA, "--quiet"]
+    arguments[arguments.index("--epochs") + 1] = "1"
+    started = time.monotonic()
+    result = run_cli(*arguments)
+    first = time.monotonic() - started
+    assert result.returncode == 0, result.stderr + "".join(p.read_text() for p in (out / "logs").glob("*.log"))
+    comparison = json.loads((out / "comparison" / "comparison.json").read_text())
+    assert sorted(run["group"] for run in comparison["runs"]) == ["ssn+dropout (tiny)", "ssn+none (tiny)"]
+    assert all((out / "scores" / name / "seed-0" / "scores.json").is_file() for name in ("ssn+none", "ssn+dropout"))
+    assert "too few to predict as swag or swag_diag" in (out / "logs" / "train-ssn+swag-seed-0.log").read_text()
+    started = time.monotonic()
+    again = run_cli(*arguments)
+    assert again.returncode == 0, again.stderr
+    assert time.monotonic() - started < first / 2  # every step was done: nothing reran
+    run, store = out / "runs" / "ssn+swag" / "seed-0", tmp_path / "swag_diag.zarr"
+    refused = run_cli("predict", str(run), "--out", str(store), "--eu", "swag_diag", "--device", "cpu", "--quiet")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "error: EU method 'swag_diag' needs at least 2 epochs to collect its moments; the run has 1 snapshot(s): "
+        "train with --epochs 2 or more"
+    )
+    assert not store.exists()
+
+
+@pytest.mark.cli
 def test_a_failed_step_is_reported_with_its_log_and_the_rest_goes_on(tmp_path):
     out = tmp_path / "study"
-    # dropout with 1 epoch trains; swag_diag with 1 epoch fails (SWAG needs 2 epochs of moments).
+    # The SWAG run's folder holds a stray file, so its training refuses to start; dropout's trains.
+    blocked = out / "runs" / "ssn+swag" / "seed-0"
+    blocked.mkdir(parents=True)
+    (blocked / "notes.txt").write_text("not a run\n")
     arguments = ["study", str(out), "--au", "ssn", "--eu", "dropout,swag_diag", *TINY, *TINY_DATA, "--quiet"]
     arguments += ["--workers", "2"]  # the two trainings run at once
-    arguments[arguments.index("--epochs") + 1] = "1"
     result = run_cli(*arguments)
     assert result.returncode == 2
     assert "failed: train-ssn+swag-seed-0 (log: " in result.stderr
     log = out / "logs" / "train-ssn+swag-seed-0.log"
-    assert "at least 2 epochs" in log.read_text()
+    assert "is a folder with other files in it" in log.read_text()
     assert (out / "done" / "score-ssn+dropout-seed-0").exists()  # the dropout branch finished
     assert not (out / "comparison").exists()  # compare needs every score
 

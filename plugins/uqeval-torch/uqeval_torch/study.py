@@ -9,6 +9,8 @@ A study is a graph of steps, each one complete ``uqeval`` command:
 
 Runs are shared where methods share them: ``none``, ``swag`` and ``swag_diag`` are one
 SWAG run (collecting SWAG's moments does not change training), predicted three ways.
+That run finishes whatever its epochs; a grid whose EU methods need more epochs than it
+trains (``swag`` and ``swag_diag``: 2, for their moments) is refused before any step runs.
 
 Layout of ``OUT/``::
 
@@ -151,8 +153,9 @@ def plan_study(
     Raises
     ------
     UQEvalError
-        An unknown method name (``parameter`` ``au`` or ``eu``), no combination left, or
-        fewer than one seed.
+        An unknown method name (``parameter`` ``au`` or ``eu``), no combination left,
+        fewer than one seed, or fewer than one epoch or than an EU method of the grid needs
+        (``parameter`` ``epochs``; see :func:`check_epochs`).
     """
     from uqeval import plugin_manager
 
@@ -167,6 +170,10 @@ def plan_study(
     combinations = study_grid(au, eu)
     if not combinations:
         raise UQEvalError("no combination left: softmax + none cannot be decomposed", parameter="eu")
+    epochs = training_epochs(options)
+    if epochs < 1:
+        raise UQEvalError(f"a training run needs at least 1 epoch, not {epochs}", parameter="epochs")
+    check_epochs(combinations, epochs)
     out = Path(out).resolve()
     gpu = options.device.startswith("cuda")
     shared = _shared_flags(options)
@@ -237,6 +244,53 @@ def plan_study(
         )
     )
     return StudyPlan(out, tuple(steps), tuple(combinations), seeds)
+
+
+def training_epochs(options: StudyOptions) -> int:
+    """The epochs every run of the study trains: ``--epochs``, else the profile's, else ``uqeval train``'s default."""
+    from uqeval_torch.run import PROFILES, RunSettings
+
+    if options.epochs is not None:
+        return options.epochs
+    if options.profile in PROFILES:
+        return int(PROFILES[options.profile]["epochs"])
+    return int(RunSettings.__dataclass_fields__["epochs"].default)
+
+
+def check_epochs(combinations: Sequence[tuple[str, str]], epochs: int) -> None:
+    """Refuse a grid with an EU method that cannot be predicted from runs of ``epochs`` epochs.
+
+    An EU method says how many epochs it needs with a ``min_epochs`` attribute (``swag``
+    and ``swag_diag``: 2, one snapshot of the weights per epoch); one without needs 1.
+    The shared SWAG run itself finishes with any number, so a grid of ``none`` alone is
+    never refused.
+
+    Raises
+    ------
+    UQEvalError
+        Naming the combinations, the minimum and the two ways out (``parameter`` ``epochs``).
+    """
+    from uqeval import plugin_manager
+
+    manager = plugin_manager()
+    needs = {
+        eu: int(getattr(manager.eu_method(eu), "min_epochs", 1)) for eu in dict.fromkeys(e for _, e in combinations)
+    }
+    short = [(au, eu) for au, eu in combinations if needs[eu] > epochs]
+    if not short:
+        return
+    minimum = max(needs[eu] for _, eu in short)
+    methods = list(dict.fromkeys(eu for _, eu in short))
+    named = " and ".join(methods)
+    subject = f"EU methods {named} need" if len(methods) > 1 else f"EU method {named} needs"
+    their = "their" if len(methods) > 1 else "its"
+    trained = "1 epoch is" if epochs == 1 else f"{epochs} epochs are"
+    raise UQEvalError(
+        f"{trained} too few for {', '.join(f'{au}+{eu}' for au, eu in short)}: {subject} runs "
+        f"of at least {minimum} epochs to collect {their} moments; pass --epochs {minimum} or more, "
+        f"or leave {named} out of --eu",
+        parameter="epochs",
+    )
 
 
 def _au_options(values: Sequence[str], au: Sequence[str]) -> dict[str, list[str]]:

@@ -15,7 +15,8 @@ member is a draw
 with scale ``s = 1`` and ``z_2`` shared by every tensor; ``swag_diag`` (SWAG-D) drops the
 low-rank term. A draw overwrites every parameter of the network. Collecting does not
 change training, so one run serves ``none`` (its EMA weights), ``swag`` and
-``swag_diag``.
+``swag_diag``. A run of fewer than :data:`MIN_EPOCHS` epochs still finishes (``none``
+needs no moments); only drawing ``swag`` or ``swag_diag`` members from it is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from uqeval.contracts import TrainRoutine
 SNAPSHOTS = 30
 #: Floor of the diagonal variance under the square root.
 VARIANCE_FLOOR = 1e-30
+#: Epochs a run needs before members can be drawn: one snapshot per epoch, and a
+#: variance needs 2.
+MIN_EPOCHS = 2
 
 
 class SWAGMoments:
@@ -112,6 +116,11 @@ class SWAGRun(list):
     @property
     def note(self) -> str:
         """What a reader should know about the moments ("" when nothing)."""
+        if self.moments.count < MIN_EPOCHS:
+            return (
+                f"SWAG: {self.moments.count} epoch(s) snapshotted, too few to predict as swag or swag_diag "
+                f"(they need at least {MIN_EPOCHS}); the run serves --eu none (its EMA weights)"
+            )
         if self.moments.count < self.moments.snapshots:
             return (
                 f"SWAG: {self.moments.count} epochs, fewer than the study's {self.moments.snapshots} snapshots; "
@@ -123,11 +132,14 @@ class SWAGRun(list):
 class SWAG:
     """SWA-Gaussian (``swag``, low-rank + diagonal) or SWAG-D (``swag_diag``, diagonal only).
 
-    Training runs the routine once with a :class:`SWAGMoments` collector; members are
-    draws from the Gaussian, seeded by the prediction's seed.
+    Training runs the routine once with a :class:`SWAGMoments` collector and keeps what
+    it collected, however few epochs that is; members are draws from the Gaussian, seeded
+    by the prediction's seed, and need a run of at least :attr:`min_epochs` epochs.
     """
 
     default_members = 10
+    #: Epochs a run needs for members to be drawn from it (``uqeval study`` checks its grid against it).
+    min_epochs = MIN_EPOCHS
     #: The EU methods one run of this method can be predicted as (the weights are the same).
     serves = ("swag", "swag_diag", "none")
 
@@ -145,18 +157,22 @@ class SWAG:
     def train(self, routine: TrainRoutine, *, n_members: int, seed: int) -> SWAGRun:
         collector = SWAGMoments(self.snapshots)
         model = routine(seed=seed, collector=collector)
-        if collector.count < 2:
-            raise UQEvalError(
-                f"EU method {self.name!r} needs at least 2 epochs to collect its moments; the run has "
-                f"{collector.count} snapshot(s): train with --epochs 2 or more"
-            )
         return SWAGRun([model], moments=collector)
 
     def members(self, trained: Any, *, n: int, seed: int) -> Iterator[nn.Module]:
+        """``n`` draws; refused (before any is drawn) for a run without moments or with too few."""
         model = trained[0]
         moments = getattr(trained, "moments", None)
         if moments is None:
             raise UQEvalError(f"EU method {self.name!r} needs a run trained with SWAG collection (--eu swag)")
+        if moments.count < self.min_epochs:
+            raise UQEvalError(
+                f"EU method {self.name!r} needs at least {self.min_epochs} epochs to collect its moments; the run "
+                f"has {moments.count} snapshot(s): train with --epochs {self.min_epochs} or more"
+            )
+        return self._draws(model, moments, n, seed)
+
+    def _draws(self, model: nn.Module, moments: SWAGMoments, n: int, seed: int) -> Iterator[nn.Module]:
         generator = torch.Generator().manual_seed(seed)
         device = next(model.parameters()).device
         for _ in range(n):
