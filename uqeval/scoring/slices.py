@@ -81,23 +81,14 @@ def slice_source(source: Source) -> Source:
     def reader():
         return slice_reader(source.reader(), depth)
 
-    def slice_input(read):
+    def sliced(read):
+        """A reader of (image, channel or rater, …) arrays of slices from one of volumes."""
         if read is None:
             return None
 
         def load(positions: np.ndarray) -> np.ndarray:
             volumes, picks = volumes_of(positions, depth)
-            return as_slices(read(volumes), 1)[picks]  # channel
-
-        return load
-
-    def slice_labels(read):
-        if read is None:
-            return None
-
-        def load(positions: np.ndarray) -> np.ndarray:
-            volumes, picks = volumes_of(positions, depth)
-            return as_slices(read(volumes), 1)[picks]  # rater
+            return as_slices(read(volumes), 1)[picks]
 
         return load
 
@@ -109,8 +100,8 @@ def slice_source(source: Source) -> Source:
         reader=reader,
         chunk_sizes=[size * depth for size in source.chunk_sizes],
         bytes_per_image=max(1, source.bytes_per_image // depth),
-        read_input=slice_input(source.read_input),
-        read_labels=slice_labels(source.read_labels),
+        read_input=sliced(source.read_input),
+        read_labels=sliced(source.read_labels),
         slice_z=np.tile(np.arange(depth), n_volumes),
         depth=None,
         slice_depth=depth,
