@@ -10,6 +10,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import write_synthetic_store
 from hypothesis import given
@@ -211,6 +212,17 @@ def test_the_conventions_line_names_the_preset(one_domain):
         "cal_ood_delta=domain-min-mean, all_correct_image=wrong"
     ]
     assert not [line for line in score_remarks(one_domain, preset="default") if line.startswith("conventions")]
+
+
+def test_volumes_scored_per_slice_and_their_spacing_are_said(one_domain):
+    n = len(one_domain.image_ids)
+    sliced = uqeval.Scores(
+        **{**_fields(one_domain), "slice_z": np.zeros(n, dtype=int), "attrs": {"spacing": [2.5, 0.8, 0.75]}}
+    )
+    remarks = score_remarks(sliced)
+    assert "scored per z-slice: every slice of a volume is an image (images.csv has the volume's id and z)" in remarks
+    assert "spacing (z, y, x): 2.5 × 0.8 × 0.75 mm" in remarks
+    assert not [line for line in score_remarks(one_domain) if "slice" in line or "spacing" in line]
 
 
 # --------------------------------------------------------------------------- notes

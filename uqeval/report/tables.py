@@ -279,6 +279,7 @@ def score_remarks(scores: Scores, *, preset: str | None = None) -> list[str]:
     - the conventions that differ from the defaults (``conventions (paper preset):
       ncc_constant=zero, …``), when any do or a preset other than ``default`` was asked for;
     - with several image scores, where each one's numbers are in the report folder;
+    - per slice, that each z-slice was an image; the voxel ``spacing`` when the store gives it;
     - with one OOD domain, that the ``ood`` split is shown under its name.
     """
     remarks = []
@@ -293,6 +294,12 @@ def score_remarks(scores: Scores, *, preset: str | None = None) -> list[str]:
             f"image scores {', '.join(aggregations)}: all in metrics.csv and scores.json (field aggregation), "
             f"per image in images.csv (columns {columns}); Δ and roc.png use {aggregations[0]}"
         )
+    if scores.slice_z is not None:
+        remarks.append("scored per z-slice: every slice of a volume is an image (images.csv has the volume's id and z)")
+    spacing = scores.attrs.get("spacing")
+    if isinstance(spacing, list | tuple) and spacing:
+        dims = "(z, y, x)" if len(spacing) == 3 else "(y, x)"
+        remarks.append(f"spacing {dims}: {' × '.join(f'{value:g}' for value in spacing)} mm")
     single = single_ood_domain(scores)
     if single is not None:
         remarks.append(
