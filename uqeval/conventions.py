@@ -215,14 +215,16 @@ def with_settings(conventions: Conventions, settings: Sequence[str]) -> Conventi
         value the field does not take.
     """
     defaults = Conventions()
+    names = [field.name for field in dataclasses.fields(Conventions)]
     changes: dict[str, Any] = {}
     for setting in settings:
         name, equals, text = (part.strip() for part in setting.partition("="))
         if not equals or not name:
             raise UQEvalError(f"{setting!r}: expected NAME=VALUE, e.g. ace_scope=per-image", parameter="convention")
-        if not hasattr(defaults, name) or name.startswith("_") or callable(getattr(defaults, name)):
-            fields = ", ".join(field.name for field in dataclasses.fields(Conventions))
-            raise UQEvalError(f"{name!r} is not a convention; the conventions are {fields}", parameter="convention")
+        if name not in names:
+            raise UQEvalError(
+                f"{name!r} is not a convention; the conventions are {', '.join(names)}", parameter="convention"
+            )
         kind = type(getattr(defaults, name))
         try:
             if kind is bool:

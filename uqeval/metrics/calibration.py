@@ -22,6 +22,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
@@ -97,7 +98,18 @@ def platt_targets(positives: float, negatives: float) -> tuple[float, float]:
     return (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0)
 
 
-class PlattTable:
+class _AdditiveTable:
+    """A table of sums over pixels (``table``), merged by addition."""
+
+    table: np.ndarray
+
+    def merge(self, other: Self) -> Self:
+        """Add the pixels of ``other`` to this table; returns self."""
+        self.table += other.table
+        return self
+
+
+class PlattTable(_AdditiveTable):
     """Sufficient statistics for the Platt fit of one measure, additive over pixels.
 
     Pixels are grouped by ``U`` rounded to a relative 2**-12 (the float32 exponent and
@@ -114,11 +126,6 @@ class PlattTable:
         """Add pixels: maps ``u``, agreeing raters ``agree`` and counted raters ``valid`` (same shape)."""
         flat_u, flat_agree, flat_valid = _flat_maps(u, agree, valid)
         _kernels.platt_table_kernel(flat_u, flat_u.view(np.uint32), flat_agree, flat_valid, self.table)
-
-    def merge(self, other: PlattTable) -> PlattTable:
-        """Add the pixels of ``other`` to this table; returns self."""
-        self.table += other.table
-        return self
 
     @property
     def n_pixels(self) -> int:
@@ -161,7 +168,7 @@ class PlattTable:
         )
 
 
-class BinnedPlattTable:
+class BinnedPlattTable(_AdditiveTable):
     """The study's Platt fit: (rater, pixel) pairs on 256 log-spaced bins of ``U``.
 
     Bin ``k`` holds ``U`` in ``[e_k, e_{k+1})`` of :data:`BINNED_PLATT_EDGES`
@@ -185,11 +192,6 @@ class BinnedPlattTable:
         self.table[:, 1] += np.bincount(bins, weights=flat_agree[rated].astype(np.float64), minlength=length)
         self.table[:, 2] += np.bincount(bins, weights=pairs * values, minlength=length)
         self.table[:, 3] += np.bincount(bins, minlength=length)
-
-    def merge(self, other: BinnedPlattTable) -> BinnedPlattTable:
-        """Add the pixels of ``other`` to this table; returns self."""
-        self.table += other.table
-        return self
 
     @property
     def n_pixels(self) -> int:

@@ -64,8 +64,7 @@ def _domain_means(
         means[metric] = {}
         for measure in MEASURES:
             values = [per_split[name][metric][measure] for name in ood_names if name in per_split]
-            defined = [value for value in values if not np.isnan(value)]
-            means[metric][measure] = float(np.mean(defined)) if defined else float("nan")
+            means[metric][measure] = _defined_mean(values)
     return means
 
 
