@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
+from uqeval.cube.contract import VOLUME_DIMS
+from uqeval.cube.read import z_slabs
 from uqeval.decomposition import decompose_batch
 from uqeval.metrics.entanglement import collapse_ratio
 
@@ -41,18 +42,18 @@ def image_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = No
     n_images = probs.sizes["image"]
     means = {name: np.empty(n_images) for name in ("au", "eu", "tu")}
     sizes = probs.chunks[0] if probs.chunks is not None else (n_images,)
-    slabs = _z_slabs(probs)
+    volumes = VOLUME_DIMS[0] in probs.dims
     start = 0
     for size in sizes:
         stop = start + size
-        if slabs is None:
+        if not volumes:
             maps = decompose_batch(np.asarray(probs[start:stop].values), ids[start:stop])
             for name in means:
                 means[name][start:stop] = maps[name].mean(axis=(1, 2))
         else:
             sums = {name: np.zeros(stop - start) for name in means}
-            for slab in slabs:
-                maps = decompose_batch(np.asarray(probs[start:stop, ..., slab, :, :].values), ids[start:stop])
+            for slab in z_slabs(probs):
+                maps = decompose_batch(np.asarray(probs[start:stop].isel(slab).values), ids[start:stop])
                 for name in means:
                     sums[name] += maps[name].sum(axis=(1, 2, 3), dtype=np.float64)
             n_voxels = probs.sizes["z"] * probs.sizes["y"] * probs.sizes["x"]
@@ -62,15 +63,6 @@ def image_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = No
             progress(stop)
         start = stop
     return means
-
-
-def _z_slabs(probs: xr.DataArray) -> list[slice] | None:
-    """The chunks of a volume's ``z`` as slices; None for images."""
-    if "z" not in probs.dims:
-        return None
-    sizes = probs.chunks[probs.get_axis_num("z")] if probs.chunks is not None else (probs.sizes["z"],)
-    edges = np.cumsum([0, *sizes]).tolist()
-    return [slice(begin, end) for begin, end in itertools.pairwise(edges)]
 
 
 def domain_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = None) -> list[DomainMeans]:

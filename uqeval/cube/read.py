@@ -227,7 +227,7 @@ def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
     n_classes = probs.sizes["class"]
     for start, stop in _image_blocks(probs):
         stats = None
-        for slab in _z_slabs(probs):
+        for slab in z_slabs(probs):
             block = np.asarray(probs[start:stop].isel(slab).values)
             stats = _merged_stats(stats, value_stats(block, class_axis=CLASS_AXIS))
         try:
@@ -238,7 +238,7 @@ def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
         labels = dataset[LABELS.name]
         for start, stop in _image_blocks(labels):
             found = None
-            for slab in _z_slabs(labels):
+            for slab in z_slabs(labels):
                 found = first_invalid_label(np.asarray(labels[start:stop].isel(slab).values), n_classes)
                 if found is not None:
                     if slab:
@@ -253,8 +253,9 @@ def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
                 )
 
 
-def _z_slabs(array: xr.DataArray) -> list[dict[str, slice]]:
-    """``isel`` selections of the chunks of a volume along ``z``; one empty selection for images."""
+def z_slabs(array: xr.DataArray) -> list[dict[str, slice]]:
+    """``isel`` selections of the chunks of a volume along ``z``, to read it one slab at a
+    time; one empty selection for images."""
     z = VOLUME_DIMS[0]
     if z not in array.dims:
         return [{}]
