@@ -74,6 +74,51 @@ class AggregationFallback:
 
 
 @dataclass(frozen=True)
+class SlabForm:
+    """How a strategy scores a volume read in z-slabs, in memory for a few slabs.
+
+    A volume larger than a batch is streamed (docs/volumes.md): each slab gives a few
+    partial values, which are combined across the volume's slabs in ``z`` order and
+    turned into the score at the end. Built-ins: ``mean`` and ``sum`` keep ``ΣU``,
+    ``threshold`` ``ΣU`` and the count over ``τ``, ``area`` ``ΣU`` and ``A``, ``border``
+    ``ΣU`` and ``B`` (one plane of halo, for the pairs across the slab boundary),
+    ``patch_max`` the largest window sum (``k_z − 1`` planes of halo).
+
+    Attributes
+    ----------
+    halo : callable
+        ``halo(parameters, depth) -> int``: planes before each slab, the last planes of
+        the slabs before it, that ``partial`` must see (fewer at the volume's start).
+    partial : callable
+        ``partial(u, pred, halo, parameters, depth) -> (part,) float64``: ``u`` and
+        ``pred`` are (halo + slab planes, y, x) of one volume whose depth is ``depth``;
+        the first ``halo`` planes are context, already counted with the slab before.
+    reductions : tuple of str
+        ``"sum"`` or ``"max"`` per partial value: how a value combines across slabs.
+    finish : callable
+        ``finish(parts, parameters, shape) -> float``: the volume's score from the
+        combined values; ``shape`` is the volume's (z, y, x).
+    falls_back : callable or None
+        ``falls_back(parts, parameters) -> bool``: whether the volume is scored by the
+        strategy's :class:`AggregationFallback` (needed when it has one).
+    """
+
+    halo: Callable[[AggregationParameters, int], int]
+    partial: Callable[[np.ndarray, np.ndarray, int, AggregationParameters, int], np.ndarray]
+    reductions: tuple[str, ...]
+    finish: Callable[[np.ndarray, AggregationParameters, tuple[int, ...]], float]
+    falls_back: Callable[[np.ndarray, AggregationParameters], bool] | None = None
+
+    def combine(self, parts: np.ndarray | None, more: np.ndarray) -> np.ndarray:
+        """Partial values of the slabs so far, combined with the next slab's."""
+        more = np.asarray(more, dtype=np.float64)
+        if parts is None:
+            return more
+        maxima = np.array([reduction == "max" for reduction in self.reductions])
+        return np.where(maxima, np.maximum(parts, more), parts + more)
+
+
+@dataclass(frozen=True)
 class Aggregator:
     """A named aggregation strategy.
 
@@ -98,6 +143,9 @@ class Aggregator:
     fallback : AggregationFallback or None
         Where it scores an image by a convention instead of its formula (``area`` and
         ``border`` with a zero normaliser); the scorer counts those images in a note.
+    slabs : SlabForm or None
+        How it scores a volume streamed in z-slabs; without one, it cannot score
+        volumes larger than a batch (the scorer says so).
     """
 
     name: str
@@ -106,6 +154,7 @@ class Aggregator:
     fitted: bool = False
     source: str = "uqeval"
     fallback: AggregationFallback | None = None
+    slabs: SlabForm | None = None
 
     def __call__(self, u: np.ndarray, pred: np.ndarray, parameters: AggregationParameters) -> np.ndarray:
         u, pred = _check_batch(u, pred, self.name)
@@ -238,3 +287,91 @@ def per_image(function: Callable[[np.ndarray, np.ndarray], float]) -> BatchFunct
         return np.array([float(function(u[i], pred[i])) for i in range(len(u))], dtype=np.float64)
 
     return batched
+
+
+# The slab forms of the built-in strategies (:class:`SlabForm`).
+
+
+def _no_halo(parameters: AggregationParameters, depth: int) -> int:
+    return 0
+
+
+def _slab_sum(u: np.ndarray, halo: int) -> float:
+    return float(np.sum(u[halo:], dtype=np.float64))
+
+
+def _window(parameters: AggregationParameters, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(min(parameters.patch_size, side) for side in shape)
+
+
+def _patch_halo(parameters: AggregationParameters, depth: int) -> int:
+    return min(parameters.patch_size, depth) - 1
+
+
+def _patch_partial(u, pred, halo, parameters, depth) -> np.ndarray:
+    from uqeval import _aggregation_kernels
+
+    planes = np.ascontiguousarray(u)[None]
+    if planes.dtype not in (np.float32, np.float64):
+        planes = planes.astype(np.float64)
+    window_z, window_y, window_x = _window(parameters, (depth, *u.shape[1:]))
+    n_tasks = -(-(planes.shape[1] - window_z + 1) // _aggregation_kernels.PLANES_PER_TASK)
+    if n_tasks <= 0:
+        return np.array([-np.inf])
+    best = np.empty((1, n_tasks))
+    _aggregation_kernels.patch_max_kernel(planes, window_z, window_y, window_x, best)
+    return np.array([best.max()])
+
+
+def _border_partial(u, pred, halo, parameters, depth) -> np.ndarray:
+    slab = pred[halo:]
+    pairs = int(border_length(slab[None])[0])
+    if halo:
+        pairs += int(np.count_nonzero(pred[halo - 1] != slab[0]))
+    return np.array([_slab_sum(u, halo), pairs])
+
+
+SLAB_FORMS: dict[str, SlabForm] = {
+    "mean": SlabForm(
+        _no_halo,
+        lambda u, pred, halo, parameters, depth: np.array([_slab_sum(u, halo)]),
+        ("sum",),
+        lambda parts, parameters, shape: parts[0] / math.prod(shape),
+    ),
+    "sum": SlabForm(
+        _no_halo,
+        lambda u, pred, halo, parameters, depth: np.array([_slab_sum(u, halo)]),
+        ("sum",),
+        lambda parts, parameters, shape: parts[0],
+    ),
+    "threshold": SlabForm(
+        _no_halo,
+        lambda u, pred, halo, parameters, depth: np.array(
+            [float(np.sum(u[u >= parameters.threshold], dtype=np.float64)), np.count_nonzero(u >= parameters.threshold)]
+        ),
+        ("sum", "sum"),
+        lambda parts, parameters, shape: parts[0] / parts[1] if parts[1] > 0 else 0.0,
+    ),
+    "area": SlabForm(
+        _no_halo,
+        lambda u, pred, halo, parameters, depth: np.array(
+            [_slab_sum(u, halo), np.count_nonzero(pred != parameters.background)]
+        ),
+        ("sum", "sum"),
+        lambda parts, parameters, shape: float(normalised(parts[0], parts[1])),
+        lambda parts, parameters: bool(parts[1] == 0),
+    ),
+    "border": SlabForm(
+        lambda parameters, depth: 1,
+        _border_partial,
+        ("sum", "sum"),
+        lambda parts, parameters, shape: float(normalised(parts[0], parts[1])),
+        lambda parts, parameters: bool(parts[1] == 0),
+    ),
+    "patch_max": SlabForm(
+        _patch_halo,
+        _patch_partial,
+        ("max",),
+        lambda parts, parameters, shape: parts[0] / math.prod(_window(parameters, shape)),
+    ),
+}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from uqeval import aggregation
 from uqeval.aggregation import AggregationFallback, Aggregator
 from uqeval.hookspecs import hookimpl
@@ -10,37 +12,36 @@ from uqeval.hookspecs import hookimpl
 @hookimpl
 def uqeval_aggregators() -> dict[str, Aggregator]:
     """The built-in aggregation strategies (docs/metrics.md defines each)."""
-    return {
-        strategy.name: strategy
-        for strategy in (
-            Aggregator("mean", aggregation.mean, "mean of U over the image (voxels of a volume)"),
-            Aggregator("sum", aggregation.total, "sum of U over the image (voxels of a volume)"),
-            Aggregator(
-                "patch_max",
-                aggregation.patch_max,
-                "largest mean of U over a k×k (volumes: k×k×k) window, k = 10 clamped per axis",
+    strategies = (
+        Aggregator("mean", aggregation.mean, "mean of U over the image (voxels of a volume)"),
+        Aggregator("sum", aggregation.total, "sum of U over the image (voxels of a volume)"),
+        Aggregator(
+            "patch_max",
+            aggregation.patch_max,
+            "largest mean of U over a k×k (volumes: k×k×k) window, k = 10 clamped per axis",
+        ),
+        Aggregator(
+            "threshold",
+            aggregation.threshold,
+            "mean of U where U ≥ τ, τ fitted on calibration images",
+            fitted=True,
+        ),
+        Aggregator(
+            "area",
+            aggregation.area,
+            "ΣU / A, A the predicted foreground area (pixels or voxels)",
+            fallback=AggregationFallback(
+                aggregation.no_foreground, "have no predicted foreground (A = 0): their score is ΣU, not ΣU / A"
             ),
-            Aggregator(
-                "threshold",
-                aggregation.threshold,
-                "mean of U where U ≥ τ, τ fitted on calibration images",
-                fitted=True,
+        ),
+        Aggregator(
+            "border",
+            aggregation.border,
+            "ΣU / B, B the border of the prediction (4-neighbour pixel or 6-neighbour voxel pairs)",
+            fallback=AggregationFallback(
+                aggregation.no_border, "have no predicted border (B = 0): their score is ΣU, not ΣU / B"
             ),
-            Aggregator(
-                "area",
-                aggregation.area,
-                "ΣU / A, A the predicted foreground area (pixels or voxels)",
-                fallback=AggregationFallback(
-                    aggregation.no_foreground, "have no predicted foreground (A = 0): their score is ΣU, not ΣU / A"
-                ),
-            ),
-            Aggregator(
-                "border",
-                aggregation.border,
-                "ΣU / B, B the border of the prediction (4-neighbour pixel or 6-neighbour voxel pairs)",
-                fallback=AggregationFallback(
-                    aggregation.no_border, "have no predicted border (B = 0): their score is ΣU, not ΣU / B"
-                ),
-            ),
-        )
-    }
+        ),
+    )
+    # Every built-in also scores volumes streamed in z-slabs.
+    return {strategy.name: replace(strategy, slabs=aggregation.SLAB_FORMS[strategy.name]) for strategy in strategies}

@@ -139,6 +139,59 @@ def pearson_kernel(reference, maps, valid, tolerance, shrink, correlation, state
         state[image] = 0
 
 
+@numba.njit(nogil=True, cache=True)
+def pearson_moments_kernel(reference, maps, valid, moments):
+    """The moments of ``reference`` and ``maps`` over the valid pixels of one part of an image.
+
+    ``moments`` (10,) float64 receives: count, the two means, the two centred sums of
+    squares, the centred cross sum (two passes in float64), then the minimum and maximum
+    of ``reference`` and of ``maps`` (±inf without a valid pixel). Parts merge with
+    Chan et al.'s pairwise update (:class:`uqeval.metrics.ambiguity.PearsonMoments`).
+    """
+    count = 0
+    sum_reference = 0.0
+    sum_map = 0.0
+    low_reference = np.inf
+    high_reference = -np.inf
+    low_map = np.inf
+    high_map = -np.inf
+    for pixel in range(maps.shape[0]):
+        if valid[pixel] == 0:
+            continue
+        r = np.float64(reference[pixel])
+        m = np.float64(maps[pixel])
+        count += 1
+        sum_reference += r
+        sum_map += m
+        low_reference = min(low_reference, r)
+        high_reference = max(high_reference, r)
+        low_map = min(low_map, m)
+        high_map = max(high_map, m)
+    mean_reference = sum_reference / count if count else 0.0
+    mean_map = sum_map / count if count else 0.0
+    cross = 0.0
+    square_reference = 0.0
+    square_map = 0.0
+    for pixel in range(maps.shape[0]):
+        if valid[pixel] == 0:
+            continue
+        r = np.float64(reference[pixel]) - mean_reference
+        m = np.float64(maps[pixel]) - mean_map
+        cross += r * m
+        square_reference += r * r
+        square_map += m * m
+    moments[0] = count
+    moments[1] = mean_reference
+    moments[2] = mean_map
+    moments[3] = square_reference
+    moments[4] = square_map
+    moments[5] = cross
+    moments[6] = low_reference
+    moments[7] = high_reference
+    moments[8] = low_map
+    moments[9] = high_map
+
+
 @numba.njit(inline="always")
 def _platt_key(value, bits, last):
     """Row of ``value`` (its float32 bits ``bits``) in a Platt-keyed table of ``last + 1`` rows."""

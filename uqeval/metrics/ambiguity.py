@@ -231,6 +231,82 @@ def ncc(
     return Correlation(correlation, state)
 
 
+class PearsonMoments:
+    """The sums of one image's NCC gathered part by part: the z-slabs of a volume read in turn.
+
+    Each part's moments (count, means, centred sums of squares and cross products, and
+    the ranges the constant test needs) are computed in two passes, and parts merge with
+    the pairwise update of Chan, Golub and LeVeque (1979)::
+
+        n = n_a + n_b,  δ = mean_b − mean_a,  mean = mean_a + δ·n_b/n,
+        S_xy = S_xy,a + S_xy,b + δ_x·δ_y·n_a·n_b/n
+
+    so that the correlation of the whole equals :func:`ncc` of the whole image to float
+    rounding, in memory for one part.
+
+    >>> g = np.array([[[0.0, 0.5, 0.0, 0.5]]], dtype=np.float32)
+    >>> u = np.array([[[0.1, 0.6, 0.2, 0.4]]], dtype=np.float32)
+    >>> moments = PearsonMoments()
+    >>> for half in (slice(0, 2), slice(2, 4)):
+    ...     moments.add(g[..., half], u[..., half])
+    >>> bool(np.isclose(moments.correlation().correlation[0], ncc(g, u).correlation[0]))
+    True
+    """
+
+    def __init__(self) -> None:
+        self.moments = np.array([0, 0, 0, 0, 0, 0, np.inf, -np.inf, np.inf, -np.inf], dtype=np.float64)
+
+    def add(self, variance: np.ndarray, u: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add one part's pixels (any shape; ``valid`` raters per pixel, 0 leaves a pixel out)."""
+        variance = np.ascontiguousarray(variance, dtype=np.float32).reshape(-1)
+        u = np.ascontiguousarray(u, dtype=np.float32).reshape(-1)
+        if valid is None:
+            valid = np.ones(u.shape, dtype=np.int32)
+        part = np.empty(10)
+        _kernels.pearson_moments_kernel(variance, u, np.ascontiguousarray(valid).reshape(-1), part)
+        self.merge(part)
+
+    def merge(self, part: np.ndarray) -> None:
+        """Merge the moments of another part (the ``moments`` of another instance)."""
+        mine = self.moments
+        n_a, n_b = mine[0], part[0]
+        if n_b == 0:
+            return
+        if n_a == 0:
+            self.moments = part.copy()
+            return
+        n = n_a + n_b
+        delta_reference = part[1] - mine[1]
+        delta_map = part[2] - mine[2]
+        weight = n_a * n_b / n
+        self.moments = np.array(
+            [
+                n,
+                mine[1] + delta_reference * n_b / n,
+                mine[2] + delta_map * n_b / n,
+                mine[3] + part[3] + delta_reference * delta_reference * weight,
+                mine[4] + part[4] + delta_map * delta_map * weight,
+                mine[5] + part[5] + delta_reference * delta_map * weight,
+                min(mine[6], part[6]),
+                max(mine[7], part[7]),
+                min(mine[8], part[8]),
+                max(mine[9], part[9]),
+            ]
+        )
+
+    def correlation(self, *, tolerance: float = CONSTANT_TOLERANCE, factor: str = "none") -> Correlation:
+        """The image's NCC, as :func:`ncc` defines it (same states and ``factor``)."""
+        count, _, _, square_reference, square_map, cross, low_r, high_r, low_m, high_m = self.moments
+        if count == 0:
+            return Correlation(np.array([np.nan]), np.array([NO_PIXELS], dtype=np.int8))
+        if high_r - low_r <= tolerance or high_m - low_m <= tolerance:
+            return Correlation(np.array([np.nan]), np.array([CONSTANT], dtype=np.int8))
+        value = min(1.0, max(-1.0, cross / np.sqrt(square_reference * square_map)))
+        if factor == "n-1-over-n":
+            value *= (count - 1) / count
+        return Correlation(np.array([value]), np.array([SCORED], dtype=np.int8))
+
+
 def mean_ncc(correlation: Correlation, *, constant: str = "skip") -> tuple[float, int]:
     """Mean NCC over images and the number of images with a constant map.
 

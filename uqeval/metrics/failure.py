@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from uqeval.errors import UQEvalError
-from uqeval.metrics.segmentation import overlap_matrix
+from uqeval.metrics.segmentation import overlap_counts, overlap_matrix, overlap_scores
 from uqeval.names import IGNORE_LABEL
 
 
@@ -105,6 +105,39 @@ def failure_risk(
         dice = overlap_matrix(pred[i][None], labels[i][counting], n_classes, **options)
         risks[i] = 1.0 - float(dice.mean())
     return risks
+
+
+class VolumeRisk:
+    """:func:`failure_risk` of one volume gathered z-slab by z-slab: the Dice counts of
+    ``pred`` against each rater add up over the slabs, and a rater counts when any of its
+    voxels is labelled."""
+
+    def __init__(self, n_classes: int, *, background: int = 0, empty: float = 1.0, ignore: int = IGNORE_LABEL) -> None:
+        self.n_classes, self.background, self.empty, self.ignore = n_classes, background, empty, ignore
+        self._counts: np.ndarray | None = None
+        self._counting: np.ndarray | None = None
+
+    def add(self, pred: np.ndarray, labels: np.ndarray) -> None:
+        """One slab: ``pred`` (z, y, x), ``labels`` (rater, z, y, x)."""
+        counts = overlap_counts(pred[None], labels, self.n_classes, background=self.background, ignore=self.ignore)
+        counting = (labels != self.ignore).reshape(len(labels), -1).any(axis=1)
+        if self._counts is None:
+            self._counts, self._counting = counts, counting
+        else:
+            self._counts += counts
+            self._counting |= counting
+
+    @property
+    def added(self) -> bool:
+        """Whether any slab was added."""
+        return self._counts is not None
+
+    def result(self) -> np.ndarray:
+        """(1,) float64: the volume's risk, NaN without a counting rater."""
+        if self._counts is None or not self._counting.any():
+            return np.array([np.nan])
+        dice = overlap_scores(self._counts[:, :, :, self._counting], kind="dice", empty=self.empty)
+        return np.array([1.0 - float(dice.mean())])
 
 
 def _scores_and_risks(scores: ArrayLike, risks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,25 @@ def overlap_matrix(
     """
     if kind not in ("iou", "dice"):
         raise UQEvalError(f"segmentation: kind is {kind!r}; expected 'iou' or 'dice'")
+    counts = overlap_counts(first, second, n_classes, background=background, ignore=ignore)
+    return overlap_scores(counts, kind=kind, empty=empty)
+
+
+def overlap_counts(
+    first: np.ndarray,
+    second: np.ndarray,
+    n_classes: int,
+    *,
+    background: int = 0,
+    ignore: int = IGNORE_LABEL,
+) -> np.ndarray:
+    """The counts behind :func:`overlap_matrix`: (3, foreground class, n, m) float64 of
+    ``|A_c ∩ B_c|``, ``|A_c|`` and ``|B_c|``, each over the pixels where neither mask holds
+    ``ignore``.
+
+    The counts of disjoint parts of the masks (the z-slabs of a volume) add up to those
+    of the whole, exactly (integers in float64), so a volume can be compared slab by slab.
+    """
     first = np.asarray(first)
     second = np.asarray(second)
     if first.ndim not in (3, 4) or second.ndim != first.ndim or first.shape[1:] != second.shape[1:]:
@@ -77,9 +96,8 @@ def overlap_matrix(
     classes = np.array([c for c in range(n_classes) if c != background])
     first = first.reshape(first.shape[0], -1)
     second = second.reshape(second.shape[0], -1)
-    intersection = np.zeros((len(classes), len(first), len(second)))
-    size_first = np.zeros_like(intersection)
-    size_second = np.zeros_like(intersection)
+    counts = np.zeros((3, len(classes), len(first), len(second)))
+    intersection, size_first, size_second = counts
     for start in range(0, max(first.shape[1], 1), OVERLAP_BLOCK):
         block_first = first[:, start : start + OVERLAP_BLOCK]
         block_second = second[:, start : start + OVERLAP_BLOCK]
@@ -91,6 +109,13 @@ def overlap_matrix(
         intersection += np.matmul(a, b.transpose(0, 2, 1))
         size_first += np.matmul(a, valid_second.T)  # |A_c| where the other mask counts
         size_second += np.matmul(valid_first, b.transpose(0, 2, 1))
+    return counts
+
+
+def overlap_scores(counts: np.ndarray, *, kind: str = "iou", empty: float = 1.0) -> np.ndarray:
+    """IoU or Dice (n, m) from :func:`overlap_counts`, averaged over the foreground classes
+    present in either mask; ``empty`` where none is."""
+    intersection, size_first, size_second = counts
     if kind == "iou":
         denominator = size_first + size_second - intersection
         numerator = intersection
@@ -113,9 +138,12 @@ def discrete_samples(cube: np.ndarray, n_samples: int, rng: np.random.Generator)
     """
     n_members, n_draws, n_classes, *spatial = cube.shape
     flat = cube.reshape(n_members * n_draws, n_classes, *spatial)
-    count = min(n_samples, flat.shape[0])
-    chosen = np.sort(rng.choice(flat.shape[0], size=count, replace=False))
-    return flat[chosen].argmax(axis=1)
+    return flat[sample_choice(flat.shape[0], n_samples, rng)].argmax(axis=1)
+
+
+def sample_choice(n_joint: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Which of ``n_joint`` member samples :func:`discrete_samples` draws: sorted positions."""
+    return np.sort(rng.choice(n_joint, size=min(n_samples, n_joint), replace=False))
 
 
 def generalised_energy_distance(
@@ -201,3 +229,59 @@ def segmentation_quality(
         results[1, i] = generalised_energy_distance(1 - iou_cross, 1 - iou_samples, 1 - iou_raters)
         results[2, i] = hungarian_iou(iou_cross)
     return SegmentationQuality(*results)
+
+
+class VolumeSegmentation:
+    """:func:`segmentation_quality` of one volume gathered z-slab by z-slab.
+
+    The samples are chosen once per volume (the same draw as for the volume held whole),
+    and every comparison is kept as :func:`overlap_counts`, which add up over the slabs.
+    """
+
+    def __init__(
+        self,
+        position: int,
+        n_classes: int,
+        *,
+        background: int = 0,
+        n_samples: int = 16,
+        seed: int = 0,
+        empty: float = 1.0,
+        ignore: int = IGNORE_LABEL,
+    ) -> None:
+        self.position, self.n_classes, self.n_samples, self.seed = position, n_classes, n_samples, seed
+        self.background, self.empty, self.ignore = background, empty, ignore
+        self._chosen: np.ndarray | None = None
+        self._counts: dict[str, np.ndarray] = {}
+
+    def add(self, cube: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> None:
+        """One slab: ``cube`` (eu, au, class, z, y, x), ``pred`` (z, y, x), ``labels`` (rater, z, y, x)."""
+        n_members, n_draws, n_classes, *spatial = cube.shape
+        if self._chosen is None:
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(int(self.position),)))
+            self._chosen = sample_choice(n_members * n_draws, self.n_samples, rng)
+        samples = cube.reshape(n_members * n_draws, n_classes, *spatial)[self._chosen].argmax(axis=1)
+        options = {"background": self.background, "ignore": self.ignore}
+        parts = {
+            "dice": overlap_counts(pred[None], labels, self.n_classes, **options),
+            "cross": overlap_counts(samples, labels, self.n_classes, **options),
+            "samples": overlap_counts(samples, samples, self.n_classes, **options),
+            "raters": overlap_counts(labels, labels, self.n_classes, **options),
+        }
+        for name, counts in parts.items():
+            self._counts[name] = counts if name not in self._counts else self._counts[name] + counts
+
+    @property
+    def added(self) -> bool:
+        """Whether any slab was added."""
+        return bool(self._counts)
+
+    def result(self) -> SegmentationQuality:
+        """The volume's scores, as :func:`segmentation_quality` gives them (one image)."""
+        counts = self._counts
+        dice = overlap_scores(counts["dice"], kind="dice", empty=self.empty).mean()
+        iou_cross = overlap_scores(counts["cross"], empty=self.empty)
+        iou_samples = overlap_scores(counts["samples"], empty=self.empty)
+        iou_raters = overlap_scores(counts["raters"], empty=self.empty)
+        ged = generalised_energy_distance(1 - iou_cross, 1 - iou_samples, 1 - iou_raters)
+        return SegmentationQuality(np.array([dice]), np.array([ged]), np.array([hungarian_iou(iou_cross)]))

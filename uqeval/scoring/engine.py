@@ -30,6 +30,7 @@ from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.calibration import ConfidenceHistogram
 from uqeval.names import MEASURES, TEST
 from uqeval.notes import Note
+from uqeval.scoring import streaming
 from uqeval.scoring.batch import BatchOptions, DecomposedBatch, ScoredBatch, decomposed_batch, reduce_batch, score_batch
 from uqeval.scoring.batches import BATCH_BYTES, example_images, plan_batches
 from uqeval.scoring.fitting import FitSetup, Fitted, fit
@@ -39,6 +40,7 @@ from uqeval.scoring.runners import DistributedRunner, LocalRunner
 from uqeval.scoring.sources import Source
 from uqeval.scoring.spill import Spill
 from uqeval.scoring.tabulate import split_masks
+from uqeval.volume_statistics import check_streamable
 
 #: ``progress(phase, done, total)``: phase ``"score"`` counts images through the source,
 #: ``"calibrate"`` images through the second look at the spilled batches.
@@ -109,17 +111,7 @@ def run(
         thresholds=plan.needs_threshold,
         platt=plan.run_cal,
     )
-    fitting_batches, other_batches = plan_batches(
-        source.chunk_sizes, source.bytes_per_image, batch_bytes, plan.fitting, bool(setup.wanted)
-    )
     examples = example_images(source.domains, source.roles)
-    done = {"score": 0, "calibrate": 0}
-
-    def report(phase: str, indices: np.ndarray) -> None:
-        done[phase] += len(indices)
-        if progress is not None:
-            progress(phase, done[phase], source.n_images)
-
     if scheduler is not None:
         if source.store is None:
             raise UQEvalError(
@@ -128,75 +120,177 @@ def run(
             )
         runner = DistributedRunner(scheduler, source.store, source.variable, source.has_labels, source.slice_depth)
     else:
-        runner = LocalRunner(source.reader())
-    common = {"ids": source.ids, "options": options, "examples": examples}
-    results: list[ScoredBatch] = []
-    calibration_sums = OrderedSums(split_masks(source.domains, test), source.n_images)
+        runner = None
+    engine_run = _EngineRun(
+        source, plan, setup, options, groups, examples, histogram_domains, runner, progress, batch_bytes, scratch
+    )
+    return engine_run.run()
 
-    histograms: dict[str, ConfidenceHistogram] = {}
 
-    def kept(result: ScoredBatch) -> ScoredBatch:
-        """The batch's result less what grows with its pixels: its calibration tables and
+class _EngineRun:
+    """One run of the engine: what it was given, and what it gathers while it reads."""
+
+    def __init__(
+        self,
+        source: Source,
+        plan: Plan,
+        setup: FitSetup,
+        options: BatchOptions,
+        groups: np.ndarray,
+        examples: list[int],
+        histogram_domains: tuple[str, ...],
+        runner: DistributedRunner | None,
+        progress: ProgressCallback | None,
+        batch_bytes: int,
+        scratch: str | Path | None,
+    ) -> None:
+        self.source, self.plan, self.setup, self.options = source, plan, setup, options
+        self.groups, self.examples, self.histogram_domains = groups, examples, histogram_domains
+        self.progress, self.batch_bytes, self.scratch = progress, batch_bytes, scratch
+        # A volume larger than a batch is read in z-slabs by whoever scores it.
+        self.streamed = (
+            source.depth is not None and source.slab_reader is not None and source.bytes_per_image > batch_bytes
+        )
+        if self.streamed:
+            check_streamable(options.aggregations, options.conventions)
+        if runner is None:
+            runner = LocalRunner(source.reader(), slab_reader=source.slab_reader() if self.streamed else None)
+        self.runner = runner
+        self.done = {"score": 0, "calibrate": 0}
+        self.results: list[ScoredBatch] = []
+        self.histograms: dict[str, ConfidenceHistogram] = {}
+        self.calibration_sums = OrderedSums(split_masks(source.domains, source.roles == TEST), source.n_images)
+
+    def report(self, phase: str, indices: np.ndarray) -> None:
+        self.done[phase] += len(indices)
+        if self.progress is not None:
+            self.progress(phase, self.done[phase], self.source.n_images)
+
+    def keep(self, result: ScoredBatch) -> None:
+        """Keep a batch's result less what grows with its pixels: its calibration tables and
         histogram cells, folded into the per-split sums and the histograms first."""
         for measure, cells in (result.histograms or {}).items():
-            histograms.setdefault(measure, ConfidenceHistogram(len(histogram_domains))).add_sparse(cells)
+            self.histograms.setdefault(measure, ConfidenceHistogram(len(self.histogram_domains))).add_sparse(cells)
         if result.statistics.tables is not None:
             tables = {name: table.table for name, table in result.statistics.tables.items()}
-            calibration_sums.add(result.indices, tables)
-        return replace(result, statistics=replace(result.statistics, tables=None), histograms=None)
+            self.calibration_sums.add(result.indices, tables)
+        self.results.append(replace(result, statistics=replace(result.statistics, tables=None), histograms=None))
 
-    with Spill(scratch, in_memory=source.in_memory) as spill, runner:
-        # Phase 1, fit: read the batches that hold the images fitted on, spill their
-        # maps, and fit every wanted quantity on them.
-        decomposed: list[DecomposedBatch] = []
-        reading = functools.partial(decomposed_batch, fit=setup, **common)
-        for batch in _named(runner.run(reading, fitting_batches), source):
-            spill.write(int(batch.indices[0]), batch.maps, batch.raters)
-            decomposed.append(replace(batch, maps=None, raters=None))
-            report("score", batch.indices)
-        # In source order, so that the fits do not depend on which worker finished first.
-        decomposed.sort(key=lambda batch: int(batch.indices[0]))
-        fitted = fit(setup, [batch.fit_sums for batch in decomposed], lambda: _fitted_on(decomposed, spill, setup))
-        notes: list[Note] = plan.fit_notes(fitted) if setup.wanted else []
-        # The spilled batches get their second look, scored with the fits.
-        for batch in decomposed:
-            maps, raters = spill.read(int(batch.indices[0]))
-            spilled = replace(batch, maps=maps, raters=raters)
-            scored = score_batch(spilled, fitted=fitted, options=options, groups=groups)
-            results.append(kept(scored))
-            report("calibrate", batch.indices)
-        # Phase 2, score: every other batch, read and scored at once with the fits.
-        scoring = functools.partial(reduce_batch, fitted=fitted, groups=groups, **common)
-        for result in _named(runner.run(scoring, other_batches), source):
-            results.append(kept(result))
-            report("score", result.indices)
+    def run(self) -> EngineResult:
+        with self.runner:
+            fitted = self.stream_volumes() if self.streamed else self.two_phases()
+        return self.joined(fitted)
 
-    with _named_errors(source):
-        example_maps = [
-            replace(
-                example,
-                domain=str(source.domains[example.position]),
-                input=_at_slice(source.input_of(example.position), example.z),
-                labels=_at_slice(source.labels_of(example.position), example.z),
-            )
-            for result in results
-            for example in result.examples
-        ]
-    order = {image: position for position, image in enumerate(examples)}
-    example_maps.sort(key=lambda example: order[example.position])
-    indices = np.concatenate([result.indices for result in results])
-    statistics = ImageStatistics.concatenate([result.statistics for result in results])
-    results.clear()  # the batches' statistics, now joined
-    if (np.diff(indices) < 0).any():
-        statistics = statistics.take(np.argsort(indices))
-    pooled_histograms = None
-    if histogram_domains and fitted.platt:
-        pooled_histograms = {
-            measure: histograms.get(measure) or ConfidenceHistogram(len(histogram_domains)) for measure in MEASURES
+    def two_phases(self) -> Fitted:
+        """Score batches of whole images: those fitted on first (spilled, fitted on, then
+        scored from the spill), then every other batch."""
+        source, setup, runner = self.source, self.setup, self.runner
+        fitting_batches, other_batches = plan_batches(
+            source.chunk_sizes, source.bytes_per_image, self.batch_bytes, self.plan.fitting, bool(setup.wanted)
+        )
+        common = {"ids": source.ids, "options": self.options, "examples": self.examples}
+        with Spill(self.scratch, in_memory=source.in_memory) as spill:
+            # Phase 1, fit: read the batches that hold the images fitted on, spill their
+            # maps, and fit every wanted quantity on them.
+            decomposed: list[DecomposedBatch] = []
+            reading = functools.partial(decomposed_batch, fit=setup, **common)
+            for batch in _named(runner.run(reading, fitting_batches), source):
+                spill.write(int(batch.indices[0]), batch.maps, batch.raters)
+                decomposed.append(replace(batch, maps=None, raters=None))
+                self.report("score", batch.indices)
+            # In source order, so that the fits do not depend on which worker finished first.
+            decomposed.sort(key=lambda batch: int(batch.indices[0]))
+            fitted = fit(setup, [batch.fit_sums for batch in decomposed], lambda: _fitted_on(decomposed, spill, setup))
+            # The spilled batches get their second look, scored with the fits.
+            for batch in decomposed:
+                maps, raters = spill.read(int(batch.indices[0]))
+                spilled = replace(batch, maps=maps, raters=raters)
+                self.keep(score_batch(spilled, fitted=fitted, options=self.options, groups=self.groups))
+                self.report("calibrate", batch.indices)
+            # Phase 2, score: every other batch, read and scored at once with the fits.
+            scoring = functools.partial(reduce_batch, fitted=fitted, groups=self.groups, **common)
+            for result in _named(runner.run(scoring, other_batches), source):
+                self.keep(result)
+                self.report("score", result.indices)
+        return fitted
+
+    def stream_volumes(self) -> Fitted:
+        """Score volumes larger than a batch, each read in z-slabs by whoever scores it
+        (:mod:`uqeval.scoring.streaming`): the volumes fitted on once per look the fits
+        need, then every volume once."""
+        source, setup, runner = self.source, self.setup, self.runner
+        depth = source.depth
+        common = {
+            "ranges": streaming.slab_ranges(
+                depth, source.chunk_depth or depth, source.bytes_per_image // depth, self.batch_bytes
+            ),
+            "ids": source.ids,
+            "options": self.options,
         }
-    return EngineResult(
-        statistics, fitted, example_maps, notes, pooled_histograms, histogram_domains, calibration_sums.sums()
-    )
+        fitting = np.flatnonzero(setup.images).tolist() if setup.wanted else []
+
+        def looked(look, looked_setup: FitSetup) -> list[dict]:
+            """One look's sums of every volume fitted on, in source order."""
+            work = functools.partial(look, setup=looked_setup, **common)
+            by_position = dict(_named(runner.run_volumes(work, fitting), source))
+            return [by_position[position] for position in fitting]
+
+        read_sums = looked(streaming.read_look, setup) if fitting else []
+        fitted = fit(setup, read_sums, lambda: (), lambda later: looked(streaming.spilled_look, later))
+        for position in fitting:
+            self.report("score", np.array([position]))
+        scoring = functools.partial(
+            streaming.scored_volume,
+            shape=source.volume_shape,
+            fitted=fitted,
+            groups=self.groups,
+            examples=tuple(self.examples),
+            **common,
+        )
+        fitted_on = set(fitting)
+        for result in _named(runner.run_volumes(scoring, range(source.n_images)), source):
+            self.keep(result)
+            position = int(result.indices[0])
+            self.report("calibrate" if position in fitted_on else "score", result.indices)
+        return fitted
+
+    def joined(self, fitted: Fitted) -> EngineResult:
+        """Every batch's results joined, in source order."""
+        source, results = self.source, self.results
+        notes: list[Note] = self.plan.fit_notes(fitted) if self.setup.wanted else []
+        with _named_errors(source):
+            example_maps = [
+                replace(
+                    example,
+                    domain=str(source.domains[example.position]),
+                    input=_at_slice(source.input_of(example.position), example.z),
+                    labels=_at_slice(source.labels_of(example.position), example.z),
+                )
+                for result in results
+                for example in result.examples
+            ]
+        order = {image: position for position, image in enumerate(self.examples)}
+        example_maps.sort(key=lambda example: order[example.position])
+        indices = np.concatenate([result.indices for result in results])
+        statistics = ImageStatistics.concatenate([result.statistics for result in results])
+        results.clear()  # the batches' statistics, now joined
+        if (np.diff(indices) < 0).any():
+            statistics = statistics.take(np.argsort(indices))
+        pooled_histograms = None
+        if self.histogram_domains and fitted.platt:
+            pooled_histograms = {
+                measure: self.histograms.get(measure) or ConfidenceHistogram(len(self.histogram_domains))
+                for measure in MEASURES
+            }
+        return EngineResult(
+            statistics,
+            fitted,
+            example_maps,
+            notes,
+            pooled_histograms,
+            self.histogram_domains,
+            self.calibration_sums.sums(),
+        )
 
 
 def _named(results: Iterator[Batch], source: Source) -> Iterator[Batch]:

@@ -330,6 +330,13 @@ class ThresholdLevel:
         sums.extend(other)
         return sums
 
+    def join_slabs(self, parts: Sequence[list[np.ndarray]], planes: Sequence[int]) -> list[np.ndarray]:
+        """The sums of one volume read in z-slabs (one part per slab of ``planes`` planes):
+        its fractions are the slabs' weighted by their planes."""
+        weights = np.asarray(planes, dtype=np.float64)
+        fractions = np.stack([part[0] for part in parts])
+        return [weights @ fractions / weights.sum()]
+
     def fit(self, sums, setup: FitSetup) -> float:
         return float(np.concatenate(sums).mean())
 
@@ -464,6 +471,7 @@ def fit(
     setup: FitSetup,
     batch_sums: Sequence[Mapping[str, Any]],
     spilled: Callable[[], Iterable[tuple[Mapping[str, np.ndarray], RaterStatistics | None]]],
+    spilled_sums: Callable[[FitSetup], Iterable[Mapping[str, Any]]] | None = None,
 ) -> Fitted:
     """Fit every wanted quantity on the images fitted on.
 
@@ -475,6 +483,11 @@ def fit(
         Yields the maps and rater statistics of the images fitted on of each fitting
         batch, in source order, as decomposed (called only when a ``spilled``
         quantity is wanted).
+    spilled_sums : callable, optional
+        ``spilled_sums(setup)`` gives instead the ``spilled`` sums (by quantity name) of
+        each part of the images fitted on, in source order, summed where the images are
+        read (volumes read in z-slabs: :mod:`uqeval.scoring.streaming`); ``setup``
+        holds the ``read`` fits.
     """
     quantities = setup.wanted
     if not quantities:
@@ -490,7 +503,10 @@ def fit(
     if later:
         setup = replace(setup, earlier=Fitted(dict(parameters), n_images, setup.images_from))
         totals = {quantity.name: quantity.empty(setup) for quantity in later}
-        for maps, raters in spilled():
+        for part in spilled_sums(setup) if spilled_sums is not None else ():
+            for quantity in later:
+                totals[quantity.name] = quantity.merge(totals[quantity.name], part[quantity.name])
+        for maps, raters in spilled() if spilled_sums is None else ():
             images = FitImages(rescaled(maps, setup.earlier.eu_scale), raters)
             for quantity in later:
                 totals[quantity.name] = quantity.add(totals[quantity.name], images, setup)

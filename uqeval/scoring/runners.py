@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
@@ -16,7 +16,7 @@ from uqeval.decomposition import threading_layer
 from uqeval.errors import UQEvalError
 from uqeval.scoring.handshake import check_scheduler
 from uqeval.scoring.slices import slices_of, volumes_of
-from uqeval.scoring.sources import Loaded, Reader
+from uqeval.scoring.sources import Loaded, Reader, SlabReader
 from uqeval.scoring.store_reader import StoreReader
 
 #: What a batch becomes (:class:`~uqeval.scoring.batch.DecomposedBatch` or
@@ -26,6 +26,10 @@ Result = TypeVar("Result")
 #: the work needs them, are bound into it (``functools.partial``).
 BatchWork = Callable[[Loaded, np.ndarray], Result]
 
+
+#: ``work(read_slab, position) -> result``: what is done with each volume read in z-slabs
+#: (:mod:`uqeval.scoring.streaming`).
+VolumeWork = Callable[[Callable[[int, int], Loaded], int], Result]
 
 #: How to install what :class:`DistributedRunner` needs.
 CLUSTER_INSTALL = "pip install 'uqeval[cluster]'"
@@ -47,8 +51,9 @@ class LocalRunner:
     still read concurrently, but computed one at a time on all threads but one.
     """
 
-    def __init__(self, reader: Reader, workers: int = LOCAL_WORKERS) -> None:
+    def __init__(self, reader: Reader, workers: int = LOCAL_WORKERS, slab_reader: SlabReader | None = None) -> None:
         self.reader = reader
+        self.slab_reader = slab_reader
         self.workers = max(1, workers)
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="uqeval-batch")
         self._free_slots = list(range(self.workers))
@@ -70,30 +75,58 @@ class LocalRunner:
 
     def run(self, work: BatchWork[Result], batches: list[np.ndarray]) -> Iterator[Result]:
         """``work`` done on each batch, its results in completion order."""
-        queue = list(batches)
-        pending = {self._pool.submit(self._batch, work, queue.pop(0)) for _ in range(min(self.workers, len(queue)))}
+        return self._run(self._batch, work, list(batches))
+
+    def run_volumes(self, work: VolumeWork, positions: Sequence[int]) -> Iterator[Result]:
+        """``work`` done on each volume, read in z-slabs by ``slab_reader``; results in completion order."""
+        return self._run(self._volume, work, [int(position) for position in positions])
+
+    def _run(self, task: Callable, work: Callable, queue: list) -> Iterator[Result]:
+        pending = {self._pool.submit(task, work, queue.pop(0)) for _ in range(min(self.workers, len(queue)))}
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     result = future.result()
                     if queue:
-                        pending.add(self._pool.submit(self._batch, work, queue.pop(0)))
+                        pending.add(self._pool.submit(task, work, queue.pop(0)))
                     yield result
         finally:
             for future in pending:
                 future.cancel()
             wait(pending)
 
-    def _batch(self, work: BatchWork[Result], indices: np.ndarray) -> Result:
-        """Read one batch into a free buffer slot and reduce it (on a pool thread)."""
+    @contextmanager
+    def _slot(self) -> Iterator[int]:
+        """A free set of buffers for one batch or volume in flight."""
         slot = self._free_slots.pop()
         try:
+            yield slot
+        finally:
+            self._free_slots.append(slot)
+
+    def _batch(self, work: BatchWork[Result], indices: np.ndarray) -> Result:
+        """Read one batch into a free buffer slot and reduce it (on a pool thread)."""
+        with self._slot() as slot:
             loaded = self.reader(indices, slot)
             with self._compute_lock, numba_threads(self._threads):
                 return work(loaded, indices)
-        finally:
-            self._free_slots.append(slot)
+
+    def _volume(self, work: VolumeWork, position: int) -> Result:
+        """Reduce one volume, its slabs read into a free buffer slot (on a pool thread)."""
+        lock = self._compute_lock
+        with self._slot() as slot:
+
+            def read_slab(z_start: int, z_stop: int) -> Loaded:
+                # Read outside the compute lock, which the work holds, as batches are read.
+                lock.__exit__(None, None, None)
+                try:
+                    return self.slab_reader(position, z_start, z_stop, slot)
+                finally:
+                    lock.__enter__()
+
+            with lock, numba_threads(self._threads):
+                return work(read_slab, position)
 
 
 def _kernels_run_concurrently() -> bool:
@@ -138,6 +171,17 @@ def _store_batch(
             return work(Loaded(*reader(indices, 0)), indices)
         volumes, picks = volumes_of(indices, slice_depth)
         return work(slices_of(Loaded(*reader(volumes, 0)), picks), indices)
+
+
+def _store_volume(path: str, variable: str, has_labels: bool, position: int, work: VolumeWork) -> Result:
+    """A worker's task: read one volume from the store in z-slabs and reduce it, on one core."""
+    reader = _worker_reader(path, variable, has_labels)
+
+    def read_slab(z_start: int, z_stop: int) -> Loaded:
+        return Loaded(*reader.slab(position, z_start, z_stop, 0))
+
+    with numba_threads(1):
+        return work(read_slab, position)
 
 
 #: Per worker thread, the :class:`StoreReader` of the store it read last: its buffers
@@ -195,23 +239,22 @@ class DistributedRunner:
 
         ``work`` (with the fits bound into it) is sent to every worker once per call.
         """
+        return self._run(_store_batch, work, list(batches), self.slice_depth)
+
+    def run_volumes(self, work: VolumeWork, positions: Sequence[int]) -> Iterator[Result]:
+        """``work`` done on each volume by the workers, each reading it in z-slabs; results in completion order."""
+        return self._run(_store_volume, work, [int(position) for position in positions])
+
+    def _run(self, task: Callable, work: Callable, queue: list, *extra) -> Iterator[Result]:
         from distributed import as_completed
 
-        if not batches:
+        if not queue:
             return
-        queue = list(batches)
         remote_work = self.client.scatter(work, broadcast=True, hash=False)
 
         def submit():
             return self.client.submit(
-                _store_batch,
-                self.path,
-                self.variable,
-                self.has_labels,
-                queue.pop(0),
-                remote_work,
-                self.slice_depth,
-                pure=False,
+                task, self.path, self.variable, self.has_labels, queue.pop(0), remote_work, *extra, pure=False
             )
 
         threads = max(1, sum(self.client.nthreads().values()))

@@ -44,6 +44,9 @@ class Loaded:
 #: ``reader(indices, slot) -> Loaded``: reads the images at sorted positions ``indices``;
 #: ``slot`` picks a set of reused buffers, one per batch in flight.
 Reader = Callable[[np.ndarray, int], Loaded]
+#: ``slab_reader(position, z_start, z_stop, slot) -> Loaded``: planes ``[z_start, z_stop)``
+#: of the volume at ``position`` (an image axis of 1).
+SlabReader = Callable[[int, int, int, int], Loaded]
 
 
 @dataclass
@@ -90,6 +93,13 @@ class Source:
     slice_depth : int or None
         For a source of slices, the depth of the volumes they are cut from; a cluster's
         workers cut the slices from the volumes they read.
+    slab_reader : callable or None
+        A maker of a :data:`SlabReader`, for a source of volumes that can be read in
+        z-slabs (:mod:`uqeval.scoring.streaming`).
+    chunk_depth : int or None
+        Planes per store chunk along ``z`` (a slab holds whole chunks).
+    volume_shape : (z, y, x) or None
+        The shape of the source's volumes.
     """
 
     where: str
@@ -114,6 +124,9 @@ class Source:
     depth: int | None = None
     slice_z: np.ndarray | None = None
     slice_depth: int | None = None
+    slab_reader: Callable[[], SlabReader] | None = field(default=None, repr=False)
+    chunk_depth: int | None = None
+    volume_shape: tuple[int, int, int] | None = None
 
     @property
     def n_images(self) -> int:
@@ -163,6 +176,14 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
 
             return load
 
+        def slab_reader() -> SlabReader:
+            read = StoreReader(str(path), variable, has_labels)
+
+            def load(position: int, z_start: int, z_stop: int, slot: int = 0) -> Loaded:
+                return Loaded(*read.slab(position, z_start, z_stop, slot))
+
+            return load
+
     else:
         store = None
         if "input" in dataset:
@@ -183,6 +204,19 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
 
             return load
 
+        def slab_reader() -> SlabReader:
+            def load(position: int, z_start: int, z_stop: int, slot: int = 0) -> Loaded:
+                planes = {"image": slice(position, position + 1), "z": slice(z_start, z_stop)}
+                cubes = np.ascontiguousarray(probs.isel(planes).values)
+                labels = np.ascontiguousarray(dataset["labels"].isel(planes).values) if has_labels else None
+                return Loaded(cubes, labels)
+
+            return load
+
+    depth = int(probs.sizes["z"]) if "z" in probs.dims else None
+    chunk_depth = None
+    if depth is not None:
+        chunk_depth = depth if probs.chunks is None else int(probs.chunks[probs.get_axis_num("z")][0])
     return Source(
         where=str(path) if path is not None else "dataset",
         ids=dataset["image"].values,
@@ -201,7 +235,10 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         read_input=input_reader,
         read_labels=labels_reader,
         notes=notes,
-        depth=int(probs.sizes["z"]) if "z" in probs.dims else None,
+        depth=depth,
+        slab_reader=slab_reader if depth is not None else None,
+        chunk_depth=chunk_depth,
+        volume_shape=tuple(int(probs.sizes[dim]) for dim in ("z", "y", "x")) if depth is not None else None,
     )
 
 

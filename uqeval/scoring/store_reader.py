@@ -195,3 +195,37 @@ class StoreReader:
         if self.has_labels:
             out["labels"] = buffer("labels")
         return read_store(self.path, self.variable, self.has_labels, indices, out=out, arrays=self._arrays)
+
+    def slab(self, position: int, z_start: int, z_stop: int, slot: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """Planes ``[z_start, z_stop)`` of the volume at ``position``: probabilities
+        (1, eu, au, class, planes, y, x) and labels (1, rater, planes, y, x) or None,
+        into reused buffers (one set per ``slot``)."""
+        planes = z_stop - z_start
+
+        def read(name: str, z_axis: int) -> np.ndarray:
+            array = self._arrays.array(name)
+            shape = list(array.shape)
+            shape[0], shape[z_axis] = 1, planes
+            held = self._buffers.get((f"{name}-slab", slot))
+            if held is None or held.size < np.prod(shape):
+                held = np.empty(int(np.prod(shape)), dtype=array.dtype)
+                self._buffers[(f"{name}-slab", slot)] = held
+            out = held[: int(np.prod(shape))].reshape(shape)
+            selection = [slice(None)] * array.ndim
+            selection[0] = slice(position, position + 1)
+            selection[z_axis] = slice(z_start, z_stop)
+            try:
+                array.get_basic_selection(
+                    tuple(selection), out=default_buffer_prototype().nd_buffer.from_numpy_array(out)
+                )
+            except Exception as error:  # a damaged chunk: zarr and its codecs raise many kinds
+                raise UQEvalError(
+                    f"{name}: planes {z_start} to {z_stop - 1} of image {position} cannot be read "
+                    f"({type(error).__name__}: {error}); a chunk file is damaged or was not written completely"
+                ) from None
+            return out
+
+        values = read(self.variable, -3)
+        if self.variable == "logits":
+            values = softmax_array(values)
+        return values, read("labels", -3) if self.has_labels else None

@@ -1,0 +1,168 @@
+"""Volumes larger than a batch, read and scored in z-slabs, in memory for a few slabs.
+
+When one volume's decoded probabilities exceed a batch, the engine hands out volumes,
+not batches: whoever scores one (a thread here, or a dask worker) reads it slab by slab
+(whole store chunks along ``z``), decomposes each slab, and adds it to the volume's
+statistics (:class:`uqeval.volume_statistics.VolumeStatistics`, with
+:class:`~uqeval.metrics.segmentation.VolumeSegmentation` and
+:class:`~uqeval.metrics.failure.VolumeRisk`).
+
+The fits need no spill: the volumes fitted on are read once per look they need
+(:mod:`uqeval.scoring.fitting`), each look summing slab by slab on the workers, and
+once more to be scored. Only the calibration volumes are read more than once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from uqeval.decomposition import decompose_batch
+from uqeval.image_statistics import rescaled
+from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
+from uqeval.metrics.failure import VolumeRisk
+from uqeval.metrics.segmentation import VolumeSegmentation
+from uqeval.names import MEASURES
+from uqeval.scoring.batch import BatchOptions, ScoredBatch
+from uqeval.scoring.fitting import FitImages, FitSetup, Fitted, read_sums
+from uqeval.scoring.sources import Loaded
+from uqeval.volume_statistics import VolumeStatistics
+
+#: ``read_slab(z_start, z_stop) -> Loaded``: planes ``[z_start, z_stop)`` of one volume,
+#: its probabilities (1, eu, au, class, planes, y, x) and labels (1, rater, planes, y, x).
+SlabRead = Callable[[int, int], Loaded]
+#: ``work(read_slab, position) -> result``: what is done with each volume.
+VolumeWork = Callable[[SlabRead, int], Any]
+
+
+def slab_ranges(depth: int, chunk_depth: int, bytes_per_plane: int, batch_bytes: int) -> list[tuple[int, int]]:
+    """``[z_start, z_stop)`` of each slab of a volume: whole store chunks along ``z``, as
+    many as fit in ``batch_bytes`` decoded bytes (at least one chunk).
+
+    >>> slab_ranges(10, chunk_depth=2, bytes_per_plane=100, batch_bytes=450)
+    [(0, 4), (4, 8), (8, 10)]
+    """
+    chunks_per_slab = max(1, batch_bytes // max(1, bytes_per_plane * chunk_depth))
+    planes = chunk_depth * chunks_per_slab
+    return [(start, min(start + planes, depth)) for start in range(0, depth, planes)]
+
+
+def _decomposed_slabs(
+    read_slab: SlabRead, ranges: list[tuple[int, int]], image_id: object, options: BatchOptions
+) -> Iterator[tuple[Loaded, dict[str, np.ndarray], RaterStatistics | None]]:
+    """Each slab as read, decomposed, with its rater statistics (image axis of 1 kept)."""
+    for z_start, z_stop in ranges:
+        loaded = read_slab(z_start, z_stop)
+        maps = decompose_batch(loaded.cubes, [image_id])
+        raters = None
+        if loaded.labels is not None:
+            raters = rater_statistics(
+                loaded.labels,
+                maps["pred"],
+                options.n_classes,
+                image_ids=[image_id],
+                reference=options.conventions.amb_reference,
+            )
+        yield loaded, maps, raters
+
+
+def read_look(
+    read_slab: SlabRead,
+    position: int,
+    *,
+    ranges: list[tuple[int, int]],
+    ids: np.ndarray,
+    options: BatchOptions,
+    setup: FitSetup,
+) -> tuple[int, dict[str, Any]]:
+    """The ``read`` sums of one volume fitted on, gathered slab by slab (:func:`~uqeval.scoring.fitting.read_sums`).
+
+    A quantity's slab sums are joined with its ``join_slabs(parts, planes)`` when it has
+    one (a per-image value that is a mean over voxels), else merged.
+    """
+    parts: list[dict[str, Any]] = []
+    planes = [stop - start for start, stop in ranges]
+    for loaded, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
+        parts.append(read_sums(setup, maps, raters, loaded.cubes, np.ones(1, dtype=bool)))
+    joined: dict[str, Any] = {}
+    for quantity in setup.wanted:
+        if quantity.look != "read":
+            continue
+        sums = [part[quantity.name] for part in parts]
+        join = getattr(quantity, "join_slabs", None)
+        joined[quantity.name] = join(sums, planes) if join else functools.reduce(quantity.merge, sums)
+    return position, joined
+
+
+def spilled_look(
+    read_slab: SlabRead,
+    position: int,
+    *,
+    ranges: list[tuple[int, int]],
+    ids: np.ndarray,
+    options: BatchOptions,
+    setup: FitSetup,
+) -> tuple[int, dict[str, Any]]:
+    """The ``spilled`` sums of one volume fitted on, slab by slab, on the maps as they
+    will be scored (``setup.earlier`` holds the ``read`` fits)."""
+    quantities = [quantity for quantity in setup.wanted if quantity.look == "spilled"]
+    totals = {quantity.name: quantity.empty(setup) for quantity in quantities}
+    for _, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
+        images = FitImages(rescaled({name: maps[name] for name in (*MEASURES, "pred")}, setup.earlier.eu_scale), raters)
+        for quantity in quantities:
+            totals[quantity.name] = quantity.add(totals[quantity.name], images, setup)
+    return position, totals
+
+
+def scored_volume(
+    read_slab: SlabRead,
+    position: int,
+    *,
+    ranges: list[tuple[int, int]],
+    shape: tuple[int, int, int],
+    ids: np.ndarray,
+    options: BatchOptions,
+    fitted: Fitted,
+    groups: np.ndarray,
+    examples: tuple[int, ...] = (),
+) -> ScoredBatch:
+    """One volume scored with the fits in hand, slab by slab: a one-image :class:`ScoredBatch`."""
+    conventions = options.conventions
+    statistics = VolumeStatistics(
+        shape,
+        conventions=conventions,
+        aggregations=options.aggregations,
+        background=options.background,
+        eu_scale=fitted.eu_scale,
+        thresholds=fitted.thresholds,
+        platt=fitted.platt,
+        histogram_group=int(groups[position]) if options.n_groups else -1,
+    )
+    segmentation = risk = None
+    if options.segmentation:
+        segmentation = VolumeSegmentation(
+            position,
+            options.n_classes,
+            background=options.background,
+            n_samples=conventions.segmentation_samples,
+            seed=conventions.seed,
+            empty=conventions.empty_iou,
+        )
+    if options.failure_risk:
+        risk = VolumeRisk(options.n_classes, background=options.background, empty=conventions.empty_iou)
+    shown = position in examples
+    for loaded, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
+        slab = {name: maps[name][0] for name in (*MEASURES, "pred", *(("mean",) if shown else ()))}
+        statistics.add(slab, None if raters is None else raters.select(0))
+        if segmentation is not None and loaded.labels is not None:
+            segmentation.add(loaded.cubes[0], slab["pred"], loaded.labels[0])
+        if risk is not None and loaded.labels is not None:
+            risk.add(slab["pred"], loaded.labels[0])
+    result, histograms = statistics.result()
+    result.segmentation = None if segmentation is None or not segmentation.added else segmentation.result()
+    result.risk = None if risk is None or not risk.added else risk.result()
+    kept = [statistics.example(position, str(ids[position]))] if shown else []
+    return ScoredBatch(np.array([position]), result, histograms, examples=kept)
