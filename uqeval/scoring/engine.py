@@ -263,8 +263,8 @@ class _EngineRun:
                 replace(
                     example,
                     domain=str(source.domains[example.position]),
-                    input=_at_slice(source.input_of(example.position), example.z),
-                    labels=_at_slice(source.labels_of(example.position), example.z),
+                    input=source.input_of(example.position, example.z),
+                    labels=source.labels_of(example.position, example.z),
                 )
                 for result in results
                 for example in result.examples
@@ -321,8 +321,3 @@ def _fitted_on(
             continue
         maps, raters = spill.read(int(batch.indices[0]))
         yield {name: values[chosen] for name, values in maps.items()}, None if raters is None else raters.select(chosen)
-
-
-def _at_slice(pixels: np.ndarray | None, z: int | None) -> np.ndarray | None:
-    """An example's input (channel, …) or labels (rater, …) at the z-slice its maps show."""
-    return pixels if pixels is None or z is None else pixels[:, z]

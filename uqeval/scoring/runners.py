@@ -15,7 +15,7 @@ import numpy as np
 from uqeval.decomposition import threading_layer
 from uqeval.errors import UQEvalError
 from uqeval.scoring.handshake import check_scheduler
-from uqeval.scoring.slices import slices_of, volumes_of
+from uqeval.scoring.slices import read_slices
 from uqeval.scoring.sources import Loaded, Reader, SlabReader
 from uqeval.scoring.store_reader import StoreReader
 
@@ -169,8 +169,11 @@ def _store_batch(
     with numba_threads(1):
         if slice_depth is None:
             return work(Loaded(*reader(indices, 0)), indices)
-        volumes, picks = volumes_of(indices, slice_depth)
-        return work(slices_of(Loaded(*reader(volumes, 0)), picks), indices)
+
+        def read_slab(position: int, z_start: int, z_stop: int, slot: int) -> Loaded:
+            return Loaded(*reader.slab(position, z_start, z_stop, slot))
+
+        return work(read_slices(read_slab, indices, slice_depth), indices)
 
 
 def _store_volume(path: str, variable: str, has_labels: bool, position: int, work: VolumeWork) -> Result:

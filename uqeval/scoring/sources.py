@@ -78,11 +78,12 @@ class Source:
         ``probs`` or ``logits``: what a store holds.
     eu_convention : str
     read_input : callable or None
-        ``read_input(positions) -> (image, channel, y, x)``: the input images at those
-        positions, for a source that holds them (the cube's optional ``input``).
+        ``read_input(positions, z=None) -> (image, channel, [z,] y, x)``: the input images
+        at those positions (of volumes, only plane ``z`` when given), for a source that
+        holds them (the cube's optional ``input``).
     read_labels : callable or None
-        ``read_labels(positions) -> (image, rater, y, x)``: the raters' labels at those
-        positions, for a source that has them.
+        ``read_labels(positions, z=None) -> (image, rater, [z,] y, x)``: the raters'
+        labels at those positions (plane ``z`` alone when given), for a source that has them.
     notes : tuple of Note
         What the source itself says of its data before it is read (``labels-absent``).
     depth : int or None
@@ -118,8 +119,8 @@ class Source:
     store: str | None = None
     variable: str = "probs"
     eu_convention: str = "members"
-    read_input: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
-    read_labels: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    read_input: Callable[..., np.ndarray] | None = field(default=None, repr=False)
+    read_labels: Callable[..., np.ndarray] | None = field(default=None, repr=False)
     notes: tuple[Note, ...] = ()
     depth: int | None = None
     slice_z: np.ndarray | None = None
@@ -137,19 +138,19 @@ class Source:
         """Whether the source holds the input images (``input``)."""
         return self.read_input is not None
 
-    def input_of(self, position: int) -> np.ndarray | None:
-        """The input image (channel, y, x) of the image at ``position``, or None when the
-        source holds no input images."""
+    def input_of(self, position: int, z: int | None = None) -> np.ndarray | None:
+        """The input image (channel, y, x) of the image at ``position`` (of a volume, its
+        plane ``z`` when given), or None when the source holds no input images."""
         if self.read_input is None:
             return None
-        return self.read_input(np.asarray([position]))[0]
+        return self.read_input(np.asarray([position]), z)[0]
 
-    def labels_of(self, position: int) -> np.ndarray | None:
-        """The raters' labels (rater, y, x) of the image at ``position``, or None when the
-        source has no labels."""
+    def labels_of(self, position: int, z: int | None = None) -> np.ndarray | None:
+        """The raters' labels (rater, y, x) of the image at ``position`` (of a volume, its
+        plane ``z`` when given), or None when the source has no labels."""
         if self.read_labels is None:
             return None
-        return self.read_labels(np.asarray([position]))[0]
+        return self.read_labels(np.asarray([position]), z)[0]
 
 
 def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
@@ -188,13 +189,13 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         store = None
         if "input" in dataset:
 
-            def input_reader(positions: np.ndarray) -> np.ndarray:
-                return np.asarray(dataset["input"][positions].values)
+            def input_reader(positions: np.ndarray, z: int | None = None) -> np.ndarray:
+                return _planes(dataset["input"][positions], z=z)
 
         if has_labels:
 
-            def labels_reader(positions: np.ndarray) -> np.ndarray:
-                return np.asarray(dataset["labels"][positions].values)
+            def labels_reader(positions: np.ndarray, z: int | None = None) -> np.ndarray:
+                return _planes(dataset["labels"][positions], z=z)
 
         def reader() -> Reader:
             def load(indices: np.ndarray, slot: int = 0) -> Loaded:
@@ -240,6 +241,15 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         chunk_depth=chunk_depth,
         volume_shape=tuple(int(probs.sizes[dim]) for dim in ("z", "y", "x")) if depth is not None else None,
     )
+
+
+def _planes(array: xr.DataArray | np.ndarray, positions: np.ndarray | None = None, z: int | None = None) -> np.ndarray:
+    """``array`` (image, channel or rater, [z,] y, x) at ``positions`` (all when None), and
+    at plane ``z`` alone when given."""
+    if isinstance(array, xr.DataArray):
+        return np.asarray((array if z is None else array.isel(z=int(z))).values)
+    chosen = array if positions is None else array[positions]
+    return chosen if z is None else chosen[:, :, int(z)]
 
 
 #: How many image ids a note names before it counts the rest.
@@ -351,7 +361,7 @@ def maps_source(
         reader=reader,
         has_probabilities=cubes is not None,
         in_memory=True,
-        read_labels=None if labels is None else labels.__getitem__,
+        read_labels=None if labels is None else functools.partial(_planes, labels),
         chunk_sizes=[n_images] if n_images else [],
         depth=shape[1] if len(shape) == 4 else None,
     )

@@ -158,15 +158,20 @@ def read_store(
     return values, arrays.read("labels", indices, out.get("labels")) if has_labels else None
 
 
-def read_input(path: str, positions: np.ndarray) -> np.ndarray:
-    """The ``input`` images (image, channel, y, x) at ``positions`` of a cube store."""
-    return read_images(path, "input", positions)
+def read_input(path: str, positions: np.ndarray, z: int | None = None) -> np.ndarray:
+    """The ``input`` images (image, channel, y, x) at ``positions`` of a cube store
+    (of volumes, their plane ``z`` when given)."""
+    return read_images(path, "input", positions, z)
 
 
-def read_images(path: str, name: str, positions: np.ndarray) -> np.ndarray:
-    """The images at ``positions`` of the cube store's array ``name`` (``input``, ``labels``)."""
+def read_images(path: str, name: str, positions: np.ndarray, z: int | None = None) -> np.ndarray:
+    """The images at ``positions`` of the cube store's array ``name`` (``input``, ``labels``):
+    (image, channel or rater, [z,] y, x), or of volumes only their plane ``z`` when given."""
     array = open_array(path, name)
-    return np.asarray(array.get_orthogonal_selection((np.asarray(positions, dtype=np.int64),)))
+    selection: tuple = (np.asarray(positions, dtype=np.int64),)
+    if z is not None:
+        selection = (*selection, slice(None), int(z))
+    return np.asarray(array.get_orthogonal_selection(selection))
 
 
 class StoreReader:
