@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from uqeval.metrics.ambiguity import (
     NO_PIXELS,
     SCORED,
     Correlation,
+    PearsonMoments,
     mean_ncc,
     ncc,
     rater_disagreement,
@@ -559,3 +561,34 @@ def test_rater_disagreement_of_volumes_is_that_of_each_slice():
     assert volume.shape == (3, 5, 6)
     for z in range(3):
         np.testing.assert_array_equal(volume[z], rater_disagreement(labels[:, z]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_pixels=st.integers(0, 60),
+    cuts=st.lists(st.integers(0, 60), max_size=6),
+    seed=st.integers(0, 2**16),
+    offset=st.sampled_from([0.0, 1e3]),
+)
+def test_pearson_moments_merged_over_parts_equal_scipy_on_the_whole(n_pixels, cuts, seed, offset):
+    """Chan's merge of the parts' moments gives the whole image's Pearson correlation, also far
+    from zero, where a one-pass Σx² would cancel, and with parts without a valid pixel."""
+    rng = np.random.default_rng(seed)
+    g = (offset + rng.random(n_pixels)).astype(np.float32)
+    u = (offset + g + rng.normal(scale=0.5, size=n_pixels)).astype(np.float32)
+    valid = rng.integers(0, 2, size=n_pixels)
+    moments = PearsonMoments()
+    edges = [0, *sorted({cut for cut in cuts if cut < n_pixels}), n_pixels]
+    for start, stop in itertools.pairwise(edges):
+        moments.add(g[start:stop], u[start:stop], valid[start:stop])
+    result = moments.correlation()
+    whole = ncc(g[None, None], u[None, None], valid[None, None])
+    assert result.state.tolist() == whole.state.tolist()
+    if whole.state[0] == 0:
+        chosen = valid > 0
+        expected = scipy.stats.pearsonr(g[chosen].astype(np.float64), u[chosen].astype(np.float64)).statistic
+        assert math.isclose(result.correlation[0], expected, rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(result.correlation[0], whole.correlation[0], rel_tol=1e-9, abs_tol=1e-12)
+        shrunk = moments.correlation(factor="n-1-over-n").correlation[0]
+        n = int(chosen.sum())
+        assert math.isclose(shrunk, result.correlation[0] * (n - 1) / n, rel_tol=1e-12)

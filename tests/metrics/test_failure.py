@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uqeval import UQEvalError
-from uqeval.metrics.failure import RiskCoverage, aurc, eaurc, failure_risk, risk_coverage
+from uqeval.metrics.failure import RiskCoverage, VolumeRisk, aurc, eaurc, failure_risk, risk_coverage
 
 IGNORE = 255
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)
@@ -366,3 +366,21 @@ def test_failure_risk_of_volumes_rejects_mixed_ranks():
         failure_risk(np.zeros((1, 2, 3, 4), dtype=np.uint8), np.zeros((1, 2, 3, 4), dtype=np.uint8), 2)
     with pytest.raises(UQEvalError, match="do not match"):
         failure_risk(np.zeros((1, 2, 3, 4), dtype=np.uint8), np.zeros((1, 1, 2, 3, 5), dtype=np.uint8), 2)
+
+
+def test_a_volume_gathered_by_slabs_has_the_risk_of_the_whole():
+    """The Dice counts of the slabs add up; a rater counts when any slab of it is labelled,
+    and a rater labelled in no slab does not count."""
+    rng = np.random.default_rng(2)
+    pred = rng.integers(0, 3, size=(6, 5, 4))
+    labels = rng.integers(0, 3, size=(3, 6, 5, 4))
+    labels[1, :4] = 255  # labelled only in the last slab
+    labels[2] = 255  # never labelled
+    whole = failure_risk(pred[None], labels[None], 3)
+    gathered = VolumeRisk(3)
+    for start, stop in ((0, 2), (2, 4), (4, 6)):
+        gathered.add(pred[start:stop], labels[:, start:stop])
+    np.testing.assert_allclose(gathered.result(), whole, rtol=1e-12)
+    nobody = VolumeRisk(3)
+    nobody.add(pred, np.full_like(labels, 255))
+    assert np.isnan(nobody.result()[0])
