@@ -1,0 +1,123 @@
+"""Volumes larger than a batch are scored in z-slabs: the same scores as the volumes held whole.
+
+The store is written by :class:`uqeval.CubeWriter` slab by slab, with z-chunks that do
+not divide the depth, logits and float16 probabilities; the batch is made smaller than a
+volume so that the engine reads every volume in slabs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+import uqeval
+from uqeval import UQEvalError
+from uqeval.scoring import streaming
+from uqeval.scoring.sources import cube_source
+
+DEPTH, HEIGHT, WIDTH = 9, 12, 10
+EU, AU, CLASSES, RATERS = 3, 2, 3, 3
+LAYOUT = [("id", "calibration", 3), ("id", "test", 4), ("shift", "test", 4)]
+OPTIONS = {
+    "tasks": ("oodd", "amb", "cal", "fd"),
+    "aggregations": ("border", "patch_max", "threshold", "mean", "sum", "area"),
+    "segmentation": True,
+}
+
+
+def _write(path, variable: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    with uqeval.CubeWriter(
+        path,
+        n_classes=CLASSES,
+        eu=EU,
+        au=AU,
+        depth=DEPTH,
+        height=HEIGHT,
+        width=WIDTH,
+        raters=RATERS,
+        channels=1,
+        chunk_depth=4,  # slabs of 4, 4 and 1 planes
+        variable=variable,
+        spacing=(3.0, 0.7, 0.7),
+    ) as writer:
+        for domain, role, count in LAYOUT:
+            for _ in range(count):
+                spread = 2.0 if domain == "shift" else 0.7
+                base = rng.normal(size=(1, 1, CLASSES, DEPTH, HEIGHT, WIDTH)) * 3
+                logits = base + spread * rng.normal(size=(EU, 1, CLASSES, DEPTH, HEIGHT, WIDTH))
+                logits = logits + rng.normal(size=(EU, AU, CLASSES, DEPTH, HEIGHT, WIDTH))
+                labels = np.repeat(base[0, 0].argmax(axis=0)[None], RATERS, axis=0).astype(np.uint8)
+                labels[rng.random(labels.shape) < 0.1] = 255
+                values = logits if variable == "logits" else softmax(logits, axis=2)
+                with writer.volume(
+                    domain=domain, role=role, labels=labels, input=rng.random((1, DEPTH, HEIGHT, WIDTH))
+                ) as volume:
+                    for start in range(0, DEPTH, 4):
+                        volume.write_slab(start, values[:, :, :, start : start + 4])
+    return path
+
+
+@pytest.fixture(scope="module", params=["probs", "logits"])
+def volume_store(request, tmp_path_factory):
+    return _write(tmp_path_factory.mktemp("streamed") / "volumes.zarr", request.param)
+
+
+def _rows(scores):
+    return {
+        (row["task"], row["split"], row["measure"], row["metric"], row.get("aggregation")): row["value"]
+        for row in scores.results
+    }
+
+
+def _assert_close(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, float):
+            np.testing.assert_allclose(actual[key], value, rtol=1e-9, atol=1e-12, err_msg=str(key))
+        else:
+            assert actual[key] == value, key
+
+
+def test_volumes_read_in_slabs_score_as_the_volumes_held_whole(volume_store, monkeypatch):
+    source = cube_source(uqeval.open_cube(volume_store), volume_store)
+    assert source.chunk_depth == 4
+    ranges = []
+    slab_ranges = streaming.slab_ranges
+    monkeypatch.setattr(streaming, "slab_ranges", lambda *args: ranges.append(slab_ranges(*args)) or ranges[-1])
+    streamed = uqeval.score(volume_store, batch_bytes=source.bytes_per_image // 2, **OPTIONS)
+    assert ranges == [[(0, 4), (4, 8), (8, 9)]]
+    whole = uqeval.score(volume_store, **OPTIONS)
+    _assert_close(_rows(streamed), _rows(whole))
+    for got, want in zip(streamed.image_rows(), whole.image_rows(), strict=True):
+        _assert_close(got, want)
+    assert streamed.fitted.to_dict().keys() == whole.fitted.to_dict().keys()
+    np.testing.assert_allclose(
+        [fit["slope"] for fit in streamed.fitted.to_dict()["platt"].values()],
+        [fit["slope"] for fit in whole.fitted.to_dict()["platt"].values()],
+        rtol=1e-9,
+    )
+    assert [(example.image_id, example.z) for example in streamed.examples] == [
+        (example.image_id, example.z) for example in whole.examples
+    ]
+    for got, want in zip(streamed.examples, whole.examples, strict=True):
+        np.testing.assert_array_equal(got.input, want.input)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(got.eu, want.eu)
+
+
+def test_slices_of_volumes_read_in_slabs_score_as_before(volume_store):
+    """``--unit slice`` reads the planes of each batch; a batch of one z-chunk of slices
+    scores as a batch of whole volumes does."""
+    source = cube_source(uqeval.open_cube(volume_store), volume_store)
+    small = uqeval.score(volume_store, unit="slice", batch_bytes=source.bytes_per_image // DEPTH, **OPTIONS)
+    large = uqeval.score(volume_store, unit="slice", **OPTIONS)
+    _assert_close(_rows(small), _rows(large))
+    assert len(small.image_rows()) == 11 * DEPTH
+
+
+def test_the_per_image_equal_mass_ace_is_refused_for_volumes_read_in_slabs(volume_store):
+    conventions = uqeval.Conventions(ace_scope="per-image")
+    with pytest.raises(UQEvalError, match="ace_scope 'per-image' needs every voxel"):
+        uqeval.score(volume_store, conventions=conventions, batch_bytes=1)
