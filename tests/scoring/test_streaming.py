@@ -14,6 +14,7 @@ from scipy.special import softmax
 import uqeval
 from uqeval import UQEvalError
 from uqeval.scoring import streaming
+from uqeval.scoring.chunk_files import READS, ArrayReads
 from uqeval.scoring.sources import cube_source
 
 DEPTH, HEIGHT, WIDTH = 9, 12, 10
@@ -86,8 +87,13 @@ def test_volumes_read_in_slabs_score_as_the_volumes_held_whole(volume_store, mon
     ranges = []
     slab_ranges = streaming.slab_ranges
     monkeypatch.setattr(streaming, "slab_ranges", lambda *args: ranges.append(slab_ranges(*args)) or ranges[-1])
+    READS.reset()
     streamed = uqeval.score(volume_store, batch_bytes=source.bytes_per_image // 2, **OPTIONS)
     assert ranges == [[(0, 4), (4, 8), (8, 9)]]
+    # Every slab was decoded straight from its chunk files: the 11 volumes scored, and the
+    # 3 calibration volumes read once more for each of the two looks of the fits.
+    for name in (source.variable, "labels"):
+        assert READS.by_array()[name] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
     whole = uqeval.score(volume_store, **OPTIONS)
     _assert_close(_rows(streamed), _rows(whole))
     for got, want in zip(streamed.image_rows(), whole.image_rows(), strict=True):

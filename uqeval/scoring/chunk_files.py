@@ -6,7 +6,9 @@ cost more than Blosc's decoding itself. The arrays :class:`uqeval.CubeWriter` wr
 have one simple layout, which this module reads directly:
 
 - zarr v3, a local directory store, a regular chunk grid that splits only the first
-  (``image``) dim, the default chunk key encoding (``c/3/0/0/...`` or ``c.3.0.0...``);
+  (``image``) dim, or for volumes one per chunk in z-slabs, the first and ``z``
+  (:meth:`ChunkFiles.read_planes`); the default chunk key encoding (``c/3/0/0/...`` or
+  ``c.3.0.0...``);
 - codecs ``bytes`` (little endian, as this machine) and optionally ``blosc``, whose
   frames are self-describing, so decoding needs none of their settings.
 
@@ -45,6 +47,9 @@ class ChunkFiles:
     dtype : numpy dtype
     chunk : int
         Images (entries of the first dim) per chunk.
+    z_chunk : int or None
+        Planes per chunk along ``z`` (the third dim from the end) of an array of
+        volumes chunked in z-slabs, one volume per chunk; None when ``z`` is whole.
     compressed : bool
         Whether the chunks are Blosc frames (else raw little-endian bytes).
     separator : str
@@ -57,11 +62,40 @@ class ChunkFiles:
     chunk: int
     compressed: bool
     separator: str
+    z_chunk: int | None = None
 
-    def chunk_path(self, number: int) -> Path:
-        """The file of chunk ``number`` along the first dim."""
-        key = self.separator.join(["c", str(number), *("0" * (len(self.shape) - 1))])
+    def chunk_path(self, number: int, z_number: int = 0) -> Path:
+        """The file of chunk ``number`` along the first dim (and ``z_number`` along ``z``)."""
+        indices = ["0"] * (len(self.shape) - 1)
+        indices[-3 if len(indices) >= 3 else 0] = str(z_number)
+        key = self.separator.join(["c", str(number), *indices])
         return self.folder / key
+
+    def read_planes(self, position: int, z_start: int, z_stop: int, out: np.ndarray) -> bool:
+        """Decode planes ``[z_start, z_stop)`` of entry ``position`` of an array chunked
+        in z-slabs into ``out``, a C-contiguous ``(1, ..., z_stop - z_start, y, x)``;
+        ``z_start`` must start a chunk. False if a chunk file is missing.
+
+        A slab of one whole chunk is decoded straight into ``out``; otherwise each chunk
+        goes through a scratch chunk, reused by the thread, from which its planes are copied.
+        """
+        depth, planes = self.shape[-3], self.z_chunk
+        if z_start % planes:
+            raise ValueError(f"planes from {z_start} do not start a chunk of {planes}")
+        for z_number in range(z_start // planes, -(-z_stop // planes)):
+            first = z_number * planes
+            count = min(first + planes, depth, z_stop) - first
+            target = out[..., first - z_start : first - z_start + count, :, :]
+            try:
+                if count == planes and target.flags.c_contiguous:
+                    self._decode(position, target, z_number)
+                else:
+                    scratch = _chunk_scratch((1, *self.shape[1:-3], planes, *self.shape[-2:]), self.dtype)
+                    self._decode(position, scratch, z_number)
+                    target[...] = scratch[..., :count, :, :]
+            except FileNotFoundError:
+                return False
+        return True
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> bool:
         """Decode entries ``[start, stop)`` into ``out``, a C-contiguous array of shape
@@ -91,9 +125,9 @@ class ChunkFiles:
         """A chunk file as messages name it, ``probs/c/3/0/...``: the engine adds the store."""
         return path.relative_to(self.folder.parent)
 
-    def _decode(self, number: int, target: np.ndarray) -> None:
-        """Decode chunk ``number`` into ``target``, which holds one whole chunk."""
-        path = self.chunk_path(number)
+    def _decode(self, number: int, target: np.ndarray, z_number: int = 0) -> None:
+        """Decode chunk ``number`` (``z_number`` along ``z``) into ``target``, which holds one whole chunk."""
+        path = self.chunk_path(number, z_number)
         with open(path, "rb") as file:
             if not self.compressed:
                 view = memoryview(target.reshape(-1).view(np.uint8))
@@ -131,6 +165,16 @@ _BLOSC = Blosc()
 _FRAMES = threading.local()
 
 
+def _chunk_scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A reused array of ``shape`` for the calling thread: one decoded chunk."""
+    held = getattr(_FRAMES, "chunk", None)
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if held is None or held.nbytes < size:
+        held = np.empty(max(size, 1), dtype=np.uint8)
+        _FRAMES.chunk = held
+    return held[:size].view(dtype).reshape(shape)
+
+
 def _frame_buffer(size: int) -> memoryview:
     """A writable buffer of ``size`` bytes, reused by the calling thread."""
     held = getattr(_FRAMES, "buffer", None)
@@ -165,8 +209,15 @@ def _layout(folder: Path, metadata: dict) -> ChunkFiles | None:
     if grid["name"] != "regular" or not shape:
         return None
     chunk_shape = tuple(int(size) for size in grid["configuration"]["chunk_shape"])
-    if len(chunk_shape) != len(shape) or chunk_shape[1:] != shape[1:] or chunk_shape[0] < 1:
+    if len(chunk_shape) != len(shape) or chunk_shape[0] < 1:
         return None
+    z_chunk = None
+    if chunk_shape[1:] != shape[1:]:
+        # Volumes in z-slabs: one volume per chunk, split along z alone.
+        split_z = len(shape) >= 5 and chunk_shape[0] == 1 and chunk_shape[-3] < shape[-3]
+        if not split_z or chunk_shape[1:-3] != shape[1:-3] or chunk_shape[-2:] != shape[-2:]:
+            return None
+        z_chunk = chunk_shape[-3]
     encoding = metadata["chunk_key_encoding"]
     if encoding["name"] != "default":
         return None
@@ -180,14 +231,17 @@ def _layout(folder: Path, metadata: dict) -> ChunkFiles | None:
         compressed = True
     else:
         return None
-    return ChunkFiles(folder, shape, dtype, chunk_shape[0], compressed, separator)
+    return ChunkFiles(folder, shape, dtype, chunk_shape[0], compressed, separator, z_chunk)
 
 
 class ArrayReads(NamedTuple):
-    """Images of one array read straight from its chunk files, and through zarr."""
+    """Images of one array read straight from its chunk files, and through zarr; and the
+    planes of volumes read in z-slabs each way."""
 
     direct: int
     through_zarr: int
+    direct_planes: int = 0
+    planes_through_zarr: int = 0
 
 
 class ReadTally:
@@ -202,22 +256,35 @@ class ReadTally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._images: Counter[tuple[str, bool]] = Counter()
+        self._planes: Counter[tuple[str, bool]] = Counter()
 
-    def add(self, array: str, *, direct: bool, images: int) -> None:
-        """Count ``images`` of ``array`` read directly (``direct``) or through zarr."""
+    def add(self, array: str, *, direct: bool, images: int = 0, planes: int = 0) -> None:
+        """Count ``images`` (or ``planes`` of a volume) of ``array`` read directly (``direct``) or through zarr."""
         with self._lock:
-            self._images[array, direct] += images
+            if images:
+                self._images[array, direct] += images
+            if planes:
+                self._planes[array, direct] += planes
 
     def by_array(self) -> dict[str, ArrayReads]:
-        """Array name → its images read each way since the last :meth:`reset`."""
+        """Array name → its images (and planes) read each way since the last :meth:`reset`."""
         with self._lock:
-            names = sorted({name for name, _ in self._images})
-            return {name: ArrayReads(self._images[name, True], self._images[name, False]) for name in names}
+            names = sorted({name for name, _ in self._images} | {name for name, _ in self._planes})
+            return {
+                name: ArrayReads(
+                    self._images[name, True],
+                    self._images[name, False],
+                    self._planes[name, True],
+                    self._planes[name, False],
+                )
+                for name in names
+            }
 
     def reset(self) -> None:
         """Start counting from zero."""
         with self._lock:
             self._images.clear()
+            self._planes.clear()
 
 
 #: Every read of :class:`uqeval.scoring.store_reader.StoreArrays` in this process.

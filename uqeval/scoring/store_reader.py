@@ -102,13 +102,18 @@ class StoreArrays:
             self._arrays[name] = open_array(self.path, name)
         return self._arrays[name]
 
-    def files(self, name: str) -> ChunkFiles | None:
+    def files(self, name: str, *, planes: bool = False) -> ChunkFiles | None:
+        """The array's chunk files when its layout allows reading them directly: whole
+        images, or with ``planes`` z-slabs of volumes chunked along ``z``."""
         if name not in self._files:
             array = self.array(name)
             files = open_chunk_files(self.path, name)
             matches = files is not None and files.shape == array.shape and files.dtype == array.dtype
             self._files[name] = files if matches else None
-        return self._files[name]
+        files = self._files[name]
+        if files is None or (files.z_chunk is not None) != planes:
+            return None
+        return files
 
     def read(self, name: str, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The entries at sorted positions ``indices`` of array ``name``, into ``out`` if given."""
@@ -216,6 +221,11 @@ class StoreReader:
                 held = np.empty(int(np.prod(shape)), dtype=array.dtype)
                 self._buffers[(f"{name}-slab", slot)] = held
             out = held[: int(np.prod(shape))].reshape(shape)
+            files = self._arrays.files(name, planes=True)
+            if files is not None and files.read_planes(position, z_start, z_stop, out):
+                READS.add(name, direct=True, images=0, planes=planes)
+                return out
+            READS.add(name, direct=False, images=0, planes=planes)
             selection = [slice(None)] * array.ndim
             selection[0] = slice(position, position + 1)
             selection[z_axis] = slice(z_start, z_stop)
