@@ -24,7 +24,13 @@ from uqeval.conventions import Conventions
 from uqeval.errors import UQEvalError
 from uqeval.image_statistics import ExampleMaps, ImageStatistics, rescaled
 from uqeval.metrics.ambiguity import PearsonMoments, RaterStatistics
-from uqeval.metrics.calibration import CalibrationTable, ImageCalibration, PlattFit, sparse_confidence_histogram
+from uqeval.metrics.calibration import (
+    CalibrationTable,
+    ConfidenceHistogram,
+    ImageCalibration,
+    PlattFit,
+    sparse_confidence_histogram,
+)
 from uqeval.names import MEASURES
 
 
@@ -103,7 +109,9 @@ class VolumeStatistics:
         self._moments = {measure: PearsonMoments() for measure in MEASURES}
         self._has_raters = False
         self._tables: dict[str, np.ndarray] = {}
-        self._cells: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {measure: [] for measure in MEASURES}
+        # The volume's pooled histogram cells, one dense table per measure (a few MB):
+        # the slabs' cells overlap, so keeping them as lists would grow with the slabs.
+        self._histograms: dict[str, ConfidenceHistogram] = {}
         self._shown: dict[str, tuple[float, int, dict[str, np.ndarray]]] = {}
         self._z = 0
 
@@ -172,8 +180,9 @@ class VolumeStatistics:
                     1,
                     confidence=confidence,
                 )
-                cells[:, 0] = self.histogram_group
-                self._cells[measure].append((cells, rows))
+                if measure not in self._histograms:
+                    self._histograms[measure] = ConfidenceHistogram(1)
+                self._histograms[measure].add_sparse((cells, rows))
 
     def _keep_shown(self, maps: Mapping[str, np.ndarray]) -> None:
         """Keep the plane with the most EU, and the one with the most TU, seen so far
@@ -232,13 +241,11 @@ class VolumeStatistics:
                     for measure, table in tables.items()
                 }
         histograms = None
-        if self.histogram_group >= 0 and self.platt and self._has_raters:
-            histograms = {
-                measure: (
-                    np.concatenate([cells for cells, _ in parts]),
-                    np.concatenate([rows for _, rows in parts]),
-                )
-                for measure, parts in self._cells.items()
-            }
+        if self.histogram_group >= 0 and self._histograms:
+            histograms = {}
+            for measure, histogram in self._histograms.items():
+                cells, rows = histogram.sparse()
+                cells[:, 0] = self.histogram_group
+                histograms[measure] = (cells, rows)
         statistics = ImageStatistics(means, scores, correlations, calibration, fallbacks=fallbacks, tables=tables)
         return statistics, histograms
