@@ -91,7 +91,8 @@ def test_volumes_read_in_slabs_score_as_the_volumes_held_whole(volume_store, mon
     streamed = uqeval.score(volume_store, batch_bytes=source.bytes_per_image // 2, **OPTIONS)
     assert ranges == [[(0, 4), (4, 8), (8, 9)]]
     # Every slab was decoded straight from its chunk files: the 11 volumes scored, and the
-    # 3 calibration volumes read once more for each of the two looks of the fits.
+    # 3 calibration volumes read once more for each of the two looks of the fits (`threshold`
+    # needs both: its quantile level from the read look, τ from the spilled one).
     for name in (source.variable, "labels"):
         assert READS.by_array()[name] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
     whole = uqeval.score(volume_store, **OPTIONS)
@@ -121,6 +122,13 @@ def test_slices_of_volumes_read_in_slabs_score_as_before(volume_store):
     large = uqeval.score(volume_store, unit="slice", **OPTIONS)
     _assert_close(_rows(small), _rows(large))
     assert len(small.image_rows()) == 11 * DEPTH
+
+
+def test_calibration_volumes_are_read_once_more_when_only_platt_is_fitted(volume_store):
+    source = cube_source(uqeval.open_cube(volume_store), volume_store)
+    READS.reset()
+    uqeval.score(volume_store, batch_bytes=source.bytes_per_image // 2, tasks=("cal",))
+    assert READS.by_array()[source.variable] == ArrayReads(0, 0, (11 + 3) * DEPTH, 0)
 
 
 def test_the_per_image_equal_mass_ace_is_refused_for_volumes_read_in_slabs(volume_store):

@@ -235,7 +235,8 @@ class _EngineRun:
             by_position = dict(_named(runner.run_volumes(work, fitting), source))
             return [by_position[position] for position in fitting]
 
-        read_sums = looked(streaming.read_look, setup) if fitting else []
+        reads = any(quantity.look == "read" for quantity in setup.wanted)
+        read_sums = looked(streaming.read_look, setup) if fitting and reads else []
         fitted = fit(setup, read_sums, lambda: (), lambda later: looked(streaming.spilled_look, later))
         for position in fitting:
             self.report("score", np.array([position]))
