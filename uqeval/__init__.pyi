@@ -11,6 +11,9 @@ from .aggregation import (
 from .aggregation import (
     Aggregator as Aggregator,
 )
+from .aggregation import (
+    SlabForm as SlabForm,
+)
 from .checks import SUM_TOLERANCE as SUM_TOLERANCE
 from .comparison import Comparison as Comparison
 from .comparison import compare as compare
