@@ -232,7 +232,7 @@ class _EngineRun:
         def looked(look, looked_setup: FitSetup) -> list[dict]:
             """One look's sums of every volume fitted on, in source order."""
             work = functools.partial(look, setup=looked_setup, **common)
-            by_position = dict(_named(runner.run_volumes(work, fitting), source))
+            by_position = dict(_named(runner.run_volumes(work, fitting, common["ranges"]), source))
             return [by_position[position] for position in fitting]
 
         reads = any(quantity.look == "read" for quantity in setup.wanted)
@@ -249,7 +249,7 @@ class _EngineRun:
             **common,
         )
         fitted_on = set(fitting)
-        for result in _named(runner.run_volumes(scoring, range(source.n_images)), source):
+        for result in _named(runner.run_volumes(scoring, range(source.n_images), common["ranges"]), source):
             self.keep(result)
             position = int(result.indices[0])
             self.report("calibrate" if position in fitted_on else "score", result.indices)

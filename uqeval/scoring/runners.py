@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
@@ -77,9 +77,22 @@ class LocalRunner:
         """``work`` done on each batch, its results in completion order."""
         return self._run(self._batch, work, list(batches))
 
-    def run_volumes(self, work: VolumeWork, positions: Sequence[int]) -> Iterator[Result]:
-        """``work`` done on each volume, read in z-slabs by ``slab_reader``; results in completion order."""
-        return self._run(self._volume, work, [int(position) for position in positions])
+    def run_volumes(
+        self, work: VolumeWork, positions: Sequence[int], ranges: Sequence[tuple[int, int]]
+    ) -> Iterator[Result]:
+        """``work`` done on each volume, one at a time on every numba thread, in order.
+
+        While the work computes on one slab, a pool thread reads the next (``ranges``,
+        in the order the work asks for them) into the other of two buffer sets, so that
+        reading and computing overlap within a volume and memory holds two slabs.
+        """
+        for position in positions:
+            ahead = _SlabsAhead(self.slab_reader, int(position), list(ranges), self._pool)
+            try:
+                with numba_threads(numba.get_num_threads()):
+                    yield work(ahead.read, int(position))
+            finally:
+                ahead.close()
 
     def _run(self, task: Callable, work: Callable, queue: list) -> Iterator[Result]:
         pending = {self._pool.submit(task, work, queue.pop(0)) for _ in range(min(self.workers, len(queue)))}
@@ -112,21 +125,44 @@ class LocalRunner:
             with self._compute_lock, numba_threads(self._threads):
                 return work(loaded, indices)
 
-    def _volume(self, work: VolumeWork, position: int) -> Result:
-        """Reduce one volume, its slabs read into a free buffer slot (on a pool thread)."""
-        lock = self._compute_lock
-        with self._slot() as slot:
 
-            def read_slab(z_start: int, z_stop: int) -> Loaded:
-                # Read outside the compute lock, which the work holds, as batches are read.
-                lock.__exit__(None, None, None)
-                try:
-                    return self.slab_reader(position, z_start, z_stop, slot)
-                finally:
-                    lock.__enter__()
+class _SlabsAhead:
+    """The slabs of one volume, each read on a pool thread while the one before is computed on.
 
-            with lock, numba_threads(self._threads):
-                return work(read_slab, position)
+    Slab ``k`` goes to buffer set ``k % 2``. The next slab is started when one is handed
+    out, so a slab's buffers are written again only after the work has asked for the
+    slab after it.
+    """
+
+    def __init__(self, read: SlabReader, position: int, ranges: list[tuple[int, int]], pool: ThreadPoolExecutor):
+        self._read, self._position, self._ranges, self._pool = read, position, ranges, pool
+        self._next = 0
+        self._pending: Future | None = None
+        self._start()
+
+    def _start(self) -> None:
+        if self._next < len(self._ranges):
+            z_start, z_stop = self._ranges[self._next]
+            self._pending = self._pool.submit(self._read, self._position, z_start, z_stop, self._next % 2)
+
+    def read(self, z_start: int, z_stop: int) -> Loaded:
+        """Planes ``[z_start, z_stop)``: the slab read ahead when it is the one expected."""
+        expected = self._ranges[self._next] if self._next < len(self._ranges) else None
+        if self._pending is None or (z_start, z_stop) != expected:
+            # Not the slab read ahead: wait for that read, then read this one here.
+            self.close()
+            return self._read(self._position, z_start, z_stop, 0)
+        loaded = self._pending.result()
+        self._next += 1
+        self._start()
+        return loaded
+
+    def close(self) -> None:
+        """Wait for a read still under way (its buffers are reused next)."""
+        if self._pending is not None:
+            wait([self._pending])
+            self._pending = None
+        self._next = len(self._ranges)
 
 
 def _kernels_run_concurrently() -> bool:
@@ -244,7 +280,9 @@ class DistributedRunner:
         """
         return self._run(_store_batch, work, list(batches), self.slice_depth)
 
-    def run_volumes(self, work: VolumeWork, positions: Sequence[int]) -> Iterator[Result]:
+    def run_volumes(
+        self, work: VolumeWork, positions: Sequence[int], ranges: Sequence[tuple[int, int]] = ()
+    ) -> Iterator[Result]:
         """``work`` done on each volume by the workers, each reading it in z-slabs; results in completion order."""
         return self._run(_store_volume, work, [int(position) for position in positions])
 
