@@ -2,7 +2,8 @@
 
 The store (issue 28's memory target): ``--volumes`` volumes (default 3) of eu 4 × au 2 ×
 class 2 × 128 × 512 × 512 float16 probabilities (1.07 GB decoded each), two raters'
-labels, one ID calibration volume, ID test volumes and one OOD test volume. It is
+labels; the first volume is ID calibration, the second ID test, the third OOD test (any
+more ID test). It is
 written once by ``uqeval.CubeWriter`` slab by slab (:meth:`uqeval.CubeWriter.volume`,
 ``write_slab``), so writing holds one slab and never a whole volume, and kept in
 ``--data`` for later runs (its name gives its sizes). The probabilities are smooth:
@@ -25,8 +26,8 @@ Target: peak RSS < 1.2 GB (10^9 bytes) on the default store. ``--check`` exits w
 status 1 when it is missed.
 
 Run: ``.venv/bin/python benchmarks/bench_volume_memory.py --data /path/to/folder``
-(writes a 1.3 GB store once, about 2 minutes; scoring takes about a minute on two cores),
-or ``--shape 16,64,64`` to try it in seconds.
+(writes a 1.6 GB store once, 5 minutes on two busy cores; today's scorer takes 2–5
+minutes on it), or ``--shape 16,64,64`` to try it in seconds.
 """
 
 from __future__ import annotations
