@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()[0]
-    cube = make_cube(args.images, args.eu, args.au, args.classes, args.size, args.seed)
+    cube = make_cube(args.images, args.eu, args.au, args.classes, args.size, args.seed, volume=args.volume)
     if args.dtype == "float16":
         cube = cube.astype(np.float16)
     ids = list(range(cube.shape[IMAGE]))

@@ -11,14 +11,16 @@ Contenders, each on the same in-memory cube (image, eu, au, class, y, x):
   bandwidth of one pass over the same bytes, the physical limit the engine is held to.
 
 Target (benchmarks/README.md): ``t_parallel_read / t_decompose >= 0.5`` on float32 and on a
-float16 copy of the cube (goal 0.8). The ratios against ``cube.sum()`` and the numpy
+float16 copy of the cube (goal 0.8), for images and (``--volume Z,Y,X``) for volumes
+``(image, eu, au, class, z, y, x)``. The ratios against ``cube.sum()`` and the numpy
 reference are printed for information.
 
 Every time is the best (minimum) of ``--repeats`` runs after a warm-up (the first numba
 call compiles). Contenders are timed round-robin, one run each per round, so slow
 phases of a noisy machine hit them all alike.
 
-Run: ``.venv/bin/python benchmarks/bench_decompose.py [--check]``.
+Run: ``.venv/bin/python benchmarks/bench_decompose.py [--check]``; volumes:
+``.venv/bin/python benchmarks/bench_decompose.py --volume 32,128,128 --images 2``.
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ from uqeval.decomposition import decompose_batch
 TARGET_READ = 0.5
 
 
-def make_cube(n_images: int, eu: int, au: int, n_classes: int, size: int, seed: int) -> np.ndarray:
-    """Random float32 probabilities normalised over ``class``."""
+def make_cube(
+    n_images: int, eu: int, au: int, n_classes: int, size: int, seed: int, volume: tuple[int, int, int] | None = None
+) -> np.ndarray:
+    """Random float32 probabilities normalised over ``class``: images ``size`` × ``size``,
+    or volumes ``(z, y, x) = volume``."""
     rng = np.random.default_rng(seed)
-    cube = rng.random((n_images, eu, au, n_classes, size, size), dtype=np.float32)
+    spatial = (size, size) if volume is None else tuple(volume)
+    cube = rng.random((n_images, eu, au, n_classes, *spatial), dtype=np.float32)
     cube += np.float32(1e-3)
     cube /= cube.sum(axis=3, keepdims=True)
     return cube
@@ -54,9 +60,9 @@ def entropy(q: np.ndarray, axis: int) -> np.ndarray:
 
 
 def numpy_decompose(p: np.ndarray) -> dict[str, np.ndarray]:
-    """The decomposition in plain vectorised numpy; ``p`` is (image, eu, au, class, y, x)."""
-    m_e = p.mean(axis=2)  # (image, eu, class, y, x)
-    m = m_e.mean(axis=1)  # (image, class, y, x)
+    """The decomposition in plain vectorised numpy; ``p`` is (image, eu, au, class, [z,] y, x)."""
+    m_e = p.mean(axis=2)  # (image, eu, class, [z,] y, x)
+    m = m_e.mean(axis=1)  # (image, class, [z,] y, x)
     au = entropy(m_e, axis=2).mean(axis=1)
     tu = entropy(m, axis=1)
     eu = np.maximum(tu - au, 0)
@@ -153,6 +159,17 @@ def report(label: str, cube: np.ndarray, times: dict[str, float], baseline: str 
     )
 
 
+def volume_shape(text: str) -> tuple[int, int, int]:
+    """``Z,Y,X`` as three positive integers (the ``--volume`` option)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X (three positive integers), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
 def cube_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
     """The options that size the benchmark cube, and ``--repeats`` and ``--seed``."""
     parser.add_argument("--images", type=int, default=8)
@@ -160,6 +177,13 @@ def cube_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
     parser.add_argument("--au", type=int, default=10)
     parser.add_argument("--classes", type=int, default=2)
     parser.add_argument("--size", type=int, default=128, help="height = width of each image")
+    parser.add_argument(
+        "--volume",
+        type=volume_shape,
+        default=None,
+        metavar="Z,Y,X",
+        help="volumes of Z × Y × X voxels instead of images (replaces --size)",
+    )
     parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per contender (best is kept)")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -172,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()[0]
-    cube = make_cube(args.images, args.eu, args.au, args.classes, args.size, args.seed)
+    cube = make_cube(args.images, args.eu, args.au, args.classes, args.size, args.seed, volume=args.volume)
     times = run_dtype(cube, cube, args.repeats)
     print(
         f"numba {numba.__version__} ({numba.get_num_threads()} threads, {numba.threading_layer()} layer), "

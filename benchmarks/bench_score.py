@@ -32,6 +32,13 @@ Two measurements (benchmarks/README.md):
    1.5 GB. The large store repeats a pool of distinct cubes under new ids, which is
    fast to write and costs the scorer the same as distinct data.
 
+**Volumes.** ``--volume Z,Y,X`` makes both rate stores of ``--images`` volumes (default 8)
+of eu 4 × au 2 × class 2 × Z × Y × X float16 (``--eu``, ``--au``), written by ``CubeWriter``
+with its defaults (z-slab chunks of about 8 MiB once a volume is larger than that), the
+realistic one smooth in all three dims. The raw decode then decodes every chunk of the
+grid, slab by slab, into a slot of its own; the targets are the same. The memory of
+volumes is measured by ``benchmarks/bench_volume_memory.py``.
+
 The stores live in a temporary folder that was just written, so reads come mostly
 from the page cache: the benchmark measures decoding and compute, not the disk.
 
@@ -61,7 +68,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 from _timing import best_times, print_table
-from bench_store import make_probs, store_bytes
+from bench_decompose import volume_shape
+from bench_store import make_probs, make_volume_probs, store_bytes
 from numcodecs import Blosc
 
 import uqeval
@@ -76,35 +84,50 @@ MEMORY_TARGET_GB = 1.5
 CHECK_IMAGES = 16
 
 
-def random_probs(n_images: int, seed: int) -> np.ndarray:
-    """Uniform random two-class probabilities (image, eu 10, au 10, class 2, 128, 128) in float16."""
+def random_probs(
+    n_images: int, seed: int, eu: int = 10, au: int = 10, spatial: tuple[int, ...] = (128, 128)
+) -> np.ndarray:
+    """Uniform random two-class probabilities (image, eu, au, class 2, *spatial) in float16."""
     rng = np.random.default_rng(seed)
-    foreground = rng.random((n_images, 10, 10, 1, 128, 128), dtype=np.float32)
+    foreground = rng.random((n_images, eu, au, 1, *spatial), dtype=np.float32)
     return np.concatenate([1 - foreground, foreground], axis=3).astype(np.float16)
 
 
-def write_store(path: Path, pool: np.ndarray, n_images: int, seed: int, chunk_images: int | None = None) -> None:
-    """A cube store of ``n_images`` images cycling through ``pool``, with labels, domain and
-    role; ``chunk_images`` images per chunk (default: the writer's)."""
+def write_store(
+    path: Path,
+    pool: np.ndarray,
+    n_images: int,
+    seed: int,
+    chunk_images: int | None = None,
+    chunk_depth: int | None = None,
+) -> None:
+    """A cube store of ``n_images`` images (or volumes, for a 7-d ``pool``) cycling through
+    ``pool``, with labels, domain and role; ``chunk_images`` images per chunk (default: the
+    writer's; volumes larger than its chunk size are chunked in z-slabs, of ``chunk_depth``
+    slices when given)."""
     rng = np.random.default_rng(seed)
-    n_pool, eu, au, n_classes, height, width = pool.shape
+    n_pool, eu, au, n_classes, *spatial = pool.shape
+    depth = spatial[0] if len(spatial) == 3 else None
     foreground = pool[:, :, :, 1].mean(axis=(1, 2))
     raters = 3
+    per_append = 8 if depth is None else 1  # whole volumes are large: one at a time
     with uqeval.CubeWriter(
         path,
         n_classes=n_classes,
         eu=eu,
         au=au,
-        height=height,
-        width=width,
+        height=spatial[-2],
+        width=spatial[-1],
+        depth=depth,
         raters=raters,
         model="bench",
         chunk_images=chunk_images,
+        chunk_depth=chunk_depth,
     ) as writer:
-        for start in range(0, n_images, 8):
-            indices = np.arange(start, min(start + 8, n_images))
+        for start in range(0, n_images, per_append):
+            indices = np.arange(start, min(start + per_append, n_images))
             source = indices % n_pool
-            noise = rng.normal(0, 0.15, (len(indices), raters, height, width))
+            noise = rng.normal(0, 0.15, (len(indices), raters, *spatial))
             labels = (foreground[source][:, None] + noise > 0.5).astype(np.uint8)
             domain = np.where(indices % 2 == 0, "id", "noise")
             role = np.where((indices % 2 == 0) & (indices % 8 == 0), "calibration", "test")
@@ -158,7 +181,9 @@ class RawDecoder:
     """The chunk files of ``probs`` read and decoded with Blosc straight into one buffer.
 
     Written against the zarr v3 format (the chunk keys come from the array's metadata),
-    independent of uqeval's own reader.
+    independent of uqeval's own reader. Every chunk of the array's grid is decoded into a
+    slot of its own: for chunks along ``image`` only, the slots end to end are the array
+    (``out[:n_images]``); a volume chunked in z-slabs has a slot per slab.
     """
 
     def __init__(self, path: Path) -> None:
@@ -167,9 +192,9 @@ class RawDecoder:
         if codecs != ["bytes", "blosc"]:
             raise SystemExit(f"{path}: raw decode expects the codecs bytes + blosc, got {codecs}")
         self.chunk = array.chunks[0]
-        tail = (0,) * (array.ndim - 1)
-        self.files = [path / "probs" / array.metadata.encode_chunk_key((i, *tail)) for i in range(array.nchunks)]
-        self.out = np.empty((len(self.files) * self.chunk, *array.shape[1:]), dtype=array.dtype)
+        grid = [-(-size // chunk) for size, chunk in zip(array.shape, array.chunks, strict=True)]
+        self.files = [path / "probs" / array.metadata.encode_chunk_key(key) for key in np.ndindex(*grid)]
+        self.out = np.empty((len(self.files) * self.chunk, *array.chunks[1:]), dtype=array.dtype)
         self.codec = Blosc()  # decodes any Blosc frame: the frame's header holds its settings
 
     def decode(self, number: int) -> None:
@@ -253,9 +278,10 @@ def measure_rate(root: Path, kind: str, pool: np.ndarray, n_images: int, repeats
         )
     cli = time_cli(store, root / f"{kind}-report")
     decoded = n_images * pool[0].nbytes / 1e9
+    noun = "images" if pool.ndim == 6 else f"volumes in {len(decoder.files)} chunks"
     print(
-        f"\n{kind} store: {n_images} images of 10×10×2×128×128 float16, {decoded:.2f} GB decoded, "
-        f"{store_bytes(store) / 1e9:.2f} GB on disk"
+        f"\n{kind} store: {n_images} {noun} of {'×'.join(map(str, pool.shape[1:]))} float16, {decoded:.2f} GB "
+        f"decoded, {store_bytes(store) / 1e9:.2f} GB on disk"
     )
     score = times["uqeval.score"]
     rows = [
@@ -303,8 +329,18 @@ def measure_memory(root: Path, pool: np.ndarray, large_gb: float, seed: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=160, help="images of the rate store")
-    parser.add_argument("--pool", type=int, default=32, help="distinct cubes generated")
+    parser.add_argument("--images", type=int, default=None, help="images (volumes) of the rate store (160; 8)")
+    parser.add_argument("--pool", type=int, default=None, help="distinct cubes generated (32; 4 volumes)")
+    parser.add_argument(
+        "--volume",
+        type=volume_shape,
+        default=None,
+        metavar="Z,Y,X",
+        help="rate stores of volumes of Z × Y × X voxels instead of 128 × 128 images (no memory "
+        "measurement: benchmarks/bench_volume_memory.py measures volumes)",
+    )
+    parser.add_argument("--eu", type=int, default=None, help="members (10; 4 for volumes)")
+    parser.add_argument("--au", type=int, default=None, help="samples per member (10; 2 for volumes)")
     parser.add_argument("--large-gb", type=float, default=4.0, help="decoded size of the memory store (GB)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -320,18 +356,29 @@ def main(argv: list[str] | None = None) -> int:
         "or if a target is missed",
     )
     args = parser.parse_args(argv)
+    volumes = args.volume is not None
+    n_images = args.images or (8 if volumes else 160)
+    n_pool = args.pool or (4 if volumes else 32)
+    eu, au = args.eu or (4 if volumes else 10), args.au or (2 if volumes else 10)
+    spatial = args.volume or (128, 128)
+    if volumes and not args.skip_memory:
+        print("volumes: no memory measurement here (benchmarks/bench_volume_memory.py measures it)")
+        args.skip_memory = True
 
     load_before = os.getloadavg()[0]
-    pool = make_probs(args.pool, 10, 10, 128, args.seed).astype(np.float16)
+    if volumes:
+        pool = make_volume_probs(n_pool, eu, au, args.volume, args.seed).astype(np.float16)
+    else:
+        pool = make_probs(n_pool, eu, au, spatial[0], args.seed).astype(np.float16)
     met = True
     with tempfile.TemporaryDirectory(prefix="uqeval-bench-score-") as tmp:
-        if args.check and not check_direct_path(Path(tmp), pool, min(args.images, CHECK_IMAGES), args.seed):
+        if args.check and not check_direct_path(Path(tmp), pool, min(n_images, CHECK_IMAGES), args.seed):
             return 1
         for kind in [] if args.skip_rate else args.stores.split(","):
-            pools = {"realistic": pool, "random": random_probs(args.pool, args.seed)}
-            if kind not in pools:
+            if kind not in ("realistic", "random"):
                 parser.error(f"--stores: unknown store {kind!r}; use random and/or realistic")
-            met &= measure_rate(Path(tmp), kind, pools[kind], args.images, args.repeats, args.seed)
+            rate_pool = pool if kind == "realistic" else random_probs(n_pool, args.seed, eu, au, spatial)
+            met &= measure_rate(Path(tmp), kind, rate_pool, n_images, args.repeats, args.seed)
         if not args.skip_memory:
             met &= measure_memory(Path(tmp), pool, args.large_gb, args.seed)
     print(f"\nload average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")

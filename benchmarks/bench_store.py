@@ -45,10 +45,12 @@ from uqeval.cube import default_compressor
 TARGET = 3.0
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
-    """Gaussian-filtered normal noise over the last two axes, rescaled to unit std."""
-    field = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(0,) * (len(shape) - 2) + (sigma,) * 2)
-    return field / field.std(axis=(-2, -1), keepdims=True)
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, spatial: int = 2) -> np.ndarray:
+    """Gaussian-filtered normal noise over the last ``spatial`` axes, rescaled to unit std."""
+    axes = tuple(range(-spatial, 0))
+    sigmas = (0,) * (len(shape) - spatial) + (sigma,) * spatial
+    field = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=sigmas)
+    return field / field.std(axis=axes, keepdims=True)
 
 
 def make_probs(n_images: int, eu: int, au: int, size: int, seed: int) -> np.ndarray:
@@ -62,6 +64,21 @@ def make_probs(n_images: int, eu: int, au: int, size: int, seed: int) -> np.ndar
         p1 = 1.0 / (1.0 + np.exp(-logit))
         probs[image, :, :, 1] = p1
         probs[image, :, :, 0] = 1.0 - p1
+    return probs
+
+
+def make_volume_probs(n_volumes: int, eu: int, au: int, shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """Two-class probability cubes of volumes (image, eu, au, class, z, y, x), float32:
+    :func:`make_probs`'s fields, smooth in all three dims."""
+    rng = np.random.default_rng(seed)
+    probs = np.empty((n_volumes, eu, au, 2, *shape), dtype=np.float32)
+    for volume in range(n_volumes):
+        logit = 8.0 * smooth_noise(rng, (1, 1, *shape), sigma=8.0, spatial=3)
+        logit = logit + 1.5 * smooth_noise(rng, (eu, 1, *shape), sigma=6.0, spatial=3)
+        logit = logit + 0.75 * smooth_noise(rng, (eu, au, *shape), sigma=3.0, spatial=3)
+        p1 = 1.0 / (1.0 + np.exp(-logit))
+        probs[volume, :, :, 1] = p1
+        probs[volume, :, :, 0] = 1.0 - p1
     return probs
 
 

@@ -162,3 +162,57 @@ def test_bench_score_check_exits_1_when_the_direct_path_is_off(capsys, monkeypat
     monkeypatch.setattr(uqeval.cube.write, "default_compressor", zarr.codecs.ZstdCodec)
     assert bench_score.main(argv) == 1
     assert "bench_score --check: " in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def test_bench_decompose_runs_on_volumes(capsys):
+    argv = ["--volume", "3,8,10", "--images", "2", "--eu", "2", "--au", "3", "--repeats", "1"]
+    assert bench_decompose.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2 images x (2, 3, 2, 3, 8, 10)" in printed
+    assert "t_parallel_read / t_decompose_batch (float16)" in printed
+
+
+def test_raw_decode_reads_every_z_slab_of_a_volume_store(tmp_path):
+    import bench_score
+
+    pool = bench_score.random_probs(2, seed=1, eu=2, au=3, spatial=(7, 10, 12))
+    bench_score.write_store(tmp_path / "v.zarr", pool, 2, seed=1, chunk_depth=4)  # slabs of 4 and 3 (+ padding)
+    decoder = bench_score.RawDecoder(tmp_path / "v.zarr")
+    assert len(decoder.files) == 4
+    decoder.serial()
+    for number, (volume, slab) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        expected = pool[volume][..., 4 * slab : 4 * slab + 4, :, :]
+        np.testing.assert_array_equal(decoder.out[number][..., : expected.shape[-3], :, :], expected)
+
+
+def test_volume_memory_store_is_written_once_slab_by_slab(tmp_path, capsys):
+    import bench_volume_memory
+
+    import uqeval
+
+    path = bench_volume_memory.cached_store(tmp_path, 3, 2, 2, (5, 8, 12), seed=0)
+    assert "written in" in capsys.readouterr().out
+    cube = uqeval.open_cube(path, check_values=True)
+    assert cube.probs.shape == (3, 2, 2, 2, 5, 8, 12)
+    assert [str(d) for d in cube.domain.values] == ["id", "id", "noise"]
+    assert [str(r) for r in cube.role.values] == ["calibration", "test", "test"]
+    assert bench_volume_memory.cached_store(tmp_path, 3, 2, 2, (5, 8, 12), seed=0) == path
+    assert "(cached)" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # writes a tiny store and runs `uqeval score` once: about 15 s
+def test_bench_volume_memory_reports_the_peak_and_the_stages(tmp_path, capsys):
+    import re
+
+    import bench_volume_memory
+
+    argv = ["--data", str(tmp_path), "--shape", "4,12,16", "--no-plots", "--interval", "0.02"]
+    assert bench_volume_memory.main(argv) == 0
+    printed = capsys.readouterr().out
+    peak = re.search(r"^peak RSS (\d+\.\d\d) GB", printed, re.MULTILINE)
+    assert peak is not None and 0 < float(peak.group(1)) < 5, printed
+    assert "scoring/api:score" in printed  # a stage of the table
+    assert re.search(r"^wall time \d+\.\d s", printed, re.MULTILINE)

@@ -54,6 +54,9 @@ RATER_SLOPE = 13.0
 ENTANGLED_EU_GAIN = 3.0
 #: Fewest slices of a synthetic volume.
 MIN_DEPTH = 4
+#: Scenarios whose hallucinated balls, in volumes, are seen by fewer than half of the
+#: members or samples, so that they never change ``pred`` (see docs/synthetic.md).
+KEEP_PRED_IN_VOLUMES = frozenset({"collapsed", "entangled"})
 
 
 @dataclass(frozen=True)
@@ -103,13 +106,18 @@ def synthesize_image(
     A volume holds the same world in 3D: an ellipsoid turned about ``z`` (a core
     inside it with three classes), a satellite ball beside it in the ``(y, x)`` plane,
     hallucinated balls on OOD volumes, whose radii scale with the mean of ``y`` and
-    ``x`` as the discs of an image scale with its size. ``shape = (size, size)`` (or
-    None) gives the image of the default, bit for bit.
+    ``x`` as the discs of an image scale with its size. In ``collapsed`` and
+    ``entangled`` volumes (:data:`KEEP_PRED_IN_VOLUMES`) fewer than half of the samples
+    of each member see an OOD ball, so it never changes ``pred``: a ball that did would
+    add more 6-neighbour border pairs than uncertainty, and the ``border`` scores of
+    both AU and EU would fall on OOD volumes, leaving the sign of Δ OODD to chance.
+    ``shape = (size, size)`` (or None) gives the image of the default, bit for bit.
     """
     _check_scenario_and_classes(scenario, n_classes)
     if scenario == "no-eu":
         eu = 1
     shape = (size, size) if shape is None else tuple(int(n) for n in shape)
+    volume = len(shape) == 3
     extent = np.array(shape)
     #: Blob radii are fractions of this many pixels: the image's size, a volume's mean of y and x.
     scale = float(np.mean(extent[-2:])) if len(shape) == 3 else shape[-1]
@@ -167,7 +175,9 @@ def synthesize_image(
         for _ in range(rng.integers(shift.count[0], shift.count[1] + 1)):
             centre = _background_point(rng, distance, extent)
             blob = _disc(grids, centre, rng.uniform(*shift.radius) * scale, soft=False)
-            _paint(probs, blob, _believers(rng, scenario, eu, au), rng.integers(1, n_classes))
+            keep_pred = volume and scenario in KEEP_PRED_IN_VOLUMES
+            believers = _believers(rng, scenario, eu, au, keep_pred=keep_pred)
+            _paint(probs, blob, believers, rng.integers(1, n_classes))
             blobs.append(blob > 0.5)
     elif scenario == "disentangled":
         # In distribution: now and then some members see a small blob the rest do not.
@@ -344,8 +354,14 @@ def _disc(grids: list[np.ndarray], centre: np.ndarray, radius: float, *, soft: b
     return _sigmoid((radius - distance) / EDGE)
 
 
-def _believers(rng: np.random.Generator, scenario: str, eu: int, au: int) -> np.ndarray:
-    """Which (member, sample) pairs see a hallucinated blob."""
+def _believers(rng: np.random.Generator, scenario: str, eu: int, au: int, *, keep_pred: bool = False) -> np.ndarray:
+    """Which (member, sample) pairs see a hallucinated blob.
+
+    With ``keep_pred`` (the OOD balls of volumes, see :data:`KEEP_PRED_IN_VOLUMES`) fewer
+    than half of them do, so that the blob never changes the mean prediction.
+    """
+    if keep_pred:
+        return _minority_believers(rng, scenario, eu, au)
     share = rng.uniform(0.2, 0.8)
     if scenario == "disentangled":
         return np.repeat(_some_but_not_all(rng, eu, share)[:, None], au, axis=1)
@@ -353,6 +369,25 @@ def _believers(rng: np.random.Generator, scenario: str, eu: int, au: int) -> np.
     if scenario == "entangled":
         return rng.random((eu, au)) < share
     return np.broadcast_to(samples, (eu, au))  # collapsed, no-eu: shared by all members
+
+
+def _minority_believers(rng: np.random.Generator, scenario: str, eu: int, au: int) -> np.ndarray:
+    """Believers of a blob that leaves the mean prediction as it was: in ``disentangled``
+    fewer than half of the members (all their samples); otherwise fewer than half of the
+    samples of every member: the same samples in ``collapsed`` and ``no-eu``, and in
+    ``entangled`` as many but other ones per member, so that every member's mean over its
+    samples is the same (the blob adds AU, not EU)."""
+    if scenario == "disentangled":
+        members = np.zeros(eu, dtype=bool)
+        members[rng.choice(eu, max(1, (eu - 1) // 2), replace=False)] = True
+        return np.repeat(members[:, None], au, axis=1)
+    count = max(1, (au - 1) // 2)
+    chosen = np.zeros((eu, au), dtype=bool)
+    for member in range(eu if scenario == "entangled" else 1):
+        chosen[member, rng.choice(au, count, replace=False)] = True
+    if scenario != "entangled":
+        chosen[:] = chosen[0]
+    return chosen
 
 
 def _some_but_not_all(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
