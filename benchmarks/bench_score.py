@@ -223,9 +223,10 @@ def direct_path_problem(store: Path) -> str | None:
     if "probs" not in reads:
         return f"{store}: uqeval.score read no `probs` through the store reader (arrays read: {sorted(reads)})"
     fallbacks = [
-        f"`{name}`: {count.through_zarr} image(s) through zarr, {count.direct} from its chunk files"
+        f"`{name}`: {count.through_zarr} image(s) and {count.planes_through_zarr} plane(s) through zarr, "
+        f"{count.direct} image(s) and {count.direct_planes} plane(s) from its chunk files"
         for name, count in reads.items()
-        if count.through_zarr or not count.direct
+        if count.through_zarr or count.planes_through_zarr or not (count.direct or count.direct_planes)
     ]
     if not fallbacks:
         return None

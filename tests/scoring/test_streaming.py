@@ -131,6 +131,13 @@ def test_calibration_volumes_are_read_once_more_when_only_platt_is_fitted(volume
     assert READS.by_array()[source.variable] == ArrayReads(0, 0, (11 + 3) * DEPTH, 0)
 
 
+def test_whole_volumes_of_a_store_chunked_in_z_slabs_are_decoded_from_their_chunk_files(volume_store):
+    source = cube_source(uqeval.open_cube(volume_store), volume_store)
+    READS.reset()
+    uqeval.score(volume_store, tasks=("oodd",))
+    assert READS.by_array()[source.variable] == ArrayReads(11, 0)
+
+
 def test_the_per_image_equal_mass_ace_is_refused_for_volumes_read_in_slabs(volume_store):
     conventions = uqeval.Conventions(ace_scope="per-image")
     with pytest.raises(UQEvalError, match="ace_scope 'per-image' needs every voxel"):

@@ -120,10 +120,14 @@ class StoreArrays:
         array = self.array(name)
         target = np.empty((len(indices), *array.shape[1:]), dtype=array.dtype) if out is None else out
         files = self.files(name)
+        slabs = None if files is not None else self.files(name, planes=True)
         prototype = default_buffer_prototype()
         for offset, start, stop in runs(indices):
             view = target[offset : offset + stop - start]
             if files is not None and view.flags.c_contiguous and files.read_into(start, stop, view):
+                READS.add(name, direct=True, images=stop - start)
+                continue
+            if slabs is not None and view.flags.c_contiguous and _read_whole_volumes(slabs, start, stop, view):
                 READS.add(name, direct=True, images=stop - start)
                 continue
             READS.add(name, direct=False, images=stop - start)
@@ -135,6 +139,13 @@ class StoreArrays:
                     "a chunk file is damaged or was not written completely"
                 ) from None
         return target
+
+
+def _read_whole_volumes(slabs: ChunkFiles, start: int, stop: int, out: np.ndarray) -> bool:
+    """Volumes ``[start, stop)`` of an array chunked in z-slabs, each decoded chunk by chunk
+    into ``out``; False if a chunk file is missing."""
+    depth = slabs.shape[-3]
+    return all(slabs.read_planes(position, 0, depth, out[i : i + 1]) for i, position in enumerate(range(start, stop)))
 
 
 def read_store(
