@@ -5,6 +5,7 @@ from __future__ import annotations
 from uqeval import aggregation
 from uqeval.aggregation import AggregationFallback, Aggregator
 from uqeval.hookspecs import hookimpl
+from uqeval.importers.contract import Importer
 
 
 @hookimpl
@@ -44,3 +45,11 @@ def uqeval_aggregators() -> dict[str, Aggregator]:
             ),
         )
     }
+
+
+@hookimpl
+def uqeval_importers() -> dict[str, Importer]:
+    """The built-in importers (docs/import.md); each module is imported when it is asked for."""
+    from uqeval.importers.nnunet import import_nnunet
+
+    return {"nnunet": Importer("nnunet", import_nnunet)}

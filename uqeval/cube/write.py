@@ -403,6 +403,23 @@ class CubeWriter:
         self._volume = VolumeWriter(self, index, ids[0])
         return self._volume
 
+    def set_attribute(self, name: str, value: Any) -> None:
+        """Record the store attribute ``name`` (a JSON value) now, as the store is written.
+
+        For what is known only while writing, such as where each image came from (the
+        importers' ``import`` record). ``schema`` and the writer's progress record are
+        the writer's own and are refused.
+        """
+        self._check_open("set_attribute")
+        if name in ("schema", PROGRESS_ATTR):
+            raise UQEvalError(f"CubeWriter.set_attribute: {name!r} is the writer's own attribute")
+        self._group.attrs[name] = value
+
+    def attribute(self, name: str, default: Any = None) -> Any:
+        """The store attribute ``name`` as recorded so far (``default`` when absent); on
+        ``resume=True``, as the earlier run left it."""
+        return self._group.attrs.get(name, default)
+
     def close(self) -> None:
         """Write what is buffered and mark the store complete."""
         if self._closed:

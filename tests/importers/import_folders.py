@@ -1,0 +1,82 @@
+"""Prediction folders written from known arrays, as nnU-Net and plain scripts write them."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+
+#: A file whose unpickling would run code: it would write the file named in its payload.
+class Trap:
+    def __init__(self, target: Path) -> None:
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.target), "unpickled"))
+
+
+def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def write_nifti(path: Path, array_zyx: np.ndarray, spacing_zyx=(2.5, 0.8, 0.7)) -> None:
+    """Write a (z, y, x) array as nibabel sees NIfTI, (x, y, z), with the voxel size in its header."""
+    import nibabel
+
+    data = array_zyx.transpose(tuple(reversed(range(array_zyx.ndim))))
+    image = nibabel.Nifti1Image(data, affine=np.diag([*reversed(spacing_zyx), 1.0]))
+    image.header.set_zooms(tuple(reversed(spacing_zyx))[: data.ndim])
+    nibabel.save(image, str(path))
+
+
+def nnunet_folders(
+    root: Path,
+    *,
+    members: int = 3,
+    cases: tuple[str, ...] = ("case_000", "case_001", "case_002", "case_003"),
+    shape: tuple[int, ...] = (5, 6, 7),
+    n_classes: int = 3,
+    raters: int = 2,
+    plans: bool = True,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Member folders ``root/fold_i`` (``.npz``, segmentation, trap ``.pkl``, dataset.json,
+    plans.json) and rater folders ``root/rater_r``; returns the arrays they were written from:
+    ``probs`` (case, member, class, *shape) and ``labels`` (case, rater, *shape)."""
+    rng = np.random.default_rng(seed)
+    probs = softmax(rng.normal(size=(len(cases), members, n_classes, *shape)) * 2, axis=2).astype(np.float32)
+    labels = rng.integers(0, n_classes, size=(len(cases), raters, *shape)).astype(np.uint8)
+    folders = []
+    for member in range(members):
+        folder = root / f"fold_{member}"
+        folder.mkdir(parents=True)
+        folders.append(folder)
+        (folder / "dataset.json").write_text(
+            json.dumps(
+                {
+                    "labels": {name: value for value, name in enumerate(["background", "liver", "tumour"][:n_classes])},
+                    "file_ending": ".nii.gz",
+                }
+            )
+        )
+        if plans:
+            (folder / "plans.json").write_text(json.dumps({"image_reader_writer": "SimpleITKIO"}))
+        for index, case in enumerate(cases):
+            np.savez_compressed(folder / f"{case}.npz", probabilities=probs[index, member])
+            segmentation = probs[index, member].argmax(axis=0).astype(np.uint8)
+            write_nifti(folder / f"{case}.nii.gz", segmentation if len(shape) == 3 else segmentation[None])
+            with (folder / f"{case}.pkl").open("wb") as file:
+                pickle.dump(Trap(root / "UNPICKLED"), file)
+    rater_folders = []
+    for rater in range(raters):
+        folder = root / f"rater_{rater}"
+        folder.mkdir()
+        rater_folders.append(folder)
+        for index, case in enumerate(cases):
+            rater_labels = labels[index, rater]
+            write_nifti(folder / f"{case}.nii.gz", rater_labels if len(shape) == 3 else rater_labels[None])
+    return {"members": folders, "raters": rater_folders, "probs": probs, "labels": labels, "cases": cases}
