@@ -1149,15 +1149,15 @@ def check_uqeval_importers() -> None:
         (module("things", uqeval_importers=lambda: {"things": offered, "plain": import_things}), info("things"))
     )
     importers = manager.importers()
-    assert sorted(importers) == ["nnunet", "plain", "things"]
+    assert sorted(importers) == ["files", "nnunet", "plain", "things"]
     assert importers["nnunet"].source == BUILTIN
     assert importers["things"].description == "the things format"
     assert importers["plain"].description == "Things from somewhere."  # a function: its docstring
     assert importers["things"].source == importers["plain"].source == "plugin 'things' (dist-things 1.0)"
     assert manager.importer("plain")(out="x.zarr", size=3) == uqeval.ImportSummary(Path("x.zarr"), 3)
     assert rows_by_name(manager)["things"]["importers"] == ["things", "plain"]
-    assert rows_by_name(manager)[BUILTIN]["importers"] == ["nnunet"]
-    with pytest.raises(UQEvalError, match="unknown importer 'nope'; choose one of nnunet, plain, things"):
+    assert rows_by_name(manager)[BUILTIN]["importers"] == ["nnunet", "files"]
+    with pytest.raises(UQEvalError, match="unknown importer 'nope'; choose one of files, nnunet, plain, things"):
         manager.importer("nope")
     broken = manager_with((module("broken", uqeval_importers=lambda: {"bad": 3}), info("broken")))
     assert "nnunet" in broken.importers() and "bad" not in broken.importers()

@@ -42,6 +42,7 @@ from .errors import UQEvalError as UQEvalError
 from .hookspecs import hookimpl as hookimpl
 from .importers.contract import Importer as Importer
 from .importers.contract import ImportSummary as ImportSummary
+from .importers.files import import_files as import_files
 from .importers.nnunet import import_nnunet as import_nnunet
 from .names import IGNORE_LABEL as IGNORE_LABEL
 from .ownership import check_replaceable as check_replaceable

@@ -50,6 +50,7 @@ def uqeval_aggregators() -> dict[str, Aggregator]:
 @hookimpl
 def uqeval_importers() -> dict[str, Importer]:
     """The built-in importers (docs/import.md); each module is imported when it is asked for."""
+    from uqeval.importers.files import import_files
     from uqeval.importers.nnunet import import_nnunet
 
-    return {"nnunet": Importer("nnunet", import_nnunet)}
+    return {"nnunet": Importer("nnunet", import_nnunet), "files": Importer("files", import_files)}

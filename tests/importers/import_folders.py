@@ -29,7 +29,8 @@ def write_nifti(path: Path, array_zyx: np.ndarray, spacing_zyx=(2.5, 0.8, 0.7)) 
 
     data = array_zyx.transpose(tuple(reversed(range(array_zyx.ndim))))
     image = nibabel.Nifti1Image(data, affine=np.diag([*reversed(spacing_zyx), 1.0]))
-    image.header.set_zooms(tuple(reversed(spacing_zyx))[: data.ndim])
+    zooms = tuple(reversed(spacing_zyx))[: data.ndim]
+    image.header.set_zooms(zooms + (1.0,) * (data.ndim - len(zooms)))
     nibabel.save(image, str(path))
 
 
@@ -80,3 +81,42 @@ def nnunet_folders(
             rater_labels = labels[index, rater]
             write_nifti(folder / f"{case}.nii.gz", rater_labels if len(shape) == 3 else rater_labels[None])
     return {"members": folders, "raters": rater_folders, "probs": probs, "labels": labels, "cases": cases}
+
+
+def sample_files(
+    root: Path,
+    *,
+    cases: tuple[str, ...] = ("c0", "c1", "c2"),
+    members: int = 2,
+    samples: int = 3,
+    shape: tuple[int, ...] = (6, 7),
+    n_classes: int = 3,
+    raters: int = 2,
+    seed: int = 1,
+) -> dict[str, object]:
+    """``root/preds/{case}/m{member}_s{sample}.npy`` (class, *shape) and 8-bit PNG labels
+    ``root/labels/{case}_r{rater}.png``; returns the arrays: ``probs`` (case, member, sample,
+    class, *shape), ``labels`` (case, rater, *shape)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    probs = softmax(rng.normal(size=(len(cases), members, samples, n_classes, *shape)) * 2, axis=3)
+    probs = probs.astype(np.float32)
+    labels = rng.integers(0, n_classes, size=(len(cases), raters, *shape)).astype(np.uint8)
+    for index, case in enumerate(cases):
+        folder = root / "preds" / case
+        folder.mkdir(parents=True)
+        for member in range(members):
+            for sample in range(samples):
+                np.save(folder / f"m{member}_s{sample}.npy", probs[index, member, sample])
+    (root / "labels").mkdir()
+    for index, case in enumerate(cases):
+        for rater in range(raters):
+            Image.fromarray(labels[index, rater]).save(root / "labels" / f"{case}_r{rater}.png")
+    return {
+        "probs_pattern": str(root / "preds" / "{case}" / "m{member}_s{sample}.npy"),
+        "labels_pattern": str(root / "labels" / "{case}_r{rater}.png"),
+        "probs": probs,
+        "labels": labels,
+        "cases": cases,
+    }

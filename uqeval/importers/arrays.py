@@ -87,9 +87,27 @@ def read_nifti(path: Path, *, reorient: bool = False) -> np.ndarray:
     return _to_simpleitk_order(np.asarray(array))
 
 
-def label_shape(path: Path) -> tuple[int, ...]:
-    """The shape a file's array will have (NIfTI in SimpleITK's order), from its header only."""
+def file_shape(path: Path) -> tuple[int, ...]:
+    """The shape :func:`read_array` will give a file's array (NIfTI in SimpleITK's order),
+    from its header only."""
     kind = ending(path)
+    if kind == ".npy":
+        try:
+            return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        except Exception as error:  # a damaged header, a pickled object array
+            raise _unreadable(path, "an .npy file", error) from None
+    if kind == ".npz":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [name.removesuffix(".npy") for name in archive.namelist()]
+        except Exception as error:  # not a zip file
+            raise _unreadable(path, "an .npz file", error) from None
+        if len(names) != 1:
+            listed = ", ".join(map(repr, names))
+            raise UQEvalError(f"{path}: holds {len(names)} arrays ({listed}); expected exactly one")
+        return npz_member_header(path, names[0])[0]
+    if kind not in (*NIFTI_ENDINGS, *IMAGE_ENDINGS):
+        raise UQEvalError(f"{path}: files ending in {kind!r} are not read; use one of {', '.join(ENDINGS)}")
     if kind in NIFTI_ENDINGS:
         shape = tuple(int(size) for size in _nifti_image(path, reorient=False).shape)
         spatial = min(len(shape), 3)

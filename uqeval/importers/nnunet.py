@@ -30,7 +30,7 @@ from uqeval.importers.arrays import (
     NIFTI_ENDINGS,
     as_labels,
     ending,
-    label_shape,
+    file_shape,
     nifti_spacing,
     npz_member_header,
     read_image,
@@ -120,7 +120,7 @@ def import_nnunet(
     label_files = {case: [_label_file(folder, case, dataset) for folder in label_dirs] for case in case_ids}
     if not reorient:
         for path in (path for files in label_files.values() for path in files):
-            _check_label_shape(path, label_shape(path), spatial)
+            _check_label_shape(path, file_shape(path), spatial)
     spacing, spacing_note = _spacing(members, label_files, case_ids, dataset, reorient, len(spatial))
     if spacing_note:
         notes.append(spacing_note)
