@@ -1149,16 +1149,17 @@ def check_uqeval_importers() -> None:
         (module("things", uqeval_importers=lambda: {"things": offered, "plain": import_things}), info("things"))
     )
     importers = manager.importers()
-    assert sorted(importers) == ["files", "nnunet", "plain", "things"]
+    assert sorted(importers) == ["files", "nnunet", "plain", "things", "values"]
     assert importers["nnunet"].source == BUILTIN
     assert importers["things"].description == "the things format"
     assert importers["plain"].description == "Things from somewhere."  # a function: its docstring
     assert importers["things"].source == importers["plain"].source == "plugin 'things' (dist-things 1.0)"
     assert manager.importer("plain")(out="x.zarr", size=3) == uqeval.ImportSummary(Path("x.zarr"), 3)
     assert rows_by_name(manager)["things"]["importers"] == ["things", "plain"]
-    assert rows_by_name(manager)[BUILTIN]["importers"] == ["nnunet", "files"]
-    with pytest.raises(UQEvalError, match="unknown importer 'nope'; choose one of files, nnunet, plain, things"):
+    assert rows_by_name(manager)[BUILTIN]["importers"] == ["nnunet", "files", "values"]
+    with pytest.raises(UQEvalError) as raised:
         manager.importer("nope")
+    assert str(raised.value) == "unknown importer 'nope'; choose one of files, nnunet, plain, things, values"
     broken = manager_with((module("broken", uqeval_importers=lambda: {"bad": 3}), info("broken")))
     assert "nnunet" in broken.importers() and "bad" not in broken.importers()
     assert "importer 'bad' is of type int; expected a function or an Importer" in str(broken.problems[0])

@@ -52,5 +52,10 @@ def uqeval_importers() -> dict[str, Importer]:
     """The built-in importers (docs/import.md); each module is imported when it is asked for."""
     from uqeval.importers.files import import_files
     from uqeval.importers.nnunet import import_nnunet
+    from uqeval.importers.values import import_values
 
-    return {"nnunet": Importer("nnunet", import_nnunet), "files": Importer("files", import_files)}
+    return {
+        "nnunet": Importer("nnunet", import_nnunet),
+        "files": Importer("files", import_files),
+        "values": Importer("values", import_values),
+    }

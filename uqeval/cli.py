@@ -268,11 +268,13 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
     from rich.text import Text
 
     from uqeval.cube import SPACING_ATTR, open_cube, store_spatial_dims
+    from uqeval.cube.contract import is_maps_store
     from uqeval.domain_means import domain_means
     from uqeval.report.tables import format_value
 
     dataset = open_cube(store, check_values=check_values)
-    sizes = dataset["probs"].sizes
+    maps_store = is_maps_store(dataset)
+    sizes = dataset["mean" if maps_store else "probs"].sizes
     spatial = store_spatial_dims(dataset)
     with _progress() as progress:
         task = progress.add_task(f"decompose {store.name}", total=sizes["image"])
@@ -291,9 +293,12 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
         grid = f"{grid} px"
         if SPACING_ATTR in attrs:
             grid += f" ({'×'.join(f'{value:g}' for value in attrs[SPACING_ATTR])} mm)"
-    title = (
-        f"{markup_text(store.name)}: {model} — eu {sizes['eu']} × au {sizes['au']}, {sizes['class']} classes, {grid}"
-    )
+    if maps_store:
+        given = ", ".join(name.upper() for name in ("au", "eu", "tu") if name in dataset)
+        what = f"maps store ({given} as given)"
+    else:
+        what = f"eu {sizes['eu']} × au {sizes['au']}"
+    title = f"{markup_text(store.name)}: {model} — {what}, {sizes['class']} classes, {grid}"
     table = Table(title=title, title_justify="left")
     table.add_column("domain")
     table.add_column("volumes" if len(spatial) == 3 else "images", justify="right")
@@ -624,7 +629,7 @@ def _import_command(importer: Any) -> Callable[..., None]:
         kept = f", {summary.resumed} kept from the interrupted run" if summary.resumed else ""
         err_console.print(
             f"wrote {markup_text(summary.store, None)} ({summary.n_images} images{kept}; format "
-            f"{markup_text(importer.name)}, from {markup_text(importer.source or 'uqeval')})",
+            f"{markup_text(importer.name)}, from {markup_text(importer.source or 'uqeval', None)})",
             highlight=False,
         )
         for note in summary.notes:

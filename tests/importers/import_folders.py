@@ -120,3 +120,30 @@ def sample_files(
         "labels": labels,
         "cases": cases,
     }
+
+
+def values_folder(root: Path, *, shape=(4, 5, 6), samples: int = 3, raters: int = 2, seed: int = 5) -> dict:
+    """A ValUES experiment folder with the splits ``id`` and ``ood``: NIfTI sample
+    segmentations, rater labels and AU/EU/TU maps; returns what each image was written from."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for split, images in (("id", ("0001", "0002", "0003")), ("ood", ("0101", "0102"))):
+        for folder in ("pred_seg", "gt_seg", "aleatoric_uncertainty", "epistemic_uncertainty", "pred_entropy"):
+            (root / split / folder).mkdir(parents=True)
+        for image in images:
+            segs = rng.integers(0, 2, size=(samples, *shape)).astype(np.uint8)
+            labels = rng.integers(0, 2, size=(raters, *shape)).astype(np.uint8)
+            maps = {name: rng.random(shape).astype(np.float32) for name in ("au", "eu", "tu")}
+            for sample in range(samples):
+                write_nifti(root / split / "pred_seg" / f"{image}_{sample + 1:02d}.nii.gz", segs[sample])
+            write_nifti(root / split / "pred_seg" / f"{image}_mean.nii.gz", segs[0])
+            for rater in range(raters):
+                write_nifti(root / split / "gt_seg" / f"{image}_{rater:02d}.nii.gz", labels[rater])
+            for name, folder in (
+                ("au", "aleatoric_uncertainty"),
+                ("eu", "epistemic_uncertainty"),
+                ("tu", "pred_entropy"),
+            ):
+                write_nifti(root / split / folder / f"{image}.nii.gz", maps[name])
+            written[f"{split}/{image}"] = {"segs": segs, "labels": labels, **maps}
+    return written

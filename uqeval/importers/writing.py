@@ -57,6 +57,8 @@ class Layout:
     background: int = 0
     spacing: Sequence[float] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    measures: tuple[str, ...] = ()
+    """For a maps store: the maps it holds beside ``mean`` (``eu`` and ``au`` are then ignored)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class Case:
     ----------
     members : tuple of callables
         One per member, each returning its samples ``(au, class, *spatial)`` as floats.
+    maps : dict of callables
+        For a maps store instead of ``members``: ``mean`` and each map of the layout's
+        ``measures``, each returning its array.
     labels : tuple of callables
         One per rater, each returning its label map ``(*spatial)`` as integers.
     sources : dict
@@ -76,8 +81,9 @@ class Case:
     case_id: str
     domain: str
     role: str
-    members: tuple[Callable[[], np.ndarray], ...]
+    members: tuple[Callable[[], np.ndarray], ...] = ()
     labels: tuple[Callable[[], np.ndarray], ...] = ()
+    maps: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,11 +136,12 @@ def write_cases(
         _check_resumable(out, format_name, ids, progress.n_images)
     existed = out.exists() and resume
     volumes = len(layout.spatial) == 3
+    maps_store = bool(layout.measures)
+    sizes = {"variable": "maps", "measures": layout.measures} if maps_store else {"eu": layout.eu, "au": layout.au}
     writer = CubeWriter(
         out,
         n_classes=layout.n_classes,
-        eu=layout.eu,
-        au=layout.au,
+        **sizes,
         height=layout.spatial[-2],
         width=layout.spatial[-1],
         depth=layout.spatial[0] if volumes else None,
@@ -155,7 +162,13 @@ def write_cases(
         with ThreadPoolExecutor(max_workers=threads) as pool, writer:
             for case in cases[start:]:
                 labels = np.stack(list(pool.map(_call, case.labels))) if case.labels else None
-                if volumes:
+                if maps_store:
+                    names = list(case.maps)
+                    arrays = dict(zip(names, pool.map(_call, [case.maps[name] for name in names]), strict=True))
+                    writer.append(
+                        maps=arrays, labels=labels, domain=case.domain, role=case.role, image_ids=case.case_id
+                    )
+                elif volumes:
                     with writer.volume(case.case_id, domain=case.domain, role=case.role, labels=labels) as volume:
                         pending: dict[Future, int] = {pool.submit(read): e for e, read in enumerate(case.members)}
                         for future in as_completed(pending):
