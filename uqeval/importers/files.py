@@ -124,6 +124,7 @@ def import_files(
         str,
         typer.Option(
             "--probs",
+            metavar="PATTERN",
             help="Pattern of the probability files, with {case}, {member}, {sample} and optionally {class}, "
             "e.g. [cyan]preds/{case}/m{member}_s{sample}.npy[/].",
             show_default=False,
@@ -134,6 +135,7 @@ def import_files(
         str | None,
         typer.Option(
             "--labels",
+            metavar="PATTERN",
             help="Pattern of the label files, with {case} and {rater}, e.g. [cyan]labels/{case}_r{rater}.png[/].",
             show_default=False,
         ),
@@ -141,7 +143,10 @@ def import_files(
     cases: Annotated[
         Path | None,
         typer.Option(
-            "--cases", help="CSV with columns case,domain,role; unlisted cases are id/test.", show_default=False
+            "--cases",
+            metavar="FILE",
+            help="CSV with columns case,domain,role; unlisted cases are id/test.",
+            show_default=False,
         ),
     ] = None,
     class_names: Annotated[

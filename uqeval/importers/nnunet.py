@@ -61,6 +61,7 @@ def import_nnunet(
         typer.Argument(
             help="nnU-Net prediction folders (written with --save_probabilities), one per ensemble member: "
             "a fold or a seed each.",
+            metavar="MEMBER_DIR...",
             show_default=False,
         ),
     ],
@@ -69,6 +70,7 @@ def import_nnunet(
         list[Path] | None,
         typer.Option(
             "--labels",
+            metavar="DIR",
             help="A folder of <case>.nii.gz (or .nii, .png, .tif) label files; repeat once per rater.",
             show_default=False,
         ),
@@ -76,7 +78,10 @@ def import_nnunet(
     cases: Annotated[
         Path | None,
         typer.Option(
-            "--cases", help="CSV with columns case,domain,role; unlisted cases are id/test.", show_default=False
+            "--cases",
+            metavar="FILE",
+            help="CSV with columns case,domain,role; unlisted cases are id/test.",
+            show_default=False,
         ),
     ] = None,
     class_names: Annotated[

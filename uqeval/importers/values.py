@@ -46,7 +46,8 @@ CALIBRATION_SPLITS = ("val", "calibration")
 
 def import_values(
     folder: Annotated[
-        Path, typer.Argument(help="A ValUES experiment folder: split folders (id, ood, …) or one split.")
+        Path,
+        typer.Argument(metavar="DIR", help="A ValUES experiment folder: split folders (id, ood, …) or one split."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The maps store to write.", show_default=False)],
     classes: Annotated[int, typer.Option(help="Classes of the segmentation (the study's n_classes).")] = 2,
