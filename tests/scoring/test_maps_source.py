@@ -102,3 +102,15 @@ def test_uqeval_score_says_the_maps_were_taken_as_given(tmp_path):
     result = run_cli("score", str(tmp_path / "maps.zarr"), "--no-plots")
     assert result.returncode == 0, result.stderr
     assert "taken as given" in result.stdout
+
+
+def test_a_maps_store_scored_on_a_cluster_gives_the_local_numbers(tmp_path):
+    distributed = pytest.importorskip("distributed")  # the cluster extra, which `make` installs
+    cube_path = write_synthetic_store(tmp_path / "cube.zarr", n_images=16, size=12)
+    maps_store_of(cube_path, tmp_path / "maps.zarr", chunk_images=2)
+    local = uqeval.score(tmp_path / "maps.zarr", batch_bytes=4096)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = uqeval.score(
+            tmp_path / "maps.zarr", batch_bytes=4096, scheduler=cluster.scheduler_address, scratch=tmp_path
+        )
+    assert comparable(remote) == comparable(local)
