@@ -88,7 +88,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     # How a string from a store or the command line is shown: terminal, figure, CSV.
     ("text", ("text",)),
-    ("store", ("_numba_cache", "_kernels", "checks", "cube", "cube.", "synth", "ownership", "owners")),
+    (
+        "store",
+        (
+            *("_numba_cache", "_kernels", "checks", "cube", "cube.", "synth", "ownership", "owners"),
+            # Importers write stores; their contract (Importer) is read by the plugin manager.
+            *("importers", "importers."),
+        ),
+    ),
     ("decomposition", ("decomposition",)),
     (
         "statistics",

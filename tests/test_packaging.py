@@ -98,6 +98,25 @@ def test_no_uqeval_module_imports_distributed_when_imported():
     assert int(result.stdout) > 20
 
 
+def test_nibabel_is_an_extra_that_the_tests_install_and_no_module_imports_it_up_front():
+    """``uqeval import`` reads NIfTI with nibabel, from the ``import`` extra; the test extra
+    installs it so that the importers' tests run; every module imports without it."""
+    core = project(ROOT)
+    names = [re.split(r"[<>=!~\[; ]", requirement)[0] for requirement in core["dependencies"]]
+    assert "nibabel" not in names
+    assert core["optional-dependencies"]["import"] == ["nibabel>=5"]
+    assert "nibabel>=5" in core["optional-dependencies"]["test"]
+    code = (
+        "import pkgutil, sys\n"
+        "sys.modules['nibabel'] = None\n"
+        "import uqeval\n"
+        "for m in pkgutil.walk_packages(uqeval.__path__, 'uqeval.'):\n"
+        "    if m.name != 'uqeval.__main__': __import__(m.name)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+
+
 def test_scoring_without_a_scheduler_does_not_need_distributed(synthetic_store, monkeypatch):
     import uqeval
 

@@ -120,6 +120,7 @@ def test_plugins_json_lists_the_example_and_the_builtins(example_site):
         "au_methods": [],
         "eu_methods": [],
         "datasets": [],
+        "importers": ["npy_cubes"],
         "commands": [],
         "options": {},
         "problems": [],
@@ -127,6 +128,7 @@ def test_plugins_json_lists_the_example_and_the_builtins(example_site):
     builtin = rows["uqeval"]
     assert (builtin["distribution"], builtin["version"]) == ("uqeval", uqeval.__version__)
     assert builtin["aggregators"] == BUILTINS
+    assert builtin["importers"] == ["nnunet", "files", "values"]
     assert builtin["problems"] == []
     assert result.stderr == ""  # nothing to warn about
 
@@ -147,6 +149,27 @@ def test_without_the_plugin_only_the_builtins_are_listed():
     rows = read_rows(run_cli("plugins", "--json"))
     assert list(rows) == ["uqeval"]
     assert rows["uqeval"]["aggregators"] == BUILTINS
+
+
+@pytest.mark.cli
+def test_the_example_importer_writes_a_store_uqeval_scores(example_site, tmp_path):
+    rng = np.random.default_rng(0)
+    cubes = rng.dirichlet(np.ones(2), size=(3, 2, 3, 8, 8)).transpose(0, 1, 2, 5, 3, 4).astype(np.float32)
+    (tmp_path / "cubes").mkdir()
+    for index, cube in enumerate(cubes):
+        np.save(tmp_path / "cubes" / f"case{index}.npy", cube)
+    result = run_cli(
+        "import", "npy_cubes", str(tmp_path / "cubes"), "--out", str(tmp_path / "s.zarr"), paths=(example_site,)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "format npy_cubes, from plugin 'top_decile' (uqeval-plugin-example 0.1.0)" in " ".join(result.stderr.split())
+    store = uqeval.open_cube(tmp_path / "s.zarr")
+    assert list(store["image"].values) == ["case0", "case1", "case2"]
+    np.testing.assert_allclose(store["probs"].values, cubes, atol=1e-3)  # stored as float16
+    result = run_cli(
+        "import", "npy_cubes", str(tmp_path / "nothing"), "--out", str(tmp_path / "t.zarr"), paths=(example_site,)
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "holds no <case>.npy file" in result.stderr
 
 
 def test_load_plugins_env_can_leave_the_example_out(example_site):

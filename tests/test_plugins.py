@@ -1139,6 +1139,32 @@ def check_uqeval_datasets() -> None:
     assert manager.dataset("fake_data").options() == {"size": 2}  # the offered one is unchanged
 
 
+def check_uqeval_importers() -> None:
+    def import_things(out: Path, size: int = 2) -> uqeval.ImportSummary:
+        """Things from somewhere."""
+        return uqeval.ImportSummary(Path(out), size)
+
+    offered = uqeval.Importer("things", import_things, "the things format")
+    manager = manager_with(
+        (module("things", uqeval_importers=lambda: {"things": offered, "plain": import_things}), info("things"))
+    )
+    importers = manager.importers()
+    assert sorted(importers) == ["files", "nnunet", "plain", "things", "values"]
+    assert importers["nnunet"].source == BUILTIN
+    assert importers["things"].description == "the things format"
+    assert importers["plain"].description == "Things from somewhere."  # a function: its docstring
+    assert importers["things"].source == importers["plain"].source == "plugin 'things' (dist-things 1.0)"
+    assert manager.importer("plain")(out="x.zarr", size=3) == uqeval.ImportSummary(Path("x.zarr"), 3)
+    assert rows_by_name(manager)["things"]["importers"] == ["things", "plain"]
+    assert rows_by_name(manager)[BUILTIN]["importers"] == ["nnunet", "files", "values"]
+    with pytest.raises(UQEvalError) as raised:
+        manager.importer("nope")
+    assert str(raised.value) == "unknown importer 'nope'; choose one of files, nnunet, plain, things, values"
+    broken = manager_with((module("broken", uqeval_importers=lambda: {"bad": 3}), info("broken")))
+    assert "nnunet" in broken.importers() and "bad" not in broken.importers()
+    assert "importer 'bad' is of type int; expected a function or an Importer" in str(broken.problems[0])
+
+
 def check_uqeval_cli() -> None:
     app = typer.Typer()
 
@@ -1184,6 +1210,7 @@ HOOK_CHECKS: dict[str, Callable[[], None]] = {
     "uqeval_au_methods": check_uqeval_au_methods,
     "uqeval_eu_methods": check_uqeval_eu_methods,
     "uqeval_datasets": check_uqeval_datasets,
+    "uqeval_importers": check_uqeval_importers,
     "uqeval_cli": check_uqeval_cli,
 }
 HOOKS = sorted(vars(PluginManager(load_entry_points=False).pluggy.hook))

@@ -43,6 +43,11 @@ from .cube import (
 from .decomposition import decompose as decompose
 from .errors import UQEvalError as UQEvalError
 from .hookspecs import hookimpl as hookimpl
+from .importers.contract import Importer as Importer
+from .importers.contract import ImportSummary as ImportSummary
+from .importers.files import import_files as import_files
+from .importers.nnunet import import_nnunet as import_nnunet
+from .importers.values import import_values as import_values
 from .names import IGNORE_LABEL as IGNORE_LABEL
 from .ownership import check_replaceable as check_replaceable
 from .plugins import aggregate as aggregate

@@ -7,6 +7,7 @@ from dataclasses import replace
 from uqeval import aggregation
 from uqeval.aggregation import AggregationFallback, Aggregator
 from uqeval.hookspecs import hookimpl
+from uqeval.importers.contract import Importer
 
 
 @hookimpl
@@ -45,3 +46,17 @@ def uqeval_aggregators() -> dict[str, Aggregator]:
     )
     # Every built-in also scores volumes streamed in z-slabs.
     return {strategy.name: replace(strategy, slabs=aggregation.SLAB_FORMS[strategy.name]) for strategy in strategies}
+
+
+@hookimpl
+def uqeval_importers() -> dict[str, Importer]:
+    """The built-in importers (docs/import.md); each module is imported when it is asked for."""
+    from uqeval.importers.files import import_files
+    from uqeval.importers.nnunet import import_nnunet
+    from uqeval.importers.values import import_values
+
+    return {
+        "nnunet": Importer("nnunet", import_nnunet),
+        "files": Importer("files", import_files),
+        "values": Importer("values", import_values),
+    }

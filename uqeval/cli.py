@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import signal
 import sys
@@ -267,11 +268,13 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
     from rich.text import Text
 
     from uqeval.cube import SPACING_ATTR, open_cube, store_spatial_dims
+    from uqeval.cube.contract import is_maps_store
     from uqeval.domain_means import domain_means
     from uqeval.report.tables import format_value
 
     dataset = open_cube(store, check_values=check_values)
-    sizes = dataset["probs"].sizes
+    maps_store = is_maps_store(dataset)
+    sizes = dataset["mean" if maps_store else "probs"].sizes
     spatial = store_spatial_dims(dataset)
     with _progress() as progress:
         task = progress.add_task(f"decompose {store.name}", total=sizes["image"])
@@ -290,9 +293,12 @@ def _summary_table(store: Path, *, check_values: bool = False) -> Table:
         grid = f"{grid} px"
         if SPACING_ATTR in attrs:
             grid += f" ({'×'.join(f'{value:g}' for value in attrs[SPACING_ATTR])} mm)"
-    title = (
-        f"{markup_text(store.name)}: {model} — eu {sizes['eu']} × au {sizes['au']}, {sizes['class']} classes, {grid}"
-    )
+    if maps_store:
+        given = ", ".join(name.upper() for name in ("au", "eu", "tu") if name in dataset)
+        what = f"maps store ({given} as given)"
+    else:
+        what = f"eu {sizes['eu']} × au {sizes['au']}"
+    title = f"{markup_text(store.name)}: {model} — {what}, {sizes['class']} classes, {grid}"
     table = Table(title=title, title_justify="left")
     table.add_column("domain")
     table.add_column("volumes" if len(spatial) == 3 else "images", justify="right")
@@ -559,7 +565,7 @@ def plugins(
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     titles = {"aggregators": "aggregators", "au_methods": "AU methods", "eu_methods": "EU methods"}
-    titles |= {"datasets": "datasets", "commands": "commands"}
+    titles |= {"datasets": "datasets", "importers": "importers", "commands": "commands"}
     table = Table(title="Plugins (entry-point group uqeval)", title_justify="left", show_lines=True)
     table.add_column("plugin", no_wrap=True)
     table.add_column("distribution", no_wrap=True)
@@ -578,6 +584,78 @@ def plugins(
         distribution = f"{row['distribution']} {row['version']}".strip()
         table.add_row(Text(printable(row["name"])), Text(printable(distribution)), Text("\n").join(lines) or "nothing")
     console.print(table)
+
+
+class _ImportGroup(_Group):
+    """``uqeval import FORMAT``: one command per importer (hook ``uqeval_importers``), each
+    built from the importer's function when it is asked for, so that the hook runs only
+    when ``uqeval import`` does."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from uqeval.plugins import plugin_manager
+
+        return sorted(plugin_manager().importers())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from typer.main import get_command_from_info
+        from typer.models import CommandInfo
+
+        from uqeval.plugins import plugin_manager
+
+        manager = plugin_manager()
+        if manager.lookup("uqeval_importers", name) is None:
+            return None
+        importer = manager.importers()[name]
+        info = CommandInfo(name=name, callback=_import_command(importer), cls=_Command, help=importer.description)
+        return get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode="rich")
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        """The importer ``args`` name; an unknown format is a usage error that lists the known ones."""
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            from uqeval.plugins import plugin_manager
+
+            manager = plugin_manager()
+            known = ", ".join(self.list_commands(ctx)) or "none"
+            ctx.fail(f"unknown format {args[0]!r}; choose one of {known}{manager.problems_note()}")
+        return super().resolve_command(ctx, args)
+
+
+def _import_command(importer: Any) -> Callable[..., None]:
+    """The command of an importer: its function, whose summary is printed."""
+
+    @functools.wraps(importer.function)
+    def command(**options: Any) -> None:
+        summary = importer.function(**options)
+        kept = f", {summary.resumed} kept from the interrupted run" if summary.resumed else ""
+        err_console.print(
+            f"wrote {markup_text(summary.store, None)} ({summary.n_images} images{kept}; format "
+            f"{markup_text(importer.name)}, from {markup_text(importer.source or 'uqeval', None)})",
+            highlight=False,
+        )
+        for note in summary.notes:
+            err_console.print(labelled("note:", "cyan", note), highlight=False, soft_wrap=True)
+
+    return command
+
+
+import_app = _App(
+    name="import",
+    help="Turn predictions already on disk (nnU-Net folders, plain files, ValUES folders) into a store to score.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+)
+
+
+@import_app.callback()
+def _import() -> None:
+    """Turn predictions already on disk into a store that [cyan]uqeval score[/] reads (docs/import.md).
+
+    FORMAT is an importer: the built-in [cyan]nnunet[/], [cyan]files[/] and [cyan]values[/], or a
+    plugin's ([cyan]uqeval plugins[/] lists them). [cyan]uqeval import FORMAT --help[/] shows its options.
+    """
+
+
+app.add_typer(import_app, name="import", cls=_ImportGroup, subcommand_metavar="FORMAT ARGS...")
 
 
 #: Exit status after SIGTERM: 128 + the signal's number, as a shell reports a process it ended.

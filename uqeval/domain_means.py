@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from uqeval.cube.contract import VOLUME_DIMS
+from uqeval.cube.contract import MAP_MEASURES, MEAN, VOLUME_DIMS, is_maps_store
 from uqeval.cube.read import z_slabs
 from uqeval.decomposition import decompose_batch
 from uqeval.metrics.entanglement import collapse_ratio
@@ -36,7 +36,10 @@ def image_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = No
     Reads each chunk of ``probs`` once; memory holds one chunk and its maps. A volume
     is read one z-slab (chunk) at a time and its means are taken over all its voxels.
     ``progress(n)`` is called with the number of images done after each chunk of images.
+    A maps store's maps are averaged as they are (NaN for a measure it does not hold).
     """
+    if is_maps_store(dataset):
+        return _given_means(dataset, progress)
     probs = dataset["probs"]
     ids = dataset["image"].values
     n_images = probs.sizes["image"]
@@ -59,6 +62,24 @@ def image_means(dataset: xr.Dataset, progress: Callable[[int], None] | None = No
             n_voxels = probs.sizes["z"] * probs.sizes["y"] * probs.sizes["x"]
             for name in means:
                 means[name][start:stop] = sums[name] / n_voxels
+        if progress is not None:
+            progress(stop)
+        start = stop
+    return means
+
+
+def _given_means(dataset: xr.Dataset, progress: Callable[[int], None] | None) -> dict[str, np.ndarray]:
+    """Per-image means of a maps store's ``au``, ``eu`` and ``tu``, one chunk at a time."""
+    mean = dataset[MEAN.name]
+    n_images = mean.sizes["image"]
+    means = {name: np.full(n_images, np.nan) for name in MAP_MEASURES}
+    start = 0
+    for size in mean.chunks[0] if mean.chunks is not None else (n_images,):
+        stop = start + size
+        for name in MAP_MEASURES:
+            if name in dataset:
+                values = dataset[name][start:stop]
+                means[name][start:stop] = values.mean(dim=values.dims[1:], dtype=np.float64).values
         if progress is not None:
             progress(stop)
         start = stop

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from uqeval.aggregation import Aggregator
     from uqeval.contracts import AUMethod, DatasetSource, EUMethod
+    from uqeval.importers.contract import Importer, ImportSummary
 
 #: Marks the hook specifications below.
 hookspec = pluggy.HookspecMarker("uqeval")
@@ -92,6 +93,22 @@ def uqeval_datasets() -> dict[str, DatasetSource]:
     cached per process, so a dataset should load its files lazily, in
     :meth:`~uqeval.DatasetSource.samples`. Each is checked against the contract;
     errors and duplicate names: see the module docstring.
+    """
+
+
+@hookspec
+def uqeval_importers() -> dict[str, Importer | Callable[..., ImportSummary]]:
+    """Importers of predictions on disk, by format name (``uqeval import FORMAT``).
+
+    Each is a :class:`uqeval.Importer` or a plain function ``f(**options) ->
+    uqeval.ImportSummary`` whose parameters, annotated for typer, are the command's
+    arguments and options (the first line of its docstring describes it). It writes a
+    store through :class:`uqeval.CubeWriter` and raises :class:`uqeval.UQEvalError` for
+    bad input.
+
+    Called when ``uqeval import`` looks up its formats (and by ``uqeval plugins``),
+    never at start-up; cached per process. Errors and duplicate names: see the module
+    docstring.
     """
 
 

@@ -26,7 +26,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from uqeval.cube.contract import EXTRAS, IMAGE_DIM, PROGRESS_ATTR, SCHEMA, STRINGS, VALUES
+from uqeval.cube.contract import EXTRAS, IMAGE_DIM, MAPS, MEAN, PROGRESS_ATTR, SCHEMA, STRINGS, VALUES
 from uqeval.errors import UQEvalError
 
 #: The mark of a complete report folder, written last: its kind and the files it holds.
@@ -116,7 +116,7 @@ def _cube_problem(path: Path, entries: Mapping[str, os.DirEntry]) -> str | None:
         and isinstance(attrs.get(PROGRESS_ATTR), Mapping)
     ):
         return f"{not_ours} (its zarr.json has no record of uqeval's writer)"
-    variables = {spec.name for spec in (*VALUES, *EXTRAS, *STRINGS)} | {IMAGE_DIM}
+    variables = {spec.name for spec in (*VALUES, MEAN, *MAPS, *EXTRAS, *STRINGS)} | {IMAGE_DIM}
     foreign = [
         name
         for name, entry in entries.items()

@@ -32,6 +32,7 @@ from uqeval import builtin_plugin, hookspecs
 from uqeval.aggregation import AggregationParameters, Aggregator, per_image
 from uqeval.contracts import AUMethod, DatasetSource, EUMethod
 from uqeval.errors import UQEvalError
+from uqeval.importers.contract import Importer, first_line
 
 #: Entry-point group that plugins register under.
 ENTRY_POINT_GROUP = "uqeval"
@@ -46,6 +47,7 @@ KINDS_SINGULAR = {
     "uqeval_au_methods": "AU method",
     "uqeval_eu_methods": "EU method",
     "uqeval_datasets": "dataset",
+    "uqeval_importers": "importer",
 }
 #: What ``uqeval plugins`` reports per hook.
 KINDS = {
@@ -53,6 +55,7 @@ KINDS = {
     "uqeval_au_methods": "au_methods",
     "uqeval_eu_methods": "eu_methods",
     "uqeval_datasets": "datasets",
+    "uqeval_importers": "importers",
 }
 
 
@@ -101,7 +104,7 @@ class PluginManager:
         self.problems: list[PluginProblem] = []
         self._cache: dict[str, dict[str, tuple[Any, PluginInfo]]] = {}
         self.clashes: dict[str, dict[str, list[PluginInfo]]] = {}
-        self._aggregators: dict[str, dict[str, Aggregator]] = {}
+        self._resolved: dict[str, dict[str, Any]] = {}  # hook → name → its batched form
         self.commands: dict[str, list[str]] = {}
         from uqeval import __version__
 
@@ -154,7 +157,7 @@ class PluginManager:
     def forget(self) -> None:
         """Collect contributions afresh on the next lookup."""
         self._cache.clear()
-        self._aggregators.clear()
+        self._resolved.clear()
 
     def _load_entry_points(self) -> None:
         wanted = os.environ.get(LOAD_PLUGINS_ENV)
@@ -246,12 +249,12 @@ class PluginManager:
 
     def aggregators(self) -> dict[str, Aggregator]:
         """Every aggregation strategy, built-in and from plugins, in their batched form."""
-        if "aggregators" not in self._aggregators:
-            self._aggregators["aggregators"] = {
+        if "aggregators" not in self._resolved:
+            self._resolved["aggregators"] = {
                 name: _as_aggregator(name, value, info)
                 for name, (value, info) in self.contributions("uqeval_aggregators").items()
             }
-        return self._aggregators["aggregators"]
+        return self._resolved["aggregators"]
 
     def au_methods(self) -> dict[str, AUMethod]:
         """AU methods by name (each checked against :class:`~uqeval.contracts.AUMethod`)."""
@@ -264,6 +267,20 @@ class PluginManager:
     def datasets(self) -> dict[str, DatasetSource]:
         """Datasets by name (each checked against :class:`~uqeval.contracts.DatasetSource`)."""
         return {name: value for name, (value, _) in self.contributions("uqeval_datasets").items()}
+
+    def importers(self) -> dict[str, Importer]:
+        """Importers by format name, built-in and from plugins, each with its ``source``."""
+        if "importers" not in self._resolved:
+            self._resolved["importers"] = {
+                name: _as_importer(name, value, info)
+                for name, (value, info) in self.contributions("uqeval_importers").items()
+            }
+        return self._resolved["importers"]
+
+    def importer(self, name: str) -> Importer:
+        """The importer of format ``name`` (errors as :meth:`aggregator`)."""
+        self._get("uqeval_importers", name)
+        return self.importers()[name]
 
     def aggregator(self, name: str) -> Aggregator:
         """The aggregation strategy ``name``, built-in or from a plugin.
@@ -403,6 +420,10 @@ def _check_contribution(hook: str, name: Any, value: Any) -> str:
                 f"aggregation {name!r} is of type {type(value).__name__}; expected f(u, pred) -> float or an Aggregator"
             )
         return ""
+    if hook == "uqeval_importers":
+        if not (isinstance(value, Importer) or callable(value)):
+            return f"importer {name!r} is of type {type(value).__name__}; expected a function or an Importer"
+        return ""
     contract = {"uqeval_au_methods": AUMethod, "uqeval_eu_methods": EUMethod, "uqeval_datasets": DatasetSource}.get(
         hook
     )
@@ -438,6 +459,15 @@ def _as_aggregator(name: str, value: Any, info: PluginInfo) -> Aggregator:
         return value if value.source == source else dataclasses.replace(value, name=name, source=source)
     description = (getattr(value, "__doc__", None) or "").strip().splitlines()
     return Aggregator(name, per_image(value), description[0] if description else "", fitted=False, source=source)
+
+
+def _as_importer(name: str, value: Any, info: PluginInfo) -> Importer:
+    source = BUILTIN if info.name == BUILTIN else info.label
+    if isinstance(value, Importer):
+        return dataclasses.replace(
+            value, name=name, description=value.description or first_line(value.function), source=source
+        )
+    return Importer(name, value, first_line(value), source=source)
 
 
 @functools.cache

@@ -158,6 +158,34 @@ INPUT = Variable(
 #: The optional per-image arrays beside the probabilities, in the order they are checked.
 EXTRAS = (LABELS, INPUT)
 
+#: A *maps store* holds uncertainty maps given as they are, instead of probabilities: any
+#: of these (image, [z,] y, x), in nats per pixel, with :data:`MEAN`.
+MAP_MEASURES = ("au", "eu", "tu")
+MAPS = tuple(
+    Variable(
+        name,
+        (IMAGE_DIM, *SPATIAL_DIMS),
+        kinds="f",
+        expected=_FLOATS,
+        stored_dtype="float32",
+        fill_value=np.nan,
+        counted=(IMAGE_DIM, *SPATIAL_DIMS),
+    )
+    for name in MAP_MEASURES
+)
+#: The mean prediction of a maps store (sum over ``class`` = 1), from which ``pred`` = argmax.
+MEAN = Variable(
+    "mean",
+    (IMAGE_DIM, "class", *SPATIAL_DIMS),
+    kinds="f",
+    expected=_FLOATS,
+    stored_dtype="float32",
+    fill_value=np.nan,
+    counted=(IMAGE_DIM, "class", *SPATIAL_DIMS),
+)
+#: ``CubeWriter(variable=...)`` and the attribute ``source_variable`` of a maps store.
+MAPS_VARIABLE = "maps"
+
 #: Axis of ``class`` in the probabilities (and logits).
 CLASS_AXIS = PROBS.axis["class"]
 
@@ -341,6 +369,16 @@ def spatial_dims_for(n_dims: int) -> tuple[str, ...]:
     message it always got.
     """
     return VOLUME_DIMS if n_dims == len(PROBS.dims) + 1 else SPATIAL_DIMS
+
+
+def maps_spatial_dims_for(n_dims: int) -> tuple[str, ...]:
+    """:func:`spatial_dims_for` of a maps store whose ``mean`` has ``n_dims`` dims."""
+    return VOLUME_DIMS if n_dims == len(MEAN.dims) + 1 else SPATIAL_DIMS
+
+
+def is_maps_store(dataset: Any) -> bool:
+    """Whether a validated store is a maps store (``mean`` and maps, no probabilities)."""
+    return "probs" not in getattr(dataset, "data_vars", {}) and MEAN.name in getattr(dataset, "data_vars", {})
 
 
 def store_spatial_dims(dataset: Any) -> tuple[str, ...]:

@@ -30,6 +30,10 @@ from uqeval.cube.contract import (
     EXTRAS,
     IMAGE_DIM,
     LABELS,
+    MAP_MEASURES,
+    MAPS,
+    MAPS_VARIABLE,
+    MEAN,
     SCHEMA,
     SPACING_ATTR,
     STRINGS,
@@ -44,6 +48,8 @@ from uqeval.cube.contract import (
     check_spacing,
     first_invalid_label,
     is_class_index,
+    is_maps_store,
+    maps_spatial_dims_for,
     pixel_text,
     spatial_dims_for,
 )
@@ -144,10 +150,13 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
         expected = f"the integer {SCHEMA}" if str(schema).strip() == str(SCHEMA) else f"schema {SCHEMA}"
         raise UQEvalError(f"{where}: attribute `schema` is {schema!r}; this uqeval reads {expected}")
     present = [spec for spec in VALUES if spec.name in dataset]
+    if not present and MEAN.name in dataset:
+        return _validate_maps(dataset, where, check_values)
     if len(present) != 1:
         names = [f"`{spec.name}`" for spec in VALUES]
         what = f"both {' and '.join(names)}" if present else f"neither {' nor '.join(names)}"
-        raise UQEvalError(f"{where}: has {what}; a cube holds exactly one of them")
+        maps = "" if present else " (a maps store holds `mean` and `au`, `eu` or `tu` instead)"
+        raise UQEvalError(f"{where}: has {what}; a cube holds exactly one of them{maps}")
     variable = present[0].name
     values = dataset[variable]
     spatial = spatial_dims_for(values.ndim)
@@ -166,21 +175,7 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
             _check_array(where, spec.with_spatial(spatial), dataset[spec.name], values_name=variable)
             _check_image_size(where, spec.name, dataset[spec.name], variable, sizes, spatial)
 
-    class_names = attrs.get("class_names")
-    if class_names is not None and not are_class_names(class_names):
-        raise UQEvalError(f"{where}: attribute `class_names` is {class_names!r}; expected a list of strings")
-    if class_names is not None and len(class_names) != sizes["class"]:
-        raise UQEvalError(
-            f"{where}: attribute `class_names` lists {len(class_names)} names for {sizes['class']} classes"
-        )
-    background = attrs.get("background", DEFAULT_BACKGROUND)
-    if not is_class_index(background, sizes["class"]):
-        raise UQEvalError(
-            f"{where}: attribute `background` is {background!r}; expected a class index in [0, {sizes['class']})"
-        )
-
-    if SPACING_ATTR in attrs:
-        dataset.attrs[SPACING_ATTR] = check_spacing(attrs[SPACING_ATTR], spatial, where)
+    _check_attributes(where, dataset, attrs, sizes["class"], spatial)
 
     # Whole in every dim but `image` and, for volumes, `z`: their chunks are kept as stored.
     whole = {dim: -1 for dim in values.dims[1:] if dim != VOLUME_DIMS[0]}
@@ -195,6 +190,84 @@ def validate_cube(dataset: xr.Dataset, *, where: str = "dataset", check_values: 
     if check_values:
         check_cube_values(dataset, where=where)
     return dataset
+
+
+def _check_attributes(where: str, dataset: xr.Dataset, attrs: dict, n_classes: int, spatial: tuple[str, ...]) -> None:
+    """``class_names``, ``background`` and ``spacing`` (normalised into ``dataset.attrs``)."""
+    class_names = attrs.get("class_names")
+    if class_names is not None and not are_class_names(class_names):
+        raise UQEvalError(f"{where}: attribute `class_names` is {class_names!r}; expected a list of strings")
+    if class_names is not None and len(class_names) != n_classes:
+        raise UQEvalError(f"{where}: attribute `class_names` lists {len(class_names)} names for {n_classes} classes")
+    background = attrs.get("background", DEFAULT_BACKGROUND)
+    if not is_class_index(background, n_classes):
+        raise UQEvalError(
+            f"{where}: attribute `background` is {background!r}; expected a class index in [0, {n_classes})"
+        )
+    if SPACING_ATTR in attrs:
+        dataset.attrs[SPACING_ATTR] = check_spacing(attrs[SPACING_ATTR], spatial, where)
+
+
+def _validate_maps(dataset: xr.Dataset, where: str, check_values: bool) -> xr.Dataset:
+    """:func:`validate_cube` of a maps store: ``mean`` and any of ``au``, ``eu``, ``tu``
+    instead of probabilities (docs/cube.md); ``attrs["source_variable"] == "maps"``."""
+    attrs = dict(dataset.attrs)
+    mean = dataset[MEAN.name]
+    spatial = maps_spatial_dims_for(mean.ndim)
+    _check_array(where, MEAN.with_spatial(spatial), mean)
+    sizes = dict(mean.sizes)
+    if sizes["class"] < 2:
+        raise UQEvalError(f"{where}: `mean` has {sizes['class']} class; a segmentation has at least 2")
+    measures = [name for name in MAP_MEASURES if name in dataset]
+    if not measures:
+        raise UQEvalError(f"{where}: has `mean` but none of `au`, `eu` and `tu`; a maps store gives at least one")
+    for spec in (*(spec for spec in MAPS if spec.name in dataset), *(spec for spec in EXTRAS if spec.name in dataset)):
+        _check_array(where, spec.with_spatial(spatial), dataset[spec.name], values_name=MEAN.name)
+        _check_image_size(where, spec.name, dataset[spec.name], MEAN.name, sizes, spatial)
+        if dataset[spec.name].sizes[IMAGE_DIM] != sizes[IMAGE_DIM]:
+            raise UQEvalError(
+                f"{where}: `{spec.name}` holds {dataset[spec.name].sizes[IMAGE_DIM]} image(s) but `mean` holds "
+                f"{sizes[IMAGE_DIM]}"
+            )
+    dataset = _normalise_image_coordinate(dataset, where)
+    for spec in STRINGS:
+        dataset = dataset.assign({spec.name: _string_variable(dataset, spec, where)})
+        if spec.name == "domain":
+            check_domains(dataset[spec.name].values, where)
+    _check_attributes(where, dataset, attrs, sizes["class"], spatial)
+    if mean.chunks is not None:
+        whole = {dim: -1 for dim in mean.dims[1:] if dim != VOLUME_DIMS[0]}
+        dataset = dataset.assign(mean=mean.chunk(whole))
+    dataset.attrs["source_variable"] = MAPS_VARIABLE
+    if check_values:
+        check_cube_values(dataset, where=where)
+    return dataset
+
+
+def _check_maps_values(dataset: xr.Dataset, where: str) -> None:
+    """Every chunk of a maps store once: ``mean`` sums to 1 over ``class``; the maps are
+    finite and non-negative."""
+    ids = dataset[IMAGE_DIM].values
+    mean = dataset[MEAN.name]
+    for start, stop in _image_blocks(mean):
+        stats = None
+        for slab in z_slabs(mean):
+            block = np.asarray(mean[start:stop].isel(slab).values)
+            stats = _merged_stats(stats, value_stats(block, class_axis=1))
+        try:
+            raise_for_value_stats(stats, ids[start:stop], variable="mean")
+        except UQEvalError as error:
+            raise UQEvalError(f"{where}: {error}") from None
+    for name in (name for name in MAP_MEASURES if name in dataset):
+        values = dataset[name]
+        for start, stop in _image_blocks(values):
+            block = np.asarray(values[start:stop].values)
+            bad = ~(np.isfinite(block) & (block >= 0)).reshape(len(block), -1).all(axis=1)
+            if bad.any():
+                raise UQEvalError(
+                    f"{where}: `{name}` of image {image_name(ids[start + int(np.flatnonzero(bad)[0])])} has values "
+                    "that are negative, NaN or infinite; uncertainty maps are non-negative nats"
+                )
 
 
 def softmax(logits: xr.DataArray) -> xr.DataArray:
@@ -222,6 +295,10 @@ def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
     are read one z-slab (one chunk) at a time.
     """
     ids = dataset[IMAGE_DIM].values
+    if is_maps_store(dataset):
+        _check_maps_values(dataset, where)
+        _check_label_values(dataset, where, dataset[MEAN.name].sizes["class"])
+        return
     probs = dataset["probs"]
     variable = dataset.attrs.get("source_variable", "probs")
     n_classes = probs.sizes["class"]
@@ -234,6 +311,12 @@ def check_cube_values(dataset: xr.Dataset, *, where: str = "dataset") -> None:
             raise_for_value_stats(stats, ids[start:stop], variable="probs")
         except UQEvalError as error:
             raise UQEvalError(f"{where}: {error}" if variable == "probs" else f"{where}: logits give {error}") from None
+    _check_label_values(dataset, where, n_classes)
+
+
+def _check_label_values(dataset: xr.Dataset, where: str, n_classes: int) -> None:
+    """Every label is a class index or 255, read one chunk (slab) at a time."""
+    ids = dataset[IMAGE_DIM].values
     if LABELS.name in dataset:
         labels = dataset[LABELS.name]
         for start, stop in _image_blocks(labels):
@@ -349,7 +432,7 @@ def _check_chunks_written(path: Path, group: zarr.Group) -> None:
     of ``probs`` (or ``logits``) must be stored; a missing one would read as fill values.
     ``labels`` chunks may legitimately be absent (all-ignore chunks are not stored).
     """
-    for name in (spec.name for spec in VALUES):
+    for name in (*(spec.name for spec in VALUES), MEAN.name):
         if name in group and isinstance(group[name], zarr.Array):
             array = group[name]
             written, expected = array.nchunks_initialized, array.nchunks
@@ -375,7 +458,7 @@ def _check_shared_sizes(path: Path, group: zarr.Group) -> None:
     names the variable, the dim and both sizes.
     """
     arrays = {name: array for name, array in group.arrays() if _dimension_names(array) is not None}
-    reference = next((spec.name for spec in VALUES if spec.name in arrays), None)
+    reference = next((spec.name for spec in (*VALUES, MEAN) if spec.name in arrays), None)
     if reference is None:
         return
     reference_sizes = dict(zip(_dimension_names(arrays[reference]), arrays[reference].shape, strict=False))

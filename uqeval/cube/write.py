@@ -25,7 +25,11 @@ from uqeval.cube.contract import (
     IMAGE_DIM,
     INPUT,
     LABELS,
+    MAP_MEASURES,
+    MAPS,
+    MAPS_VARIABLE,
     MAX_LABELLED_CLASSES,
+    MEAN,
     PROGRESS_ATTR,
     ROLE,
     SCHEMA,
@@ -131,15 +135,16 @@ class CubeWriter:
         path: str | os.PathLike[str],
         *,
         n_classes: int,
-        eu: int,
-        au: int,
+        eu: int | None = None,
+        au: int | None = None,
         height: int,
         width: int,
         depth: int | None = None,
         raters: int = 0,
         channels: int = 0,
         variable: str = "probs",
-        dtype: str | np.dtype = "float16",
+        dtype: str | np.dtype | None = None,
+        measures: Sequence[str] = MAP_MEASURES,
         chunk_images: int | None = None,
         chunk_depth: int | None = None,
         spacing: Sequence[float] | None = None,
@@ -156,6 +161,13 @@ class CubeWriter:
         resume: bool = False,
     ) -> None:
         self.path = Path(path)
+        maps = variable == MAPS_VARIABLE
+        if maps:
+            eu = au = 1  # no members nor samples: the maps are given as they are
+            if dtype is None:
+                dtype = "float32"
+        elif eu is None or au is None:
+            raise UQEvalError("CubeWriter: give `eu` and `au` (members and samples per image)")
         positive = {"n_classes": n_classes, "eu": eu, "au": au, "height": height, "width": width}
         if depth is not None:
             positive["depth"] = depth
@@ -171,14 +183,26 @@ class CubeWriter:
                 raise UQEvalError(f"CubeWriter: `{name}` must be an integer >= 0, got {value!r}")
         if chunk_images is not None and (not _is_integer(chunk_images) or chunk_images < 1):
             raise UQEvalError(f"CubeWriter: `chunk_images` must be a positive integer, got {chunk_images!r}")
-        check_decomposable(eu, au, n_classes, "CubeWriter")
+        if maps:
+            unknown = [name for name in measures if name not in MAP_MEASURES]
+            if unknown or not measures or len(set(measures)) != len(measures):
+                raise UQEvalError(
+                    f"CubeWriter: `measures` is {list(measures)!r}; expected some of "
+                    f"{', '.join(MAP_MEASURES)}, each once"
+                )
+            if n_classes < 2:
+                raise UQEvalError(f"CubeWriter: n_classes={n_classes}; a segmentation has at least 2 classes")
+        else:
+            check_decomposable(eu, au, n_classes, "CubeWriter")
         if n_classes > MAX_LABELLED_CLASSES and raters:
             raise UQEvalError(
                 f"CubeWriter: labels are uint8 with {IGNORE_LABEL} = ignore; at most {MAX_LABELLED_CLASSES} classes"
             )
-        specs = {spec.name: spec for spec in VALUES}
+        specs = {spec.name: spec for spec in VALUES} | {MAPS_VARIABLE: MEAN}
         if variable not in specs:
             raise UQEvalError(f"CubeWriter: `variable` is {variable!r}; expected {' or '.join(map(repr, specs))}")
+        if dtype is None:
+            dtype = "float16"
         float_dtypes = " or ".join(WRITTEN_FLOAT_DTYPES)
         try:
             self.dtype = np.dtype(dtype)
@@ -199,6 +223,9 @@ class CubeWriter:
             spacing = (attrs or {}).get(SPACING_ATTR)
         spacing_attr = None if spacing is None else check_spacing(spacing, self.spatial_dims, "CubeWriter")
         self._spec = specs[variable].with_spatial(self.spatial_dims)
+        #: The maps a maps store holds beside ``mean`` (none for probabilities or logits).
+        self.measures = tuple(name for name in MAP_MEASURES if name in measures) if maps else ()
+        self._map_specs = [spec.with_spatial(self.spatial_dims) for spec in MAPS if spec.name in self.measures]
         self._labels_spec = LABELS.with_spatial(self.spatial_dims)
         self._input_spec = INPUT.with_spatial(self.spatial_dims)
         shape = (height, width) if depth is None else (depth, height, width)
@@ -302,6 +329,7 @@ class CubeWriter:
         *,
         logits: np.ndarray | None = None,
         input: np.ndarray | None = None,
+        maps: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Add a batch of images, or one image.
 
@@ -322,11 +350,30 @@ class CubeWriter:
         logits : instead of ``probs`` for a writer with ``variable="logits"``.
         input : (image, channel, [z,] y, x) numbers, or one image's (channel, [z,] y, x):
             the input images, stored as float32 (required when the writer has ``channels``).
+        maps : for a writer with ``variable="maps"`` (a maps store): ``mean`` (image, class,
+            [z,] y, x), the mean prediction, summing to 1 over ``class``, and each of the
+            writer's ``measures`` (image, [z,] y, x), non-negative nats; or one image's
+            without the leading dim.
         """
         self._check_open("append")
-        values, single = self._take_values(probs, logits)
+        if self.variable == MAPS_VARIABLE:
+            if probs is not None or logits is not None:
+                raise UQEvalError("CubeWriter.append: this writer stores a maps store; pass maps={'mean': ..., ...}")
+            values, single, measure_values = self._take_maps(maps)
+        else:
+            if maps is not None:
+                raise UQEvalError(f"CubeWriter.append: this writer stores `{self.variable}`, not maps")
+            values, single = self._take_values(probs, logits)
+            measure_values = {}
         n = values.shape[0]
         ids = self._take_ids(image_ids, n)
+        for name, array in measure_values.items():
+            bad = ~(np.isfinite(array) & (array >= 0)).reshape(n, -1).all(axis=1)
+            if bad.any():
+                raise UQEvalError(
+                    f"CubeWriter.append: `{name}` of image {ids[int(np.flatnonzero(bad)[0])]!r} has values that are "
+                    "negative, NaN or infinite; uncertainty maps are non-negative nats"
+                )
         labels_array = self._take_labels(labels, ids, single)
         input_array = self._take_input(input, n, single)
         domains, roles = self._take_strings(domain, role, n)
@@ -335,7 +382,8 @@ class CubeWriter:
         self._check_values(values, stored, ids)
         self._seen_ids.update(ids)
         # One entry per variable written, in the order they are written; the ids last.
-        part: dict[str, np.ndarray | list[Any]] = {self.variable: stored}
+        part: dict[str, np.ndarray | list[Any]] = {self._spec.name: stored}
+        part.update(measure_values)
         if labels_array is not None:
             part[LABELS.name] = labels_array
         if input_array is not None:
@@ -383,6 +431,8 @@ class CubeWriter:
             :meth:`append` would refuse.
         """
         self._check_open("volume")
+        if self.variable == MAPS_VARIABLE:
+            raise UQEvalError("CubeWriter.volume: a maps store is written with append(maps=...)")
         if self.depth is None:
             raise UQEvalError("CubeWriter.volume: this writer writes 2D images; make it with depth=... for volumes")
         ids = self._take_ids(image_id, 1)
@@ -402,6 +452,23 @@ class CubeWriter:
         self._seen_ids.update(ids)
         self._volume = VolumeWriter(self, index, ids[0])
         return self._volume
+
+    def set_attribute(self, name: str, value: Any) -> None:
+        """Record the store attribute ``name`` (a JSON value) now, as the store is written.
+
+        For what is known only while writing, such as where each image came from (the
+        importers' ``import`` record). ``schema`` and the writer's progress record are
+        the writer's own and are refused.
+        """
+        self._check_open("set_attribute")
+        if name in ("schema", PROGRESS_ATTR):
+            raise UQEvalError(f"CubeWriter.set_attribute: {name!r} is the writer's own attribute")
+        self._group.attrs[name] = value
+
+    def attribute(self, name: str, default: Any = None) -> Any:
+        """The store attribute ``name`` as recorded so far (``default`` when absent); on
+        ``resume=True``, as the earlier run left it."""
+        return self._group.attrs.get(name, default)
 
     def close(self) -> None:
         """Write what is buffered and mark the store complete."""
@@ -470,7 +537,7 @@ class CubeWriter:
         self._group = zarr.open_group(self.path, mode="w", zarr_format=3)
         self._n_written = 0
         self._group.attrs.update({**attrs, PROGRESS_ATTR: self._progress(complete=False).record()})
-        arrays = [(self._spec, self.dtype, self._compressor, self.chunk_images)]
+        arrays = [(spec, self.dtype, self._compressor, self.chunk_images) for spec in (self._spec, *self._map_specs)]
         # Label maps are small beside the cubes: more images per chunk, but one volume's slabs alike.
         label_images = self.chunk_images if self.depth is not None else max(self.chunk_images, 16)
         if self.raters:
@@ -503,12 +570,14 @@ class CubeWriter:
         progress = WriteProgress.recorded(self._group.attrs)
         if progress is None:
             raise UQEvalError(f"{self.path}: cannot resume: the store was not written by a CubeWriter")
-        if self.variable not in self._group:
-            raise UQEvalError(f"{self.path}: cannot resume: the store has no `{self.variable}` variable")
-        values = self._group[self.variable]
+        name = self._spec.name
+        missing = [spec.name for spec in (self._spec, *self._map_specs) if spec.name not in self._group]
+        if missing:
+            raise UQEvalError(f"{self.path}: cannot resume: the store has no `{missing[0]}` variable")
+        values = self._group[name]
         if tuple(values.shape[1:]) != self.cube_shape:
             raise UQEvalError(
-                f"{self.path}: cannot resume: `{self.variable}` holds cubes of shape {tuple(values.shape[1:])}, "
+                f"{self.path}: cannot resume: `{name}` holds cubes of shape {tuple(values.shape[1:])}, "
                 f"not {self.cube_shape}"
             )
         if not self._matches(self._labels_spec, "rater"):
@@ -543,7 +612,7 @@ class CubeWriter:
         self._group.attrs[PROGRESS_ATTR] = self._progress(complete=complete).record()
 
     def _names(self) -> list[str]:
-        names = [self.variable, *(spec.name for spec in STRINGS)]
+        names = [self._spec.name, *(spec.name for spec in self._map_specs), *(spec.name for spec in STRINGS)]
         if self.raters:
             names.append(LABELS.name)
         if self.channels:
@@ -606,13 +675,49 @@ class CubeWriter:
             raise UQEvalError(f"CubeWriter.append: `{self.variable}` has dtype {values.dtype}; expected floats")
         return values, single
 
+    def _take_maps(self, maps: dict[str, np.ndarray] | None) -> tuple[np.ndarray, bool, dict[str, np.ndarray]]:
+        """A maps store's batch: ``mean`` as (image, class, *spatial), whether one image came
+        without its leading dim, and each measure (image, *spatial) checked and stored as float32."""
+        if not isinstance(maps, dict):
+            raise UQEvalError(
+                f"CubeWriter.append: this writer stores a maps store; pass maps={{'mean': ..., "
+                f"{', '.join(repr(name) + ': ...' for name in self.measures)}}}"
+            )
+        wanted = ("mean", *self.measures)
+        if sorted(maps) != sorted(wanted):
+            raise UQEvalError(f"CubeWriter.append: maps has {sorted(maps)}; expected {list(wanted)}")
+        mean = _as_array("mean", maps["mean"])
+        single = mean.ndim == len(self.cube_shape)
+        if single:
+            mean = mean[None]
+        if mean.ndim != len(self.cube_shape) + 1 or tuple(mean.shape[1:]) != self.cube_shape:
+            raise UQEvalError(
+                f"CubeWriter.append: `mean` has shape {mean.shape}; expected ({', '.join(self._spec.dims)}) = "
+                f"(n, {', '.join(map(str, self.cube_shape))})"
+            )
+        if mean.dtype.kind != "f":
+            raise UQEvalError(f"CubeWriter.append: `mean` has dtype {mean.dtype}; expected floats")
+        measures = {}
+        for spec in self._map_specs:
+            values = _as_array(spec.name, maps[spec.name])
+            values = values[None] if single else values
+            expected = (len(mean), *self.cube_shape[1:])
+            if values.shape != expected or values.dtype.kind != "f":
+                raise UQEvalError(
+                    f"CubeWriter.append: `{spec.name}` has shape {values.shape} and dtype {values.dtype}; expected "
+                    f"floats of ({', '.join(spec.dims)}) = ({', '.join(map(str, expected))})"
+                )
+            measures[spec.name] = values.astype(self.dtype)
+        return mean, single, measures
+
     def _check_values(
         self, values: np.ndarray, stored: np.ndarray, ids: list[object], where: str = "CubeWriter.append"
     ) -> None:
         """The value checks of :meth:`append` on ``(image, ..., class, *spatial)`` values."""
-        if self.variable == "probs":
+        if self.variable in ("probs", MAPS_VARIABLE):
             class_axis = values.ndim - len(self.spatial_dims) - 1
-            raise_for_value_stats(value_stats(values, class_axis=class_axis), ids, variable=f"{where}: probs")
+            name = "probs" if self.variable == "probs" else "mean"
+            raise_for_value_stats(value_stats(values, class_axis=class_axis), ids, variable=f"{where}: {name}")
         else:
             finite = np.isfinite(values).reshape(len(values), -1).all(1)
             stored_finite = np.isfinite(stored).reshape(len(values), -1).all(1)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from uqeval.cube.contract import check_domains
+from uqeval.cube.contract import MAP_MEASURES, MAPS_VARIABLE, MEAN, check_domains, is_maps_store
 from uqeval.errors import UQEvalError
 from uqeval.names import ID_DOMAIN, IGNORE_LABEL, TEST
 from uqeval.notes import Note, literal
@@ -155,7 +155,10 @@ class Source:
 
 def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
     """A validated cube (:func:`uqeval.open_cube`), read from its store at ``path`` when
-    given, else from the Dataset (numpy- or dask-backed)."""
+    given, else from the Dataset (numpy- or dask-backed). A maps store gives its maps
+    as they are (:func:`maps_store_source`)."""
+    if is_maps_store(dataset):
+        return maps_store_source(dataset, path)
     probs = dataset["probs"]
     has_labels = "labels" in dataset
     variable = dataset.attrs.get("source_variable", "probs")
@@ -250,6 +253,91 @@ def _planes(array: xr.DataArray | np.ndarray, positions: np.ndarray | None = Non
         return np.asarray((array if z is None else array.isel(z=int(z))).values)
     chosen = array if positions is None else array[positions]
     return chosen if z is None else chosen[:, :, int(z)]
+
+
+#: The note of every score of a maps store.
+MAPS_GIVEN = "the uncertainty maps were taken as given (a maps store): nothing was decomposed and no EU floor applied"
+
+
+def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
+    """A validated maps store (``mean`` with ``au``, ``eu`` and ``tu``): its batches carry
+    the maps as they are, ``pred`` = argmax of ``mean``; nothing is decomposed.
+
+    Raises
+    ------
+    UQEvalError
+        For a store that lacks one of ``au``, ``eu``, ``tu`` (every task compares two).
+    """
+    mean = dataset[MEAN.name]
+    missing = [name for name in MAP_MEASURES if name not in dataset]
+    if missing:
+        raise UQEvalError(
+            f"{path or 'dataset'}: the maps store lacks {', '.join(f'`{name}`' for name in missing)}; scoring needs "
+            "all of au, eu and tu (every task compares the correct measure with the wrong one)"
+        )
+    has_labels = "labels" in dataset
+    names = ("mean", *MAP_MEASURES)
+    input_reader = labels_reader = None
+    notes: tuple[Note, ...] = (Note("maps-given", MAPS_GIVEN),)
+    if path is not None:
+        store = str(path.resolve())
+        if "input" in dataset:
+            input_reader = functools.partial(read_input, str(path))
+        if has_labels:
+            labels_reader = functools.partial(read_images, str(path), "labels")
+            notes += _absent_labels_notes(str(path), dataset["image"].values)
+
+        def reader() -> Reader:
+            read = StoreReader(str(path), MAPS_VARIABLE, has_labels)
+
+            def load(indices: np.ndarray, slot: int = 0) -> Loaded:
+                return Loaded(*read(indices, slot))
+
+            return load
+
+    else:
+        store = None
+        if "input" in dataset:
+
+            def input_reader(positions: np.ndarray, z: int | None = None) -> np.ndarray:
+                return _planes(dataset["input"][positions], z=z)
+
+        if has_labels:
+
+            def labels_reader(positions: np.ndarray, z: int | None = None) -> np.ndarray:
+                return _planes(dataset["labels"][positions], z=z)
+
+        def reader() -> Reader:
+            def load(indices: np.ndarray, slot: int = 0) -> Loaded:
+                maps = {name: np.asarray(dataset[name][indices].values, dtype=np.float32) for name in names}
+                maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if mean.sizes["class"] <= 256 else np.int32)
+                labels = np.asarray(dataset["labels"][indices].values) if has_labels else None
+                return Loaded(None, labels, maps)
+
+            return load
+
+    per_image = sum(int(np.prod([dataset[name].sizes[dim] for dim in dataset[name].dims[1:]])) for name in names)
+    return Source(
+        where=str(path) if path is not None else "dataset",
+        ids=dataset["image"].values,
+        domains=_strings(dataset["domain"].values),
+        roles=_strings(dataset["role"].values),
+        has_labels=has_labels,
+        n_classes=int(mean.sizes["class"]),
+        background=int(dataset.attrs.get("background", 0)),
+        reader=reader,
+        has_probabilities=False,
+        chunk_sizes=[1] * mean.sizes["image"] if mean.chunks is None else [int(size) for size in mean.chunks[0]],
+        bytes_per_image=per_image * 4,
+        attrs=dict(dataset.attrs),
+        store=store,
+        variable=MAPS_VARIABLE,
+        eu_convention="maps-as-given",
+        read_input=input_reader,
+        read_labels=labels_reader,
+        notes=notes,
+        depth=int(mean.sizes["z"]) if "z" in mean.dims else None,
+    )
 
 
 #: How many image ids a note names before it counts the rest.

@@ -17,6 +17,7 @@ import zarr.core.sync
 from zarr.core.buffer import default_buffer_prototype
 
 from uqeval.cube import softmax_array
+from uqeval.cube.contract import MAP_MEASURES, MAPS_VARIABLE
 from uqeval.errors import UQEvalError
 from uqeval.scoring.batches import runs
 from uqeval.scoring.chunk_files import READS, ChunkFiles, open_chunk_files
@@ -190,12 +191,27 @@ def read_images(path: str, name: str, positions: np.ndarray, z: int | None = Non
     return np.asarray(array.get_orthogonal_selection(selection))
 
 
+def read_maps(arrays: StoreArrays, indices: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The maps of a maps store at sorted positions ``indices``: ``mean`` and whichever of
+    ``au``, ``eu``, ``tu`` it holds, as float32, with ``pred`` = argmax of ``mean`` over
+    ``class`` (the first class of a tie, as the decomposition picks)."""
+    maps = {}
+    for name in ("mean", *MAP_MEASURES):
+        if name in out:
+            # A copy: the batch keeps its maps (spilled or scored later) while the buffer is reused.
+            maps[name] = arrays.read(name, indices, out[name]).astype(np.float32)
+    n_classes = maps["mean"].shape[1]
+    maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if n_classes <= 256 else np.int32)
+    return maps
+
+
 class StoreReader:
     """Reads batches of a store into reused buffers, one set per ``slot``.
 
     Decoding into memory that is already mapped avoids the page faults of a fresh
     multi-megabyte array per batch, which cost more than the decoding itself. Each
-    batch in flight has its own slot.
+    batch in flight has its own slot. A maps store (``variable="maps"``) gives its maps
+    instead of probabilities: ``(None, labels, maps)``.
     """
 
     def __init__(self, path: str, variable: str, has_labels: bool) -> None:
@@ -203,7 +219,9 @@ class StoreReader:
         self._arrays = StoreArrays(path)
         self._buffers: dict[tuple[str, int], np.ndarray] = {}
 
-    def __call__(self, indices: np.ndarray, slot: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(
+        self, indices: np.ndarray, slot: int = 0
+    ) -> tuple[np.ndarray | None, np.ndarray | None] | tuple[None, np.ndarray | None, dict[str, np.ndarray]]:
         def buffer(name: str) -> np.ndarray:
             array = self._arrays.array(name)
             held = self._buffers.get((name, slot))
@@ -212,6 +230,12 @@ class StoreReader:
                 self._buffers[(name, slot)] = held
             return held[: len(indices)]
 
+        if self.variable == MAPS_VARIABLE:
+            group = open_group(self.path)
+            present = [name for name in ("mean", *MAP_MEASURES) if name in group]
+            maps = read_maps(self._arrays, indices, {name: buffer(name) for name in present})
+            labels = self._arrays.read("labels", indices, buffer("labels")) if self.has_labels else None
+            return None, labels, maps
         out = {self.variable: buffer(self.variable)}
         if self.has_labels:
             out["labels"] = buffer("labels")
