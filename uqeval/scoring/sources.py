@@ -218,9 +218,7 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
             return load
 
     depth = int(probs.sizes["z"]) if "z" in probs.dims else None
-    chunk_depth = None
-    if depth is not None:
-        chunk_depth = depth if probs.chunks is None else int(probs.chunks[probs.get_axis_num("z")][0])
+    chunk_depth = None if depth is None else _chunk_depth(probs, depth)
     return Source(
         where=str(path) if path is not None else "dataset",
         ids=dataset["image"].values,
@@ -295,6 +293,14 @@ def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
 
             return load
 
+        def slab_reader() -> SlabReader:
+            read = StoreReader(str(path), MAPS_VARIABLE, has_labels)
+
+            def load(position: int, z_start: int, z_stop: int, slot: int = 0) -> Loaded:
+                return Loaded(*read.slab(position, z_start, z_stop, slot))
+
+            return load
+
     else:
         store = None
         if "input" in dataset:
@@ -316,7 +322,18 @@ def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
 
             return load
 
+        def slab_reader() -> SlabReader:
+            def load(position: int, z_start: int, z_stop: int, slot: int = 0) -> Loaded:
+                planes = {"image": slice(position, position + 1), "z": slice(z_start, z_stop)}
+                maps = {name: np.asarray(dataset[name].isel(planes).values, dtype=np.float32) for name in names}
+                maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if mean.sizes["class"] <= 256 else np.int32)
+                labels = np.ascontiguousarray(dataset["labels"].isel(planes).values) if has_labels else None
+                return Loaded(None, labels, maps)
+
+            return load
+
     per_image = sum(int(np.prod([dataset[name].sizes[dim] for dim in dataset[name].dims[1:]])) for name in names)
+    depth = int(mean.sizes["z"]) if "z" in mean.dims else None
     return Source(
         where=str(path) if path is not None else "dataset",
         ids=dataset["image"].values,
@@ -336,8 +353,16 @@ def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         read_input=input_reader,
         read_labels=labels_reader,
         notes=notes,
-        depth=int(mean.sizes["z"]) if "z" in mean.dims else None,
+        depth=depth,
+        slab_reader=slab_reader if depth is not None else None,
+        chunk_depth=None if depth is None else _chunk_depth(mean, depth),
+        volume_shape=None if depth is None else (depth, int(mean.sizes["y"]), int(mean.sizes["x"])),
     )
+
+
+def _chunk_depth(array: xr.DataArray, depth: int) -> int:
+    """Planes per chunk along ``z`` of a variable of volumes (``depth`` when not chunked)."""
+    return depth if array.chunks is None else int(array.chunks[array.get_axis_num("z")][0])
 
 
 #: How many image ids a note names before it counts the rest.

@@ -195,11 +195,13 @@ def read_maps(arrays: StoreArrays, indices: np.ndarray, out: dict[str, np.ndarra
     """The maps of a maps store at sorted positions ``indices``: ``mean`` and whichever of
     ``au``, ``eu``, ``tu`` it holds, as float32, with ``pred`` = argmax of ``mean`` over
     ``class`` (the first class of a tie, as the decomposition picks)."""
-    maps = {}
-    for name in ("mean", *MAP_MEASURES):
-        if name in out:
-            # A copy: the batch keeps its maps (spilled or scored later) while the buffer is reused.
-            maps[name] = arrays.read(name, indices, out[name]).astype(np.float32)
+    return _maps_of({name: arrays.read(name, indices, out[name]) for name in ("mean", *MAP_MEASURES) if name in out})
+
+
+def _maps_of(buffers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Maps read into reused ``buffers`` as float32 copies, with ``pred`` = argmax of ``mean``."""
+    # Copies: the batch keeps its maps (spilled or scored later) while the buffers are reused.
+    maps = {name: values.astype(np.float32) for name, values in buffers.items()}
     n_classes = maps["mean"].shape[1]
     maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if n_classes <= 256 else np.int32)
     return maps
@@ -241,10 +243,10 @@ class StoreReader:
             out["labels"] = buffer("labels")
         return read_store(self.path, self.variable, self.has_labels, indices, out=out, arrays=self._arrays)
 
-    def slab(self, position: int, z_start: int, z_stop: int, slot: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    def slab(self, position: int, z_start: int, z_stop: int, slot: int = 0) -> tuple:
         """Planes ``[z_start, z_stop)`` of the volume at ``position``: probabilities
         (1, eu, au, class, planes, y, x) and labels (1, rater, planes, y, x) or None,
-        into reused buffers (one set per ``slot``)."""
+        into reused buffers (one set per ``slot``); of a maps store, ``(None, labels, maps)``."""
         planes = z_stop - z_start
 
         def read(name: str, z_axis: int) -> np.ndarray:
@@ -275,7 +277,12 @@ class StoreReader:
                 ) from None
             return out
 
+        labels = read("labels", -3) if self.has_labels else None
+        if self.variable == MAPS_VARIABLE:
+            group = open_group(self.path)
+            buffers = {name: read(name, -3) for name in ("mean", *MAP_MEASURES) if name in group}
+            return None, labels, _maps_of(buffers)
         values = read(self.variable, -3)
         if self.variable == "logits":
             values = softmax_array(values)
-        return values, read("labels", -3) if self.has_labels else None
+        return values, labels

@@ -2,7 +2,8 @@
 
 When one volume's decoded probabilities exceed a batch, the engine hands out volumes,
 not batches: whoever scores one (a thread here, or a dask worker) reads it slab by slab
-(whole store chunks along ``z``), decomposes each slab, and adds it to the volume's
+(whole store chunks along ``z``), decomposes each slab (a maps store's slabs come
+decomposed), and adds it to the volume's
 statistics (:class:`uqeval.volume_statistics.VolumeStatistics`, with
 :class:`~uqeval.metrics.segmentation.VolumeSegmentation` and
 :class:`~uqeval.metrics.failure.VolumeRisk`).
@@ -56,7 +57,7 @@ def _decomposed_slabs(
     """Each slab as read, decomposed, with its rater statistics (image axis of 1 kept)."""
     for z_start, z_stop in ranges:
         loaded = read_slab(z_start, z_stop)
-        maps = decompose_batch(loaded.cubes, [image_id])
+        maps = loaded.maps if loaded.maps is not None else decompose_batch(loaded.cubes, [image_id])
         raters = None
         if loaded.labels is not None:
             raters = rater_statistics(
@@ -157,7 +158,7 @@ def scored_volume(
     for loaded, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
         slab = {name: maps[name][0] for name in (*MEASURES, "pred", *(("mean",) if shown else ()))}
         statistics.add(slab, None if raters is None else raters.select(0))
-        if segmentation is not None and loaded.labels is not None:
+        if segmentation is not None and loaded.labels is not None and loaded.cubes is not None:
             segmentation.add(loaded.cubes[0], slab["pred"], loaded.labels[0])
         if risk is not None and loaded.labels is not None:
             risk.add(slab["pred"], loaded.labels[0])
