@@ -16,8 +16,12 @@ depth of the blur. MONAI's ``UNet(spatial_dims=3, dropout=0.2)`` trains on rando
 volumes (``noise``: three times the noise, ``contrast``: a third of the contrast) to
 ``OUT/cube.zarr``, volume by volume and member by member. The store is scored per volume
 (``OUT/scores``) and per z-slice (``OUT/scores-slice``, ``uqeval score --unit slice``).
-Measured: about 45 s of CPU with one torch thread (``OMP_NUM_THREADS=1``, torch 2.13,
-MONAI 1.6) for the default 1500 steps.
+Measured with one torch thread (``OMP_NUM_THREADS=1``, torch 2.13, MONAI 1.6): 61 s of
+CPU in all for the default 1500 steps (training about 43 s of it), 2 min 29 s of wall
+time on a 2-core machine busy with other jobs; ``--steps 150`` about 35 s of CPU. On a
+busy machine also set ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads that spin while they
+wait (torch's, and the numba kernels' that check each written member) made sampling
+tens of times slower there.
 
     pip install ./ "./plugins/uqeval-torch[examples]"      # from the repository root (MONAI); or: make
     python examples/monai_unet_3d.py --out monai-3d-output
