@@ -15,7 +15,9 @@ The output at voxel ``v`` is
 
 ``f_w`` the network's output (logits) on window ``w``, summed over the ``N(v)`` windows
 that contain ``v``. A network that is pointwise (``1 × 1 × 1`` convolutions) gives the
-whole-volume output exactly: every window sees the same value at ``v``.
+whole-volume output exactly: every window sees the same value at ``v``. (A member given
+``outputs="probabilities"`` returns their logarithms, so its windows' probabilities are
+blended by their normalised geometric mean.)
 """
 
 from __future__ import annotations
