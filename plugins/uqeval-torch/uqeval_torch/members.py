@@ -30,20 +30,27 @@ def mix_seeds(*numbers: int) -> int:
     return int(np.random.SeedSequence([abs(int(number)) for number in numbers]).generate_state(1)[0])
 
 
+def spatial_text(images: torch.Tensor) -> str:
+    """The spatial sizes of ``(batch, channel, [z,] y, x)`` images as the messages write them: ``y=8, x=8``."""
+    names = ("z", "y", "x")[-(images.ndim - 2) :] if images.ndim in (4, 5) else ()
+    return ", ".join(f"{name}={size}" for name, size in zip(names, images.shape[2:], strict=True))
+
+
 def check_maps(maps: torch.Tensor, images: torch.Tensor, culprit: str) -> torch.Tensor:
-    """``maps`` if they are ``(batch, class ≥ 2, y, x)`` for ``images``; else a message naming ``culprit``."""
-    batch, _, height, width = images.shape
+    """``maps`` if they are ``(batch, class ≥ 2, [z,] y, x)`` for ``images``; else a message naming ``culprit``."""
+    batch, spatial = images.shape[0], tuple(images.shape[2:])
     shape = tuple(maps.shape)
-    if maps.ndim != 4 or shape[0] != batch or shape[2:] != (height, width) or shape[1] < 2:
+    if maps.ndim != images.ndim or shape[0] != batch or shape[2:] != spatial or shape[1] < 2:
+        element = "voxel" if len(spatial) == 3 else "pixel"
         raise UQEvalError(
             f"{culprit} returned shape {shape} for images of shape {tuple(images.shape)}; expected "
-            f"(batch={batch}, class ≥ 2, y={height}, x={width}) class scores for every pixel"
+            f"(batch={batch}, class ≥ 2, {spatial_text(images)}) class scores for every {element}"
         )
     return maps
 
 
 def check_probabilities(probabilities: torch.Tensor, images: torch.Tensor, culprit: str) -> torch.Tensor:
-    """``probabilities`` if they are ``(batch, class, y, x)`` maps for ``images`` that are
+    """``probabilities`` if they are ``(batch, class, [z,] y, x)`` maps for ``images`` that are
     non-negative, finite and sum to 1 over ``class`` within :data:`uqeval.SUM_TOLERANCE`."""
     check_maps(probabilities, images, culprit)
     sums = probabilities.sum(dim=1)
@@ -64,7 +71,7 @@ class ModelOutput(nn.Module):
 
     Parameters
     ----------
-    model : maps images ``(batch, channel, y, x)`` to ``(batch, class, y, x)``.
+    model : maps images ``(batch, channel, [z,] y, x)`` to ``(batch, class, [z,] y, x)``.
     source : who holds it, for messages (``"member 2 of Ensemble"``).
     outputs : ``"logits"``, or ``"probabilities"``, which are checked and returned as
         their logarithm (logits whose softmax is the probabilities).
@@ -80,7 +87,7 @@ class ModelOutput(nn.Module):
         if not isinstance(output, torch.Tensor):
             raise UQEvalError(
                 f"{culprit} returned a {type(output).__name__}, not a tensor; wrap it so that it returns "
-                f"(batch, class, y, x) {self.outputs} (e.g. lambda x: model(x)['out'])"
+                f"(batch, class, [z,] y, x) {self.outputs} (e.g. lambda x: model(x)['out'])"
             )
         if self.outputs == "logits":
             return check_maps(output, images, culprit)

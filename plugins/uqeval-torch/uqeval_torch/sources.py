@@ -37,7 +37,14 @@ from __future__ import annotations
 
 from uqeval_torch.au.sampler import Sampler
 from uqeval_torch.au.softmax import Softmax
-from uqeval_torch.au.tta import TestTimeAugmentation, Transform, flips_and_rotations, gaussian_noise, intensity
+from uqeval_torch.au.tta import (
+    TestTimeAugmentation,
+    Transform,
+    flips_and_rotations,
+    gaussian_noise,
+    intensity,
+    volume_flips,
+)
 from uqeval_torch.eu.dropout import DROPOUT_TYPES, MCDropout, dropout_layers
 from uqeval_torch.eu.ensemble import Ensemble
 from uqeval_torch.eu.none import SingleModel
@@ -59,4 +66,5 @@ __all__ = [
     "flips_and_rotations",
     "gaussian_noise",
     "intensity",
+    "volume_flips",
 ]

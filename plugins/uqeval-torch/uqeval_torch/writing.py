@@ -10,7 +10,14 @@ or a trained family's). The loop does batching, the device, autocast,
 ``torch.inference_mode``, a progress bar, seeding, checking what the AU source returns,
 resuming, and :class:`uqeval.CubeWriter`.
 
-Batch ``k`` is drawn with the global torch generator seeded by ``(seed, k)``, so an
+Images are ``(batch, channel, y, x)``; volumes ``(batch, channel, z, y, x)`` go to a store
+of volumes one volume and one member at a time (:meth:`uqeval.CubeWriter.volume`), so
+that writing holds one member's AU samples of one volume, never a volume's whole
+``eu × au`` cube. With ``patch_size`` every member network is run window by window
+over images or volumes larger than its patch (:mod:`uqeval_torch.sliding_window`).
+
+Batch ``k`` of images is drawn with the global torch generator seeded by ``(seed, k)``,
+member ``e`` of the volume at position ``i`` of batch ``k`` by ``(seed, k, i, e)``, so an
 interrupted run, started again with the same batches, resumes and gives exactly the
 store an uninterrupted one would have given.
 
@@ -33,6 +40,7 @@ Example
 from __future__ import annotations
 
 import contextlib
+import itertools
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,7 +52,8 @@ import torch
 from torch import nn
 
 from uqeval import AUMethod, CubeWriter, EUMethod, UQEvalError, check_replaceable
-from uqeval_torch.members import check_probabilities, mix_seeds
+from uqeval_torch.members import check_probabilities, mix_seeds, spatial_text
+from uqeval_torch.sliding_window import SlidingWindow, check_patch_size
 from uqeval_torch.train import pick_device
 
 #: Autocast dtypes by name.
@@ -78,8 +87,9 @@ class ImageBatch:
 def read_batch(batch: Any, number: int) -> ImageBatch:
     """A batch from a ``DataLoader`` (or any iterable): a dict or a tuple.
 
-    A dict holds ``image`` (``(batch, channel, y, x)``) and optionally ``labels``
-    (``(batch, rater, y, x)``, or ``(batch, y, x)`` for one rater), ``domain`` and
+    A dict holds ``image`` (``(batch, channel, y, x)``, or ``(batch, channel, z, y, x)``
+    for volumes) and optionally ``labels`` (``(batch, rater, [z,] y, x)``, or
+    ``(batch, [z,] y, x)`` for one rater), ``domain`` and
     ``role`` (a string for the whole batch, or one per image) and ``image_id``. A tuple
     is ``(image, labels, domain, role)`` or a prefix of it. Defaults: no labels, domain
     ``id``, role ``test``, ids numbered by the writer.
@@ -101,10 +111,10 @@ def read_batch(batch: Any, number: int) -> ImageBatch:
         )
     image, labels, domain, role, image_ids = fields
     images = torch.as_tensor(image)
-    if images.ndim != 4 or not images.is_floating_point():
+    if images.ndim not in (4, 5) or not images.is_floating_point():
         raise UQEvalError(
-            f"{where}: images must be a floating (batch, channel, y, x) array, got shape {tuple(images.shape)} "
-            f"of {images.dtype}"
+            f"{where}: images must be a floating (batch, channel, y, x) array, or (batch, channel, z, y, x) for "
+            f"volumes, got shape {tuple(images.shape)} of {images.dtype}"
         )
     size = images.shape[0]
     return ImageBatch(
@@ -120,12 +130,13 @@ def _labels(labels: Any, images: torch.Tensor, where: str) -> np.ndarray | None:
     if labels is None:
         return None
     array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if array.ndim == 3:
+    if array.ndim == images.ndim - 1:
         array = array[:, None]
-    if array.ndim != 4 or array.shape[0] != images.shape[0] or array.shape[2:] != tuple(images.shape[2:]):
+    if array.ndim != images.ndim or array.shape[0] != images.shape[0] or array.shape[2:] != tuple(images.shape[2:]):
+        spatial = "z, y, x" if images.ndim == 5 else "y, x"
         raise UQEvalError(
-            f"{where}: labels must be (batch, rater, y, x) or (batch, y, x) with the images' batch and size "
-            f"{images.shape[0]} × {tuple(images.shape[2:])}, got shape {array.shape}"
+            f"{where}: labels must be (batch, rater, {spatial}) or (batch, {spatial}) with the images' batch and "
+            f"size {images.shape[0]} × {tuple(images.shape[2:])}, got shape {array.shape}"
         )
     if not np.issubdtype(array.dtype, np.integer) or array.min(initial=0) < 0 or array.max(initial=0) > 255:
         raise UQEvalError(f"{where}: labels must be integer classes in [0, 255] (255 = not labelled)")
@@ -147,23 +158,41 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, torch.Tensor | np.generic) else value
 
 
-def describe(eu: Any, au: Any) -> dict[str, Any]:
-    """Store attributes naming the sources (``eu_source``, ``au_source``) and their settings."""
+def describe(eu: Any, au: Any, patch_size: Sequence[int] | None = None, overlap: float = 0.25) -> dict[str, Any]:
+    """Store attributes naming the sources (``eu_source``, ``au_source``) and their settings
+    (with ``patch_size``, the sliding window's ``patch_size`` and ``overlap``)."""
     attrs: dict[str, Any] = {"eu_source": type(eu).__name__, "au_source": type(au).__name__}
     if getattr(eu, "n_dropout_layers", 0):
         attrs["dropout_layers"] = eu.n_dropout_layers
     if getattr(au, "transforms", None) is not None:
         attrs["tta_transforms"] = [transform.name for transform in au.transforms[: au.default_samples]]
+    if patch_size is not None:
+        attrs["patch_size"] = [int(size) for size in patch_size]
+        attrs["overlap"] = float(overlap)
     return attrs
 
 
-def open_members(eu: EUMethod, trained: Any, n: int, seed: int, device: torch.device) -> list[nn.Module]:
-    """The ``n`` member networks of ``eu`` (of the ``trained`` run, or the source's own models) on ``device``."""
-    return [model.to(device) for model in eu.members(trained, n=n, seed=seed)]
+def open_members(
+    eu: EUMethod,
+    trained: Any,
+    n: int,
+    seed: int,
+    device: torch.device,
+    *,
+    patch_size: Sequence[int] | None = None,
+    overlap: float = 0.25,
+) -> list[nn.Module]:
+    """The ``n`` member networks of ``eu`` (of the ``trained`` run, or the source's own models)
+    on ``device``; each run window by window (:class:`~uqeval_torch.sliding_window.SlidingWindow`)
+    when ``patch_size`` is given."""
+    members = [model.to(device) for model in eu.members(trained, n=n, seed=seed)]
+    if patch_size is None:
+        return members
+    return [SlidingWindow(model, patch_size, overlap=overlap) for model in members]
 
 
 def sample_member(au: AUMethod, model: nn.Module, images: torch.Tensor, n: int, culprit: str) -> torch.Tensor:
-    """``au.sample(model, images, n)`` as float32, checked: ``n`` probability maps ``(n, batch, class, y, x)``.
+    """``au.sample(model, images, n)`` as float32, checked: ``n`` probability maps ``(n, batch, class, [z,] y, x)``.
 
     Raises
     ------
@@ -171,13 +200,23 @@ def sample_member(au: AUMethod, model: nn.Module, images: torch.Tensor, n: int, 
         Naming ``culprit`` when the AU source breaks the contract.
     """
     drawn = au.sample(model, images, n)
-    expected = f"(n={n}, batch={images.shape[0]}, class, y={images.shape[2]}, x={images.shape[3]})"
-    if not isinstance(drawn, torch.Tensor) or drawn.ndim != 5 or drawn.shape[0] != n:
+    expected = f"(n={n}, batch={images.shape[0]}, class, {spatial_text(images)})"
+    if not isinstance(drawn, torch.Tensor) or drawn.ndim != images.ndim + 1 or drawn.shape[0] != n:
         shape = tuple(drawn.shape) if isinstance(drawn, torch.Tensor) else type(drawn).__name__
         raise UQEvalError(f"{culprit} returned {shape}; the AU contract expects probabilities {expected}")
     for draw in drawn:
         check_probabilities(draw.float(), images, f"{culprit} (contract: probabilities {expected})")
     return drawn.float()
+
+
+def _autocast(device: torch.device, precision: str | None) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext() if precision is None else torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+def _member_samples(au: AUMethod, model: nn.Module, images: torch.Tensor, n: int, culprit: str) -> torch.Tensor:
+    """``(n, image, class, [z,] y, x)`` float32 samples of one member, each map renormalised over ``class``."""
+    drawn = sample_member(au, model, images, n, culprit)
+    return drawn / drawn.sum(dim=2, keepdim=True)
 
 
 def draw_members(
@@ -191,25 +230,45 @@ def draw_members(
     au_label: str = "",
     eu_label: str = "",
 ) -> np.ndarray:
-    """``(image, eu, au, class, y, x)`` float32 probabilities of one batch, every member's
+    """``(image, eu, au, class, [z,] y, x)`` float32 probabilities of one batch, every member's
     ``n`` AU samples, drawn with the global torch generator seeded by ``seed``; each map
     is renormalised to sum to 1 over ``class`` (bf16 and float16 rounding). A contract
     break is named with ``au_label`` and the member of ``eu_label``."""
     torch.manual_seed(mix_seeds(*seed))
-    autocast = contextlib.nullcontext()
-    if precision is not None:
-        autocast = torch.autocast(images.device.type, dtype=PRECISIONS[precision])
     au_label = au_label or _name(au)
     of = f" of {eu_label}" if eu_label else ""
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), _autocast(images.device, precision):
         cube = torch.stack(
             [
-                sample_member(au, model, images, n, f"{au_label}: sample() on member {index}{of}")
+                _member_samples(au, model, images, n, f"{au_label}: sample() on member {index}{of}")
                 for index, model in enumerate(models)
             ]
-        )  # (eu, au, image, class, y, x)
-    cube = cube.permute(2, 0, 1, 3, 4, 5)
-    return (cube / cube.sum(dim=3, keepdim=True)).cpu().numpy()
+        )  # (eu, au, image, class, [z,] y, x)
+    return cube.permute(2, 0, 1, *range(3, cube.ndim)).cpu().numpy()
+
+
+def draw_volume(
+    models: Sequence[nn.Module],
+    au: AUMethod,
+    volume: torch.Tensor,
+    n: int,
+    *,
+    seed: tuple[int, ...],
+    precision: str | None = None,
+    au_label: str = "",
+    eu_label: str = "",
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Member by member, ``(member, samples)`` of one volume ``(1, channel, z, y, x)``:
+    ``samples`` are the member's ``n`` AU samples ``(au, class, z, y, x)`` float32,
+    renormalised over ``class``, drawn with the global torch generator seeded by
+    ``(*seed, member)``. Only one member's samples are held at a time."""
+    au_label = au_label or _name(au)
+    of = f" of {eu_label}" if eu_label else ""
+    for index, model in enumerate(models):
+        torch.manual_seed(mix_seeds(*seed, index))
+        with torch.inference_mode(), _autocast(volume.device, precision):
+            samples = _member_samples(au, model, volume, n, f"{au_label}: sample() on member {index}{of}")
+        yield index, samples[:, 0].cpu().numpy()
 
 
 def draw_samples(
@@ -221,13 +280,26 @@ def draw_samples(
     trained: Any = None,
     members: int | None = None,
     samples: int | None = None,
+    patch_size: Sequence[int] | None = None,
+    overlap: float = 0.25,
 ) -> torch.Tensor:
     """Every member's AU samples for one batch, as :func:`write_cube` draws its first batch:
-    ``(image, eu, au, class, y, x)`` float32 on the images' device."""
+    ``(image, eu, au, class, y, x)`` float32 on the images' device, or ``(image, eu, au,
+    class, z, y, x)`` for volumes ``(image, channel, z, y, x)`` (drawn volume by volume
+    and member by member, as :func:`write_cube` draws them). ``patch_size`` and
+    ``overlap``: the sliding window, as for :func:`write_cube`."""
     n_members = eu.default_members if members is None else members
-    models = open_members(eu, trained, n_members, seed, images.device)
+    if patch_size is not None:
+        patch_size = check_patch_size(patch_size, overlap)
+    models = open_members(eu, trained, n_members, seed, images.device, patch_size=patch_size, overlap=overlap)
     n = au.default_samples if samples is None else samples
-    return torch.from_numpy(draw_members(models, au, images, n, seed=(seed, 0))).to(images.device)
+    if images.ndim != 5:
+        return torch.from_numpy(draw_members(models, au, images, n, seed=(seed, 0))).to(images.device)
+    volumes = []
+    for position in range(images.shape[0]):
+        members = draw_volume(models, au, images[position : position + 1], n, seed=(seed, 0, position))
+        volumes.append(np.stack([samples for _, samples in members]))
+    return torch.from_numpy(np.stack(volumes)).to(images.device)
 
 
 def _name(au: Any) -> str:
@@ -259,6 +331,9 @@ def write_cube(
     write_input: bool = True,
     au_label: str | None = None,
     eu_label: str | None = None,
+    patch_size: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    spacing: Sequence[float] | None = None,
 ) -> Path:
     """Write every member's AU samples for every image of ``batches`` to the store ``out``.
 
@@ -275,13 +350,18 @@ def write_cube(
         ``au.default_samples``).
     batches : any iterable of batches, e.g. a ``DataLoader``; see :func:`read_batch`. It
         must give the same images in the same order when iterated again (to resume).
+        Images ``(batch, channel, y, x)`` make a store of images; volumes ``(batch,
+        channel, z, y, x)`` a store of volumes, written one volume and one member at a
+        time (:meth:`uqeval.CubeWriter.volume`).
     out : the zarr store. An unfinished store from an earlier call resumes; a finished
         one is refused unless ``overwrite``, which replaces only a store written by
         uqeval or an empty folder (:func:`uqeval.check_replaceable`).
     device : ``auto`` (CUDA if present), ``cpu``, ``cuda``, ….
     precision : autocast ``"bf16"``, ``"fp16"``, ``None`` (float32), or ``"auto"``
         (bf16 on CUDA, float32 on the CPU).
-    seed : seeds batch ``k``'s draws with ``(seed, k)``, and the members (dropout masks, SWAG draws).
+    seed : seeds batch ``k``'s draws with ``(seed, k)`` (member ``e`` of the volume at
+        position ``i`` of batch ``k`` with ``(seed, k, i, e)``), and the members (dropout
+        masks, SWAG draws).
     class_names, model, dataset, au_method, eu_method, attrs : store attributes
         (``au_method``/``eu_method`` default to the sources' class names).
     au_label, eu_label : how messages name the sources (default: their class names).
@@ -291,9 +371,17 @@ def write_cube(
     total : images in ``batches``, for the progress bar (default: ``len(batches.dataset)``
         when it has one).
     write_input : also store each image's input pixels as the cube's ``input`` variable
-        (float32, ``(image, channel, y, x)``), which the report's example maps show
+        (float32, ``(image, channel, [z,] y, x)``), which the report's example maps show
         beside the uncertainty. It costs 4·channel bytes per pixel, against
         2·eu·au·class for the float16 probabilities.
+    patch_size : the network's patch, one size per spatial axis (``(z, y, x)`` for
+        volumes): every member then predicts each image or volume from overlapping
+        windows of this size, averaging their outputs (logits) where they overlap
+        (:func:`~uqeval_torch.sliding_window.sliding_window`, MONAI's sliding window with
+        constant weights). None (default): the whole image in one pass.
+    overlap : the fraction of a window the next one overlaps along each axis, in [0, 1).
+    spacing : the voxel size ``(z, y, x)`` (or pixel size ``(y, x)``) in mm, stored as the
+        store attribute ``spacing``.
 
     Returns
     -------
@@ -314,6 +402,8 @@ def write_cube(
             "its uncertainty cannot be decomposed; use several members (Ensemble, MCDropout) or a stochastic "
             "AU source (TestTimeAugmentation, Sampler)"
         )
+    if patch_size is not None:
+        patch_size = check_patch_size(patch_size, overlap)
     au_label = au_label or _name(au)
     eu_label = eu_label or f"EU source {type(eu).__name__}"
     chosen = pick_device(device)
@@ -332,60 +422,26 @@ def write_cube(
     if overwrite:
         check_replaceable(out, "cube")  # before anything is removed: only a store uqeval wrote, or an empty folder
     created = not out.exists() or overwrite
-    writer: CubeWriter | None = None
+    store = {
+        "au_method": au_method or type(au).__name__,
+        "eu_method": eu_method or type(eu).__name__,
+        "model": model,
+        "dataset": dataset,
+        "seed": seed,
+        "class_names": class_names,
+        "attrs": {**describe(eu, au, patch_size, overlap), **(attrs or {})},
+        "chunk_images": chunk_images,
+        "spacing": spacing,
+        "overwrite": overwrite,
+        "resume": not overwrite,
+    }
     try:
-        models = open_members(eu, trained, n_members, seed, chosen)
-
-        def draw(batch: ImageBatch, number: int) -> np.ndarray:
-            images = batch.images.to(chosen)
-            return draw_members(
-                models,
-                au,
-                images,
-                n_samples,
-                seed=(seed, number),
-                precision=precision,
-                au_label=au_label,
-                eu_label=eu_label,
-            )
-
+        models = open_members(eu, trained, n_members, seed, chosen, patch_size=patch_size, overlap=overlap)
+        drawing = _Drawing(models, au, n_samples, seed, chosen, precision, au_label, eu_label)
         with _progress(progress, total) as advance:
             batch = read_batch(first, 0)
-            probabilities = draw(batch, 0)
-            writer = CubeWriter(
-                out,
-                n_classes=probabilities.shape[3],
-                eu=probabilities.shape[1],
-                au=probabilities.shape[2],
-                height=probabilities.shape[4],
-                width=probabilities.shape[5],
-                raters=0 if batch.labels is None else batch.labels.shape[1],
-                channels=int(batch.images.shape[1]) if write_input else 0,
-                au_method=au_method or type(au).__name__,
-                eu_method=eu_method or type(eu).__name__,
-                model=model,
-                dataset=dataset,
-                seed=seed,
-                class_names=class_names,
-                attrs={**describe(eu, au), **(attrs or {})},
-                chunk_images=chunk_images,
-                overwrite=overwrite,
-                resume=not overwrite,
-            )
-            with writer:
-                done, seen = writer.n_images, 0
-                for number, raw in enumerate(_chain(first, iterator)):
-                    batch = batch if number == 0 else read_batch(raw, number)
-                    if seen + len(batch) <= done:  # written by an earlier, interrupted call
-                        seen += len(batch)
-                        advance(len(batch))
-                        continue
-                    if number > 0 or probabilities is None:
-                        probabilities = draw(batch, number)
-                    skip = max(0, done - seen)
-                    _append(writer, batch.tail(skip), probabilities[skip:], number, write_input)
-                    seen += len(batch)
-                    advance(len(batch))
+            write = _write_volumes if batch.images.ndim == 5 else _write_images
+            write(drawing, _read(batch, iterator), out, store, write_input, advance)
     except UQEvalError as error:
         if created and out.exists():
             shutil.rmtree(out, ignore_errors=True)
@@ -394,34 +450,173 @@ def write_cube(
     return out
 
 
-def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest
+@dataclass(frozen=True)
+class _Drawing:
+    """What :func:`write_cube` draws with: the members, the AU source and their settings."""
+
+    models: list[nn.Module]
+    au: AUMethod
+    n_samples: int
+    seed: int
+    device: torch.device
+    precision: str | None
+    au_label: str
+    eu_label: str
+
+    def batch(self, batch: ImageBatch, number: int) -> np.ndarray:
+        """``(image, eu, au, class, y, x)``: every member's samples for batch ``number``."""
+        return draw_members(
+            self.models,
+            self.au,
+            batch.images.to(self.device),
+            self.n_samples,
+            seed=(self.seed, number),
+            precision=self.precision,
+            au_label=self.au_label,
+            eu_label=self.eu_label,
+        )
+
+    def volume(self, batch: ImageBatch, number: int, position: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Member by member, the ``(au, class, z, y, x)`` samples of volume ``position`` of batch ``number``."""
+        return draw_volume(
+            self.models,
+            self.au,
+            batch.images[position : position + 1].to(self.device),
+            self.n_samples,
+            seed=(self.seed, number, position),
+            precision=self.precision,
+            au_label=self.au_label,
+            eu_label=self.eu_label,
+        )
 
 
-def _append(writer: CubeWriter, batch: ImageBatch, probabilities: np.ndarray, number: int, write_input: bool) -> None:
-    expected = writer.cube_shape
-    if probabilities.shape[1:] != expected:
+def _read(first: ImageBatch, rest: Iterator[Any]) -> Iterator[tuple[int, ImageBatch]]:
+    """``(number, batch)`` for every batch: ``first`` (already read), then the rest as read."""
+    yield 0, first
+    for number, raw in enumerate(rest, start=1):
+        yield number, read_batch(raw, number)
+
+
+def _open_writer(
+    out: Path, cube_shape: tuple[int, ...], batch: ImageBatch, store: dict[str, Any], write_input: bool
+) -> CubeWriter:
+    """The store's writer, for members × samples ``cube_shape`` ``(eu, au, class, [z,] y, x)``."""
+    spatial = dict(zip(("depth", "height", "width")[-(len(cube_shape) - 3) :], cube_shape[3:], strict=True))
+    return CubeWriter(
+        out,
+        n_classes=cube_shape[2],
+        eu=cube_shape[0],
+        au=cube_shape[1],
+        **spatial,
+        raters=0 if batch.labels is None else batch.labels.shape[1],
+        channels=int(batch.images.shape[1]) if write_input else 0,
+        **store,
+    )
+
+
+def _write_images(
+    drawing: _Drawing,
+    batches: Iterator[tuple[int, ImageBatch]],
+    out: Path,
+    store: dict[str, Any],
+    write_input: bool,
+    advance: Any,
+) -> None:
+    """Batch by batch: every member's samples of a batch, appended."""
+    first = next(batches)
+    probabilities = drawing.batch(first[1], first[0])
+    with _open_writer(out, probabilities.shape[1:], first[1], store, write_input) as writer:
+        done, seen = writer.n_images, 0
+        for number, batch in itertools.chain([first], batches):
+            if seen + len(batch) <= done:  # written by an earlier, interrupted call
+                seen += len(batch)
+                advance(len(batch))
+                continue
+            if number > 0:
+                probabilities = drawing.batch(batch, number)
+            skip = max(0, done - seen)
+            _append(writer, batch.tail(skip), probabilities[skip:], number, write_input)
+            seen += len(batch)
+            advance(len(batch))
+
+
+def _write_volumes(
+    drawing: _Drawing,
+    batches: Iterator[tuple[int, ImageBatch]],
+    out: Path,
+    store: dict[str, Any],
+    write_input: bool,
+    advance: Any,
+) -> None:
+    """Volume by volume and member by member: one member's samples of one volume at a time."""
+    writer: CubeWriter | None = None
+    done = seen = 0
+    with contextlib.ExitStack() as open_store:
+        for number, batch in batches:
+            if batch.images.ndim != 5:
+                raise UQEvalError(
+                    f"batch {number}: images {tuple(batch.images.shape)} (batch, channel, y, x), but the store "
+                    "holds volumes (batch, channel, z, y, x); every batch must hold volumes"
+                )
+            for position in range(len(batch)):
+                seen += 1
+                if seen <= done:  # written by an earlier, interrupted call
+                    advance(1)
+                    continue
+                members = drawing.volume(batch, number, position)
+                member, samples = next(members)
+                if writer is None:
+                    shape = (len(drawing.models), *samples.shape)
+                    writer = open_store.enter_context(_open_writer(out, shape, batch, store, write_input))
+                    done = writer.n_images
+                    if seen <= done:
+                        advance(1)
+                        continue
+                _check_batch(writer, batch, samples.shape, number, write_input, "(au, class, z, y, x)")
+                pixels = batch.images[position].detach().float().cpu().numpy() if write_input else None
+                with writer.volume(
+                    None if batch.image_ids is None else batch.image_ids[position],
+                    domain=batch.domains[position],
+                    role=batch.roles[position],
+                    labels=None if batch.labels is None else batch.labels[position],
+                    input=pixels,
+                ) as volume:
+                    volume.write_member(member, samples)
+                    for member, samples in members:
+                        volume.write_member(member, samples)
+                advance(1)
+
+
+def _check_batch(
+    writer: CubeWriter, batch: ImageBatch, drawn: tuple[int, ...], number: int, write_input: bool, dims: str
+) -> None:
+    """Refuse a batch whose drawn samples, labels or channels do not fit the store."""
+    expected = writer.cube_shape[-len(drawn) :]
+    if drawn != expected:
         raise UQEvalError(
-            f"batch {number}: the sources drew cubes of shape {probabilities.shape[1:]} (eu, au, class, y, x), "
-            f"but the store holds {expected}; every batch must give the same classes and image size"
+            f"batch {number}: the sources drew cubes of shape {drawn} {dims}, but the store holds {expected}; "
+            "every batch must give the same classes and image size"
         )
     labels = batch.labels
     if (labels is None) != (writer.raters == 0) or (labels is not None and labels.shape[1] != writer.raters):
         held = "none" if labels is None else labels.shape[1]
         raise UQEvalError(f"batch {number}: labels of {held} raters, but the store holds {writer.raters} per image")
-    pixels = batch.images.detach().float().cpu().numpy() if write_input else None
-    if pixels is not None and pixels.shape[1] != writer.channels:
+    if write_input and batch.images.shape[1] != writer.channels:
         raise UQEvalError(
-            f"batch {number}: images of {pixels.shape[1]} channels, but the store holds {writer.channels} per image"
+            f"batch {number}: images of {batch.images.shape[1]} channels, but the store holds {writer.channels} "
+            "per image"
         )
+
+
+def _append(writer: CubeWriter, batch: ImageBatch, probabilities: np.ndarray, number: int, write_input: bool) -> None:
+    _check_batch(writer, batch, probabilities.shape[1:], number, write_input, "(eu, au, class, y, x)")
     writer.append(
         probabilities,
-        labels=labels,
+        labels=batch.labels,
         domain=batch.domains,
         role=batch.roles,
         image_ids=batch.image_ids,
-        input=pixels,
+        input=batch.images.detach().float().cpu().numpy() if write_input else None,
     )
 
 

@@ -5,12 +5,14 @@ cross-entropy; its AU samples are its softmax maps over test-time transforms, ea
 mapped back by the transform's exact inverse. By default the transforms are the 8
 symmetries of the square pixel grid (rotations by 0°, 90°, 180°, 270°, flips along y
 and x, transpose and anti-transpose; the 4 that keep a rectangle's shape for non-square
-images); ``--samples n`` uses the first n of them. :func:`intensity` and
-:func:`gaussian_noise` add intensity perturbations for a model of your own.
+images), and for volumes the 8 flips along any of z, y and x (:func:`volume_flips`);
+``--samples n`` uses the first n of them. :func:`intensity` and :func:`gaussian_noise`
+add intensity perturbations for a model of your own.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,8 +28,9 @@ from uqeval_torch.members import check_probabilities
 class Transform:
     """A test-time transform: ``forward`` on the images, ``inverse`` on the output maps.
 
-    Both take and return ``(batch, channels, y, x)`` tensors; ``inverse`` must undo the
-    spatial part of ``forward`` exactly (an intensity change needs none: the identity).
+    Both take and return ``(batch, channels, y, x)`` tensors, or ``(batch, channels, z, y,
+    x)`` for volumes; ``inverse`` must undo the spatial part of ``forward`` exactly (an
+    intensity change needs none: the identity).
     """
 
     name: str
@@ -67,11 +70,36 @@ def flips_and_rotations(square: bool = True) -> list[Transform]:
     return [*group, rotation(1), rotation(3), transpose, anti] if square else group
 
 
+def volume_flips() -> list[Transform]:
+    """The 8 flips of a volume ``(…, z, y, x)``: along every subset of the three axes, each its own inverse.
+
+    In order: identity, flips along z, y and x, then along (z, y), (z, x), (y, x) and
+    all three; so the first 4 flip each axis once. They keep any volume's shape.
+    """
+
+    def flip(axes: tuple[str, ...]) -> Transform:
+        dims = tuple(-3 + "zyx".index(axis) for axis in axes)
+        return Transform(
+            f"flip {' '.join(axes)}", lambda t: torch.flip(t, dims=dims), lambda t: torch.flip(t, dims=dims)
+        )
+
+    subsets = [axes for count in (1, 2, 3) for axes in itertools.combinations("zyx", count)]
+    return [Transform("identity", _identity, _identity), *(flip(axes) for axes in subsets)]
+
+
+def default_transforms(spatial: tuple[int, ...]) -> list[Transform]:
+    """The default transforms for images of ``spatial`` size: :func:`flips_and_rotations`
+    for ``(y, x)`` (8 when square, else 4), :func:`volume_flips` for ``(z, y, x)``."""
+    if len(spatial) == 3:
+        return volume_flips()
+    return flips_and_rotations(spatial[-2] == spatial[-1])
+
+
 def intensity(scale: float = 1.0, shift: float = 0.0) -> Transform:
     """``scale · image + shift`` (in units of each image's standard deviation for ``shift``)."""
     return Transform(
         f"intensity ×{scale:g}{shift:+g}σ",
-        lambda t: scale * t + shift * t.std(dim=(-3, -2, -1), keepdim=True),
+        lambda t: scale * t + shift * _image_std(t),
         _identity,
     )
 
@@ -84,9 +112,14 @@ def gaussian_noise(relative_std: float = 0.05) -> Transform:
     """
     return Transform(
         f"noise {relative_std:g}σ",
-        lambda t: t + relative_std * t.std(dim=(-3, -2, -1), keepdim=True) * torch.randn_like(t),
+        lambda t: t + relative_std * _image_std(t) * torch.randn_like(t),
         _identity,
     )
+
+
+def _image_std(images: torch.Tensor) -> torch.Tensor:
+    """Each image's standard deviation over its channels and pixels (or voxels): ``(batch, 1, …)``."""
+    return images.std(dim=tuple(range(1, images.ndim)), keepdim=True)
 
 
 class TestTimeAugmentation(Softmax):
@@ -98,14 +131,19 @@ class TestTimeAugmentation(Softmax):
 
     Parameters
     ----------
-    transforms : the :class:`Transform` list; default :func:`flips_and_rotations` (the 8
-        symmetries of a square grid; a non-square image gets the 4 that keep its shape).
+    transforms : the :class:`Transform` list; default :func:`default_transforms`: for
+        images :func:`flips_and_rotations` (the 8 symmetries of a square grid; a
+        non-square image gets the 4 that keep its shape), for volumes ``(z, y, x)``
+        :func:`volume_flips` (the 8 flips along z, y and x).
     samples : how many of ``transforms`` to use by default (the first ``samples``; default all).
     """
 
     __test__ = False  # not a pytest test class
     name = "tta"
-    description = "test-time augmentation: a softmax UNet's maps over flips and 90° rotations (default 8 samples)"
+    description = (
+        "test-time augmentation: a softmax UNet's maps over flips and 90° rotations "
+        "(volumes: flips along z, y, x; default 8 samples)"
+    )
     deterministic = False
 
     def __init__(self, transforms: Sequence[Transform] | None = None, *, samples: int | None = None) -> None:
@@ -122,20 +160,22 @@ class TestTimeAugmentation(Softmax):
         self.samples = samples
         self.default_samples = samples or available
 
-    def chosen(self, height: int, width: int, n: int) -> list[Transform]:
-        """The first ``n`` transforms for images of ``height`` × ``width`` px."""
-        transforms = self.transforms if self.transforms is not None else flips_and_rotations(height == width)
+    def chosen(self, spatial: Sequence[int], n: int) -> list[Transform]:
+        """The first ``n`` transforms for images of ``spatial`` size (``(y, x)`` or ``(z, y, x)``)."""
+        spatial = tuple(int(size) for size in spatial)
+        transforms = self.transforms if self.transforms is not None else default_transforms(spatial)
         if not 1 <= n <= len(transforms):
             why = "one per transform"
-            if self.transforms is None and height != width:
+            if self.transforms is None and len(spatial) == 2 and spatial[0] != spatial[1]:
+                height, width = spatial
                 why = f"non-square images ({height}×{width}) have only {len(transforms)} flips and rotations"
             raise UQEvalError(f"AU method 'tta' draws 1 to {len(transforms)} samples ({why}), not {n}")
         return transforms[:n]
 
     def sample(self, model: nn.Module, images: torch.Tensor, n: int) -> torch.Tensor:
-        """The first ``n`` transforms' softmax maps, mapped back: (n, batch, class, y, x)."""
+        """The first ``n`` transforms' softmax maps, mapped back: (n, batch, class, [z,] y, x)."""
         draws = []
-        for transform in self.chosen(*images.shape[-2:], n):
+        for transform in self.chosen(images.shape[2:], n):
             probabilities = torch.softmax(model(transform.forward(images)).float(), dim=1)
             back = transform.inverse(probabilities)
             draws.append(check_probabilities(back, images, f"the inverse of TTA transform {transform.name!r}"))
