@@ -33,7 +33,7 @@ def test_gpu_check_runs_on_the_cpu_and_reports_every_family(tmp_path):
         assert row is not None, f"no passing row for {label!r} in:\n{printed}"
         assert all(float(value) > 0 for value in row.groups())
     assert re.search(r"^bf16 check: PASS · tolerance", printed, re.MULTILINE), printed
-    assert re.search(r"^whole path \(SSN, \d+ images .* network \d+ %", printed.replace("%", " %"), re.MULTILINE)
+    assert re.search(r"^whole path \(SSN, \d+ images .* network \d+%", printed, re.MULTILINE), printed
 
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     environment = report["environment"]
