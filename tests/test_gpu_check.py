@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"softmax": "softmax", "ssn": "SSN", "prob_unet": "Prob. UNet", "diffusion": "diffusion"}
 
 
-@pytest.mark.slow  # trains and predicts four tiny networks, writes and scores a cube: about a minute on one core
+@pytest.mark.slow  # trains and predicts four tiny networks, writes and scores a cube: 4 to 16 minutes here
 def test_gpu_check_runs_on_the_cpu_and_reports_every_family(tmp_path):
     # One torch thread: under pytest -n the cores are shared, and torch's threads then wait on each other.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
