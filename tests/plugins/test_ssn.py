@@ -277,3 +277,18 @@ def test_sampling_and_loss_stay_float32_under_bf16_autocast():
     torch.testing.assert_close(autocast, plain - mean + mean.bfloat16().float(), atol=1e-5, rtol=1e-5)
     assert loss.dtype == torch.float32
     assert torch.isfinite(loss)
+
+
+def test_a_channels_last_network_gives_the_same_samples_and_loss():
+    # The factor head's output is not contiguous in (channel, y, x) order under channels_last: a view of it failed.
+    method = SSN(rank=4)
+    model = tiny_model(method).eval()
+    images, labels = tiny_batch()
+    torch.manual_seed(5)
+    plain = method.sample(model, images, 3)
+    plain_loss = method.loss(model, images, labels, epoch=20)
+    model.to(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(5)
+    torch.testing.assert_close(method.sample(model, images, 3), plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(method.loss(model, images, labels, epoch=20), plain_loss, rtol=1e-5, atol=1e-5)

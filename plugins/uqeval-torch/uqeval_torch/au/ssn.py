@@ -138,7 +138,8 @@ class SSNNetwork(nn.Module):
         if not with_factor:
             return mean, None, diagonal
         # Channel r·class + c of the factor head is column r of P at class c.
-        factor = self.factor_head(features).float().view(batch, self.rank, self.n_classes * height * width)
+        # reshape, not view: under channels_last the head's output is not contiguous in (channel, y, x) order.
+        factor = self.factor_head(features).float().reshape(batch, self.rank, self.n_classes * height * width)
         return mean, factor.transpose(1, 2), diagonal
 
     def sample_logits(self, images: torch.Tensor, n: int, *, with_factor: bool = True) -> torch.Tensor:
