@@ -7,6 +7,7 @@ other core commands start as fast with the plugin installed as without it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -83,6 +84,19 @@ AUOption = Annotated[
 ]
 
 
+def _passive_openmp() -> None:
+    """Let idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) unless the environment
+    says otherwise, before torch is imported.
+
+    torch's and numba's OpenMP runtimes both spin their idle threads by default; a
+    command that alternates the two (a network's forward pass, then the writer's value
+    checks) has each wait on cores the other spins on. Measured on the 2-core machine:
+    six SSN prediction batches took 10.9 s after uqeval's kernels had run, 0.6–0.8 s
+    with passive waiting (benchmarks/gpu_check.py, docs/models.md).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def train_command(
     au: Annotated[str, typer.Option("--au", help="AU method: softmax, ssn, prob_unet, diffusion, tta, or a plugin's.")],
     eu: Annotated[
@@ -113,6 +127,7 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a reference model (AU method × EU method) on a dataset; resumes an interrupted run."""
+    _passive_openmp()
     from uqeval import plugin_manager
     from uqeval_torch.run import PROFILES, RunSettings
     from uqeval_torch.train import train
@@ -221,6 +236,7 @@ def predict_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Write a trained run's sample cube (calibration, test and OOD images) for `uqeval score`."""
+    _passive_openmp()
     from uqeval_torch.predict import predict
 
     options: dict[str, Any] = parse_options(data_option)
@@ -328,6 +344,7 @@ def study_command(
     Finished steps are skipped on a rerun; a failed step is reported with its log and
     skips only the steps that need it.
     """
+    _passive_openmp()
     from uqeval_torch.run import PROFILES
     from uqeval_torch.study import AU_METHODS, EU_METHODS, StudyOptions, plan_study, write_manifest
 

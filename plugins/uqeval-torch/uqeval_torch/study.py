@@ -431,6 +431,8 @@ def run_step(
 def _step_environment(threads: int | None = None) -> dict[str, str]:
     environment = dict(os.environ)
     environment.setdefault("PYTHONUNBUFFERED", "1")
+    # Idle OpenMP threads sleep rather than spin: torch's and numba's runtimes share the cores.
+    environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if threads is not None:
         environment.setdefault("OMP_NUM_THREADS", str(threads))
     return environment
