@@ -145,7 +145,7 @@ def test_the_direct_path_check_fails_when_the_writer_default_codec_is_one_it_can
     problem = bench_score.direct_path_problem(store)
     assert problem is not None
     assert "did not take the direct chunk-file path" in problem
-    assert "`probs`: 8 image(s) through zarr, 0 from its chunk files" in problem
+    assert "`probs`: 8 image(s) and 0 plane(s) through zarr, 0 image(s) and 0 plane(s) from its chunk files" in problem
     assert "'probs': ['bytes', 'zstd']" in problem
 
 
