@@ -80,65 +80,6 @@ def rater_kernel(labels, pred, n_classes, ignore, class_index, variance, agree, 
         out_of_range[image] = bad
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
-def pearson_kernel(reference, maps, valid, tolerance, shrink, correlation, state):
-    """Pearson correlation (ddof 0) of ``reference`` and ``maps`` over valid pixels.
-
-    Two passes in float64 (means first, then centred sums). A map whose maximum
-    exceeds its minimum by at most ``tolerance`` is constant (the range test, not a
-    rounding residue of the variance). ``state``: 0 scored, 1 a map is constant,
-    2 no valid pixel; the correlation is NaN unless scored. With ``shrink``, the
-    correlation of ``n`` pixels is multiplied by ``(n - 1) / n``.
-    """
-    n_images, n_pixels = maps.shape
-    for image in numba.prange(n_images):
-        count = 0
-        sum_reference = 0.0
-        sum_map = 0.0
-        low_reference = np.inf
-        high_reference = -np.inf
-        low_map = np.inf
-        high_map = -np.inf
-        for pixel in range(n_pixels):
-            if valid[image, pixel] == 0:
-                continue
-            r = np.float64(reference[image, pixel])
-            m = np.float64(maps[image, pixel])
-            count += 1
-            sum_reference += r
-            sum_map += m
-            low_reference = min(low_reference, r)
-            high_reference = max(high_reference, r)
-            low_map = min(low_map, m)
-            high_map = max(high_map, m)
-        if count == 0:
-            correlation[image] = np.nan
-            state[image] = 2
-            continue
-        if high_reference - low_reference <= tolerance or high_map - low_map <= tolerance:
-            correlation[image] = np.nan
-            state[image] = 1
-            continue
-        mean_reference = sum_reference / count
-        mean_map = sum_map / count
-        cross = 0.0
-        square_reference = 0.0
-        square_map = 0.0
-        for pixel in range(n_pixels):
-            if valid[image, pixel] == 0:
-                continue
-            r = np.float64(reference[image, pixel]) - mean_reference
-            m = np.float64(maps[image, pixel]) - mean_map
-            cross += r * m
-            square_reference += r * r
-            square_map += m * m
-        value = min(1.0, max(-1.0, cross / np.sqrt(square_reference * square_map)))
-        if shrink:
-            value *= (count - 1) / count
-        correlation[image] = value
-        state[image] = 0
-
-
 @numba.njit(nogil=True, cache=True)
 def pearson_moments_kernel(reference, maps, valid, moments):
     """The moments of ``reference`` and ``maps`` over the valid pixels of one part of an image.
@@ -190,6 +131,36 @@ def pearson_moments_kernel(reference, maps, valid, moments):
     moments[7] = high_reference
     moments[8] = low_map
     moments[9] = high_map
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def pearson_kernel(reference, maps, valid, tolerance, shrink, correlation, state):
+    """Pearson correlation (ddof 0) of ``reference`` and ``maps`` over valid pixels, per image.
+
+    Each image's moments come from :func:`pearson_moments_kernel` (two passes in float64)
+    and its correlation from :func:`pearson_of_moments`: ``state`` 0 scored, 1 a map is
+    constant (its range is at most ``tolerance``, the range test, not a rounding residue
+    of the variance), 2 no valid pixel; the correlation is NaN unless scored. With
+    ``shrink``, the correlation of ``n`` pixels is multiplied by ``(n - 1) / n``.
+    """
+    for image in numba.prange(maps.shape[0]):
+        moments = np.empty(10)
+        pearson_moments_kernel(reference[image], maps[image], valid[image], moments)
+        correlation[image], state[image] = pearson_of_moments(moments, tolerance, shrink)
+
+
+@numba.njit(nogil=True, cache=True)
+def pearson_of_moments(moments, tolerance, shrink):
+    """``(correlation, state)`` from the moments of :func:`pearson_moments_kernel` (see :func:`pearson_kernel`)."""
+    count = moments[0]
+    if count == 0:
+        return np.nan, 2
+    if moments[7] - moments[6] <= tolerance or moments[9] - moments[8] <= tolerance:
+        return np.nan, 1
+    value = min(1.0, max(-1.0, moments[5] / np.sqrt(moments[3] * moments[4])))
+    if shrink:
+        value *= (count - 1) / count
+    return value, 0
 
 
 @numba.njit(inline="always")

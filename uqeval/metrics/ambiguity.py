@@ -296,15 +296,8 @@ class PearsonMoments:
 
     def correlation(self, *, tolerance: float = CONSTANT_TOLERANCE, factor: str = "none") -> Correlation:
         """The image's NCC, as :func:`ncc` defines it (same states and ``factor``)."""
-        count, _, _, square_reference, square_map, cross, low_r, high_r, low_m, high_m = self.moments
-        if count == 0:
-            return Correlation(np.array([np.nan]), np.array([NO_PIXELS], dtype=np.int8))
-        if high_r - low_r <= tolerance or high_m - low_m <= tolerance:
-            return Correlation(np.array([np.nan]), np.array([CONSTANT], dtype=np.int8))
-        value = min(1.0, max(-1.0, cross / np.sqrt(square_reference * square_map)))
-        if factor == "n-1-over-n":
-            value *= (count - 1) / count
-        return Correlation(np.array([value]), np.array([SCORED], dtype=np.int8))
+        value, state = _kernels.pearson_of_moments(self.moments, float(tolerance), factor == "n-1-over-n")
+        return Correlation(np.array([value]), np.array([state], dtype=np.int8))
 
 
 def mean_ncc(correlation: Correlation, *, constant: str = "skip") -> tuple[float, int]:
