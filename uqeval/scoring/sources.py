@@ -162,61 +162,13 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
     probs = dataset["probs"]
     has_labels = "labels" in dataset
     variable = dataset.attrs.get("source_variable", "probs")
-    input_reader = labels_reader = None
-    notes: tuple[Note, ...] = ()
-    if path is not None:
-        store = str(path.resolve())
-        if "input" in dataset:
-            input_reader = functools.partial(read_input, str(path))
-        if has_labels:
-            labels_reader = functools.partial(read_images, str(path), "labels")
-            notes = _absent_labels_notes(str(path), dataset["image"].values)
 
-        def reader() -> Reader:
-            read = StoreReader(str(path), variable, has_labels)
+    def in_memory(selection: dict) -> Loaded:
+        cubes = np.ascontiguousarray(probs.isel(selection).values)
+        labels = np.ascontiguousarray(dataset["labels"].isel(selection).values) if has_labels else None
+        return Loaded(cubes, labels)
 
-            def load(indices: np.ndarray, slot: int = 0) -> Loaded:
-                return Loaded(*read(indices, slot))
-
-            return load
-
-        def slab_reader() -> SlabReader:
-            read = StoreReader(str(path), variable, has_labels)
-
-            def load(position: int, z_start: int, z_stop: int, slot: int = 0) -> Loaded:
-                return Loaded(*read.slab(position, z_start, z_stop, slot))
-
-            return load
-
-    else:
-        store = None
-        if "input" in dataset:
-
-            def input_reader(positions: np.ndarray, z: int | None = None) -> np.ndarray:
-                return _planes(dataset["input"][positions], z=z)
-
-        if has_labels:
-
-            def labels_reader(positions: np.ndarray, z: int | None = None) -> np.ndarray:
-                return _planes(dataset["labels"][positions], z=z)
-
-        def reader() -> Reader:
-            def load(indices: np.ndarray, slot: int = 0) -> Loaded:
-                cubes = np.asarray(probs[indices].values)
-                labels = np.asarray(dataset["labels"][indices].values) if has_labels else None
-                return Loaded(cubes, labels)
-
-            return load
-
-        def slab_reader() -> SlabReader:
-            def load(position: int, z_start: int, z_stop: int, slot: int = 0) -> Loaded:
-                planes = {"image": slice(position, position + 1), "z": slice(z_start, z_stop)}
-                cubes = np.ascontiguousarray(probs.isel(planes).values)
-                labels = np.ascontiguousarray(dataset["labels"].isel(planes).values) if has_labels else None
-                return Loaded(cubes, labels)
-
-            return load
-
+    access = _readers(dataset, path, variable, has_labels, in_memory)
     depth = int(probs.sizes["z"]) if "z" in probs.dims else None
     chunk_depth = None if depth is None else _chunk_depth(probs, depth)
     return Source(
@@ -227,18 +179,18 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         has_labels=has_labels,
         n_classes=int(probs.sizes["class"]),
         background=int(dataset.attrs.get("background", 0)),
-        reader=reader,
+        reader=access.reader,
         chunk_sizes=[1] * probs.sizes["image"] if probs.chunks is None else [int(size) for size in probs.chunks[0]],
         bytes_per_image=int(np.prod([probs.sizes[dim] for dim in probs.dims[1:]])) * probs.dtype.itemsize,
         attrs=dict(dataset.attrs),
-        store=store,
+        store=access.store,
         variable=variable,
         eu_convention="members" if probs.sizes["eu"] > 1 else "samples-as-members",
-        read_input=input_reader,
-        read_labels=labels_reader,
-        notes=notes,
+        read_input=access.read_input,
+        read_labels=access.read_labels,
+        notes=access.notes,
         depth=depth,
-        slab_reader=slab_reader if depth is not None else None,
+        slab_reader=access.slab_reader if depth is not None else None,
         chunk_depth=chunk_depth,
         volume_shape=tuple(int(probs.sizes[dim]) for dim in ("z", "y", "x")) if depth is not None else None,
     )
@@ -275,63 +227,14 @@ def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         )
     has_labels = "labels" in dataset
     names = ("mean", *MAP_MEASURES)
-    input_reader = labels_reader = None
-    notes: tuple[Note, ...] = (Note("maps-given", MAPS_GIVEN),)
-    if path is not None:
-        store = str(path.resolve())
-        if "input" in dataset:
-            input_reader = functools.partial(read_input, str(path))
-        if has_labels:
-            labels_reader = functools.partial(read_images, str(path), "labels")
-            notes += _absent_labels_notes(str(path), dataset["image"].values)
 
-        def reader() -> Reader:
-            read = StoreReader(str(path), MAPS_VARIABLE, has_labels)
+    def in_memory(selection: dict) -> Loaded:
+        maps = {name: np.asarray(dataset[name].isel(selection).values, dtype=np.float32) for name in names}
+        maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if mean.sizes["class"] <= 256 else np.int32)
+        labels = np.ascontiguousarray(dataset["labels"].isel(selection).values) if has_labels else None
+        return Loaded(None, labels, maps)
 
-            def load(indices: np.ndarray, slot: int = 0) -> Loaded:
-                return Loaded(*read(indices, slot))
-
-            return load
-
-        def slab_reader() -> SlabReader:
-            read = StoreReader(str(path), MAPS_VARIABLE, has_labels)
-
-            def load(position: int, z_start: int, z_stop: int, slot: int = 0) -> Loaded:
-                return Loaded(*read.slab(position, z_start, z_stop, slot))
-
-            return load
-
-    else:
-        store = None
-        if "input" in dataset:
-
-            def input_reader(positions: np.ndarray, z: int | None = None) -> np.ndarray:
-                return _planes(dataset["input"][positions], z=z)
-
-        if has_labels:
-
-            def labels_reader(positions: np.ndarray, z: int | None = None) -> np.ndarray:
-                return _planes(dataset["labels"][positions], z=z)
-
-        def reader() -> Reader:
-            def load(indices: np.ndarray, slot: int = 0) -> Loaded:
-                maps = {name: np.asarray(dataset[name][indices].values, dtype=np.float32) for name in names}
-                maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if mean.sizes["class"] <= 256 else np.int32)
-                labels = np.asarray(dataset["labels"][indices].values) if has_labels else None
-                return Loaded(None, labels, maps)
-
-            return load
-
-        def slab_reader() -> SlabReader:
-            def load(position: int, z_start: int, z_stop: int, slot: int = 0) -> Loaded:
-                planes = {"image": slice(position, position + 1), "z": slice(z_start, z_stop)}
-                maps = {name: np.asarray(dataset[name].isel(planes).values, dtype=np.float32) for name in names}
-                maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if mean.sizes["class"] <= 256 else np.int32)
-                labels = np.ascontiguousarray(dataset["labels"].isel(planes).values) if has_labels else None
-                return Loaded(None, labels, maps)
-
-            return load
-
+    access = _readers(dataset, path, MAPS_VARIABLE, has_labels, in_memory)
     per_image = sum(int(np.prod([dataset[name].sizes[dim] for dim in dataset[name].dims[1:]])) for name in names)
     depth = int(mean.sizes["z"]) if "z" in mean.dims else None
     return Source(
@@ -342,21 +245,78 @@ def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         has_labels=has_labels,
         n_classes=int(mean.sizes["class"]),
         background=int(dataset.attrs.get("background", 0)),
-        reader=reader,
+        reader=access.reader,
         has_probabilities=False,
         chunk_sizes=[1] * mean.sizes["image"] if mean.chunks is None else [int(size) for size in mean.chunks[0]],
         bytes_per_image=per_image * 4,
         attrs=dict(dataset.attrs),
-        store=store,
+        store=access.store,
         variable=MAPS_VARIABLE,
         eu_convention="maps-as-given",
-        read_input=input_reader,
-        read_labels=labels_reader,
-        notes=notes,
+        read_input=access.read_input,
+        read_labels=access.read_labels,
+        notes=(Note("maps-given", MAPS_GIVEN), *access.notes),
         depth=depth,
-        slab_reader=slab_reader if depth is not None else None,
+        slab_reader=access.slab_reader if depth is not None else None,
         chunk_depth=None if depth is None else _chunk_depth(mean, depth),
         volume_shape=None if depth is None else (depth, int(mean.sizes["y"]), int(mean.sizes["x"])),
+    )
+
+
+@dataclass(frozen=True)
+class _Readers:
+    """How a source's images are read: from its store, or from the Dataset in memory."""
+
+    store: str | None
+    reader: Callable[[], Reader]
+    slab_reader: Callable[[], SlabReader]
+    read_input: Callable[..., np.ndarray] | None
+    read_labels: Callable[..., np.ndarray] | None
+    notes: tuple[Note, ...]
+
+
+def _readers(
+    dataset: xr.Dataset, path: Path | None, variable: str, has_labels: bool, in_memory: Callable[[dict], Loaded]
+) -> _Readers:
+    """The readers of a store at ``path`` (its ``variable`` through :class:`StoreReader`), or
+    without a path of ``dataset`` itself, whose ``isel`` selection ``in_memory`` loads."""
+    if path is not None:
+
+        def reader() -> Reader:
+            read = StoreReader(str(path), variable, has_labels)
+            return lambda indices, slot=0: Loaded(*read(indices, slot))
+
+        def slab_reader() -> SlabReader:
+            read = StoreReader(str(path), variable, has_labels)
+            return lambda position, z_start, z_stop, slot=0: Loaded(*read.slab(position, z_start, z_stop, slot))
+
+        return _Readers(
+            str(path.resolve()),
+            reader,
+            slab_reader,
+            functools.partial(read_input, str(path)) if "input" in dataset else None,
+            functools.partial(read_images, str(path), "labels") if has_labels else None,
+            _absent_labels_notes(str(path), dataset["image"].values) if has_labels else (),
+        )
+
+    def planes_of(name: str) -> Callable[..., np.ndarray]:
+        return lambda positions, z=None: _planes(dataset[name][positions], z=z)
+
+    def memory_reader() -> Reader:
+        return lambda indices, slot=0: in_memory({"image": indices})
+
+    def memory_slab_reader() -> SlabReader:
+        return lambda position, z_start, z_stop, slot=0: in_memory(
+            {"image": slice(position, position + 1), "z": slice(z_start, z_stop)}
+        )
+
+    return _Readers(
+        None,
+        memory_reader,
+        memory_slab_reader,
+        planes_of("input") if "input" in dataset else None,
+        planes_of("labels") if has_labels else None,
+        (),
     )
 
 
