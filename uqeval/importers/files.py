@@ -41,6 +41,7 @@ from uqeval.importers.arrays import (
 )
 from uqeval.importers.cases import check_listed, read_cases
 from uqeval.importers.contract import ImportSummary
+from uqeval.importers.options import CasesFile, CaseThreads, CubeOut, Overwrite
 from uqeval.importers.writing import DEFAULT_THREADS, Case, Layout, write_cases
 
 #: Placeholders of ``--probs``: required, then optional.
@@ -130,7 +131,7 @@ def import_files(
             show_default=False,
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The cube store to write.", show_default=False)],
+    out: CubeOut,
     labels: Annotated[
         str | None,
         typer.Option(
@@ -140,20 +141,12 @@ def import_files(
             show_default=False,
         ),
     ] = None,
-    cases: Annotated[
-        Path | None,
-        typer.Option(
-            "--cases",
-            metavar="FILE",
-            help="CSV with columns case,domain,role; unlisted cases are id/test.",
-            show_default=False,
-        ),
-    ] = None,
+    cases: CasesFile = None,
     class_names: Annotated[
         str | None, typer.Option("--class-names", help="Names of the classes, comma-separated.", show_default=False)
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a complete store at --out.")] = False,
-    threads: Annotated[int, typer.Option(help="Threads decoding a case's files at once.")] = DEFAULT_THREADS,
+    overwrite: Overwrite = False,
+    threads: CaseThreads = DEFAULT_THREADS,
 ) -> ImportSummary:
     """Per-case, per-member, per-sample arrays (.npy, .npz, NIfTI, PNG, TIFF) found by a file pattern."""
     pattern = Pattern(probs, "--probs", (*PROBS_REQUIRED, *PROBS_OPTIONAL), PROBS_REQUIRED)

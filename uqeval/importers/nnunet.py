@@ -39,6 +39,7 @@ from uqeval.importers.arrays import (
 )
 from uqeval.importers.cases import check_listed, read_cases
 from uqeval.importers.contract import ImportSummary
+from uqeval.importers.options import CasesFile, CaseThreads, CubeOut, Overwrite
 from uqeval.importers.writing import DEFAULT_THREADS, Case, Layout, write_cases
 
 #: The ``.npz`` key of nnU-Net's probabilities.
@@ -65,7 +66,7 @@ def import_nnunet(
             show_default=False,
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The cube store to write.", show_default=False)],
+    out: CubeOut,
     labels: Annotated[
         list[Path] | None,
         typer.Option(
@@ -75,23 +76,15 @@ def import_nnunet(
             show_default=False,
         ),
     ] = None,
-    cases: Annotated[
-        Path | None,
-        typer.Option(
-            "--cases",
-            metavar="FILE",
-            help="CSV with columns case,domain,role; unlisted cases are id/test.",
-            show_default=False,
-        ),
-    ] = None,
+    cases: CasesFile = None,
     class_names: Annotated[
         str | None,
         typer.Option(
             "--class-names", help="Names of the classes, comma-separated (default: dataset.json's).", show_default=False
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a complete store at --out.")] = False,
-    threads: Annotated[int, typer.Option(help="Threads decoding a case's files at once.")] = DEFAULT_THREADS,
+    overwrite: Overwrite = False,
+    threads: CaseThreads = DEFAULT_THREADS,
 ) -> ImportSummary:
     """nnU-Net v2 prediction folders (one per fold or seed) as an ensemble: eu = folders, au = 1."""
     members = [Path(member) for member in members]

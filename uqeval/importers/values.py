@@ -30,6 +30,7 @@ import typer
 from uqeval.errors import UQEvalError
 from uqeval.importers.arrays import ENDINGS, NIFTI_ENDINGS, as_labels, ending, file_shape, nifti_spacing, read_array
 from uqeval.importers.contract import ImportSummary
+from uqeval.importers.options import Overwrite
 from uqeval.importers.writing import DEFAULT_THREADS, Case, Layout, write_cases
 from uqeval.names import CALIBRATION, ID_DOMAIN, TEST
 
@@ -55,7 +56,7 @@ def import_values(
     class_names: Annotated[
         str | None, typer.Option("--class-names", help="Names of the classes, comma-separated.", show_default=False)
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a complete store at --out.")] = False,
+    overwrite: Overwrite = False,
     threads: Annotated[int, typer.Option(help="Threads decoding an image's files at once.")] = DEFAULT_THREADS,
 ) -> ImportSummary:
     """A ValUES study experiment folder (pred_seg, gt_seg and uncertainty maps per split), as a maps store."""
