@@ -125,9 +125,11 @@ class VolumeStatistics:
         if "mean" in maps:
             self._keep_shown(maps)
         scaled = rescaled(maps, self.eu_scale)
-        pred = self._with_halo(scaled["pred"], "pred")
+        # Each map with the last planes of the slabs before it, joined once per slab.
+        joined = {name: self._with_halo(scaled[name], name) for name in (*MEASURES, "pred")}
+        pred = joined["pred"]
         for measure in MEASURES:
-            u = self._with_halo(scaled[measure], measure)
+            u = joined[measure]
             available = u.shape[0] - planes
             for aggregator in self.aggregations:
                 form = aggregator.slabs
@@ -138,19 +140,13 @@ class VolumeStatistics:
                 self._parts[key] = form.combine(self._parts[key], partial)
         if raters is not None:
             self._add_raters(scaled, raters)
-        self._remember_halo(scaled)
+        if self._halo_planes:
+            self._previous = {name: array[-self._halo_planes :].copy() for name, array in joined.items()}
         self._z += planes
 
     def _with_halo(self, slab: np.ndarray, name: str) -> np.ndarray:
         held = self._previous.get(name)
         return slab if held is None or not len(held) else np.concatenate([held, slab])
-
-    def _remember_halo(self, scaled: Mapping[str, np.ndarray]) -> None:
-        if not self._halo_planes:
-            return
-        for name in (*MEASURES, "pred"):
-            joined = self._with_halo(scaled[name], name)
-            self._previous[name] = joined[-self._halo_planes :].copy()
 
     def _add_raters(self, scaled: Mapping[str, np.ndarray], raters: RaterStatistics) -> None:
         self._has_raters = True
