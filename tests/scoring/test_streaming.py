@@ -168,3 +168,22 @@ def test_the_per_image_equal_mass_ace_is_refused_for_volumes_read_in_slabs(volum
     conventions = uqeval.Conventions(ace_scope="per-image")
     with pytest.raises(UQEvalError, match="ace_scope 'per-image' needs every voxel"):
         uqeval.score(volume_store, conventions=conventions, batch_bytes=1)
+
+
+def test_slab_results_are_handed_on_in_slab_order_and_held_only_until_then():
+    slabs = [(0, 0, 4), (0, 4, 8), (2, 0, 4), (2, 4, 8)]
+    arrived = [((2, 0, 4), "c"), ((0, 4, 8), "b"), ((0, 0, 4), "a"), ((2, 4, 8), "d")]
+    handed = []
+
+    def results():
+        for item in arrived:
+            yield item
+            handed.append(("arrived", item[1]))
+
+    ordered = []
+    for slab, value in streaming.in_slab_order(results(), slabs):
+        ordered.append((slab, value))
+        handed.append(("handed", value))
+    assert ordered == [((0, 0, 4), "a"), ((0, 4, 8), "b"), ((2, 0, 4), "c"), ((2, 4, 8), "d")]
+    # "a", and "b" and "c" that waited for it, are handed on before the next result is asked for.
+    assert handed.index(("handed", "c")) < handed.index(("arrived", "a"))
