@@ -312,6 +312,29 @@ def score_remarks(scores: Scores, *, preset: str | None = None) -> list[str]:
 # ------------------------------------------------------------------ tables of a comparison
 
 
+#: The split whose Δ :func:`delta_summary` gives per task: the pooled OOD images for OOD
+#: detection, the in-distribution images for ambiguity and calibration, every test image
+#: for failure detection.
+SUMMARY_SPLITS = {"oodd": POOLED_OOD, "amb": ID_DOMAIN, "cal": ID_DOMAIN, "fd": ALL_TEST}
+
+
+def delta_summary(entanglement: Iterable[Mapping[str, Any]]) -> str:
+    """Δ of each task on its :data:`SUMMARY_SPLITS` split, in one line:
+    ``"OODD 0.85 (ood) · AMB 1.03 (id) · …"``; ``–`` where Δ is undefined.
+
+    >>> rows = [{"task": "oodd", "split": "ood", "delta": 0.851}, {"task": "fd", "split": "all", "delta": -0.001}]
+    >>> delta_summary(rows)
+    'OODD 0.85 (ood) · FD 0.00 (all)'
+    """
+    deltas = {(row["task"], row["split"]): row["delta"] for row in entanglement}
+    parts = [
+        f"{task.upper()} {format_value(deltas[task, split], digits=2)} ({split})"
+        for task, split in SUMMARY_SPLITS.items()
+        if (task, split) in deltas
+    ]
+    return " · ".join(parts)
+
+
 def comparison_tables(comparison: Comparison) -> list[Table]:
     """Rich tables of a comparison: ranks, Δ per task and split, and the collapse ratio.
 
@@ -331,9 +354,11 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         ``±`` where a group has one seed; ``–`` where a value is undefined.
     """
     tables = []
+    several_seeds = any(row["n_seeds"] > 1 for row in comparison.ranks)
     ranking = Table(
         title="Average rank",
-        caption="1 = best; mean ± 95 % Student-t interval over seeds",
+        # An interval only where a group has several seeds: with one, the rank is the run's own.
+        caption="1 = best; mean ± 95 % Student-t interval over seeds" if several_seeds else "1 = best; one seed each",
         title_justify="left",
         caption_justify="left",
     )
