@@ -130,6 +130,9 @@ def test_a_store_of_some_measures_scores_the_rows_they_allow_as_the_full_store(t
     assert same(some.entanglement, expected["entanglement"])
     assert same(some.collapse, expected["collapse"])
     assert some.measures == tuple(measure for measure in ("au", "eu", "tu") if measure in given)
+    assert f"measures      {', '.join(some.measures)}" in repr(some)
+    if not some.entanglement:
+        assert "Δ: none (no task was scored on ID, pooled OOD or all test images with every measure it" in repr(some)
     # One note per task whose Δ is left out, naming what it compares and what is missing.
     absent = [note for note in some.notes if note.kind == ABSENT_KIND and note.task is not None]
     assert [note.task for note in absent] == expected["left_out"]
