@@ -194,8 +194,9 @@ def read_images(path: str, name: str, positions: np.ndarray, z: int | None = Non
 
 def read_maps(arrays: StoreArrays, indices: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The maps of a maps store at sorted positions ``indices``: ``mean`` and whichever of
-    ``au``, ``eu``, ``tu`` it holds, as float32, with ``pred`` = argmax of ``mean`` over
-    ``class`` (the first class of a tie, as the decomposition picks)."""
+    ``au``, ``eu``, ``tu`` it holds, as float32 (a stand-in for each it lacks), with
+    ``pred`` = argmax of ``mean`` over ``class`` (the first class of a tie, as the
+    decomposition picks)."""
     return _maps_of({name: arrays.read(name, indices, out[name]) for name in ("mean", *MAP_MEASURES) if name in out})
 
 
