@@ -80,8 +80,7 @@ def import_values(
     overwrite: Overwrite = False,
     threads: Annotated[int, typer.Option(help="Threads decoding an image's files at once.")] = DEFAULT_THREADS,
 ) -> ImportSummary:
-    """A ValUES study experiment folder (pred_prob or uncertainty maps, pred_seg and gt_seg per split): a cube
-    store from the samples' probabilities, else a maps store."""
+    """A ValUES study experiment folder: a cube store from its pred_prob/ folders, else a maps store of its maps."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UQEvalError(f"{folder}: no such folder")
