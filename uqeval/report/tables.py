@@ -16,7 +16,7 @@ from rich.text import Text
 
 from uqeval.comparison import RANK_SPLITS, split_order
 from uqeval.conventions import Conventions
-from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
+from uqeval.names import ALL_TEST, ID_DOMAIN, NO_AGGREGATION, POOLED_OOD
 from uqeval.notes import FIELDS as NOTE_FIELDS
 from uqeval.notes import Note, literal
 from uqeval.precision import RANK_TOLERANCE
@@ -161,7 +161,8 @@ def task_table(scores: Scores, task: str) -> Table | None:
     A task scored with several image scores (``--aggregation border,mean``) gets one
     block of rows per aggregation, the conventions' one (that of Δ) first. With one OOD
     domain, the ``ood`` split, a copy of it, is shown once under the domain's name
-    (``blur = ood``). None when the task was not scored.
+    (``blur = ood``). A row per measure scored (those a maps store gives); None when
+    the task was not scored.
     """
     definition = TASKS[task]
     single = single_ood_domain(scores)
@@ -190,8 +191,9 @@ def task_table(scores: Scores, task: str) -> Table | None:
     table.add_column("measure")
     for _, label in splits:
         table.add_column(label, justify="right")
+    measures = scores.measures
     for aggregation in aggregations:
-        for position, measure in enumerate(MEASURES):
+        for position, measure in enumerate(measures):
             label = _MEASURE_NAMES[measure] + (" ✓" if measure == definition.correct else "")
             cells = []
             for split, _ in splits:
@@ -202,7 +204,7 @@ def task_table(scores: Scores, task: str) -> Table | None:
                 else:
                     cells.append(format_value(value, digits=3))
             first = [_name(aggregation) if position == 0 else ""] if blocks else []
-            table.add_row(*first, label, *cells, end_section=blocks and position == len(MEASURES) - 1)
+            table.add_row(*first, label, *cells, end_section=blocks and position == len(measures) - 1)
     return table
 
 
@@ -235,8 +237,11 @@ def entanglement_table(scores: Scores) -> Table | None:
     return table
 
 
-def collapse_table(scores: Scores) -> Table:
-    """Mean AU, mean EU and EU / AU per split (epistemic collapse when EU / AU ≪ 1)."""
+def collapse_table(scores: Scores) -> Table | None:
+    """Mean AU, mean EU and EU / AU per split (epistemic collapse when EU / AU ≪ 1); None
+    without collapse rows (a maps store without AU or EU)."""
+    if not scores.collapse:
+        return None
     single = single_ood_domain(scores)
     table = Table(title="Epistemic collapse (nats per pixel)", title_justify="left")
     for name in ("split", "images", "mean AU", "mean EU", "EU / AU"):
