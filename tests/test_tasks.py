@@ -814,3 +814,49 @@ def test_negative_score_is_noted(store):
     notes = [note for note in note_texts(evaluation) if note.startswith("amb: ncc is negative on ")]
     assert len(notes) == 1  # one note for every split
     assert "id (EU -" in notes[0] and "its range is (−5, 3]" in notes[0]
+
+
+def test_auroc_below_chance_is_explained_once_with_the_other_image_scores(store):
+    """EU set to 0 on OOD images ranks them as less uncertain: one note says so and
+    gives that measure's ``ood`` AUROC with each image score, ``mean`` included."""
+    arrays = store.arrays()
+    ood = store.domain != "id"
+    maps = {**arrays, "eu": np.where(ood[:, None, None], 0.0, 1.0) * arrays["eu"]}
+    maps["tu"] = maps["au"] + maps["eu"]
+    evaluation = evaluate(
+        maps, store.domain, store.role, store.labels, tasks=["oodd"], aggregations=["sum", "area"], n_classes=2
+    )
+    notes = [note for note in note_texts(evaluation) if "AUROC below 0.5" in note]
+    assert len(notes) == 1
+    flagged = [
+        (measure, aggregation)
+        for measure in MEASURES
+        for aggregation in ("sum", "area")
+        if evaluation.value("oodd", "ood", measure, "auroc", aggregation=aggregation) < 0.5
+        or any(
+            evaluation.value("oodd", domain, measure, "auroc", aggregation=aggregation) < 0.5
+            for domain in set(store.domain[ood])
+        )
+    ]
+    assert ("eu", "sum") in flagged
+    for measure in {measure for measure, _ in flagged}:
+        # The mean score's AUROC, from the image means, as the `mean` aggregation gives it.
+        mean = evaluate(
+            maps, store.domain, store.role, store.labels, tasks=["oodd"], aggregations=["mean"], n_classes=2
+        )
+        shown = ", ".join(
+            f"{aggregation} {value:.3f}"
+            for aggregation, value in (
+                ("sum", evaluation.value("oodd", "ood", measure, "auroc", aggregation="sum")),
+                ("area", evaluation.value("oodd", "ood", measure, "auroc", aggregation="area")),
+                ("mean", mean.value("oodd", "ood", measure, "auroc", aggregation="mean")),
+            )
+        )
+        assert f"(ood AUROC by image score: {shown})" in notes[0]
+    for measure in set(MEASURES) - {measure for measure, _ in flagged}:
+        assert f"{measure.upper()} with" not in notes[0]
+    # Every measure higher on every OOD image: every AUROC is 1, and there is no such note.
+    higher = {**arrays, **{measure: arrays[measure] + 10.0 * ood[:, None, None] for measure in MEASURES}}
+    detected = evaluate(higher, store.domain, store.role, tasks=["oodd"], aggregations=["sum"])
+    assert detected.value("oodd", "ood", "eu", "auroc", aggregation="sum") == 1.0
+    assert not any("AUROC below 0.5" in note for note in note_texts(detected))

@@ -373,6 +373,8 @@ def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: lis
         missing = "ID" if ID_DOMAIN not in splits else "OOD"
         tables.notes.append(Note("skipped", f"{{task}}: skipped, there are no {missing} test images", task="oodd"))
         return
+    pooled: dict[str, dict[str, float]] = {}
+    below: set[tuple[str, str]] = set()
     for aggregation in aggregations:
         by_measure = tables.statistics.scores[aggregation]
         per_domain: dict[str, dict[str, float]] = {}
@@ -395,6 +397,52 @@ def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: lis
             for name in ood_names:
                 tables.add_delta(TASKS["oodd"], name, per_domain[name], splits[ID_DOMAIN] | splits[name])
             tables.add_delta(TASKS["oodd"], POOLED_OOD, means, splits[ID_DOMAIN] | splits[POOLED_OOD])
+        pooled[aggregation] = means
+        below |= {
+            (measure, aggregation)
+            for measure in MEASURES
+            if any(per_domain[name][measure] < 0.5 for name in ood_names) or means[measure] < 0.5
+        }
+    if below:
+        tables.notes.append(_below_chance_note(tables, splits, ood_names, pooled, below))
+
+
+def _below_chance_note(
+    tables: _Tables,
+    splits: Mapping[str, np.ndarray],
+    ood_names: list[str],
+    pooled: Mapping[str, Mapping[str, float]],
+    below: set[tuple[str, str]],
+) -> Note:
+    """One note for every OODD AUROC below 0.5: what it means, and each such measure's
+    ``ood`` AUROC with its other image scores beside it (with ``mean``, the image's mean
+    ``U``, even when it was not asked for: the means are at hand)."""
+    if "mean" not in pooled:
+        pooled = dict(pooled)
+        chosen = {name: splits[ID_DOMAIN] | splits[name] for name in ood_names}
+        pooled["mean"] = {
+            measure: float(
+                np.mean(
+                    [
+                        auroc(tables.statistics.means[measure][chosen[name]], splits[name][chosen[name]])
+                        for name in ood_names
+                    ]
+                )
+            )
+            for measure in MEASURES
+        }
+    parts = []
+    for measure in MEASURES:
+        flagged = [aggregation for aggregation in pooled if (measure, aggregation) in below]
+        if not flagged:
+            continue
+        values = ", ".join(f"{aggregation} {pooled[aggregation][measure]:.3f}" for aggregation in pooled)
+        parts.append(f"{measure.upper()} with {' and '.join(flagged)} (ood AUROC by image score: {values})")
+    text = (
+        "{task}: an AUROC below 0.5 means the measure ranks OOD images as less uncertain than ID images, "
+        "the further below, the more consistently: " + literal("; ".join(parts))
+    )
+    return Note("auroc-below-chance", text, task="oodd")
 
 
 def _failure_detection(
