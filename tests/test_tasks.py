@@ -860,3 +860,16 @@ def test_auroc_below_chance_is_explained_once_with_the_other_image_scores(store)
     detected = evaluate(higher, store.domain, store.role, tasks=["oodd"], aggregations=["sum"])
     assert detected.value("oodd", "ood", "eu", "auroc", aggregation="sum") == 1.0
     assert not any("AUROC below 0.5" in note for note in note_texts(detected))
+
+
+def test_one_rater_skips_ambiguity_with_one_note(store):
+    one = store.labels[:, :1]
+    evaluation = evaluate(store.arrays(), store.domain, store.role, one, n_classes=2)
+    notes = note_texts(evaluation)
+    assert [note for note in notes if note.startswith("amb")] == [
+        "amb: skipped: ambiguity needs ≥ 2 raters; this store has 1"
+    ]
+    assert not any(row["task"] == "amb" for row in evaluation.results)
+    assert {row["task"] for row in evaluation.results} >= {"oodd", "cal", "fd"}
+    two = evaluate(store.arrays(), store.domain, store.role, store.labels[:, :2], n_classes=2)
+    assert any(row["task"] == "amb" for row in two.results)

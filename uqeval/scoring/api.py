@@ -177,6 +177,7 @@ def _run(
             source.roles,
             has_labels=source.has_labels,
             segmentation_possible=source.has_probabilities,
+            n_raters=source.n_raters,
         )
     except UQEvalError as error:
         raise UQEvalError(f"{source.where}: {error}") from None

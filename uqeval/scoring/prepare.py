@@ -178,6 +178,7 @@ def plan(
     *,
     has_labels: bool,
     segmentation_possible: bool = True,
+    n_raters: int | None = None,
 ) -> Plan:
     """Decide which tasks run, which images are fitted on, and what to note.
 
@@ -189,6 +190,8 @@ def plan(
         Whether rater labels exist.
     segmentation_possible : bool
         Whether the source has the probabilities segmentation quality needs.
+    n_raters : int, optional
+        Raters per image: AMB is skipped, with one note, when there is one.
 
     Raises
     ------
@@ -236,6 +239,10 @@ def plan(
     for name in tasks:
         if TASKS[name].needs_labels and not has_labels:
             notes.append(Note("skipped", _NO_LABELS, task=name))
+    if "amb" in tasks and has_labels and n_raters == 1:
+        # One rater has no disagreement to model: every image's rater variance is constant.
+        notes.append(Note("skipped", "{task}: skipped: ambiguity needs ≥ 2 raters; this store has 1", task="amb"))
+        tasks = tuple(name for name in tasks if name != "amb")
     run_cal = "cal" in tasks and has_labels
     segmentation = request.segmentation and segmentation_possible and has_labels
     if request.segmentation and segmentation_possible and not has_labels:

@@ -74,6 +74,8 @@ class Source:
     ids, domains, roles : (image,) arrays
         Image ids; domains and roles as ``str`` objects.
     has_labels : bool
+    n_raters : int or None
+        Raters per image, when labels exist.
     n_classes, background : int
     has_probabilities : bool
         The batches carry probabilities (segmentation quality needs them).
@@ -146,6 +148,7 @@ class Source:
     slab_reader: Callable[[], SlabReader] | None = field(default=None, repr=False)
     chunk_depth: int | None = None
     volume_shape: tuple[int, int, int] | None = None
+    n_raters: int | None = None
     absent_measures: tuple[str, ...] = ()
 
     @property
@@ -196,6 +199,7 @@ def cube_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         domains=_strings(dataset["domain"].values),
         roles=_strings(dataset["role"].values),
         has_labels=has_labels,
+        n_raters=int(dataset.sizes["rater"]) if has_labels else None,
         n_classes=int(probs.sizes["class"]),
         background=int(dataset.attrs.get("background", 0)),
         reader=access.reader,
@@ -252,6 +256,7 @@ def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         domains=_strings(dataset["domain"].values),
         roles=_strings(dataset["role"].values),
         has_labels=has_labels,
+        n_raters=int(dataset.sizes["rater"]) if has_labels else None,
         n_classes=int(mean.sizes["class"]),
         background=int(dataset.attrs.get("background", 0)),
         reader=access.reader,
@@ -441,6 +446,7 @@ def maps_source(
         domains=domains,
         roles=_strings(role, n_images, TEST, "role"),
         has_labels=labels is not None,
+        n_raters=None if labels is None else int(np.shape(labels)[1]),
         n_classes=int(n_classes or 0),
         background=background,
         reader=reader,
