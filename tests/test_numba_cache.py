@@ -78,3 +78,52 @@ def test_the_locator_is_installed_once_right_after_the_users_directory():
     locators = _numba_cache._CacheImpl._locator_classes
     assert locators.count(_numba_cache.UQEvalCacheLocator) == 1
     assert locators.index(_numba_cache.UQEvalCacheLocator) == locators.index(_numba_cache._UserProvidedCacheLocator) + 1
+
+
+#: Compiles (or loads) one kernel twice in a process that asked to hear of compilation.
+ANNOUNCED = """
+import numpy as np
+from uqeval._numba_cache import announce_compilation
+from uqeval.checks import value_stats
+announce_compilation(lambda: print("compiling"))
+value_stats(np.full((1, 1, 2, 2, 2), 0.5, dtype=np.float32))
+value_stats(np.full((1, 1, 2, 2, 2), 0.5, dtype=np.float32))
+print("done")
+"""
+
+
+@pytest.mark.slow  # compiles a parallel kernel into an empty cache (about a minute on 2 cores)
+def test_the_first_compilation_is_announced_once_and_a_cached_kernel_not_at_all(tmp_path):
+    script = tmp_path / "announced.py"
+    script.write_text(ANNOUNCED)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("NUMBA_CACHE")}
+    environment["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+
+    def run() -> list[str]:
+        command = [sys.executable, str(script)]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=300, check=True, env=environment
+        ).stdout.split()
+
+    assert run() == ["compiling", "done"]  # an empty cache: compiled, said once
+    assert run() == ["done"]  # loaded from the cache: nothing to say
+
+
+def test_only_uqeval_kernels_are_announced():
+    from numba.core import event
+
+    from uqeval._numba_cache import _FirstCompilation
+
+    def started(module: str) -> event.Event:
+        function = type("Function", (), {"__module__": module})()
+        dispatcher = type("Dispatcher", (), {"py_func": function})()
+        return event.Event("numba:compile", event.EventStatus.START, data={"dispatcher": dispatcher})
+
+    heard = []
+    listener = _FirstCompilation(lambda: heard.append(1))
+    listener.notify(started("their_package.kernels"))
+    listener.notify(started("uqevalish"))
+    assert heard == []
+    listener.notify(started("uqeval._kernels"))
+    listener.notify(started("uqeval.metrics._kernels"))
+    assert heard == [1]

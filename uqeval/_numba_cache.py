@@ -16,9 +16,10 @@ numba picks a function's locator when the function is decorated.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from numba.core import caching
+from numba.core import caching, event
 from numba.misc.appdirs import AppDirs
 
 #: The package folder whose files' kernels are cached in :func:`cache_folder`.
@@ -56,3 +57,32 @@ def install() -> None:
     if UQEvalCacheLocator not in locators:
         user_given = _UserProvidedCacheLocator
         locators.insert(locators.index(user_given) + 1 if user_given in locators else 0, UQEvalCacheLocator)
+
+
+class _FirstCompilation(event.Listener):
+    """A numba ``numba:compile`` listener that calls ``announce`` once, when the first of
+    uqeval's kernels is compiled rather than loaded from the cache."""
+
+    def __init__(self, announce: Callable[[], None]) -> None:
+        self.announce = announce
+        self.done = False
+
+    def on_start(self, started: event.Event) -> None:
+        if self.done:
+            return
+        dispatcher = started.data.get("dispatcher") if isinstance(started.data, dict) else None
+        module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+        if module == "uqeval" or module.startswith("uqeval."):
+            self.done = True
+            self.announce()
+
+    def on_end(self, ended: event.Event) -> None:
+        pass
+
+
+def announce_compilation(announce: Callable[[], None]) -> None:
+    """Call ``announce()`` once in this process, when one of uqeval's kernels starts to be
+    compiled: the first run after an install (or after numba or uqeval changed) compiles
+    them, which takes tens of seconds; later runs load them from :func:`cache_folder`
+    and never call it."""
+    event.register("numba:compile", _FirstCompilation(announce))

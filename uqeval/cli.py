@@ -182,6 +182,18 @@ def _main(
     """How good is a segmentation model's uncertainty, and are its aleatoric and epistemic parts really separate?"""
 
 
+def _announce_compiling() -> None:
+    """Say so on stderr when the first of uqeval's kernels compiles (the first run after an
+    install spends tens of seconds on it, with nothing else on screen)."""
+    from uqeval._numba_cache import announce_compilation, cache_folder
+
+    def announce() -> None:
+        where = markup_text(cache_folder(), None)
+        err_console.print(f"compiling kernels, first run only (they are then kept in [cyan]{where}[/])")
+
+    announce_compilation(announce)
+
+
 def _progress() -> Progress:
     from uqeval.report.progress import progress_bar
 
@@ -260,6 +272,7 @@ def inspect(
     ] = False,
 ) -> None:
     """Validate a cube store and print its mean AU, EU and TU per domain."""
+    _announce_compiling()
     console.print(_summary_table(store, check_values=check_values))
 
 
@@ -425,6 +438,7 @@ def score(
     [cyan]metrics.csv[/], [cyan]images.csv[/], [cyan]fitted.json[/] and plots to
     [cyan]--out[/] (also with [cyan]--json[/]).
     """
+    _announce_compiling()
     from uqeval.conventions import preset as conventions_preset
     from uqeval.conventions import with_settings
     from uqeval.report.files import json_bytes
@@ -512,6 +526,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write one synthetic store per scenario, score each, and compare them (the embedded default)."""
+    _announce_compiling()
     from uqeval.comparison import compare as compare_runs
     from uqeval.report.files import ensure_writable
     from uqeval.report.save import save_comparison, save_report
