@@ -389,7 +389,8 @@ def test_load_run_reads_a_folder_or_the_file(tmp_path):
     renamed.write_text((folder / "scores.json").read_text())
     assert load_run(renamed).folder == tmp_path
     # The reader beside the writer: the checked document and the report folder.
-    saved, where = read_scores(folder)
+    saved = read_scores(folder)
+    where = saved.folder
     assert isinstance(saved, SavedScores) and where == folder
     assert saved.source == str(folder / "scores.json")
     assert saved.entanglement == run.scores.entanglement and saved.model["seed"] == 2

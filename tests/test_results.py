@@ -320,7 +320,8 @@ def test_arrays_in_memory_record_no_path():
 
 def test_saved_scores_read_back_with_the_same_summary(scores, tmp_path):
     uqeval.save_report(scores, tmp_path, plots=False)
-    saved, folder = read_scores(tmp_path)
+    saved = read_scores(tmp_path)
+    folder = saved.folder
     assert folder == tmp_path
     assert saved.provenance == scores.to_dict()["provenance"]
     text = repr(saved)
@@ -340,7 +341,7 @@ def test_an_old_scores_json_without_provenance_still_reads(scores, tmp_path):
     old = scores.to_dict()
     del old["provenance"]
     (tmp_path / "scores.json").write_text(json.dumps(old))
-    saved, _ = read_scores(tmp_path)
+    saved = read_scores(tmp_path)
     assert saved.provenance == {}
     assert saved.model == IDENTITY
     assert same_rows(list(saved.entanglement), scores.entanglement)

@@ -152,8 +152,8 @@ class Run:
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Read one run: a folder written by ``uqeval score`` or its ``scores.json``
     (see :func:`uqeval.read_scores` for the errors)."""
-    scores, folder = read_scores(path)
-    return Run.from_scores(scores, folder)
+    scores = read_scores(path)
+    return Run.from_scores(scores, scores.folder)
 
 
 def _group(model: Mapping[str, Any], folder: Path) -> str:

@@ -110,5 +110,5 @@ def test_scores_json_in_the_report_carries_the_provenance(report, scores, synthe
     assert provenance["store_attributes"]["model"] == content["model"]["model"] == "synthetic-disentangled"
     assert provenance["store_attributes"]["scenario"] == "disentangled"
     assert content["conventions"]["aggregation"] == "border"
-    saved, _ = read_scores(folder)
+    saved = read_scores(folder)
     assert saved.provenance == provenance

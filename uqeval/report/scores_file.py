@@ -12,7 +12,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,8 @@ class SavedScores:
         Rows ``split, mean_au, mean_eu, eu_over_au`` (floats, NaN for ``null`` or missing).
     data : dict
         The whole document as read.
+    folder : Path or None
+        The report folder the file lies in (:func:`read_scores`).
     """
 
     source: str
@@ -67,6 +69,7 @@ class SavedScores:
     entanglement: tuple[dict[str, Any], ...]
     collapse: tuple[dict[str, Any], ...]
     data: dict[str, Any] = field(repr=False)
+    folder: Path | None = field(default=None, repr=False)
 
     @classmethod
     def from_dict(cls, data: Any, source: str) -> SavedScores:
@@ -122,13 +125,13 @@ class SavedScores:
         return saved_summary(self).html()
 
 
-def read_scores(path: str | os.PathLike[str]) -> tuple[SavedScores, Path]:
+def read_scores(path: str | os.PathLike[str]) -> SavedScores:
     """Read a ``scores.json``: a report folder written by ``uqeval score`` or the file itself.
 
     Returns
     -------
-    (SavedScores, Path)
-        The checked contents and the report folder (the file's folder).
+    SavedScores
+        The checked contents, with the report folder (the file's folder) as ``folder``.
 
     Raises
     ------
@@ -157,7 +160,7 @@ def read_scores(path: str | os.PathLike[str]) -> tuple[SavedScores, Path]:
         raise UQEvalError(f"{file}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
     except RecursionError:
         raise UQEvalError(f"{file}: JSON nested too deeply to read") from None
-    return SavedScores.from_dict(data, str(file)), folder
+    return replace(SavedScores.from_dict(data, str(file)), folder=folder)
 
 
 def _number(value: Any, where: str) -> float:
