@@ -45,18 +45,23 @@ def test_bench_alternatives_runs_and_reports_the_ratios(capsys, monkeypatch, wit
     assert bench_alternatives.main(argv) == 0
     printed = capsys.readouterr().out
 
-    def ratio(name):
-        match = re.search(rf"^{re.escape(name)}\s+\S+\s+\S+\s+\S+\s+(\d+\.\d\d)$", printed, re.MULTILINE)
+    def row(name):
+        """(seconds, ratio) of a contender's row."""
+        match = re.search(rf"^{re.escape(name)}\s+(\S+)\s+\S+\s+\S+\s+(\d+\.\d\d)$", printed, re.MULTILINE)
         assert match, f"no row for {name!r} in:\n{printed}"
-        return float(match.group(1))
+        return float(match.group(1)), float(match.group(2))
+
+    def ratio(name):
+        return row(name)[1]
 
     assert "t / t_uqeval" in printed
     assert ratio("uqeval") == 1.0
-    assert ratio("numpy") > 0
-    assert ratio("parallel read") > 0
+    # Every contender timed; on 2 tiny cubes a fast one can take under 0.5 % of uqeval's
+    # time, so that its ratio prints as 0.00: the times are checked, not the ratios.
+    assert row("numpy")[0] > 0 and row("parallel read")[0] > 0
     torch_rows = ["study method (torch)", "plain torch"]
     if with_torch:
-        assert all(ratio(name) > 0 for name in torch_rows)
+        assert all(row(name)[0] > 0 for name in torch_rows)
         assert "skipped" not in printed
     else:
         assert "torch is not installed" in printed and "skipped" in printed
