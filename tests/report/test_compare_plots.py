@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -256,3 +257,15 @@ def test_save_comparison_writes_each_figure_as_png_and_svg(with_copy, tmp_path):
     assert {path.name for path in (tmp_path / "out").iterdir()} == {*written, REPORT_MARK}
     for name in ("entanglement.svg", "collapse.svg"):
         assert ElementTree.parse(written[name]).getroot().tag.endswith("svg")
+
+
+def test_labels_of_identical_models_leave_the_layout_alone(tmp_path):
+    """Two copies of one run put one label on every panel's single point; where that label
+    starts, before it is placed, must not shrink the panels (matplotlib warned that
+    constrained layout collapsed the axes to zero)."""
+    values = _values(np.random.default_rng(1))
+    runs = [_run(tmp_path / "a", "=1+1", 0, values), _run(tmp_path / "b", "-cmd|calc", 0, values)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = entanglement_figure(compare(runs))
+    assert all(ax.get_window_extent().width > 50 for ax in _panels(figure))

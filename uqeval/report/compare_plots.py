@@ -191,6 +191,9 @@ def entanglement_figure(comparison: Comparison) -> Figure:
                 annotation_clip=False,
                 zorder=4,
             )
+            # Placed inside its panel afterwards (_place_labels): where it starts must not
+            # make the layout shrink the panels to fit it.
+            cluster.label.set_in_layout(False)
         placements.append((ax, clusters))
         ax.set_xlim(low, high)
         ax.set_ylim(low, high)
