@@ -7,7 +7,7 @@ the fits in hand, a batch becomes a :class:`ScoredBatch`: small per-image result
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,22 @@ class ScoredBatch:
     examples: list[ExampleMaps] = field(default_factory=list)
 
 
+def raters_of(
+    loaded: Loaded, maps: Mapping[str, np.ndarray], image_ids: Sequence[object], options: BatchOptions
+) -> RaterStatistics | None:
+    """The rater statistics of a batch (or slab) as read, against its decomposed ``pred``;
+    None without labels."""
+    if loaded.labels is None:
+        return None
+    return rater_statistics(
+        loaded.labels,
+        maps["pred"],
+        options.n_classes,
+        image_ids=image_ids,
+        reference=options.conventions.amb_reference,
+    )
+
+
 def decomposed_batch(
     loaded: Loaded,
     indices: np.ndarray,
@@ -114,15 +130,7 @@ def decomposed_batch(
     """
     image_ids = ids[indices]
     maps = loaded.maps if loaded.maps is not None else decompose_batch(loaded.cubes, image_ids)
-    raters = None
-    if loaded.labels is not None:
-        raters = rater_statistics(
-            loaded.labels,
-            maps["pred"],
-            options.n_classes,
-            image_ids=image_ids,
-            reference=options.conventions.amb_reference,
-        )
+    raters = raters_of(loaded, maps, image_ids, options)
     result = DecomposedBatch(indices, {name: maps[name] for name in (*MEASURES, "pred")}, raters)
     if "mean" in maps:
         for local, position in enumerate(indices.tolist()):

@@ -25,11 +25,11 @@ import numpy as np
 
 from uqeval.decomposition import decompose_batch
 from uqeval.image_statistics import rescaled
-from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
+from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.failure import VolumeRisk
 from uqeval.metrics.segmentation import VolumeSegmentation
 from uqeval.names import MEASURES
-from uqeval.scoring.batch import BatchOptions, ScoredBatch
+from uqeval.scoring.batch import BatchOptions, ScoredBatch, raters_of
 from uqeval.scoring.fitting import FitImages, FitSetup, Fitted, read_sums
 from uqeval.scoring.sources import Loaded
 from uqeval.volume_statistics import VolumeStatistics
@@ -64,16 +64,7 @@ def _decomposed(
         maps = decompose_batch(loaded.cubes, [image_id])
     else:
         maps = _decomposed_chunks(loaded.cubes, image_id)
-    raters = None
-    if loaded.labels is not None:
-        raters = rater_statistics(
-            loaded.labels,
-            maps["pred"],
-            options.n_classes,
-            image_ids=[image_id],
-            reference=options.conventions.amb_reference,
-        )
-    return maps, raters
+    return maps, raters_of(loaded, maps, [image_id], options)
 
 
 def _decomposed_chunks(chunks: np.ndarray, image_id: object) -> dict[str, np.ndarray]:
