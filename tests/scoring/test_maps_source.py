@@ -142,9 +142,18 @@ def test_a_store_of_some_measures_scores_the_rows_they_allow_as_the_full_store(t
         assert all(measure.upper() in str(note).split("has no")[1] for measure in missing)
     collapse_notes = [note for note in some.notes if note.kind == ABSENT_KIND and note.task is None]
     assert len(collapse_notes) == (0 if {"au", "eu"} <= set(given) else 1)
-    # Every other note is one the full store makes too, and none is about a missing measure.
-    others = [note for note in some.notes if note.kind != ABSENT_KIND]
+    # Every other note is one the full store makes too, and none is about a missing measure;
+    # the note on AUROCs below 0.5 names measures one by one, the given ones only.
+    others = [note for note in some.notes if note.kind not in (ABSENT_KIND, "auroc-below-chance")]
     assert all(note in full.notes for note in others)
+    for note in (note for note in some.notes if note.kind == "auroc-below-chance"):
+        named = {measure for measure in ("au", "eu", "tu") if f"{measure.upper()} with " in str(note)}
+        assert named and named <= set(given)
+        # Each measure's part is the full store's.
+        whole = next(str(n) for n in full.notes if n.kind == "auroc-below-chance")
+        for measure in named:
+            part = str(note).split(f"{measure.upper()} with ")[1].split(")")[0]
+            assert part in whole
     assert all(note.measure in (None, *given) for note in some.notes)
 
     # Per image, fits and curves: the given measures' values, nothing of the others.

@@ -198,6 +198,7 @@ def _run(
         histograms=computed.histograms,
         histogram_domains=computed.histogram_domains,
         calibration_sums=computed.calibration_sums,
+        absent_measures=source.absent_measures,
         fallbacks={
             aggregator.name: aggregator.fallback.what for aggregator in request.aggregations if aggregator.fallback
         },

@@ -109,6 +109,7 @@ class _Tables:
         self.entanglement: list[dict] = []
         self.notes = list(notes)
         self.negative: dict[Task, list[str]] = {}
+        self.absent: set[str] = set()
 
     def note_negative_scores(self) -> None:
         """One note per task whose score is negative on some split (Δ then leaves [−1, 1])."""
@@ -208,6 +209,7 @@ def tabulate(
     histogram_domains: Sequence[str] = (),
     fallbacks: Mapping[str, str] | None = None,
     calibration_sums: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    absent_measures: Sequence[str] = (),
 ) -> Tabulated:
     """Tidy rows, Δ and collapse from the per-image statistics of every image.
 
@@ -241,11 +243,16 @@ def tabulate(
         ``calibration_sums[measure][split]``: the (bins, 3) calibration table of the
         split's images summed (:class:`uqeval.scoring.pooling.OrderedSums`); needed
         for CAL.
+    absent_measures : sequence of str
+        Measures a maps store does not give (their stand-ins' rows are dropped
+        afterwards, :mod:`uqeval.scoring.given_measures`): notes that name measures
+        one by one leave them out.
     """
     scored = roles == TEST
     splits = split_masks(domains, scored)
     ood_names = [name for name in splits if name not in (ID_DOMAIN, POOLED_OOD)]
     tables = _Tables(statistics, conventions, primary, notes)
+    tables.absent = set(absent_measures)
     reliabilities: dict[tuple[str, str], Reliability] = {}
     domain_mean = conventions.ood_split == "domain-mean"
 
@@ -401,7 +408,8 @@ def _detection(tables: _Tables, splits: Mapping[str, np.ndarray], ood_names: lis
         below |= {
             (measure, aggregation)
             for measure in MEASURES
-            if any(per_domain[name][measure] < 0.5 for name in ood_names) or means[measure] < 0.5
+            if measure not in tables.absent
+            and (any(per_domain[name][measure] < 0.5 for name in ood_names) or means[measure] < 0.5)
         }
     if below:
         tables.notes.append(_below_chance_note(tables, splits, ood_names, pooled, below))
