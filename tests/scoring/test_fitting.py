@@ -124,7 +124,7 @@ def test_fits_do_not_depend_on_how_the_images_are_batched():
     maps, raters = random_batch(np.random.default_rng(3), 7)
     wanted = {"conventions": Conventions(rescale_eu=True), "thresholds": True, "platt": True}
     whole = fit_batches([(maps, raters)], **wanted)
-    assert set(whole.parameters) == {"eu_scale", "threshold_level", "thresholds", "platt"}
+    assert set(whole.parameters) == {"eu_scale", "threshold_level", "thresholds", "platt", "pavpu_thresholds"}
     assert whole.n_images == 7
     for stops in [(3,), (1, 2, 5)]:
         assert fit_batches(split(maps, raters, *stops), **wanted).to_dict() == whole.to_dict()
@@ -144,6 +144,25 @@ def test_the_spilled_look_sees_the_maps_as_scored():
     table = PlattTable()
     table.add(eu, raters.agree, raters.valid)
     assert fitted.platt["eu"] == table.fit()
+
+
+def test_pavpu_tau_is_the_quantile_of_the_rated_pixels_at_their_accuracy():
+    """PAvPU's τ: numpy's quantile of U (as scored: EU rescaled) over the pixels with a
+    rater, at the fraction of them where at least half the raters agree."""
+    maps, raters = random_batch(np.random.default_rng(11), 5)
+    valid = raters.valid.copy()
+    valid[0, :2] = 0  # pixels without a rater count in neither q nor the quantile
+    raters = RaterStatistics(raters.variance, np.minimum(raters.agree, valid), valid)
+    fitted = fit_batches(split(maps, raters, 2), Conventions(rescale_eu=True), platt=True)
+    counted = valid > 0
+    level = np.mean((raters.agree / np.maximum(valid, 1) >= 0.5)[counted])
+    eu = (maps["eu"] * np.float32(fitted.eu_scale)).astype(np.float32)
+    for measure, u in (("au", maps["au"]), ("eu", eu), ("tu", maps["au"] + eu)):
+        assert fitted.pavpu_thresholds[measure] == float(np.quantile(u[counted].astype(np.float64), level))
+    assert fitted.to_dict()["pavpu_thresholds"] == dict(fitted.pavpu_thresholds)
+    unrated = RaterStatistics(raters.variance, raters.agree * 0, raters.valid * 0)
+    assert fit_batches([(maps, unrated)], platt=True).pavpu_thresholds == {}
+    assert "pavpu_thresholds" not in fit_batches([(maps, unrated)], platt=True).to_dict()
 
 
 def test_platt_without_a_rated_pixel_is_empty_and_without_raters_refused():

@@ -73,6 +73,7 @@ from uqeval.errors import UQEvalError
 from uqeval.image_statistics import rescaled
 from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.calibration import BinnedPlattTable, PlattFit, PlattTable, platt_table
+from uqeval.metrics.pavpu import accurate, pavpu_threshold
 from uqeval.names import MEASURES
 
 #: Where a quantity is accumulated: from each batch as read, or from the spilled maps after the ``read`` fits.
@@ -117,6 +118,11 @@ class Fitted:
     def thresholds(self) -> Mapping[str, float]:
         """``τ`` per measure, for the ``threshold`` aggregation (empty when not fitted)."""
         return self["thresholds"]
+
+    @property
+    def pavpu_thresholds(self) -> Mapping[str, float]:
+        """PAvPU's ``τ`` per measure (empty when not fitted)."""
+        return self["pavpu_thresholds"]
 
     @property
     def platt(self) -> Mapping[str, PlattFit]:
@@ -435,8 +441,64 @@ class PlattScaling:
         }
 
 
+@dataclass(frozen=True)
+class PAvPUThresholds:
+    """PAvPU's ``τ`` per measure (:func:`~uqeval.metrics.pavpu.pavpu_threshold`): the
+    quantile of ``U`` over the pixels with a rater of the images fitted on, at ``q`` =
+    the fraction of those pixels that are accurate (``w ≥ 0.5``), with the conventions'
+    quantile method; on the maps as scored (EU rescaled). Fitted with CAL; empty when
+    no pixel has a rater.
+
+    Sums: the counted pixels' ``U`` (4 bytes per pixel and measure, an exact quantile
+    needs them), and the counts of accurate and counted pixels.
+    """
+
+    name: str = "pavpu_thresholds"
+    look: Look = "spilled"
+    default: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def wanted(self, setup: FitSetup) -> bool:
+        return setup.platt
+
+    def empty(self, setup: FitSetup) -> dict[str, Any]:
+        return {"accurate": 0, "pixels": 0, **{measure: [] for measure in MEASURES}}
+
+    def add(self, sums, images: FitImages, setup: FitSetup):
+        if images.raters is None:
+            raise UQEvalError("PAvPU needs rater labels")
+        counted = images.raters.valid > 0
+        sums["accurate"] += int(np.count_nonzero(accurate(images.raters.agree, images.raters.valid)))
+        sums["pixels"] += int(np.count_nonzero(counted))
+        for measure in MEASURES:
+            sums[measure].append(np.asarray(images.maps[measure], dtype=np.float32)[counted])
+        return sums
+
+    def merge(self, sums, other):
+        sums["accurate"] += other["accurate"]
+        sums["pixels"] += other["pixels"]
+        for measure in MEASURES:
+            sums[measure].extend(other[measure])
+        return sums
+
+    def fit(self, sums, setup: FitSetup) -> dict[str, float]:
+        if sums["pixels"] == 0:
+            return {}
+        level = sums["accurate"] / sums["pixels"]
+        method = setup.conventions.quantile_method
+        return {measure: pavpu_threshold(np.concatenate(sums[measure]), level, method=method) for measure in MEASURES}
+
+    def to_json(self, parameters: Mapping[str, float]) -> dict[str, float] | None:
+        return dict(parameters) if parameters else None
+
+
 #: Every fitted quantity, in the order of ``fitted.json``.
-FITTED_QUANTITIES: tuple[FittedQuantity, ...] = (EUScale(), ThresholdLevel(), Thresholds(), PlattScaling())
+FITTED_QUANTITIES: tuple[FittedQuantity, ...] = (
+    EUScale(),
+    ThresholdLevel(),
+    Thresholds(),
+    PlattScaling(),
+    PAvPUThresholds(),
+)
 
 
 def read_sums(

@@ -140,6 +140,7 @@ def scored_volume(
         eu_scale=fitted.eu_scale,
         thresholds=fitted.thresholds,
         platt=fitted.platt,
+        pavpu_thresholds=fitted.pavpu_thresholds,
         histogram_group=int(groups[position]) if options.n_groups else -1,
     )
     segmentation = risk = None
@@ -151,6 +152,8 @@ def scored_volume(
             n_samples=conventions.segmentation_samples,
             seed=conventions.seed,
             empty=conventions.empty_iou,
+            empty_pair=conventions.empty_pair,
+            matching=conventions.hungarian_matching,
         )
     if options.failure_risk:
         risk = VolumeRisk(options.n_classes, background=options.background, empty=conventions.empty_iou)

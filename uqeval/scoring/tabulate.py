@@ -21,6 +21,7 @@ from uqeval.metrics.calibration import (
 from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
 from uqeval.metrics.failure import augrc, aurc, eaugrc, eaurc
 from uqeval.metrics.oodd import auroc, fpr_at_tpr
+from uqeval.metrics.pavpu import pavpu
 from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
 from uqeval.notes import Note, literal
 from uqeval.scoring.fitting import Fitted
@@ -294,6 +295,8 @@ def tabulate(
         per_split = {}
         for split, chosen in splits.items():
             metrics: dict[str, dict[str, float]] = {"ace": {}, "ece": {}, EQUAL_MASS_ACE: {}}
+            if statistics.pavpu is not None:
+                metrics["pavpu"] = {measure: pavpu(statistics.pavpu[measure][chosen]) for measure in MEASURES}
             for measure in MEASURES:
                 per_image = statistics.calibration[measure]
                 pooled = calibration_sums[measure][split]
@@ -314,7 +317,7 @@ def tabulate(
                     best_wrong = _mean_of_domain_minima(per_split, ood_names, TASKS["cal"].wrong)
             per_split[split] = metrics
             for measure in MEASURES:
-                for metric in ("ace", "ece", EQUAL_MASS_ACE):
+                for metric in metrics:
                     tables.add("cal", split, measure, NO_AGGREGATION, metric, metrics[metric][measure])
             tables.add_delta(TASKS["cal"], split, metrics["ace"], chosen, best_wrong)
 
@@ -327,14 +330,11 @@ def tabulate(
     if statistics.segmentation is not None:
         for split, chosen in splits.items():
             for metric in ("dice", "ged", "hungarian_iou"):
-                tables.add(
-                    "segmentation",
-                    split,
-                    NO_AGGREGATION,
-                    NO_AGGREGATION,
-                    metric,
-                    float(getattr(statistics.segmentation, metric)[chosen].mean()),
-                )
+                values = getattr(statistics.segmentation, metric)[chosen]
+                # NaN: an image whose pairs of empty masks were all skipped (empty_pair="skip").
+                defined = ~np.isnan(values)
+                value = float(values.mean()) if defined.all() else _defined_mean(values[defined].tolist())
+                tables.add("segmentation", split, NO_AGGREGATION, NO_AGGREGATION, metric, value)
 
     tables.note_negative_scores()
     collapse = []

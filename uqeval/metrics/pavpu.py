@@ -1,0 +1,118 @@
+r"""PAvPU (Mukhoti & Gal, 2018): how often a pixel is accurate and certain, or inaccurate and uncertain.
+
+A pixel counts when at least one rater labelled it. It is *accurate* when at least half
+of those raters agree with the prediction, :math:`w \ge 0.5`, and *certain* when its
+uncertainty is below a threshold, :math:`U < \tau`. With the counts over the pooled
+pixels of a split,
+
+.. math:: \mathrm{PAvPU} = \frac{n_{\mathrm{ac}} + n_{\mathrm{iu}}}{N},
+
+``n_ac`` the accurate and certain pixels, ``n_iu`` the inaccurate and uncertain ones and
+``N`` all counted pixels; higher is better, in [0, 1]. ``τ`` is fitted on the calibration
+ID pixels (:func:`pavpu_threshold`): the quantile of ``U`` at ``q``, the fraction of them
+that are accurate, so that about as many pixels are called certain as are accurate.
+
+The counts are sums over pixels, so they add up over images and over the z-slabs of a
+volume, and a split's PAvPU is that of its images' counts summed.
+
+>>> import numpy as np
+>>> u = np.array([[0.1, 0.2, 0.7, 0.9]])
+>>> counts = pavpu_counts(u, agree=np.array([[2, 1, 0, 2]]), valid=np.array([[2, 2, 2, 2]]), threshold=0.5)
+>>> counts.tolist()  # accurate: the first, second and fourth; certain: the first two
+[[2, 1, 4]]
+>>> pavpu(counts)
+0.75
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from uqeval.errors import UQEvalError
+
+#: The columns of :func:`pavpu_counts`.
+PAVPU_COUNTS = ("accurate_certain", "inaccurate_uncertain", "pixels")
+
+
+def accurate(agree: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``w = agree / valid ≥ 0.5``, in integers (``2·agree ≥ valid``), where ``valid > 0``; False elsewhere."""
+    agree = np.asarray(agree, dtype=np.int64)
+    valid = np.asarray(valid, dtype=np.int64)
+    return (valid > 0) & (2 * agree >= valid)
+
+
+def pavpu_counts(u: np.ndarray, agree: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
+    """Per image, the PAvPU counts of its pixels.
+
+    Parameters
+    ----------
+    u : (image, ...) float
+        The uncertainty map (nats); compared with ``threshold`` in float64.
+    agree, valid : (image, ...) int
+        Raters who agree with the prediction, and raters who labelled the pixel
+        (:class:`~uqeval.metrics.ambiguity.RaterStatistics`); a pixel with ``valid = 0``
+        does not count.
+    threshold : float
+        ``τ``: a pixel is certain when ``U < τ``.
+
+    Returns
+    -------
+    (image, 3) int64
+        Accurate and certain pixels, inaccurate and uncertain pixels, counted pixels
+        (:data:`PAVPU_COUNTS`).
+    """
+    u = np.asarray(u)
+    if u.ndim < 1 or np.shape(agree) != u.shape or np.shape(valid) != u.shape:
+        raise UQEvalError(
+            f"PAvPU: maps, agreement and rater counts must share one shape (image, ...); "
+            f"got {u.shape}, {np.shape(agree)}, {np.shape(valid)}"
+        )
+    n_images = u.shape[0]
+    counted = np.asarray(valid).reshape(n_images, -1) > 0
+    right = accurate(agree, valid).reshape(n_images, -1)
+    certain = np.asarray(u, dtype=np.float64).reshape(n_images, -1) < float(threshold)
+    counts = np.empty((n_images, 3), dtype=np.int64)
+    counts[:, 0] = np.count_nonzero(right & certain, axis=1)
+    counts[:, 1] = np.count_nonzero(counted & ~right & ~certain, axis=1)
+    counts[:, 2] = np.count_nonzero(counted, axis=1)
+    return counts
+
+
+def pavpu(counts: np.ndarray) -> float:
+    """PAvPU of the pixels whose :func:`pavpu_counts` are the rows of ``counts`` (summed); NaN without a pixel."""
+    total = np.asarray(counts, dtype=np.int64).reshape(-1, 3).sum(axis=0)
+    if total[2] == 0:
+        return float("nan")
+    return float((total[0] + total[1]) / total[2])
+
+
+def pavpu_threshold(u: np.ndarray, accurate_fraction: float, *, method: str = "linear") -> float:
+    r"""``τ = quantile(U, q)`` over the calibration pixels, ``q`` the fraction of them that is accurate.
+
+    ``numpy.quantile`` with ``method`` over ``U`` in float64 (the float32 maps
+    converted exactly, the interpolation in float64); with the default
+    ``linear`` and the ``n`` values sorted, :math:`u_{(0)} \le \dots \le u_{(n-1)}`, it
+    is :math:`u_{(j)} + f\,(u_{(j+1)} - u_{(j)})` with :math:`j + f = q\,(n - 1)`.
+    ``q = 0`` gives the smallest ``U`` (no pixel below it is certain) and ``q = 1`` the
+    largest (the pixels at the largest value are uncertain).
+
+    Parameters
+    ----------
+    u : array
+        ``U`` of the counted calibration pixels.
+    accurate_fraction : float in [0, 1]
+        ``q``.
+    method : str
+        The ``numpy.quantile`` method (the conventions' ``quantile_method``).
+
+    Raises
+    ------
+    UQEvalError
+        Without a pixel, or with ``q`` outside [0, 1].
+    """
+    u = np.asarray(u, dtype=np.float64).ravel()
+    if u.size == 0:
+        raise UQEvalError("PAvPU: no calibration pixel with a rater label to fit τ on")
+    if not 0.0 <= accurate_fraction <= 1.0:
+        raise UQEvalError(f"PAvPU: the accurate fraction is {accurate_fraction}; expected a value in [0, 1]")
+    return float(np.quantile(u, accurate_fraction, method=method))
