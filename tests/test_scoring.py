@@ -419,6 +419,7 @@ def cluster():
 def test_scheduler_gives_the_local_numbers(store, cluster, options, tmp_path):
     local = score(store, batch_bytes=TINY, **options)
     remote = score(store, batch_bytes=TINY, scheduler=cluster.scheduler_address, scratch=tmp_path, **options)
+    assert {"pavpu", "augrc", "eaugrc"} <= {row["metric"] for row in remote.results}
     assert_same_scores(remote, local, tolerance=0.0)
     assert_rows_equal(remote.image_rows(), local.image_rows(), tolerance=0.0)
     assert [e.image_id for e in remote.examples] == [e.image_id for e in local.examples]

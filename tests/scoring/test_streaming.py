@@ -96,7 +96,9 @@ def test_volumes_read_in_slabs_score_as_the_volumes_held_whole(volume_store, mon
     for name in (source.variable, "labels"):
         assert READS.by_array()[name] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
     whole = uqeval.score(volume_store, **OPTIONS)
+    assert {"pavpu", "augrc", "eaugrc"} <= {row["metric"] for row in streamed.results}
     _assert_close(_rows(streamed), _rows(whole))
+    assert streamed.fitted.pavpu_thresholds == whole.fitted.pavpu_thresholds
     for got, want in zip(streamed.image_rows(), whole.image_rows(), strict=True):
         _assert_close(got, want)
     assert streamed.fitted.to_dict().keys() == whole.fitted.to_dict().keys()
