@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uqeval import UQEvalError
-from uqeval.metrics.pavpu import accurate, pavpu, pavpu_counts, pavpu_threshold
+from uqeval.metrics.pavpu import accurate, certain, pavpu, pavpu_counts, pavpu_threshold
 
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)
 
@@ -111,3 +111,18 @@ def test_no_pixel_and_bad_input():
         pavpu_threshold(np.ones(3), 1.5)
     with pytest.raises(UQEvalError, match="share one shape"):
         pavpu_counts(np.ones((1, 3)), np.ones((1, 2), int), np.ones((1, 3), int), 0.5)
+
+
+@PROPERTY_SETTINGS
+@given(
+    values=st.lists(st.floats(0, 3, width=32), min_size=1, max_size=20),
+    threshold=st.floats(0, 3),
+    pick=st.integers(0, 19),
+    nudge=st.sampled_from([-1, 0, 1]),
+)
+def test_certain_on_float32_maps_is_the_float64_comparison(values, threshold, pick, nudge):
+    u = np.array(values, dtype=np.float32)
+    # τ at, just above or just below one of the values, as well as anywhere.
+    near = float(u[pick % len(u)])
+    for tau in (threshold, near, float(np.nextafter(near, near + nudge)) if nudge else near):
+        np.testing.assert_array_equal(certain(u, tau), u.astype(np.float64) < tau)

@@ -158,7 +158,7 @@ def test_pavpu_tau_is_the_quantile_of_the_rated_pixels_at_their_accuracy():
     level = np.mean((raters.agree / np.maximum(valid, 1) >= 0.5)[counted])
     eu = (maps["eu"] * np.float32(fitted.eu_scale)).astype(np.float32)
     for measure, u in (("au", maps["au"]), ("eu", eu), ("tu", maps["au"] + eu)):
-        assert fitted.pavpu_thresholds[measure] == float(np.quantile(u[counted].astype(np.float64), level))
+        assert fitted.pavpu_thresholds[measure] == float(np.quantile(u[counted], level))
     assert fitted.to_dict()["pavpu_thresholds"] == dict(fitted.pavpu_thresholds)
     unrated = RaterStatistics(raters.variance, raters.agree * 0, raters.valid * 0)
     assert fit_batches([(maps, unrated)], platt=True).pavpu_thresholds == {}

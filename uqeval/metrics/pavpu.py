@@ -36,9 +36,21 @@ PAVPU_COUNTS = ("accurate_certain", "inaccurate_uncertain", "pixels")
 
 def accurate(agree: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``w = agree / valid ≥ 0.5``, in integers (``2·agree ≥ valid``), where ``valid > 0``; False elsewhere."""
-    agree = np.asarray(agree, dtype=np.int64)
-    valid = np.asarray(valid, dtype=np.int64)
+    agree = np.asarray(agree)
+    valid = np.asarray(valid)
     return (valid > 0) & (2 * agree >= valid)
+
+
+def certain(u: np.ndarray, threshold: float) -> np.ndarray:
+    """``U < τ`` as in float64, without a float64 copy of a float32 map: for a float32
+    ``u``, ``u < τ`` exactly when ``u`` is below the smallest float32 not below ``τ``."""
+    u = np.asarray(u)
+    if u.dtype != np.float32:
+        return np.asarray(u, dtype=np.float64) < float(threshold)
+    bound = np.float32(threshold)
+    if float(bound) < float(threshold):
+        bound = np.nextafter(bound, np.float32(np.inf))
+    return u < bound
 
 
 def pavpu_counts(u: np.ndarray, agree: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
@@ -47,7 +59,7 @@ def pavpu_counts(u: np.ndarray, agree: np.ndarray, valid: np.ndarray, threshold:
     Parameters
     ----------
     u : (image, ...) float
-        The uncertainty map (nats); compared with ``threshold`` in float64.
+        The uncertainty map (nats); compared with ``threshold`` as in float64 (:func:`certain`).
     agree, valid : (image, ...) int
         Raters who agree with the prediction, and raters who labelled the pixel
         (:class:`~uqeval.metrics.ambiguity.RaterStatistics`); a pixel with ``valid = 0``
@@ -70,10 +82,10 @@ def pavpu_counts(u: np.ndarray, agree: np.ndarray, valid: np.ndarray, threshold:
     n_images = u.shape[0]
     counted = np.asarray(valid).reshape(n_images, -1) > 0
     right = accurate(agree, valid).reshape(n_images, -1)
-    certain = np.asarray(u, dtype=np.float64).reshape(n_images, -1) < float(threshold)
+    below = certain(u, threshold).reshape(n_images, -1)
     counts = np.empty((n_images, 3), dtype=np.int64)
-    counts[:, 0] = np.count_nonzero(right & certain, axis=1)
-    counts[:, 1] = np.count_nonzero(counted & ~right & ~certain, axis=1)
+    counts[:, 0] = np.count_nonzero(right & below, axis=1)
+    counts[:, 1] = np.count_nonzero(counted > (right | below), axis=1)  # counted, inaccurate and uncertain
     counts[:, 2] = np.count_nonzero(counted, axis=1)
     return counts
 
@@ -89,8 +101,8 @@ def pavpu(counts: np.ndarray) -> float:
 def pavpu_threshold(u: np.ndarray, accurate_fraction: float, *, method: str = "linear") -> float:
     r"""``τ = quantile(U, q)`` over the calibration pixels, ``q`` the fraction of them that is accurate.
 
-    ``numpy.quantile`` with ``method`` over ``U`` in float64 (the float32 maps
-    converted exactly, the interpolation in float64); with the default
+    ``numpy.quantile`` with ``method`` over ``U`` as given (the float32 maps) at ``q``
+    as a float64, so that numpy interpolates in float64; with the default
     ``linear`` and the ``n`` values sorted, :math:`u_{(0)} \le \dots \le u_{(n-1)}`, it
     is :math:`u_{(j)} + f\,(u_{(j+1)} - u_{(j)})` with :math:`j + f = q\,(n - 1)`.
     ``q = 0`` gives the smallest ``U`` (no pixel below it is certain) and ``q = 1`` the
@@ -110,9 +122,12 @@ def pavpu_threshold(u: np.ndarray, accurate_fraction: float, *, method: str = "l
     UQEvalError
         Without a pixel, or with ``q`` outside [0, 1].
     """
-    u = np.asarray(u, dtype=np.float64).ravel()
+    u = np.asarray(u).ravel()
+    if not np.issubdtype(u.dtype, np.floating):
+        u = u.astype(np.float64)
     if u.size == 0:
         raise UQEvalError("PAvPU: no calibration pixel with a rater label to fit τ on")
     if not 0.0 <= accurate_fraction <= 1.0:
         raise UQEvalError(f"PAvPU: the accurate fraction is {accurate_fraction}; expected a value in [0, 1]")
-    return float(np.quantile(u, accurate_fraction, method=method))
+    # A float64 level, as numpy.mean gives it: numpy then returns a float64 also for float32 values.
+    return float(np.quantile(u, np.float64(accurate_fraction), method=method))
