@@ -406,7 +406,7 @@ def test_any_exception_in_the_fit_removes_the_spill(store, tmp_path, monkeypatch
 def cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as local_cluster:
         yield local_cluster
 

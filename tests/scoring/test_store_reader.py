@@ -12,6 +12,7 @@ import zarr.codecs
 
 from uqeval import CubeWriter, UQEvalError, score
 from uqeval.scoring.chunk_files import READS, ArrayReads, open_chunk_files
+from uqeval.scoring.sources import Loaded
 from uqeval.scoring.store_reader import StoreArrays, StoreReader, images_without_chunks, read_store
 
 
@@ -233,3 +234,35 @@ def test_a_missing_labels_chunk_is_noted_with_the_images_named(tmp_path):
     assert notes[0].count == 16
     write_store(tmp_path / "intact.zarr", n_images=40, chunk_images=4)
     assert not [note for note in score(tmp_path / "intact.zarr").notes if note.kind == "labels-absent"]
+
+
+@pytest.mark.parametrize("variable", ["probs", "logits"])
+def test_slabs_by_chunk_hold_the_planes_of_the_slab(tmp_path, variable):
+    store = tmp_path / "volumes.zarr"
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(2, 2, 3, 3, 7, 5, 4)).astype(np.float32)  # image, eu, au, class, z, y, x
+    if variable == "probs":
+        values = np.exp(values) / np.exp(values).sum(axis=3, keepdims=True)
+    labels = rng.integers(0, 3, (2, 2, 7, 5, 4)).astype(np.uint8)
+    with CubeWriter(
+        store, n_classes=3, eu=2, au=3, depth=7, height=5, width=4, raters=2, chunk_depth=2, variable=variable
+    ) as writer:
+        writer.append(**{variable: values}, labels=labels)
+    reader = StoreReader(str(store), variable, True)
+    READS.reset()
+    for z_start, z_stop, chunked in [(0, 4, True), (2, 6, True), (4, 6, False), (6, 7, False)]:
+        plain = Loaded(*reader.slab(1, z_start, z_stop, 0))
+        plain = Loaded(plain.cubes.copy(), plain.labels.copy())
+        by_chunk = Loaded(*reader.slab(1, z_start, z_stop, 1, by_chunk=True))
+        # Whole chunks, more than one: (chunk, eu, au, class, 2, y, x), each decoded in place.
+        assert (by_chunk.chunk_planes == 2) == chunked
+        if chunked:
+            assert by_chunk.cubes.shape == ((z_stop - z_start) // 2, 2, 3, 3, 2, 5, 4)
+        np.testing.assert_array_equal(by_chunk.in_planes().cubes, plain.cubes)
+        np.testing.assert_array_equal(by_chunk.labels, plain.labels)
+        np.testing.assert_array_equal(plain.labels, labels[1:2, :, z_start:z_stop])
+        want = values[1:2, ..., z_start:z_stop, :, :].astype(np.float16).astype(np.float32)
+        if variable == "logits":
+            want = np.exp(want) / np.exp(want).sum(axis=3, keepdims=True)
+        np.testing.assert_allclose(plain.cubes, want, rtol=1e-6)
+    assert READS.by_array()[variable] == ArrayReads(0, 0, 2 * (4 + 4 + 2 + 1), 0)

@@ -27,7 +27,7 @@ OPTIONS = {
 }
 
 
-def _write(path, variable: str, seed: int = 0):
+def _write(path, variable: str, seed: int = 0, chunk_depth: int = 4):
     rng = np.random.default_rng(seed)
     with uqeval.CubeWriter(
         path,
@@ -39,7 +39,7 @@ def _write(path, variable: str, seed: int = 0):
         width=WIDTH,
         raters=RATERS,
         channels=1,
-        chunk_depth=4,  # slabs of 4, 4 and 1 planes
+        chunk_depth=chunk_depth,  # 4: slabs of 4, 4 and 1 planes
         variable=variable,
         spacing=(3.0, 0.7, 0.7),
     ) as writer:
@@ -55,8 +55,8 @@ def _write(path, variable: str, seed: int = 0):
                 with writer.volume(
                     domain=domain, role=role, labels=labels, input=rng.random((1, DEPTH, HEIGHT, WIDTH))
                 ) as volume:
-                    for start in range(0, DEPTH, 4):
-                        volume.write_slab(start, values[:, :, :, start : start + 4])
+                    for start in range(0, DEPTH, chunk_depth):
+                        volume.write_slab(start, values[:, :, :, start : start + chunk_depth])
     return path
 
 
@@ -116,6 +116,32 @@ def test_volumes_read_in_slabs_score_as_the_volumes_held_whole(volume_store, mon
         np.testing.assert_array_equal(got.eu, want.eu)
 
 
+def test_slabs_of_several_chunks_are_decomposed_chunk_by_chunk_as_the_volumes_held_whole(tmp_path, monkeypatch):
+    # z-chunks of 2 planes in slabs of 4: each slab's two chunks are decoded in place and
+    # decomposed as two images; the last slab (one plane, a part of a chunk) is copied into place.
+    store = _write(tmp_path / "pairs.zarr", "probs", seed=3, chunk_depth=2)
+    source = cube_source(uqeval.open_cube(store), store)
+    chunked = []
+    decomposed_chunks = streaming._decomposed_chunks
+    monkeypatch.setattr(
+        streaming,
+        "_decomposed_chunks",
+        lambda chunks, image_id: chunked.append(len(chunks)) or decomposed_chunks(chunks, image_id),
+    )
+    READS.reset()
+    streamed = uqeval.score(store, batch_bytes=source.bytes_per_image // 2, **OPTIONS)
+    # 11 volumes scored and 3 calibration volumes looked at twice: two slabs of two chunks each.
+    assert chunked == [2] * (11 + 2 * 3) * 2
+    assert READS.by_array()["probs"] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
+    whole = uqeval.score(store, **OPTIONS)
+    _assert_close(_rows(streamed), _rows(whole))
+    for got, want in zip(streamed.image_rows(), whole.image_rows(), strict=True):
+        _assert_close(got, want)
+    for got, want in zip(streamed.examples, whole.examples, strict=True):
+        np.testing.assert_array_equal(got.mean, want.mean)
+        np.testing.assert_array_equal(got.tu, want.tu)
+
+
 def test_slices_of_volumes_read_in_slabs_score_as_before(volume_store):
     """``--unit slice`` reads the planes of each batch; a batch of one z-chunk of slices
     scores as a batch of whole volumes does."""
@@ -144,3 +170,22 @@ def test_the_per_image_equal_mass_ace_is_refused_for_volumes_read_in_slabs(volum
     conventions = uqeval.Conventions(ace_scope="per-image")
     with pytest.raises(UQEvalError, match="ace_scope 'per-image' needs every voxel"):
         uqeval.score(volume_store, conventions=conventions, batch_bytes=1)
+
+
+def test_slab_results_are_handed_on_in_slab_order_and_held_only_until_then():
+    slabs = [(0, 0, 4), (0, 4, 8), (2, 0, 4), (2, 4, 8)]
+    arrived = [((2, 0, 4), "c"), ((0, 4, 8), "b"), ((0, 0, 4), "a"), ((2, 4, 8), "d")]
+    handed = []
+
+    def results():
+        for item in arrived:
+            yield item
+            handed.append(("arrived", item[1]))
+
+    ordered = []
+    for slab, value in streaming.in_slab_order(results(), slabs):
+        ordered.append((slab, value))
+        handed.append(("handed", value))
+    assert ordered == [((0, 0, 4), "a"), ((0, 4, 8), "b"), ((2, 0, 4), "c"), ((2, 4, 8), "d")]
+    # "a", and "b" and "c" that waited for it, are handed on before the next result is asked for.
+    assert handed.index(("handed", "c")) < handed.index(("arrived", "a"))

@@ -97,6 +97,21 @@ class ChunkFiles:
                 return False
         return True
 
+    def read_chunks(self, position: int, z_start: int, z_stop: int, out: np.ndarray) -> bool:
+        """Decode the z-chunks that make up planes ``[z_start, z_stop)`` of entry
+        ``position``, each whole, straight into ``out[k]``, a C-contiguous ``(chunks, ...,
+        z_chunk, y, x)``: no copy, where :meth:`read_planes` copies each chunk's planes
+        into place when a slab holds several. False if a chunk file is missing."""
+        planes = self.z_chunk
+        if z_start % planes or (z_stop - z_start) % planes or z_stop > self.shape[-3]:
+            raise ValueError(f"planes {z_start} to {z_stop} are not whole chunks of {planes}")
+        try:
+            for k, z_number in enumerate(range(z_start // planes, z_stop // planes)):
+                self._decode(position, out[k : k + 1], z_number)
+        except FileNotFoundError:
+            return False
+        return True
+
     def read_into(self, start: int, stop: int, out: np.ndarray) -> bool:
         """Decode entries ``[start, stop)`` into ``out``, a C-contiguous array of shape
         ``(stop - start, *shape[1:])``; False if a chunk file is missing (zarr then gives

@@ -228,16 +228,27 @@ class _EngineRun:
             "options": self.options,
         }
         fitting = np.flatnonzero(setup.images).tolist() if setup.wanted else []
+        slabs = [(position, start, stop) for position in fitting for start, stop in common["ranges"]]
+        looking = {"ids": source.ids, "options": self.options}
 
-        def looked(look, looked_setup: FitSetup) -> list[dict]:
-            """One look's sums of every volume fitted on, in source order."""
-            work = functools.partial(look, setup=looked_setup, **common)
-            by_position = dict(_named(runner.run_volumes(work, fitting, common["ranges"]), source))
-            return [by_position[position] for position in fitting]
+        def looked(look, looked_setup: FitSetup) -> Iterator[tuple[streaming.Slab, dict]]:
+            """One look's sums of each slab of the volumes fitted on, in source and ``z`` order."""
+            work = functools.partial(look, setup=looked_setup, **looking)
+            return streaming.in_slab_order(_named(runner.run_slabs(work, slabs), source), slabs)
 
-        reads = any(quantity.look == "read" for quantity in setup.wanted)
-        read_sums = looked(streaming.read_look, setup) if fitting and reads else []
-        fitted = fit(setup, read_sums, lambda: (), lambda later: looked(streaming.spilled_look, later))
+        read_sums: list[dict] = []
+        if fitting and any(quantity.look == "read" for quantity in setup.wanted):
+            by_volume: dict[int, list[dict]] = {position: [] for position in fitting}
+            for (position, _, _), sums in looked(streaming.read_look, setup):
+                by_volume[position].append(sums)
+            planes = [stop - start for start, stop in common["ranges"]]
+            read_sums = [streaming.joined_read_sums(setup, by_volume[position], planes) for position in fitting]
+        fitted = fit(
+            setup,
+            read_sums,
+            lambda: (),
+            lambda later: (sums for _, sums in looked(streaming.spilled_look, later)),
+        )
         for position in fitting:
             self.report("score", np.array([position]))
         scoring = functools.partial(

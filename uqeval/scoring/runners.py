@@ -31,6 +31,10 @@ BatchWork = Callable[[Loaded, np.ndarray], Result]
 #: (:mod:`uqeval.scoring.streaming`).
 VolumeWork = Callable[[Callable[[int, int], Loaded], int], Result]
 
+#: ``work(loaded, (position, z_start, z_stop)) -> result``: what is done with each slab
+#: read on its own (a look of the fits at the volumes fitted on, :mod:`uqeval.scoring.streaming`).
+SlabWork = Callable[[Loaded, tuple[int, int, int]], Result]
+
 #: How to install what :class:`DistributedRunner` needs.
 CLUSTER_INSTALL = "pip install 'uqeval[cluster]'"
 
@@ -80,19 +84,34 @@ class LocalRunner:
     def run_volumes(
         self, work: VolumeWork, positions: Sequence[int], ranges: Sequence[tuple[int, int]]
     ) -> Iterator[Result]:
-        """``work`` done on each volume, one at a time on every numba thread, in order.
+        """``work`` done on each volume, its results in completion order.
 
-        While the work computes on one slab, a pool thread reads the next (``ranges``,
-        in the order the work asks for them) into the other of two buffer sets, so that
-        reading and computing overlap within a volume and memory holds two slabs.
+        As with batches, ``workers`` volumes are in flight, each read slab by slab and
+        computed on by one pool thread with its share of the numba threads, into a
+        buffer set of its own: one volume's slab is decoded while another's is computed
+        on, and the numpy work of each slab's statistics (one thread per volume) keeps
+        every core busy. With a single volume, or a threading layer that cannot run
+        kernels from two threads at once, volumes are computed one at a time on every
+        numba thread instead, and a pool thread reads each next slab (``ranges``, in the
+        order the work asks for them) into the other of two buffer sets. Either way
+        memory holds two slabs.
         """
+        positions = [int(position) for position in positions]
+        if self.workers > 1 and len(positions) > 1 and _kernels_run_concurrently():
+            yield from self._run(self._volume, work, positions)
+            return
         for position in positions:
-            ahead = _SlabsAhead(self.slab_reader, int(position), list(ranges), self._pool)
+            ahead = _SlabsAhead(self.slab_reader, position, list(ranges), self._pool)
             try:
                 with numba_threads(numba.get_num_threads()):
-                    yield work(ahead.read, int(position))
+                    yield work(ahead.read, position)
             finally:
                 ahead.close()
+
+    def run_slabs(self, work: SlabWork[Result], slabs: Sequence[tuple[int, int, int]]) -> Iterator[Result]:
+        """``work`` done on each slab ``(position, z_start, z_stop)``, ``workers`` at a
+        time as batches are, its results in completion order."""
+        return self._run(self._slab, work, [tuple(int(value) for value in slab) for slab in slabs])
 
     def _run(self, task: Callable, work: Callable, queue: list) -> Iterator[Result]:
         pending = {self._pool.submit(task, work, queue.pop(0)) for _ in range(min(self.workers, len(queue)))}
@@ -124,6 +143,23 @@ class LocalRunner:
             loaded = self.reader(indices, slot)
             with self._compute_lock, numba_threads(self._threads):
                 return work(loaded, indices)
+
+    def _volume(self, work: VolumeWork[Result], position: int) -> Result:
+        """Read one volume slab by slab into a free buffer slot and reduce it (on a pool thread)."""
+        with self._slot() as slot:
+
+            def read(z_start: int, z_stop: int) -> Loaded:
+                return self.slab_reader(position, z_start, z_stop, slot)
+
+            with numba_threads(self._threads):
+                return work(read, position)
+
+    def _slab(self, work: SlabWork[Result], slab: tuple[int, int, int]) -> Result:
+        """Read one slab into a free buffer slot and reduce it (on a pool thread)."""
+        with self._slot() as slot:
+            loaded = self.slab_reader(*slab, slot)
+            with self._compute_lock, numba_threads(self._threads):
+                return work(loaded, slab)
 
 
 class _SlabsAhead:
@@ -217,10 +253,17 @@ def _store_volume(path: str, variable: str, has_labels: bool, position: int, wor
     reader = _worker_reader(path, variable, has_labels)
 
     def read_slab(z_start: int, z_stop: int) -> Loaded:
-        return Loaded(*reader.slab(position, z_start, z_stop, 0))
+        return Loaded(*reader.slab(position, z_start, z_stop, 0, by_chunk=True))
 
     with numba_threads(1):
         return work(read_slab, position)
+
+
+def _store_slab(path: str, variable: str, has_labels: bool, slab: tuple[int, int, int], work: SlabWork) -> Result:
+    """A worker's task: read one slab of a volume from the store and reduce it, on one core."""
+    reader = _worker_reader(path, variable, has_labels)
+    with numba_threads(1):
+        return work(Loaded(*reader.slab(*slab, 0, by_chunk=True)), slab)
 
 
 #: Per worker thread, the :class:`StoreReader` of the store it read last: its buffers
@@ -285,6 +328,10 @@ class DistributedRunner:
     ) -> Iterator[Result]:
         """``work`` done on each volume by the workers, each reading it in z-slabs; results in completion order."""
         return self._run(_store_volume, work, [int(position) for position in positions])
+
+    def run_slabs(self, work: SlabWork[Result], slabs: Sequence[tuple[int, int, int]]) -> Iterator[Result]:
+        """``work`` done on each slab ``(position, z_start, z_stop)`` by the workers; results in completion order."""
+        return self._run(_store_slab, work, [tuple(int(value) for value in slab) for slab in slabs])
 
     def _run(self, task: Callable, work: Callable, queue: list, *extra) -> Iterator[Result]:
         from distributed import as_completed

@@ -91,7 +91,7 @@ def read_slices(read_slab: SlabReader, indices: np.ndarray, depth: int, slot: in
     for volume in np.unique(volumes).tolist():
         planes = indices[volumes == volume] % depth
         first, last = int(planes[0]), int(planes[-1])
-        parts.append(slices_of(read_slab(volume, first, last + 1, slot), planes - first))
+        parts.append(slices_of(read_slab(volume, first, last + 1, slot).in_planes(), planes - first))
     cubes = [part.cubes for part in parts if part.cubes is not None]
     labels = [part.labels for part in parts if part.labels is not None]
     return Loaded(

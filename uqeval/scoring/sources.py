@@ -29,8 +29,8 @@ class Loaded:
 
     Attributes
     ----------
-    cubes : (image, eu, au, class, y, x) or None
-    labels : (image, rater, y, x) or None
+    cubes : (image, eu, au, class, [z,] y, x) or None
+    labels : (image, rater, [z,] y, x) or None
     maps : dict or None
         ``au``, ``eu``, ``tu``, ``pred`` (image, y, x) and maybe ``mean`` (image, class,
         y, x), when the source holds them decomposed already.
@@ -39,6 +39,19 @@ class Loaded:
     cubes: np.ndarray | None
     labels: np.ndarray | None
     maps: dict[str, np.ndarray] | None = None
+    chunk_planes: int | None = None
+
+    def in_planes(self) -> Loaded:
+        """This batch with ``cubes`` in the layout above: a slab of a volume that came
+        chunk by chunk (``chunk_planes`` set: ``cubes`` is (chunk, eu, au, class,
+        chunk_planes, y, x), the slab's z-chunks as decoded, in ``z`` order) is copied
+        into (1, eu, au, class, z, y, x)."""
+        if self.chunk_planes is None or self.cubes is None:
+            return self
+        chunks = self.cubes
+        planes = np.ascontiguousarray(np.moveaxis(chunks, 0, 3))
+        shape = (1, *chunks.shape[1:4], chunks.shape[0] * chunks.shape[4], *chunks.shape[5:])
+        return Loaded(planes.reshape(shape), self.labels, self.maps)
 
 
 #: ``reader(indices, slot) -> Loaded``: reads the images at sorted positions ``indices``;
@@ -288,7 +301,9 @@ def _readers(
 
         def slab_reader() -> SlabReader:
             read = StoreReader(str(path), variable, has_labels)
-            return lambda position, z_start, z_stop, slot=0: Loaded(*read.slab(position, z_start, z_stop, slot))
+            return lambda position, z_start, z_stop, slot=0: Loaded(
+                *read.slab(position, z_start, z_stop, slot, by_chunk=True)
+            )
 
         return _Readers(
             str(path.resolve()),

@@ -243,21 +243,43 @@ class StoreReader:
             out["labels"] = buffer("labels")
         return read_store(self.path, self.variable, self.has_labels, indices, out=out, arrays=self._arrays)
 
-    def slab(self, position: int, z_start: int, z_stop: int, slot: int = 0) -> tuple:
+    def slab(self, position: int, z_start: int, z_stop: int, slot: int = 0, *, by_chunk: bool = False) -> tuple:
         """Planes ``[z_start, z_stop)`` of the volume at ``position``: probabilities
         (1, eu, au, class, planes, y, x) and labels (1, rater, planes, y, x) or None,
-        into reused buffers (one set per ``slot``); of a maps store, ``(None, labels, maps)``."""
+        into reused buffers (one set per ``slot``); of a maps store, ``(None, labels, maps)``.
+
+        With ``by_chunk``, a slab of several whole z-chunks of probabilities read from
+        their chunk files comes as (chunk, eu, au, class, z_chunk, y, x), each chunk
+        decoded in place, with ``z_chunk`` as a fourth item
+        (:attr:`~uqeval.scoring.sources.Loaded.chunk_planes`): the planes of a chunk are
+        not contiguous in the slab's own layout, and copying them there costs a fifth of
+        the decoding.
+        """
         planes = z_stop - z_start
+
+        def buffer(name: str, shape: list[int]) -> np.ndarray:
+            held = self._buffers.get((f"{name}-slab", slot))
+            if held is None or held.size < np.prod(shape):
+                held = np.empty(int(np.prod(shape)), dtype=self._arrays.array(name).dtype)
+                self._buffers[(f"{name}-slab", slot)] = held
+            return held[: int(np.prod(shape))].reshape(shape)
+
+        def by_chunks(name: str) -> np.ndarray | None:
+            files = self._arrays.files(name, planes=True)
+            if files is None or files.z_chunk >= planes or planes % files.z_chunk or z_stop > files.shape[-3]:
+                return None
+            shape = [planes // files.z_chunk, *files.shape[1:-3], files.z_chunk, *files.shape[-2:]]
+            out = buffer(name, shape)
+            if not files.read_chunks(position, z_start, z_stop, out):
+                return None
+            READS.add(name, direct=True, images=0, planes=planes)
+            return out
 
         def read(name: str, z_axis: int) -> np.ndarray:
             array = self._arrays.array(name)
             shape = list(array.shape)
             shape[0], shape[z_axis] = 1, planes
-            held = self._buffers.get((f"{name}-slab", slot))
-            if held is None or held.size < np.prod(shape):
-                held = np.empty(int(np.prod(shape)), dtype=array.dtype)
-                self._buffers[(f"{name}-slab", slot)] = held
-            out = held[: int(np.prod(shape))].reshape(shape)
+            out = buffer(name, shape)
             files = self._arrays.files(name, planes=True)
             if files is not None and files.read_planes(position, z_start, z_stop, out):
                 READS.add(name, direct=True, images=0, planes=planes)
@@ -282,7 +304,10 @@ class StoreReader:
             group = open_group(self.path)
             buffers = {name: read(name, -3) for name in ("mean", *MAP_MEASURES) if name in group}
             return None, labels, _maps_of(buffers)
-        values = read(self.variable, -3)
+        chunks = by_chunks(self.variable) if by_chunk else None
+        values = read(self.variable, -3) if chunks is None else chunks
         if self.variable == "logits":
             values = softmax_array(values)
+        if chunks is not None:
+            return values, labels, None, values.shape[-3]
         return values, labels

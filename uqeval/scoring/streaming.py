@@ -9,14 +9,16 @@ statistics (:class:`uqeval.volume_statistics.VolumeStatistics`, with
 :class:`~uqeval.metrics.failure.VolumeRisk`).
 
 The fits need no spill: the volumes fitted on are read once per look they need
-(:mod:`uqeval.scoring.fitting`), each look summing slab by slab on the workers, and
-once more to be scored. Only the calibration volumes are read more than once.
+(:mod:`uqeval.scoring.fitting`), and once more to be scored. A look's slabs are shared
+out among the workers one by one, each slab's sums made where it is read and merged in
+slab order, so that a few calibration volumes keep every core busy too. Only the
+calibration volumes are read more than once.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -51,43 +53,68 @@ def slab_ranges(depth: int, chunk_depth: int, bytes_per_plane: int, batch_bytes:
     return [(start, min(start + planes, depth)) for start in range(0, depth, planes)]
 
 
+def _decomposed(
+    loaded: Loaded, image_id: object, options: BatchOptions
+) -> tuple[dict[str, np.ndarray], RaterStatistics | None]:
+    """A slab as decomposed (a maps store's slabs come decomposed), with its rater
+    statistics (image axis of 1 kept)."""
+    if loaded.maps is not None:
+        maps = loaded.maps
+    elif loaded.chunk_planes is None:
+        maps = decompose_batch(loaded.cubes, [image_id])
+    else:
+        maps = _decomposed_chunks(loaded.cubes, image_id)
+    raters = None
+    if loaded.labels is not None:
+        raters = rater_statistics(
+            loaded.labels,
+            maps["pred"],
+            options.n_classes,
+            image_ids=[image_id],
+            reference=options.conventions.amb_reference,
+        )
+    return maps, raters
+
+
+def _decomposed_chunks(chunks: np.ndarray, image_id: object) -> dict[str, np.ndarray]:
+    """The maps of a slab that came chunk by chunk (:attr:`Loaded.chunk_planes`), each
+    chunk decomposed as an image of its own (every voxel alike), as (1, planes, y, x):
+    the chunks' maps follow each other in ``z`` order, so only ``mean`` is moved."""
+    maps = decompose_batch(chunks, [image_id] * len(chunks))
+    planes = chunks.shape[0] * chunks.shape[4]
+    for name in (*MEASURES, "pred"):
+        maps[name] = maps[name].reshape(1, planes, *chunks.shape[5:])
+    mean = np.ascontiguousarray(np.moveaxis(maps["mean"], 0, 1))
+    maps["mean"] = mean.reshape(1, mean.shape[0], planes, *chunks.shape[5:])
+    return maps
+
+
 def _decomposed_slabs(
     read_slab: SlabRead, ranges: list[tuple[int, int]], image_id: object, options: BatchOptions
 ) -> Iterator[tuple[Loaded, dict[str, np.ndarray], RaterStatistics | None]]:
-    """Each slab as read, decomposed, with its rater statistics (image axis of 1 kept)."""
+    """Each slab as read, decomposed, with its rater statistics."""
     for z_start, z_stop in ranges:
         loaded = read_slab(z_start, z_stop)
-        maps = loaded.maps if loaded.maps is not None else decompose_batch(loaded.cubes, [image_id])
-        raters = None
-        if loaded.labels is not None:
-            raters = rater_statistics(
-                loaded.labels,
-                maps["pred"],
-                options.n_classes,
-                image_ids=[image_id],
-                reference=options.conventions.amb_reference,
-            )
-        yield loaded, maps, raters
+        yield (loaded, *_decomposed(loaded, image_id, options))
+
+
+#: ``(position, z_start, z_stop)``: one slab of the volume at ``position``.
+Slab = tuple[int, int, int]
 
 
 def read_look(
-    read_slab: SlabRead,
-    position: int,
-    *,
-    ranges: list[tuple[int, int]],
-    ids: np.ndarray,
-    options: BatchOptions,
-    setup: FitSetup,
-) -> tuple[int, dict[str, Any]]:
-    """The ``read`` sums of one volume fitted on, gathered slab by slab (:func:`~uqeval.scoring.fitting.read_sums`).
+    loaded: Loaded, slab: Slab, *, ids: np.ndarray, options: BatchOptions, setup: FitSetup
+) -> tuple[Slab, dict[str, Any]]:
+    """The ``read`` sums of one slab of a volume fitted on (:func:`~uqeval.scoring.fitting.read_sums`);
+    :func:`joined_read_sums` joins a volume's slabs."""
+    maps, raters = _decomposed(loaded, ids[slab[0]], options)
+    return slab, read_sums(setup, maps, raters, loaded.in_planes().cubes, np.ones(1, dtype=bool))
 
-    A quantity's slab sums are joined with its ``join_slabs(parts, planes)`` when it has
-    one (a per-image value that is a mean over voxels), else merged.
-    """
-    parts: list[dict[str, Any]] = []
-    planes = [stop - start for start, stop in ranges]
-    for loaded, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
-        parts.append(read_sums(setup, maps, raters, loaded.cubes, np.ones(1, dtype=bool)))
+
+def joined_read_sums(setup: FitSetup, parts: list[dict[str, Any]], planes: list[int]) -> dict[str, Any]:
+    """The ``read`` sums of one volume from those of its slabs (``planes`` planes each, in
+    ``z`` order): a quantity's slab sums are joined with its ``join_slabs(parts, planes)``
+    when it has one (a per-image value that is a mean over voxels), else merged."""
     joined: dict[str, Any] = {}
     for quantity in setup.wanted:
         if quantity.look != "read":
@@ -95,27 +122,32 @@ def read_look(
         sums = [part[quantity.name] for part in parts]
         join = getattr(quantity, "join_slabs", None)
         joined[quantity.name] = join(sums, planes) if join else functools.reduce(quantity.merge, sums)
-    return position, joined
+    return joined
 
 
 def spilled_look(
-    read_slab: SlabRead,
-    position: int,
-    *,
-    ranges: list[tuple[int, int]],
-    ids: np.ndarray,
-    options: BatchOptions,
-    setup: FitSetup,
-) -> tuple[int, dict[str, Any]]:
-    """The ``spilled`` sums of one volume fitted on, slab by slab, on the maps as they
-    will be scored (``setup.earlier`` holds the ``read`` fits)."""
+    loaded: Loaded, slab: Slab, *, ids: np.ndarray, options: BatchOptions, setup: FitSetup
+) -> tuple[Slab, dict[str, Any]]:
+    """The ``spilled`` sums of one slab of a volume fitted on, on its maps as they will be
+    scored (``setup.earlier`` holds the ``read`` fits)."""
+    maps, raters = _decomposed(loaded, ids[slab[0]], options)
+    images = FitImages(rescaled({name: maps[name] for name in (*MEASURES, "pred")}, setup.earlier.eu_scale), raters)
     quantities = [quantity for quantity in setup.wanted if quantity.look == "spilled"]
-    totals = {quantity.name: quantity.empty(setup) for quantity in quantities}
-    for _, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
-        images = FitImages(rescaled({name: maps[name] for name in (*MEASURES, "pred")}, setup.earlier.eu_scale), raters)
-        for quantity in quantities:
-            totals[quantity.name] = quantity.add(totals[quantity.name], images, setup)
-    return position, totals
+    return slab, {quantity.name: quantity.add(quantity.empty(setup), images, setup) for quantity in quantities}
+
+
+def in_slab_order(results: Iterable[tuple[Slab, Any]], slabs: list[Slab]) -> Iterator[tuple[Slab, Any]]:
+    """The slabs' results in the order of ``slabs``, whatever order they come in: each is
+    held only until every slab before it has come, so that sums merged in this order
+    are the same to the last bit however the slabs were shared out."""
+    order = {slab: number for number, slab in enumerate(slabs)}
+    waiting: dict[int, tuple[Slab, Any]] = {}
+    expected = 0
+    for slab, result in results:
+        waiting[order[tuple(slab)]] = (slab, result)
+        while expected in waiting:
+            yield waiting.pop(expected)
+            expected += 1
 
 
 def scored_volume(
@@ -162,7 +194,7 @@ def scored_volume(
         slab = {name: maps[name][0] for name in (*MEASURES, "pred", *(("mean",) if shown else ()))}
         statistics.add(slab, None if raters is None else raters.select(0))
         if segmentation is not None and loaded.labels is not None and loaded.cubes is not None:
-            segmentation.add(loaded.cubes[0], slab["pred"], loaded.labels[0])
+            segmentation.add(loaded.in_planes().cubes[0], slab["pred"], loaded.labels[0])
         if risk is not None and loaded.labels is not None:
             risk.add(slab["pred"], loaded.labels[0])
     result, histograms = statistics.result()
