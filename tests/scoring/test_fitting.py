@@ -231,3 +231,87 @@ def test_a_new_quantity_is_one_entry(monkeypatch):
     assert list(fitted.to_dict())[-1] == "mean_tu"
     assert fitted.to_dict()["mean_tu"] == {"mean": fitted["mean_tu"]}
     assert set(fitted.platt) == set(MEASURES)
+
+
+@dataclass(frozen=True)
+class AboveMeanTU:
+    """A made-up quantity of two ``spilled`` looks: the share of pixels whose TU is above
+    the mean TU, the mean from the first look and the share from the second."""
+
+    name: str = "above_mean_tu"
+    look: str = "spilled"
+    default: float = 0.0
+
+    def wanted(self, setup):
+        return True
+
+    def empty(self, setup):
+        return np.zeros(2)
+
+    def add(self, sums, images, setup):
+        tu = images.maps["tu"]
+        if self.name in setup.again:
+            sums += [np.count_nonzero(tu > setup.again[self.name]), tu.size]
+        else:
+            sums += [tu.sum(dtype=np.float64), tu.size]
+        return sums
+
+    def merge(self, sums, other):
+        return sums + other
+
+    def another_look(self, sums, setup):
+        return None if self.name in setup.again else float(sums[0] / sums[1])
+
+    def fit(self, sums, setup):
+        return float(sums[0] / sums[1])
+
+    def to_json(self, parameters):
+        return None
+
+
+def counting_looks(setup: FitSetup, batches) -> tuple[Fitted, list[int]]:
+    """Fit as :func:`fit_batches` does, and count the calls of ``spilled`` (one per look)."""
+    sums = [read_sums(setup, maps, raters, None, np.ones(len(maps["au"]), dtype=bool)) for maps, raters in batches]
+    looks = []
+    return fit(setup, sums, lambda: looks.append(1) or iter(batches)), looks
+
+
+def test_a_quantity_may_ask_for_another_spilled_look(monkeypatch):
+    """The spilled maps are looked at once more, and the second look adds to the
+    quantities that asked for it alone, with what they asked for in ``setup.again``."""
+    monkeypatch.setattr(fitting, "FITTED_QUANTITIES", (*fitting.FITTED_QUANTITIES, AboveMeanTU()))
+    seen: list[FitSetup] = []
+    add = AboveMeanTU.add
+    monkeypatch.setattr(
+        AboveMeanTU, "add", lambda self, sums, images, setup: add(self, sums, images, seen.append(setup) or setup)
+    )
+    maps, raters = random_batch(np.random.default_rng(12), 5)
+    batches = split(maps, raters, 2, 3)
+    fitted, looks = counting_looks(FitSetup(Conventions(), images=np.ones(5, dtype=bool), thresholds=True), batches)
+    tu = maps["tu"]
+    mean = float(tu.sum(dtype=np.float64) / tu.size)
+    assert fitted["above_mean_tu"] == np.count_nonzero(tu > mean) / tu.size
+    assert len(looks) == 2
+    assert [setup.again for setup in seen] == [{}] * 3 + [{"above_mean_tu": mean}] * 3
+    assert [quantity.name for quantity in seen[0].looking] == ["thresholds", "above_mean_tu"]
+    assert [quantity.name for quantity in seen[-1].looking] == ["above_mean_tu"]
+    assert fitted.thresholds == fit_batches(batches, thresholds=True).thresholds
+
+
+def test_spilled_maps_are_looked_at_once_without_cal_and_twice_with_it():
+    """CAL's PAvPU τ takes the second look; the ``threshold`` aggregation's τ does not."""
+    maps, raters = random_batch(np.random.default_rng(13), 4)
+    for wanted, n_looks in (({"thresholds": True}, 1), ({"platt": True}, 2), ({"thresholds": True, "platt": True}, 2)):
+        _, looks = counting_looks(FitSetup(Conventions(), images=np.ones(4, dtype=bool), **wanted), [(maps, raters)])
+        assert len(looks) == n_looks, wanted
+
+
+@pytest.mark.parametrize("method", ["linear", "inverted_cdf", "hazen", "nearest", "midpoint"])
+def test_pavpu_tau_takes_the_quantile_method_however_the_images_are_batched(method):
+    maps, raters = random_batch(np.random.default_rng(14), 6)
+    conventions = Conventions(quantile_method=method)
+    counted = raters.valid > 0
+    level = np.float64(np.count_nonzero(2 * raters.agree >= raters.valid) / np.count_nonzero(counted))
+    expected = {m: float(np.quantile(maps[m][counted], level, method=method)) for m in MEASURES}
+    for stops in [(), (1,), (2, 3, 5)]:
+        assert fit_batches(split(maps, raters, *stops), conventions, platt=True).pavpu_thresholds == expected
