@@ -165,9 +165,7 @@ def test_pavpus_second_look_is_taken_only_with_cal(volume_store):
     """Without CAL, the `threshold` aggregation's two looks only."""
     source = cube_source(uqeval.open_cube(volume_store), volume_store)
     READS.reset()
-    uqeval.score(
-        volume_store, batch_bytes=source.bytes_per_image // 2, tasks=("oodd",), aggregations=("threshold",)
-    )
+    uqeval.score(volume_store, batch_bytes=source.bytes_per_image // 2, tasks=("oodd",), aggregations=("threshold",))
     assert READS.by_array()[source.variable] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
 
 
