@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
@@ -315,3 +316,33 @@ def test_pavpu_tau_takes_the_quantile_method_however_the_images_are_batched(meth
     expected = {m: float(np.quantile(maps[m][counted], level, method=method)) for m in MEASURES}
     for stops in [(), (1,), (2, 3, 5)]:
         assert fit_batches(split(maps, raters, *stops), conventions, platt=True).pavpu_thresholds == expected
+
+
+def test_pavpu_tau_is_fitted_in_memory_that_does_not_grow_with_the_calibration_pixels(monkeypatch):
+    """PAvPU's τ keeps counts of a fixed size: 16 times the calibration pixels (64
+    batches of 4 images of 64 × 64 against 4 batches; keeping their U would add 12 MB)
+    leave the peak of its fit within 0.1 MB. (Platt's table, also bounded, fills up
+    with more distinct values of U, so it is left out here.)"""
+    monkeypatch.setattr(fitting, "FITTED_QUANTITIES", (fitting.EUScale(), fitting.PAvPUThresholds()))
+
+    def batches(n_batches: int):
+        for number in range(n_batches):
+            rng = np.random.default_rng(number)
+            au = rng.gamma(0.5, size=(4, 64, 64)).astype(np.float32)
+            eu = rng.gamma(0.2, size=au.shape).astype(np.float32)
+            agree = rng.binomial(3, 1 / (1 + au + eu)).astype(np.int32)
+            maps = {"au": au, "eu": eu, "tu": au + eu, "pred": np.zeros(au.shape, dtype=np.uint8)}
+            yield maps, RaterStatistics(np.zeros(au.shape, dtype=np.float32), agree, np.full(au.shape, 3, np.int32))
+
+    def peak(n_batches: int) -> int:
+        setup = FitSetup(Conventions(), images=np.ones(4 * n_batches, dtype=bool), platt=True)
+        tracemalloc.start()
+        try:
+            fitted = fit(setup, [], lambda: batches(n_batches))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert set(fitted.pavpu_thresholds) == set(MEASURES)
+
+    peak(1)  # imports and caches
+    assert peak(64) < peak(4) + 100_000
