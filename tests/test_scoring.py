@@ -734,3 +734,7 @@ def test_volumes_score_alike_from_the_store_in_memory_and_on_a_cluster(volume_st
         assert_rows_equal(other.image_rows(), local.image_rows(), tolerance=tolerance)
     assert len(local.image_rows()) == 12 * (5 if unit == "slice" else 1)
     assert all(example.z is not None for example in local.examples) == (unit == "volume")
+    # PAvPU's τ, fitted from counts in two looks, whether streamed, whole or on a cluster.
+    assert set(local.fitted.pavpu_thresholds) == {"au", "eu", "tu"}
+    for other in (whole, in_memory, remote):
+        assert other.fitted.pavpu_thresholds == local.fitted.pavpu_thresholds
