@@ -11,10 +11,10 @@ Each quantity is accumulated in one of two *looks* at the images fitted on:
 - ``spilled``: by the engine, from the spilled maps, in source order, after the
   ``read`` fits: the maps are seen as they will be scored (EU rescaled by ``r``),
   and :attr:`FitSetup.earlier` holds the ``read`` fits. A quantity may ask for
-  further looks at the spilled maps (its optional ``another_look``): after each look,
-  what it returns reaches the next look's :attr:`FitSetup.again`, and that look
-  adds to it alone (and to the others asking again). :class:`PAvPUThresholds` finds its
-  exact quantile in two looks, keeping counts only.
+  another look at the spilled maps (its optional ``another_look``): the next look
+  adds to the quantities that asked only, and hands each what it asked with in
+  :attr:`FitSetup.again`. :class:`PAvPUThresholds` finds its exact quantile in two
+  looks that keep counts only.
 
 Sums are always combined in source order, so that a fit does not depend on which
 worker finished first, nor on how the images are batched.
