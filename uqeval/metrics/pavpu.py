@@ -107,6 +107,9 @@ def pavpu_threshold(u: np.ndarray, accurate_fraction: float, *, method: str = "l
     is :math:`u_{(j)} + f\,(u_{(j+1)} - u_{(j)})` with :math:`j + f = q\,(n - 1)`.
     ``q = 0`` gives the smallest ``U`` (no pixel below it is certain) and ``q = 1`` the
     largest (the pixels at the largest value are uncertain).
+    This keeps every value; a run fits the same ``τ``, to the last bit, from counts
+    in two looks at the calibration maps (:mod:`uqeval.metrics.order_statistics`,
+    :class:`~uqeval.scoring.fitting.PAvPUThresholds`).
 
     Parameters
     ----------
