@@ -136,6 +136,21 @@ def test_demo_writes_every_scenario(tmp_path):
     comparison = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
     assert sorted(row["group"] for row in comparison["ranks"]) == sorted(f"synthetic-{s}" for s in uqeval.SCENARIOS)
     assert "Average rank" in result.output
+    # One seed each: no interval over seeds is promised.
+    assert "1 = best; one seed each" in result.output and "interval over seeds" not in result.output
+    # The closing lines: one per scenario, with the Δ that its scores.json holds.
+    closing = " ".join(result.output[result.output.index("What the four synthetic models show") :].split())
+    for scenario in uqeval.SCENARIOS:
+        rows = json.loads((tmp_path / f"{scenario}-scores" / "scores.json").read_text())["entanglement"]
+        delta = {(row["task"], row["split"]): row["delta"] for row in rows}
+        start = closing.index(f" {scenario} (")
+        line = closing[start : closing.index("(all)", start) + len("(all)")]
+        for task, split in (("oodd", "ood"), ("amb", "id"), ("cal", "id"), ("fd", "all")):
+            value = delta[task, split]
+            shown = "–" if value is None else f"{value:.2f}".replace("-0.00", "0.00")
+            assert f"{task.upper()} {shown} ({split})" in line, (scenario, line)
+    assert "near 1 on every task" not in result.output
+    assert "Δ above 1 means" in closing
 
 
 @pytest.mark.cli

@@ -515,12 +515,13 @@ def demo(
     from uqeval.comparison import compare as compare_runs
     from uqeval.report.files import ensure_writable
     from uqeval.report.save import save_comparison, save_report
-    from uqeval.report.tables import comparison_tables, entanglement_table, print_tables
+    from uqeval.report.tables import comparison_tables, delta_summary, entanglement_table, print_tables
     from uqeval.scoring import score as score_store
-    from uqeval.synth import SCENARIOS
+    from uqeval.synth import SCENARIO_SUMMARIES, SCENARIOS
 
     ensure_writable(out)
     reports = []
+    summaries = []
     for scenario in SCENARIOS:
         store = out / f"{scenario}.zarr"
         _write_synthetic(store, scenario, n_images=images, seed=seed, overwrite=True)
@@ -535,6 +536,9 @@ def demo(
             scores = score_store(store, scratch=out, progress=advance)
         save_report(scores, report)
         reports.append(report)
+        summaries.append(
+            f"  [bold]{scenario}[/] ({SCENARIO_SUMMARIES[scenario]}): {delta_summary(scores.entanglement)}"
+        )
         table = entanglement_table(scores)
         if table is not None:
             table.title = f"{scenario}: {table.title}"
@@ -542,11 +546,18 @@ def demo(
     comparison = compare_runs(reports)
     save_comparison(comparison, out / "comparison")
     print_tables(console, comparison_tables(comparison)[:1])
-    folder, comparison_folder = markup_text(out, None), markup_text(out / "comparison", None)
+    comparison_report = out / "comparison" / "report.html"
+    folder = markup_text(out, None)
+    where = markup_text(comparison_report if comparison_report.exists() else out / "comparison", None)
     console.print(
-        f"Reports in [cyan]{folder}[/]: one [cyan]*-scores[/] folder per scenario (scores.json, metrics.csv, "
-        f"images.csv, plots) and [cyan]{comparison_folder}[/]. The disentangled model has Δ near 1 on every "
-        "task; the entangled one has Δ < 0."
+        "What the four synthetic models show: Δ of each task (1: the measure that should do the task "
+        "does it far better than the others; 0: no better than the best of them; below 0: another does better).",
+        *summaries,
+        "Δ above 1 means the best other measure scored below 0 (an NCC below 0: it moves against the raters' "
+        "disagreement). FD's Δ stays near 0 wherever TU and one of its parts rank the images alike: with EU "
+        "small, TU is almost AU.",
+        f"Reports in [cyan]{folder}[/], one [cyan]*-scores[/] folder per scenario; the comparison: [cyan]{where}[/]",
+        sep="\n",
     )
 
 

@@ -40,15 +40,16 @@ class ExampleMaps:
 
     ``input`` is the image's input pixels (channel, y, x) when the source has them, and
     ``labels`` its raters' label maps (rater, y, x) when it has those; else None. Of a
-    volume, one z-slice is kept (:func:`shown_slice`), and ``z`` says which.
+    volume, one z-slice is kept (:func:`shown_slice`), and ``z`` says which. A measure
+    that a maps store does not give is None.
     """
 
     position: int
     image_id: str
     mean: np.ndarray = field(repr=False)
-    au: np.ndarray = field(repr=False)
-    eu: np.ndarray = field(repr=False)
-    tu: np.ndarray = field(repr=False)
+    au: np.ndarray | None = field(repr=False)
+    eu: np.ndarray | None = field(repr=False)
+    tu: np.ndarray | None = field(repr=False)
     domain: str = ""
     input: np.ndarray | None = field(default=None, repr=False)
     labels: np.ndarray | None = field(default=None, repr=False)
@@ -78,6 +79,8 @@ class ImageStatistics:
     ----------
     means : dict
         Mean AU, EU and TU per image, before any EU rescaling (nats per pixel or voxel).
+        Every dict by measure holds the measures scored: all three, or those a maps
+        store gives.
     scores : dict
         ``scores[aggregation][measure]``: the image scores.
     ncc : dict or None
@@ -116,7 +119,7 @@ class ImageStatistics:
 
     @property
     def n_images(self) -> int:
-        return len(self.means["au"])
+        return len(next(iter(self.means.values())))
 
     def take(self, indices: np.ndarray) -> ImageStatistics:
         """The statistics of some images, in the order of ``indices`` (positions or a boolean mask)."""

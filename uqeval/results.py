@@ -135,6 +135,12 @@ class Scores:
         (:func:`uqeval.text.shortened`), and ``provenance`` keeps it whole."""
         return {name: _bounded(self.attrs.get(name)) for name in MODEL_ATTRS}
 
+    @property
+    def measures(self) -> tuple[str, ...]:
+        """The measures scored, in the order of :data:`~uqeval.names.MEASURES`: all
+        three, or those a maps store gives."""
+        return tuple(measure for measure in MEASURES if measure in self.images.means)
+
     def value(self, task: str, split: str, measure: str, metric: str, aggregation: str | None = None) -> float:
         """One result, e.g. ``scores.value("oodd", "ood", "eu", "auroc")``.
 
@@ -198,16 +204,18 @@ class Scores:
         return entanglement_frame(self.entanglement)
 
     def image_rows(self) -> list[dict[str, Any]]:
-        """One row per image: id, domain, role, mean AU/EU/TU and every per-image score."""
+        """One row per image: id, domain, role, mean AU/EU/TU and every per-image score
+        (of the measures scored)."""
         statistics = self.images
+        measures = self.measures
         columns: dict[str, np.ndarray] = {}
-        for measure in MEASURES:
+        for measure in measures:
             columns[f"mean_{measure}"] = statistics.means[measure]
         for aggregation, by_measure in statistics.scores.items():
-            for measure in MEASURES:
+            for measure in measures:
                 columns[f"{aggregation}_{measure}"] = by_measure[measure]
         if statistics.ncc is not None:
-            for measure in MEASURES:
+            for measure in measures:
                 columns[f"ncc_{measure}"] = statistics.ncc[measure].correlation
         if statistics.segmentation is not None:
             for metric in ("dice", "ged", "hungarian_iou"):
@@ -243,7 +251,7 @@ class Scores:
             chosen = negatives | (test & (self.domains == domain))
             positive = self.domains[chosen] == domain
             curves[domain] = {}
-            for measure in MEASURES:
+            for measure in self.measures:
                 curve = roc_curve(scores[measure][chosen], positive)
                 curves[domain][measure] = (curve.fpr, curve.tpr)
         return curves

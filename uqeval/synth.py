@@ -45,6 +45,13 @@ from uqeval.cube import CubeWriter
 from uqeval.errors import UQEvalError
 
 SCENARIOS = ("disentangled", "entangled", "collapsed", "no-eu")
+#: What each scenario's model does, in a few words (``uqeval demo`` prints them).
+SCENARIO_SUMMARIES = {
+    "disentangled": "samples carry the ambiguity; members disagree only about OOD blobs",
+    "entangled": "members carry the ambiguity; samples vary on OOD images",
+    "collapsed": "members are copies (EU ≈ 0); the samples carry everything",
+    "no-eu": "one member, whose samples are taken as members: EU is their disagreement",
+}
 OOD_DOMAINS = ("blur", "noise")
 #: Width of a soft edge, in pixels.
 EDGE = 0.6

@@ -122,28 +122,50 @@ def sample_files(
     }
 
 
-def values_folder(root: Path, *, shape=(4, 5, 6), samples: int = 3, raters: int = 2, seed: int = 5) -> dict:
+def values_folder(
+    root: Path,
+    *,
+    shape=(4, 5, 6),
+    samples: int = 3,
+    raters: int = 2,
+    seed: int = 5,
+    classes: int = 2,
+    probabilities: bool = False,
+    maps: bool = True,
+) -> dict:
     """A ValUES experiment folder with the splits ``id`` and ``ood``: NIfTI sample
-    segmentations, rater labels and AU/EU/TU maps; returns what each image was written from."""
+    segmentations, rater labels and AU/EU/TU maps; with ``probabilities``, each sample's
+    probabilities in ``pred_prob/`` (one file per sample and class, both from ``01``, and
+    the ``_mean_<class>`` files) and the segmentations their argmax. Returns what each
+    image was written from (``probs``: (sample, class, *shape) float32)."""
     rng = np.random.default_rng(seed)
     written = {}
+    map_folders = (("au", "aleatoric_uncertainty"), ("eu", "epistemic_uncertainty"), ("tu", "pred_entropy"))
     for split, images in (("id", ("0001", "0002", "0003")), ("ood", ("0101", "0102"))):
-        for folder in ("pred_seg", "gt_seg", "aleatoric_uncertainty", "epistemic_uncertainty", "pred_entropy"):
+        folders = ["pred_seg", "gt_seg", *(["pred_prob"] if probabilities else [])]
+        for folder in [*folders, *(folder for _, folder in map_folders if maps)]:
             (root / split / folder).mkdir(parents=True)
         for image in images:
-            segs = rng.integers(0, 2, size=(samples, *shape)).astype(np.uint8)
-            labels = rng.integers(0, 2, size=(raters, *shape)).astype(np.uint8)
-            maps = {name: rng.random(shape).astype(np.float32) for name in ("au", "eu", "tu")}
+            probs = softmax(rng.normal(scale=2.0, size=(samples, classes, *shape)), axis=1).astype(np.float32)
+            if probabilities:
+                segs = probs.argmax(axis=1).astype(np.uint8)
+            else:
+                segs = rng.integers(0, classes, size=(samples, *shape)).astype(np.uint8)
+            labels = rng.integers(0, classes, size=(raters, *shape)).astype(np.uint8)
+            uncertainty = {name: rng.random(shape).astype(np.float32) for name in ("au", "eu", "tu")}
             for sample in range(samples):
                 write_nifti(root / split / "pred_seg" / f"{image}_{sample + 1:02d}.nii.gz", segs[sample])
+                for index in range(classes) if probabilities else ():
+                    path = root / split / "pred_prob" / f"{image}_{sample + 1:02d}_{index + 1:02d}.nii.gz"
+                    write_nifti(path, probs[sample, index])
             write_nifti(root / split / "pred_seg" / f"{image}_mean.nii.gz", segs[0])
+            for index in range(classes) if probabilities else ():
+                write_nifti(
+                    root / split / "pred_prob" / f"{image}_mean_{index + 1:02d}.nii.gz", probs[:, index].mean(0)
+                )
             for rater in range(raters):
                 write_nifti(root / split / "gt_seg" / f"{image}_{rater:02d}.nii.gz", labels[rater])
-            for name, folder in (
-                ("au", "aleatoric_uncertainty"),
-                ("eu", "epistemic_uncertainty"),
-                ("tu", "pred_entropy"),
-            ):
-                write_nifti(root / split / folder / f"{image}.nii.gz", maps[name])
-            written[f"{split}/{image}"] = {"segs": segs, "labels": labels, **maps}
+            for name, folder in map_folders if maps else ():
+                write_nifti(root / split / folder / f"{image}.nii.gz", uncertainty[name])
+            written[f"{split}/{image}"] = {"segs": segs, "labels": labels, "probs": probs, **uncertainty}
     return written

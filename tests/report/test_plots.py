@@ -528,6 +528,23 @@ def test_maps_figure_rejects_bad_input():
         maps_figure([_example("1"), _example("2", classes=2)])
 
 
+def test_maps_figure_shows_only_the_measures_a_maps_store_gives():
+    from dataclasses import replace
+
+    examples = [replace(_example("1", classes=2), eu=None, tu=None), replace(_example("2", classes=2), tu=None)]
+    figure = maps_figure(examples)
+    map_axes = _map_axes(figure)
+    assert [ax.get_title() for ax in map_axes[:3]] == ["P(foreground)", "AU", "EU"]
+    # the first example has no EU: said in its panel, not left blank
+    assert not map_axes[2].get_images() and map_axes[2].texts[0].get_text() == "no EU"
+    assert np.array_equal(map_axes[5].get_images()[0].get_array(), examples[1].eu)
+    largest = max(float(examples[0].au.max()), float(examples[1].au.max()), float(examples[1].eu.max()))
+    assert {image.get_clim() for image in _images(figure)[1:] if image.get_cmap().name == "magma"} == {(0.0, largest)}
+    assert_text_on_canvas(figure)
+    with pytest.raises(ValueError, match="none of au, eu and tu is given"):
+        replace(examples[0], au=None)
+
+
 def test_map_example_checks_shapes():
     example = _example("2")
     with pytest.raises(ValueError, match="eu must be"):

@@ -5,7 +5,7 @@ through the hook ``uqeval_importers`` (the built-in ones as any plugin's):
 
 - :mod:`uqeval.importers.nnunet`: nnU-Net v2 prediction folders, one per member;
 - :mod:`uqeval.importers.files`: arrays found by a file pattern (``{case}``, ``{member}``, …);
-- :mod:`uqeval.importers.values`: ValUES study folders, as a maps store;
+- :mod:`uqeval.importers.values`: ValUES study folders, as a cube store (from ``pred_prob/``) or a maps store;
 
 Shared parts: :mod:`~uqeval.importers.contract` (:class:`Importer`,
 :class:`ImportSummary`), :mod:`~uqeval.importers.arrays` (reading files, axis order),

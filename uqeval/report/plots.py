@@ -91,8 +91,9 @@ class MapExample:
         Shown in the row label, ``<id> (<domain>)``.
     mean : (class, y, x) float32
         Mean prediction.
-    au, eu, tu : (y, x) float32
-        Uncertainty maps in nats.
+    au, eu, tu : (y, x) float32 or None
+        Uncertainty maps in nats; None for a measure the source does not give (a
+        maps store may give some of them), at least one given.
     labels : (rater, y, x) int, optional
         The raters' label maps (class indices, :data:`uqeval.names.IGNORE_LABEL` where
         a rater did not label), for the rater-disagreement panel.
@@ -103,9 +104,9 @@ class MapExample:
     image_id: str
     domain: str
     mean: np.ndarray
-    au: np.ndarray
-    eu: np.ndarray
-    tu: np.ndarray
+    au: np.ndarray | None
+    eu: np.ndarray | None
+    tu: np.ndarray | None
     labels: np.ndarray | None = None
     input: np.ndarray | None = None
 
@@ -113,8 +114,10 @@ class MapExample:
         if np.ndim(self.mean) != 3:
             raise ValueError(f"image {self.image_id}: mean must be (class, y, x), got shape {np.shape(self.mean)}")
         size = np.shape(self.mean)[1:]
+        if all(getattr(self, name) is None for name in MEASURES):
+            raise ValueError(f"image {self.image_id}: none of au, eu and tu is given")
         for name in MEASURES:
-            if np.shape(getattr(self, name)) != size:
+            if getattr(self, name) is not None and np.shape(getattr(self, name)) != size:
                 raise ValueError(
                     f"image {self.image_id}: {name} must be (y, x) = {size}, got shape {np.shape(getattr(self, name))}"
                 )
@@ -381,7 +384,8 @@ def maps_figure(
         * ``rater disagreement`` (when an example has labels): the fraction of raters
           whose label differs from the majority (:func:`rater_disagreement`), on one
           scale from 0 to its largest possible value;
-        * AU, EU, TU on one shared colour scale (0 to the largest value shown), in nats.
+        * AU, EU, TU on one shared colour scale (0 to the largest value shown), in nats;
+          only those some example has (a maps store may give some of them).
 
         Each scale has a colour bar under its columns.
     """
@@ -401,10 +405,15 @@ def maps_figure(
         raise ValueError(f"maps_figure: {len(class_names)} class names for {n_classes} classes")
     with_input = any(example.input is not None for example in examples)
     with_labels = any(example.labels is not None for example in examples)
-    columns = ["input"] * with_input + ["prediction"] + ["disagreement"] * with_labels + list(MEASURES)
-    largest = max((_finite_max(getattr(example, m)) for example in examples for m in MEASURES), default=0.0)
+    measures = [m for m in MEASURES if any(getattr(example, m) is not None for example in examples)]
+    columns = ["input"] * with_input + ["prediction"] + ["disagreement"] * with_labels + measures
+    largest = max(
+        (_finite_max(getattr(example, m)) for example in examples for m in measures if getattr(example, m) is not None),
+        default=0.0,
+    )
     nats = Normalize(vmin=0.0, vmax=max(largest, 1e-6))
-    figure = new_figure(_MAP_INCHES * len(columns) + 0.6, _MAP_INCHES * len(examples) + 1.5)
+    # At least four columns wide, as with every measure, so that the title fits.
+    figure = new_figure(_MAP_INCHES * max(len(columns), 4) + 0.6, _MAP_INCHES * len(examples) + 1.5)
     axes = figure.subplots(len(examples), len(columns), squeeze=False)
     at = {name: index for index, name in enumerate(columns)}
     class_colours = _class_colours(n_classes, background)
@@ -412,7 +421,7 @@ def maps_figure(
     images: dict[str, Any] = {}
     for row, example in zip(axes, examples, strict=True):
         if with_input:
-            _show_input(row[at["input"]], example.input, example.au.shape)
+            _show_input(row[at["input"]], example.input, example.mean.shape[1:])
         mean = np.asarray(example.mean, dtype=np.float32)
         if n_classes == 2:
             images["prediction"] = row[at["prediction"]].imshow(
@@ -428,7 +437,7 @@ def maps_figure(
         if with_labels:
             ax = row[at["disagreement"]]
             if example.labels is None:
-                _missing(ax, "no labels", example.au.shape)
+                _missing(ax, "no labels", example.mean.shape[1:])
             else:
                 images["disagreement"] = ax.imshow(
                     rater_disagreement(example.labels),
@@ -437,7 +446,10 @@ def maps_figure(
                     vmax=most_disagreement,
                     interpolation="nearest",
                 )
-        for measure in MEASURES:
+        for measure in measures:
+            if getattr(example, measure) is None:
+                _missing(row[at[measure]], f"no {measure.upper()}", example.mean.shape[1:])
+                continue
             images["nats"] = row[at[measure]].imshow(
                 getattr(example, measure), cmap="magma", norm=nats, interpolation="nearest"
             )
@@ -474,7 +486,7 @@ def maps_figure(
     if "disagreement" in images:
         colourbar = figure.colorbar(images["disagreement"], ax=list(axes[:, at["disagreement"]]), **bar)
         colourbar.ax.tick_params(labelsize="x-small")
-    measure_axes = [ax for measure in MEASURES for ax in axes[:, at[measure]]]
+    measure_axes = [ax for measure in measures for ax in axes[:, at[measure]]]
     colourbar = figure.colorbar(images["nats"], ax=measure_axes, **{**bar, "aspect": 30, "shrink": 0.6})
     colourbar.set_label("uncertainty (nats)", fontsize="small")
     colourbar.ax.tick_params(labelsize="x-small")

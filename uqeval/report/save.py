@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from uqeval.names import ID_DOMAIN, MEASURES, POOLED_OOD
+from uqeval.names import ID_DOMAIN, POOLED_OOD
 from uqeval.report.files import write_csv, write_json
 from uqeval.report.folder import replaced_whole
 from uqeval.report.scores_file import write_scores
@@ -73,7 +73,9 @@ def _save_plots(scores: Scores, folder: Path) -> list[Path]:
     curves = scores.roc_curves()
     if curves and any(row["task"] == "oodd" for row in scores.results):
         aurocs = {
-            domain: {measure: scores.value("oodd", domain, measure, "auroc", aggregation) for measure in MEASURES}
+            domain: {
+                measure: scores.value("oodd", domain, measure, "auroc", aggregation) for measure in scores.measures
+            }
             for domain in curves
         }
         figure = plots.roc_figure(curves, aurocs, aggregation=aggregation)

@@ -31,6 +31,9 @@ HEADLINE_SPLITS = (ID_DOMAIN, POOLED_OOD, ALL_TEST)
 _PATH_CHARS, _VALUE_CHARS, _NAME_CHARS = 100, 40, 24
 _LISTED, _TASK_ROWS = 6, 8
 _DELTA_LEGEND = "1: the correct measure far better; 0: no better than the best wrong one; < 0: worse"
+#: The summary's line when there is no Δ to show: no split to show it on, or (a maps
+#: store of some measures) no task with every measure its Δ compares.
+_NO_DELTA = "Δ: none (no task was scored on ID, pooled OOD or all test images with every measure it compares)"
 
 
 def _shorten(value: Any, limit: int, *, keep_end: bool = False) -> str:
@@ -123,7 +126,7 @@ class Summary:
                 cells_text = "".join(f"{cell:>8}" for cell in cells)
                 lines.append(f"    {_shorten(task, _NAME_CHARS):<{width}}{cells_text}".rstrip())
         else:
-            lines.append("  Δ: none (no task was scored on ID, pooled OOD or all test images)")
+            lines.append(f"  {_NO_DELTA}")
         lines += [f"  {line}" for line in self._footer(left_out)]
         return "\n".join(lines)
 
@@ -149,7 +152,7 @@ class Summary:
                 parts.append("</tr>")
             parts.append("</tbody></table>")
         else:
-            parts.append("<p>Δ: none (no task was scored on ID, pooled OOD or all test images)</p>")
+            parts.append(f"<p>{escape(_NO_DELTA)}</p>")
         parts += [f"<p><small>{escape(line)}</small></p>" for line in self._footer(left_out)]
         parts.append("</div>")
         return "".join(parts)

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from uqeval.comparison import RANK_SPLITS, split_order
 from uqeval.conventions import Conventions
-from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
+from uqeval.names import ALL_TEST, ID_DOMAIN, NO_AGGREGATION, POOLED_OOD
 from uqeval.notes import FIELDS as NOTE_FIELDS
 from uqeval.notes import Note, literal
 from uqeval.precision import RANK_TOLERANCE
@@ -171,9 +171,9 @@ def task_table(
     A task scored with several image scores (``--aggregation border,mean``) gets one
     block of rows per aggregation, the conventions' one (that of Δ) first. With one OOD
     domain, the ``ood`` split, a copy of it, is shown once under the domain's name
-    (``blur = ood``). None when the task was not scored. ``metric`` (with
-    ``lower_is_better``) shows another of the task's metrics (:data:`SECOND_METRICS`);
-    None when it has no row.
+    (``blur = ood``). A row per measure scored (those a maps store gives); None when
+    the task was not scored. ``metric`` (with ``lower_is_better``) shows another of the
+    task's metrics (:data:`SECOND_METRICS`); None when it has no row.
     """
     definition = TASKS[task]
     shown_metric = definition.metric if metric is None else metric
@@ -207,8 +207,9 @@ def task_table(
     table.add_column("measure")
     for _, label in splits:
         table.add_column(label, justify="right")
+    measures = scores.measures
     for aggregation in aggregations:
-        for position, measure in enumerate(MEASURES):
+        for position, measure in enumerate(measures):
             label = _MEASURE_NAMES[measure] + (" ✓" if measure == definition.correct else "")
             cells = []
             for split, _ in splits:
@@ -219,7 +220,7 @@ def task_table(
                 else:
                     cells.append(format_value(value, digits=3))
             first = [_name(aggregation) if position == 0 else ""] if blocks else []
-            table.add_row(*first, label, *cells, end_section=blocks and position == len(MEASURES) - 1)
+            table.add_row(*first, label, *cells, end_section=blocks and position == len(measures) - 1)
     return table
 
 
@@ -252,8 +253,11 @@ def entanglement_table(scores: Scores) -> Table | None:
     return table
 
 
-def collapse_table(scores: Scores) -> Table:
-    """Mean AU, mean EU and EU / AU per split (epistemic collapse when EU / AU ≪ 1)."""
+def collapse_table(scores: Scores) -> Table | None:
+    """Mean AU, mean EU and EU / AU per split (epistemic collapse when EU / AU ≪ 1); None
+    without collapse rows (a maps store without AU or EU)."""
+    if not scores.collapse:
+        return None
     single = single_ood_domain(scores)
     table = Table(title="Epistemic collapse (nats per pixel)", title_justify="left")
     for name in ("split", "images", "mean AU", "mean EU", "EU / AU"):
@@ -333,6 +337,29 @@ def score_remarks(scores: Scores, *, preset: str | None = None) -> list[str]:
 # ------------------------------------------------------------------ tables of a comparison
 
 
+#: The split whose Δ :func:`delta_summary` gives per task: the pooled OOD images for OOD
+#: detection, the in-distribution images for ambiguity and calibration, every test image
+#: for failure detection.
+SUMMARY_SPLITS = {"oodd": POOLED_OOD, "amb": ID_DOMAIN, "cal": ID_DOMAIN, "fd": ALL_TEST}
+
+
+def delta_summary(entanglement: Iterable[Mapping[str, Any]]) -> str:
+    """Δ of each task on its :data:`SUMMARY_SPLITS` split, in one line:
+    ``"OODD 0.85 (ood) · AMB 1.03 (id) · …"``; ``–`` where Δ is undefined.
+
+    >>> rows = [{"task": "oodd", "split": "ood", "delta": 0.851}, {"task": "fd", "split": "all", "delta": -0.001}]
+    >>> delta_summary(rows)
+    'OODD 0.85 (ood) · FD 0.00 (all)'
+    """
+    deltas = {(row["task"], row["split"]): row["delta"] for row in entanglement}
+    parts = [
+        f"{task.upper()} {format_value(deltas[task, split], digits=2)} ({split})"
+        for task, split in SUMMARY_SPLITS.items()
+        if (task, split) in deltas
+    ]
+    return " · ".join(parts)
+
+
 def comparison_tables(comparison: Comparison) -> list[Table]:
     """Rich tables of a comparison: ranks, Δ per task and split, and the collapse ratio.
 
@@ -352,9 +379,11 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         ``±`` where a group has one seed; ``–`` where a value is undefined.
     """
     tables = []
+    several_seeds = any(row["n_seeds"] > 1 for row in comparison.ranks)
     ranking = Table(
         title="Average rank",
-        caption="1 = best; mean ± 95 % Student-t interval over seeds",
+        # An interval only where a group has several seeds: with one, the rank is the run's own.
+        caption="1 = best; mean ± 95 % Student-t interval over seeds" if several_seeds else "1 = best; one seed each",
         title_justify="left",
         caption_justify="left",
     )

@@ -5,6 +5,7 @@ one engine and tabulate the result."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,13 @@ from uqeval.results import Scores
 from uqeval.scoring import engine
 from uqeval.scoring.batches import BATCH_BYTES
 from uqeval.scoring.engine import ProgressCallback
+from uqeval.scoring.given_measures import (
+    check_conventions,
+    examples_without,
+    fitted_without,
+    statistics_without,
+    tables_without,
+)
 from uqeval.scoring.prepare import DEFAULT_TASKS, Request, plan, prepare
 from uqeval.scoring.slices import UNITS, slice_source
 from uqeval.scoring.sources import Source, cube_source, maps_source
@@ -172,6 +180,7 @@ def _run(
         )
     except UQEvalError as error:
         raise UQEvalError(f"{source.where}: {error}") from None
+    check_conventions(source.absent_measures, request.conventions, source.where)
     computed = engine.run(
         source, request, source_plan, scheduler=scheduler, scratch=scratch, progress=progress, batch_bytes=batch_bytes
     )
@@ -192,6 +201,15 @@ def _run(
             aggregator.name: aggregator.fallback.what for aggregator in request.aggregations if aggregator.fallback
         },
     )
+    if source.absent_measures:
+        absent = source.absent_measures
+        tables = tables_without(tables, absent)
+        computed = replace(
+            computed,
+            statistics=statistics_without(computed.statistics, absent),
+            fitted=fitted_without(computed.fitted, absent),
+            examples=examples_without(computed.examples, absent),
+        )
     return Scores(
         results=tables.results,
         entanglement=tables.entanglement,

@@ -20,6 +20,7 @@ from uqeval.cube.contract import MAP_MEASURES, MAPS_VARIABLE, MEAN, check_domain
 from uqeval.errors import UQEvalError
 from uqeval.names import ID_DOMAIN, IGNORE_LABEL, TEST
 from uqeval.notes import Note, literal
+from uqeval.scoring.given_measures import absent_measures, with_stand_ins
 from uqeval.scoring.store_reader import StoreReader, images_without_chunks, open_array, read_images, read_input
 
 
@@ -114,6 +115,10 @@ class Source:
         Planes per store chunk along ``z`` (a slab holds whole chunks).
     volume_shape : (z, y, x) or None
         The shape of the source's volumes.
+    absent_measures : tuple of str
+        The measures (``au``, ``eu``, ``tu``) a maps store lacks: its batches carry a
+        stand-in for each, whose results are left out
+        (:mod:`uqeval.scoring.given_measures`).
     """
 
     where: str
@@ -141,6 +146,7 @@ class Source:
     slab_reader: Callable[[], SlabReader] | None = field(default=None, repr=False)
     chunk_depth: int | None = None
     volume_shape: tuple[int, int, int] | None = None
+    absent_measures: tuple[str, ...] = ()
 
     @property
     def n_images(self) -> int:
@@ -223,29 +229,19 @@ MAPS_GIVEN = "the uncertainty maps were taken as given (a maps store): nothing w
 
 
 def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
-    """A validated maps store (``mean`` with ``au``, ``eu`` and ``tu``): its batches carry
-    the maps as they are, ``pred`` = argmax of ``mean``; nothing is decomposed.
-
-    Raises
-    ------
-    UQEvalError
-        For a store that lacks one of ``au``, ``eu``, ``tu`` (every task compares two).
-    """
+    """A validated maps store (``mean`` with any of ``au``, ``eu`` and ``tu``): its batches
+    carry the maps as they are, ``pred`` = argmax of ``mean``; nothing is decomposed. A
+    measure the store lacks is stood in by one it has and left out of the results
+    (:mod:`uqeval.scoring.given_measures`)."""
     mean = dataset[MEAN.name]
-    missing = [name for name in MAP_MEASURES if name not in dataset]
-    if missing:
-        raise UQEvalError(
-            f"{path or 'dataset'}: the maps store lacks {', '.join(f'`{name}`' for name in missing)}; scoring needs "
-            "all of au, eu and tu (every task compares the correct measure with the wrong one)"
-        )
     has_labels = "labels" in dataset
-    names = ("mean", *MAP_MEASURES)
+    names = ("mean", *(name for name in MAP_MEASURES if name in dataset))
 
     def in_memory(selection: dict) -> Loaded:
         maps = {name: np.asarray(dataset[name].isel(selection).values, dtype=np.float32) for name in names}
         maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if mean.sizes["class"] <= 256 else np.int32)
         labels = np.ascontiguousarray(dataset["labels"].isel(selection).values) if has_labels else None
-        return Loaded(None, labels, maps)
+        return Loaded(None, labels, with_stand_ins(maps))
 
     access = _readers(dataset, path, MAPS_VARIABLE, has_labels, in_memory)
     per_image = sum(int(np.prod([dataset[name].sizes[dim] for dim in dataset[name].dims[1:]])) for name in names)
@@ -269,6 +265,7 @@ def maps_store_source(dataset: xr.Dataset, path: Path | None = None) -> Source:
         read_input=access.read_input,
         read_labels=access.read_labels,
         notes=(Note("maps-given", MAPS_GIVEN), *access.notes),
+        absent_measures=absent_measures(names),
         depth=depth,
         slab_reader=access.slab_reader if depth is not None else None,
         chunk_depth=None if depth is None else _chunk_depth(mean, depth),

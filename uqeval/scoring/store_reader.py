@@ -21,6 +21,7 @@ from uqeval.cube.contract import MAP_MEASURES, MAPS_VARIABLE
 from uqeval.errors import UQEvalError
 from uqeval.scoring.batches import runs
 from uqeval.scoring.chunk_files import READS, ChunkFiles, open_chunk_files
+from uqeval.scoring.given_measures import with_stand_ins
 
 
 @functools.lru_cache(maxsize=8)
@@ -193,18 +194,20 @@ def read_images(path: str, name: str, positions: np.ndarray, z: int | None = Non
 
 def read_maps(arrays: StoreArrays, indices: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The maps of a maps store at sorted positions ``indices``: ``mean`` and whichever of
-    ``au``, ``eu``, ``tu`` it holds, as float32, with ``pred`` = argmax of ``mean`` over
-    ``class`` (the first class of a tie, as the decomposition picks)."""
+    ``au``, ``eu``, ``tu`` it holds, as float32 (a stand-in for each it lacks), with
+    ``pred`` = argmax of ``mean`` over ``class`` (the first class of a tie, as the
+    decomposition picks)."""
     return _maps_of({name: arrays.read(name, indices, out[name]) for name in ("mean", *MAP_MEASURES) if name in out})
 
 
 def _maps_of(buffers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Maps read into reused ``buffers`` as float32 copies, with ``pred`` = argmax of ``mean``."""
+    """Maps read into reused ``buffers`` as float32 copies, with ``pred`` = argmax of ``mean``
+    and a stand-in for each measure the store lacks (:func:`with_stand_ins`)."""
     # Copies: the batch keeps its maps (spilled or scored later) while the buffers are reused.
     maps = {name: values.astype(np.float32) for name, values in buffers.items()}
     n_classes = maps["mean"].shape[1]
     maps["pred"] = maps["mean"].argmax(axis=1).astype(np.uint8 if n_classes <= 256 else np.int32)
-    return maps
+    return with_stand_ins(maps)
 
 
 class StoreReader:
