@@ -633,6 +633,34 @@ def test_convention_changes_one_field_of_the_preset(store, tmp_path):
     assert "ace_scope=per-image" in " ".join(result.stdout.split())
 
 
+def test_multi_rater_conventions_are_chosen_by_name_and_recorded(store, tmp_path):
+    """``--convention empty_pair=skip,hungarian_matching=rectangular`` reaches GED and HM-IoU
+    as ``uqeval.score(conventions=...)`` does, and scores.json records both."""
+    result = runner.invoke(
+        app,
+        [
+            *("score", str(store), "--out", str(tmp_path), "--segmentation", "--no-plots"),
+            *("--convention", "empty_pair=skip,hungarian_matching=rectangular"),
+        ],
+        env=WIDE,
+    )
+    assert result.exit_code == 0, result.output
+    written = scores_json(tmp_path)
+    assert (written["conventions"]["empty_pair"], written["conventions"]["hungarian_matching"]) == (
+        "skip",
+        "rectangular",
+    )
+    chosen = uqeval.Conventions(empty_pair="skip", hungarian_matching="rectangular")
+    from_api = uqeval.score(store, segmentation=True, conventions=chosen)
+    segmentation = [row for row in written["results"] if row["task"] == "segmentation"]
+    assert segmentation == [row for row in from_api.to_dict()["results"] if row["task"] == "segmentation"]
+    default = uqeval.score(store, segmentation=True)
+    assert from_api.value("segmentation", "id", "none", "hungarian_iou") != default.value(
+        "segmentation", "id", "none", "hungarian_iou"
+    )
+    assert "empty_pair=skip" in " ".join(result.stdout.split())
+
+
 @pytest.mark.cli
 def test_scheduler_without_distributed_names_the_extra(good, tmp_path):
     """The ``cluster`` extra brings dask.distributed; a core install has no other use for it."""

@@ -63,6 +63,8 @@ def test_paper_preset_differs_in_the_study_conventions_only():
         "ncc_factor",
         "cal_ood_delta",
         "all_correct_image",
+        "empty_pair",
+        "hungarian_matching",
     ],
 )
 def test_a_choice_outside_its_values_is_refused_naming_them(field):

@@ -419,6 +419,7 @@ def cluster():
 def test_scheduler_gives_the_local_numbers(store, cluster, options, tmp_path):
     local = score(store, batch_bytes=TINY, **options)
     remote = score(store, batch_bytes=TINY, scheduler=cluster.scheduler_address, scratch=tmp_path, **options)
+    assert {"pavpu", "augrc", "eaugrc"} <= {row["metric"] for row in remote.results}
     assert_same_scores(remote, local, tolerance=0.0)
     assert_rows_equal(remote.image_rows(), local.image_rows(), tolerance=0.0)
     assert [e.image_id for e in remote.examples] == [e.image_id for e in local.examples]
@@ -514,6 +515,49 @@ def test_image_rows_match_an_independent_recomputation(default_scores, cube):
         labels = cube["labels"][index]
         variance = sum(((labels == c).astype(np.float64)).var(axis=0) for c in range(2))
         assert row["ncc_au"] == pytest.approx(np.corrcoef(variance.ravel(), au.ravel())[0, 1], abs=1e-5)
+
+
+def test_pavpu_and_augrc_rows_match_numpy_definitions(default_scores, cube):
+    """PAvPU per measure on the CAL splits and AUGRC/E-AUGRC of each FD split, from the
+    decomposed maps, the raters and the image scores by plain numpy (the definitions of
+    docs/metrics.md: τ at the calibration accuracy, the fd-shifts trapezoid)."""
+    maps = decompose(cube["probs"])
+    labels = cube["labels"]
+    pred = np.asarray(maps["pred"])
+    valid = (labels != 255).sum(axis=1)
+    agree = ((labels == pred[:, None]) & (labels != 255)).sum(axis=1)
+    counted = valid > 0
+    right = 2 * agree >= valid
+    calibration = (cube["role"] == "calibration") & (cube["domain"] == "id")
+    level = right[calibration][counted[calibration]].mean()
+    rows = default_scores.image_rows()
+    for measure in ("au", "eu", "tu"):
+        u = np.asarray(maps[measure])
+        tau = np.quantile(u[calibration][counted[calibration]], level)
+        assert default_scores.fitted.pavpu_thresholds[measure] == pytest.approx(float(tau), abs=0)
+        for split in ("id", "blur", "noise", "ood"):
+            images = cube["role"] == "test"
+            images &= cube["domain"] != "id" if split == "ood" else cube["domain"] == split
+            keep = counted[images]
+            good = (right[images] & (u[images] < tau)) | (~right[images] & (u[images] >= tau))
+            assert default_scores.value("cal", split, measure, "pavpu") == pytest.approx(good[keep].mean(), abs=1e-15)
+        for split in ("id", "all"):
+            images = cube["role"] == "test"
+            if split == "id":
+                images &= cube["domain"] == "id"
+            scores = np.array([row[f"border_{measure}"] for row in rows])[images]
+            risks = np.array([row["failure_risk"] for row in rows])[images]
+
+            def area(order_by, risks=risks):
+                order = np.argsort(order_by, kind="stable")
+                ends = np.r_[np.flatnonzero(np.diff(order_by[order]) != 0), len(order) - 1]
+                coverage = np.r_[0, ends + 1] / len(order)
+                return np.trapezoid(np.r_[0, np.cumsum(risks[order])[ends]] / len(order), coverage)
+
+            value = default_scores.value("fd", split, measure, "augrc")
+            assert value == pytest.approx(area(scores), abs=1e-14)
+            excess = default_scores.value("fd", split, measure, "eaugrc")
+            assert excess == pytest.approx(area(scores) - area(risks), abs=1e-14)
 
 
 def test_save_writes_the_report_atomically(nan_scores, tmp_path):
@@ -690,3 +734,7 @@ def test_volumes_score_alike_from_the_store_in_memory_and_on_a_cluster(volume_st
         assert_rows_equal(other.image_rows(), local.image_rows(), tolerance=tolerance)
     assert len(local.image_rows()) == 12 * (5 if unit == "slice" else 1)
     assert all(example.z is not None for example in local.examples) == (unit == "volume")
+    # PAvPU's τ, fitted from counts in two looks, whether streamed, whole or on a cluster.
+    assert set(local.fitted.pavpu_thresholds) == {"au", "eu", "tu"}
+    for other in (whole, in_memory, remote):
+        assert other.fitted.pavpu_thresholds == local.fitted.pavpu_thresholds

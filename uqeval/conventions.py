@@ -46,6 +46,8 @@ _CHOICES = {
     "ncc_factor": ("none", "n-1-over-n"),
     "cal_ood_delta": ("min-of-means", "domain-min-mean"),
     "all_correct_image": ("correct", "wrong"),
+    "empty_pair": ("count", "skip"),
+    "hungarian_matching": ("lcm", "rectangular"),
 }
 
 
@@ -61,7 +63,8 @@ class Conventions:
     patch_size : int
         Side ``k`` of the ``patch_max`` window, clamped to the image along each axis.
     quantile_method : str
-        ``numpy.quantile`` method for the threshold ``τ`` of the ``threshold`` aggregation.
+        ``numpy.quantile`` method for the threshold ``τ`` of the ``threshold`` aggregation,
+        and for PAvPU's ``τ``.
     threshold_fraction : ``"mean-prediction"`` or ``"members"``
         The background fraction ``q`` whose quantile is ``τ``: that of the mean
         prediction's argmax, or (the study's code) the mean of it and of every EU
@@ -112,6 +115,14 @@ class Conventions:
     all_correct_image : ``"correct"`` or ``"wrong"``
         Per-image ACE and ECE (``ace_scope="per-image"``) of an image whose every rater
         label equals ``pred``: accuracy 1, or (the study's code) accuracy 0.
+    empty_pair : ``"count"`` or ``"skip"``
+        GED and Hungarian-matched IoU: a pair of masks that both have no foreground
+        counts with IoU ``empty_iou`` (1: PHiSeg's code, and the review's
+        recommendation), or is left out of GED's expectations and of the matched mean.
+    hungarian_matching : ``"lcm"`` or ``"rectangular"``
+        Hungarian-matched IoU: samples and raters both repeated to ``lcm(n, m)`` so that
+        each rater is matched equally often, or the ``n × m`` matrix matched as it is
+        (``min(n, m)`` pairs).
     """
 
     aggregation: str = "border"
@@ -132,6 +143,8 @@ class Conventions:
     ncc_factor: Literal["none", "n-1-over-n"] = "none"
     cal_ood_delta: Literal["min-of-means", "domain-min-mean"] = "min-of-means"
     all_correct_image: Literal["correct", "wrong"] = "correct"
+    empty_pair: Literal["count", "skip"] = "count"
+    hungarian_matching: Literal["lcm", "rectangular"] = "lcm"
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():

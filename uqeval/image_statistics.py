@@ -20,6 +20,7 @@ from uqeval.aggregation import AggregationParameters, Aggregator, spatial_axes
 from uqeval.conventions import Conventions
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
 from uqeval.metrics.calibration import CalibrationTable, ImageCalibration, PlattFit
+from uqeval.metrics.pavpu import pavpu_counts
 from uqeval.metrics.segmentation import SegmentationQuality
 from uqeval.names import MEASURES
 
@@ -92,6 +93,9 @@ class ImageStatistics:
         Failure risk, 1 − mean Dice of ``pred`` against the raters
         (:func:`uqeval.metrics.failure.failure_risk`; NaN without a rater; None
         without labels).
+    pavpu : dict or None
+        Per measure, the (image, 3) int64 PAvPU counts of each image
+        (:func:`uqeval.metrics.pavpu.pavpu_counts`; None without labels or PAvPU's ``τ``).
     fallbacks : dict
         ``fallbacks[aggregation]``: (image,) bool, the images that aggregation scored
         by its fallback convention (:class:`~uqeval.aggregation.AggregationFallback`),
@@ -111,6 +115,7 @@ class ImageStatistics:
     risk: np.ndarray | None = None
     fallbacks: dict[str, np.ndarray] = field(default_factory=dict)
     tables: dict[str, CalibrationTable] | None = field(default=None, repr=False)
+    pavpu: dict[str, np.ndarray] | None = None
 
     @property
     def n_images(self) -> int:
@@ -139,7 +144,8 @@ class ImageStatistics:
         means = {name: values[indices] for name, values in self.means.items()}
         risk = None if self.risk is None else self.risk[indices]
         fallbacks = {aggregation: images[indices] for aggregation, images in self.fallbacks.items()}
-        return ImageStatistics(means, scores, correlations, calibration, segmentation, risk, fallbacks)
+        pavpu = None if self.pavpu is None else {measure: counts[indices] for measure, counts in self.pavpu.items()}
+        return ImageStatistics(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu)
 
     @classmethod
     def concatenate(cls, parts: Sequence[ImageStatistics]) -> ImageStatistics:
@@ -183,7 +189,10 @@ class ImageStatistics:
         fallbacks = {
             aggregation: join(lambda part, a=aggregation: part.fallbacks[a]) for aggregation in first.fallbacks
         }
-        return cls(means, scores, correlations, calibration, segmentation, risk, fallbacks)
+        pavpu = None
+        if first.pavpu is not None:
+            pavpu = {measure: join(lambda part, m=measure: part.pavpu[m]) for measure in first.pavpu}
+        return cls(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu)
 
 
 def image_statistics(
@@ -197,6 +206,7 @@ def image_statistics(
     eu_scale: float = 1.0,
     thresholds: Mapping[str, float] | None = None,
     platt: Mapping[str, PlattFit] | None = None,
+    pavpu_thresholds: Mapping[str, float] | None = None,
 ) -> ImageStatistics:
     """Per-image results of one batch (segmentation quality is added by the caller).
 
@@ -222,6 +232,8 @@ def image_statistics(
     platt : mapping, optional
         :class:`~uqeval.metrics.calibration.PlattFit` per measure; calibration is
         skipped without them.
+    pavpu_thresholds : mapping, optional
+        PAvPU's ``τ`` per measure; PAvPU's counts are skipped without them.
     """
     means = {measure: maps[measure].mean(axis=spatial_axes(maps[measure]), dtype=np.float64) for measure in MEASURES}
     maps = rescaled(maps, eu_scale)
@@ -239,8 +251,13 @@ def image_statistics(
                 threshold=(thresholds or {}).get(measure) if aggregator.fitted else None,
             )
             scores[aggregator.name][measure] = aggregator(maps[measure], maps["pred"], parameters)
-    correlations = calibration = tables = None
+    correlations = calibration = tables = pavpu = None
     if raters is not None:
+        if pavpu_thresholds:
+            pavpu = {
+                measure: pavpu_counts(maps[measure], raters.agree, raters.valid, pavpu_thresholds[measure])
+                for measure in MEASURES
+            }
         correlations = {
             measure: ncc(raters.variance, maps[measure], raters.valid, factor=conventions.ncc_factor)
             for measure in MEASURES
@@ -262,4 +279,4 @@ def image_statistics(
                 measure: ImageCalibration.of(table, all_correct=conventions.all_correct_image)
                 for measure, table in tables.items()
             }
-    return ImageStatistics(means, scores, correlations, calibration, fallbacks=fallbacks, tables=tables)
+    return ImageStatistics(means, scores, correlations, calibration, fallbacks=fallbacks, tables=tables, pavpu=pavpu)

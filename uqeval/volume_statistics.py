@@ -9,6 +9,7 @@ at the end, equal to those of the volume held whole to float rounding:
   ``border`` and ``patch_max`` see the last planes of the slabs before, their *halo*);
 - NCC's moments (:class:`~uqeval.metrics.ambiguity.PearsonMoments`);
 - the calibration bin tables, and the cells of the pooled equal-mass histograms;
+- PAvPU's counts (:func:`~uqeval.metrics.pavpu.pavpu_counts`);
 - the slice a figure shows (:func:`~uqeval.image_statistics.shown_slice`): the running
   best plane by EU, and by TU, is kept.
 """
@@ -31,6 +32,7 @@ from uqeval.metrics.calibration import (
     PlattFit,
     sparse_confidence_histogram,
 )
+from uqeval.metrics.pavpu import pavpu_counts
 from uqeval.names import MEASURES
 
 
@@ -66,7 +68,7 @@ class VolumeStatistics:
     ----------
     shape : (z, y, x)
         The volume's shape.
-    conventions, aggregations, background, eu_scale, thresholds, platt
+    conventions, aggregations, background, eu_scale, thresholds, platt, pavpu_thresholds
         As for :func:`~uqeval.image_statistics.image_statistics`.
     histogram_group : int
         The pooled equal-mass histogram table the volume's voxels go to (``-1``: none).
@@ -82,12 +84,13 @@ class VolumeStatistics:
         eu_scale: float = 1.0,
         thresholds: Mapping[str, float] | None = None,
         platt: Mapping[str, PlattFit] | None = None,
+        pavpu_thresholds: Mapping[str, float] | None = None,
         histogram_group: int = -1,
     ) -> None:
         check_streamable(aggregations, conventions)
         self.shape = tuple(shape)
         self.conventions, self.aggregations, self.background = conventions, tuple(aggregations), background
-        self.eu_scale, self.platt = eu_scale, platt or {}
+        self.eu_scale, self.platt, self.pavpu_thresholds = eu_scale, platt or {}, pavpu_thresholds or {}
         self.histogram_group = histogram_group
         self._parameters = {
             measure: AggregationParameters(
@@ -109,6 +112,7 @@ class VolumeStatistics:
         self._moments = {measure: PearsonMoments() for measure in MEASURES}
         self._has_raters = False
         self._tables: dict[str, np.ndarray] = {}
+        self._pavpu = {measure: np.zeros((1, 3), dtype=np.int64) for measure in MEASURES}
         # The volume's pooled histogram cells, one dense table per measure (a few MB):
         # the slabs' cells overlap, so keeping them as lists would grow with the slabs.
         self._histograms: dict[str, ConfidenceHistogram] = {}
@@ -152,6 +156,11 @@ class VolumeStatistics:
         self._has_raters = True
         for measure in MEASURES:
             self._moments[measure].add(raters.variance, scaled[measure], raters.valid)
+            if self.pavpu_thresholds:
+                threshold = self.pavpu_thresholds[measure]
+                self._pavpu[measure] += pavpu_counts(
+                    scaled[measure][None], raters.agree[None], raters.valid[None], threshold
+                )
         if not self.platt:
             return
         for measure in MEASURES:
@@ -243,5 +252,8 @@ class VolumeStatistics:
                 cells, rows = histogram.sparse()
                 cells[:, 0] = self.histogram_group
                 histograms[measure] = (cells, rows)
-        statistics = ImageStatistics(means, scores, correlations, calibration, fallbacks=fallbacks, tables=tables)
+        pavpu = self._pavpu if self._has_raters and self.pavpu_thresholds else None
+        statistics = ImageStatistics(
+            means, scores, correlations, calibration, fallbacks=fallbacks, tables=tables, pavpu=pavpu
+        )
         return statistics, histograms

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uqeval import UQEvalError
-from uqeval.metrics.failure import RiskCoverage, VolumeRisk, aurc, eaurc, failure_risk, risk_coverage
+from uqeval.metrics.failure import (
+    RiskCoverage,
+    VolumeRisk,
+    augrc,
+    aurc,
+    eaugrc,
+    eaurc,
+    failure_risk,
+    risk_coverage,
+)
 
 IGNORE = 255
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)
@@ -384,3 +393,100 @@ def test_a_volume_gathered_by_slabs_has_the_risk_of_the_whole():
     nobody = VolumeRisk(3)
     nobody.add(pred, np.full_like(labels, 255))
     assert np.isnan(nobody.result()[0])
+
+
+# --------------------------------------------------------------------------- AUGRC
+
+
+def numpy_augrc(scores, risks) -> float:
+    """fd-shifts' AUGRC written out independently: confidence = −score, points where the
+    confidence changes, (0, 0) appended, np.trapezoid over the coverage."""
+    scores = np.asarray(scores, dtype=np.float64)
+    risks = np.asarray(risks, dtype=np.float64)
+    n = len(scores)
+    confidence = -scores
+    order = np.argsort(-confidence, kind="mergesort")  # most confident first
+    coverages, generalized = [0.0], [0.0]
+    kept_risk = 0.0
+    for position, image in enumerate(order):
+        kept_risk += risks[image]
+        last_of_group = position == n - 1 or confidence[order[position + 1]] != confidence[image]
+        if last_of_group:
+            coverages.append((position + 1) / n)
+            generalized.append(kept_risk / n)
+    return float(np.trapezoid(generalized, coverages))
+
+
+def brute_force_augrc(scores, risks) -> float:
+    """Mean over every order that sorts the scores of the trapezoid through every image."""
+    n = len(scores)
+    values = []
+    for order in itertools.permutations(range(n)):
+        if all(scores[order[i]] <= scores[order[i + 1]] for i in range(n - 1)):
+            curve = np.r_[0.0, np.cumsum([risks[i] for i in order])] / n
+            values.append(float(np.trapezoid(curve, np.arange(n + 1) / n)))
+    return sum(values) / len(values)
+
+
+@PROPERTY_SETTINGS
+@given(data=tied_scores_and_risks(max_images=20))
+def test_augrc_matches_independent_trapezoid(data):
+    scores, risks = data
+    assert augrc(scores, risks) == pytest.approx(numpy_augrc(scores, risks), abs=1e-12)
+    best = numpy_augrc(risks, risks)
+    assert eaugrc(scores, risks) == pytest.approx(numpy_augrc(scores, risks) - best, abs=1e-12)
+
+
+@PROPERTY_SETTINGS
+@given(data=tied_scores_and_risks())
+def test_augrc_with_ties_is_the_mean_over_all_orders(data):
+    scores, risks = data
+    assert augrc(scores, risks) == pytest.approx(brute_force_augrc(scores, risks), abs=1e-12)
+
+
+@PROPERTY_SETTINGS
+@given(data=tied_scores_and_risks(max_images=12), seed=st.integers(0, 2**32 - 1))
+def test_augrc_and_eaugrc_do_not_depend_on_image_order(data, seed):
+    scores, risks = data
+    order = np.random.default_rng(seed).permutation(len(scores))
+    assert augrc(scores[order], risks[order]) == pytest.approx(augrc(scores, risks), abs=1e-12)
+    assert eaugrc(scores[order], risks[order]) == pytest.approx(eaugrc(scores, risks), abs=1e-12)
+
+
+@PROPERTY_SETTINGS
+@given(data=tied_scores_and_risks(max_images=20))
+def test_eaugrc_is_non_negative_and_zero_for_the_risk_order(data):
+    scores, risks = data
+    assert eaugrc(scores, risks) >= -1e-12
+    assert eaugrc(risks, risks) == 0.0
+    assert eaugrc(2 * risks + 1, risks) == pytest.approx(0.0, abs=1e-12)
+
+
+@PROPERTY_SETTINGS
+@given(data=tied_scores_and_risks(max_images=20))
+def test_augrc_of_constant_scores_is_half_the_mean_risk(data):
+    _, risks = data
+    assert augrc(np.full(len(risks), 0.7), risks) == pytest.approx(risks.mean() / 2, abs=1e-12)
+
+
+def test_augrc_hand_values():
+    # Kept in order 0.1, 0.35, 0.4, 0.8: G = 0, 0, 0, 1/4, 3/8 at coverage 0, 1/4, …, 1.
+    assert augrc([0.1, 0.4, 0.35, 0.8], [0.0, 1.0, 0.0, 0.5]) == 7 / 64
+    # Best order 0, 0, 0.5, 1: G = 0, 0, 0, 1/8, 3/8; area (1/8 + 1/2) / 8 = 5/64.
+    assert eaugrc([0.1, 0.4, 0.35, 0.8], [0.0, 1.0, 0.0, 0.5]) == pytest.approx(2 / 64)
+    assert augrc([0.3, 0.3], [1.0, 0.0]) == 0.25  # one segment from (0, 0) to (1, 1/2)
+    assert augrc([0.5], [0.6]) == 0.3
+
+
+def test_augrc_edge_cases():
+    # All risks equal: a straight line to the mean risk, whatever the scores; no excess.
+    assert augrc([0.3, 0.1, 0.2], [0.4, 0.4, 0.4]) == pytest.approx(0.2)
+    assert eaugrc([0.3, 0.1, 0.2], [0.4, 0.4, 0.4]) == pytest.approx(0.0, abs=1e-15)
+    # Tied infinities are one run.
+    assert augrc([np.inf, np.inf, 0.0], [1.0, 0.0, 0.0]) == pytest.approx(
+        numpy_augrc([np.inf, np.inf, 0.0], [1.0, 0.0, 0.0])
+    )
+    with pytest.raises(UQEvalError, match="no images"):
+        augrc([], [])
+    with pytest.raises(UQEvalError, match="no images"):
+        eaugrc([], [])

@@ -410,3 +410,90 @@ def test_a_volume_gathered_by_slabs_scores_as_whole(cuts):
     result = gathered.result()
     for name in ("dice", "ged", "hungarian_iou"):
         np.testing.assert_allclose(getattr(result, name), getattr(whole, name), rtol=1e-12, err_msg=name)
+
+
+# --------------------------------------------------------------------------- conventions by name
+
+
+def scipy_matched_iou(iou: np.ndarray, matching: str) -> float:
+    """The matching written with scipy directly: the LCM-repeated or the rectangular matrix."""
+    from scipy.optimize import linear_sum_assignment
+
+    n, m = iou.shape
+    if matching == "lcm":
+        size = math.lcm(n, m)
+        iou = np.tile(iou, (size // n, size // m))
+    rows, columns = linear_sum_assignment(-iou)
+    return float(iou[rows, columns].mean())
+
+
+@PROPERTY_SETTINGS
+@given(n=st.integers(1, 6), m=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
+def test_hungarian_matchings_equal_scipy(n, m, seed):
+    iou = np.random.default_rng(seed).random((n, m))
+    for matching in ("lcm", "rectangular"):
+        assert hungarian_iou(iou, matching=matching) == pytest.approx(scipy_matched_iou(iou, matching), abs=1e-12)
+
+
+def test_rectangular_matching_uses_each_rater_at_most_once():
+    iou = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    assert hungarian_iou(iou, matching="rectangular") == pytest.approx((0.9 + 0.3) / 2)
+    # lcm 6: each sample twice, each rater three times: both copies of sample 0 and one of
+    # sample 1 take rater 0 (0.9 + 0.9 + 0.8), the rest rater 1 (0.2 + 0.3 + 0.3).
+    assert hungarian_iou(iou) == pytest.approx(3.4 / 6)
+    with pytest.raises(UQEvalError, match="matching is 'square'"):
+        hungarian_iou(iou, matching="square")
+
+
+def reference_pairs(first, second, empty_pair):
+    """IoU per pair with plain numpy: binary foreground class 1; NaN for two empty masks when skipped."""
+    values = np.empty((len(first), len(second)))
+    for i, a in enumerate(first):
+        for j, b in enumerate(second):
+            union = np.sum((a == 1) | (b == 1))
+            values[i, j] = np.sum((a == 1) & (b == 1)) / union if union else (np.nan if empty_pair == "skip" else 1.0)
+    return values
+
+
+@pytest.mark.parametrize("empty_pair", ["count", "skip"])
+@pytest.mark.parametrize("matching", ["lcm", "rectangular"])
+def test_segmentation_quality_conventions_match_plain_numpy(empty_pair, matching):
+    """Samples and raters with empty masks among them: GED leaves skipped pairs out of each
+    expectation, HM-IoU matches them as perfect and leaves them out of its mean."""
+    rng = np.random.default_rng(2)
+    samples = (rng.random((4, 6, 6)) < 0.3).astype(np.int64)
+    samples[0] = 0
+    samples[1] = 0
+    labels = (rng.random((3, 6, 6)) < 0.3).astype(np.uint8)
+    labels[0] = 0
+    cube = cube_from_class_maps(samples.reshape(2, 2, 6, 6), 2)
+    pred = samples[2].astype(np.uint8)
+    quality = segmentation_quality(
+        cube[None], pred[None], labels[None], np.arange(1), n_samples=4, empty_pair=empty_pair, matching=matching
+    )
+    cross = reference_pairs(samples, labels, empty_pair)
+    within_samples = reference_pairs(samples, samples, empty_pair)
+    within_raters = reference_pairs(labels, labels, empty_pair)
+    expected = 2 * np.nanmean(1 - cross) - np.nanmean(1 - within_samples) - np.nanmean(1 - within_raters)
+    assert quality.ged[0] == pytest.approx(expected, abs=1e-12)
+    from scipy.optimize import linear_sum_assignment
+
+    n, m = cross.shape
+    matrix = np.tile(cross, (math.lcm(n, m) // n, math.lcm(n, m) // m)) if matching == "lcm" else cross
+    rows, columns = linear_sum_assignment(-np.nan_to_num(matrix, nan=1.0))
+    assert quality.hungarian_iou[0] == pytest.approx(np.nanmean(matrix[rows, columns]), abs=1e-12)
+    gathered = VolumeSegmentation(0, 2, n_samples=4, empty_pair=empty_pair, matching=matching)
+    gathered.add(cube[:, :, :, None], pred[None], labels[:, None])
+    np.testing.assert_allclose(gathered.result().ged, quality.ged, rtol=1e-12)
+    np.testing.assert_allclose(gathered.result().hungarian_iou, quality.hungarian_iou, rtol=1e-12)
+
+
+def test_skipping_every_pair_leaves_the_image_undefined():
+    cube = cube_from_class_maps(np.zeros((1, 2, 4, 4), dtype=np.int64), 2)
+    labels = np.zeros((1, 2, 4, 4), dtype=np.uint8)
+    pred = np.zeros((1, 4, 4), dtype=np.uint8)
+    quality = segmentation_quality(cube[None], pred, labels, np.arange(1), empty_pair="skip")
+    assert np.isnan(quality.ged[0]) and np.isnan(quality.hungarian_iou[0])
+    assert quality.dice[0] == 1.0  # the Dice of pred keeps empty_iou
+    with pytest.raises(UQEvalError, match="empty_pair is 'drop'"):
+        segmentation_quality(cube[None], pred, labels, np.arange(1), empty_pair="drop")

@@ -139,6 +139,21 @@ def test_entanglement_caption_names_the_aggregation_of_delta(two_domains):
 # --------------------------------------------------------------------------- one OOD domain
 
 
+def test_pavpu_augrc_and_eaugrc_get_tables_of_their_own(two_domains):
+    titles = [str(table.title) for table in score_tables(two_domains)]
+    calibration, failure = titles.index("Calibration: ACE"), titles.index("Failure detection: AURC")
+    assert titles[calibration + 1] == "Calibration: PAvPU"
+    assert titles[failure + 1 : failure + 3] == ["Failure detection: AUGRC", "Failure detection: E-AUGRC"]
+    pavpu = task_table(two_domains, "cal", "pavpu", lower_is_better=False)
+    assert "higher is better" in str(pavpu.caption)
+    tu = rows_of(render(pavpu))[2]
+    assert tu[0] == "TU ✓"
+    assert tu[1] == format_value(two_domains.value("cal", "id", "tu", "pavpu"), digits=3)
+    augrc = rows_of(render(task_table(two_domains, "fd", "augrc", lower_is_better=True)))
+    assert len(augrc) == 6  # AU, EU, TU for each of the two image scores
+    assert task_table(two_domains, "fd", "brier") is None  # no such rows
+
+
 def test_the_ood_split_of_one_domain_is_shown_once(one_domain):
     scores = one_domain
     assert single_ood_domain(scores) == "blur"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,7 +125,7 @@ def test_fits_do_not_depend_on_how_the_images_are_batched():
     maps, raters = random_batch(np.random.default_rng(3), 7)
     wanted = {"conventions": Conventions(rescale_eu=True), "thresholds": True, "platt": True}
     whole = fit_batches([(maps, raters)], **wanted)
-    assert set(whole.parameters) == {"eu_scale", "threshold_level", "thresholds", "platt"}
+    assert set(whole.parameters) == {"eu_scale", "threshold_level", "thresholds", "platt", "pavpu_thresholds"}
     assert whole.n_images == 7
     for stops in [(3,), (1, 2, 5)]:
         assert fit_batches(split(maps, raters, *stops), **wanted).to_dict() == whole.to_dict()
@@ -144,6 +145,25 @@ def test_the_spilled_look_sees_the_maps_as_scored():
     table = PlattTable()
     table.add(eu, raters.agree, raters.valid)
     assert fitted.platt["eu"] == table.fit()
+
+
+def test_pavpu_tau_is_the_quantile_of_the_rated_pixels_at_their_accuracy():
+    """PAvPU's τ: numpy's quantile of U (as scored: EU rescaled) over the pixels with a
+    rater, at the fraction of them where at least half the raters agree."""
+    maps, raters = random_batch(np.random.default_rng(11), 5)
+    valid = raters.valid.copy()
+    valid[0, :2] = 0  # pixels without a rater count in neither q nor the quantile
+    raters = RaterStatistics(raters.variance, np.minimum(raters.agree, valid), valid)
+    fitted = fit_batches(split(maps, raters, 2), Conventions(rescale_eu=True), platt=True)
+    counted = valid > 0
+    level = np.mean((raters.agree / np.maximum(valid, 1) >= 0.5)[counted])
+    eu = (maps["eu"] * np.float32(fitted.eu_scale)).astype(np.float32)
+    for measure, u in (("au", maps["au"]), ("eu", eu), ("tu", maps["au"] + eu)):
+        assert fitted.pavpu_thresholds[measure] == float(np.quantile(u[counted], level))
+    assert fitted.to_dict()["pavpu_thresholds"] == dict(fitted.pavpu_thresholds)
+    unrated = RaterStatistics(raters.variance, raters.agree * 0, raters.valid * 0)
+    assert fit_batches([(maps, unrated)], platt=True).pavpu_thresholds == {}
+    assert "pavpu_thresholds" not in fit_batches([(maps, unrated)], platt=True).to_dict()
 
 
 def test_platt_without_a_rated_pixel_is_empty_and_without_raters_refused():
@@ -212,3 +232,117 @@ def test_a_new_quantity_is_one_entry(monkeypatch):
     assert list(fitted.to_dict())[-1] == "mean_tu"
     assert fitted.to_dict()["mean_tu"] == {"mean": fitted["mean_tu"]}
     assert set(fitted.platt) == set(MEASURES)
+
+
+@dataclass(frozen=True)
+class AboveMeanTU:
+    """A made-up quantity of two ``spilled`` looks: the share of pixels whose TU is above
+    the mean TU, the mean from the first look and the share from the second."""
+
+    name: str = "above_mean_tu"
+    look: str = "spilled"
+    default: float = 0.0
+
+    def wanted(self, setup):
+        return True
+
+    def empty(self, setup):
+        return np.zeros(2)
+
+    def add(self, sums, images, setup):
+        tu = images.maps["tu"]
+        if self.name in setup.again:
+            sums += [np.count_nonzero(tu > setup.again[self.name]), tu.size]
+        else:
+            sums += [tu.sum(dtype=np.float64), tu.size]
+        return sums
+
+    def merge(self, sums, other):
+        return sums + other
+
+    def another_look(self, sums, setup):
+        return None if self.name in setup.again else float(sums[0] / sums[1])
+
+    def fit(self, sums, setup):
+        return float(sums[0] / sums[1])
+
+    def to_json(self, parameters):
+        return None
+
+
+def counting_looks(setup: FitSetup, batches) -> tuple[Fitted, list[int]]:
+    """Fit as :func:`fit_batches` does, and count the calls of ``spilled`` (one per look)."""
+    sums = [read_sums(setup, maps, raters, None, np.ones(len(maps["au"]), dtype=bool)) for maps, raters in batches]
+    looks = []
+    return fit(setup, sums, lambda: looks.append(1) or iter(batches)), looks
+
+
+def test_a_quantity_may_ask_for_another_spilled_look(monkeypatch):
+    """The spilled maps are looked at once more, and the second look adds to the
+    quantities that asked for it alone, with what they asked for in ``setup.again``."""
+    monkeypatch.setattr(fitting, "FITTED_QUANTITIES", (*fitting.FITTED_QUANTITIES, AboveMeanTU()))
+    seen: list[FitSetup] = []
+    add = AboveMeanTU.add
+    monkeypatch.setattr(
+        AboveMeanTU, "add", lambda self, sums, images, setup: add(self, sums, images, seen.append(setup) or setup)
+    )
+    maps, raters = random_batch(np.random.default_rng(12), 5)
+    batches = split(maps, raters, 2, 3)
+    fitted, looks = counting_looks(FitSetup(Conventions(), images=np.ones(5, dtype=bool), thresholds=True), batches)
+    tu = maps["tu"]
+    mean = float(tu.sum(dtype=np.float64) / tu.size)
+    assert fitted["above_mean_tu"] == np.count_nonzero(tu > mean) / tu.size
+    assert len(looks) == 2
+    assert [setup.again for setup in seen] == [{}] * 3 + [{"above_mean_tu": mean}] * 3
+    assert [quantity.name for quantity in seen[0].looking] == ["thresholds", "above_mean_tu"]
+    assert [quantity.name for quantity in seen[-1].looking] == ["above_mean_tu"]
+    assert fitted.thresholds == fit_batches(batches, thresholds=True).thresholds
+
+
+def test_spilled_maps_are_looked_at_once_without_cal_and_twice_with_it():
+    """CAL's PAvPU τ takes the second look; the ``threshold`` aggregation's τ does not."""
+    maps, raters = random_batch(np.random.default_rng(13), 4)
+    for wanted, n_looks in (({"thresholds": True}, 1), ({"platt": True}, 2), ({"thresholds": True, "platt": True}, 2)):
+        _, looks = counting_looks(FitSetup(Conventions(), images=np.ones(4, dtype=bool), **wanted), [(maps, raters)])
+        assert len(looks) == n_looks, wanted
+
+
+@pytest.mark.parametrize("method", ["linear", "inverted_cdf", "hazen", "nearest", "midpoint"])
+def test_pavpu_tau_takes_the_quantile_method_however_the_images_are_batched(method):
+    maps, raters = random_batch(np.random.default_rng(14), 6)
+    conventions = Conventions(quantile_method=method)
+    counted = raters.valid > 0
+    level = np.float64(np.count_nonzero(2 * raters.agree >= raters.valid) / np.count_nonzero(counted))
+    expected = {m: float(np.quantile(maps[m][counted], level, method=method)) for m in MEASURES}
+    for stops in [(), (1,), (2, 3, 5)]:
+        assert fit_batches(split(maps, raters, *stops), conventions, platt=True).pavpu_thresholds == expected
+
+
+def test_pavpu_tau_is_fitted_in_memory_that_does_not_grow_with_the_calibration_pixels(monkeypatch):
+    """PAvPU's τ keeps counts of a fixed size: 16 times the calibration pixels (64
+    batches of 4 images of 64 × 64 against 4 batches; keeping their U would add 12 MB)
+    leave the peak of its fit within 0.1 MB. (Platt's table, also bounded, fills up
+    with more distinct values of U, so it is left out here.)"""
+    monkeypatch.setattr(fitting, "FITTED_QUANTITIES", (fitting.EUScale(), fitting.PAvPUThresholds()))
+
+    def batches(n_batches: int):
+        for number in range(n_batches):
+            rng = np.random.default_rng(number)
+            au = rng.gamma(0.5, size=(4, 64, 64)).astype(np.float32)
+            eu = rng.gamma(0.2, size=au.shape).astype(np.float32)
+            agree = rng.binomial(3, 1 / (1 + au + eu)).astype(np.int32)
+            maps = {"au": au, "eu": eu, "tu": au + eu, "pred": np.zeros(au.shape, dtype=np.uint8)}
+            yield maps, RaterStatistics(np.zeros(au.shape, dtype=np.float32), agree, np.full(au.shape, 3, np.int32))
+
+    def peak(n_batches: int) -> int:
+        setup = FitSetup(Conventions(), images=np.ones(4 * n_batches, dtype=bool), platt=True)
+        tracemalloc.start()
+        try:
+            fitted = fit(setup, [], lambda: batches(n_batches))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert set(fitted.pavpu_thresholds) == set(MEASURES)
+
+    peak(1)  # imports and caches
+    assert peak(64) < peak(4) + 100_000

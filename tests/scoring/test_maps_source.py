@@ -245,6 +245,7 @@ def test_a_maps_store_scored_on_a_cluster_gives_the_local_numbers(tmp_path):
         remote = uqeval.score(
             tmp_path / "maps.zarr", batch_bytes=4096, scheduler=cluster.scheduler_address, scratch=tmp_path
         )
+    assert {"pavpu", "augrc", "eaugrc"} <= {row["metric"] for row in local.results}
     assert comparable(remote) == comparable(local)
 
 

@@ -91,12 +91,15 @@ def test_volumes_read_in_slabs_score_as_the_volumes_held_whole(volume_store, mon
     streamed = uqeval.score(volume_store, batch_bytes=source.bytes_per_image // 2, **OPTIONS)
     assert ranges == [[(0, 4), (4, 8), (8, 9)]]
     # Every slab was decoded straight from its chunk files: the 11 volumes scored, and the
-    # 3 calibration volumes read once more for each of the two looks of the fits (`threshold`
-    # needs both: its quantile level from the read look, τ from the spilled one).
+    # 3 calibration volumes read once more for each of the three looks of the fits (`threshold`
+    # needs two: its quantile level from the read look, τ from the spilled one; PAvPU's τ
+    # takes a second spilled look).
     for name in (source.variable, "labels"):
-        assert READS.by_array()[name] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
+        assert READS.by_array()[name] == ArrayReads(0, 0, (11 + 3 * 3) * DEPTH, 0)
     whole = uqeval.score(volume_store, **OPTIONS)
+    assert {"pavpu", "augrc", "eaugrc"} <= {row["metric"] for row in streamed.results}
     _assert_close(_rows(streamed), _rows(whole))
+    assert streamed.fitted.pavpu_thresholds == whole.fitted.pavpu_thresholds
     for got, want in zip(streamed.image_rows(), whole.image_rows(), strict=True):
         _assert_close(got, want)
     assert streamed.fitted.to_dict().keys() == whole.fitted.to_dict().keys()
@@ -128,9 +131,9 @@ def test_slabs_of_several_chunks_are_decomposed_chunk_by_chunk_as_the_volumes_he
     )
     READS.reset()
     streamed = uqeval.score(store, batch_bytes=source.bytes_per_image // 2, **OPTIONS)
-    # 11 volumes scored and 3 calibration volumes looked at twice: two slabs of two chunks each.
-    assert chunked == [2] * (11 + 2 * 3) * 2
-    assert READS.by_array()["probs"] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
+    # 11 volumes scored and 3 calibration volumes looked at three times: two slabs of two chunks each.
+    assert chunked == [2] * (11 + 3 * 3) * 2
+    assert READS.by_array()["probs"] == ArrayReads(0, 0, (11 + 3 * 3) * DEPTH, 0)
     whole = uqeval.score(store, **OPTIONS)
     _assert_close(_rows(streamed), _rows(whole))
     for got, want in zip(streamed.image_rows(), whole.image_rows(), strict=True):
@@ -150,11 +153,20 @@ def test_slices_of_volumes_read_in_slabs_score_as_before(volume_store):
     assert len(small.image_rows()) == 11 * DEPTH
 
 
-def test_calibration_volumes_are_read_once_more_when_only_platt_is_fitted(volume_store):
+def test_calibration_volumes_are_read_twice_more_with_cal_only(volume_store):
+    """CAL fits Platt scaling and PAvPU's τ in one spilled look, and τ in a second one."""
     source = cube_source(uqeval.open_cube(volume_store), volume_store)
     READS.reset()
     uqeval.score(volume_store, batch_bytes=source.bytes_per_image // 2, tasks=("cal",))
-    assert READS.by_array()[source.variable] == ArrayReads(0, 0, (11 + 3) * DEPTH, 0)
+    assert READS.by_array()[source.variable] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
+
+
+def test_pavpus_second_look_is_taken_only_with_cal(volume_store):
+    """Without CAL, the `threshold` aggregation's two looks only."""
+    source = cube_source(uqeval.open_cube(volume_store), volume_store)
+    READS.reset()
+    uqeval.score(volume_store, batch_bytes=source.bytes_per_image // 2, tasks=("oodd",), aggregations=("threshold",))
+    assert READS.by_array()[source.variable] == ArrayReads(0, 0, (11 + 2 * 3) * DEPTH, 0)
 
 
 def test_whole_volumes_of_a_store_chunked_in_z_slabs_are_decoded_from_their_chunk_files(volume_store):

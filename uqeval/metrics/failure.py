@@ -28,6 +28,14 @@ the ``m!`` orders.
 0.041667
 >>> aurc([0.3, 0.3], [1.0, 0.0])  # mean of the two orders, 0.25 and 0.75
 0.5
+
+The generalized risk of Traub et al. (NeurIPS 2024) divides the cumulative risk by all
+``n`` images instead of the ``k`` kept, :math:`G_k = C_k / n`, and AUGRC is the trapezoidal
+area under (coverage, :math:`G`) as fd-shifts computes it, from (0, 0) through the end of
+every run of tied scores (:func:`augrc`):
+
+>>> augrc([0.1, 0.4, 0.35, 0.8], [0.0, 1.0, 0.0, 0.5])  # G = 0, 0, 0, 1/4, 3/8: (1/8 + 5/16) / 4
+0.109375
 """
 
 from __future__ import annotations
@@ -236,3 +244,51 @@ def eaurc(scores: ArrayLike, risks: ArrayLike) -> float:
     """
     scores, risks = _scores_and_risks(scores, risks)
     return float(_risk_coverage(scores, risks).risk.mean() - _risk_coverage(risks, risks).risk.mean())
+
+
+def _generalized_risk_area(scores: np.ndarray, risks: np.ndarray) -> float:
+    """Trapezoidal area under (coverage, generalized risk), one point per end of a tie run."""
+    n = scores.size
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    # The last position of each run of tied scores (`!=`: tied infinities are tied).
+    ends = np.r_[np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), n - 1]
+    kept = np.r_[0, ends + 1] / n
+    generalized = np.r_[0.0, np.cumsum(risks[order])[ends]] / n
+    return float(np.sum(np.diff(kept) * (generalized[1:] + generalized[:-1])) / 2)
+
+
+def augrc(scores: ArrayLike, risks: ArrayLike) -> float:
+    r"""Area under the generalized risk–coverage curve (Traub et al., NeurIPS 2024), as fd-shifts computes it.
+
+    Images are kept from the lowest score up. With :math:`C_k` the cumulative risk of
+    the ``k`` kept, the generalized risk is :math:`G_k = C_k / n` (the risk of a kept
+    image that fails, counted against all ``n`` images), and
+
+    .. math:: \mathrm{AUGRC} = \sum_{g} \frac{k_g - k_{g-1}}{n} \cdot \frac{G_{k_g} + G_{k_{g-1}}}{2}
+
+    the trapezoidal area under the points :math:`(k_g / n, G_{k_g})`, ``k_0 = 0`` and
+    :math:`k_g` the end of the ``g``-th run of tied scores. A run of tied images is one
+    straight segment, which is the mean over the orders of the tied images: exact with
+    ties, like :func:`aurc`. Lower is better; in [0, 1/2] for risks in [0, 1]. Every score
+    tied gives ``mean(r) / 2``; ``n = 1`` gives ``r / 2``. O(n log n).
+
+    Parameters and errors as in :func:`risk_coverage` (no images raise).
+    """
+    return _generalized_risk_area(*_scores_and_risks(scores, risks))
+
+
+def eaugrc(scores: ArrayLike, risks: ArrayLike) -> float:
+    r"""Excess AUGRC: :func:`augrc` minus the AUGRC of the images ordered by their risk.
+
+    .. math:: \mathrm{E\text{-}AUGRC} = \mathrm{AUGRC}(s, r) - \mathrm{AUGRC}(r, r)
+
+    The ordering by risk keeps the lowest risks first, which makes every :math:`G_k` as
+    small as it can be, so the excess is non-negative up to rounding and 0 when the
+    scores order the images by risk (or all risks are equal). fd-shifts' ``eaugrc`` is
+    the same difference (it reports both ×1000).
+
+    Parameters and errors as in :func:`risk_coverage`.
+    """
+    scores, risks = _scores_and_risks(scores, risks)
+    return _generalized_risk_area(scores, risks) - _generalized_risk_area(risks, risks)

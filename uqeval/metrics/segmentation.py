@@ -130,6 +130,22 @@ def overlap_scores(counts: np.ndarray, *, kind: str = "iou", empty: float = 1.0)
     return np.where(n_present > 0, scores, empty)
 
 
+def both_empty(counts: np.ndarray) -> np.ndarray:
+    """(n, m) bool: the pairs of :func:`overlap_counts` where neither mask has foreground
+    (on the pixels both count), those :func:`overlap_scores` gives ``empty``."""
+    intersection, size_first, size_second = counts
+    return ~((size_first + size_second - intersection) > 0).any(axis=0)
+
+
+#: How GED and Hungarian-matched IoU treat a pair of masks without foreground: ``count``
+#: it with IoU ``empty_iou``, or ``skip`` it.
+EMPTY_PAIRS = ("count", "skip")
+
+#: How Hungarian-matched IoU matches ``n`` samples with ``m`` raters: both repeated to
+#: ``lcm(n, m)``, or the rectangular ``n × m`` matrix as it is.
+MATCHINGS = ("lcm", "rectangular")
+
+
 def discrete_samples(cube: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
     """Class maps of ``n_samples`` joint predictions drawn without replacement.
 
@@ -154,26 +170,44 @@ def generalised_energy_distance(
     .. math:: D^2_{GED} = 2\,\mathbb{E}[d(S, Y)] - \mathbb{E}[d(S, S')] - \mathbb{E}[d(Y, Y')]
 
     every expectation a mean over all ordered pairs, self-pairs included (the usual
-    implementation since Kohl et al., 2018).
+    implementation since Kohl et al., 2018). Pairs that are NaN (skipped pairs of
+    empty masks) are left out of their expectation; an expectation with no pair left
+    makes the distance NaN.
     """
-    return float(2 * distance_cross.mean() - distance_samples.mean() - distance_raters.mean())
+    means = []
+    for distances in (distance_cross, distance_samples, distance_raters):
+        kept = distances[~np.isnan(distances)]
+        if kept.size == 0:
+            return float("nan")
+        means.append(kept.mean() if kept.size < distances.size else distances.mean())
+    return float(2 * means[0] - means[1] - means[2])
 
 
-def hungarian_iou(iou: np.ndarray) -> float:
+def hungarian_iou(iou: np.ndarray, *, matching: str = "lcm") -> float:
     """Hungarian-matched IoU of an (n samples, m raters) IoU matrix.
 
-    Both sets are repeated up to ``lcm(n, m)`` members so that each rater is matched
-    equally often (16 samples against 4 raters: each rater four times), then
-    ``scipy.optimize.linear_sum_assignment`` finds the matching of largest total IoU;
-    the score is its mean IoU.
+    With ``matching="lcm"``, both sets are repeated up to ``lcm(n, m)`` members so that
+    each rater is matched equally often (16 samples against 4 raters: each rater four
+    times); with ``"rectangular"`` the ``n × m`` matrix is matched as it is, ``min(n, m)``
+    pairs. ``scipy.optimize.linear_sum_assignment`` finds the matching of largest total
+    IoU; the score is its mean IoU. A NaN entry (a skipped pair of empty masks) is
+    matched as IoU 1, the perfect match it is, and left out of the mean; NaN when every
+    matched pair is such a pair.
     """
+    if matching not in MATCHINGS:
+        raise UQEvalError(f"segmentation: matching is {matching!r}; expected {' or '.join(map(repr, MATCHINGS))}")
     n, m = iou.shape
-    size = math.lcm(n, m)
-    tiled = np.tile(iou, (size // n, size // m))
+    if matching == "lcm":
+        size = math.lcm(n, m)
+        iou = np.tile(iou, (size // n, size // m))
+    skipped = np.isnan(iou)
     from scipy.optimize import linear_sum_assignment  # imported here: scipy is slow to import
 
-    rows, columns = linear_sum_assignment(tiled, maximize=True)
-    return float(tiled[rows, columns].mean())
+    rows, columns = linear_sum_assignment(np.where(skipped, 1.0, iou), maximize=True)
+    if not skipped.any():
+        return float(iou[rows, columns].mean())
+    kept = ~skipped[rows, columns]
+    return float(iou[rows[kept], columns[kept]].mean()) if kept.any() else float("nan")
 
 
 @dataclass(frozen=True)
@@ -203,6 +237,8 @@ def segmentation_quality(
     seed: int = 0,
     empty: float = 1.0,
     ignore: int = IGNORE_LABEL,
+    empty_pair: str = "count",
+    matching: str = "lcm",
 ) -> SegmentationQuality:
     """Dice, GED and Hungarian-matched IoU of a batch of images.
 
@@ -214,21 +250,44 @@ def segmentation_quality(
     image_indices : (image,) int
         Position of each image in its store: image ``i`` draws its samples from
         ``SeedSequence(seed, spawn_key=(i,))``, so results do not depend on chunking.
+    empty_pair : ``"count"`` or ``"skip"``
+        GED and Hungarian-matched IoU: a pair of masks without foreground has IoU
+        ``empty``, or is left out (:func:`generalised_energy_distance`,
+        :func:`hungarian_iou`). The Dice of ``pred`` always scores it ``empty``.
+    matching : ``"lcm"`` or ``"rectangular"``
+        :func:`hungarian_iou`'s matching.
     """
+    _check_choices(empty_pair, matching)
     n_images, _, _, n_classes = cubes.shape[:4]
     results = np.empty((3, n_images))
     for i in range(n_images):
         raters = labels[i]
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(image_indices[i]),)))
         samples = discrete_samples(cubes[i], n_samples, rng)
-        options = {"background": background, "empty": empty, "ignore": ignore}
-        results[0, i] = overlap_matrix(pred[i][None], raters, n_classes, kind="dice", **options).mean()
-        iou_cross = overlap_matrix(samples, raters, n_classes, **options)
-        iou_samples = overlap_matrix(samples, samples, n_classes, **options)
-        iou_raters = overlap_matrix(raters, raters, n_classes, **options)
+        options = {"background": background, "ignore": ignore}
+        results[0, i] = overlap_matrix(pred[i][None], raters, n_classes, kind="dice", empty=empty, **options).mean()
+        iou_cross, iou_samples, iou_raters = (
+            _pair_iou(overlap_counts(first, second, n_classes, **options), empty, empty_pair)
+            for first, second in ((samples, raters), (samples, samples), (raters, raters))
+        )
         results[1, i] = generalised_energy_distance(1 - iou_cross, 1 - iou_samples, 1 - iou_raters)
-        results[2, i] = hungarian_iou(iou_cross)
+        results[2, i] = hungarian_iou(iou_cross, matching=matching)
     return SegmentationQuality(*results)
+
+
+def _check_choices(empty_pair: str, matching: str) -> None:
+    if empty_pair not in EMPTY_PAIRS:
+        raise UQEvalError(f"segmentation: empty_pair is {empty_pair!r}; expected {' or '.join(map(repr, EMPTY_PAIRS))}")
+    if matching not in MATCHINGS:
+        raise UQEvalError(f"segmentation: matching is {matching!r}; expected {' or '.join(map(repr, MATCHINGS))}")
+
+
+def _pair_iou(counts: np.ndarray, empty: float, empty_pair: str) -> np.ndarray:
+    """IoU (n, m) of :func:`overlap_counts`; NaN at the pairs of empty masks when they are skipped."""
+    iou = overlap_scores(counts, empty=empty)
+    if empty_pair == "skip":
+        iou = np.where(both_empty(counts), np.nan, iou)
+    return iou
 
 
 class VolumeSegmentation:
@@ -248,9 +307,13 @@ class VolumeSegmentation:
         seed: int = 0,
         empty: float = 1.0,
         ignore: int = IGNORE_LABEL,
+        empty_pair: str = "count",
+        matching: str = "lcm",
     ) -> None:
+        _check_choices(empty_pair, matching)
         self.position, self.n_classes, self.n_samples, self.seed = position, n_classes, n_samples, seed
         self.background, self.empty, self.ignore = background, empty, ignore
+        self.empty_pair, self.matching = empty_pair, matching
         self._chosen: np.ndarray | None = None
         self._counts: dict[str, np.ndarray] = {}
 
@@ -280,8 +343,9 @@ class VolumeSegmentation:
         """The volume's scores, as :func:`segmentation_quality` gives them (one image)."""
         counts = self._counts
         dice = overlap_scores(counts["dice"], kind="dice", empty=self.empty).mean()
-        iou_cross = overlap_scores(counts["cross"], empty=self.empty)
-        iou_samples = overlap_scores(counts["samples"], empty=self.empty)
-        iou_raters = overlap_scores(counts["raters"], empty=self.empty)
+        iou_cross, iou_samples, iou_raters = (
+            _pair_iou(counts[name], self.empty, self.empty_pair) for name in ("cross", "samples", "raters")
+        )
         ged = generalised_energy_distance(1 - iou_cross, 1 - iou_samples, 1 - iou_raters)
-        return SegmentationQuality(np.array([dice]), np.array([ged]), np.array([hungarian_iou(iou_cross)]))
+        matched = hungarian_iou(iou_cross, matching=self.matching)
+        return SegmentationQuality(np.array([dice]), np.array([ged]), np.array([matched]))

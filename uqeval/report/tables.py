@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     from uqeval.results import Scores
 
 _MEASURE_NAMES = {"au": "AU", "eu": "EU", "tu": "TU"}
+#: Metrics shown in a table of their own after their task's, with whether lower is
+#: better; the others (FPR95, ECE, …) are in scores.json and metrics.csv only.
+SECOND_METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "cal": (("pavpu", False),),
+    "fd": (("augrc", True), ("eaugrc", True)),
+}
+#: Table titles of the metrics whose name is not just its upper case.
+_METRIC_TITLES = {"pavpu": "PAvPU", "eaugrc": "E-AUGRC"}
 #: Relative and absolute difference below which an ``ood`` value counts as a copy of the one OOD domain's.
 _SAME_VALUE_TOLERANCE = 1e-12
 
@@ -155,19 +163,24 @@ def aggregations_scored(scores: Scores, task: str | None = None) -> list[str]:
     return [primary, *(name for name in seen if name != primary)] if primary in seen else seen
 
 
-def task_table(scores: Scores, task: str) -> Table | None:
+def task_table(
+    scores: Scores, task: str, metric: str | None = None, *, lower_is_better: bool | None = None
+) -> Table | None:
     """The task's metric per measure (rows) and split (columns), the correct measure marked.
 
     A task scored with several image scores (``--aggregation border,mean``) gets one
     block of rows per aggregation, the conventions' one (that of Δ) first. With one OOD
     domain, the ``ood`` split, a copy of it, is shown once under the domain's name
     (``blur = ood``). A row per measure scored (those a maps store gives); None when
-    the task was not scored.
+    the task was not scored. ``metric`` (with ``lower_is_better``) shows another of the
+    task's metrics (:data:`SECOND_METRICS`); None when it has no row.
     """
     definition = TASKS[task]
+    shown_metric = definition.metric if metric is None else metric
+    lower = definition.lower_is_better if lower_is_better is None else lower_is_better
     single = single_ood_domain(scores)
     splits = _shown_splits(_splits(scores, task), single)
-    if not splits:
+    if not splits or not any(row["task"] == task and row["metric"] == shown_metric for row in scores.results):
         return None
     aggregations = aggregations_scored(scores, task)
     notes = []
@@ -176,11 +189,14 @@ def task_table(scores: Scores, task: str) -> Table | None:
             notes.append(f"image score: {aggregations[0]}")
         else:
             notes.append(f"image scores: {aggregations[0]} (used for Δ), {', '.join(aggregations[1:])}")
-    if definition.lower_is_better:
+    if lower:
         notes.append("lower is better")
+    elif metric is not None:
+        notes.append("higher is better")
     notes.append("✓ the measure that should win")
+    metric_title = _METRIC_TITLES.get(shown_metric, shown_metric.upper())
     table = Table(
-        title=f"{definition.title[0].upper()}{definition.title[1:]}: {definition.metric.upper()}",
+        title=f"{definition.title[0].upper()}{definition.title[1:]}: {metric_title}",
         caption="; ".join(notes),
         title_justify="left",
         caption_justify="left",
@@ -198,7 +214,7 @@ def task_table(scores: Scores, task: str) -> Table | None:
             cells = []
             for split, _ in splits:
                 try:
-                    value = scores.value(task, split, measure, definition.metric, aggregation)
+                    value = scores.value(task, split, measure, shown_metric, aggregation)
                 except KeyError:
                     cells.append("")
                 else:
@@ -264,7 +280,11 @@ def collapse_table(scores: Scores) -> Table | None:
 
 def score_tables(scores: Scores) -> list[Table]:
     """Every table of ``uqeval score``, in the order printed."""
-    tables = [task_table(scores, task) for task in TASKS]
+    tables = []
+    for task in TASKS:
+        tables.append(task_table(scores, task))
+        for metric, lower in SECOND_METRICS.get(task, ()):
+            tables.append(task_table(scores, task, metric, lower_is_better=lower))
     tables += [entanglement_table(scores), collapse_table(scores)]
     return [table for table in tables if table is not None]
 

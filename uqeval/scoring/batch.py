@@ -146,6 +146,8 @@ def decomposed_batch(
             n_samples=options.conventions.segmentation_samples,
             seed=options.conventions.seed,
             empty=options.conventions.empty_iou,
+            empty_pair=options.conventions.empty_pair,
+            matching=options.conventions.hungarian_matching,
         )
     if options.failure_risk and loaded.labels is not None:
         result.risk = failure_risk(
@@ -215,6 +217,7 @@ def score_batch(
         eu_scale=fitted.eu_scale,
         thresholds=fitted.thresholds,
         platt=fitted.platt,
+        pavpu_thresholds=fitted.pavpu_thresholds,
         conventions=options.conventions,
         aggregations=options.aggregations,
         raters=raters,

@@ -10,7 +10,11 @@ Each quantity is accumulated in one of two *looks* at the images fitted on:
   fitted. Each batch's sums travel back to the engine, which merges them in source order.
 - ``spilled``: by the engine, from the spilled maps, in source order, after the
   ``read`` fits: the maps are seen as they will be scored (EU rescaled by ``r``),
-  and :attr:`FitSetup.earlier` holds the ``read`` fits.
+  and :attr:`FitSetup.earlier` holds the ``read`` fits. A quantity may ask for
+  another look at the spilled maps (its optional ``another_look``): the next look
+  adds to the quantities that asked only, and hands each what it asked with in
+  :attr:`FitSetup.again`. :class:`PAvPUThresholds` finds its exact quantile in two
+  looks that keep counts only.
 
 Sums are always combined in source order, so that a fit does not depend on which
 worker finished first, nor on how the images are batched.
@@ -73,6 +77,8 @@ from uqeval.errors import UQEvalError
 from uqeval.image_statistics import rescaled
 from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.calibration import BinnedPlattTable, PlattFit, PlattTable, platt_table
+from uqeval.metrics.order_statistics import KeySelection, high_key_counts, select
+from uqeval.metrics.pavpu import accurate
 from uqeval.names import MEASURES
 
 #: Where a quantity is accumulated: from each batch as read, or from the spilled maps after the ``read`` fits.
@@ -119,6 +125,11 @@ class Fitted:
         return self["thresholds"]
 
     @property
+    def pavpu_thresholds(self) -> Mapping[str, float]:
+        """PAvPU's ``τ`` per measure (empty when not fitted)."""
+        return self["pavpu_thresholds"]
+
+    @property
     def platt(self) -> Mapping[str, PlattFit]:
         """:class:`~uqeval.metrics.calibration.PlattFit` per measure (empty when not fitted)."""
         return self["platt"]
@@ -151,6 +162,9 @@ class FitSetup:
         CAL is scored, so Platt scaling is fitted.
     earlier : Fitted
         The ``read`` fits, for the quantities of the ``spilled`` look (empty before).
+    again : mapping
+        In a further ``spilled`` look, by the name of each quantity that asked for it,
+        what its ``another_look`` returned after the look before; empty in the first.
     """
 
     conventions: Conventions
@@ -160,6 +174,7 @@ class FitSetup:
     thresholds: bool = False
     platt: bool = False
     earlier: Fitted = field(default_factory=Fitted)
+    again: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def wanted(self) -> tuple[FittedQuantity, ...]:
@@ -167,6 +182,13 @@ class FitSetup:
         if not self.images.any():
             return ()
         return tuple(quantity for quantity in FITTED_QUANTITIES if quantity.wanted(self))
+
+    @property
+    def looking(self) -> tuple[FittedQuantity, ...]:
+        """The quantities this ``spilled`` look adds to: every wanted one of that look,
+        or in a further look those that asked for it (:attr:`again`)."""
+        spilled = [quantity for quantity in self.wanted if quantity.look == "spilled"]
+        return tuple(quantity for quantity in spilled if not self.again or quantity.name in self.again)
 
 
 @dataclass(frozen=True)
@@ -206,6 +228,14 @@ class FittedQuantity(Protocol):
         fit) or from the spilled maps, after the ``read`` fits (see the module).
     default
         Its parameters when it is not fitted (immutable).
+
+    Notes
+    -----
+    A ``spilled`` quantity that needs more than one look at the spilled maps has one
+    more method, ``another_look(sums, setup)``: called after each look with that look's
+    summed sums, it returns None to be fitted on them, or what the next look needs to
+    know, which becomes ``setup.again[name]`` there (``empty`` and ``add`` see it);
+    ``fit`` gets the last look's sums and setup.
     """
 
     name: str
@@ -435,8 +465,82 @@ class PlattScaling:
         }
 
 
+@dataclass(frozen=True)
+class PAvPUThresholds:
+    """PAvPU's ``τ`` per measure (:func:`~uqeval.metrics.pavpu.pavpu_threshold`): the
+    quantile of ``U`` over the pixels with a rater of the images fitted on, at ``q`` =
+    the fraction of those pixels that are accurate (``w ≥ 0.5``), with the conventions'
+    quantile method; on the maps as scored (EU rescaled). Fitted with CAL; empty when
+    no pixel has a rater.
+
+    Exact in two ``spilled`` looks that keep counts only
+    (:mod:`uqeval.metrics.order_statistics`), so memory does not grow with the pixels.
+    Sums of the first look: the accurate and counted pixels, and per measure the
+    counts of the upper 16 bits of ``U``'s sort keys; ``another_look`` then picks per
+    measure the buckets that hold the order statistics numpy's quantile reads
+    (:class:`~uqeval.metrics.order_statistics.KeySelection`). Sums of the second: per
+    measure the counts of the lower 16 bits within those buckets.
+    """
+
+    name: str = "pavpu_thresholds"
+    look: Look = "spilled"
+    default: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def wanted(self, setup: FitSetup) -> bool:
+        return setup.platt
+
+    def empty(self, setup: FitSetup) -> dict[str, Any]:
+        selections = setup.again.get(self.name)
+        if selections is None:
+            return {"accurate": 0, "pixels": 0, **dict.fromkeys(MEASURES, 0)}
+        return dict.fromkeys(selections, 0)
+
+    def add(self, sums, images: FitImages, setup: FitSetup):
+        if images.raters is None:
+            raise UQEvalError("PAvPU needs rater labels")
+        counted = images.raters.valid > 0
+        selections = setup.again.get(self.name)
+        if selections is None:
+            sums["accurate"] += int(np.count_nonzero(accurate(images.raters.agree, images.raters.valid)))
+            sums["pixels"] += int(np.count_nonzero(counted))
+        for measure in MEASURES:
+            u = np.asarray(images.maps[measure], dtype=np.float32)[counted]
+            if selections is None:
+                sums[measure] = sums[measure] + high_key_counts(u)
+            else:
+                sums[measure] = sums[measure] + selections[measure].low_key_counts(u)
+        return sums
+
+    def merge(self, sums, other):
+        # Counts and count arrays; 0 stands for the counts of no pixel.
+        return {key: sums[key] + other[key] for key in sums}
+
+    def another_look(self, sums, setup: FitSetup) -> dict[str, KeySelection] | None:
+        """After the first look (with a counted pixel): per measure, the buckets to count next."""
+        if self.name in setup.again or sums["pixels"] == 0:
+            return None
+        level = sums["accurate"] / sums["pixels"]
+        method = setup.conventions.quantile_method
+        return {measure: select(sums[measure], level, method) for measure in MEASURES}
+
+    def fit(self, sums, setup: FitSetup) -> dict[str, float]:
+        selections = setup.again.get(self.name)
+        if selections is None:  # no counted pixel
+            return {}
+        return {measure: selections[measure].quantile(sums[measure]) for measure in MEASURES}
+
+    def to_json(self, parameters: Mapping[str, float]) -> dict[str, float] | None:
+        return dict(parameters) if parameters else None
+
+
 #: Every fitted quantity, in the order of ``fitted.json``.
-FITTED_QUANTITIES: tuple[FittedQuantity, ...] = (EUScale(), ThresholdLevel(), Thresholds(), PlattScaling())
+FITTED_QUANTITIES: tuple[FittedQuantity, ...] = (
+    EUScale(),
+    ThresholdLevel(),
+    Thresholds(),
+    PlattScaling(),
+    PAvPUThresholds(),
+)
 
 
 def read_sums(
@@ -488,6 +592,9 @@ def fit(
         each part of the images fitted on, in source order, summed where the images are
         read (volumes read in z-slabs: :mod:`uqeval.scoring.streaming`); ``setup``
         holds the ``read`` fits.
+
+    Each ``spilled`` look calls ``spilled`` (or ``spilled_sums``) anew: once, and once
+    more for each further look a quantity asks for (:class:`FittedQuantity`).
     """
     quantities = setup.wanted
     if not quantities:
@@ -499,17 +606,38 @@ def fit(
             total = functools.reduce(quantity.merge, parts, quantity.empty(setup))
             parameters[quantity.name] = quantity.fit(total, setup)
     n_images = int(setup.images.sum())
-    later = [quantity for quantity in quantities if quantity.look == "spilled"]
-    if later:
-        setup = replace(setup, earlier=Fitted(dict(parameters), n_images, setup.images_from))
-        totals = {quantity.name: quantity.empty(setup) for quantity in later}
-        for part in spilled_sums(setup) if spilled_sums is not None else ():
-            for quantity in later:
-                totals[quantity.name] = quantity.merge(totals[quantity.name], part[quantity.name])
-        for maps, raters in spilled() if spilled_sums is None else ():
-            images = FitImages(rescaled(maps, setup.earlier.eu_scale), raters)
-            for quantity in later:
-                totals[quantity.name] = quantity.add(totals[quantity.name], images, setup)
-        for quantity in later:
-            parameters[quantity.name] = quantity.fit(totals[quantity.name], setup)
+    setup = replace(setup, earlier=Fitted(dict(parameters), n_images, setup.images_from))
+    while setup.looking:
+        totals = _spilled_look(setup, spilled, spilled_sums)
+        again = {}
+        for quantity in setup.looking:
+            another_look = getattr(quantity, "another_look", None)
+            wish = None if another_look is None else another_look(totals[quantity.name], setup)
+            if wish is None:
+                parameters[quantity.name] = quantity.fit(totals[quantity.name], setup)
+            else:
+                again[quantity.name] = wish
+        if not again:
+            break
+        setup = replace(setup, again=again)
     return Fitted(parameters, n_images, setup.images_from)
+
+
+def _spilled_look(
+    setup: FitSetup,
+    spilled: Callable[[], Iterable[tuple[Mapping[str, np.ndarray], RaterStatistics | None]]],
+    spilled_sums: Callable[[FitSetup], Iterable[Mapping[str, Any]]] | None,
+) -> dict[str, Any]:
+    """One ``spilled`` look's sums of each quantity it adds to (:attr:`FitSetup.looking`), summed in source order."""
+    looking = setup.looking
+    totals = {quantity.name: quantity.empty(setup) for quantity in looking}
+    if spilled_sums is not None:
+        for part in spilled_sums(setup):
+            for quantity in looking:
+                totals[quantity.name] = quantity.merge(totals[quantity.name], part[quantity.name])
+        return totals
+    for maps, raters in spilled():
+        images = FitImages(rescaled(maps, setup.earlier.eu_scale), raters)
+        for quantity in looking:
+            totals[quantity.name] = quantity.add(totals[quantity.name], images, setup)
+    return totals

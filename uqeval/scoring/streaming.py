@@ -9,7 +9,8 @@ statistics (:class:`uqeval.volume_statistics.VolumeStatistics`, with
 :class:`~uqeval.metrics.failure.VolumeRisk`).
 
 The fits need no spill: the volumes fitted on are read once per look they need
-(:mod:`uqeval.scoring.fitting`), and once more to be scored. A look's slabs are shared
+(:mod:`uqeval.scoring.fitting`: the ``read`` look, each ``spilled`` look, PAvPU's
+second one included), and once more to be scored. A look's slabs are shared
 out among the workers one by one, each slab's sums made where it is read and merged in
 slab order, so that a few calibration volumes keep every core busy too. Only the
 calibration volumes are read more than once.
@@ -120,11 +121,12 @@ def spilled_look(
     loaded: Loaded, slab: Slab, *, ids: np.ndarray, options: BatchOptions, setup: FitSetup
 ) -> tuple[Slab, dict[str, Any]]:
     """The ``spilled`` sums of one slab of a volume fitted on, on its maps as they will be
-    scored (``setup.earlier`` holds the ``read`` fits)."""
+    scored (``setup.earlier`` holds the ``read`` fits), of the quantities this look adds
+    to (:attr:`~uqeval.scoring.fitting.FitSetup.looking`: a further look's only those
+    that asked for it)."""
     maps, raters = _decomposed(loaded, ids[slab[0]], options)
     images = FitImages(rescaled({name: maps[name] for name in (*MEASURES, "pred")}, setup.earlier.eu_scale), raters)
-    quantities = [quantity for quantity in setup.wanted if quantity.look == "spilled"]
-    return slab, {quantity.name: quantity.add(quantity.empty(setup), images, setup) for quantity in quantities}
+    return slab, {quantity.name: quantity.add(quantity.empty(setup), images, setup) for quantity in setup.looking}
 
 
 def in_slab_order(results: Iterable[tuple[Slab, Any]], slabs: list[Slab]) -> Iterator[tuple[Slab, Any]]:
@@ -163,6 +165,7 @@ def scored_volume(
         eu_scale=fitted.eu_scale,
         thresholds=fitted.thresholds,
         platt=fitted.platt,
+        pavpu_thresholds=fitted.pavpu_thresholds,
         histogram_group=int(groups[position]) if options.n_groups else -1,
     )
     segmentation = risk = None
@@ -174,6 +177,8 @@ def scored_volume(
             n_samples=conventions.segmentation_samples,
             seed=conventions.seed,
             empty=conventions.empty_iou,
+            empty_pair=conventions.empty_pair,
+            matching=conventions.hungarian_matching,
         )
     if options.failure_risk:
         risk = VolumeRisk(options.n_classes, background=options.background, empty=conventions.empty_iou)

@@ -19,8 +19,9 @@ from uqeval.metrics.calibration import (
     reliability,
 )
 from uqeval.metrics.entanglement import collapse_ratio, entanglement_delta
-from uqeval.metrics.failure import aurc, eaurc
+from uqeval.metrics.failure import augrc, aurc, eaugrc, eaurc
 from uqeval.metrics.oodd import auroc, fpr_at_tpr
+from uqeval.metrics.pavpu import pavpu
 from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
 from uqeval.notes import Note, literal
 from uqeval.scoring.fitting import Fitted
@@ -28,6 +29,9 @@ from uqeval.tasks import TASKS, Task
 
 #: Metric name of the equal-mass ACE rows of CAL.
 EQUAL_MASS_ACE = "ace_equal_mass"
+
+#: The metrics of the FD rows, by name, in row order: (scores, risks) → value.
+FD_METRICS = {"aurc": aurc, "eaurc": eaurc, "augrc": augrc, "eaugrc": eaugrc}
 
 
 @dataclass(frozen=True)
@@ -298,6 +302,8 @@ def tabulate(
         per_split = {}
         for split, chosen in splits.items():
             metrics: dict[str, dict[str, float]] = {"ace": {}, "ece": {}, EQUAL_MASS_ACE: {}}
+            if statistics.pavpu is not None:
+                metrics["pavpu"] = {measure: pavpu(statistics.pavpu[measure][chosen]) for measure in MEASURES}
             for measure in MEASURES:
                 per_image = statistics.calibration[measure]
                 pooled = calibration_sums[measure][split]
@@ -318,7 +324,7 @@ def tabulate(
                     best_wrong = _mean_of_domain_minima(per_split, ood_names, TASKS["cal"].wrong)
             per_split[split] = metrics
             for measure in MEASURES:
-                for metric in ("ace", "ece", EQUAL_MASS_ACE):
+                for metric in metrics:
                     tables.add("cal", split, measure, NO_AGGREGATION, metric, metrics[metric][measure])
             tables.add_delta(TASKS["cal"], split, metrics["ace"], chosen, best_wrong)
 
@@ -331,14 +337,11 @@ def tabulate(
     if statistics.segmentation is not None:
         for split, chosen in splits.items():
             for metric in ("dice", "ged", "hungarian_iou"):
-                tables.add(
-                    "segmentation",
-                    split,
-                    NO_AGGREGATION,
-                    NO_AGGREGATION,
-                    metric,
-                    float(getattr(statistics.segmentation, metric)[chosen].mean()),
-                )
+                values = getattr(statistics.segmentation, metric)[chosen]
+                # NaN: an image whose pairs of empty masks were all skipped (empty_pair="skip").
+                defined = ~np.isnan(values)
+                value = float(values.mean()) if defined.all() else _defined_mean(values[defined].tolist())
+                tables.add("segmentation", split, NO_AGGREGATION, NO_AGGREGATION, metric, value)
 
     tables.note_negative_scores()
     collapse = []
@@ -460,7 +463,7 @@ def _failure_detection(
     aggregations: Sequence[str],
     scored: np.ndarray,
 ) -> None:
-    """FD rows per aggregation: AURC and E-AURC per split and on ``all`` test images;
+    """FD rows per aggregation: AURC, E-AURC, AUGRC and E-AUGRC per split and on ``all`` test images;
     Δ for the primary aggregation."""
     risk = tables.statistics.risk
     has_risk = ~np.isnan(risk)  # images without a rater label are noted with AMB and CAL
@@ -473,15 +476,15 @@ def _failure_detection(
             images = chosen & has_risk
             if not images.any():
                 continue
-            metrics: dict[str, dict[str, float]] = {"aurc": {}, "eaurc": {}}
+            metrics: dict[str, dict[str, float]] = {name: {} for name in FD_METRICS}
             for measure in MEASURES:
-                metrics["aurc"][measure] = aurc(by_measure[measure][images], risk[images])
-                metrics["eaurc"][measure] = eaurc(by_measure[measure][images], risk[images])
+                for name, metric in FD_METRICS.items():
+                    metrics[name][measure] = metric(by_measure[measure][images], risk[images])
             if split == POOLED_OOD and domain_mean and per_split:
                 metrics = _domain_means(per_split, ood_names)
             per_split[split] = metrics
             for measure in MEASURES:
-                for metric in ("aurc", "eaurc"):
+                for metric in FD_METRICS:
                     tables.add("fd", split, measure, aggregation, metric, metrics[metric][measure])
             if aggregation == tables.primary:
                 tables.add_delta(TASKS["fd"], split, metrics["aurc"], images)
