@@ -178,6 +178,7 @@ def test_the_comparison_page_links_each_run_report_beside_it(reports):
     assert all((folder / link).resolve().is_file() for link in links)
     assert "none beside it" in page.plain  # the run without one
     assert len(page.tags("img")) == 2  # entanglement and collapse
+    assert len(page.tags("figure")) == 3  # and the ranks, drawn inline
     assert ood_eu_auroc(reports["disentangled"]) in page.plain
 
 
@@ -238,8 +239,9 @@ def test_both_pages_render_in_headless_chromium(reports, name, tmp_path):
     screenshot = tmp_path / "page.png"
     dom = Page(render(browser, reports[name] / REPORT_PAGE, screenshot, tmp_path / "profile"))
     assert ood_eu_auroc(reports["disentangled"]) in dom.plain
-    figures = [attrs for attrs in dom.tags("img") if (attrs.get("src") or "").startswith("data:image/svg+xml")]
-    assert len(figures) >= (3 if name == "disentangled" else 2)
+    images = [attrs for attrs in dom.tags("img") if (attrs.get("src") or "").startswith("data:image/svg+xml")]
+    assert len(images) == len(dom.tags("img")) >= 2
+    assert len(dom.tags("figure")) >= 3
     assert outside_loads(dom) == []
     # The hostile name is text: no element it names exists, and the one script is ours.
     assert shortened(HOSTILE) in dom.plain

@@ -27,6 +27,7 @@ from uqeval.comparison import split_order
 from uqeval.names import ID_DOMAIN, POOLED_OOD
 from uqeval.precision import precision_record
 from uqeval.report.html_tables import plain_table
+from uqeval.report.rank_chart import rank_chart
 from uqeval.report.readings import FAR_BETTER, NO_BETTER, delta_reading, headline_rows
 from uqeval.report.style import MEASURE_COLOURS, MEASURE_LABELS
 from uqeval.report.tables import (
@@ -272,7 +273,9 @@ def run_links(comparison: Comparison, folder: str | os.PathLike[str]) -> list[st
 
 
 def comparison_page(comparison: Comparison, *, svgs: Mapping[str, bytes], links: Sequence[str | None]) -> str:
-    """``report.html`` of a comparison.
+    """``report.html`` of a comparison: what was compared, the terminal's tables, the
+    ranks as a chart (:mod:`uqeval.report.rank_chart`), the figures, one row per run
+    (linked to its own page), the notes.
 
     Parameters
     ----------
@@ -310,6 +313,7 @@ def comparison_page(comparison: Comparison, *, svgs: Mapping[str, bytes], links:
             ("compared", datetime.now(UTC).isoformat(timespec="seconds")),
         ],
         tables=[plain_table(table) for table in comparison_tables(comparison)],
+        chart=rank_chart(comparison.ranks),
         figures=svg_figures(svgs, COMPARISON_FIGURES),
         runs=runs,
         notes=[printable(note) for note in grouped_notes(comparison.notes)],
