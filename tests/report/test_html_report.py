@@ -256,3 +256,16 @@ def test_both_pages_render_in_headless_chromium(reports, name, tmp_path):
         grey = image.convert("L")
         assert ImageStat.Stat(grey).stddev[0] > 20
         assert len(grey.getcolors(256 * 256) or []) > 20
+
+
+def test_a_run_without_ood_images_or_delta_still_gets_a_page(tmp_path):
+    layout = [(split, role) for split, role in image_plan(16) if split == "id"]
+    store = write_synthetic_store(tmp_path / "id-only.zarr", layout=layout, size=16, eu=2, au=2, raters=2)
+    scores = uqeval.score(store, tasks=["oodd", "cal"])
+    uqeval.save_report(scores, tmp_path / "report")
+    _, page = page_of(tmp_path / "report")
+    assert outside_loads(page) == []
+    assert "Calibration: ACE" in page.plain and "on id, TU is calibrated" in page.plain
+    assert "OOD detection: AUROC" not in page.plain  # not scored: the notes say why
+    assert [note for note in scores.notes if "oodd" in str(note)] and page.tags("li")
+    assert len(page.tags("script")) == 1 and page.plain.endswith("works offline.")
