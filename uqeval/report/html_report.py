@@ -53,7 +53,7 @@ __all__ = [
     "COMPARISON_FIGURES",
     "REPORT_PAGE",
     "SCORE_FIGURES",
-    "Figure",
+    "PageFigure",
     "comparison_page",
     "run_links",
     "score_page",
@@ -65,8 +65,8 @@ REPORT_PAGE = "report.html"
 
 #: The figures of a score report and of a comparison, in page order: file stem → caption.
 SCORE_FIGURES = {
-    "roc": "ROC curves of OOD detection, one panel per OOD domain: ID test images are the negatives, "
-    "the domain's images the positives, each image ranked by its image score; AUROC in each legend.",
+    "roc": "ROC curves of OOD detection: ID test images are the negatives, OOD images the positives, "
+    "each image ranked by its image score; AUROC in each legend.",
     "reliability": "Reliability diagrams: accuracy against confidence per bin, one panel per measure and "
     "one line per split; the dashed diagonal is perfect calibration.",
     "maps": "Example images, one per row: the input (when the store holds it), the prediction, the raters' "
@@ -88,7 +88,7 @@ _SVG_WIDTH = re.compile(rb'<svg[^>]*?\swidth="([0-9.]+)pt"')
 
 
 @dataclass(frozen=True)
-class Figure:
+class PageFigure:
     """A figure of the page: its anchor, caption, ``data:`` URI, width on screen (CSS
     pixels, None when the SVG gives none) and the files it came from."""
 
@@ -105,7 +105,7 @@ def _screen_width(svg: bytes) -> int | None:
     return round(float(match.group(1)) * _PIXELS_PER_POINT * FIGURE_SCALE) if match else None
 
 
-def svg_figures(svgs: Mapping[str, bytes], captions: Mapping[str, str]) -> list[Figure]:
+def svg_figures(svgs: Mapping[str, bytes], captions: Mapping[str, str]) -> list[PageFigure]:
     """The figures of ``captions`` that ``svgs`` (file stem → SVG bytes) holds, in caption order,
     each as a base64 ``data:image/svg+xml`` URI (an ``<img>`` of it runs no script and
     shares no element id with the page or the other figures)."""
@@ -113,7 +113,7 @@ def svg_figures(svgs: Mapping[str, bytes], captions: Mapping[str, str]) -> list[
     for name, caption in captions.items():
         if name in svgs:
             uri = "data:image/svg+xml;base64," + base64.b64encode(svgs[name]).decode("ascii")
-            figures.append(Figure(name, caption, uri, _screen_width(svgs[name]), [f"{name}.png", f"{name}.svg"]))
+            figures.append(PageFigure(name, caption, uri, _screen_width(svgs[name]), [f"{name}.png", f"{name}.svg"]))
     return figures
 
 
