@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -269,3 +270,34 @@ def test_a_run_without_ood_images_or_delta_still_gets_a_page(tmp_path):
     assert "OOD detection: AUROC" not in page.plain  # not scored: the notes say why
     assert [note for note in scores.notes if "oodd" in str(note)] and page.tags("li")
     assert len(page.tags("script")) == 1 and page.plain.endswith("works offline.")
+
+
+#: Appended to a copy of a page (its policy removed, so that this script may run): sorts the
+#: first table by its last column twice (descending), filters the first filterable table
+#: for "blur", and writes what the rows then are into the body's ``data-result``.
+DRIVER = """<script>
+var table = document.querySelector("table.sortable:not(.headline)");
+var header = table.querySelectorAll("thead th");
+header[header.length - 1].click(); header[header.length - 1].click();
+var sorted = Array.prototype.map.call(table.tBodies[0].rows, function (row) {
+  return row.cells[row.cells.length - 1].textContent; });
+var filter = document.querySelector("input.filter");
+filter.value = "blur"; filter.dispatchEvent(new Event("input"));
+var shown = Array.prototype.filter.call(document.getElementById(filter.getAttribute("data-table")).tBodies[0].rows,
+  function (row) { return !row.hidden; }).map(function (row) { return row.textContent.indexOf("blur") >= 0; });
+document.body.setAttribute("data-result", JSON.stringify({sorted: sorted, shown: shown}));
+</script></body>"""
+
+
+@pytest.mark.slow
+def test_tables_sort_and_filter_in_headless_chromium(reports, tmp_path):
+    browser = chromium()
+    page = (reports["disentangled"] / REPORT_PAGE).read_text(encoding="utf-8")
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace("</body>", DRIVER)
+    (tmp_path / "driven.html").write_text(page, encoding="utf-8")
+    dom = render(browser, tmp_path / "driven.html", tmp_path / "driven.png", tmp_path / "profile")
+    [result] = re.findall(r'data-result="([^"]*)"', dom)
+    result = json.loads(result.replace("&quot;", '"'))
+    values = [float(text) for text in result["sorted"] if text not in ("–", "")]
+    assert values == sorted(values, reverse=True) and len(values) >= 3
+    assert result["shown"] and all(result["shown"])  # every row left shows "blur"
