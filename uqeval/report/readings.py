@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD
-from uqeval.report.tables import format_value
+from uqeval.report.tables import SUMMARY_SPLITS, format_value
 from uqeval.tasks import TASKS
 from uqeval.text import shortened
 
@@ -36,13 +36,12 @@ TASK_PHRASES = {
     "cal": "is calibrated",
     "fd": "detects failures",
 }
-#: The split each task's reading is about, first present wins: OOD detection on all OOD
-#: images pooled, the others on the ID test images (where theory speaks most clearly).
+#: The splits a task's reading may be about, first present wins: the split of the
+#: terminal's Δ summary (:data:`~uqeval.report.tables.SUMMARY_SPLITS`: all OOD images
+#: pooled for OOD detection, the ID test images for ambiguity and calibration, every test
+#: image for failure detection), then the ID, pooled OOD and all test images.
 READING_SPLITS = {
-    "oodd": (POOLED_OOD,),
-    "amb": (ID_DOMAIN, POOLED_OOD),
-    "cal": (ID_DOMAIN, POOLED_OOD),
-    "fd": (ID_DOMAIN, ALL_TEST, POOLED_OOD),
+    task: tuple(dict.fromkeys((split, ID_DOMAIN, POOLED_OOD, ALL_TEST))) for task, split in SUMMARY_SPLITS.items()
 }
 
 
