@@ -64,3 +64,4 @@ def test_each_task_is_read_on_its_headline_split():
     chosen = headline_rows(rows)
     assert list(chosen) == ["oodd", "amb", "fd"]
     assert [chosen[task]["split"] for task in chosen] == ["ood", "id", "all"]
+    assert delta_reading(chosen["fd"]).startswith("on all test images, TU detects failures")

@@ -62,7 +62,7 @@ def delta_reading(row: Mapping[str, Any]) -> str:
     task = TASKS.get(str(row["task"]))
     phrase = TASK_PHRASES.get(str(row["task"]), f"does {shortened(row['task'])}")
     correct, wrong = _measures(row["correct"]), _measures(row["wrong"])
-    where = f"on {shortened(row['split'])}, "
+    where = "on all test images, " if row["split"] == ALL_TEST else f"on {shortened(row['split'])}, "
     delta = row.get("delta")
     if delta is None or math.isnan(delta):
         return f"{where}Δ is undefined ({correct} against {wrong}; the notes say why)"
