@@ -32,7 +32,7 @@ from uqeval.ownership import REPORT_MARK
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
 #: Without --no-plots: the data files, and each plot as PNG and SVG.
-DATA_FILES = {"scores.json", "metrics.csv", "entanglement.csv", "images.csv", "fitted.json"}
+DATA_FILES = {"scores.json", "metrics.csv", "entanglement.csv", "images.csv", "fitted.json", "report.html"}
 REPORT_FILES = DATA_FILES | {f"{plot}.{suffix}" for plot in ("roc", "reliability", "maps") for suffix in ("png", "svg")}
 SCORE_OPTIONS = (
     "--out",

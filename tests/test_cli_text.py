@@ -81,6 +81,15 @@ def test_score_shows_markup_and_control_characters_as_text(scored):
     assert_shown_as_text(output)
 
 
+def test_report_html_shows_markup_and_control_characters_as_text(scored):
+    report, _ = scored
+    page = (report / "report.html").read_text(encoding="utf-8")
+    assert_shown_as_text(page)
+    assert LINK in page and CLOSING_TAG in page  # Rich markup means nothing in HTML: shown as written
+    assert "https://e.vil" not in re.findall(r'(?:href|src)="([^"]*)"', page)
+    assert "HYPERLINK(&#34;https://evil.example&#34;" in page  # quotes escaped too
+
+
 def test_inspect_shows_the_domains_and_the_model_as_text(hostile):
     result = runner.invoke(app, ["inspect", str(hostile)], env=WIDE)
     assert result.exit_code == 0, result.output

@@ -478,7 +478,7 @@ def test_ranks_do_not_depend_on_the_order_of_runs(values, random):
 def test_save_writes_every_file_atomically(study, tmp_path):
     out = tmp_path / "out" / "nested"
     written = save_comparison(study, out)
-    names = {"comparison.json", "ranks.csv", "points.csv", "collapse.csv"}
+    names = {"comparison.json", "ranks.csv", "points.csv", "collapse.csv", "report.html"}
     names |= {f"{figure}.{suffix}" for figure in ("entanglement", "collapse") for suffix in ("png", "svg")}
     assert set(written) == names
     assert {path.name for path in out.iterdir()} == {*names, REPORT_MARK}  # no temporary file left behind

@@ -243,6 +243,9 @@ def test_the_wheels_build_pass_twine_and_the_core_wheel_scores_from_a_fresh_venv
         top = names[0].split("/")[0]
         assert f"{top}/LICENSE" in names
         assert not [member for member in names if member.startswith(f"{top}/tests/")], "a partial test suite"
+    core_members = set(zipfile.ZipFile(built["uqeval"][0]).namelist())
+    for template in ("score.html.j2", "compare.html.j2", "report.css", "report.js"):
+        assert f"uqeval/report/templates/{template}" in core_members  # report.html's templates ship
     core_metadata = zipfile.ZipFile(built["uqeval"][0]).read("uqeval-0.1.0.dist-info/METADATA").decode()
     assert 'Requires-Dist: distributed>=2024.6; extra == "cluster"' in core_metadata
     assert not re.search(r"^Requires-Dist: distributed[^;]*$", core_metadata, re.MULTILINE)
@@ -281,6 +284,7 @@ def test_the_wheels_build_pass_twine_and_the_core_wheel_scores_from_a_fresh_venv
     )
     assert "Entanglement" in scored.stdout
     assert (report / "scores.json").is_file() and (report / "metrics.csv").is_file()
+    assert "Entanglement" in (report / "report.html").read_text(encoding="utf-8")
     hint = subprocess.run(
         [uqeval_cli, "train"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path, check=False
     )

@@ -575,6 +575,7 @@ def test_save_writes_the_report_atomically(nan_scores, tmp_path):
         "roc.svg",
         "reliability.svg",
         "maps.svg",
+        "report.html",
     }
     assert names == expected
     # No temporary files left; the mark of a complete report beside them.
@@ -611,6 +612,7 @@ def test_save_without_plots(default_scores, tmp_path):
         "entanglement.csv",
         "images.csv",
         "fitted.json",
+        "report.html",
         REPORT_MARK,
     }
 

@@ -435,8 +435,8 @@ def score(
     Reads the store once, chunk by chunk: decomposes every image into AU / EU / TU maps,
     scores OOD detection (AUROC), ambiguity (NCC), calibration (ACE) and failure
     detection (AURC), and the entanglement Δ of each task. Writes [cyan]scores.json[/],
-    [cyan]metrics.csv[/], [cyan]images.csv[/], [cyan]fitted.json[/] and plots to
-    [cyan]--out[/] (also with [cyan]--json[/]).
+    [cyan]metrics.csv[/], [cyan]images.csv[/], [cyan]fitted.json[/], plots and
+    [cyan]report.html[/] (all of it on one page, for a browser) to [cyan]--out[/] (also with [cyan]--json[/]).
     """
     _announce_compiling()
     from uqeval.conventions import preset as conventions_preset
@@ -488,7 +488,8 @@ def score(
         score_tables(scores),
         score_remarks(scores, preset=preset.value),
         scores.notes,
-        f"Report in [cyan]{markup_text(out, None)}[/]",
+        f"Report in [cyan]{markup_text(out, None)}[/]; to read it in a browser: "
+        f"[cyan]{markup_text(out / 'report.html', None)}[/]",
     )
 
 
@@ -505,7 +506,8 @@ def compare(
     ranks are averaged over splits, then tasks. Runs of the same model with different
     seeds are pooled: mean ± a Student-t 95 % interval. Writes [cyan]comparison.json[/],
     [cyan]ranks.csv[/], [cyan]points.csv[/], [cyan]collapse.csv[/] and the scatter plot
-    [cyan]entanglement.png[/] (and [cyan]collapse.png[/]), each also as SVG.
+    [cyan]entanglement.png[/] (and [cyan]collapse.png[/]), each also as SVG, and [cyan]report.html[/],
+    all of it on one page that links to each run's own.
     """
     from uqeval.comparison import compare as compare_runs
     from uqeval.report.save import save_comparison
@@ -515,7 +517,12 @@ def compare(
         comparison = compare_runs(runs)
         save_comparison(comparison, out)
     print_report(
-        console, comparison_tables(comparison), [], comparison.notes, f"Comparison in [cyan]{markup_text(out, None)}[/]"
+        console,
+        comparison_tables(comparison),
+        [],
+        comparison.notes,
+        f"Comparison in [cyan]{markup_text(out, None)}[/]; to read it in a browser: "
+        f"[cyan]{markup_text(out / 'report.html', None)}[/]",
     )
 
 

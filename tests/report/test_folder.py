@@ -53,7 +53,7 @@ def test_a_report_without_plots_leaves_no_old_figures(scores, tmp_path):
     uqeval.save_report(scores, folder, plots=False)
     assert not [path.name for path in folder.iterdir() if path.suffix in (".png", ".svg")]
     assert assert_whole(folder) == sorted(
-        ["scores.json", "metrics.csv", "entanglement.csv", "images.csv", "fitted.json"]
+        ["scores.json", "metrics.csv", "entanglement.csv", "images.csv", "fitted.json", "report.html"]
     )
     assert siblings(folder) == []
 

@@ -40,7 +40,7 @@ def read_frame(path) -> pandas.DataFrame:
 def test_entanglement_csv_is_written_beside_metrics_csv(report):
     folder, written = report
     names = [path.name for path in written]
-    assert names == ["scores.json", "metrics.csv", "entanglement.csv", "images.csv", "fitted.json"]
+    assert names == ["scores.json", "metrics.csv", "entanglement.csv", "images.csv", "fitted.json", "report.html"]
     # No temporary file left; the mark of a complete report (with the list of files) beside them.
     assert sorted(path.name for path in folder.iterdir()) == sorted([*names, REPORT_MARK])
     header = (folder / "entanglement.csv").read_text().splitlines()[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uqeval.names import ID_DOMAIN, POOLED_OOD
-from uqeval.report.files import write_csv, write_json
+from uqeval.report.files import write_bytes, write_csv, write_json
 from uqeval.report.folder import replaced_whole
 from uqeval.report.scores_file import write_scores
 from uqeval.results import ENTANGLEMENT_COLUMNS, METRIC_COLUMNS
@@ -30,9 +30,10 @@ COLLAPSE_COLUMNS = ("group", "split", "n", "eu_over_au", "eu_over_au_interval")
 
 def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool = True) -> list[Path]:
     """Write the report of ``scores``: ``scores.json``, ``metrics.csv``,
-    ``entanglement.csv``, ``images.csv``, ``fitted.json`` and, with ``plots``,
-    ``roc.png``, ``reliability.png`` and ``maps.png``, each with an SVG copy beside it
-    (``roc.svg``, …) for papers.
+    ``entanglement.csv``, ``images.csv``, ``fitted.json``, with ``plots`` ``roc.png``,
+    ``reliability.png`` and ``maps.png``, each with an SVG copy beside it (``roc.svg``,
+    …) for papers, and ``report.html``, one self-contained page of it all
+    (:func:`uqeval.report.html_report.score_page`; without ``plots``, without figures).
 
     ``metrics.csv`` holds the rows of :meth:`~uqeval.Scores.to_dataframe` and
     ``entanglement.csv`` those of :meth:`~uqeval.Scores.entanglement_dataframe`, with
@@ -62,6 +63,7 @@ def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool =
         written.append(write_json(staging / "fitted.json", scores.fitted.to_dict()))
         if plots:
             written.extend(_save_plots(scores, staging))
+        written.append(_save_page(scores, staging, written, plots=plots))
     return [folder / path.name for path in written]
 
 
@@ -96,10 +98,25 @@ def _save_plots(scores: Scores, folder: Path) -> list[Path]:
     return written
 
 
+def _svgs(paths: Sequence[Path]) -> dict[str, bytes]:
+    """Figure stem → the bytes of its SVG file, for the page (figures are drawn once, read back)."""
+    return {path.stem: path.read_bytes() for path in paths if path.suffix == ".svg"}
+
+
+def _save_page(scores: Scores, folder: Path, written: Sequence[Path], *, plots: bool) -> Path:
+    from uqeval.report.html_report import REPORT_PAGE, score_page
+
+    files = [path.name for path in written]
+    page = score_page(scores, svgs=_svgs(written), files=files, plots=plots)
+    return write_bytes(folder / REPORT_PAGE, page.encode("utf-8"))
+
+
 def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``comparison.json``, ``ranks.csv``, ``points.csv``, ``collapse.csv``,
     ``entanglement.png`` and (with collapse rows) ``collapse.png`` into ``folder``; each
-    figure also as SVG (``entanglement.svg``, ``collapse.svg``).
+    figure also as SVG (``entanglement.svg``, ``collapse.svg``); and ``report.html``, one
+    self-contained page of it all that links to each run's own ``report.html`` where the
+    run folder holds one (:func:`uqeval.report.html_report.comparison_page`).
 
     The folder is replaced whole, as by :func:`save_report` (an existing one only when
     it is a comparison written by uqeval, or empty).
@@ -116,6 +133,7 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
         (e.g. the disk is full); the message names it and the old comparison is left as it was.
     """
     from uqeval.report.compare_plots import collapse_figure, entanglement_figure
+    from uqeval.report.html_report import REPORT_PAGE, comparison_page, run_links
     from uqeval.report.plots import save_figure_files
 
     folder = Path(folder)
@@ -135,4 +153,6 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
             figures["collapse.png"] = collapse_figure(comparison)
         for name, figure in figures.items():
             written.extend(save_figure_files(figure, staging / name))
+        page = comparison_page(comparison, svgs=_svgs(written), links=run_links(comparison, folder))
+        written.append(write_bytes(staging / REPORT_PAGE, page.encode("utf-8")))
     return {path.name: folder / path.name for path in written}
