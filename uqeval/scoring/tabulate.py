@@ -104,7 +104,12 @@ class _Tables:
     """The rows, Δ rows and notes of one run, filled task by task."""
 
     def __init__(
-        self, statistics: ImageStatistics, conventions: Conventions, primary: str, notes: Sequence[Note]
+        self,
+        statistics: ImageStatistics,
+        conventions: Conventions,
+        primary: str,
+        notes: Sequence[Note],
+        absent_measures: Sequence[str] = (),
     ) -> None:
         self.statistics = statistics
         self.conventions = conventions
@@ -113,7 +118,7 @@ class _Tables:
         self.entanglement: list[dict] = []
         self.notes = list(notes)
         self.negative: dict[Task, list[str]] = {}
-        self.absent: set[str] = set()
+        self.absent = frozenset(absent_measures)
 
     def note_negative_scores(self) -> None:
         """One note per task whose score is negative on some split (Δ then leaves [−1, 1])."""
@@ -255,8 +260,7 @@ def tabulate(
     scored = roles == TEST
     splits = split_masks(domains, scored)
     ood_names = [name for name in splits if name not in (ID_DOMAIN, POOLED_OOD)]
-    tables = _Tables(statistics, conventions, primary, notes)
-    tables.absent = set(absent_measures)
+    tables = _Tables(statistics, conventions, primary, notes, absent_measures)
     reliabilities: dict[tuple[str, str], Reliability] = {}
     domain_mean = conventions.ood_split == "domain-mean"
 
