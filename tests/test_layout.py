@@ -107,6 +107,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "image_statistics",
             "volume_statistics",
             "domain_means",
+            # What a task reads and writes, and the built-in tasks' rows.
+            "task_tables",
+            "builtin_tasks",
         ),
     ),
     ("plugins", ("builtin_plugin", "plugins")),

@@ -63,7 +63,10 @@ from .scoring import evaluate as evaluate
 from .scoring import score as score
 from .synth import SCENARIOS as SCENARIOS
 from .synth import make_synthetic_cube as make_synthetic_cube
+from .task_tables import TaskTables as TaskTables
 from .tasks import TASKS as TASKS
+from .tasks import Task as Task
+from .tasks import TaskInputs as TaskInputs
 from .text import printable as printable
 
 __version__: str

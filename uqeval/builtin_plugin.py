@@ -8,6 +8,7 @@ from uqeval import aggregation
 from uqeval.aggregation import AggregationFallback, Aggregator
 from uqeval.hookspecs import hookimpl
 from uqeval.importers.contract import Importer
+from uqeval.tasks import TASKS, Task
 
 
 @hookimpl
@@ -60,3 +61,11 @@ def uqeval_importers() -> dict[str, Importer]:
         "files": Importer("files", import_files),
         "values": Importer("values", import_values),
     }
+
+
+@hookimpl
+def uqeval_tasks() -> dict[str, Task]:
+    """The built-in tasks (docs/metrics.md): OOD detection, ambiguity modelling, calibration, failure detection."""
+    from uqeval.builtin_tasks import BUILTIN_ROWS
+
+    return {name: replace(task, rows=BUILTIN_ROWS[name]) for name, task in TASKS.items()}

@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 #: The synthetic scenarios (:data:`uqeval.SCENARIOS`), named here so that ``--help``
 #: does not import the writer; a test keeps the two equal.
 SCENARIO_NAMES = ("disentangled", "entangled", "collapsed", "no-eu")
-#: The tasks (:data:`uqeval.TASKS`), likewise.
-TASK_NAMES = ("oodd", "amb", "cal", "fd")
 #: The commands that the reference plugin, uqeval-torch, adds; asked for one of them, an
 #: install without the plugin says where it comes from, not only "No such command".
 TORCH_PLUGIN_COMMANDS = ("train", "predict", "study")
@@ -380,7 +378,8 @@ def score(
     tasks: Annotated[
         list[str] | None,
         typer.Option(
-            help="Tasks to score: oodd, amb, cal, fd (repeat the flag or separate by commas). Default: all four.",
+            help="Tasks to score: oodd, amb, cal, fd or a plugin's (repeat the flag or separate by commas). "
+            "Default: every task found ([cyan]uqeval plugins[/] lists them).",
             callback=_comma_separated,
             metavar="NAME",
         ),
@@ -446,7 +445,6 @@ def score(
     from uqeval.report.tables import print_report, score_remarks, score_tables
     from uqeval.scoring import score as score_store
 
-    task_names = tasks if tasks is not None else list(TASK_NAMES)
     out = out if out is not None else _default_out(store)
     with _report_folder(out, "scores"):
         # The bar starts with the first batch, so that an error in validating the
@@ -467,7 +465,7 @@ def score(
                 conventions = with_settings(conventions_preset(preset.value), convention or [])
                 scores = score_store(
                     store,
-                    tasks=task_names,
+                    tasks=tasks,
                     aggregations=aggregation,
                     conventions=conventions,
                     segmentation=segmentation,

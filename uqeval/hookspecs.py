@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from uqeval.aggregation import Aggregator
     from uqeval.contracts import AUMethod, DatasetSource, EUMethod
     from uqeval.importers.contract import Importer, ImportSummary
+    from uqeval.tasks import Task
 
 #: Marks the hook specifications below.
 hookspec = pluggy.HookspecMarker("uqeval")
@@ -109,6 +110,21 @@ def uqeval_importers() -> dict[str, Importer | Callable[..., ImportSummary]]:
     Called when ``uqeval import`` looks up its formats (and by ``uqeval plugins``),
     never at start-up; cached per process. Errors and duplicate names: see the module
     docstring.
+    """
+
+
+@hookspec
+def uqeval_tasks() -> dict[str, Task]:
+    """Downstream tasks, by name (the name given to ``--tasks``): each a :class:`uqeval.Task`.
+
+    A task declares what data it needs (labels, OOD images, the samples), the
+    per-image sums it computes from each batch of maps (``statistics``, optional) and
+    how it turns every image's statistics into rows and Δ (``rows``); see
+    :mod:`uqeval.tasks`. The built-in tasks ``oodd``, ``amb``, ``cal`` and ``fd`` come
+    through this hook too. Every task found is scored unless ``--tasks`` names some.
+
+    Called when ``uqeval score`` resolves its tasks (and by ``uqeval plugins``); cached
+    per process. Errors and duplicate names: see the module docstring.
     """
 
 

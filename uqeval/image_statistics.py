@@ -96,6 +96,9 @@ class ImageStatistics:
     pavpu : dict or None
         Per measure, the (image, 3) int64 PAvPU counts of each image
         (:func:`uqeval.metrics.pavpu.pavpu_counts`; None without labels or PAvPU's ``τ``).
+    tasks : dict
+        ``tasks[task][name]``: the (image, ...) float64 sums a task's own ``statistics``
+        function gives (:class:`uqeval.tasks.Task`), for the tasks that have one.
     fallbacks : dict
         ``fallbacks[aggregation]``: (image,) bool, the images that aggregation scored
         by its fallback convention (:class:`~uqeval.aggregation.AggregationFallback`),
@@ -116,6 +119,7 @@ class ImageStatistics:
     fallbacks: dict[str, np.ndarray] = field(default_factory=dict)
     tables: dict[str, CalibrationTable] | None = field(default=None, repr=False)
     pavpu: dict[str, np.ndarray] | None = None
+    tasks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -145,7 +149,10 @@ class ImageStatistics:
         risk = None if self.risk is None else self.risk[indices]
         fallbacks = {aggregation: images[indices] for aggregation, images in self.fallbacks.items()}
         pavpu = None if self.pavpu is None else {measure: counts[indices] for measure, counts in self.pavpu.items()}
-        return ImageStatistics(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu)
+        tasks = {task: {name: values[indices] for name, values in sums.items()} for task, sums in self.tasks.items()}
+        return ImageStatistics(
+            means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu, tasks=tasks
+        )
 
     @classmethod
     def concatenate(cls, parts: Sequence[ImageStatistics]) -> ImageStatistics:
@@ -192,7 +199,11 @@ class ImageStatistics:
         pavpu = None
         if first.pavpu is not None:
             pavpu = {measure: join(lambda part, m=measure: part.pavpu[m]) for measure in first.pavpu}
-        return cls(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu)
+        tasks = {
+            task: {name: join(lambda part, t=task, n=name: part.tasks[t][n]) for name in sums}
+            for task, sums in first.tasks.items()
+        }
+        return cls(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu, tasks=tasks)
 
 
 def image_statistics(

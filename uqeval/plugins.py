@@ -33,6 +33,7 @@ from uqeval.aggregation import AggregationParameters, Aggregator, per_image
 from uqeval.contracts import AUMethod, DatasetSource, EUMethod
 from uqeval.errors import UQEvalError
 from uqeval.importers.contract import Importer, first_line
+from uqeval.tasks import Task
 
 #: Entry-point group that plugins register under.
 ENTRY_POINT_GROUP = "uqeval"
@@ -48,6 +49,7 @@ KINDS_SINGULAR = {
     "uqeval_eu_methods": "EU method",
     "uqeval_datasets": "dataset",
     "uqeval_importers": "importer",
+    "uqeval_tasks": "task",
 }
 #: What ``uqeval plugins`` reports per hook.
 KINDS = {
@@ -56,6 +58,7 @@ KINDS = {
     "uqeval_eu_methods": "eu_methods",
     "uqeval_datasets": "datasets",
     "uqeval_importers": "importers",
+    "uqeval_tasks": "tasks",
 }
 
 
@@ -277,6 +280,14 @@ class PluginManager:
             }
         return self._resolved["importers"]
 
+    def tasks(self) -> dict[str, Task]:
+        """Every task, built-in and from plugins, by name (built-ins first)."""
+        return {name: value for name, (value, _) in self.contributions("uqeval_tasks").items()}
+
+    def task(self, name: str) -> Task:
+        """The task ``name``, built-in or from a plugin (errors as :meth:`aggregator`)."""
+        return self._get("uqeval_tasks", name)
+
     def importer(self, name: str) -> Importer:
         """The importer of format ``name`` (errors as :meth:`aggregator`)."""
         self._get("uqeval_importers", name)
@@ -420,6 +431,8 @@ def _check_contribution(hook: str, name: Any, value: Any) -> str:
                 f"aggregation {name!r} is of type {type(value).__name__}; expected f(u, pred) -> float or an Aggregator"
             )
         return ""
+    if hook == "uqeval_tasks":
+        return _check_task(name, value)
     if hook == "uqeval_importers":
         if not (isinstance(value, Importer) or callable(value)):
             return f"importer {name!r} is of type {type(value).__name__}; expected a function or an Importer"
@@ -515,3 +528,18 @@ def aggregate(
     [1.0, 16.0, 4.0, 2.0]
     """
     return plugin_manager().aggregator(name)(u, pred, parameters or AggregationParameters())
+
+
+def _check_task(name: str, task: Any) -> str:
+    """Why a task contribution breaks the contract of :class:`uqeval.Task` ("" when it does not)."""
+    if not isinstance(task, Task):
+        return f"task {name!r} is of type {type(task).__name__}; expected a uqeval.Task"
+    if task.name != name:
+        return f"task {name!r} is named {task.name!r} inside; the two names must agree"
+    if task.rows is None or not callable(task.rows):
+        return f"task {name!r} has no rows function; it would add nothing"
+    if task.statistics is not None and not callable(task.statistics):
+        return f"task {name!r}: statistics is of type {type(task.statistics).__name__}; expected a function"
+    if task.correct is not None and not task.wrong:
+        return f"task {name!r} names a correct measure ({task.correct!r}) but no wrong one; Δ needs both"
+    return ""

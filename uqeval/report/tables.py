@@ -20,7 +20,7 @@ from uqeval.names import ALL_TEST, ID_DOMAIN, NO_AGGREGATION, POOLED_OOD
 from uqeval.notes import FIELDS as NOTE_FIELDS
 from uqeval.notes import Note, literal
 from uqeval.precision import RANK_TOLERANCE
-from uqeval.tasks import TASKS
+from uqeval.tasks import TASKS, task_description
 from uqeval.text import labelled, printable, shortened
 
 if TYPE_CHECKING:
@@ -150,13 +150,13 @@ def aggregations_scored(scores: Scores, task: str | None = None) -> list[str]:
     """The aggregations (image scores) ``task`` was scored with, or every aggregated task
     when ``task`` is None; the conventions' one (that of Δ) first. ``["none"]`` for a
     task that does not aggregate, ``[]`` when no aggregated task was scored."""
-    if task is not None and not TASKS[task].aggregated:
+    if task is not None and not task_description(task, scores.results).aggregated:
         return [NO_AGGREGATION]
     seen = list(
         dict.fromkeys(
             row["aggregation"]
             for row in scores.results
-            if row["task"] in TASKS and TASKS[row["task"]].aggregated and task in (None, row["task"])
+            if row["task"] == task or (task is None and row["task"] in TASKS and TASKS[row["task"]].aggregated)
         )
     )
     primary = scores.conventions.aggregation
@@ -175,7 +175,7 @@ def task_table(
     the task was not scored. ``metric`` (with ``lower_is_better``) shows another of the
     task's metrics (:data:`SECOND_METRICS`); None when it has no row.
     """
-    definition = TASKS[task]
+    definition = task_description(task, scores.results)
     shown_metric = definition.metric if metric is None else metric
     lower = definition.lower_is_better if lower_is_better is None else lower_is_better
     single = single_ood_domain(scores)
@@ -191,13 +191,14 @@ def task_table(
             notes.append(f"image scores: {aggregations[0]} (used for Δ), {', '.join(aggregations[1:])}")
     if lower:
         notes.append("lower is better")
-    elif metric is not None:
+    elif metric is not None and task in TASKS:
         notes.append("higher is better")
-    notes.append("✓ the measure that should win")
+    if definition.correct is not None:
+        notes.append("✓ the measure that should win")
     metric_title = _METRIC_TITLES.get(shown_metric, shown_metric.upper())
     table = Table(
         title=f"{definition.title[0].upper()}{definition.title[1:]}: {metric_title}",
-        caption="; ".join(notes),
+        caption="; ".join(notes) or None,
         title_justify="left",
         caption_justify="left",
     )
@@ -208,9 +209,11 @@ def task_table(
     for _, label in splits:
         table.add_column(label, justify="right")
     measures = scores.measures
+    if task not in TASKS:  # a plugin's task: the measures of its rows (``mean``, …)
+        measures = list(dict.fromkeys(row["measure"] for row in scores.results if row["task"] == task))
     for aggregation in aggregations:
         for position, measure in enumerate(measures):
-            label = _MEASURE_NAMES[measure] + (" ✓" if measure == definition.correct else "")
+            label = _MEASURE_NAMES.get(measure, measure) + (" ✓" if measure == definition.correct else "")
             cells = []
             for split, _ in splits:
                 try:
@@ -230,7 +233,11 @@ def entanglement_table(scores: Scores) -> Table | None:
         return None
     single = single_ood_domain(scores)
     caption = "1: the correct measure far better; 0: no better than the best wrong one; < 0: worse"
-    aggregated = [task for task in dict.fromkeys(row["task"] for row in scores.entanglement) if TASKS[task].aggregated]
+    aggregated = [
+        task
+        for task in dict.fromkeys(row["task"] for row in scores.entanglement)
+        if task_description(task, scores.results).aggregated
+    ]
     if aggregated:
         caption += f"; {' and '.join(aggregated)} with image score {scores.conventions.aggregation}"
     table = Table(title="Entanglement Δ", caption=caption, title_justify="left", caption_justify="left")
@@ -285,8 +292,17 @@ def score_tables(scores: Scores) -> list[Table]:
         tables.append(task_table(scores, task))
         for metric, lower in SECOND_METRICS.get(task, ()):
             tables.append(task_table(scores, task, metric, lower_is_better=lower))
+    # A plugin's task: one table per metric, in the order of its rows.
+    for task in plugin_tasks(scores.results):
+        metrics = dict.fromkeys(row["metric"] for row in scores.results if row["task"] == task)
+        tables += [task_table(scores, task, metric) for metric in metrics]
     tables += [entanglement_table(scores), collapse_table(scores)]
     return [table for table in tables if table is not None]
+
+
+def plugin_tasks(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The tasks of ``results`` that are neither built in nor segmentation quality, in row order."""
+    return [task for task in dict.fromkeys(row["task"] for row in results) if task not in (*TASKS, "segmentation")]
 
 
 def changed_conventions(conventions: Conventions, baseline: Conventions | None = None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from uqeval.scoring.given_measures import (
     statistics_without,
     tables_without,
 )
-from uqeval.scoring.prepare import DEFAULT_TASKS, Request, plan, prepare
+from uqeval.scoring.prepare import Request, plan, prepare
 from uqeval.scoring.slices import UNITS, slice_source
 from uqeval.scoring.sources import Source, cube_source, maps_source
 from uqeval.scoring.tabulate import tabulate
@@ -35,7 +35,7 @@ from uqeval.scoring.tabulate import tabulate
 def score(
     source: str | Path | xr.Dataset,
     *,
-    tasks: Sequence[str] = DEFAULT_TASKS,
+    tasks: Sequence[str] | None = None,
     aggregations: Sequence[str] | None = None,
     conventions: Conventions | None = None,
     preset: str | None = None,
@@ -55,8 +55,9 @@ def score(
     ----------
     source : path or xarray.Dataset
         A cube store (docs/cube.md) or a Dataset that meets the same contract.
-    tasks : sequence of str
-        Any of ``oodd``, ``amb``, ``cal``, ``fd``.
+    tasks : sequence of str, optional
+        Any of ``oodd``, ``amb``, ``cal``, ``fd`` or a plugin's task
+        (:func:`uqeval.plugins.plugin_manager`); default: every task found.
     aggregations : sequence of str, optional
         The image-score aggregations of OODD and FD, in order; the first is the one Δ
         uses, and the conventions record it. Default: the conventions' (or the
@@ -114,7 +115,7 @@ def evaluate(
     role: Sequence[str] | np.ndarray | None = None,
     labels: np.ndarray | None = None,
     *,
-    tasks: Sequence[str] = DEFAULT_TASKS,
+    tasks: Sequence[str] | None = None,
     aggregations: Sequence[str] | None = None,
     conventions: Conventions | None = None,
     background: int = 0,
@@ -135,8 +136,9 @@ def evaluate(
         ``calibration`` or ``test`` (default all ``test``).
     labels : (image, rater, y, x) int, optional
         Rater label maps (255 = ignore); without them AMB and CAL are skipped.
-    tasks : sequence of str
-        Any of ``oodd``, ``amb``, ``cal``, ``fd``.
+    tasks : sequence of str, optional
+        Any of ``oodd``, ``amb``, ``cal``, ``fd`` or a plugin's task
+        (:func:`uqeval.plugins.plugin_manager`); default: every task found.
     aggregations : sequence of str, optional
         The aggregations scored for OODD and FD, the first the one Δ uses (as in
         :func:`score`); default the conventions' alone.
@@ -190,7 +192,7 @@ def _run(
         source.domains,
         source.roles,
         fitted=computed.fitted,
-        tasks=source_plan.tasks,
+        tasks=[request.definitions[name] for name in source_plan.tasks],
         aggregations=request.aggregation_names,
         primary=request.primary,
         conventions=request.conventions,

@@ -24,6 +24,8 @@ from uqeval.metrics.segmentation import SegmentationQuality, segmentation_qualit
 from uqeval.names import MEASURES
 from uqeval.scoring.fitting import FitSetup, Fitted, read_sums
 from uqeval.scoring.sources import Loaded
+from uqeval.scoring.task_sums import task_sums
+from uqeval.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class BatchOptions:
         Compute each image's failure risk (for FD).
     n_groups : int
         Tables of the pooled equal-mass ACE histograms (one per test domain; 0: none).
+    tasks : tuple of Task
+        The tasks scored that bring their own per-image ``statistics``.
     """
 
     n_classes: int
@@ -45,6 +49,7 @@ class BatchOptions:
     segmentation: bool
     failure_risk: bool = False
     n_groups: int = 0
+    tasks: tuple[Task, ...] = ()
 
 
 @dataclass
@@ -69,6 +74,7 @@ class DecomposedBatch:
     risk: np.ndarray | None = None
     fit_sums: dict[str, Any] = field(default_factory=dict)
     examples: list[ExampleMaps] = field(default_factory=list)
+    task_sums: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,6 +163,9 @@ def decomposed_batch(
             background=options.background,
             empty=options.conventions.empty_iou,
         )
+    result.task_sums = task_sums(
+        options.tasks, loaded, maps, n_classes=options.n_classes, background=options.background
+    )
     if fit is not None:
         result.fit_sums = read_sums(fit, result.maps, raters, loaded.cubes, fit.images[indices])
     return result
@@ -226,6 +235,7 @@ def score_batch(
     )
     statistics.segmentation = batch.segmentation
     statistics.risk = batch.risk
+    statistics.tasks = batch.task_sums
     result = ScoredBatch(batch.indices, statistics, examples=batch.examples)
     if pooled:
         # Tables only for the groups in this batch (usually one), renumbered from 0.

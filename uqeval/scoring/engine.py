@@ -102,6 +102,9 @@ def run(
         segmentation=plan.segmentation,
         failure_risk="fd" in plan.tasks,
         n_groups=len(histogram_domains),
+        tasks=tuple(
+            request.definitions[name] for name in plan.tasks if request.definitions[name].statistics is not None
+        ),
     )
     setup = FitSetup(
         conventions=request.conventions,

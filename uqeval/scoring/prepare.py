@@ -10,7 +10,7 @@ Everything after these two steps works with resolved objects only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,10 +22,8 @@ from uqeval.names import CALIBRATION, ID_DOMAIN, ROLES, TEST
 from uqeval.notes import Note, literal
 from uqeval.plugins import plugin_manager
 from uqeval.scoring.fitting import Fitted
-from uqeval.tasks import TASKS
+from uqeval.tasks import Task
 
-#: The tasks scored unless asked otherwise.
-DEFAULT_TASKS = tuple(TASKS)
 #: Tasks that cannot run without ID images: OODD tells OOD test images from ID ones,
 #: and CAL's Platt scaling is fitted on ID images.
 NEEDS_ID = ("oodd", "cal")
@@ -40,19 +38,23 @@ class Request:
     Attributes
     ----------
     tasks : tuple of str
-        Requested tasks, in :data:`uqeval.TASKS` order of the request.
+        Requested tasks, in the order of the request (every task found, built-ins
+        first, when none was named).
     aggregations : tuple of Aggregator
         Every aggregation scored, each once; the first is Δ's (:attr:`primary`).
     conventions : Conventions
         Their ``aggregation`` is :attr:`primary`, so that ``scores.json`` records it.
     segmentation : bool
         Score segmentation quality (Dice, GED, Hungarian IoU) where the source allows.
+    definitions : dict
+        Each requested task's :class:`~uqeval.tasks.Task`, resolved through the plugins.
     """
 
     tasks: tuple[str, ...]
     aggregations: tuple[Aggregator, ...]
     conventions: Conventions
     segmentation: bool = False
+    definitions: dict[str, Task] = field(default_factory=dict)
 
     @property
     def aggregation_names(self) -> tuple[str, ...]:
@@ -66,7 +68,7 @@ class Request:
 
 def prepare(
     *,
-    tasks: Sequence[str] = DEFAULT_TASKS,
+    tasks: Sequence[str] | None = None,
     aggregations: Sequence[str] | None = None,
     conventions: Conventions | None = None,
     preset: str | None = None,
@@ -93,28 +95,35 @@ def prepare(
         except UQEvalError as error:
             raise UQEvalError(str(error), parameter="preset") from None
     conventions = conventions or Conventions()
+    manager = plugin_manager()
+    known = manager.tasks()
+    if tasks is None:
+        tasks = tuple(known)
     if isinstance(tasks, str):
         tasks = [tasks]
     tasks = tuple(dict.fromkeys(tasks))
     if not tasks:
-        raise UQEvalError(f"no task given; choose from {', '.join(TASKS)}", parameter="tasks")
-    unknown = [name for name in tasks if name not in TASKS]
+        raise UQEvalError(f"no task given; choose from {', '.join(known)}", parameter="tasks")
+    unknown = [name for name in tasks if name not in known]
     if unknown:
+        for name in unknown:  # a name two plugins offer: the error names both
+            manager.lookup("uqeval_tasks", name)
         raise UQEvalError(
-            f"unknown task(s) {', '.join(map(str, unknown))}; choose from {', '.join(TASKS)}", parameter="tasks"
+            f"unknown task(s) {', '.join(map(str, unknown))}; choose from {', '.join(known)}{manager.problems_note()}",
+            parameter="tasks",
         )
     if isinstance(aggregations, str):
         aggregations = [aggregations]
     names = tuple(dict.fromkeys(aggregations or [conventions.aggregation]))
     conventions = conventions.replace(aggregation=names[0])
-    manager = plugin_manager()
     resolved = []
     for name in names:
         try:
             resolved.append(manager.aggregator(name))
         except UQEvalError as error:
             raise UQEvalError(str(error), parameter="aggregations") from None
-    return Request(tasks, tuple(resolved), conventions, bool(segmentation))
+    definitions = {name: known[name] for name in tasks}
+    return Request(tasks, tuple(resolved), conventions, bool(segmentation), definitions)
 
 
 @dataclass(frozen=True)
@@ -236,9 +245,19 @@ def plan(
         if has_id:
             text = "no calibration images: Platt scaling, τ and the EU scale are fitted on the ID test images"
             notes.append(Note("fitted-on-test", text))
+    definitions = request.definitions
     for name in tasks:
-        if TASKS[name].needs_labels and not has_labels:
+        if definitions[name].needs_labels and not has_labels:
             notes.append(Note("skipped", _NO_LABELS, task=name))
+        if definitions[name].needs_samples and not segmentation_possible:
+            text = "{task}: skipped, it needs the samples and the store holds uncertainty maps only"
+            notes.append(Note("skipped", text, task=name))
+    tasks = tuple(
+        name
+        for name in tasks
+        if (has_labels or not definitions[name].needs_labels)
+        and (segmentation_possible or not definitions[name].needs_samples)
+    )
     if "amb" in tasks and has_labels and n_raters == 1:
         # One rater has no disagreement to model: every image's rater variance is constant.
         notes.append(Note("skipped", "{task}: skipped: ambiguity needs ≥ 2 raters; this store has 1", task="amb"))

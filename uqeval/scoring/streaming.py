@@ -33,6 +33,7 @@ from uqeval.names import MEASURES
 from uqeval.scoring.batch import BatchOptions, ScoredBatch, raters_of
 from uqeval.scoring.fitting import FitImages, FitSetup, Fitted, read_sums
 from uqeval.scoring.sources import Loaded
+from uqeval.scoring.task_sums import VolumeTaskSums
 from uqeval.volume_statistics import VolumeStatistics
 
 #: ``read_slab(z_start, z_stop) -> Loaded``: planes ``[z_start, z_stop)`` of one volume,
@@ -182,6 +183,7 @@ def scored_volume(
         )
     if options.failure_risk:
         risk = VolumeRisk(options.n_classes, background=options.background, empty=conventions.empty_iou)
+    own_sums = VolumeTaskSums(options.tasks, n_classes=options.n_classes, background=options.background)
     shown = position in examples
     for loaded, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
         slab = {name: maps[name][0] for name in (*MEASURES, "pred", *(("mean",) if shown else ()))}
@@ -190,7 +192,10 @@ def scored_volume(
             segmentation.add(loaded.in_planes().cubes[0], slab["pred"], loaded.labels[0])
         if risk is not None and loaded.labels is not None:
             risk.add(slab["pred"], loaded.labels[0])
+        if own_sums.tasks:
+            own_sums.add(loaded, maps)
     result, histograms = statistics.result()
+    result.tasks = own_sums.result()
     result.segmentation = None if segmentation is None or not segmentation.added else segmentation.result()
     result.risk = None if risk is None or not risk.added else risk.result()
     kept = [statistics.example(position, str(ids[position]))] if shown else []
