@@ -35,6 +35,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "uqeval-plugin-exam
 #: The example's entry point: the only one the tests here load.
 PLUGIN = "top_decile"
 BUILTINS = ["mean", "sum", "patch_max", "threshold", "area", "border"]
+BUILTIN_TASKS = ["oodd", "amb", "cal", "fd"]
 MEASURES = ("au", "eu", "tu")
 PIP_INSTALL = (sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile")
 
@@ -121,6 +122,7 @@ def test_plugins_json_lists_the_example_and_the_builtins(example_site):
         "eu_methods": [],
         "datasets": [],
         "importers": ["npy_cubes"],
+        "tasks": ["qubiq"],
         "commands": [],
         "options": {},
         "problems": [],
@@ -129,6 +131,7 @@ def test_plugins_json_lists_the_example_and_the_builtins(example_site):
     assert (builtin["distribution"], builtin["version"]) == ("uqeval", uqeval.__version__)
     assert builtin["aggregators"] == BUILTINS
     assert builtin["importers"] == ["nnunet", "files", "values"]
+    assert builtin["tasks"] == BUILTIN_TASKS
     assert builtin["problems"] == []
     assert result.stderr == ""  # nothing to warn about
 
@@ -198,6 +201,15 @@ def test_score_top_decile_equals_an_independent_recomputation(top_decile_run, re
     # The plugin's score is not one of the built-ins under another name.
     for row in rows:
         assert float(row["top_decile_au"]) > float(row["mean_au"])
+
+
+@pytest.mark.cli
+def test_score_runs_the_plugins_task_by_default(top_decile_run):
+    scores, _, _ = top_decile_run
+    qubiq = {row["split"]: row["value"] for row in scores["results"] if row["task"] == "qubiq"}
+    assert set(qubiq) == {"id", "blur", "noise", "ood"}
+    assert all(0.0 < value <= 1.0 for value in qubiq.values())
+    assert "qubiq" not in {row["task"] for row in scores["entanglement"]}  # no Δ without correct and wrong
 
 
 @pytest.mark.cli

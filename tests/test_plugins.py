@@ -1165,6 +1165,31 @@ def check_uqeval_importers() -> None:
     assert "importer 'bad' is of type int; expected a function or an Importer" in str(broken.problems[0])
 
 
+def check_uqeval_tasks() -> None:
+    def rows(tables) -> None:
+        tables.add("count", "id", "mean", "none", "images", float(tables.splits["id"].sum()))
+
+    task = uqeval.Task(
+        "count", "image count", "images", None, (), False, needs_labels=False, needs_ood=False, rows=rows
+    )
+    manager = manager_with((module("counter", uqeval_tasks=lambda: {"count": task}), info("counter")))
+    assert list(manager.tasks()) == ["oodd", "amb", "cal", "fd", "count"]
+    assert manager.task("count") is task
+    assert manager.task("oodd").rows is not None  # the built-ins come through the same hook
+    assert rows_by_name(manager)["counter"]["tasks"] == ["count"]
+    assert rows_by_name(manager)[BUILTIN]["tasks"] == ["oodd", "amb", "cal", "fd"]
+    with pytest.raises(UQEvalError) as raised:
+        manager.task("nope")
+    assert str(raised.value) == "unknown task 'nope'; choose one of amb, cal, count, fd, oodd"
+    broken = manager_with(
+        (module("broken", uqeval_tasks=lambda: {"bad": 3, "oodd": task, "count": task}), info("broken"))
+    )
+    assert list(broken.tasks()) == ["oodd", "amb", "cal", "fd", "count"]
+    problems = " ".join(str(problem) for problem in broken.problems)
+    assert "task 'bad' is of type int; expected a uqeval.Task" in problems
+    assert "task 'oodd' is named 'count' inside" in problems
+
+
 def check_uqeval_cli() -> None:
     app = typer.Typer()
 
@@ -1211,6 +1236,7 @@ HOOK_CHECKS: dict[str, Callable[[], None]] = {
     "uqeval_eu_methods": check_uqeval_eu_methods,
     "uqeval_datasets": check_uqeval_datasets,
     "uqeval_importers": check_uqeval_importers,
+    "uqeval_tasks": check_uqeval_tasks,
     "uqeval_cli": check_uqeval_cli,
 }
 HOOKS = sorted(vars(PluginManager(load_entry_points=False).pluggy.hook))

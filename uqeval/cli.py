@@ -596,7 +596,7 @@ def plugins(
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     titles = {"aggregators": "aggregators", "au_methods": "AU methods", "eu_methods": "EU methods"}
-    titles |= {"datasets": "datasets", "importers": "importers", "commands": "commands"}
+    titles |= {"datasets": "datasets", "importers": "importers", "tasks": "tasks", "commands": "commands"}
     table = Table(title="Plugins (entry-point group uqeval)", title_justify="left", show_lines=True)
     table.add_column("plugin", no_wrap=True)
     table.add_column("distribution", no_wrap=True)

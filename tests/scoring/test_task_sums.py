@@ -16,6 +16,7 @@ import pytest
 import uqeval
 import uqeval.plugins
 from uqeval.plugins import LOAD_PLUGINS_ENV
+from uqeval.report.tables import score_tables
 
 EXAMPLE_SOURCE = Path(__file__).resolve().parents[2] / "examples" / "uqeval-plugin-example" / "src"
 
@@ -83,6 +84,9 @@ def test_a_plugin_task_is_scored_like_a_builtin_and_matches_a_reference(example,
     assert "qubiq" not in {row["task"] for row in scores.entanglement}
     alone = uqeval.score(store, tasks=["oodd", "amb", "cal", "fd"])
     assert [row for row in scores.results if row["task"] != "qubiq"] == alone.results
+    # The terminal shows the task's table, one row per measure of its rows.
+    table = next(table for table in score_tables(scores) if str(table.title).startswith("Qubiq"))
+    assert table.title == "Qubiq: SOFT_DICE" and table.row_count == 1
     # Resampling images carries the task's sums along.
     taken = scores.images.take(np.array([2, 0]))
     np.testing.assert_array_equal(taken.tasks["qubiq"]["dice_sums"], scores.images.tasks["qubiq"]["dice_sums"][[2, 0]])

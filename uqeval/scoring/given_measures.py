@@ -52,9 +52,13 @@ def with_stand_ins(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return maps
 
 
-def delta_measures(task: str) -> tuple[str, ...]:
-    """The measures the Δ of ``task`` compares: its correct one and every wrong one."""
-    return (TASKS[task].correct, *TASKS[task].wrong)
+def delta_measures(task: str, entanglement: Sequence[dict] = ()) -> tuple[str, ...]:
+    """The measures the Δ of ``task`` compares: its correct one and every wrong one (of a
+    plugin's task, those its Δ rows in ``entanglement`` name)."""
+    if task in TASKS:
+        return (TASKS[task].correct, *TASKS[task].wrong)
+    named = [(row["correct"], *row["wrong"].split("/")) for row in entanglement if row["task"] == task]
+    return tuple(dict.fromkeys(measure for measures in named for measure in measures))
 
 
 def check_conventions(absent: Sequence[str], conventions: Conventions, where: str) -> None:
@@ -81,17 +85,15 @@ def tables_without(tables: Tabulated, absent: Sequence[str]) -> Tabulated:
     """``tables`` without the rows, Δ, collapse, notes and reliability curves that need
     a measure in ``absent``, and with one note per task whose Δ is left out."""
     absent = set(absent)
-    left_out = sorted(
-        {row["task"] for row in tables.entanglement if absent & set(delta_measures(row["task"]))},
-        key=list(TASKS).index,
-    )
+    tasks = list(dict.fromkeys(row["task"] for row in tables.entanglement))
+    left_out = [task for task in tasks if absent & set(delta_measures(task, tables.entanglement))]
     notes = [
         note
         for note in tables.notes
         if note.measure not in absent and not (note.task in left_out and note.kind in DELTA_NOTE_KINDS)
     ]
     for task in left_out:
-        needed = delta_measures(task)
+        needed = delta_measures(task, tables.entanglement)
         missing = [measure for measure in MEASURES if measure in absent and measure in needed]
         text = (
             f"{{task}}: Δ left out: it compares {needed[0].upper()} with {_names(needed[1:], 'and')}, "

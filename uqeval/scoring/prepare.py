@@ -38,8 +38,8 @@ class Request:
     Attributes
     ----------
     tasks : tuple of str
-        Requested tasks, in the order of the request (every task found, built-ins
-        first, when none was named).
+        Requested tasks (every task found when none was named), in the order they
+        were registered: the built-ins first.
     aggregations : tuple of Aggregator
         Every aggregation scored, each once; the first is Δ's (:attr:`primary`).
     conventions : Conventions
@@ -122,6 +122,7 @@ def prepare(
             resolved.append(manager.aggregator(name))
         except UQEvalError as error:
             raise UQEvalError(str(error), parameter="aggregations") from None
+    tasks = tuple(name for name in known if name in tasks)  # rows in the order of the registry, built-ins first
     definitions = {name: known[name] for name in tasks}
     return Request(tasks, tuple(resolved), conventions, bool(segmentation), definitions)
 
