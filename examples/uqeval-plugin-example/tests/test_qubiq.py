@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
-import uqeval_plugin_example as example
 
 import uqeval
+
+try:
+    import uqeval_plugin_example as example
+except ImportError:  # run from a checkout without installing the example
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import uqeval_plugin_example as example
 
 
 def inputs(foreground: np.ndarray, labels: np.ndarray) -> uqeval.TaskInputs:
