@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 #: does not import the writer; a test keeps the two equal.
 SCENARIO_NAMES = ("disentangled", "entangled", "collapsed", "no-eu")
 #: The tasks (:data:`uqeval.TASKS`), likewise.
-TASK_NAMES = ("oodd", "amb", "cal", "fd")
+TASK_NAMES = ("oodd", "amb", "cal", "fd", "pq")
 #: The commands that the reference plugin, uqeval-torch, adds; asked for one of them, an
 #: install without the plugin says where it comes from, not only "No such command".
 TORCH_PLUGIN_COMMANDS = ("train", "predict", "study")
@@ -380,7 +380,7 @@ def score(
     tasks: Annotated[
         list[str] | None,
         typer.Option(
-            help="Tasks to score: oodd, amb, cal, fd (repeat the flag or separate by commas). Default: all four.",
+            help="Tasks to score: oodd, amb, cal, fd, pq (repeat the flag or separate by commas). Default: all five.",
             callback=_comma_separated,
             metavar="NAME",
         ),

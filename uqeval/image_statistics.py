@@ -21,6 +21,7 @@ from uqeval.conventions import Conventions
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
 from uqeval.metrics.calibration import CalibrationTable, ImageCalibration, PlattFit
 from uqeval.metrics.pavpu import pavpu_counts
+from uqeval.metrics.predictive import PredictiveSums
 from uqeval.metrics.segmentation import SegmentationQuality
 from uqeval.names import MEASURES
 
@@ -96,6 +97,11 @@ class ImageStatistics:
     pavpu : dict or None
         Per measure, the (image, 3) int64 PAvPU counts of each image
         (:func:`uqeval.metrics.pavpu.pavpu_counts`; None without labels or PAvPU's ``τ``).
+    predictive : PredictiveSums or None
+        The sums of the ``pq`` metrics of each image
+        (:class:`~uqeval.metrics.predictive.PredictiveSums`: pairs, Brier and NLL sums,
+        the 20-bin ECE table, before and after temperature scaling); None without
+        labels or when ``pq`` is not scored.
     fallbacks : dict
         ``fallbacks[aggregation]``: (image,) bool, the images that aggregation scored
         by its fallback convention (:class:`~uqeval.aggregation.AggregationFallback`),
@@ -116,6 +122,7 @@ class ImageStatistics:
     fallbacks: dict[str, np.ndarray] = field(default_factory=dict)
     tables: dict[str, CalibrationTable] | None = field(default=None, repr=False)
     pavpu: dict[str, np.ndarray] | None = None
+    predictive: PredictiveSums | None = None
 
     @property
     def n_images(self) -> int:
@@ -145,7 +152,10 @@ class ImageStatistics:
         risk = None if self.risk is None else self.risk[indices]
         fallbacks = {aggregation: images[indices] for aggregation, images in self.fallbacks.items()}
         pavpu = None if self.pavpu is None else {measure: counts[indices] for measure, counts in self.pavpu.items()}
-        return ImageStatistics(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu)
+        predictive = None if self.predictive is None else self.predictive.take(indices)
+        return ImageStatistics(
+            means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu, predictive=predictive
+        )
 
     @classmethod
     def concatenate(cls, parts: Sequence[ImageStatistics]) -> ImageStatistics:
@@ -192,7 +202,12 @@ class ImageStatistics:
         pavpu = None
         if first.pavpu is not None:
             pavpu = {measure: join(lambda part, m=measure: part.pavpu[m]) for measure in first.pavpu}
-        return cls(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu)
+        predictive = None
+        if first.predictive is not None:
+            predictive = PredictiveSums.concatenate([part.predictive for part in parts])
+        return cls(
+            means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu, predictive=predictive
+        )
 
 
 def image_statistics(

@@ -17,14 +17,16 @@ class Task:
     Attributes
     ----------
     name : str
-        Key in rows (``oodd``, ``amb``, ``cal``, ``fd``).
+        Key in rows (``oodd``, ``amb``, ``cal``, ``fd``, ``pq``).
     title : str
     metric : str
-        Metric that ranks the measures (``auroc``, ``ncc``, ``ace``, ``aurc``).
-    correct : str
-        The measure theory says should do best.
+        Metric that ranks the measures (``auroc``, ``ncc``, ``ace``, ``aurc``), or the
+        task's headline metric (``pq``: ``nll``).
+    correct : str or None
+        The measure theory says should do best; None for a task that scores no
+        uncertainty measure (``pq`` scores the mean prediction), which has no Δ.
     wrong : tuple of str
-        The others; ``U_w`` is the best of them.
+        The others; ``U_w`` is the best of them (empty without ``correct``).
     lower_is_better : bool
     needs_labels, needs_ood : bool
         What data the task cannot do without.
@@ -36,12 +38,17 @@ class Task:
     name: str
     title: str
     metric: str
-    correct: str
+    correct: str | None
     wrong: tuple[str, ...]
     lower_is_better: bool
     needs_labels: bool
     needs_ood: bool
     aggregated: bool = False
+
+    @property
+    def has_delta(self) -> bool:
+        """Whether the task compares a correct measure with wrong ones (Δ)."""
+        return self.correct is not None
 
 
 TASKS: dict[str, Task] = {
@@ -55,5 +62,10 @@ TASKS: dict[str, Task] = {
     # its depth (EU); either alone misses the other's failures.
     "fd": Task(
         "fd", "failure detection", "aurc", "tu", ("au", "eu"), True, needs_labels=True, needs_ood=False, aggregated=True
+    ),
+    # The predictive quality of the mean prediction: Brier, NLL, ECE, before and after
+    # temperature scaling; it ranks no uncertainty measure, so it has no Δ.
+    "pq": Task(
+        "pq", "predictive quality of the mean prediction", "nll", None, (), True, needs_labels=True, needs_ood=False
     ),
 }

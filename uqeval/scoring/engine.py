@@ -102,6 +102,7 @@ def run(
         segmentation=plan.segmentation,
         failure_risk="fd" in plan.tasks,
         n_groups=len(histogram_domains),
+        predictive="pq" in plan.tasks and source.has_labels,
     )
     setup = FitSetup(
         conventions=request.conventions,
@@ -110,6 +111,7 @@ def run(
         background=source.background,
         thresholds=plan.needs_threshold,
         platt=plan.run_cal,
+        temperature="pq" in plan.tasks and source.has_labels,
     )
     examples = example_images(source.domains, source.roles)
     if scheduler is not None:

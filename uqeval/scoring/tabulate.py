@@ -25,6 +25,7 @@ from uqeval.metrics.pavpu import pavpu
 from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
 from uqeval.notes import Note, literal
 from uqeval.scoring.fitting import Fitted
+from uqeval.scoring.predictive_rows import pq_rows
 from uqeval.tasks import TASKS, Task
 
 #: Metric name of the equal-mass ACE rows of CAL.
@@ -129,6 +130,11 @@ class _Tables:
             )
             self.notes.append(Note("negative-score", text, task=task.name))
 
+    def extend(self, rows: Sequence[dict], notes: Sequence[Note]) -> None:
+        """Rows and notes a task made on its own."""
+        self.rows += rows
+        self.notes += notes
+
     def add(self, task: str, split: str, measure: str, aggregation: str, metric: str, value: float) -> None:
         self.rows.append(
             {
@@ -223,8 +229,8 @@ def tabulate(
     """Tidy rows, Δ and collapse from the per-image statistics of every image.
 
     Only ``test`` images are scored, per split: ``id``, each OOD domain, and ``ood``
-    (OODD: the mean over OOD domains; AMB, CAL and FD: all OOD images pooled, or the
-    mean over domains with ``ood_split="domain-mean"``); FD also on ``all``.
+    (OODD: the mean over OOD domains; AMB, CAL, FD and PQ: all OOD images pooled, or the
+    mean over domains with ``ood_split="domain-mean"``); FD and PQ also on ``all``.
 
     Parameters
     ----------
@@ -334,6 +340,9 @@ def tabulate(
 
     if "fd" in tasks and statistics.risk is not None:
         _failure_detection(tables, splits, ood_names, aggregations, scored)
+
+    if "pq" in tasks and statistics.predictive is not None:
+        tables.extend(*pq_rows(statistics, splits, ood_names, scored, fitted, domain_mean=domain_mean))
 
     if {"oodd", "fd"} & set(tasks):
         _fallback_notes(tables, splits, fallbacks or {})
