@@ -191,7 +191,7 @@ def test_rows_are_tidy_and_unique(standard):
         assert key not in keys
         keys.add(key)
         assert standard.value(*key[:3], key[4], key[3]) == row["value"] or math.isnan(row["value"])
-    assert {row["task"] for row in standard.results} == {"oodd", "amb", "cal", "fd"}
+    assert {row["task"] for row in standard.results} == {"oodd", "amb", "cal", "fd", "pq"}
     assert standard.n_images == {"id": 8, "blur": 5, "noise": 5}
     assert standard.fitted.n_images == 6
     assert standard.fitted.images_from == "calibration"

@@ -166,5 +166,7 @@ def test_bounds_are_kept_and_noted_and_no_pair_is_an_error():
         empty = TemperatureData()
         empty.add(mean, np.full((1, 1, 1, 2), IGNORE, dtype=np.uint8))
         empty.fit()
-    sums = predictive_sums(mean, np.full((1, 1, 1, 2), IGNORE, dtype=np.uint8), np.zeros((1, 1, 2)), np.zeros((1, 1, 2)))
+    sums = predictive_sums(
+        mean, np.full((1, 1, 1, 2), IGNORE, dtype=np.uint8), np.zeros((1, 1, 2)), np.zeros((1, 1, 2))
+    )
     assert all(np.isnan(value) for value in predictive_metrics(sums).values())
