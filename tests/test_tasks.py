@@ -585,7 +585,7 @@ def test_no_calibration_role_fits_on_id_test_images(store):
     [
         (
             {"tasks": ["oodd", "segmentation"]},
-            r"^unknown task\(s\) segmentation; choose from oodd, amb, cal, fd$",
+            r"^unknown task\(s\) segmentation; choose from oodd, amb, cal, fd, pq$",
             "tasks",
         ),
         ({"aggregations": ["median"]}, "^unknown aggregation 'median'; choose one of ", "aggregations"),

@@ -133,7 +133,7 @@ def test_the_temperature_is_scipys_minimiser_and_the_scaled_metrics_match(world)
 
 
 def test_sums_take_concatenate_and_add_as_the_images_and_pixels_do(world):
-    mean, labels, pred, raters = world
+    mean, labels, _, raters = world
     whole = predictive_sums(mean, labels, raters.agree, raters.valid, temperature=0.7)
     parts = [
         predictive_sums(mean[s], labels[s], raters.agree[s], raters.valid[s], temperature=0.7)

@@ -140,7 +140,8 @@ def decomposed_batch(
     raters = raters_of(loaded, maps, image_ids, options)
     result = DecomposedBatch(indices, {name: maps[name] for name in (*MEASURES, "pred")}, raters)
     if options.predictive and loaded.labels is not None:
-        result.maps.update(mean=maps["mean"], labels=loaded.labels)
+        # A copy of the labels: they were read into a buffer that the next batch reuses.
+        result.maps.update(mean=maps["mean"], labels=loaded.labels.copy())
     if "mean" in maps:
         for local, position in enumerate(indices.tolist()):
             if position in examples:
