@@ -332,11 +332,12 @@ def predictive_kernel(mean, labels, n_classes, ignore, inverse_temperature, floo
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def temperature_moments_kernel(mean, weight, beta, floor):
-    """``Σ_i w_i LSE(β z_i)``, ``Σ_i w_i E[z_i]`` and ``Σ_i w_i Var[z_i]`` over pixels ``i``,
-    with ``z_i = ln max(mean_i, floor)`` (``mean`` (pixel, class) float32) and the
-    expectations under ``softmax(β z_i)``: the NLL of temperature scaling at ``T = 1/β``
-    less its linear term, and its first two derivatives in ``β``."""
+def temperature_moments_kernel(mean, weight, linear, beta, floor):
+    """The NLL of temperature scaling at ``T = 1/β`` and its first two derivatives in ``β``,
+    summed over pixels ``i``: ``Σ_i [w_i LSE(β z_i) − β a_i]``, ``Σ_i [w_i E[z_i] − a_i]`` and
+    ``Σ_i w_i Var[z_i]``, with ``z_i = ln max(mean_i, floor)`` (``mean`` (pixel, class)
+    float32), ``w_i`` the pixel's raters, ``a_i = Σ_r z_{i, l_r}`` (``linear``) and the
+    expectations under ``softmax(β z_i)``."""
     n_pixels, n_classes = mean.shape
     value = 0.0
     first = 0.0
@@ -358,7 +359,7 @@ def temperature_moments_kernel(mean, weight, beta, floor):
         moment1 /= total
         moment2 /= total
         w = weight[pixel]
-        value += w * (top + np.log(total))
-        first += w * moment1
+        value += w * (top + np.log(total)) - beta * linear[pixel]
+        first += w * moment1 - linear[pixel]
         second += w * (moment2 - moment1 * moment1)
     return value, first, second

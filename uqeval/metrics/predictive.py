@@ -208,59 +208,65 @@ class TemperatureFit:
 class TemperatureData:
     """What the temperature fit needs of the calibration pixels, additive over pixels.
 
-    The NLL of ``softmax(β z)`` (``β = 1/T``, ``z = ln max(m, 10⁻⁷)``) over pairs is
+    The NLL of ``softmax(β z)`` (``β = 1/T``, ``z = ln max(m, 10⁻⁷)``) over the pairs is
 
-    .. math:: L(β) = -β \\sum_{(r,i)} z_{i, l_{ri}} + \\sum_i n_i \\,\\mathrm{LSE}(β z_i)
+    .. math:: L(β) = \\sum_i \\left[n_i \\,\\mathrm{LSE}(β z_i) - β a_i\\right],
+        \\qquad a_i = \\sum_{r} z_{i, l_{ri}}
 
-    with ``n_i`` the raters counted at pixel ``i``: the first sum is kept as one number,
-    the second needs each pixel's ``m`` (kept as float32 with ``n_i``: ``4·C + 2`` bytes
-    per calibration pixel with a rater). ``L`` is convex in ``β``, so :meth:`fit` finds
-    its minimum exactly.
+    over the pixels ``i`` with a rater, ``n_i`` of them. Each such pixel's ``m`` is kept
+    (float32) with ``n_i`` and ``a_i`` (float64): ``4·C + 10`` bytes per calibration
+    pixel. ``L`` is convex in ``β``, so :meth:`fit` finds its minimum exactly; it sums
+    over the pixels in the order they were added, as one array, so that ``T`` does not
+    depend on how they were batched.
     """
 
     def __init__(self) -> None:
-        self.linear = 0.0
         self.n_pairs = 0
         self.means: list[np.ndarray] = []
         self.weights: list[np.ndarray] = []
+        self.linear: list[np.ndarray] = []
 
     def add(self, mean: np.ndarray, labels: np.ndarray, ignore: int = IGNORE_LABEL) -> None:
         """Add pixels: ``mean`` (image, class, ...) and ``labels`` (image, rater, ...)."""
         flat_mean, flat_labels = _flat(mean, labels)
-        n_classes = flat_mean.shape[1]
+        n_classes, n_raters = flat_mean.shape[1], flat_labels.shape[1]
         rows = np.moveaxis(flat_mean, 1, 2).reshape(-1, n_classes)  # (image·pixel, class)
-        labelled = (flat_labels != ignore) & (flat_labels < n_classes)
-        counted = labelled.sum(axis=1).reshape(-1)
+        by_pixel = np.moveaxis(flat_labels, 1, 2).reshape(-1, n_raters)  # (image·pixel, rater)
+        labelled = (by_pixel != ignore) & (by_pixel < n_classes)
+        counted = labelled.sum(axis=1)
         chosen = counted > 0
         logs = np.log(np.maximum(rows[chosen].astype(np.float64), PROBABILITY_FLOOR))
-        per_rater = np.moveaxis(np.where(labelled, flat_labels, 0), 1, 2).reshape(-1, flat_labels.shape[1])[chosen]
-        picked = np.take_along_axis(logs, per_rater.astype(np.intp), axis=1)
-        mask = np.moveaxis(labelled, 1, 2).reshape(-1, flat_labels.shape[1])[chosen]
-        self.linear += float(picked[mask].sum())
+        picked = np.take_along_axis(logs, np.where(labelled[chosen], by_pixel[chosen], 0).astype(np.intp), axis=1)
+        self.linear.append(np.where(labelled[chosen], picked, 0.0).sum(axis=1))
         self.n_pairs += int(counted.sum())
         self.means.append(rows[chosen])
-        self.weights.append(counted[chosen].astype(np.uint16))
+        self.weights.append(counted[chosen].astype(np.float64))
 
     def merge(self, other: TemperatureData) -> TemperatureData:
         """Add the pixels of ``other`` (after these); returns self."""
-        self.linear += other.linear
         self.n_pairs += other.n_pairs
         self.means.extend(other.means)
         self.weights.extend(other.weights)
+        self.linear.extend(other.linear)
         return self
+
+    def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pixels as one array each (joined once, then kept so)."""
+        if len(self.means) != 1:
+            n_classes = self.means[0].shape[1] if self.means else 1
+            self.means = [np.concatenate(self.means) if self.means else np.empty((0, n_classes), np.float32)]
+            self.weights = [np.concatenate(self.weights) if self.weights else np.empty(0)]
+            self.linear = [np.concatenate(self.linear) if self.linear else np.empty(0)]
+        return self.means[0], self.weights[0], self.linear[0]
 
     def nll(self, temperature: float) -> float:
         """The mean NLL of the pairs at ``temperature``."""
         value, _, _ = self._moments(1.0 / temperature)
-        return (value - self.linear / temperature) / self.n_pairs
+        return value / self.n_pairs
 
     def _moments(self, beta: float) -> tuple[float, float, float]:
-        value = first = second = 0.0
-        for mean, weight in zip(self.means, self.weights, strict=True):
-            if len(mean):
-                v, f, s = _kernels.temperature_moments_kernel(mean, weight.astype(np.float64), beta, PROBABILITY_FLOOR)
-                value, first, second = value + v, first + f, second + s
-        return value, first, second
+        mean, weight, linear = self._joined()
+        return _kernels.temperature_moments_kernel(mean, weight, linear, beta, PROBABILITY_FLOOR)
 
     def fit(self, *, tolerance: float = 1e-12, max_iterations: int = 100) -> TemperatureFit:
         """``T`` minimising the NLL on :data:`TEMPERATURE_BOUNDS`.
@@ -276,7 +282,7 @@ class TemperatureData:
 
         def slope(beta: float) -> tuple[float, float]:
             _, first, second = self._moments(beta)
-            return first - self.linear, second
+            return first, second
 
         note = ""
         slope_low, _ = slope(low)
