@@ -256,7 +256,7 @@ def test_no_ood_images_skips_oodd(tmp_path):
     scores = score(path)
     assert not any(row["task"] == "oodd" for row in scores.results)
     assert any(note.startswith("oodd: skipped") and "OOD" in note for note in note_texts(scores))
-    assert {row["task"] for row in scores.results} == {"amb", "cal", "fd"}
+    assert {row["task"] for row in scores.results} == {"amb", "cal", "fd", "pq"}
     assert_same_scores(scores, reference(path))
 
 

@@ -42,6 +42,8 @@ PROBABILITY_FLOOR = 1e-7
 ECE_BINS = 20
 #: The temperatures ``T`` is fitted within.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+#: The ``measure`` of every ``pq`` row: the mean prediction is scored, not an uncertainty measure.
+PQ_MEASURE = "mean"
 #: The metrics of the ``pq`` rows, in row order (``temperature`` is one row on ``id``).
 PQ_METRICS = ("brier", "nll", "ece", "brier_ts", "nll_ts", "ece_ts")
 

@@ -14,13 +14,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from uqeval.image_statistics import ImageStatistics
-from uqeval.metrics.predictive import PQ_METRICS, predictive_metrics
+from uqeval.metrics.predictive import PQ_MEASURE, PQ_METRICS, predictive_metrics
 from uqeval.names import ALL_TEST, ID_DOMAIN, NO_AGGREGATION, POOLED_OOD
 from uqeval.notes import Note, literal
 from uqeval.scoring.fitting import Fitted
-
-#: The ``measure`` of every ``pq`` row: the mean prediction is scored, not an uncertainty measure.
-PQ_MEASURE = "mean"
 
 
 def pq_rows(
@@ -46,8 +43,9 @@ def pq_rows(
     scored : (image,) bool
         Every test image (split ``all``).
     fitted : Fitted
-        Its ``temperature`` gives the ``_ts`` rows and the ``temperature`` row; without
-        it those are left out, with a note.
+        Its ``temperature`` gives the ``temperature`` row (the ``_ts`` sums come with
+        ``statistics``); without it that row is left out, with a note unless nothing
+        was fitted at all (no ID image: the ``no-id`` warning says so).
     domain_mean : bool
         ``ood`` as the mean over OOD domains of their values (NaN ones left out).
     """
@@ -62,10 +60,10 @@ def pq_rows(
         per_split[split] = metrics
         rows += [_row(split, name, metrics[name]) for name in PQ_METRICS if name in metrics]
     temperature = fitted.temperature
-    if temperature is None:
+    if temperature is None and fitted.n_images:  # without ID images, the no-id warning says nothing is fitted
         text = "{task}: temperature scaling left out: no ID pixel with a rater label to fit the temperature on"
         notes.append(Note("skipped", text, task="pq"))
-    else:
+    elif temperature is not None:
         rows.append(_row(ID_DOMAIN, "temperature", temperature.temperature))
         if temperature.note:
             notes.append(
