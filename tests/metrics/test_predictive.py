@@ -170,3 +170,12 @@ def test_bounds_are_kept_and_noted_and_no_pair_is_an_error():
         mean, np.full((1, 1, 1, 2), IGNORE, dtype=np.uint8), np.zeros((1, 1, 2)), np.zeros((1, 1, 2))
     )
     assert all(np.isnan(value) for value in predictive_metrics(sums).values())
+
+
+def test_the_smallest_temperature_is_kept_and_noted():
+    # Every label agrees with a hesitant mean: the sharpest scaling is best.
+    mean = np.array([[[[0.6, 0.4]], [[0.4, 0.6]]]], dtype=np.float32)
+    data = TemperatureData()
+    data.add(mean, np.array([[[[0, 1]]]], dtype=np.uint8))
+    fit = data.fit()
+    assert fit.temperature == 0.05 and "smallest" in fit.note

@@ -332,13 +332,13 @@ def predictive_kernel(mean, labels, n_classes, ignore, inverse_temperature, floo
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def temperature_moments_kernel(mean, weight, linear, beta, floor):
+def temperature_moments_kernel(logs, weight, linear, beta):
     """The NLL of temperature scaling at ``T = 1/β`` and its first two derivatives in ``β``,
     summed over pixels ``i``: ``Σ_i [w_i LSE(β z_i) − β a_i]``, ``Σ_i [w_i E[z_i] − a_i]`` and
-    ``Σ_i w_i Var[z_i]``, with ``z_i = ln max(mean_i, floor)`` (``mean`` (pixel, class)
-    float32), ``w_i`` the pixel's raters, ``a_i = Σ_r z_{i, l_r}`` (``linear``) and the
+    ``Σ_i w_i Var[z_i]``, with ``z_i = ln max(m_i, floor)`` (``logs`` (pixel, class)
+    float64), ``w_i`` the pixel's raters, ``a_i = Σ_r z_{i, l_r}`` (``linear``) and the
     expectations under ``softmax(β z_i)``."""
-    n_pixels, n_classes = mean.shape
+    n_pixels, n_classes = logs.shape
     value = 0.0
     first = 0.0
     second = 0.0
@@ -346,7 +346,7 @@ def temperature_moments_kernel(mean, weight, linear, beta, floor):
         z = np.empty(n_classes)
         top = -np.inf
         for c in range(n_classes):
-            z[c] = np.log(max(np.float64(mean[pixel, c]), floor))
+            z[c] = logs[pixel, c]
             top = max(top, beta * z[c])
         total = 0.0
         moment1 = 0.0

@@ -253,22 +253,18 @@ class TemperatureData:
         return self
 
     def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The pixels as one array each (joined once, then kept so)."""
-        if len(self.means) != 1:
-            n_classes = self.means[0].shape[1] if self.means else 1
-            self.means = [np.concatenate(self.means) if self.means else np.empty((0, n_classes), np.float32)]
-            self.weights = [np.concatenate(self.weights) if self.weights else np.empty(0)]
-            self.linear = [np.concatenate(self.linear) if self.linear else np.empty(0)]
-        return self.means[0], self.weights[0], self.linear[0]
+        """The pixels' ``z`` (float64, taken once for the passes of a fit), raters and
+        linear terms, each as one array in the order the pixels were added."""
+        n_classes = self.means[0].shape[1] if self.means else 1
+        means = np.concatenate(self.means) if self.means else np.empty((0, n_classes), np.float32)
+        logs = np.log(np.maximum(means.astype(np.float64), PROBABILITY_FLOOR))
+        weights = np.concatenate(self.weights) if self.weights else np.empty(0)
+        return logs, weights, np.concatenate(self.linear) if self.linear else np.empty(0)
 
     def nll(self, temperature: float) -> float:
         """The mean NLL of the pairs at ``temperature``."""
-        value, _, _ = self._moments(1.0 / temperature)
+        value, _, _ = _kernels.temperature_moments_kernel(*self._joined(), 1.0 / temperature)
         return value / self.n_pairs
-
-    def _moments(self, beta: float) -> tuple[float, float, float]:
-        mean, weight, linear = self._joined()
-        return _kernels.temperature_moments_kernel(mean, weight, linear, beta, PROBABILITY_FLOOR)
 
     def fit(self, *, tolerance: float = 1e-12, max_iterations: int = 100) -> TemperatureFit:
         """``T`` minimising the NLL on :data:`TEMPERATURE_BOUNDS`.
@@ -280,36 +276,42 @@ class TemperatureData:
         """
         if self.n_pairs == 0:
             raise UQEvalError("temperature scaling: no calibration pixel has a rater label")
-        low, high = 1.0 / TEMPERATURE_BOUNDS[1], 1.0 / TEMPERATURE_BOUNDS[0]
+        joined = self._joined()
 
-        def slope(beta: float) -> tuple[float, float]:
-            _, first, second = self._moments(beta)
-            return first, second
+        def moments(beta: float) -> tuple[float, float, float]:
+            return _kernels.temperature_moments_kernel(*joined, beta)
 
+        # L' is increasing: its root is bracketed by [low, high]; a bound is looked at
+        # only when a step would leave the bracket on its side.
+        bounds = (1.0 / TEMPERATURE_BOUNDS[1], 1.0 / TEMPERATURE_BOUNDS[0])
+        low, high = bounds
         note = ""
-        slope_low, _ = slope(low)
-        slope_high, _ = slope(high)
-        if slope_low >= 0:
-            beta, note = low, f"the NLL is least at the largest temperature, {TEMPERATURE_BOUNDS[1]:g}"
-        elif slope_high <= 0:
-            beta, note = high, f"the NLL is least at the smallest temperature, {TEMPERATURE_BOUNDS[0]:g}"
-        else:
-            beta = 1.0
-            for _ in range(max_iterations):
-                gradient, curvature = slope(beta)
-                if gradient == 0:
-                    break
-                if gradient > 0:
-                    high = beta
-                else:
-                    low = beta
-                step = gradient / curvature if curvature > 0 else np.inf
-                candidate = beta - step
-                if not low < candidate < high:
-                    candidate = 0.5 * (low + high)
-                if abs(candidate - beta) <= tolerance * beta or high - low <= tolerance * beta:
-                    beta = candidate
-                    break
-                beta = candidate
+        beta = 1.0
+        value, gradient, curvature = moments(beta)
+        for _ in range(max_iterations):
+            if gradient == 0:
+                break
+            if gradient > 0:
+                high = beta
+            else:
+                low = beta
+            candidate = beta - gradient / curvature if curvature > 0 else (high if gradient < 0 else low)
+            if not low < candidate < high:
+                bound = high if candidate >= high else low
+                if bound in bounds:
+                    bound_value, bound_gradient, _ = moments(bound)
+                    if (bound_gradient <= 0) if bound == high else (bound_gradient >= 0):
+                        beta, value = bound, bound_value
+                        which = "largest" if bound == 1.0 / TEMPERATURE_BOUNDS[1] else "smallest"
+                        note = f"the NLL is least at the {which} temperature, {1.0 / bound:g}"
+                        break
+                    bounds = tuple(b for b in bounds if b != bound)  # the root lies inside: not again
+                candidate = 0.5 * (low + high)
+            done = abs(candidate - beta) <= tolerance * beta
+            beta = candidate
+            value, gradient, curvature = moments(beta)
+            if done:
+                break
         temperature = 1.0 / beta
+        return TemperatureFit(float(temperature), self.n_pairs, float(value / self.n_pairs), note)
         return TemperatureFit(float(temperature), self.n_pairs, float(self.nll(temperature)), note)
