@@ -98,7 +98,14 @@ def test_score_prints_tables_and_writes_the_report(default_run, store):
     result, out = default_run
     assert result.exit_code == 0, result.output
     printed = result.stdout.lower()
-    for title in ("ood detection", "ambiguity modelling", "calibration", "entanglement δ", "epistemic collapse"):
+    for title in (
+        "ood detection",
+        "ambiguity modelling",
+        "calibration",
+        "predictive quality of the mean prediction",
+        "entanglement δ",
+        "epistemic collapse",
+    ):
         assert title in printed, title
     assert "Δ" in result.stdout
     assert str(out) in result.stdout.replace("\n", "")
@@ -107,7 +114,10 @@ def test_score_prints_tables_and_writes_the_report(default_run, store):
     content = scores_json(out)
     assert content["schema"] == "uqeval.scores/1"
     assert content["store"] == str(store.resolve())
-    assert {row["task"] for row in content["results"]} == {"oodd", "amb", "cal", "fd"}
+    assert {row["task"] for row in content["results"]} == {"oodd", "amb", "cal", "fd", "pq"}
+    assert "temperature" in json.loads((out / "fitted.json").read_text())
+    assert "pq,id,mean,none,nll_ts," in (out / "metrics.csv").read_text()
+    assert "Predictive quality of the mean prediction" in (out / "report.html").read_text()
     assert content["model"]["au_method"] == "synthetic-disentangled"
 
 

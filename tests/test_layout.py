@@ -110,6 +110,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             # What a task reads and writes, and the built-in tasks' rows.
             "task_tables",
             "builtin_tasks",
+            "predictive_rows",
         ),
     ),
     ("plugins", ("builtin_plugin", "plugins")),

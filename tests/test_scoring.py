@@ -244,6 +244,7 @@ def test_no_labels_skips_amb_and_cal(tmp_path):
     assert {row["task"] for row in scores.results} == {"oodd"}
     assert "amb: skipped, the store has no rater labels" in note_texts(scores)
     assert "cal: skipped, the store has no rater labels" in note_texts(scores)
+    assert "pq: skipped, the store has no rater labels" in note_texts(scores)
     assert any(note.startswith("segmentation: skipped") for note in note_texts(scores))
     assert_same_scores(scores, reference(path, segmentation=True, aggregations=("border", "threshold")))
     assert "ncc_au" not in scores.image_rows()[0]
@@ -255,7 +256,7 @@ def test_no_ood_images_skips_oodd(tmp_path):
     scores = score(path)
     assert not any(row["task"] == "oodd" for row in scores.results)
     assert any(note.startswith("oodd: skipped") and "OOD" in note for note in note_texts(scores))
-    assert {row["task"] for row in scores.results} == {"amb", "cal", "fd"}
+    assert {row["task"] for row in scores.results} == {"amb", "cal", "fd", "pq"}
     assert_same_scores(scores, reference(path))
 
 

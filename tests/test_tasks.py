@@ -191,7 +191,7 @@ def test_rows_are_tidy_and_unique(standard):
         assert key not in keys
         keys.add(key)
         assert standard.value(*key[:3], key[4], key[3]) == row["value"] or math.isnan(row["value"])
-    assert {row["task"] for row in standard.results} == {"oodd", "amb", "cal", "fd"}
+    assert {row["task"] for row in standard.results} == {"oodd", "amb", "cal", "fd", "pq"}
     assert standard.n_images == {"id": 8, "blur": 5, "noise": 5}
     assert standard.fitted.n_images == 6
     assert standard.fitted.images_from == "calibration"
@@ -532,6 +532,8 @@ def test_no_ood_images_skips_oodd(store):
         n_classes=2,
     )
     assert "oodd: skipped, there are no OOD test images" in note_texts(evaluation)
+    # Maps without `mean`: pq has nothing to score.
+    assert "pq: skipped, the maps have no mean prediction (`mean`) to score" in note_texts(evaluation)
     assert {row["task"] for row in evaluation.results} == {"amb", "cal", "fd"}
     assert {row["split"] for row in evaluation.results} == {"id", "all"}
     assert evaluation.n_images == {"id": 8}
@@ -555,7 +557,9 @@ def test_no_id_images_skips_oodd_and_cal(store):
     assert "oodd and cal are skipped (they need ID images)" in warning
     assert not any(note.startswith(("oodd:", "cal:")) for note in note_texts(evaluation))
     assert sum("'id'" in note for note in note_texts(evaluation)) == 1  # one warning, nothing that contradicts it
-    assert {row["task"] for row in evaluation.results} == {"amb", "fd"}
+    assert not any(note.startswith("pq:") for note in note_texts(evaluation))  # no temperature: nothing is fitted
+    assert {row["task"] for row in evaluation.results} == {"amb", "fd", "pq"}
+    assert "temperature" not in {row["metric"] for row in evaluation.results}
 
 
 def test_no_calibration_role_fits_on_id_test_images(store):
@@ -585,7 +589,7 @@ def test_no_calibration_role_fits_on_id_test_images(store):
     [
         (
             {"tasks": ["oodd", "segmentation"]},
-            r"^unknown task\(s\) segmentation; choose from oodd, amb, cal, fd$",
+            r"^unknown task\(s\) segmentation; choose from oodd, amb, cal, fd, pq$",
             "tasks",
         ),
         ({"aggregations": ["median"]}, "^unknown aggregation 'median'; choose one of ", "aggregations"),

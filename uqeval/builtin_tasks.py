@@ -1,4 +1,4 @@
-"""The rows of the built-in tasks, OODD, AMB, CAL and FD, from every image's statistics.
+"""The rows of the built-in tasks, OODD, AMB, CAL, FD and PQ, from every image's statistics.
 
 Each function is a task's ``rows`` (:class:`uqeval.tasks.Task`): it reads the engine's
 per-image statistics through a :class:`~uqeval.task_tables.TaskTables` and adds rows,
@@ -18,6 +18,7 @@ from uqeval.metrics.oodd import auroc, fpr_at_tpr
 from uqeval.metrics.pavpu import pavpu
 from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
 from uqeval.notes import Note, literal
+from uqeval.predictive_rows import predictive_rows
 from uqeval.task_tables import TaskTables, domain_means
 from uqeval.tasks import TASKS
 
@@ -239,4 +240,10 @@ def failure_rows(tables: TaskTables) -> None:
 
 
 #: Each built-in task's rows, by task name.
-BUILTIN_ROWS = {"oodd": detection_rows, "amb": ambiguity_rows, "cal": calibration_rows, "fd": failure_rows}
+BUILTIN_ROWS = {
+    "oodd": detection_rows,
+    "amb": ambiguity_rows,
+    "cal": calibration_rows,
+    "fd": failure_rows,
+    "pq": predictive_rows,
+}

@@ -21,6 +21,7 @@ from uqeval.conventions import Conventions
 from uqeval.metrics.ambiguity import Correlation, RaterStatistics, ncc
 from uqeval.metrics.calibration import CalibrationTable, ImageCalibration, PlattFit
 from uqeval.metrics.pavpu import pavpu_counts
+from uqeval.metrics.predictive import PredictiveSums
 from uqeval.metrics.segmentation import SegmentationQuality
 from uqeval.names import MEASURES
 
@@ -99,6 +100,11 @@ class ImageStatistics:
     tasks : dict
         ``tasks[task][name]``: the (image, ...) float64 sums a task's own ``statistics``
         function gives (:class:`uqeval.tasks.Task`), for the tasks that have one.
+    predictive : PredictiveSums or None
+        The sums of the ``pq`` metrics of each image
+        (:class:`~uqeval.metrics.predictive.PredictiveSums`: pairs, Brier and NLL sums,
+        the 20-bin ECE table, before and after temperature scaling); None without
+        labels or when ``pq`` is not scored.
     fallbacks : dict
         ``fallbacks[aggregation]``: (image,) bool, the images that aggregation scored
         by its fallback convention (:class:`~uqeval.aggregation.AggregationFallback`),
@@ -120,6 +126,7 @@ class ImageStatistics:
     tables: dict[str, CalibrationTable] | None = field(default=None, repr=False)
     pavpu: dict[str, np.ndarray] | None = None
     tasks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    predictive: PredictiveSums | None = None
 
     @property
     def n_images(self) -> int:
@@ -150,8 +157,18 @@ class ImageStatistics:
         fallbacks = {aggregation: images[indices] for aggregation, images in self.fallbacks.items()}
         pavpu = None if self.pavpu is None else {measure: counts[indices] for measure, counts in self.pavpu.items()}
         tasks = {task: {name: values[indices] for name, values in sums.items()} for task, sums in self.tasks.items()}
+        predictive = None if self.predictive is None else self.predictive.take(indices)
         return ImageStatistics(
-            means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu, tasks=tasks
+            means,
+            scores,
+            correlations,
+            calibration,
+            segmentation,
+            risk,
+            fallbacks,
+            pavpu=pavpu,
+            tasks=tasks,
+            predictive=predictive,
         )
 
     @classmethod
@@ -203,7 +220,21 @@ class ImageStatistics:
             task: {name: join(lambda part, t=task, n=name: part.tasks[t][n]) for name in sums}
             for task, sums in first.tasks.items()
         }
-        return cls(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu, tasks=tasks)
+        predictive = None
+        if first.predictive is not None:
+            predictive = PredictiveSums.concatenate([part.predictive for part in parts])
+        return cls(
+            means,
+            scores,
+            correlations,
+            calibration,
+            segmentation,
+            risk,
+            fallbacks,
+            pavpu=pavpu,
+            tasks=tasks,
+            predictive=predictive,
+        )
 
 
 def image_statistics(

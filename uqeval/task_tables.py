@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,8 @@ class TaskTables:
         What the tasks add.
     reliability : dict
         ``(split, measure)`` → the reliability diagram CAL draws.
+    fitted : Fitted or None
+        The parameters fitted on calibration images (:class:`uqeval.scoring.fitting.Fitted`).
     """
 
     statistics: ImageStatistics
@@ -103,6 +106,7 @@ class TaskTables:
     entanglement: list[dict] = field(default_factory=list)
     reliability: dict[tuple[str, str], Reliability] = field(default_factory=dict)
     negative: dict[Task, list[str]] = field(default_factory=dict)
+    fitted: Any = None
 
     @property
     def ood_names(self) -> list[str]:

@@ -67,14 +67,16 @@ class Task:
     Attributes
     ----------
     name : str
-        Key in rows (``oodd``, ``amb``, ``cal``, ``fd``, or a plugin's).
+        Key in rows (``oodd``, ``amb``, ``cal``, ``fd``, ``pq``, or a plugin's).
     title : str
     metric : str
-        The metric its table shows first (``auroc``, ``ncc``, ``ace``, ``aurc``).
+        Metric that ranks the measures (``auroc``, ``ncc``, ``ace``, ``aurc``), or the
+        task's headline metric (``pq``: ``nll``).
     correct : str or None
-        The measure theory says should do best; None for a task without Δ.
+        The measure theory says should do best; None for a task that scores no
+        uncertainty measure (``pq`` scores the mean prediction), which has no Δ.
     wrong : tuple of str
-        The others; ``U_w`` is the best of them.
+        The others; ``U_w`` is the best of them (empty without ``correct``).
     lower_is_better : bool
     needs_labels, needs_ood : bool
         What data the task cannot do without: it is skipped, with a note, without it.
@@ -121,6 +123,11 @@ TASKS: dict[str, Task] = {
     # its depth (EU); either alone misses the other's failures.
     "fd": Task(
         "fd", "failure detection", "aurc", "tu", ("au", "eu"), True, needs_labels=True, needs_ood=False, aggregated=True
+    ),
+    # The predictive quality of the mean prediction: Brier, NLL, ECE, before and after
+    # temperature scaling; it ranks no uncertainty measure, so it has no Δ.
+    "pq": Task(
+        "pq", "predictive quality of the mean prediction", "nll", None, (), True, needs_labels=True, needs_ood=False
     ),
 }
 

@@ -101,12 +101,13 @@ def same(first, second) -> bool:
 def expected_without(full, given):
     """What a store that gives only ``given`` should report: ``full``'s rows of those
     measures, its Δ of the tasks whose measures it all gives, its collapse with AU and EU."""
-    kept = [task for task in TASKS if {TASKS[task].correct, *TASKS[task].wrong} <= set(given)]
+    with_delta = [task for task in TASKS if TASKS[task].has_delta]
+    kept = [task for task in with_delta if {TASKS[task].correct, *TASKS[task].wrong} <= set(given)]
     return {
         "results": [row for row in full.results if row["measure"] in given],
         "entanglement": [row for row in full.entanglement if row["task"] in kept],
         "collapse": full.collapse if {"au", "eu"} <= set(given) else [],
-        "left_out": [task for task in TASKS if task not in kept],
+        "left_out": [task for task in with_delta if task not in kept],
     }
 
 
@@ -208,7 +209,7 @@ def test_uqeval_score_reports_a_store_of_some_measures(tmp_path):
         path.name for path in report.iterdir()
     }
     written = json.loads((report / "scores.json").read_text())
-    assert {row["measure"] for row in written["results"]} == {"au"} and written["entanglement"] == []
+    assert {row["measure"] for row in written["results"]} == {"au", "mean"} and written["entanglement"] == []
     assert "mean_au" in (report / "images.csv").read_text() and "mean_eu" not in (report / "images.csv").read_text()
     shown = run_cli("inspect", str(tmp_path / "au.zarr"))
     assert shown.returncode == 0, shown.stderr
@@ -256,7 +257,7 @@ def test_volumes_of_a_maps_store_larger_than_a_batch_are_read_in_slabs(tmp_path,
     cube_path = tmp_path / "cube.zarr"
     uqeval.make_synthetic_cube(cube_path, "disentangled", n_images=16, shape=(6, 8, 10), eu=3, au=2, raters=2)
     maps_store_of(cube_path, tmp_path / "maps.zarr", chunk_images=1, measures=measures)
-    options = {"aggregations": ["border", "patch_max"], "tasks": ["oodd", "amb", "cal", "fd"]}
+    options = {"aggregations": ["border", "patch_max"], "tasks": ["oodd", "amb", "cal", "fd", "pq"]}
     whole = uqeval.score(tmp_path / "maps.zarr", **options)
     streamed = uqeval.score(tmp_path / "maps.zarr", batch_bytes=64, **options)
 
@@ -265,7 +266,7 @@ def test_volumes_of_a_maps_store_larger_than_a_batch_are_read_in_slabs(tmp_path,
 
     expected = {key(row): row["value"] for row in whole.results}
     assert len(expected) == len(streamed.results)
-    assert {row["measure"] for row in streamed.results} == set(measures)
+    assert {row["measure"] for row in streamed.results} == {*measures, "mean"}  # pq scores the mean prediction
     for row in streamed.results:
         value = expected[key(row)]
         assert value == pytest.approx(row["value"], rel=1e-9, abs=1e-12, nan_ok=True), row

@@ -75,7 +75,7 @@ def test_slices_of_a_batch_are_the_volumes_slices():
 def test_per_slice_scores_equal_those_of_a_2d_store_of_the_slices(batch_bytes):
     probs, labels, domains, roles = volumes()
     depth = probs.shape[4]
-    request = prepare(tasks=("oodd", "amb", "cal", "fd"), aggregations=["border", "patch_max", "threshold"])
+    request = prepare(tasks=("oodd", "amb", "cal", "fd", "pq"), aggregations=["border", "patch_max", "threshold"])
     sliced = _run(slice_source(volume_source(probs, labels, domains, roles)), request, batch_bytes=batch_bytes)
 
     flat = as_slices(probs, 3)

@@ -21,7 +21,7 @@ DEPTH, HEIGHT, WIDTH = 9, 12, 10
 EU, AU, CLASSES, RATERS = 3, 2, 3, 3
 LAYOUT = [("id", "calibration", 3), ("id", "test", 4), ("shift", "test", 4)]
 OPTIONS = {
-    "tasks": ("oodd", "amb", "cal", "fd"),
+    "tasks": ("oodd", "amb", "cal", "fd", "pq"),
     "aggregations": ("border", "patch_max", "threshold", "mean", "sum", "area"),
     "segmentation": True,
 }
@@ -100,6 +100,9 @@ def test_volumes_read_in_slabs_score_as_the_volumes_held_whole(volume_store, mon
     assert {"pavpu", "augrc", "eaugrc"} <= {row["metric"] for row in streamed.results}
     _assert_close(_rows(streamed), _rows(whole))
     assert streamed.fitted.pavpu_thresholds == whole.fitted.pavpu_thresholds
+    # pq: its rows above, and T fitted in the spilled look PAvPU and Platt take anyway.
+    assert {"brier_ts", "nll_ts", "ece_ts", "temperature"} <= {row["metric"] for row in streamed.results}
+    assert streamed.fitted.temperature.temperature == pytest.approx(whole.fitted.temperature.temperature, rel=1e-12)
     for got, want in zip(streamed.image_rows(), whole.image_rows(), strict=True):
         _assert_close(got, want)
     assert streamed.fitted.to_dict().keys() == whole.fitted.to_dict().keys()

@@ -277,3 +277,89 @@ def add_cells_kernel(table, cells, rows):
         key = cells[i, 1]
         for column in range(3):
             table[group, key, column] += rows[i, column]
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def predictive_kernel(mean, labels, n_classes, ignore, inverse_temperature, floor, brier, nll, pairs, confidence):
+    """Per image, sums over (rater, pixel) pairs of the Brier score and the NLL of the
+    predicted distribution ``p``, and each pixel's confidence ``max_c p_c``.
+
+    ``mean`` is (image, class, pixel) float32, ``labels`` (image, rater, pixel); a pair
+    whose label is ``ignore`` (or not a class) is left out. With ``inverse_temperature``
+    0, ``p`` is ``mean`` as it is; else ``p = softmax(β · ln max(mean, floor))``. Per pair
+    with label ``l``: Brier ``Σ_c p_c² − 2 p_l + 1``, NLL ``−ln max(p_l, floor)``.
+    """
+    n_images, _, n_pixels = mean.shape
+    n_raters = labels.shape[1]
+    beta = inverse_temperature
+    for image in numba.prange(n_images):
+        p = np.empty(n_classes)
+        brier_sum = 0.0
+        nll_sum = 0.0
+        count = 0
+        for pixel in range(n_pixels):
+            if beta == 0.0:
+                for c in range(n_classes):
+                    p[c] = mean[image, c, pixel]
+            else:
+                top = -np.inf
+                for c in range(n_classes):
+                    p[c] = beta * np.log(max(np.float64(mean[image, c, pixel]), floor))
+                    top = max(top, p[c])
+                total = 0.0
+                for c in range(n_classes):
+                    p[c] = np.exp(p[c] - top)
+                    total += p[c]
+                for c in range(n_classes):
+                    p[c] /= total
+            squares = 0.0
+            largest = p[0]
+            for c in range(n_classes):
+                squares += p[c] * p[c]
+                largest = max(largest, p[c])
+            confidence[image, pixel] = largest
+            for rater in range(n_raters):
+                label = labels[image, rater, pixel]
+                if label == ignore or label < 0 or label >= n_classes:
+                    continue
+                chosen = p[label]
+                brier_sum += squares - 2.0 * chosen + 1.0
+                nll_sum -= np.log(max(chosen, floor))
+                count += 1
+        brier[image] = brier_sum
+        nll[image] = nll_sum
+        pairs[image] = count
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def temperature_moments_kernel(logs, weight, linear, beta):
+    """The NLL of temperature scaling at ``T = 1/β`` and its first two derivatives in ``β``,
+    summed over pixels ``i``: ``Σ_i [w_i LSE(β z_i) − β a_i]``, ``Σ_i [w_i E[z_i] − a_i]`` and
+    ``Σ_i w_i Var[z_i]``, with ``z_i = ln max(m_i, floor)`` (``logs`` (pixel, class)
+    float64), ``w_i`` the pixel's raters, ``a_i = Σ_r z_{i, l_r}`` (``linear``) and the
+    expectations under ``softmax(β z_i)``."""
+    n_pixels, n_classes = logs.shape
+    value = 0.0
+    first = 0.0
+    second = 0.0
+    for pixel in numba.prange(n_pixels):
+        z = np.empty(n_classes)
+        top = -np.inf
+        for c in range(n_classes):
+            z[c] = logs[pixel, c]
+            top = max(top, beta * z[c])
+        total = 0.0
+        moment1 = 0.0
+        moment2 = 0.0
+        for c in range(n_classes):
+            e = np.exp(beta * z[c] - top)
+            total += e
+            moment1 += e * z[c]
+            moment2 += e * z[c] * z[c]
+        moment1 /= total
+        moment2 /= total
+        w = weight[pixel]
+        value += w * (top + np.log(total)) - beta * linear[pixel]
+        first += w * moment1 - linear[pixel]
+        second += w * (moment2 - moment1 * moment1)
+    return value, first, second

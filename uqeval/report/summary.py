@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from uqeval.metrics.predictive import PQ_MEASURE
 from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
 from uqeval.tasks import TASKS
 from uqeval.text import printable
@@ -199,7 +200,7 @@ def saved_summary(saved: SavedScores) -> Summary:
         places=[("file", saved.source), ("store", saved.data.get("store"))],
         model=saved.model,
         n_images=n_images if isinstance(n_images, Mapping) else {},
-        measures=[measure for measure in MEASURES if measure in measures] + sorted(measures - set(MEASURES)),
+        measures=[measure for measure in MEASURES if measure in measures] + sorted(measures - {*MEASURES, PQ_MEASURE}),
         aggregations=list(aggregations),
         delta_aggregation=None if delta_aggregation is None else str(delta_aggregation),
         tasks=list(dict.fromkeys(str(row.get("task")) for row in [*rows, *saved.entanglement])),

@@ -227,6 +227,51 @@ def task_table(
     return table
 
 
+#: The ``pq`` metrics shown, by row: (metric, label).
+_PQ_ROWS = (("brier", "Brier"), ("nll", "NLL"), ("ece", "ECE"))
+
+
+def predictive_table(scores: Scores) -> Table | None:
+    """The ``pq`` task: Brier, NLL and ECE of the mean prediction (rows) per split
+    (columns), before and after temperature scaling; None when it was not scored."""
+    if not any(row["task"] == "pq" for row in scores.results):
+        return None
+    single = single_ood_domain(scores)
+    splits = _shown_splits(_splits(scores, "pq"), single)
+    notes = ["lower is better", "over (rater, pixel) pairs"]
+    try:
+        temperature = scores.value("pq", ID_DOMAIN, "mean", "temperature")
+    except KeyError:
+        temperature = None
+    sections = [("", "")]
+    if temperature is not None:
+        sections.append(("_ts", f"T = {format_value(temperature, digits=3)}"))
+        notes.append(f"T: temperature scaling fitted on the ID calibration pixels, T = {temperature:.4g}")
+    table = Table(
+        title="Predictive quality of the mean prediction",
+        caption="; ".join(notes),
+        title_justify="left",
+        caption_justify="left",
+    )
+    table.add_column("scaling")
+    table.add_column("metric")
+    for _, label in splits:
+        table.add_column(label, justify="right")
+    for number, (suffix, label) in enumerate(sections):
+        for position, (metric, title) in enumerate(_PQ_ROWS):
+            cells = []
+            for split, _ in splits:
+                try:
+                    value = scores.value("pq", split, "mean", metric + suffix)
+                except KeyError:
+                    cells.append("")
+                else:
+                    cells.append(format_value(value, digits=4))
+            first = (label or "none") if position == 0 else ""
+            table.add_row(first, title, *cells, end_section=position == len(_PQ_ROWS) - 1 and number == 0)
+    return table
+
+
 def entanglement_table(scores: Scores) -> Table | None:
     """Δ per task and split: 1 means the correct measure is far better, −1 the wrong one."""
     if not scores.entanglement:
@@ -289,9 +334,12 @@ def score_tables(scores: Scores) -> list[Table]:
     """Every table of ``uqeval score``, in the order printed."""
     tables = []
     for task in TASKS:
+        if not TASKS[task].has_delta:
+            continue
         tables.append(task_table(scores, task))
         for metric, lower in SECOND_METRICS.get(task, ()):
             tables.append(task_table(scores, task, metric, lower_is_better=lower))
+    tables.append(predictive_table(scores))
     # A plugin's task: one table per metric, in the order of its rows.
     for task in plugin_tasks(scores.results):
         metrics = dict.fromkeys(row["metric"] for row in scores.results if row["task"] == task)

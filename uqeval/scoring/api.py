@@ -180,6 +180,7 @@ def _run(
             has_labels=source.has_labels,
             segmentation_possible=source.has_probabilities,
             n_raters=source.n_raters,
+            has_mean=source.has_mean,
         )
     except UQEvalError as error:
         raise UQEvalError(f"{source.where}: {error}") from None

@@ -20,6 +20,7 @@ from uqeval.image_statistics import ExampleMaps, ImageStatistics, image_statisti
 from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
 from uqeval.metrics.calibration import sparse_confidence_histogram
 from uqeval.metrics.failure import failure_risk
+from uqeval.metrics.predictive import predictive_sums
 from uqeval.metrics.segmentation import SegmentationQuality, segmentation_quality
 from uqeval.names import MEASURES
 from uqeval.scoring.fitting import FitSetup, Fitted, read_sums
@@ -40,6 +41,9 @@ class BatchOptions:
         Tables of the pooled equal-mass ACE histograms (one per test domain; 0: none).
     tasks : tuple of Task
         The tasks scored that bring their own per-image ``statistics``.
+    predictive : bool
+        Score ``pq``: a batch with labels keeps ``mean`` and ``labels`` among its maps
+        (spilled with them when it holds images fitted on).
     """
 
     n_classes: int
@@ -50,6 +54,7 @@ class BatchOptions:
     failure_risk: bool = False
     n_groups: int = 0
     tasks: tuple[Task, ...] = ()
+    predictive: bool = False
 
 
 @dataclass
@@ -59,7 +64,9 @@ class DecomposedBatch:
     Attributes
     ----------
     maps : dict or None
-        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x); None once spilled.
+        ``au``, ``eu``, ``tu``, ``pred`` (image, y, x), and for ``pq``
+        (:attr:`BatchOptions.predictive`) ``mean`` (image, class, y, x) and the raters'
+        ``labels`` (image, rater, y, x); None once spilled.
     raters : RaterStatistics or None
         None without labels, or once spilled.
     fit_sums : dict
@@ -138,6 +145,9 @@ def decomposed_batch(
     maps = loaded.maps if loaded.maps is not None else decompose_batch(loaded.cubes, image_ids)
     raters = raters_of(loaded, maps, image_ids, options)
     result = DecomposedBatch(indices, {name: maps[name] for name in (*MEASURES, "pred")}, raters)
+    if options.predictive and loaded.labels is not None:
+        # A copy of the labels: they were read into a buffer that the next batch reuses.
+        result.maps.update(mean=maps["mean"], labels=loaded.labels.copy())
     if "mean" in maps:
         for local, position in enumerate(indices.tolist()):
             if position in examples:
@@ -236,6 +246,14 @@ def score_batch(
     statistics.segmentation = batch.segmentation
     statistics.risk = batch.risk
     statistics.tasks = batch.task_sums
+    if "labels" in maps and raters is not None:
+        statistics.predictive = predictive_sums(
+            maps["mean"],
+            maps["labels"],
+            raters.agree,
+            raters.valid,
+            temperature=None if fitted.temperature is None else fitted.temperature.temperature,
+        )
     result = ScoredBatch(batch.indices, statistics, examples=batch.examples)
     if pooled:
         # Tables only for the groups in this batch (usually one), renumbered from 0.

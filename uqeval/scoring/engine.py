@@ -105,6 +105,7 @@ def run(
         tasks=tuple(
             request.definitions[name] for name in plan.tasks if request.definitions[name].statistics is not None
         ),
+        predictive="pq" in plan.tasks and source.has_labels,
     )
     setup = FitSetup(
         conventions=request.conventions,
@@ -113,6 +114,7 @@ def run(
         background=source.background,
         thresholds=plan.needs_threshold,
         platt=plan.run_cal,
+        temperature="pq" in plan.tasks and source.has_labels,
     )
     examples = example_images(source.domains, source.roles)
     if scheduler is not None:

@@ -20,10 +20,11 @@ Sums are always combined in source order, so that a fit does not depend on which
 worker finished first, nor on how the images are batched.
 
 A new fitted quantity is one new entry: a class with the methods of
-:class:`FittedQuantity`, added to :data:`FITTED_QUANTITIES`. Temperature scaling, say,
-would sum per batch the negative log-likelihood of the calibration pixels at each
-temperature of a grid (sums that add up over batches) and fit the best one. Its shape,
-with a stand-in for the likelihood:
+:class:`FittedQuantity`, added to :data:`FITTED_QUANTITIES`. A temperature chosen
+from a grid, say, would sum per batch the negative log-likelihood of the calibration
+pixels at each temperature of the grid (sums that add up over batches) and fit the best
+one (:class:`TemperatureScaling` solves for ``T`` exactly instead). Its shape, with a
+stand-in for the likelihood:
 
 >>> from dataclasses import dataclass
 >>> GRID = np.array([0.5, 1.0, 2.0])
@@ -79,6 +80,7 @@ from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.calibration import BinnedPlattTable, PlattFit, PlattTable, platt_table
 from uqeval.metrics.order_statistics import KeySelection, high_key_counts, select
 from uqeval.metrics.pavpu import accurate
+from uqeval.metrics.predictive import TemperatureData, TemperatureFit
 from uqeval.names import MEASURES
 
 #: Where a quantity is accumulated: from each batch as read, or from the spilled maps after the ``read`` fits.
@@ -130,6 +132,11 @@ class Fitted:
         return self["pavpu_thresholds"]
 
     @property
+    def temperature(self) -> TemperatureFit | None:
+        """Temperature scaling of the mean prediction (None when not fitted)."""
+        return self["temperature"]
+
+    @property
     def platt(self) -> Mapping[str, PlattFit]:
         """:class:`~uqeval.metrics.calibration.PlattFit` per measure (empty when not fitted)."""
         return self["platt"]
@@ -160,6 +167,9 @@ class FitSetup:
         A fitted aggregation (``threshold``) is scored, so ``τ`` is fitted.
     platt : bool
         CAL is scored, so Platt scaling is fitted.
+    temperature : bool
+        ``pq`` is scored, so temperature scaling is fitted (the spilled maps then hold
+        ``mean`` and the raters' ``labels``).
     earlier : Fitted
         The ``read`` fits, for the quantities of the ``spilled`` look (empty before).
     again : mapping
@@ -173,6 +183,7 @@ class FitSetup:
     background: int = 0
     thresholds: bool = False
     platt: bool = False
+    temperature: bool = False
     earlier: Fitted = field(default_factory=Fitted)
     again: Mapping[str, Any] = field(default_factory=dict)
 
@@ -199,7 +210,8 @@ class FitImages:
     ----------
     maps : dict
         ``au``, ``eu``, ``tu``, ``pred`` (image, y, x); for the ``spilled`` look, as
-        they will be scored (EU rescaled).
+        they will be scored (EU rescaled), and with temperature scaling also ``mean``
+        (image, class, y, x) and the raters' ``labels`` (image, rater, y, x).
     raters : RaterStatistics or None
         Without rater labels, None.
     cubes : (batch image, eu, au, class, y, x) or None
@@ -533,6 +545,44 @@ class PAvPUThresholds:
         return dict(parameters) if parameters else None
 
 
+@dataclass(frozen=True)
+class TemperatureScaling:
+    """``T`` of temperature scaling of the mean prediction, ``softmax(ln max(m, 10⁻⁷) / T)``,
+    fitted on the (rater, pixel) pairs of the images fitted on
+    (:meth:`~uqeval.metrics.predictive.TemperatureData.fit`); None when no pixel has a rater.
+
+    Sums: a :class:`~uqeval.metrics.predictive.TemperatureData`, which keeps each
+    counted pixel's mean prediction (float32) so that ``T`` is exact.
+    """
+
+    name: str = "temperature"
+    look: Look = "spilled"
+    default: None = None
+
+    def wanted(self, setup: FitSetup) -> bool:
+        return setup.temperature
+
+    def empty(self, setup: FitSetup) -> TemperatureData:
+        return TemperatureData()
+
+    def add(self, sums, images: FitImages, setup: FitSetup):
+        if "labels" not in images.maps:
+            raise UQEvalError("temperature scaling needs the mean prediction and rater labels")
+        sums.add(images.maps["mean"], images.maps["labels"])
+        return sums
+
+    def merge(self, sums, other):
+        return sums.merge(other)
+
+    def fit(self, sums, setup: FitSetup) -> TemperatureFit | None:
+        return sums.fit() if sums.n_pairs else None
+
+    def to_json(self, parameters: TemperatureFit | None) -> dict | None:
+        if parameters is None:
+            return None
+        return {"temperature": parameters.temperature, "n_pairs": parameters.n_pairs, "nll": parameters.nll}
+
+
 #: Every fitted quantity, in the order of ``fitted.json``.
 FITTED_QUANTITIES: tuple[FittedQuantity, ...] = (
     EUScale(),
@@ -540,6 +590,7 @@ FITTED_QUANTITIES: tuple[FittedQuantity, ...] = (
     Thresholds(),
     PlattScaling(),
     PAvPUThresholds(),
+    TemperatureScaling(),
 )
 
 

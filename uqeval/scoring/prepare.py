@@ -189,6 +189,7 @@ def plan(
     has_labels: bool,
     segmentation_possible: bool = True,
     n_raters: int | None = None,
+    has_mean: bool = True,
 ) -> Plan:
     """Decide which tasks run, which images are fitted on, and what to note.
 
@@ -202,6 +203,9 @@ def plan(
         Whether the source has the probabilities segmentation quality needs.
     n_raters : int, optional
         Raters per image: AMB is skipped, with one note, when there is one.
+    has_mean : bool
+        Whether the source gives the mean prediction: ``pq`` is skipped, with one note,
+        when it does not.
 
     Raises
     ------
@@ -263,6 +267,10 @@ def plan(
         # One rater has no disagreement to model: every image's rater variance is constant.
         notes.append(Note("skipped", "{task}: skipped: ambiguity needs ≥ 2 raters; this store has 1", task="amb"))
         tasks = tuple(name for name in tasks if name != "amb")
+    if "pq" in tasks and has_labels and not has_mean:
+        text = "{task}: skipped, the maps have no mean prediction (`mean`) to score"
+        notes.append(Note("skipped", text, task="pq"))
+        tasks = tuple(name for name in tasks if name != "pq")
     run_cal = "cal" in tasks and has_labels
     segmentation = request.segmentation and segmentation_possible and has_labels
     if request.segmentation and segmentation_possible and not has_labels:

@@ -121,6 +121,9 @@ class Source:
         The measures (``au``, ``eu``, ``tu``) a maps store lacks: its batches carry a
         stand-in for each, whose results are left out
         (:mod:`uqeval.scoring.given_measures`).
+    has_mean : bool
+        The batches carry the mean prediction ``mean`` (``pq`` needs it): false only for
+        maps passed to :func:`uqeval.evaluate` without it.
     """
 
     where: str
@@ -150,6 +153,7 @@ class Source:
     volume_shape: tuple[int, int, int] | None = None
     n_raters: int | None = None
     absent_measures: tuple[str, ...] = ()
+    has_mean: bool = True
 
     @property
     def n_images(self) -> int:
@@ -455,6 +459,7 @@ def maps_source(
         read_labels=None if labels is None else functools.partial(_planes, labels),
         chunk_sizes=[n_images] if n_images else [],
         depth=shape[1] if len(shape) == 4 else None,
+        has_mean="mean" in arrays,
     )
 
 

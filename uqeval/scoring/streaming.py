@@ -28,6 +28,7 @@ from uqeval.decomposition import decompose_batch
 from uqeval.image_statistics import rescaled
 from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.failure import VolumeRisk
+from uqeval.metrics.predictive import predictive_sums
 from uqeval.metrics.segmentation import VolumeSegmentation
 from uqeval.names import MEASURES
 from uqeval.scoring.batch import BatchOptions, ScoredBatch, raters_of
@@ -126,7 +127,10 @@ def spilled_look(
     to (:attr:`~uqeval.scoring.fitting.FitSetup.looking`: a further look's only those
     that asked for it)."""
     maps, raters = _decomposed(loaded, ids[slab[0]], options)
-    images = FitImages(rescaled({name: maps[name] for name in (*MEASURES, "pred")}, setup.earlier.eu_scale), raters)
+    kept = {name: maps[name] for name in (*MEASURES, "pred")}
+    if setup.temperature and loaded.labels is not None:
+        kept.update(mean=maps["mean"], labels=loaded.labels)
+    images = FitImages(rescaled(kept, setup.earlier.eu_scale), raters)
     return slab, {quantity.name: quantity.add(quantity.empty(setup), images, setup) for quantity in setup.looking}
 
 
@@ -185,6 +189,8 @@ def scored_volume(
         risk = VolumeRisk(options.n_classes, background=options.background, empty=conventions.empty_iou)
     own_sums = VolumeTaskSums(options.tasks, n_classes=options.n_classes, background=options.background)
     shown = position in examples
+    temperature = None if fitted.temperature is None else fitted.temperature.temperature
+    predictive = None
     for loaded, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
         slab = {name: maps[name][0] for name in (*MEASURES, "pred", *(("mean",) if shown else ()))}
         statistics.add(slab, None if raters is None else raters.select(0))
@@ -194,9 +200,13 @@ def scored_volume(
             risk.add(slab["pred"], loaded.labels[0])
         if own_sums.tasks:
             own_sums.add(loaded, maps)
+        if options.predictive and loaded.labels is not None and raters is not None:
+            sums = predictive_sums(maps["mean"], loaded.labels, raters.agree, raters.valid, temperature=temperature)
+            predictive = sums if predictive is None else predictive + sums
     result, histograms = statistics.result()
     result.tasks = own_sums.result()
     result.segmentation = None if segmentation is None or not segmentation.added else segmentation.result()
     result.risk = None if risk is None or not risk.added else risk.result()
+    result.predictive = predictive
     kept = [statistics.example(position, str(ids[position]))] if shown else []
     return ScoredBatch(np.array([position]), result, histograms, examples=kept)

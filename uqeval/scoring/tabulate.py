@@ -60,8 +60,8 @@ def tabulate(
     """Tidy rows, Δ and collapse from the per-image statistics of every image.
 
     Only ``test`` images are scored, per split: ``id``, each OOD domain, and ``ood``
-    (OODD: the mean over OOD domains; AMB, CAL and FD: all OOD images pooled, or the
-    mean over domains with ``ood_split="domain-mean"``); FD also on ``all``.
+    (OODD: the mean over OOD domains; AMB, CAL, FD and PQ: all OOD images pooled, or the
+    mean over domains with ``ood_split="domain-mean"``); FD and PQ also on ``all``.
 
     Parameters
     ----------
@@ -109,6 +109,7 @@ def tabulate(
         calibration_sums=calibration_sums,
         histograms=histograms,
         histogram_domains=histogram_domains,
+        fitted=fitted,
     )
     unlabelled_noted = False
     for task in tasks:
