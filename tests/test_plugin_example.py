@@ -35,7 +35,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "uqeval-plugin-exam
 #: The example's entry point: the only one the tests here load.
 PLUGIN = "top_decile"
 BUILTINS = ["mean", "sum", "patch_max", "threshold", "area", "border"]
-BUILTIN_TASKS = ["oodd", "amb", "cal", "fd"]
+BUILTIN_TASKS = ["oodd", "amb", "cal", "fd", "pq"]
 MEASURES = ("au", "eu", "tu")
 PIP_INSTALL = (sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile")
 

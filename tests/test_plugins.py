@@ -1173,18 +1173,18 @@ def check_uqeval_tasks() -> None:
         "count", "image count", "images", None, (), False, needs_labels=False, needs_ood=False, rows=rows
     )
     manager = manager_with((module("counter", uqeval_tasks=lambda: {"count": task}), info("counter")))
-    assert list(manager.tasks()) == ["oodd", "amb", "cal", "fd", "count"]
+    assert list(manager.tasks()) == ["oodd", "amb", "cal", "fd", "pq", "count"]
     assert manager.task("count") is task
     assert manager.task("oodd").rows is not None  # the built-ins come through the same hook
     assert rows_by_name(manager)["counter"]["tasks"] == ["count"]
-    assert rows_by_name(manager)[BUILTIN]["tasks"] == ["oodd", "amb", "cal", "fd"]
+    assert rows_by_name(manager)[BUILTIN]["tasks"] == ["oodd", "amb", "cal", "fd", "pq"]
     with pytest.raises(UQEvalError) as raised:
         manager.task("nope")
-    assert str(raised.value) == "unknown task 'nope'; choose one of amb, cal, count, fd, oodd"
+    assert str(raised.value) == "unknown task 'nope'; choose one of amb, cal, count, fd, oodd, pq"
     broken = manager_with(
         (module("broken", uqeval_tasks=lambda: {"bad": 3, "oodd": task, "count": task}), info("broken"))
     )
-    assert list(broken.tasks()) == ["oodd", "amb", "cal", "fd", "count"]
+    assert list(broken.tasks()) == ["oodd", "amb", "cal", "fd", "pq", "count"]
     problems = " ".join(str(problem) for problem in broken.problems)
     assert "task 'bad' is of type int; expected a uqeval.Task" in problems
     assert "task 'oodd' is named 'count' inside" in problems

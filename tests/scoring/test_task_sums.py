@@ -73,16 +73,16 @@ def qubiq_values(scores) -> dict[str, float]:
 
 def test_a_plugin_task_is_scored_like_a_builtin_and_matches_a_reference(example, synthetic_store):
     store = synthetic_store("disentangled", n_images=12, size=16, eu=2, au=2, raters=3)
-    assert list(uqeval.plugins.plugin_manager().tasks()) == ["oodd", "amb", "cal", "fd", "qubiq"]
+    assert list(uqeval.plugins.plugin_manager().tasks()) == ["oodd", "amb", "cal", "fd", "pq", "qubiq"]
     scores = uqeval.score(store)  # every task found, the plugin's among them
-    assert {row["task"] for row in scores.results} >= {"oodd", "amb", "cal", "fd", "qubiq"}
+    assert {row["task"] for row in scores.results} >= {"oodd", "amb", "cal", "fd", "pq", "qubiq"}
     found, expected = qubiq_values(scores), qubiq_reference(store)
     assert found.keys() == expected.keys()
     for split in expected:
         assert found[split] == pytest.approx(expected[split], abs=1e-12), split
     # No Δ for a task without correct and wrong measures; the built-ins' rows are those of a run without it.
     assert "qubiq" not in {row["task"] for row in scores.entanglement}
-    alone = uqeval.score(store, tasks=["oodd", "amb", "cal", "fd"])
+    alone = uqeval.score(store, tasks=["oodd", "amb", "cal", "fd", "pq"])
     assert [row for row in scores.results if row["task"] != "qubiq"] == alone.results
     # The terminal shows the task's table, one row per measure of its rows.
     table = next(table for table in score_tables(scores) if str(table.title).startswith("Qubiq"))
@@ -133,7 +133,7 @@ class BrokenTasks:
 def test_a_broken_task_gives_one_clear_error_naming_it(manager, synthetic_store):
     store = synthetic_store("disentangled", n_images=8, size=12, eu=2, au=2, raters=2)
     manager.register(BrokenTasks)
-    assert set(manager.tasks()) == {"oodd", "amb", "cal", "fd", "raises", "ragged"}
+    assert set(manager.tasks()) == {"oodd", "amb", "cal", "fd", "pq", "raises", "ragged"}
     problems = [problem.error for problem in manager.problems]
     assert any("'misnamed' is named 'other'" in error for error in problems)
     assert any("'no_rows' has no rows function" in error for error in problems)
@@ -143,5 +143,5 @@ def test_a_broken_task_gives_one_clear_error_naming_it(manager, synthetic_store)
         uqeval.UQEvalError, match=r"task 'ragged': statistic 'count' has shape \(9,\); expected one row"
     ):
         uqeval.score(store, tasks=["ragged"])
-    with pytest.raises(uqeval.UQEvalError, match=r"unknown task\(s\) nope; choose from oodd, amb, cal, fd, raises"):
+    with pytest.raises(uqeval.UQEvalError, match=r"unknown task\(s\) nope; choose from oodd, amb, cal, fd, pq, raises"):
         uqeval.score(store, tasks=["nope"])
