@@ -23,12 +23,15 @@ from typing import Any, Protocol
 import numpy as np
 from matplotlib import rc_context
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.transforms import Bbox
 
 from uqeval.metrics.ambiguity import rater_disagreement
 from uqeval.names import ID_DOMAIN, POOLED_OOD
+from uqeval.report.figure_workers import FIGURE_FORMATS
 from uqeval.report.files import write_bytes
 from uqeval.report.style import (
     CATEGORY_COLOURS,
@@ -51,6 +54,9 @@ __all__ = [
     "MEASURE_COLOURS",
     "MEASURE_LABELS",
     "MapExample",
+    "example_maps_figure",
+    "figure_bytes",
+    "lay_out",
     "map_examples",
     "maps_figure",
     "reliability_figure",
@@ -59,8 +65,6 @@ __all__ = [
     "save_figure_files",
 ]
 
-#: The formats :func:`save_figure_files` writes: a PNG to view, an SVG to print or edit.
-FIGURE_FORMATS = ("png", "svg")
 
 _PANEL_INCHES = 2.4
 _MAX_COLUMNS = 4
@@ -133,6 +137,10 @@ class MapExample:
 # --------------------------------------------------------------------------- saving
 
 
+#: Margin around a figure's drawn content in a saved file, in inches.
+_PAD_INCHES = 0.03
+
+
 def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``figure`` to ``path`` atomically, in the format its suffix names.
 
@@ -141,6 +149,9 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     the fonts). The file goes to a hidden temporary file in the same folder, which then
     replaces ``path`` in one step: readers see the old file or the new one, never a
     partial one. The temporary file is removed if anything fails.
+
+    The figure is laid out (:func:`lay_out`) on its first save and keeps that layout:
+    saving it again, in any format, only renders it.
 
     Parameters
     ----------
@@ -157,30 +168,69 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in ("png", "svg", "pdf"):
         raise ValueError(f"{path}: cannot save a figure as {suffix or 'a file without a suffix'}; use png, svg or pdf")
+    return write_bytes(path, figure_bytes(figure, suffix))
+
+
+def figure_bytes(figure: Figure, suffix: str) -> bytes:
+    """The file of ``figure`` in the format ``suffix`` (``"png"``, ``"svg"`` or ``"pdf"``), as bytes.
+
+    The same figure gives the same bytes: no creation date, fixed SVG element ids.
+    """
+    bounds = lay_out(figure)
     buffer = io.BytesIO()
-    # No creation date and fixed SVG element ids: the same figure gives the same bytes.
     metadata = {"Date": None} if suffix == "svg" else {"CreationDate": None} if suffix == "pdf" else None
     with rc_context({"svg.hashsalt": "uqeval"}):
-        figure.savefig(buffer, format=suffix, dpi=DPI, bbox_inches="tight", pad_inches=0.03, metadata=metadata)
-    return write_bytes(path, buffer.getvalue())
+        figure.savefig(buffer, format=suffix, dpi=DPI, bbox_inches=bounds, metadata=metadata)
+    return buffer.getvalue()
 
 
-def save_figure_files(figure: Figure, path: str | os.PathLike[str]) -> list[Path]:
-    """Write ``figure`` in every format of :data:`FIGURE_FORMATS`: ``roc.png`` and ``roc.svg``.
+def lay_out(figure: Figure) -> Bbox:
+    """Run the figure's layout engine once, then fix the layout; returns the area to save.
+
+    ``savefig(bbox_inches="tight")`` with constrained layout lays the figure out again
+    on every save, before rendering it: two thirds of a save's time. Here the layout
+    runs once, on the figure's Agg canvas; the axes then keep their places (the layout
+    engine is switched off) and every format is cut to the same area: the drawn content
+    (:meth:`~matplotlib.figure.Figure.get_tightbbox`) and a margin of
+    :data:`_PAD_INCHES`, in inches.
+    """
+    bounds = getattr(figure, _BOUNDS, None)
+    if bounds is None:
+        if not hasattr(figure.canvas, "get_renderer"):  # a figure made without a canvas of its own
+            FigureCanvasAgg(figure)
+        figure.draw_without_rendering()
+        bounds = figure.get_tightbbox(figure.canvas.get_renderer()).padded(_PAD_INCHES)
+        figure.set_layout_engine("none")
+        setattr(figure, _BOUNDS, bounds)
+    return bounds
+
+
+#: The attribute under which :func:`lay_out` keeps a laid-out figure's area to save.
+_BOUNDS = "_uqeval_saved_bounds"
+
+
+def save_figure_files(
+    figure: Figure, path: str | os.PathLike[str], formats: Sequence[str] = FIGURE_FORMATS
+) -> list[Path]:
+    """Write ``figure`` in each of ``formats`` (by default :data:`FIGURE_FORMATS`): ``roc.png`` and ``roc.svg``.
+
+    The figure is laid out once (:func:`lay_out`) and rendered once per format.
 
     Parameters
     ----------
     figure : Figure
     path : str or PathLike
         The PNG's path; the other formats take its name with their suffix.
+    formats : sequence of str
+        Suffixes to write, in this order.
 
     Returns
     -------
     list of Path
-        The files written, PNG first.
+        The files written, in the order of ``formats``.
     """
     path = Path(path)
-    return [save_figure(figure, path.with_suffix(f".{suffix}")) for suffix in FIGURE_FORMATS]
+    return [save_figure(figure, path.with_suffix(f".{suffix}")) for suffix in formats]
 
 
 # --------------------------------------------------------------------------- ROC
@@ -492,6 +542,13 @@ def maps_figure(
     colourbar.ax.tick_params(labelsize="x-small")
     figure.suptitle("Example images: prediction, rater disagreement and uncertainty", fontsize="medium")
     return figure
+
+
+def example_maps_figure(
+    examples: Sequence[Any], *, background: int = 0, class_names: Sequence[str] | None = None
+) -> Figure:
+    """:func:`maps_figure` of a run's example maps (:func:`map_examples`)."""
+    return maps_figure(map_examples(examples), background=background, class_names=class_names)
 
 
 def map_examples(examples: Sequence[Any]) -> list[MapExample]:
