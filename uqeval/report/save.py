@@ -80,9 +80,10 @@ def save_report(
 def score_figures(scores: Scores) -> list[FigureJob]:
     """The figures of a score report, the largest first: ``maps``, ``reliability``, ``roc``.
 
-    ROC curves when OOD detection was scored, reliability diagrams of ``id`` and the
-    pooled ``ood`` (of every split when there are at most nine diagrams), example maps
-    when the run kept some.
+    ROC curves of each OOD domain and the pooled ``ood`` split when OOD detection was
+    scored; reliability diagrams of ``id`` and the pooled ``ood`` (of every split when
+    there are at most nine diagrams), each panel with its ACEs; example maps when the
+    run kept some.
     """
     jobs = []
     if scores.examples:
@@ -94,18 +95,27 @@ def score_figures(scores: Scores) -> list[FigureJob]:
         if key[0] in (ID_DOMAIN, POOLED_OOD) or len(scores.reliability) <= 9
     }
     if reliabilities:
-        jobs.append(FigureJob("reliability", "plots:reliability_figure", (reliabilities,)))
+        aces = {key: _value(scores, "cal", *key, "ace") for key in reliabilities}
+        jobs.append(FigureJob("reliability", "plots:reliability_figure", (reliabilities,), {"aces": aces}))
     aggregation = scores.conventions.aggregation
-    curves = scores.roc_curves()
+    curves = scores.roc_curves(pooled=True)
     if curves and any(row["task"] == "oodd" for row in scores.results):
         aurocs = {
             domain: {
-                measure: scores.value("oodd", domain, measure, "auroc", aggregation) for measure in scores.measures
+                measure: _value(scores, "oodd", domain, measure, "auroc", aggregation) for measure in curves[domain]
             }
             for domain in curves
         }
         jobs.append(FigureJob("roc", "plots:roc_figure", (curves, aurocs), {"aggregation": aggregation}))
     return jobs
+
+
+def _value(scores: Scores, task: str, split: str, measure: str, metric: str, aggregation: str | None = None) -> float:
+    """:meth:`~uqeval.Scores.value`, NaN where there is no such result."""
+    try:
+        return scores.value(task, split, measure, metric, aggregation)
+    except KeyError:
+        return float("nan")
 
 
 def _write_figures(files: Mapping[str, Mapping[str, bytes]], folder: Path) -> list[Path]:
