@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from uqeval.report.style import FIGURE_FORMATS
+
 __all__ = ["FIGURE_FORMATS", "FigureJob", "FigureWorkers", "draw_figure", "draw_figures", "useful_workers"]
 
-#: The formats a report's figures are written in: a PNG to view, an SVG to print or edit.
-FIGURE_FORMATS = ("png", "svg")
 #: The most worker processes: a score report has three figures.
 MOST_WORKERS = 3
 

@@ -31,12 +31,12 @@ from matplotlib.transforms import Bbox
 
 from uqeval.metrics.ambiguity import rater_disagreement
 from uqeval.names import ID_DOMAIN, POOLED_OOD
-from uqeval.report.figure_workers import FIGURE_FORMATS
 from uqeval.report.files import write_bytes
 from uqeval.report.style import (
     CATEGORY_COLOURS,
     CHANCE_STYLE,
     DPI,
+    FIGURE_FORMATS,
     MEASURE_COLOURS,
     MEASURE_LABELS,
     MEASURES,
