@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import multiprocessing
 import os
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,8 +144,9 @@ class FigureWorkers:
             with contextlib.suppress(OSError):
                 connection.send(None)
             connection.close()
+        deadline = time.monotonic() + 1.0  # one second for them all: an error must not wait on their imports
         for process, _ in self._workers:
-            process.join(timeout=1)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.terminate()
                 process.join()
