@@ -70,8 +70,16 @@ def headline(scores: Scores) -> dict[tuple[str, str], float]:
     return {(row["task"], row["split"]): row["delta"] for row in scores.entanglement if row["split"] in HEADLINE_SPLITS}
 
 
+def headline_cells(scores: Scores) -> dict[tuple[str, str], str]:
+    """The summary's Δ cells: every task × headline split, "–" where a task has none there (OODD on id)."""
+    given = headline(scores)
+    splits = {split for _, split in given}
+    return {(task, split): shown(given.get((task, split), math.nan)) for task, _ in given for split in splits}
+
+
 def shown(delta: float) -> str:
-    return "–" if math.isnan(delta) else f"{delta:.2f}"
+    """A Δ as the summary shows it: 2 decimals, never "-0.00", "–" when undefined or absent."""
+    return "–" if math.isnan(delta) else f"{delta:.2f}".replace("-0.00", "0.00")
 
 
 def repr_delta_table(text: str) -> dict[tuple[str, str], str]:
@@ -118,7 +126,7 @@ def test_repr_shows_the_headline_deltas(scores):
     want = headline(scores)
     assert math.isnan(want["amb", "id"])  # the undefined one is shown as such
     assert {split for _, split in want} == set(HEADLINE_SPLITS)
-    assert repr_delta_table(repr(scores)) == {key: shown(delta) for key, delta in want.items()}
+    assert repr_delta_table(repr(scores)) == headline_cells(scores)
     per_domain = len(scores.entanglement) - len(want)
     assert per_domain == 8  # 4 tasks × 2 OOD domains
     assert f"{per_domain} more Δ row(s), of single OOD domains, in .entanglement_dataframe()" in repr(scores)
@@ -145,10 +153,10 @@ def test_repr_is_bounded_whatever_the_store(scores):
     assert store_line.split()[1].startswith("…") and store_line.endswith("-folder/model.zarr")  # keeps its end
     assert "… +194 more" in text
     assert f"{len(rows) - len(headline(scores))} more Δ row(s)" in text
-    assert repr_delta_table(text) == {key: shown(delta) for key, delta in headline(scores).items()}
+    assert repr_delta_table(text) == headline_cells(scores)
     markup = huge._repr_html_()
     assert len(markup) < 3500
-    assert html_delta_table(markup) == {key: shown(delta) for key, delta in headline(scores).items()}
+    assert html_delta_table(markup) == headline_cells(scores)
 
 
 def test_repr_shows_control_characters_escaped(scores):
@@ -225,7 +233,7 @@ def test_html_is_well_formed_escaped_and_shows_the_same_numbers(scores, store):
     assert path in text  # ... and reads back as the path
     assert IDENTITY["model"] in text and "<v2>" not in markup
     assert "id 8 · blur 6 · noise 6" in text
-    assert html_delta_table(markup) == {key: shown(delta) for key, delta in headline(scores).items()}
+    assert html_delta_table(markup) == headline_cells(scores)
     assert len(markup) < 3500
 
 
@@ -332,7 +340,7 @@ def test_saved_scores_read_back_with_the_same_summary(scores, tmp_path):
     ours = repr(scores).splitlines()
     theirs = text.splitlines()
     assert theirs[3:-2] == ours[2:-2]
-    assert repr_delta_table(text) == {key: shown(delta) for key, delta in headline(scores).items()}
+    assert repr_delta_table(text) == headline_cells(scores)
     assert html_delta_table(saved._repr_html_()) == html_delta_table(scores._repr_html_())
     assert same_rows(saved.entanglement_dataframe().to_dict("records"), scores.entanglement)
 

@@ -633,6 +633,14 @@ def test_roc_curves_equal_scikit_learn(nan_scores):
                 want_fpr, want_tpr, _ = sklearn_roc_curve(domains[chosen] == domain, values, drop_intermediate=False)
                 np.testing.assert_allclose(fpr, want_fpr, rtol=0, atol=1e-15)
                 np.testing.assert_allclose(tpr, want_tpr, rtol=0, atol=1e-15)
+    pooled = nan_scores.roc_curves(pooled=True)  # the split Δ uses: every OOD test image a positive
+    assert list(pooled) == ["blur", "noise", "ood"]
+    values = np.array([row["border_eu"] for row in rows])[test]
+    want_fpr, want_tpr, _ = sklearn_roc_curve(domains[test] != "id", values, drop_intermediate=False)
+    np.testing.assert_allclose(pooled["ood"]["eu"][0], want_fpr, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(pooled["ood"]["eu"][1], want_tpr, rtol=0, atol=1e-15)
+    auroc = np.trapezoid(pooled["ood"]["eu"][1], pooled["ood"]["eu"][0])
+    assert auroc == pytest.approx(nan_scores.value("oodd", "ood", "eu", "auroc"), abs=1e-12)
 
 
 # --------------------------------------------------------------------------- 6. one pass, bounded memory

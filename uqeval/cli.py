@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from rich.table import Table
 
+    from uqeval.report.figure_workers import FigureWorkers
+
 #: The synthetic scenarios (:data:`uqeval.SCENARIOS`), named here so that ``--help``
 #: does not import the writer; a test keeps the two equal.
 SCENARIO_NAMES = ("disentangled", "entangled", "collapsed", "no-eu")
@@ -364,6 +366,22 @@ def _report_folder(folder: Path, kind: str) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def _figure_workers(plots: bool) -> Iterator[FigureWorkers | None]:
+    """With ``plots``, and idle CPUs to run them on, processes that import matplotlib
+    while the scoring runs and then draw the figures side by side
+    (:class:`~uqeval.report.figure_workers.FigureWorkers`); else None: the figures are
+    drawn in this process, the same."""
+    from uqeval.report.figure_workers import FigureWorkers, useful_workers
+
+    count = useful_workers() if plots else 0
+    if count == 0:
+        yield None
+        return
+    with FigureWorkers(count) as workers:
+        yield workers
+
+
 def _default_out(store: Path) -> Path:
     return store.parent / f"{store.name.removesuffix('.zarr')}-scores"
 
@@ -446,7 +464,7 @@ def score(
     from uqeval.scoring import score as score_store
 
     out = out if out is not None else _default_out(store)
-    with _report_folder(out, "scores"):
+    with _report_folder(out, "scores"), _figure_workers(plots) as figure_workers:
         # The bar starts with the first batch, so that an error in validating the
         # store is the only thing on stderr.
         progress = _progress()
@@ -477,7 +495,7 @@ def score(
         finally:
             if bars:
                 progress.stop()
-        save_report(scores, out, plots=plots)
+        save_report(scores, out, plots=plots, figure_workers=figure_workers)
     if json_output:
         typer.echo(json_bytes(scores.to_dict()).decode(), nl=False)
         return
@@ -542,27 +560,28 @@ def demo(
     ensure_writable(out)
     reports = []
     summaries = []
-    for scenario in SCENARIOS:
-        store = out / f"{scenario}.zarr"
-        _write_synthetic(store, scenario, n_images=images, seed=seed, overwrite=True)
-        report = _default_out(store)
-        with _progress() as progress:
-            bar = progress.add_task(f"scoring {store.name}", total=images)
+    with _figure_workers(True) as figure_workers:
+        for scenario in SCENARIOS:
+            store = out / f"{scenario}.zarr"
+            _write_synthetic(store, scenario, n_images=images, seed=seed, overwrite=True)
+            report = _default_out(store)
+            with _progress() as progress:
+                bar = progress.add_task(f"scoring {store.name}", total=images)
 
-            def advance(phase: str, done: int, total: int, bar=bar) -> None:
-                if phase == "score":
-                    progress.update(bar, completed=done)
+                def advance(phase: str, done: int, total: int, bar=bar) -> None:
+                    if phase == "score":
+                        progress.update(bar, completed=done)
 
-            scores = score_store(store, scratch=out, progress=advance)
-        save_report(scores, report)
-        reports.append(report)
-        summaries.append(
-            f"  [bold]{scenario}[/] ({SCENARIO_SUMMARIES[scenario]}): {delta_summary(scores.entanglement)}"
-        )
-        table = entanglement_table(scores)
-        if table is not None:
-            table.title = f"{scenario}: {table.title}"
-            print_tables(console, [table])
+                scores = score_store(store, scratch=out, progress=advance)
+            save_report(scores, report, figure_workers=figure_workers)
+            reports.append(report)
+            summaries.append(
+                f"  [bold]{scenario}[/] ({SCENARIO_SUMMARIES[scenario]}): {delta_summary(scores.entanglement)}"
+            )
+            table = entanglement_table(scores)
+            if table is not None:
+                table.title = f"{scenario}: {table.title}"
+                print_tables(console, [table])
     comparison = compare_runs(reports)
     save_comparison(comparison, out / "comparison")
     print_tables(console, comparison_tables(comparison)[:1])

@@ -20,7 +20,7 @@ from uqeval.image_statistics import ExampleMaps, ImageStatistics
 from uqeval.jsonable import json_ready
 from uqeval.metrics.calibration import Reliability
 from uqeval.metrics.oodd import roc_curve
-from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, TEST
+from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
 from uqeval.notes import Note
 from uqeval.precision import precision_record
 from uqeval.tasks import TASKS
@@ -238,8 +238,12 @@ class Scores:
 
         return pandas.DataFrame(self.image_rows()).set_index(["image", "z"] if self.slice_z is not None else "image")
 
-    def roc_curves(self, aggregation: str | None = None) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-        """``(fpr, tpr)`` per OOD domain and measure, ID test images as negatives."""
+    def roc_curves(
+        self, aggregation: str | None = None, *, pooled: bool = False
+    ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """``(fpr, tpr)`` per OOD domain and measure, ID test images as negatives; with
+        ``pooled`` and more than one OOD domain, also of the pooled ``ood`` split (every
+        OOD test image a positive), last: the split whose AUROCs Δ compares."""
         aggregation = aggregation or self.conventions.aggregation
         scores = self.images.scores[aggregation]
         test = self.roles == TEST
@@ -254,6 +258,13 @@ class Scores:
             for measure in self.measures:
                 curve = roc_curve(scores[measure][chosen], positive)
                 curves[domain][measure] = (curve.fpr, curve.tpr)
+        if pooled and len(curves) > 1:
+            chosen = test & ((self.domains == ID_DOMAIN) | np.isin(self.domains, list(curves)))
+            positive = self.domains[chosen] != ID_DOMAIN
+            curves[POOLED_OOD] = {}
+            for measure in self.measures:
+                curve = roc_curve(scores[measure][chosen], positive)
+                curves[POOLED_OOD][measure] = (curve.fpr, curve.tpr)
         return curves
 
     # The summary is a view (uqeval.report.summary); the model only hands itself over.

@@ -405,16 +405,18 @@ def _colourbars(figure: Figure):
 
 
 @pytest.mark.parametrize("n_examples", [1, 6])
-def test_maps_figure_has_a_row_per_example_with_shared_uncertainty_scale(n_examples):
+def test_maps_figure_has_a_row_per_example_and_a_scale_per_measure(n_examples):
     examples = [_example(str(i), "id" if i < 3 else "blur", scale=1 + i, classes=2) for i in range(n_examples)]
     figure = maps_figure(examples)
 
     images = _images(figure)
     assert len(images) == 4 * n_examples  # prediction, AU, EU, TU: no labels, no input
-    uncertainty = [image for i, image in enumerate(images) if i % 4]
-    largest = max(float(getattr(e, m).max()) for e in examples for m in MEASURES)
-    assert {image.get_clim() for image in uncertainty} == {(0.0, largest)}
+    for column, measure in enumerate(MEASURES, start=1):  # each measure its own scale, EU not lost on AU's
+        largest = max(float(getattr(e, measure).max()) for e in examples)
+        assert {images[i].get_clim() for i in range(column, len(images), 4)} == {(0.0, largest)}
     assert all(images[i].get_clim() == (0.0, 1.0) for i in range(0, len(images), 4))
+    panel_maxima = [text.get_text() for ax in _map_axes(figure)[4 * (n_examples - 1) + 1 :] for text in ax.texts]
+    assert panel_maxima == [f"max {float(getattr(examples[-1], m).max()):.2f}" for m in MEASURES]
 
     map_axes = _map_axes(figure)
     assert [ax.get_title() for ax in map_axes[:4]] == ["P(foreground)", "AU", "EU", "TU"]
@@ -426,8 +428,7 @@ def test_maps_figure_has_a_row_per_example_with_shared_uncertainty_scale(n_examp
     assert all(len(ax.get_xticks()) == 0 and len(ax.get_yticks()) == 0 for ax in map_axes)
 
     colourbars = _colourbars(figure)
-    assert len(colourbars) == 2  # the foreground probability, and nats for AU, EU, TU
-    assert colourbars[-1].get_xlabel() == "uncertainty (nats)"
+    assert [bar.get_xlabel() for bar in colourbars] == ["probability", "AU (nats)", "EU (nats)", "TU (nats)"]
     assert_text_on_canvas(figure)
 
 
@@ -454,7 +455,7 @@ def test_maps_figure_shows_the_predicted_class_of_three_classes_with_a_class_leg
     assert _legend_texts(legend) == ["core", "background", "rim"]
     assert [to_rgba(handle.get_facecolor()) for handle in legend.legend_handles] == colours
     assert _map_axes(figure)[0].get_title() == "predicted class"
-    assert len(_colourbars(figure)) == 1  # only nats; the classes have the legend
+    assert len(_colourbars(figure)) == 3  # only AU, EU and TU; the classes have the legend
     assert_text_on_canvas(figure)
     unnamed = maps_figure([example])
     (legend,) = [ax.get_legend() for ax in unnamed.axes if ax.get_legend() is not None]
@@ -497,7 +498,13 @@ def test_maps_figure_shows_input_and_rater_disagreement_when_given():
     # what an example lacks is said, not left blank
     assert not rows[1][2].get_images() and rows[1][2].texts[0].get_text() == "no labels"
     assert not rows[2][0].get_images() and rows[2][0].texts[0].get_text() == "no input"
-    assert len(_colourbars(figure)) == 3  # prediction, disagreement, nats
+    assert [bar.get_xlabel() for bar in _colourbars(figure)] == [
+        "probability",
+        "fraction of raters",
+        "AU (nats)",
+        "EU (nats)",
+        "TU (nats)",
+    ]
     assert_text_on_canvas(figure)
 
 
@@ -512,9 +519,10 @@ def test_maps_figure_with_all_zero_maps_has_a_positive_scale():
 def test_maps_figure_ignores_nan_for_the_scale():
     example = _example("4")
     example.au[0, 0] = np.nan
-    largest = max(float(np.nanmax(getattr(example, m))) for m in MEASURES)
     uncertainty = _images(maps_figure([example]))[1:]
-    assert all(image.get_clim() == (0.0, largest) for image in uncertainty)
+    assert [image.get_clim() for image in uncertainty] == [
+        (0.0, float(np.nanmax(getattr(example, m)))) for m in MEASURES
+    ]
 
 
 def test_maps_figure_rejects_bad_input():
@@ -538,8 +546,9 @@ def test_maps_figure_shows_only_the_measures_a_maps_store_gives():
     # the first example has no EU: said in its panel, not left blank
     assert not map_axes[2].get_images() and map_axes[2].texts[0].get_text() == "no EU"
     assert np.array_equal(map_axes[5].get_images()[0].get_array(), examples[1].eu)
-    largest = max(float(examples[0].au.max()), float(examples[1].au.max()), float(examples[1].eu.max()))
-    assert {image.get_clim() for image in _images(figure)[1:] if image.get_cmap().name == "magma"} == {(0.0, largest)}
+    largest = {"au": max(float(examples[0].au.max()), float(examples[1].au.max())), "eu": float(examples[1].eu.max())}
+    magma = [image for image in _images(figure)[1:] if image.get_cmap().name == "magma"]
+    assert [image.get_clim() for image in magma] == [(0.0, largest["au"]), (0.0, largest["au"]), (0.0, largest["eu"])]
     assert_text_on_canvas(figure)
     with pytest.raises(ValueError, match="none of au, eu and tu is given"):
         replace(examples[0], au=None)
@@ -648,3 +657,30 @@ def test_importing_the_package_does_not_import_matplotlib(module):
     code = f"import sys, {module}; assert 'matplotlib' not in sys.modules, 'matplotlib was imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_roc_figure_keeps_identical_curves_visible_and_titles_the_pooled_split():
+    curves, aurocs = _roc_inputs(["blur", "ood"])
+    curves["ood"]["tu"] = curves["ood"]["eu"]
+    aurocs["ood"]["tu"] = aurocs["ood"]["eu"]
+    figure = roc_figure(curves, aurocs, aggregation="border")
+    blur, pooled = _visible_axes(figure)
+    assert [blur.get_title(), pooled.get_title()] == ["blur", "ood (all OOD domains)"]
+    lines = {line.get_label().split()[0]: line for line in pooled.get_lines()[1:]}
+    assert lines["EU"].get_linewidth() > lines["TU"].get_linewidth()  # the one on top is narrower
+    assert lines["EU"].get_zorder() < lines["TU"].get_zorder()
+    assert lines["EU"].get_label().endswith("(same curve as TU)")
+    assert lines["TU"].get_label().endswith("(same curve as EU)")
+    assert not any("same curve" in line.get_label() for line in blur.get_lines())
+
+
+def test_reliability_figure_prints_each_panel_s_ace():
+    reliabilities = {(split, m): _reliability([3, 4, 5]) for split in ("id", "ood") for m in ("au", "eu")}
+    aces = {("id", "au"): 0.0123, ("ood", "au"): float("nan"), ("id", "eu"): 0.2, ("ood", "eu"): 0.3}
+    figure = reliability_figure(reliabilities, aces=aces)
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [[text.get_text() for text in ax.texts] for ax in panels] == [
+        ["ACE\nid 0.012\nood n/a"],
+        ["ACE\nid 0.200\nood 0.300"],
+    ]
+    assert_text_on_canvas(figure)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uqeval.names import ID_DOMAIN, POOLED_OOD
+from uqeval.report.figure_workers import FigureJob, FigureWorkers, draw_figures
 from uqeval.report.files import write_bytes, write_csv, write_json
 from uqeval.report.folder import replaced_whole
 from uqeval.report.scores_file import write_scores
@@ -28,7 +29,13 @@ if TYPE_CHECKING:
 COLLAPSE_COLUMNS = ("group", "split", "n", "eu_over_au", "eu_over_au_interval")
 
 
-def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool = True) -> list[Path]:
+def save_report(
+    scores: Scores,
+    folder: str | os.PathLike[str],
+    *,
+    plots: bool = True,
+    figure_workers: FigureWorkers | None = None,
+) -> list[Path]:
     """Write the report of ``scores``: ``scores.json``, ``metrics.csv``,
     ``entanglement.csv``, ``images.csv``, ``fitted.json``, with ``plots`` ``roc.png``,
     ``reliability.png`` and ``maps.png``, each with an SVG copy beside it (``roc.svg``,
@@ -43,6 +50,9 @@ def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool =
     is a score report written by uqeval, or empty (:func:`uqeval.check_replaceable`);
     its old files, figures included, do not stay beside the new ones. Returns the paths
     written.
+
+    ``figure_workers`` (:class:`~uqeval.report.figure_workers.FigureWorkers`), when
+    given, draw the figures side by side; the files are the same.
 
     Raises
     ------
@@ -62,40 +72,57 @@ def save_report(scores: Scores, folder: str | os.PathLike[str], *, plots: bool =
         written.append(write_csv(staging / "images.csv", rows, columns))
         written.append(write_json(staging / "fitted.json", scores.fitted.to_dict()))
         if plots:
-            written.extend(_save_plots(scores, staging))
+            written.extend(_write_figures(draw_figures(score_figures(scores), workers=figure_workers), staging))
         written.append(_save_page(scores, staging, written, plots=plots))
     return [folder / path.name for path in written]
 
 
-def _save_plots(scores: Scores, folder: Path) -> list[Path]:
-    from uqeval.report import plots
+def score_figures(scores: Scores) -> list[FigureJob]:
+    """The figures of a score report, the largest first: ``maps``, ``reliability``, ``roc``.
 
-    written = []
-    aggregation = scores.conventions.aggregation
-    curves = scores.roc_curves()
-    if curves and any(row["task"] == "oodd" for row in scores.results):
-        aurocs = {
-            domain: {
-                measure: scores.value("oodd", domain, measure, "auroc", aggregation) for measure in scores.measures
-            }
-            for domain in curves
-        }
-        figure = plots.roc_figure(curves, aurocs, aggregation=aggregation)
-        written.extend(plots.save_figure_files(figure, folder / "roc.png"))
+    ROC curves of each OOD domain and the pooled ``ood`` split when OOD detection was
+    scored; reliability diagrams of ``id`` and the pooled ``ood`` (of every split when
+    there are at most nine diagrams), each panel with its ACEs; example maps when the
+    run kept some.
+    """
+    jobs = []
+    if scores.examples:
+        options = {"background": int(scores.attrs.get("background", 0)), "class_names": scores.attrs.get("class_names")}
+        jobs.append(FigureJob("maps", "plots:example_maps_figure", (list(scores.examples),), options))
     reliabilities = {
         key: value
         for key, value in scores.reliability.items()
         if key[0] in (ID_DOMAIN, POOLED_OOD) or len(scores.reliability) <= 9
     }
     if reliabilities:
-        written.extend(plots.save_figure_files(plots.reliability_figure(reliabilities), folder / "reliability.png"))
-    if scores.examples:
-        examples = plots.map_examples(scores.examples)
-        background = int(scores.attrs.get("background", 0))
-        class_names = scores.attrs.get("class_names")
-        figure = plots.maps_figure(examples, background=background, class_names=class_names)
-        written.extend(plots.save_figure_files(figure, folder / "maps.png"))
-    return written
+        aces = {key: _value(scores, "cal", *key, "ace") for key in reliabilities}
+        jobs.append(FigureJob("reliability", "plots:reliability_figure", (reliabilities,), {"aces": aces}))
+    aggregation = scores.conventions.aggregation
+    curves = scores.roc_curves(pooled=True)
+    if curves and any(row["task"] == "oodd" for row in scores.results):
+        aurocs = {
+            domain: {
+                measure: _value(scores, "oodd", domain, measure, "auroc", aggregation) for measure in curves[domain]
+            }
+            for domain in curves
+        }
+        jobs.append(FigureJob("roc", "plots:roc_figure", (curves, aurocs), {"aggregation": aggregation}))
+    return jobs
+
+
+def _value(scores: Scores, task: str, split: str, measure: str, metric: str, aggregation: str | None = None) -> float:
+    """:meth:`~uqeval.Scores.value`, NaN where there is no such result."""
+    try:
+        return scores.value(task, split, measure, metric, aggregation)
+    except KeyError:
+        return float("nan")
+
+
+def _write_figures(files: Mapping[str, Mapping[str, bytes]], folder: Path) -> list[Path]:
+    """Write each figure's files (stem → format → bytes) into ``folder``, in page order (``roc`` first)."""
+    order = ("roc", "reliability", "maps")
+    stems = sorted(files, key=lambda stem: order.index(stem) if stem in order else len(order))
+    return [write_bytes(folder / f"{stem}.{suffix}", data) for stem in stems for suffix, data in files[stem].items()]
 
 
 def _svgs(paths: Sequence[Path]) -> dict[str, bytes]:
@@ -132,9 +159,7 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
         When the folder is not one uqeval may replace, or cannot be created or written
         (e.g. the disk is full); the message names it and the old comparison is left as it was.
     """
-    from uqeval.report.compare_plots import collapse_figure, entanglement_figure
     from uqeval.report.html_report import REPORT_PAGE, comparison_page, run_links
-    from uqeval.report.plots import save_figure_files
 
     folder = Path(folder)
 
@@ -148,11 +173,10 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
             write_csv(staging / "points.csv", comparison.points, columns(comparison.points)),
             write_csv(staging / "collapse.csv", comparison.collapse, COLLAPSE_COLUMNS),
         ]
-        figures = {"entanglement.png": entanglement_figure(comparison)}
+        jobs = [FigureJob("entanglement", "compare_plots:entanglement_figure", (comparison,))]
         if comparison.collapse:
-            figures["collapse.png"] = collapse_figure(comparison)
-        for name, figure in figures.items():
-            written.extend(save_figure_files(figure, staging / name))
+            jobs.append(FigureJob("collapse", "compare_plots:collapse_figure", (comparison,)))
+        written.extend(_write_figures(draw_figures(jobs), staging))
         page = comparison_page(comparison, svgs=_svgs(written), links=run_links(comparison, folder))
         written.append(write_bytes(staging / REPORT_PAGE, page.encode("utf-8")))
     return {path.name: folder / path.name for path in written}

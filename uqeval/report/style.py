@@ -30,6 +30,7 @@ __all__ = [
     "CATEGORY_COLOURS",
     "CHANCE_STYLE",
     "DPI",
+    "FIGURE_FORMATS",
     "MEASURES",
     "MEASURE_COLOURS",
     "MEASURE_HATCHES",
@@ -81,6 +82,8 @@ CHANCE_STYLE = {"color": "0.5", "linestyle": "--", "linewidth": 1.0}
 
 #: Resolution of saved PNGs (dots per inch); figures are sized in inches for print.
 DPI = 200
+#: The formats a report's figures are written in: a PNG to view, an SVG to print or edit.
+FIGURE_FORMATS = ("png", "svg")
 
 
 @dataclass(frozen=True)

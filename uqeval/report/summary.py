@@ -54,7 +54,8 @@ def _listing(items: Sequence[Any], separator: str = ", ", limit: int = _NAME_CHA
 def _format_delta(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or math.isnan(value):
         return "–"
-    return f"{value:.2f}"
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text  # a negative value that rounds to 0 is shown as 0
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ class Summary:
                 by_task.setdefault(task, {})[split] = _format_delta(row.get("delta"))
         columns = [split for split in HEADLINE_SPLITS if any(split in cells for cells in by_task.values())]
         order = [task for task in TASKS if task in by_task] + [task for task in by_task if task not in TASKS]
-        rows = [(task, [by_task[task].get(split, "") for split in columns]) for task in order[:_TASK_ROWS]]
+        # "–" where a task has no Δ on a split (OODD on id), as where Δ is undefined
+        rows = [(task, [by_task[task].get(split, "–") for split in columns]) for task in order[:_TASK_ROWS]]
         left_out = len(self.entanglement) - sum(len(by_task[task]) for task in order[:_TASK_ROWS])
         if not left_out:
             return columns, rows, ""
