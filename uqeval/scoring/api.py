@@ -257,6 +257,10 @@ def _run(
             retabulate=retabulate,
             splits=split_masks(source.domains, source.roles == TEST),
             histogram_domains=computed.histogram_domains,
+            tasks=source_plan.tasks,
+            aggregations=request.aggregation_names,
+            primary=request.primary,
+            conventions=request.conventions,
             n=int(bootstrap),
             seed=int(seed),
         )

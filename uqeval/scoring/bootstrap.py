@@ -35,9 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from uqeval.conventions import Conventions
 from uqeval.image_statistics import ImageStatistics
 from uqeval.metrics import _kernels
 from uqeval.names import TEST
+from uqeval.scoring.resampled_failure import resampled_fd
+from uqeval.scoring.tabulate import split_masks
 
 #: Coverage of the bootstrap intervals.
 CONFIDENCE = 0.95
@@ -48,6 +51,8 @@ COARSE_STEPS_PER_OCTAVE = 2 ** (_kernels.PLATT_MANTISSA_BITS - COARSE_SHIFT)
 #: Keys of a per-image equal-mass histogram.
 COARSE_KEYS = ((_kernels.PLATT_KEYS - 1) >> COARSE_SHIFT) + 1
 
+#: Resamples whose FD rows are computed together (bounds the (resample, image) counts held).
+_BLOCK = 256
 #: A row's key: ``(task, split, measure, aggregation, metric)``; Δ's: ``(task, split)``.
 RowKey = tuple[str, ...]
 #: The values of an entanglement row that are resampled, in this order.
@@ -212,6 +217,10 @@ def bootstrap(
     retabulate: Callable[..., Any],
     splits: Mapping[str, np.ndarray],
     histogram_domains: Sequence[str],
+    tasks: Sequence[str],
+    aggregations: Sequence[str],
+    primary: str,
+    conventions: Conventions,
     n: int,
     seed: int,
 ) -> Bootstrap:
@@ -225,16 +234,23 @@ def bootstrap(
         Of every image, in store order.
     pools : ImagePools
     retabulate : callable
-        ``retabulate(statistics, calibration_sums=..., histograms=...)`` → Tabulated: the
-        run's :func:`~uqeval.scoring.tabulate.tabulate` with everything else bound.
+        ``retabulate(statistics, tasks=..., calibration_sums=..., histograms=...)`` →
+        Tabulated: the run's :func:`~uqeval.scoring.tabulate.tabulate` with everything
+        else bound.
     splits : mapping
         The calibration sums' splits (split name → (image,) bool).
     histogram_domains : sequence of str
         The domains of the pooled equal-mass histograms, by code.
+    tasks, aggregations, primary, conventions
+        As the run's :func:`~uqeval.scoring.tabulate.tabulate` was given them. FD's rows
+        are computed for all resamples at once (:mod:`uqeval.scoring.resampled_failure`),
+        every other task's by tabulating each resample.
     n, seed : int
     """
     indices = resample_indices(domains, roles, n, seed)
     n_images = len(domains)
+    vectorised_fd = "fd" in tasks and statistics.risk is not None
+    others = [task for task in tasks if not (vectorised_fd and task == "fd")]
     codes = {
         code: (roles == TEST) & (domains == domain) for code, domain in enumerate(histogram_domains)
     }  # the images each pooled histogram holds
@@ -260,7 +276,7 @@ def bootstrap(
                 )
                 for measure, table in flat_histograms.items()
             }
-        return retabulate(resampled, calibration_sums=sums or None, histograms=histograms)
+        return retabulate(resampled, tasks=others, calibration_sums=sums or None, histograms=histograms)
 
     row_keys = [_row_key(row) for row in tabulated.results]
     delta_keys = [(row["task"], row["split"]) for row in tabulated.entanglement]
@@ -283,6 +299,30 @@ def bootstrap(
                 if index is not None:
                     for name in ENTANGLEMENT_VALUES:
                         entanglement[name][index, resample] = row[name]
+    if vectorised_fd:
+        for start in range(0, n, _BLOCK):
+            block = indices[start : start + _BLOCK]
+            offsets = block + n_images * np.arange(len(block))[:, None]
+            counts = np.bincount(offsets.ravel(), minlength=len(block) * n_images).reshape(len(block), n_images)
+            rows, deltas = resampled_fd(
+                statistics.scores,
+                statistics.means,
+                statistics.risk,
+                split_masks(domains, roles == TEST),
+                roles == TEST,
+                counts,
+                aggregations=aggregations,
+                primary=primary,
+                domain_mean=conventions.ood_split == "domain-mean",
+                both_zero=conventions.delta_both_zero,
+            )
+            for key, values in rows.items():
+                if key in row_index:
+                    results[row_index[key], start : start + len(block)] = values
+            for key, by_name in deltas.items():
+                if key in delta_index:
+                    for name in ENTANGLEMENT_VALUES:
+                        entanglement[name][delta_index[key], start : start + len(block)] = by_name[name]
     results += _shift(tabulated.results, at_rest.results, _row_key, "value")[:, None]
     for name in ENTANGLEMENT_VALUES:
         entanglement[name] += _shift(tabulated.entanglement, at_rest.entanglement, _delta_key, name)[:, None]
