@@ -11,8 +11,10 @@ import pytest
 import uqeval
 from uqeval.names import ID_DOMAIN, TEST
 from uqeval.scoring.bootstrap import resample_indices
+from uqeval.scoring.tabulate import tabulate
 
 N_RESAMPLES = 400
+ROW_KEY = ("task", "split", "measure", "aggregation", "metric")
 
 
 def test_resamples_stay_in_their_stratum_and_depend_on_the_seed_only():
@@ -77,3 +79,26 @@ def test_auroc_interval_is_about_delong(bootstrapped):
         assert 0.6 <= ratio <= 1.6, (row, ratio)
         checked += 1
     assert checked >= 2
+
+
+def test_fd_of_all_resamples_at_once_is_fd_of_each_resample(bootstrapped):
+    _, scores = bootstrapped
+    indices = resample_indices(scores.domains, scores.roles, N_RESAMPLES, seed=3)
+    resampled = scores.bootstrap
+    for resample in (0, 7):
+        again = tabulate(
+            scores.images.take(indices[resample]),
+            scores.domains,
+            scores.roles,
+            fitted=scores.fitted,
+            tasks=["fd"],
+            aggregations=["mean", "border"],
+            primary="mean",
+            conventions=scores.conventions,
+        )
+        for row in again.results:
+            index = resampled.result_keys.index(tuple(row[key] for key in ROW_KEY))
+            assert resampled.results[index, resample] == pytest.approx(row["value"], abs=1e-12)
+        for row in again.entanglement:
+            index = resampled.entanglement_keys.index((row["task"], row["split"]))
+            assert resampled.entanglement["delta"][index, resample] == pytest.approx(row["delta"], abs=1e-12)
