@@ -254,62 +254,84 @@ def bootstrap(
     codes = {
         code: (roles == TEST) & (domains == domain) for code, domain in enumerate(histogram_domains)
     }  # the images each pooled histogram holds
-    flat_tables = {measure: table.reshape(n_images, -1) for measure, table in pools.tables.items()}
     scale = np.array([1.0, _kernels.FIXED_POINT, _kernels.FIXED_POINT])
-    flat_histograms = {
-        measure: (histogram / scale).reshape(n_images, -1) for measure, histogram in pools.histograms.items()
+    # Each split's (domain's) images' tables side by side, so that one product sums them for a block of resamples.
+    table_parts = {
+        measure: np.concatenate(
+            [(table * chosen[:, None, None]).reshape(n_images, -1) for chosen in splits.values()], 1
+        )
+        for measure, table in pools.tables.items()
+    }
+    histogram_parts = {
+        measure: np.concatenate(
+            [((histogram / scale) * chosen[:, None, None]).reshape(n_images, -1) for chosen in codes.values()], 1
+        )
+        for measure, histogram in pools.histograms.items()
     }
 
-    def tabulated_with(counts: np.ndarray, resampled: ImageStatistics) -> Any:
+    def pooled(counts: np.ndarray) -> list[tuple[dict, dict | None]]:
+        """Per resample of the block ``counts`` (resample, image): its calibration sums and equal-mass histograms."""
         sums = {
-            measure: {
-                split: ((counts * chosen) @ table).reshape(pools.tables[measure].shape[1:])
-                for split, chosen in splits.items()
-            }
-            for measure, table in flat_tables.items()
+            measure: (counts @ parts).reshape(len(counts), len(splits), -1) for measure, parts in table_parts.items()
         }
-        histograms = None
-        if flat_histograms:
+        cells = {
+            measure: (counts @ parts).reshape(len(counts), len(codes), -1) for measure, parts in histogram_parts.items()
+        }
+        out = []
+        for resample in range(len(counts)):
+            by_split = {
+                measure: {
+                    split: values[resample, position].reshape(pools.tables[measure].shape[1:])
+                    for position, split in enumerate(splits)
+                }
+                for measure, values in sums.items()
+            }
             histograms = {
                 measure: _PooledGroups(
-                    {code: ((counts * chosen) @ table).reshape(COARSE_KEYS, 3) for code, chosen in codes.items()}
+                    {code: values[resample, position].reshape(COARSE_KEYS, 3) for position, code in enumerate(codes)}
                 )
-                for measure, table in flat_histograms.items()
+                for measure, values in cells.items()
             }
-        return retabulate(resampled, tasks=others, calibration_sums=sums or None, histograms=histograms)
+            out.append((by_split or None, histograms or None))
+        return out
+
+    def tabulated_with(parts: tuple[dict, dict | None], resampled: ImageStatistics) -> Any:
+        sums, histograms = parts
+        return retabulate(resampled, tasks=others, calibration_sums=sums, histograms=histograms)
 
     row_keys = [_row_key(row) for row in tabulated.results]
     delta_keys = [(row["task"], row["split"]) for row in tabulated.entanglement]
-    at_rest = tabulated_with(np.ones(n_images), statistics)
+    at_rest = tabulated_with(pooled(np.ones((1, n_images)))[0], statistics)
     results = np.full((len(row_keys), n), np.nan)
     entanglement = {name: np.full((len(delta_keys), n), np.nan) for name in ENTANGLEMENT_VALUES}
     row_index = {key: index for index, key in enumerate(row_keys)}
     delta_index = {key: index for index, key in enumerate(delta_keys)}
+    test = roles == TEST
     with np.errstate(all="ignore"):
-        for resample in range(n):
-            chosen = indices[resample]
-            counts = np.bincount(chosen, minlength=n_images).astype(np.float64)
-            again = tabulated_with(counts, statistics.take(chosen))
-            for row in again.results:
-                index = row_index.get(_row_key(row))
-                if index is not None:
-                    results[index, resample] = row["value"]
-            for row in again.entanglement:
-                index = delta_index.get((row["task"], row["split"]))
-                if index is not None:
-                    for name in ENTANGLEMENT_VALUES:
-                        entanglement[name][index, resample] = row[name]
-    if vectorised_fd:
         for start in range(0, n, _BLOCK):
             block = indices[start : start + _BLOCK]
             offsets = block + n_images * np.arange(len(block))[:, None]
             counts = np.bincount(offsets.ravel(), minlength=len(block) * n_images).reshape(len(block), n_images)
+            counts = counts.astype(np.float64)
+            for offset, parts in enumerate(pooled(counts)):
+                again = tabulated_with(parts, statistics.take(block[offset]))
+                for row in again.results:
+                    index = row_index.get(_row_key(row))
+                    if index is not None:
+                        results[index, start + offset] = row["value"]
+                for row in again.entanglement:
+                    index = delta_index.get((row["task"], row["split"]))
+                    if index is not None:
+                        for name in ENTANGLEMENT_VALUES:
+                            entanglement[name][index, start + offset] = row[name]
+            if not vectorised_fd:
+                continue
             rows, deltas = resampled_fd(
                 statistics.scores,
                 statistics.means,
                 statistics.risk,
-                split_masks(domains, roles == TEST),
-                roles == TEST,
+                split_masks(domains, test),
+                test,
                 counts,
                 aggregations=aggregations,
                 primary=primary,
