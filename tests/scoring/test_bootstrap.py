@@ -81,7 +81,7 @@ def test_auroc_interval_is_about_delong(bootstrapped):
     assert checked >= 2
 
 
-def test_fd_of_all_resamples_at_once_is_fd_of_each_resample(bootstrapped):
+def test_oodd_and_fd_of_all_resamples_at_once_are_those_of_each_resample(bootstrapped):
     _, scores = bootstrapped
     indices = resample_indices(scores.domains, scores.roles, N_RESAMPLES, seed=3)
     resampled = scores.bootstrap
@@ -91,7 +91,7 @@ def test_fd_of_all_resamples_at_once_is_fd_of_each_resample(bootstrapped):
             scores.domains,
             scores.roles,
             fitted=scores.fitted,
-            tasks=["fd"],
+            tasks=["oodd", "fd"],
             aggregations=["mean", "border"],
             primary="mean",
             conventions=scores.conventions,

@@ -39,6 +39,7 @@ from uqeval.conventions import Conventions
 from uqeval.image_statistics import ImageStatistics
 from uqeval.metrics import _kernels
 from uqeval.names import TEST
+from uqeval.scoring.resampled_detection import resampled_detection
 from uqeval.scoring.resampled_failure import resampled_fd
 from uqeval.scoring.tabulate import split_masks
 
@@ -242,15 +243,16 @@ def bootstrap(
     histogram_domains : sequence of str
         The domains of the pooled equal-mass histograms, by code.
     tasks, aggregations, primary, conventions
-        As the run's :func:`~uqeval.scoring.tabulate.tabulate` was given them. FD's rows
-        are computed for all resamples at once (:mod:`uqeval.scoring.resampled_failure`),
+        As the run's :func:`~uqeval.scoring.tabulate.tabulate` was given them. OODD's and
+        FD's rows are computed for all resamples at once
+        (:mod:`uqeval.scoring.resampled_detection`, :mod:`uqeval.scoring.resampled_failure`),
         every other task's by tabulating each resample.
     n, seed : int
     """
     indices = resample_indices(domains, roles, n, seed)
     n_images = len(domains)
-    vectorised_fd = "fd" in tasks and statistics.risk is not None
-    others = [task for task in tasks if not (vectorised_fd and task == "fd")]
+    vectorised = {task for task in tasks if task == "oodd" or (task == "fd" and statistics.risk is not None)}
+    others = [task for task in tasks if task not in vectorised]
     codes = {
         code: (roles == TEST) & (domains == domain) for code, domain in enumerate(histogram_domains)
     }  # the images each pooled histogram holds
@@ -324,27 +326,42 @@ def bootstrap(
                     if index is not None:
                         for name in ENTANGLEMENT_VALUES:
                             entanglement[name][index, start + offset] = row[name]
-            if not vectorised_fd:
-                continue
-            rows, deltas = resampled_fd(
-                statistics.scores,
-                statistics.means,
-                statistics.risk,
-                split_masks(domains, test),
-                test,
-                counts,
-                aggregations=aggregations,
-                primary=primary,
-                domain_mean=conventions.ood_split == "domain-mean",
-                both_zero=conventions.delta_both_zero,
-            )
-            for key, values in rows.items():
-                if key in row_index:
-                    results[row_index[key], start : start + len(block)] = values
-            for key, by_name in deltas.items():
-                if key in delta_index:
-                    for name in ENTANGLEMENT_VALUES:
-                        entanglement[name][delta_index[key], start : start + len(block)] = by_name[name]
+            found: list[tuple[dict, dict]] = []
+            if "oodd" in vectorised:
+                found.append(
+                    resampled_detection(
+                        statistics.scores,
+                        statistics.means,
+                        split_masks(domains, test),
+                        counts,
+                        aggregations=aggregations,
+                        primary=primary,
+                        both_zero=conventions.delta_both_zero,
+                    )
+                )
+            if "fd" in vectorised:
+                found.append(
+                    resampled_fd(
+                        statistics.scores,
+                        statistics.means,
+                        statistics.risk,
+                        split_masks(domains, test),
+                        test,
+                        counts,
+                        aggregations=aggregations,
+                        primary=primary,
+                        domain_mean=conventions.ood_split == "domain-mean",
+                        both_zero=conventions.delta_both_zero,
+                    )
+                )
+            for rows, deltas in found:
+                for key, values in rows.items():
+                    if key in row_index:
+                        results[row_index[key], start : start + len(block)] = values
+                for key, by_name in deltas.items():
+                    if key in delta_index:
+                        for name in ENTANGLEMENT_VALUES:
+                            entanglement[name][delta_index[key], start : start + len(block)] = by_name[name]
     results += _shift(tabulated.results, at_rest.results, _row_key, "value")[:, None]
     for name in ENTANGLEMENT_VALUES:
         entanglement[name] += _shift(tabulated.entanglement, at_rest.entanglement, _delta_key, name)[:, None]

@@ -121,7 +121,7 @@ def resampled_fd(
                 for measure, values in metrics[name].items():
                     rows[("fd", split, measure, aggregation, name)] = values
             if aggregation == primary:
-                deltas[("fd", split)] = _deltas(task, metrics["aurc"], means, images, drawn, both_zero)
+                deltas[("fd", split)] = resampled_deltas(task, metrics["aurc"], means, images, drawn, both_zero)
     return rows, deltas
 
 
@@ -134,7 +134,7 @@ def _defined_means(values: Sequence[np.ndarray]) -> np.ndarray:
     return np.divide(total, number, out=np.full(total.shape, np.nan), where=number > 0)
 
 
-def _deltas(
+def resampled_deltas(
     task,
     values: Mapping[str, np.ndarray],
     means: Mapping[str, np.ndarray],
