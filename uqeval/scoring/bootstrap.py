@@ -4,7 +4,10 @@ A resample draws, for every stratum (images of one domain and one role), as many
 as the stratum holds, uniformly with replacement. The rows are tabulated again from
 the resampled images' statistics (:meth:`~uqeval.image_statistics.ImageStatistics.take`)
 with every fitted parameter (EU scale, Platt fits, ``τ``, PAvPU's ``τ``) fixed, so a
-resample costs what tabulating costs: nothing grows with the pixels of an image.
+resample costs what tabulating costs: nothing grows with the pixels of an image. OODD's
+and FD's rows, most of a tabulation's cost, are computed for all resamples at once from
+how often each image was drawn (:mod:`uqeval.scoring.resampled_detection`,
+:mod:`uqeval.scoring.resampled_failure`), equal to tabulating each resample up to rounding.
 
 Two pooled quantities are not per-image statistics, so the engine keeps per-image parts
 of them when bootstrap is asked for (:class:`ImagePools`):
@@ -368,7 +371,9 @@ def bootstrap(
     return Bootstrap(n, seed, row_keys, results, delta_keys, entanglement)
 
 
-def bootstrap_rows(tabulated: Any, statistics: ImageStatistics, domains: np.ndarray, roles: np.ndarray, **options: Any):
+def bootstrap_rows(
+    tabulated: Any, statistics: ImageStatistics, domains: np.ndarray, roles: np.ndarray, **options: Any
+) -> tuple[Any, Bootstrap]:
     """``tabulated`` with ``ci_low`` and ``ci_high`` on every row (of Δ for the
     entanglement rows), and the :class:`Bootstrap` they come from; ``options`` as
     :func:`bootstrap` takes them."""
