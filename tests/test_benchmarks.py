@@ -221,3 +221,12 @@ def test_bench_volume_memory_reports_the_peak_and_the_stages(tmp_path, capsys):
     assert peak is not None and 0 < float(peak.group(1)) < 5, printed
     assert "scoring/api:score" in printed  # a stage of the table
     assert re.search(r"^wall time \d+\.\d s", printed, re.MULTILINE)
+
+
+def test_bench_bootstrap_runs_and_reports_the_parts(capsys):
+    import bench_bootstrap
+
+    argv = ["--images", "16", "--size", "16", "--resamples", "20", "--repeats", "1"]
+    assert bench_bootstrap.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "uqeval.score --bootstrap" in printed and "OODD + FD, all resamples at once" in printed

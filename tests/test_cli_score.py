@@ -45,6 +45,8 @@ SCORE_OPTIONS = (
     "--no-plots",
     "--json",
     "--scheduler",
+    "--bootstrap",
+    "--seed",
 )
 
 
@@ -743,3 +745,25 @@ def test_all_labels_ignored_skips_cal_with_a_note(good, tmp_path):
     )
     assert any(note.startswith("cal: skipped") and "rater label" in note for note in document["notes"])
     assert any("no rater label at any pixel" in note for note in document["notes"])
+
+
+def test_score_with_a_bootstrap_writes_intervals_beside_every_number(tmp_path):
+    store = write_store(tmp_path / "small.zarr")
+    out = tmp_path / "report"
+    arguments = ["score", str(store), "--out", str(out), "--no-plots", "--bootstrap", "30", "--seed", "5"]
+    result = runner.invoke(app, arguments, env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert "95 % bootstrap interval (30 resamples, seed 5)" in result.stdout and " ± " in result.stdout
+    for name in ("metrics.csv", "entanglement.csv"):
+        assert (out / name).read_text().splitlines()[0].endswith(",ci_low,ci_high")
+    document = scores_json(out)
+    assert document["bootstrap"]["n"] == 30 and document["bootstrap"]["seed"] == 5
+    assert all("ci_low" in row for row in document["results"] + document["entanglement"])
+    from uqeval.report.bootstrap_file import read_bootstrap
+
+    resampled = read_bootstrap(out)
+    assert resampled.results.shape == (len(document["results"]), 30)
+    assert resampled.entanglement_keys == [(row["task"], row["split"]) for row in document["entanglement"]]
+    assert "bootstrap interval" in (out / "report.html").read_text()
+    bad = runner.invoke(app, ["score", str(store), "--out", str(out), "--bootstrap", "-1"], env=WIDE)
+    assert bad.exit_code == 2

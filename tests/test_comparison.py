@@ -735,3 +735,43 @@ def test_a_huge_model_name_is_cut_and_the_comparison_stays_small_and_quick(tmp_p
     assert elapsed < 30  # a few seconds; it took minutes when every row copied the name
     assert max(matplotlib.image.imread(written["entanglement.png"]).shape[:2]) < 4000
     assert "A" * 200 not in tables.export_text()
+
+
+# ---------------------------------------------------------------- rank stability over bootstrap resamples
+
+
+def bootstrapped_run(group: str, u_correct: list[float], delta: list[float], *, seed: int = 0) -> Run:
+    """A run with one ranked row (OODD ood) and its values in ``len(u_correct)`` resamples."""
+    from dataclasses import replace
+
+    from uqeval.scoring.bootstrap import Bootstrap
+
+    run = Run.from_dict(scores_doc(group, 0, [("oodd", "ood", u_correct[0], delta[0])]), Path(f"/runs/{group}"))
+    n = len(u_correct)
+    values = {"u_correct": [u_correct], "u_wrong": [[value - 0.1 for value in u_correct]], "delta": [delta]}
+    resampled = Bootstrap(
+        n, seed, [], np.empty((0, n)), [("oodd", "ood")], {name: np.array(rows) for name, rows in values.items()}
+    )
+    return replace(run, bootstrap=resampled)
+
+
+def test_runs_with_resamples_are_ranked_in_each_resample(tmp_path: Path):
+    runs = [bootstrapped_run("A", [0.9, 0.7, 0.9], [0.1, 0.1, 0.4]), bootstrapped_run("B", [0.8] * 3, [0.3] * 3)]
+    comparison = compare(runs)
+    rows = {row["group"]: row for row in comparison.bootstrap_ranks}
+    assert rows["A"]["performance_rank_mean"] == pytest.approx(4 / 3) and rows["A"]["performance_first"] == 2 / 3
+    assert rows["B"]["entanglement_rank_mean"] == pytest.approx(4 / 3) and rows["B"]["entanglement_first"] == 2 / 3
+    low, high = np.percentile([1, 2, 1], [2.5, 97.5])
+    assert (rows["A"]["performance_rank_low"], rows["A"]["performance_rank_high"]) == (low, high)
+    assert rows["A"]["n_resamples"] == 3
+    assert comparison.to_dict()["bootstrap_ranks"] == comparison.bootstrap_ranks
+    written = save_comparison(comparison, tmp_path / "cmp")
+    assert "bootstrap_ranks.csv" in written
+    console = Console(file=io.StringIO(), width=200)
+    for table in comparison_tables(comparison):
+        console.print(table)
+    assert "Rank stability" in console.file.getvalue() and "1.33 [1, 1.95]" in console.file.getvalue()
+    # a run without resamples: no rank stability, and a note that says why
+    plain = compare([runs[0], Run.from_dict(scores_doc("B", 0, [("oodd", "ood", 0.8, 0.3)]), Path("/runs/B"))])
+    assert plain.bootstrap_ranks == [] and "bootstrap_ranks" not in plain.to_dict()
+    assert any("no bootstrap resamples" in note for note in plain.notes)

@@ -446,6 +446,16 @@ def score(
         str | None,
         typer.Option(help="Run on a dask.distributed cluster at this address (its workers must see STORE)."),
     ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Give every number a 95 % bootstrap interval over N resamples of the test images "
+            "(within each domain; fits fixed), e.g. 1000. Default: none.",
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the bootstrap resamples (same seed, same intervals).")] = 0,
 ) -> None:
     """Score how good a model's uncertainty is and how entangled AU and EU are (the main job).
 
@@ -491,6 +501,8 @@ def score(
                     scratch=out.parent,
                     progress=report,
                     unit=unit.value,
+                    bootstrap=bootstrap,
+                    seed=seed,
                 )
         finally:
             if bars:

@@ -39,6 +39,15 @@ Pooled points (the Fig. 7 scatter) are the mean ± the same interval over a grou
 runs of ``u_correct``, ``u_wrong`` and Δ per task and split, and of the collapse ratio
 ``eu_over_au`` per split; undefined values are left out of these means (``n`` counts
 the runs that have the row).
+
+4. Rank stability, when the runs were scored with ``--bootstrap`` (each folder holds
+   ``bootstrap.npz``): per seed group, for each resample ``b`` the runs are ranked as in
+   1–2 on their values in resample ``b`` (as fd-shifts ranks methods per bootstrap
+   resample). Each run's overall ranks over the resamples give its mean rank, a 95 %
+   percentile interval and the share of resamples in which it ranks first
+   (:attr:`Comparison.bootstrap_ranks`). Runs scored with the same seed on stores of
+   the same (domain, role) strata draw the same images in resample ``b``: their
+   resamples are paired.
 """
 
 from __future__ import annotations
@@ -56,7 +65,9 @@ from uqeval.errors import UQEvalError
 from uqeval.jsonable import json_ready
 from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD
 from uqeval.precision import RANK_TOLERANCE, delta_tolerance
+from uqeval.report.bootstrap_file import read_bootstrap
 from uqeval.report.scores_file import SCORES_FILE, SavedScores, read_scores
+from uqeval.scoring.bootstrap import Bootstrap
 from uqeval.tasks import TASKS
 from uqeval.text import KEPT_NAME_CHARACTERS, shortened
 
@@ -95,6 +106,8 @@ class Run:
         ``model.seed``; runs of one seed are ranked against each other.
     scores : SavedScores
         The run's ``scores.json``, checked.
+    bootstrap : Bootstrap or None
+        The run's resamples (``bootstrap.npz``), when it was scored with a bootstrap.
     """
 
     folder: Path
@@ -102,6 +115,7 @@ class Run:
     group: str
     seed: int | None
     scores: SavedScores = field(repr=False)
+    bootstrap: Bootstrap | None = field(default=None, repr=False)
 
     @classmethod
     def from_scores(cls, scores: SavedScores, folder: str | os.PathLike[str]) -> Run:
@@ -111,7 +125,8 @@ class Run:
         group = _group(scores.model, folder)
         seed = _seed(scores.model.get("seed"), scores.source)
         label = group if seed is None else f"{group} (seed {seed})"
-        return cls(folder, label, group, seed, scores)
+        resampled = read_bootstrap(folder) if "bootstrap" in scores.data else None
+        return cls(folder, label, group, seed, scores, resampled)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], folder: str | os.PathLike[str], *, source: str | None = None) -> Run:
@@ -321,6 +336,12 @@ class Comparison:
     notes : list of str
         Anything a reader of the ranks should know (missing runs, mixed datasets,
         undefined values ranked last, ...).
+    bootstrap_ranks : list of dict
+        Rank stability (module docstring, 4): one row per seed and run of the seed groups
+        whose runs all have bootstrap resamples: ``seed, group, n_resamples`` and, per
+        kind ``performance`` and ``entanglement``, ``<kind>_rank_mean``,
+        ``<kind>_rank_low``, ``<kind>_rank_high`` (95 % percentile interval) and
+        ``<kind>_first`` (share of resamples ranked 1). Empty without resamples.
     """
 
     runs: tuple[Run, ...]
@@ -330,6 +351,7 @@ class Comparison:
     points: list[dict[str, Any]]
     collapse: list[dict[str, Any]]
     notes: list[str]
+    bootstrap_ranks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def groups(self) -> list[str]:
@@ -373,6 +395,7 @@ class Comparison:
                 "points": self.points,
                 "collapse": self.collapse,
                 "notes": self.notes,
+                **({"bootstrap_ranks": self.bootstrap_ranks} if self.bootstrap_ranks else {}),
             }
         )
 
@@ -442,6 +465,7 @@ def compare(runs: Iterable[str | os.PathLike[str] | Run]) -> Comparison:
         points=_pool_points(ordered),
         collapse=_pool_collapse(ordered),
         notes=notes,
+        bootstrap_ranks=_bootstrap_ranks(ordered, tasks, notes),
     )
 
 
@@ -617,3 +641,91 @@ def _pool_collapse(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 def _nan_last(value: float) -> tuple[bool, float]:
     return (math.isnan(value), 0.0 if math.isnan(value) else value)
+
+
+def _bootstrap_ranks(runs: Sequence[Run], tasks: Sequence[str], notes: list[str]) -> list[dict[str, Any]]:
+    """Rank stability per seed group whose runs all have resamples (module docstring, 4)."""
+    rows: list[dict[str, Any]] = []
+    for seed in sorted({run.seed for run in runs}, key=_seed_key):
+        members = [run for run in runs if run.seed == seed]
+        resampled = [run for run in members if run.bootstrap is not None]
+        if not resampled:
+            continue
+        if len(resampled) < len(members) or len(members) < 2:
+            if len(members) >= 2:
+                lacking = ", ".join(run.label for run in members if run.bootstrap is None)
+                notes.append(f"{_seed_name(seed)}: {lacking} has no bootstrap resamples; no rank stability")
+            continue
+        n = min(run.bootstrap.n for run in members)
+        if len({(run.bootstrap.n, run.bootstrap.seed) for run in members}) > 1:
+            notes.append(
+                f"{_seed_name(seed)}: the runs' bootstraps differ in resamples or seed, so their resamples are "
+                f"not paired; rank stability over the first {n} resamples of each"
+            )
+        ranks = {kind: {run.label: [] for run in members} for kind in ("performance", "entanglement")}
+        for task in tasks:
+            lower_is_better = TASKS[task].lower_is_better
+            tolerance = RANK_TOLERANCE[TASKS[task].metric]
+            for split in RANK_SPLITS[task]:
+                entries = []
+                for run in members:
+                    keys = run.bootstrap.entanglement_keys
+                    if (task, split) in keys:
+                        index = keys.index((task, split))
+                        entries.append(
+                            (
+                                run,
+                                {
+                                    name: run.bootstrap.entanglement[name][index, :n]
+                                    for name in ("u_correct", "u_wrong", "delta")
+                                },
+                            )
+                        )
+                if not entries:
+                    continue
+                performance = np.empty((len(entries), n))
+                entanglement = np.empty((len(entries), n))
+                for resample in range(n):
+                    u_correct = np.array([values["u_correct"][resample] for _, values in entries])
+                    u_wrong = np.array([values["u_wrong"][resample] for _, values in entries])
+                    delta = np.array([values["delta"][resample] for _, values in entries])
+                    performance[:, resample] = rank_values(
+                        u_correct, lower_is_better=lower_is_better, tolerance=tolerance
+                    )
+                    tolerances = [
+                        delta_tolerance(correct, wrong, tolerance)
+                        for correct, wrong in zip(u_correct.tolist(), u_wrong.tolist(), strict=True)
+                    ]
+                    entanglement[:, resample] = rank_values(delta, tolerance=tolerances)
+                for position, (run, _) in enumerate(entries):
+                    ranks["performance"][run.label].append((task, performance[position]))
+                    ranks["entanglement"][run.label].append((task, entanglement[position]))
+        for run in members:
+            row: dict[str, Any] = {"seed": seed, "group": run.group, "n_resamples": n}
+            for kind, by_run in ranks.items():
+                overall = _overall_ranks(by_run[run.label], n)
+                defined = overall[~np.isnan(overall)]
+                if defined.size:
+                    low, high = np.percentile(defined, [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2])
+                    row.update(
+                        {
+                            f"{kind}_rank_mean": float(defined.mean()),
+                            f"{kind}_rank_low": float(low),
+                            f"{kind}_rank_high": float(high),
+                            f"{kind}_first": float(np.mean(defined == 1.0)),
+                        }
+                    )
+                else:
+                    row.update({f"{kind}_{name}": math.nan for name in ("rank_mean", "rank_low", "rank_high", "first")})
+            rows.append(row)
+    return rows
+
+
+def _overall_ranks(task_ranks: Sequence[tuple[str, np.ndarray]], n: int) -> np.ndarray:
+    """Per resample, the mean over tasks of the mean over a task's splits (as the point ranks)."""
+    by_task: dict[str, list[np.ndarray]] = {}
+    for task, ranks in task_ranks:
+        by_task.setdefault(task, []).append(ranks)
+    if not by_task:
+        return np.full(n, np.nan)
+    return np.mean([np.mean(splits, axis=0) for splits in by_task.values()], axis=0)

@@ -29,7 +29,8 @@ from uqeval.text import KEPT_NAME_CHARACTERS, shortened
 if TYPE_CHECKING:
     import pandas
 
-    # Only an annotation here: importing the scoring package would import this module back.
+    # Only annotations here: importing the scoring package would import this module back.
+    from uqeval.scoring.bootstrap import Bootstrap
     from uqeval.scoring.fitting import Fitted
 
 #: ``schema`` of ``scores.json``.
@@ -41,6 +42,8 @@ METRIC_COLUMNS = ("task", "split", "measure", "aggregation", "metric", "value")
 #: Columns of :meth:`Scores.entanglement_dataframe` (and ``entanglement.csv``), one row
 #: per task and split.
 ENTANGLEMENT_COLUMNS = ("task", "split", "correct", "wrong", "u_correct", "u_wrong", "delta")
+#: Columns added to both after the value (Δ's) when scored with a bootstrap.
+INTERVAL_COLUMNS = ("ci_low", "ci_high")
 
 
 def _bounded(value: Any) -> Any:
@@ -100,6 +103,11 @@ class Scores:
     slice_z : (image,) int or None
         Scored per slice (``unit="slice"``): each image's ``z`` in its volume, whose id
         ``image_ids`` repeats; None when images are scored whole.
+    bootstrap : Bootstrap or None
+        With ``bootstrap=N``: every row's values in the resamples
+        (:class:`~uqeval.scoring.bootstrap.Bootstrap`); the rows of ``results`` then
+        have ``ci_low`` and ``ci_high`` (of the value) and those of ``entanglement``
+        of Δ. None without.
     """
 
     results: list[dict]
@@ -120,12 +128,15 @@ class Scores:
     eu_convention: str = "members"
     provenance: dict[str, Any] = field(default_factory=dict)
     slice_z: np.ndarray | None = None
+    bootstrap: Bootstrap | None = None
     _by_key: dict[tuple[str, str, str, str, str], float] = field(init=False, repr=False, compare=False)
+    _intervals: dict[tuple[str, str, str, str, str], tuple[float, float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._by_key = {
-            (row["task"], row["split"], row["measure"], row["aggregation"], row["metric"]): row["value"]
-            for row in self.results
+        keys = [(row["task"], row["split"], row["measure"], row["aggregation"], row["metric"]) for row in self.results]
+        self._by_key = {key: row["value"] for key, row in zip(keys, self.results, strict=True)}
+        self._intervals = {
+            key: (row["ci_low"], row["ci_high"]) for key, row in zip(keys, self.results, strict=True) if "ci_low" in row
         }
 
     @property
@@ -154,6 +165,16 @@ class Scores:
         except KeyError:
             raise KeyError(f"no result for {task}/{split}/{measure}/{aggregation}/{metric}") from None
 
+    def interval(
+        self, task: str, split: str, measure: str, metric: str, aggregation: str | None = None
+    ) -> tuple[float, float]:
+        """``(ci_low, ci_high)`` of a result (arguments as :meth:`value`): its bootstrap
+        interval, ``(nan, nan)`` when scored without a bootstrap; KeyError when there is no such row."""
+        if aggregation is None:
+            aggregation = self.conventions.aggregation if task in TASKS and TASKS[task].aggregated else NO_AGGREGATION
+        self.value(task, split, measure, metric, aggregation)
+        return self._intervals.get((task, split, measure, aggregation, metric), (float("nan"), float("nan")))
+
     def delta(self, task: str, split: str) -> float:
         """Δ of a task on a split (KeyError when the task was not scored there)."""
         for row in self.entanglement:
@@ -177,6 +198,7 @@ class Scores:
                 "collapse": self.collapse,
                 "notes": [str(note) for note in self.notes],
                 **({"unit": "slice"} if self.slice_z is not None else {}),
+                **({"bootstrap": self.bootstrap.record()} if self.bootstrap is not None else {}),
             }
         )
 
@@ -184,7 +206,18 @@ class Scores:
         """The tidy results as a pandas DataFrame (one row per result)."""
         import pandas
 
-        return pandas.DataFrame(self.results, columns=list(METRIC_COLUMNS))
+        return pandas.DataFrame(self.results, columns=list(self.metric_columns))
+
+    @property
+    def metric_columns(self) -> tuple[str, ...]:
+        """Columns of :attr:`results`: :data:`METRIC_COLUMNS`, and :data:`INTERVAL_COLUMNS` with a bootstrap."""
+        return METRIC_COLUMNS + (INTERVAL_COLUMNS if self.bootstrap is not None else ())
+
+    @property
+    def entanglement_columns(self) -> tuple[str, ...]:
+        """Columns of :attr:`entanglement`: :data:`ENTANGLEMENT_COLUMNS`, and :data:`INTERVAL_COLUMNS`
+        with a bootstrap."""
+        return ENTANGLEMENT_COLUMNS + (INTERVAL_COLUMNS if self.bootstrap is not None else ())
 
     def entanglement_dataframe(self) -> pandas.DataFrame:
         r""":attr:`entanglement` as a pandas DataFrame, one row per task and split.
@@ -201,7 +234,9 @@ class Scores:
         correct measure is far better, 0 when it is no better, below 0 when the wrong
         one wins; NaN when undefined.
         """
-        return entanglement_frame(self.entanglement)
+        import pandas
+
+        return pandas.DataFrame(list(self.entanglement), columns=list(self.entanglement_columns))
 
     def image_rows(self) -> list[dict[str, Any]]:
         """One row per image: id, domain, role, mean AU/EU/TU and every per-image score

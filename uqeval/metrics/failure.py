@@ -187,10 +187,11 @@ def _risk_coverage(scores: np.ndarray, risks: np.ndarray) -> RiskCoverage:
     sorted_scores = scores[order]
     sorted_risks = risks[order]
     # Runs of tied scores (`!=` rather than np.diff, which gives NaN between tied infinities).
-    starts = np.r_[0, np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]) + 1]
-    sizes = np.diff(np.r_[starts, n])
+    # np.concatenate, not np.r_: the same arrays without its parsing (the bootstrap calls this often).
+    starts = np.concatenate(([0], np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]) + 1))
+    sizes = np.diff(np.concatenate((starts, [n])))
     sums = np.add.reduceat(sorted_risks, starts)
-    before = np.r_[0.0, np.cumsum(sums)[:-1]]
+    before = np.concatenate(([0.0], np.cumsum(sums)[:-1]))
     run = np.repeat(np.arange(starts.size), sizes)
     k = np.arange(1, n + 1)
     position = k - starts[run]  # j = 1 … m inside each run
@@ -252,9 +253,9 @@ def _generalized_risk_area(scores: np.ndarray, risks: np.ndarray) -> float:
     order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
     # The last position of each run of tied scores (`!=`: tied infinities are tied).
-    ends = np.r_[np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), n - 1]
-    kept = np.r_[0, ends + 1] / n
-    generalized = np.r_[0.0, np.cumsum(risks[order])[ends]] / n
+    ends = np.concatenate((np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), [n - 1]))
+    kept = np.concatenate(([0], ends + 1)) / n
+    generalized = np.concatenate(([0.0], np.cumsum(risks[order])[ends])) / n
     return float(np.sum(np.diff(kept) * (generalized[1:] + generalized[:-1])) / 2)
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uqeval.names import ID_DOMAIN, POOLED_OOD
+from uqeval.report.bootstrap_file import write_bootstrap
 from uqeval.report.figure_workers import FigureJob, FigureWorkers, draw_figures
 from uqeval.report.files import write_bytes, write_csv, write_json
 from uqeval.report.folder import replaced_whole
 from uqeval.report.scores_file import write_scores
-from uqeval.results import ENTANGLEMENT_COLUMNS, METRIC_COLUMNS
 
 if TYPE_CHECKING:
     from uqeval.comparison import Comparison
@@ -44,7 +44,9 @@ def save_report(
 
     ``metrics.csv`` holds the rows of :meth:`~uqeval.Scores.to_dataframe` and
     ``entanglement.csv`` those of :meth:`~uqeval.Scores.entanglement_dataframe`, with
-    the same columns; an undefined value is an empty cell.
+    the same columns; an undefined value is an empty cell. Scored with a bootstrap,
+    both have the columns ``ci_low`` and ``ci_high`` too, and ``bootstrap.npz`` holds
+    the resampled values (:mod:`uqeval.report.bootstrap_file`).
 
     The folder is created if needed, and replaced whole: an existing one only when it
     is a score report written by uqeval, or empty (:func:`uqeval.check_replaceable`);
@@ -64,9 +66,11 @@ def save_report(
     with replaced_whole(folder, "scores") as staging:
         written = [
             write_scores(scores, staging),
-            write_csv(staging / "metrics.csv", scores.results, METRIC_COLUMNS),
-            write_csv(staging / "entanglement.csv", scores.entanglement, ENTANGLEMENT_COLUMNS),
+            write_csv(staging / "metrics.csv", scores.results, scores.metric_columns),
+            write_csv(staging / "entanglement.csv", scores.entanglement, scores.entanglement_columns),
         ]
+        if scores.bootstrap is not None:
+            written.append(write_bootstrap(scores.bootstrap, staging))
         rows = scores.image_rows()
         columns = list(rows[0]) if rows else ["image", "domain", "role"]
         written.append(write_csv(staging / "images.csv", rows, columns))
@@ -143,7 +147,9 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
     ``entanglement.png`` and (with collapse rows) ``collapse.png`` into ``folder``; each
     figure also as SVG (``entanglement.svg``, ``collapse.svg``); and ``report.html``, one
     self-contained page of it all that links to each run's own ``report.html`` where the
-    run folder holds one (:func:`uqeval.report.html_report.comparison_page`).
+    run folder holds one (:func:`uqeval.report.html_report.comparison_page`). When the
+    runs have bootstrap resamples, ``bootstrap_ranks.csv`` holds the rank stability
+    (:attr:`~uqeval.Comparison.bootstrap_ranks`).
 
     The folder is replaced whole, as by :func:`save_report` (an existing one only when
     it is a comparison written by uqeval, or empty).
@@ -173,6 +179,9 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike[str]) -> d
             write_csv(staging / "points.csv", comparison.points, columns(comparison.points)),
             write_csv(staging / "collapse.csv", comparison.collapse, COLLAPSE_COLUMNS),
         ]
+        if comparison.bootstrap_ranks:
+            ranks = comparison.bootstrap_ranks
+            written.append(write_csv(staging / "bootstrap_ranks.csv", ranks, columns(ranks)))
         jobs = [FigureJob("entanglement", "compare_plots:entanglement_figure", (comparison,))]
         if comparison.collapse:
             jobs.append(FigureJob("collapse", "compare_plots:collapse_figure", (comparison,)))

@@ -63,6 +63,31 @@ def format_value(value: float | None, interval: float | None = math.nan, *, digi
     return f"{_fixed(value, digits)} ± {_fixed(interval, digits)}"
 
 
+def format_interval(value: float | None, low: float | None, high: float | None, *, digits: int = 3) -> str:
+    """A value with its bootstrap interval: ``"0.912 ± 0.031"`` (half the interval's
+    width) when the value sits near its middle (neither side more than 1.5 times the
+    other), else ``"0.998 [0.962, 1.000]"``; as :func:`format_value` without an interval.
+
+    >>> format_interval(0.9, 0.85, 0.96)
+    '0.900 ± 0.055'
+    >>> format_interval(0.99, 0.9, 1.0)
+    '0.990 [0.900, 1.000]'
+    """
+    if value is None or math.isnan(value) or low is None or high is None or math.isnan(low) or math.isnan(high):
+        return format_value(value, digits=digits)
+    below, above = value - low, high - value
+    if min(below, above) * 1.5 >= max(below, above):
+        return format_value(value, (high - low) / 2, digits=digits)
+    return f"{_fixed(value, digits)} [{_fixed(low, digits)}, {_fixed(high, digits)}]"
+
+
+def _interval_note(scores: Scores) -> list[str]:
+    """The caption part that says what ± means, with a bootstrap."""
+    if scores.bootstrap is None:
+        return []
+    return [f"±, [ ]: 95 % bootstrap interval ({scores.bootstrap.n} resamples, seed {scores.bootstrap.seed})"]
+
+
 def _fixed(value: float, digits: int) -> str:
     """``value`` with ``digits`` decimals, without the sign of a negative zero."""
     text = f"{value:.{digits}f}"
@@ -195,6 +220,7 @@ def task_table(
         notes.append("higher is better")
     if definition.correct is not None:
         notes.append("✓ the measure that should win")
+    notes += _interval_note(scores)
     metric_title = _METRIC_TITLES.get(shown_metric, shown_metric.upper())
     table = Table(
         title=f"{definition.title[0].upper()}{definition.title[1:]}: {metric_title}",
@@ -221,7 +247,8 @@ def task_table(
                 except KeyError:
                     cells.append("")
                 else:
-                    cells.append(format_value(value, digits=3))
+                    low, high = scores.interval(task, split, measure, shown_metric, aggregation)
+                    cells.append(format_interval(value, low, high, digits=3))
             first = [_name(aggregation) if position == 0 else ""] if blocks else []
             table.add_row(*first, label, *cells, end_section=blocks and position == len(measures) - 1)
     return table
@@ -285,6 +312,7 @@ def entanglement_table(scores: Scores) -> Table | None:
     ]
     if aggregated:
         caption += f"; {' and '.join(aggregated)} with image score {scores.conventions.aggregation}"
+    caption = "; ".join([caption, *_interval_note(scores)])
     table = Table(title="Entanglement Δ", caption=caption, title_justify="left", caption_justify="left")
     for name in ("task", "split", "correct", "wrong", "U correct", "U wrong", "Δ"):
         table.add_column(name, justify="right" if name.startswith(("U", "Δ")) else "left")
@@ -300,7 +328,7 @@ def entanglement_table(scores: Scores) -> Table | None:
             wrong,
             format_value(row["u_correct"], digits=3),
             format_value(row["u_wrong"], digits=3),
-            format_value(row["delta"], digits=2),
+            format_interval(row["delta"], row.get("ci_low"), row.get("ci_high"), digits=2),
         )
     return table
 
@@ -534,7 +562,40 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
                 )
             collapse.add_row(*cells)
         tables.append(collapse)
+    stability = rank_stability_table(comparison)
+    if stability is not None:
+        tables.append(stability)
     return tables
+
+
+def rank_stability_table(comparison: Comparison) -> Table | None:
+    """Per seed and run, the mean rank over bootstrap resamples, its 95 % percentile
+    interval and how often the run ranks first; None without resamples."""
+    if not comparison.bootstrap_ranks:
+        return None
+    several = len({row["seed"] for row in comparison.bootstrap_ranks}) > 1
+    n = max(row["n_resamples"] for row in comparison.bootstrap_ranks)
+    table = Table(
+        title="Rank stability over bootstrap resamples",
+        caption=f"mean rank [95 % interval] over {n} resamples; first: share of resamples ranked 1",
+        title_justify="left",
+        caption_justify="left",
+    )
+    if several:
+        table.add_column("seed")
+    table.add_column("model", no_wrap=True)
+    for name in ("performance", "first", "entanglement", "first"):
+        table.add_column(name, justify="right")
+    for row in comparison.bootstrap_ranks:
+        cells: list[str | Text] = [str(row["seed"])] if several else []
+        cells.append(_name(row["group"]))
+        for kind in ("performance", "entanglement"):
+            mean, low, high = (row[f"{kind}_rank_{name}"] for name in ("mean", "low", "high"))
+            text = "–" if math.isnan(mean) else f"{mean:.2f} [{low:g}, {high:g}]"
+            first = row[f"{kind}_first"]
+            cells += [text, "–" if math.isnan(first) else f"{100 * first:.0f} %"]
+        table.add_row(*cells)
+    return table
 
 
 # ------------------------------------------------------------------ notes and printing

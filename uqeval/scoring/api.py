@@ -4,6 +4,7 @@ one engine and tabulate the result."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,10 +15,12 @@ import xarray as xr
 from uqeval.conventions import Conventions
 from uqeval.cube import open_cube, validate_cube
 from uqeval.errors import UQEvalError
+from uqeval.names import TEST
 from uqeval.provenance import provenance_record
 from uqeval.results import Scores
 from uqeval.scoring import engine
 from uqeval.scoring.batches import BATCH_BYTES
+from uqeval.scoring.bootstrap import Bootstrap, bootstrap_rows
 from uqeval.scoring.engine import ProgressCallback
 from uqeval.scoring.given_measures import (
     check_conventions,
@@ -29,7 +32,7 @@ from uqeval.scoring.given_measures import (
 from uqeval.scoring.prepare import Request, plan, prepare
 from uqeval.scoring.slices import UNITS, slice_source
 from uqeval.scoring.sources import Source, cube_source, maps_source
-from uqeval.scoring.tabulate import tabulate
+from uqeval.scoring.tabulate import split_masks, tabulate
 
 
 def score(
@@ -45,6 +48,8 @@ def score(
     progress: ProgressCallback | None = None,
     batch_bytes: int = BATCH_BYTES,
     unit: str = "volume",
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> Scores:
     """Score a model's uncertainty on a cube store, streaming.
 
@@ -84,6 +89,13 @@ def score(
         (aggregations, NCC, failure risk, OOD AUROC), each with its volume's domain and
         role; the fits and pooled calibration see the same voxels either way. No
         effect on 2D images.
+    bootstrap : int
+        With ``N > 0``, every row of ``results`` and ``entanglement`` gets ``ci_low``
+        and ``ci_high``, the 95 % percentile interval over ``N`` resamples of the
+        images within each (domain, role) stratum, the fitted parameters fixed
+        (docs/metrics.md); ``Scores.bootstrap`` keeps the resampled values.
+    seed : int
+        Seed of the bootstrap's resamples: the same seed gives the same intervals.
 
     Returns
     -------
@@ -106,7 +118,16 @@ def score(
         cube = cube_source(open_cube(path), path)
     if unit == "slice":
         cube = slice_source(cube)
-    return _run(cube, request, scheduler=scheduler, scratch=scratch, progress=progress, batch_bytes=batch_bytes)
+    return _run(
+        cube,
+        request,
+        scheduler=scheduler,
+        scratch=scratch,
+        progress=progress,
+        batch_bytes=batch_bytes,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
 
 
 def evaluate(
@@ -121,6 +142,8 @@ def evaluate(
     background: int = 0,
     n_classes: int | None = None,
     cubes: np.ndarray | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> Scores:
     """Score the downstream tasks on decomposed maps held in memory.
 
@@ -150,6 +173,8 @@ def evaluate(
     cubes : (image, eu, au, class, y, x), optional
         Probabilities; given with ``labels``, segmentation quality (Dice, GED,
         Hungarian IoU) is scored as well.
+    bootstrap, seed : int
+        Bootstrap intervals, as in :func:`score`.
 
     Returns
     -------
@@ -160,7 +185,7 @@ def evaluate(
         source = maps_source(maps, domain, role, labels, background=background, n_classes=n_classes, cubes=cubes)
     except UQEvalError as error:
         raise UQEvalError(f"evaluate: {error}", parameter=error.parameter) from None
-    return _run(source, request)
+    return _run(source, request, bootstrap=bootstrap, seed=seed)
 
 
 def _run(
@@ -171,7 +196,15 @@ def _run(
     scratch: str | Path | None = None,
     progress: ProgressCallback | None = None,
     batch_bytes: int = BATCH_BYTES,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> Scores:
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise UQEvalError(
+            f"bootstrap must be a whole number of resamples ≥ 0, got {bootstrap!r}", parameter="bootstrap"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UQEvalError(f"seed must be a whole number ≥ 0, got {seed!r}", parameter="seed")
     try:
         source_plan = plan(
             request,
@@ -186,26 +219,54 @@ def _run(
         raise UQEvalError(f"{source.where}: {error}") from None
     check_conventions(source.absent_measures, request.conventions, source.where)
     computed = engine.run(
-        source, request, source_plan, scheduler=scheduler, scratch=scratch, progress=progress, batch_bytes=batch_bytes
+        source,
+        request,
+        source_plan,
+        scheduler=scheduler,
+        scratch=scratch,
+        progress=progress,
+        batch_bytes=batch_bytes,
+        keep_pools=bootstrap > 0,
     )
-    tables = tabulate(
-        computed.statistics,
-        source.domains,
-        source.roles,
+    retabulate = functools.partial(
+        tabulate,
+        domains=source.domains,
+        roles=source.roles,
         fitted=computed.fitted,
         tasks=[request.definitions[name] for name in source_plan.tasks],
         aggregations=request.aggregation_names,
         primary=request.primary,
         conventions=request.conventions,
-        notes=[*source.notes, *source_plan.notes, *computed.notes],
-        histograms=computed.histograms,
         histogram_domains=computed.histogram_domains,
-        calibration_sums=computed.calibration_sums,
         absent_measures=source.absent_measures,
         fallbacks={
             aggregator.name: aggregator.fallback.what for aggregator in request.aggregations if aggregator.fallback
         },
     )
+    tables = retabulate(
+        computed.statistics,
+        notes=[*source.notes, *source_plan.notes, *computed.notes],
+        histograms=computed.histograms,
+        calibration_sums=computed.calibration_sums,
+    )
+    resampled: Bootstrap | None = None
+    if bootstrap > 0:
+        tables, resampled = bootstrap_rows(
+            tables,
+            computed.statistics,
+            source.domains,
+            source.roles,
+            pools=computed.pools,
+            retabulate=retabulate,
+            splits=split_masks(source.domains, source.roles == TEST),
+            histogram_domains=computed.histogram_domains,
+            tasks=[request.definitions[name] for name in source_plan.tasks],
+            aggregations=request.aggregation_names,
+            primary=request.primary,
+            conventions=request.conventions,
+            n=int(bootstrap),
+            seed=int(seed),
+        )
     if source.absent_measures:
         absent = source.absent_measures
         tables = tables_without(tables, absent)
@@ -215,6 +276,8 @@ def _run(
             fitted=fitted_without(computed.fitted, absent),
             examples=examples_without(computed.examples, absent),
         )
+        if resampled is not None:
+            resampled = resampled.for_rows(tables.results, tables.entanglement)
     return Scores(
         results=tables.results,
         entanglement=tables.entanglement,
@@ -234,4 +297,5 @@ def _run(
         eu_convention=source.eu_convention,
         provenance=provenance_record(attrs=source.attrs, eu_convention=source.eu_convention),
         slice_z=source.slice_z,
+        bootstrap=resampled,
     )

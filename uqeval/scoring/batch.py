@@ -44,6 +44,9 @@ class BatchOptions:
     predictive : bool
         Score ``pq``: a batch with labels keeps ``mean`` and ``labels`` among its maps
         (spilled with them when it holds images fitted on).
+    cells_by_image : bool
+        Give the pooled equal-mass histograms' cells image by image (for the bootstrap's
+        per-image histograms, :class:`uqeval.scoring.bootstrap.ImagePools`).
     """
 
     n_classes: int
@@ -55,6 +58,7 @@ class BatchOptions:
     n_groups: int = 0
     tasks: tuple[Task, ...] = ()
     predictive: bool = False
+    cells_by_image: bool = False
 
 
 @dataclass
@@ -92,12 +96,16 @@ class ScoredBatch:
     ----------
     histograms : dict or None
         Per measure, the batch's sparse cells of the pooled equal-mass histograms.
+    cells_by_image : bool
+        The cells' first column is the image's place in the batch, not its histogram
+        table (:attr:`BatchOptions.cells_by_image`).
     """
 
     indices: np.ndarray
     statistics: ImageStatistics
     histograms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
     examples: list[ExampleMaps] = field(default_factory=list)
+    cells_by_image: bool = False
 
 
 def raters_of(
@@ -260,6 +268,10 @@ def score_batch(
         present = np.unique(groups[groups >= 0])
         local = np.where(groups >= 0, np.searchsorted(present, groups), -1)
         result.histograms = {}
+        if options.cells_by_image:
+            result.histograms = _cells_by_image(scaled, raters, fitted, confidence, groups)
+            result.cells_by_image = True
+            return result
         for measure in MEASURES:
             cells, rows = sparse_confidence_histogram(
                 scaled[measure],
@@ -273,3 +285,33 @@ def score_batch(
             cells[:, 0] = present[cells[:, 0]]
             result.histograms[measure] = (cells, rows)
     return result
+
+
+def _cells_by_image(
+    scaled: Mapping[str, np.ndarray],
+    raters: RaterStatistics,
+    fitted: Fitted,
+    confidence: Mapping[str, np.ndarray],
+    groups: np.ndarray,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per measure, the pooled equal-mass histogram cells of each image with a table, the
+    first column the image's place in the batch: the same integer sums as by table."""
+    histograms = {}
+    for measure in MEASURES:
+        parts_cells, parts_rows = [], []
+        for local in np.flatnonzero(groups >= 0):
+            one = slice(local, local + 1)
+            cells, rows = sparse_confidence_histogram(
+                scaled[measure][one],
+                raters.agree[one],
+                raters.valid[one],
+                fitted.platt[measure],
+                np.zeros(1, dtype=np.int64),
+                1,
+                confidence=confidence[measure][one],
+            )
+            cells[:, 0] = local
+            parts_cells.append(cells)
+            parts_rows.append(rows)
+        histograms[measure] = (np.concatenate(parts_cells), np.concatenate(parts_rows))
+    return histograms

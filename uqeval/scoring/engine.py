@@ -33,6 +33,7 @@ from uqeval.notes import Note
 from uqeval.scoring import streaming
 from uqeval.scoring.batch import BatchOptions, DecomposedBatch, ScoredBatch, decomposed_batch, reduce_batch, score_batch
 from uqeval.scoring.batches import BATCH_BYTES, example_images, plan_batches
+from uqeval.scoring.bootstrap import ImagePools
 from uqeval.scoring.fitting import FitSetup, Fitted, fit
 from uqeval.scoring.pooling import OrderedSums
 from uqeval.scoring.prepare import Plan, Request
@@ -54,6 +55,8 @@ class EngineResult:
 
     ``calibration_sums[measure][split]`` is the (bins, 3) sum of the calibration tables
     of the split's images (:mod:`uqeval.scoring.pooling`); empty without Platt fits.
+    ``pools`` holds the per-image parts of the pooled quantities that the bootstrap
+    resamples (:class:`~uqeval.scoring.bootstrap.ImagePools`); None unless asked for.
     """
 
     statistics: ImageStatistics
@@ -63,6 +66,7 @@ class EngineResult:
     histograms: dict[str, ConfidenceHistogram] | None = None
     histogram_domains: tuple[str, ...] = ()
     calibration_sums: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    pools: ImagePools | None = None
 
 
 def run(
@@ -74,6 +78,7 @@ def run(
     scratch: str | Path | None = None,
     progress: ProgressCallback | None = None,
     batch_bytes: int = BATCH_BYTES,
+    keep_pools: bool = False,
 ) -> EngineResult:
     """Read every image of ``source`` once and reduce it to per-image statistics.
 
@@ -86,6 +91,9 @@ def run(
     progress : callable, optional
     batch_bytes : int
         Decoded bytes of probabilities per batch.
+    keep_pools : bool
+        Also keep the per-image parts of the pooled calibration quantities, for the
+        bootstrap (:attr:`EngineResult.pools`).
     """
     # The pooled equal-mass ACE streams through one histogram per test domain.
     pooled_equal_mass = plan.run_cal and request.conventions.ace_scope == "pooled"
@@ -106,6 +114,7 @@ def run(
             request.definitions[name] for name in plan.tasks if request.definitions[name].statistics is not None
         ),
         predictive="pq" in plan.tasks and source.has_labels,
+        cells_by_image=keep_pools,
     )
     setup = FitSetup(
         conventions=request.conventions,
@@ -129,6 +138,8 @@ def run(
     engine_run = _EngineRun(
         source, plan, setup, options, groups, examples, histogram_domains, runner, progress, batch_bytes, scratch
     )
+    if keep_pools:
+        engine_run.pools = ImagePools()
     return engine_run.run()
 
 
@@ -165,6 +176,7 @@ class _EngineRun:
         self.results: list[ScoredBatch] = []
         self.histograms: dict[str, ConfidenceHistogram] = {}
         self.calibration_sums = OrderedSums(split_masks(source.domains, source.roles == TEST), source.n_images)
+        self.pools: ImagePools | None = None
 
     def report(self, phase: str, indices: np.ndarray) -> None:
         self.done[phase] += len(indices)
@@ -174,11 +186,25 @@ class _EngineRun:
     def keep(self, result: ScoredBatch) -> None:
         """Keep a batch's result less what grows with its pixels: its calibration tables and
         histogram cells, folded into the per-split sums and the histograms first."""
-        for measure, cells in (result.histograms or {}).items():
-            self.histograms.setdefault(measure, ConfidenceHistogram(len(self.histogram_domains))).add_sparse(cells)
+        n_images = self.source.n_images
+        for measure, (cells, rows) in (result.histograms or {}).items():
+            if result.cells_by_image:
+                images = result.indices[cells[:, 0]]
+                cells = np.column_stack([self.groups[images], cells[:, 1]])
+            else:
+                # Without cells by image, a batch with pools is one streamed volume.
+                images = np.full(len(cells), result.indices[0])
+            table = self.histograms.setdefault(measure, ConfidenceHistogram(len(self.histogram_domains)))
+            table.add_sparse((cells, rows))
+            if self.pools is not None:
+                if not result.cells_by_image and len(result.indices) != 1:
+                    raise AssertionError("histogram cells of several images, not by image")
+                self.pools.add_cells(n_images, measure, images, cells, rows)
         if result.statistics.tables is not None:
             tables = {name: table.table for name, table in result.statistics.tables.items()}
             self.calibration_sums.add(result.indices, tables)
+            if self.pools is not None:
+                self.pools.add_tables(n_images, result.indices, tables)
         self.results.append(replace(result, statistics=replace(result.statistics, tables=None), histograms=None))
 
     def run(self) -> EngineResult:
@@ -307,6 +333,7 @@ class _EngineRun:
             pooled_histograms,
             self.histogram_domains,
             self.calibration_sums.sums(),
+            self.pools,
         )
 
 
