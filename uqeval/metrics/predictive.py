@@ -289,13 +289,14 @@ class TemperatureData:
         beta = 1.0
         value, gradient, curvature = moments(beta)
         for _ in range(max_iterations):
-            if gradient == 0:
-                break
+            step = gradient / curvature if curvature > 0 else np.inf * np.sign(gradient)
+            if gradient == 0 or abs(step) <= tolerance * beta:
+                break  # the next Newton step is below the tolerance: β is the minimum
             if gradient > 0:
                 high = beta
             else:
                 low = beta
-            candidate = beta - gradient / curvature if curvature > 0 else (high if gradient < 0 else low)
+            candidate = beta - step
             if not low < candidate < high:
                 bound = high if candidate >= high else low
                 if bound in bounds:
@@ -307,11 +308,8 @@ class TemperatureData:
                         break
                     bounds = tuple(b for b in bounds if b != bound)  # the root lies inside: not again
                 candidate = 0.5 * (low + high)
-            done = abs(candidate - beta) <= tolerance * beta
             beta = candidate
             value, gradient, curvature = moments(beta)
-            if done:
-                break
         temperature = 1.0 / beta
         return TemperatureFit(float(temperature), self.n_pairs, float(value / self.n_pairs), note)
         return TemperatureFit(float(temperature), self.n_pairs, float(self.nll(temperature)), note)
