@@ -96,6 +96,10 @@ class ImageStatistics:
     pavpu : dict or None
         Per measure, the (image, 3) int64 PAvPU counts of each image
         (:func:`uqeval.metrics.pavpu.pavpu_counts`; None without labels or PAvPU's ``τ``).
+    sample_scores : dict or None
+        Per sample score (``pairwise_dice``, ``cov``), the (image,) float64 image scores
+        computed from the samples themselves (:mod:`uqeval.metrics.sample_scores`);
+        None without samples (a maps store) or without a task that ranks images.
     fallbacks : dict
         ``fallbacks[aggregation]``: (image,) bool, the images that aggregation scored
         by its fallback convention (:class:`~uqeval.aggregation.AggregationFallback`),
@@ -116,6 +120,7 @@ class ImageStatistics:
     fallbacks: dict[str, np.ndarray] = field(default_factory=dict)
     tables: dict[str, CalibrationTable] | None = field(default=None, repr=False)
     pavpu: dict[str, np.ndarray] | None = None
+    sample_scores: dict[str, np.ndarray] | None = None
 
     @property
     def n_images(self) -> int:
@@ -145,7 +150,20 @@ class ImageStatistics:
         risk = None if self.risk is None else self.risk[indices]
         fallbacks = {aggregation: images[indices] for aggregation, images in self.fallbacks.items()}
         pavpu = None if self.pavpu is None else {measure: counts[indices] for measure, counts in self.pavpu.items()}
-        return ImageStatistics(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu)
+        sample_scores = None
+        if self.sample_scores is not None:
+            sample_scores = {name: values[indices] for name, values in self.sample_scores.items()}
+        return ImageStatistics(
+            means,
+            scores,
+            correlations,
+            calibration,
+            segmentation,
+            risk,
+            fallbacks,
+            pavpu=pavpu,
+            sample_scores=sample_scores,
+        )
 
     @classmethod
     def concatenate(cls, parts: Sequence[ImageStatistics]) -> ImageStatistics:
@@ -192,7 +210,20 @@ class ImageStatistics:
         pavpu = None
         if first.pavpu is not None:
             pavpu = {measure: join(lambda part, m=measure: part.pavpu[m]) for measure in first.pavpu}
-        return cls(means, scores, correlations, calibration, segmentation, risk, fallbacks, pavpu=pavpu)
+        sample_scores = None
+        if first.sample_scores is not None:
+            sample_scores = {name: join(lambda part, n=name: part.sample_scores[n]) for name in first.sample_scores}
+        return cls(
+            means,
+            scores,
+            correlations,
+            calibration,
+            segmentation,
+            risk,
+            fallbacks,
+            pavpu=pavpu,
+            sample_scores=sample_scores,
+        )
 
 
 def image_statistics(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
+from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD, SAMPLE_AGGREGATION
 from uqeval.tasks import TASKS
 from uqeval.text import printable
 
@@ -161,7 +161,9 @@ class Summary:
 def scores_summary(scores: Scores) -> Summary:
     """The summary of a :class:`~uqeval.Scores`."""
     aggregations = [scores.conventions.aggregation]
-    aggregations += sorted({row["aggregation"] for row in scores.results} - {NO_AGGREGATION, *aggregations})
+    aggregations += sorted(
+        {row["aggregation"] for row in scores.results} - {NO_AGGREGATION, SAMPLE_AGGREGATION, *aggregations}
+    )
     measures = {row["measure"] for row in scores.results}
     tasks = dict.fromkeys(row["task"] for row in scores.results)
     return Summary(
@@ -190,7 +192,9 @@ def saved_summary(saved: SavedScores) -> Summary:
     conventions = saved.data.get("conventions")
     delta_aggregation = conventions.get("aggregation") if isinstance(conventions, Mapping) else None
     aggregations = dict.fromkeys([str(delta_aggregation)] if delta_aggregation is not None else [])
-    aggregations.update(dict.fromkeys(sorted({str(row.get("aggregation")) for row in rows} - {NO_AGGREGATION})))
+    aggregations.update(
+        dict.fromkeys(sorted({str(row.get("aggregation")) for row in rows} - {NO_AGGREGATION, SAMPLE_AGGREGATION}))
+    )
     measures = {str(row.get("measure")) for row in rows}
     n_images = saved.data.get("n_images")
     notes = saved.data.get("notes")

@@ -20,6 +20,7 @@ from uqeval.image_statistics import ExampleMaps, ImageStatistics, image_statisti
 from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
 from uqeval.metrics.calibration import sparse_confidence_histogram
 from uqeval.metrics.failure import failure_risk
+from uqeval.metrics.sample_scores import sample_scores
 from uqeval.metrics.segmentation import SegmentationQuality, segmentation_quality
 from uqeval.names import MEASURES
 from uqeval.scoring.fitting import FitSetup, Fitted, read_sums
@@ -36,6 +37,9 @@ class BatchOptions:
         Compute each image's failure risk (for FD).
     n_groups : int
         Tables of the pooled equal-mass ACE histograms (one per test domain; 0: none).
+    sample_scores : bool
+        Compute the image scores of the samples themselves
+        (:mod:`uqeval.metrics.sample_scores`) of each batch that has its probabilities.
     """
 
     n_classes: int
@@ -45,6 +49,7 @@ class BatchOptions:
     segmentation: bool
     failure_risk: bool = False
     n_groups: int = 0
+    sample_scores: bool = False
 
 
 @dataclass
@@ -57,6 +62,8 @@ class DecomposedBatch:
         ``au``, ``eu``, ``tu``, ``pred`` (image, y, x); None once spilled.
     raters : RaterStatistics or None
         None without labels, or once spilled.
+    sample_scores : dict or None
+        ``pairwise_dice`` and ``cov`` per image (:mod:`uqeval.metrics.sample_scores`).
     fit_sums : dict
         The ``read`` sums of each fitted quantity over its images fitted on
         (:func:`uqeval.scoring.fitting.read_sums`).
@@ -67,6 +74,7 @@ class DecomposedBatch:
     raters: RaterStatistics | None
     segmentation: SegmentationQuality | None = None
     risk: np.ndarray | None = None
+    sample_scores: dict[str, np.ndarray] | None = None
     fit_sums: dict[str, Any] = field(default_factory=dict)
     examples: list[ExampleMaps] = field(default_factory=list)
 
@@ -157,6 +165,8 @@ def decomposed_batch(
             background=options.background,
             empty=options.conventions.empty_iou,
         )
+    if options.sample_scores and loaded.cubes is not None:
+        result.sample_scores = sample_scores(loaded.cubes, options.background)
     if fit is not None:
         result.fit_sums = read_sums(fit, result.maps, raters, loaded.cubes, fit.images[indices])
     return result
@@ -226,6 +236,7 @@ def score_batch(
     )
     statistics.segmentation = batch.segmentation
     statistics.risk = batch.risk
+    statistics.sample_scores = batch.sample_scores
     result = ScoredBatch(batch.indices, statistics, examples=batch.examples)
     if pooled:
         # Tables only for the groups in this batch (usually one), renumbered from 0.

@@ -102,6 +102,7 @@ def run(
         segmentation=plan.segmentation,
         failure_risk="fd" in plan.tasks,
         n_groups=len(histogram_domains),
+        sample_scores=source.has_probabilities and bool({"oodd", "fd"} & set(plan.tasks)),
     )
     setup = FitSetup(
         conventions=request.conventions,

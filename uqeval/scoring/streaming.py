@@ -28,6 +28,7 @@ from uqeval.decomposition import decompose_batch
 from uqeval.image_statistics import rescaled
 from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.failure import VolumeRisk
+from uqeval.metrics.sample_scores import VolumeSampleScores
 from uqeval.metrics.segmentation import VolumeSegmentation
 from uqeval.names import MEASURES
 from uqeval.scoring.batch import BatchOptions, ScoredBatch, raters_of
@@ -182,6 +183,7 @@ def scored_volume(
         )
     if options.failure_risk:
         risk = VolumeRisk(options.n_classes, background=options.background, empty=conventions.empty_iou)
+    samples = VolumeSampleScores(options.background) if options.sample_scores else None
     shown = position in examples
     for loaded, maps, raters in _decomposed_slabs(read_slab, ranges, ids[position], options):
         slab = {name: maps[name][0] for name in (*MEASURES, "pred", *(("mean",) if shown else ()))}
@@ -190,8 +192,12 @@ def scored_volume(
             segmentation.add(loaded.in_planes().cubes[0], slab["pred"], loaded.labels[0])
         if risk is not None and loaded.labels is not None:
             risk.add(slab["pred"], loaded.labels[0])
+        if samples is not None and loaded.cubes is not None:
+            # Counts add up over voxels in any order: a slab's z-chunks as decoded will do.
+            samples.add(loaded.cubes)
     result, histograms = statistics.result()
     result.segmentation = None if segmentation is None or not segmentation.added else segmentation.result()
     result.risk = None if risk is None or not risk.added else risk.result()
+    result.sample_scores = None if samples is None or not samples.added else samples.result()
     kept = [statistics.example(position, str(ids[position]))] if shown else []
     return ScoredBatch(np.array([position]), result, histograms, examples=kept)

@@ -25,6 +25,7 @@ from uqeval.metrics.pavpu import pavpu
 from uqeval.names import ALL_TEST, ID_DOMAIN, IGNORE_LABEL, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
 from uqeval.notes import Note, literal
 from uqeval.scoring.fitting import Fitted
+from uqeval.scoring.sample_rows import sample_score_rows
 from uqeval.tasks import TASKS, Task
 
 #: Metric name of the equal-mass ACE rows of CAL.
@@ -334,6 +335,19 @@ def tabulate(
 
     if "fd" in tasks and statistics.risk is not None:
         _failure_detection(tables, splits, ood_names, aggregations, scored)
+
+    # The image scores of the samples themselves: OODD and FD rows beside the measures', no Δ.
+    sample_rows, sample_notes = sample_score_rows(
+        statistics.sample_scores,
+        splits,
+        tasks=tasks,
+        scored=scored,
+        risk=statistics.risk,
+        fd_metrics=FD_METRICS,
+        domain_mean=domain_mean,
+    )
+    tables.rows += sample_rows
+    tables.notes += sample_notes
 
     if {"oodd", "fd"} & set(tasks):
         _fallback_notes(tables, splits, fallbacks or {})
