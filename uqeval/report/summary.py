@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD, SAMPLE_AGGREGATION
+from uqeval.names import (
+    ALL_TEST,
+    ID_DOMAIN,
+    MEASURES,
+    NO_AGGREGATION,
+    POOLED_OOD,
+    SAMPLE_AGGREGATION,
+    SAMPLE_MEASURES,
+)
 from uqeval.tasks import TASKS
 from uqeval.text import printable
 
@@ -203,7 +211,9 @@ def saved_summary(saved: SavedScores) -> Summary:
         places=[("file", saved.source), ("store", saved.data.get("store"))],
         model=saved.model,
         n_images=n_images if isinstance(n_images, Mapping) else {},
-        measures=[measure for measure in MEASURES if measure in measures] + sorted(measures - set(MEASURES)),
+        # The sample scores (pairwise_dice, cov) are not measures of the decomposition, as in Scores' summary.
+        measures=[measure for measure in MEASURES if measure in measures]
+        + sorted(measures - {*MEASURES, *SAMPLE_MEASURES}),
         aggregations=list(aggregations),
         delta_aggregation=None if delta_aggregation is None else str(delta_aggregation),
         tasks=list(dict.fromkeys(str(row.get("task")) for row in [*rows, *saved.entanglement])),

@@ -18,7 +18,7 @@ from uqeval.names import ALL_TEST, ID_DOMAIN, POOLED_OOD, SAMPLE_AGGREGATION, SA
 from uqeval.notes import Note, literal
 
 #: The note of a run whose tasks would score the sample scores but whose source has no samples.
-NO_SAMPLES = f"{' and '.join(SAMPLE_MEASURES)}: skipped, they are computed from the samples and the store has maps only"
+NO_SAMPLES = f"{' and '.join(SAMPLE_MEASURES)}: skipped, they are computed from the samples and only maps were given"
 #: The note of a cube with one member: pairwise Dice has no pair to compare.
 ONE_MEMBER = "pairwise_dice: skipped, the cube has one member (eu = 1), so there is no pair of members to compare"
 
