@@ -209,7 +209,7 @@ def task_table(
         title_justify="left",
         caption_justify="left",
     )
-    blocks = len(aggregations) > 1 or bool(sampled)
+    blocks = len(aggregations) > 1
     if blocks:
         table.add_column("image score")
     table.add_column("measure")
@@ -228,17 +228,20 @@ def task_table(
                 else:
                     cells.append(format_value(value, digits=3))
             first = [_name(aggregation) if position == 0 else ""] if blocks else []
-            table.add_row(*first, label, *cells, end_section=blocks and position == len(measures) - 1)
+            last = position == len(measures) - 1
+            table.add_row(*first, label, *cells, end_section=last and (blocks or bool(sampled)))
+    # The sample scores after a line: in a block of their own, or (one aggregation) as more rows.
     for position, measure in enumerate(sampled):
         cells = []
         for split, _ in splits:
             try:
-                cells.append(
-                    format_value(scores.value(task, split, measure, shown_metric, SAMPLE_AGGREGATION), digits=3)
-                )
+                value = scores.value(task, split, measure, shown_metric, SAMPLE_AGGREGATION)
             except KeyError:
                 cells.append("")
-        table.add_row(SAMPLE_AGGREGATION if position == 0 else "", _MEASURE_NAMES[measure], *cells)
+            else:
+                cells.append(format_value(value, digits=3))
+        first = [SAMPLE_AGGREGATION if position == 0 else ""] if blocks else []
+        table.add_row(*first, _MEASURE_NAMES[measure], *cells)
     return table
 
 
