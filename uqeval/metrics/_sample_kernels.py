@@ -19,8 +19,8 @@ from uqeval._kernels import _widen
 _numba_cache.install()  # before the first @numba.njit(cache=True)
 
 #: Pixels per parallel task of :func:`sample_counts_kernel`: the block's member sums
-#: (4 bytes per class and pixel) and member predictions (1 byte per member and pixel)
-#: stay in L1/L2.
+#: (4 bytes per class and pixel) and member predictions (4 bytes per member and pixel)
+#: stay in L2.
 SAMPLE_PIXEL_BLOCK = 4096
 
 
