@@ -161,3 +161,28 @@ def assert_text_on_canvas(figure) -> None:
 def note_texts(scores) -> list[str]:
     """The notes of a :class:`uqeval.Scores` as the sentences ``scores.json`` keeps."""
     return [str(note) for note in scores.notes]
+
+
+def reference_sample_scores(cubes: np.ndarray, background: int = 0) -> dict[str, np.ndarray]:
+    """``pairwise_dice`` and ``cov`` of each cube (image, eu, au, class, *spatial), written
+    from their definitions in docs/metrics.md with ``itertools`` and ``np.argmax``."""
+    import itertools
+
+    pairwise_dice, cov = [], []
+    for cube in np.asarray(cubes, dtype=np.float64):
+        members = cube.mean(axis=1).argmax(axis=1)  # (eu, *spatial): each member's prediction
+        dices = []
+        for first, second in itertools.combinations(members, 2):
+            per_class = []
+            for c in range(cube.shape[2]):
+                if c == background:
+                    continue
+                a, b = first == c, second == c
+                total = a.sum() + b.sum()
+                per_class.append(1.0 if total == 0 else 2.0 * (a & b).sum() / total)
+            dices.append(np.mean(per_class))
+        pairwise_dice.append(1.0 - np.mean(dices) if dices else np.nan)
+        samples = cube.argmax(axis=2).reshape(cube.shape[0] * cube.shape[1], -1)  # every sample's prediction
+        sizes = (samples != background).sum(axis=1)
+        cov.append(sizes.std() / sizes.mean() if sizes.mean() > 0 else 0.0)
+    return {"pairwise_dice": np.array(pairwise_dice), "cov": np.array(cov)}

@@ -121,6 +121,13 @@ def test_score_prints_tables_and_writes_the_report(default_run, store):
     assert "pq,id,mean,none,nll_ts," in (out / "metrics.csv").read_text()
     assert "Predictive quality of the mean prediction" in (out / "report.html").read_text()
     assert content["model"]["au_method"] == "synthetic-disentangled"
+    # The sample scores, beside the measures: in the tables, metrics.csv, images.csv and report.html.
+    assert "pairwise Dice" in result.stdout and "CoV" in result.stdout
+    assert {"pairwise_dice", "cov"} <= {row["measure"] for row in content["results"]}
+    metrics = (out / "metrics.csv").read_text()
+    assert "oodd,blur,pairwise_dice,samples,auroc," in metrics and "fd,all,cov,samples,aurc," in metrics
+    assert (out / "images.csv").read_text().splitlines()[0].endswith("pairwise_dice,cov")
+    assert "pairwise Dice" in (out / "report.html").read_text()
 
 
 def test_default_out_is_beside_the_store(store, tmp_path):
@@ -167,13 +174,13 @@ def test_aggregation_list_scores_each(store, tmp_path):
     assert result.exit_code == 0, result.output
     content = scores_json(tmp_path)
     oodd = {row["aggregation"] for row in content["results"] if row["task"] == "oodd"}
-    assert oodd == {"border", "mean"}
+    assert oodd == {"border", "mean", "samples"}  # samples: the rows of pairwise_dice and cov
     assert content["conventions"]["aggregation"] == "border"
     result = runner.invoke(app, ["score", str(store), "--out", str(tmp_path), "--aggregation", "mean", "--no-plots"])
     assert result.exit_code == 0, result.output
     content = scores_json(tmp_path)
     assert content["conventions"]["aggregation"] == "mean"
-    assert {row["aggregation"] for row in content["results"] if row["task"] == "oodd"} == {"mean"}
+    assert {row["aggregation"] for row in content["results"] if row["task"] == "oodd"} == {"mean", "samples"}
 
 
 def test_repeated_flags_equal_comma_separated_names(store, tmp_path):
@@ -188,7 +195,12 @@ def test_repeated_flags_equal_comma_separated_names(store, tmp_path):
     assert first["results"] == second["results"]
     assert {row["task"] for row in first["entanglement"]} == {"oodd", "cal"}
     assert first["conventions"]["aggregation"] == "mean"  # the first name is the primary one
-    assert {row["aggregation"] for row in first["results"] if row["task"] == "oodd"} == {"mean", "border", "sum"}
+    assert {row["aggregation"] for row in first["results"] if row["task"] == "oodd"} == {
+        "mean",
+        "border",
+        "sum",
+        "samples",
+    }
 
 
 @pytest.mark.parametrize("preset", ["default", "paper"])
@@ -202,7 +214,11 @@ def test_cli_aggregations_mean_what_the_api_aggregations_mean(store, tmp_path, p
         del content["provenance"]
     assert from_cli == from_api
     assert from_api["conventions"]["aggregation"] == "mean"  # Δ's: the first name
-    assert {row["aggregation"] for row in from_api["results"] if row["task"] == "oodd"} == {"mean", "patch_max"}
+    assert {row["aggregation"] for row in from_api["results"] if row["task"] == "oodd"} == {
+        "mean",
+        "patch_max",
+        "samples",
+    }
 
 
 def test_aggregation_list_prints_every_aggregation(store, tmp_path):
@@ -269,7 +285,10 @@ def test_preset_paper_changes_the_conventions(store, default_run, tmp_path):
 def test_captions_use_the_terminal_width(default_run):
     result, _ = default_run
     lines = result.stdout.splitlines()
-    assert "image score: border; ✓ the measure that should win" in lines
+    assert (
+        "image score: border; pairwise Dice and CoV: image scores of the samples themselves, not in Δ; ✓ the measure "
+        "that should win" in lines
+    )
     assert (
         "1: the correct measure far better; 0: no better than the best wrong one; < 0: worse; oodd and fd with "
         "image score border" in lines

@@ -100,3 +100,20 @@ def test_a_volume_of_depth_one_has_the_statistics_of_its_image_to_the_bit():
         np.testing.assert_array_equal(deep.tables[measure].table, flat.tables[measure].table)
     for name, images_that_fall_back in deep.fallbacks.items():
         np.testing.assert_array_equal(images_that_fall_back, flat.fallbacks[name])
+
+
+def test_take_and_concatenate_keep_the_sample_scores_with_their_images():
+    maps, labels = volume_batch(3)
+    whole = statistics(maps, labels)
+    whole.sample_scores = {"pairwise_dice": np.array([0.1, 0.2, 0.3]), "cov": np.array([1.0, 2.0, 3.0])}
+    picked = whole.take(np.array([2, 0, 2]))  # as a bootstrap resample does
+    assert {name: values.tolist() for name, values in picked.sample_scores.items()} == {
+        "pairwise_dice": [0.3, 0.1, 0.3],
+        "cov": [3.0, 1.0, 3.0],
+    }
+    joined = ImageStatistics.concatenate([whole.take(np.array([0])), whole.take(np.array([1, 2]))])
+    assert {name: values.tolist() for name, values in joined.sample_scores.items()} == {
+        "pairwise_dice": [0.1, 0.2, 0.3],
+        "cov": [1.0, 2.0, 3.0],
+    }
+    assert whole.take(np.array([1])).n_images == 1 and statistics(maps, labels).take([0]).sample_scores is None

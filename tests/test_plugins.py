@@ -322,7 +322,7 @@ def test_score_still_works_beside_broken_plugins(mixed_site, store, tmp_path):
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
     assert scores["conventions"]["aggregation"] == "border"
-    assert {row["aggregation"] for row in scores["results"]} == {"border"}
+    assert {row["aggregation"] for row in scores["results"]} == {"border", "samples"}  # samples: pairwise_dice and cov
     assert (out / "scores.json").is_file()
     warned = {line.split("'")[1] for line in result.stderr.splitlines() if line.startswith("warning: plugin")}
     assert {"broken", "misspelt", "clibreak"} <= warned
@@ -541,7 +541,7 @@ def test_duplicate_aggregator_end_to_end(duplicate_site, store, tmp_path):
                      "--json", "--out", str(tmp_path / "ok"), paths=(duplicate_site,))  # fmt: skip
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
-    assert {row["aggregation"] for row in scores["results"]} == {"border", "solo"}
+    assert {row["aggregation"] for row in scores["results"]} == {"border", "solo", "samples"}
     solo = [row["value"] for row in scores["results"] if row["aggregation"] == "solo" and row["metric"] == "auroc"]
     assert solo and set(solo) == {0.5}  # the plugin's constant score: every image ties
 

@@ -105,6 +105,10 @@ class ImageStatistics:
         (:class:`~uqeval.metrics.predictive.PredictiveSums`: pairs, Brier and NLL sums,
         the 20-bin ECE table, before and after temperature scaling); None without
         labels or when ``pq`` is not scored.
+    sample_scores : dict or None
+        Per sample score (``pairwise_dice``, ``cov``), the (image,) float64 image scores
+        computed from the samples themselves (:mod:`uqeval.metrics.sample_scores`);
+        None without samples (a maps store) or without a task that ranks images.
     fallbacks : dict
         ``fallbacks[aggregation]``: (image,) bool, the images that aggregation scored
         by its fallback convention (:class:`~uqeval.aggregation.AggregationFallback`),
@@ -127,6 +131,7 @@ class ImageStatistics:
     pavpu: dict[str, np.ndarray] | None = None
     tasks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     predictive: PredictiveSums | None = None
+    sample_scores: dict[str, np.ndarray] | None = None
 
     @property
     def n_images(self) -> int:
@@ -158,6 +163,9 @@ class ImageStatistics:
         pavpu = None if self.pavpu is None else {measure: counts[indices] for measure, counts in self.pavpu.items()}
         tasks = {task: {name: values[indices] for name, values in sums.items()} for task, sums in self.tasks.items()}
         predictive = None if self.predictive is None else self.predictive.take(indices)
+        sample_scores = None
+        if self.sample_scores is not None:
+            sample_scores = {name: values[indices] for name, values in self.sample_scores.items()}
         return ImageStatistics(
             means,
             scores,
@@ -169,6 +177,7 @@ class ImageStatistics:
             pavpu=pavpu,
             tasks=tasks,
             predictive=predictive,
+            sample_scores=sample_scores,
         )
 
     @classmethod
@@ -223,6 +232,9 @@ class ImageStatistics:
         predictive = None
         if first.predictive is not None:
             predictive = PredictiveSums.concatenate([part.predictive for part in parts])
+        sample_scores = None
+        if first.sample_scores is not None:
+            sample_scores = {name: join(lambda part, n=name: part.sample_scores[n]) for name in first.sample_scores}
         return cls(
             means,
             scores,
@@ -234,6 +246,7 @@ class ImageStatistics:
             pavpu=pavpu,
             tasks=tasks,
             predictive=predictive,
+            sample_scores=sample_scores,
         )
 
 

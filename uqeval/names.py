@@ -26,3 +26,10 @@ NO_AGGREGATION = "none"
 ALL_TEST = "all"
 #: What a store of volumes is scored per: each volume as an image, or each z-slice.
 UNITS = ("volume", "slice")
+#: The image scores computed from the samples themselves (pairwise Dice between members,
+#: coefficient of variation of the foreground size), scored for OODD and FD beside the
+#: measures, never in Δ.
+SAMPLE_MEASURES = ("pairwise_dice", "cov")
+#: The ``aggregation`` of the rows of :data:`SAMPLE_MEASURES`: their image scores come
+#: from the samples, not from a map aggregated.
+SAMPLE_AGGREGATION = "samples"

@@ -20,7 +20,7 @@ from uqeval.image_statistics import ExampleMaps, ImageStatistics
 from uqeval.jsonable import json_ready
 from uqeval.metrics.calibration import Reliability
 from uqeval.metrics.oodd import roc_curve
-from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD, TEST
+from uqeval.names import ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD, SAMPLE_AGGREGATION, SAMPLE_MEASURES, TEST
 from uqeval.notes import Note
 from uqeval.precision import precision_record
 from uqeval.tasks import TASKS
@@ -155,9 +155,12 @@ class Scores:
     def value(self, task: str, split: str, measure: str, metric: str, aggregation: str | None = None) -> float:
         """One result, e.g. ``scores.value("oodd", "ood", "eu", "auroc")``.
 
-        ``aggregation`` defaults to the conventions' for OODD and ``none`` otherwise;
-        KeyError when there is no such row.
+        ``aggregation`` defaults to the conventions' for OODD and FD (``samples`` for the
+        sample scores ``pairwise_dice`` and ``cov``) and ``none`` otherwise; KeyError when
+        there is no such row.
         """
+        if aggregation is None and measure in SAMPLE_MEASURES:
+            aggregation = SAMPLE_AGGREGATION
         if aggregation is None:
             aggregation = self.conventions.aggregation if task in TASKS and TASKS[task].aggregated else NO_AGGREGATION
         try:
@@ -240,7 +243,7 @@ class Scores:
 
     def image_rows(self) -> list[dict[str, Any]]:
         """One row per image: id, domain, role, mean AU/EU/TU and every per-image score
-        (of the measures scored)."""
+        (of the measures scored, and the sample scores ``pairwise_dice`` and ``cov``)."""
         statistics = self.images
         measures = self.measures
         columns: dict[str, np.ndarray] = {}
@@ -257,6 +260,8 @@ class Scores:
                 columns[metric] = getattr(statistics.segmentation, metric)
         if statistics.risk is not None:
             columns["failure_risk"] = statistics.risk
+        if statistics.sample_scores is not None:
+            columns.update(statistics.sample_scores)
         rows = []
         for index, image_id in enumerate(self.image_ids.tolist()):
             row: dict[str, Any] = {"image": image_id}

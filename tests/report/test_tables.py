@@ -108,21 +108,27 @@ def test_every_aggregation_reaches_the_oodd_table(two_domains):
     splits = [cell.strip() for cell in header.strip("┃").split("┃")][2:]
     assert splits == ["blur", "noise", "ood"]
     rows = rows_of(text)
-    assert len(rows) == 6  # three measures for each of the two aggregations
+    assert len(rows) == 8  # three measures for each of the two aggregations, then the two sample scores
     current = None
-    for row in rows:
+    for row in rows[:6]:
         current = row[0] or current
         measure = row[1].split()[0].lower()
         expected = [format_value(scores.value("oodd", split, measure, "auroc", current), digits=3) for split in splits]
         assert row[2:] == expected, (current, measure)
-    assert [row[0] for row in rows if row[0]] == ["border", "mean"]  # Δ's aggregation first
+    assert [row[0] for row in rows if row[0]] == ["border", "mean", "samples"]  # Δ's aggregation first
+    for row, measure in zip(rows[6:], ("pairwise_dice", "cov"), strict=True):
+        expected = [format_value(scores.value("oodd", split, measure, "auroc"), digits=3) for split in splits]
+        assert row[2:] == expected, measure
+    assert [row[1] for row in rows[6:]] == ["pairwise Dice", "CoV"]
     assert "image scores: border (used for Δ), mean" in text
+    assert "pairwise Dice and CoV: image scores of the samples themselves, not in Δ" in text
 
 
 def test_one_aggregation_keeps_the_plain_table(one_domain):
     text = render(task_table(one_domain, "oodd"))
     assert text.splitlines()[2].split() == ["┃", "measure", "┃", "blur", "=", "ood", "┃"]  # no aggregation column
     assert "image score: border;" in text
+    assert [row[0] for row in rows_of(text)] == ["AU", "EU ✓", "TU", "pairwise Dice", "CoV"]
 
 
 def test_remarks_say_where_every_aggregation_is(two_domains):
@@ -150,7 +156,7 @@ def test_pavpu_augrc_and_eaugrc_get_tables_of_their_own(two_domains):
     assert tu[0] == "TU ✓"
     assert tu[1] == format_value(two_domains.value("cal", "id", "tu", "pavpu"), digits=3)
     augrc = rows_of(render(task_table(two_domains, "fd", "augrc", lower_is_better=True)))
-    assert len(augrc) == 6  # AU, EU, TU for each of the two image scores
+    assert len(augrc) == 8  # AU, EU, TU for each of the two image scores, pairwise Dice and CoV
     assert task_table(two_domains, "fd", "brier") is None  # no such rows
 
 

@@ -12,7 +12,9 @@ from helpers import run_cli, write_synthetic_store
 
 import uqeval
 from uqeval import CubeWriter, UQEvalError, open_cube
+from uqeval.names import SAMPLE_AGGREGATION
 from uqeval.scoring.given_measures import ABSENT_KIND
+from uqeval.scoring.sample_rows import NO_SAMPLES
 from uqeval.tasks import TASKS
 
 
@@ -44,10 +46,12 @@ def maps_store_of(cube_path, path, *, chunk_images=4, measures=("au", "eu", "tu"
 
 
 def comparable(scores) -> str:
-    """Everything a run reports but its provenance, store path and notes."""
+    """Everything a run reports but its provenance, store path and notes, and the rows of
+    the sample scores (a maps store has no samples)."""
     record = scores.to_dict()
     for name in ("provenance", "store", "notes", "model"):
         record.pop(name)
+    record["results"] = [row for row in record["results"] if row["aggregation"] != SAMPLE_AGGREGATION]
     return json.dumps(record, sort_keys=True)
 
 
@@ -63,7 +67,17 @@ def test_scores_equal_those_of_the_cube_the_maps_came_from(tmp_path, shape):
     from_maps = uqeval.score(tmp_path / "maps.zarr", aggregations=["border", "mean", "threshold"])
     assert comparable(from_maps) == comparable(from_cube)
     assert from_maps.value("oodd", "ood", "eu", "auroc", "border") == from_cube.value("oodd", "ood", "eu", "auroc")
-    assert [note for note in from_maps.notes if note.kind != "maps-given"] == from_cube.notes
+    # The sample scores need the samples: the cube has their rows, the maps store one note instead.
+    assert {row["measure"] for row in from_cube.results if row["aggregation"] == SAMPLE_AGGREGATION} == {
+        "pairwise_dice",
+        "cov",
+    }
+    assert not [row for row in from_maps.results if row["aggregation"] == SAMPLE_AGGREGATION]
+    assert [str(note) for note in from_maps.notes if note.kind == "skipped"] == [NO_SAMPLES]
+    assert from_maps.images.sample_scores is None
+    assert [
+        note for note in from_maps.notes if note.kind != "maps-given" and str(note) != NO_SAMPLES
+    ] == from_cube.notes
     [given] = [note for note in from_maps.notes if note.kind == "maps-given"]
     assert "taken as given" in given.text and "no EU floor" in given.text
     assert from_maps.eu_convention == "maps-as-given"

@@ -98,6 +98,7 @@ def test_volumes_read_in_slabs_score_as_the_volumes_held_whole(volume_store, mon
         assert READS.by_array()[name] == ArrayReads(0, 0, (11 + 3 * 3) * DEPTH, 0)
     whole = uqeval.score(volume_store, **OPTIONS)
     assert {"pavpu", "augrc", "eaugrc"} <= {row["metric"] for row in streamed.results}
+    assert {"pairwise_dice", "cov"} <= {row["measure"] for row in streamed.results}  # their counts summed over slabs
     _assert_close(_rows(streamed), _rows(whole))
     assert streamed.fitted.pavpu_thresholds == whole.fitted.pavpu_thresholds
     # pq: its rows above, and T fitted in the spilled look PAvPU and Platt take anyway.
@@ -140,7 +141,7 @@ def test_slabs_of_several_chunks_are_decomposed_chunk_by_chunk_as_the_volumes_he
     whole = uqeval.score(store, **OPTIONS)
     _assert_close(_rows(streamed), _rows(whole))
     for got, want in zip(streamed.image_rows(), whole.image_rows(), strict=True):
-        _assert_close(got, want)
+        _assert_close(got, want)  # pairwise_dice and cov too, counted chunk by chunk
     for got, want in zip(streamed.examples, whole.examples, strict=True):
         np.testing.assert_array_equal(got.mean, want.mean)
         np.testing.assert_array_equal(got.tu, want.tu)

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from uqeval.metrics.predictive import PQ_MEASURE
-from uqeval.names import ALL_TEST, ID_DOMAIN, MEASURES, NO_AGGREGATION, POOLED_OOD
+from uqeval.names import (
+    ALL_TEST,
+    ID_DOMAIN,
+    MEASURES,
+    NO_AGGREGATION,
+    POOLED_OOD,
+    SAMPLE_AGGREGATION,
+    SAMPLE_MEASURES,
+)
 from uqeval.tasks import TASKS
 from uqeval.text import printable
 
@@ -164,7 +172,9 @@ class Summary:
 def scores_summary(scores: Scores) -> Summary:
     """The summary of a :class:`~uqeval.Scores`."""
     aggregations = [scores.conventions.aggregation]
-    aggregations += sorted({row["aggregation"] for row in scores.results} - {NO_AGGREGATION, *aggregations})
+    aggregations += sorted(
+        {row["aggregation"] for row in scores.results} - {NO_AGGREGATION, SAMPLE_AGGREGATION, *aggregations}
+    )
     measures = {row["measure"] for row in scores.results}
     tasks = dict.fromkeys(row["task"] for row in scores.results)
     return Summary(
@@ -193,7 +203,9 @@ def saved_summary(saved: SavedScores) -> Summary:
     conventions = saved.data.get("conventions")
     delta_aggregation = conventions.get("aggregation") if isinstance(conventions, Mapping) else None
     aggregations = dict.fromkeys([str(delta_aggregation)] if delta_aggregation is not None else [])
-    aggregations.update(dict.fromkeys(sorted({str(row.get("aggregation")) for row in rows} - {NO_AGGREGATION})))
+    aggregations.update(
+        dict.fromkeys(sorted({str(row.get("aggregation")) for row in rows} - {NO_AGGREGATION, SAMPLE_AGGREGATION}))
+    )
     measures = {str(row.get("measure")) for row in rows}
     n_images = saved.data.get("n_images")
     notes = saved.data.get("notes")
@@ -202,7 +214,9 @@ def saved_summary(saved: SavedScores) -> Summary:
         places=[("file", saved.source), ("store", saved.data.get("store"))],
         model=saved.model,
         n_images=n_images if isinstance(n_images, Mapping) else {},
-        measures=[measure for measure in MEASURES if measure in measures] + sorted(measures - {*MEASURES, PQ_MEASURE}),
+        # The sample scores (pairwise_dice, cov) are not measures of the decomposition, as in Scores' summary.
+        measures=[measure for measure in MEASURES if measure in measures]
+        + sorted(measures - {*MEASURES, *SAMPLE_MEASURES, PQ_MEASURE}),
         aggregations=list(aggregations),
         delta_aggregation=None if delta_aggregation is None else str(delta_aggregation),
         tasks=list(dict.fromkeys(str(row.get("task")) for row in [*rows, *saved.entanglement])),

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from uqeval.comparison import RANK_SPLITS, split_order
 from uqeval.conventions import Conventions
-from uqeval.names import ALL_TEST, ID_DOMAIN, NO_AGGREGATION, POOLED_OOD
+from uqeval.names import ALL_TEST, ID_DOMAIN, NO_AGGREGATION, POOLED_OOD, SAMPLE_AGGREGATION, SAMPLE_MEASURES
 from uqeval.notes import FIELDS as NOTE_FIELDS
 from uqeval.notes import Note, literal
 from uqeval.precision import RANK_TOLERANCE
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from uqeval.comparison import Comparison
     from uqeval.results import Scores
 
-_MEASURE_NAMES = {"au": "AU", "eu": "EU", "tu": "TU"}
+_MEASURE_NAMES = {"au": "AU", "eu": "EU", "tu": "TU", "pairwise_dice": "pairwise Dice", "cov": "CoV"}
 #: Metrics shown in a table of their own after their task's, with whether lower is
 #: better; the others (FPR95, ECE, …) are in scores.json and metrics.csv only.
 SECOND_METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
@@ -181,7 +181,8 @@ def aggregations_scored(scores: Scores, task: str | None = None) -> list[str]:
         dict.fromkeys(
             row["aggregation"]
             for row in scores.results
-            if row["task"] == task or (task is None and row["task"] in TASKS and TASKS[row["task"]].aggregated)
+            if (row["task"] == task or (task is None and row["task"] in TASKS and TASKS[row["task"]].aggregated))
+            and row["aggregation"] != SAMPLE_AGGREGATION
         )
     )
     primary = scores.conventions.aggregation
@@ -198,7 +199,8 @@ def task_table(
     domain, the ``ood`` split, a copy of it, is shown once under the domain's name
     (``blur = ood``). A row per measure scored (those a maps store gives); None when
     the task was not scored. ``metric`` (with ``lower_is_better``) shows another of the
-    task's metrics (:data:`SECOND_METRICS`); None when it has no row.
+    task's metrics (:data:`SECOND_METRICS`); None when it has no row. The sample scores
+    (pairwise Dice, CoV), when the task has their rows, follow in a block of their own.
     """
     definition = task_description(task, scores.results)
     shown_metric = definition.metric if metric is None else metric
@@ -208,12 +210,16 @@ def task_table(
     if not splits or not any(row["task"] == task and row["metric"] == shown_metric for row in scores.results):
         return None
     aggregations = aggregations_scored(scores, task)
+    sampled = _sample_measures(scores, task, shown_metric)
     notes = []
     if definition.aggregated:
         if len(aggregations) == 1:
             notes.append(f"image score: {aggregations[0]}")
         else:
             notes.append(f"image scores: {aggregations[0]} (used for Δ), {', '.join(aggregations[1:])}")
+    if sampled:
+        names = " and ".join(_MEASURE_NAMES[measure] for measure in sampled)
+        notes.append(f"{names}: image scores of the {SAMPLE_AGGREGATION} themselves, not in Δ")
     if lower:
         notes.append("lower is better")
     elif metric is not None and task in TASKS:
@@ -250,7 +256,20 @@ def task_table(
                     low, high = scores.interval(task, split, measure, shown_metric, aggregation)
                     cells.append(format_interval(value, low, high, digits=3))
             first = [_name(aggregation) if position == 0 else ""] if blocks else []
-            table.add_row(*first, label, *cells, end_section=blocks and position == len(measures) - 1)
+            last = position == len(measures) - 1
+            table.add_row(*first, label, *cells, end_section=last and (blocks or bool(sampled)))
+    # The sample scores after a line: in a block of their own, or (one aggregation) as more rows.
+    for position, measure in enumerate(sampled):
+        cells = []
+        for split, _ in splits:
+            try:
+                value = scores.value(task, split, measure, shown_metric, SAMPLE_AGGREGATION)
+            except KeyError:
+                cells.append("")
+            else:
+                cells.append(format_value(value, digits=3))
+        first = [SAMPLE_AGGREGATION if position == 0 else ""] if blocks else []
+        table.add_row(*first, _MEASURE_NAMES[measure], *cells)
     return table
 
 
@@ -297,6 +316,16 @@ def predictive_table(scores: Scores) -> Table | None:
             first = (label or "none") if position == 0 else ""
             table.add_row(first, title, *cells, end_section=position == len(_PQ_ROWS) - 1 and number == 0)
     return table
+
+
+def _sample_measures(scores: Scores, task: str, metric: str) -> list[str]:
+    """The sample scores (:data:`~uqeval.names.SAMPLE_MEASURES`) with a row of ``task``'s ``metric``."""
+    present = {
+        row["measure"]
+        for row in scores.results
+        if row["task"] == task and row["aggregation"] == SAMPLE_AGGREGATION and row["metric"] == metric
+    }
+    return [measure for measure in SAMPLE_MEASURES if measure in present]
 
 
 def entanglement_table(scores: Scores) -> Table | None:

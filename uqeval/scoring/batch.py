@@ -21,6 +21,7 @@ from uqeval.metrics.ambiguity import RaterStatistics, rater_statistics
 from uqeval.metrics.calibration import sparse_confidence_histogram
 from uqeval.metrics.failure import failure_risk
 from uqeval.metrics.predictive import predictive_sums
+from uqeval.metrics.sample_scores import sample_scores
 from uqeval.metrics.segmentation import SegmentationQuality, segmentation_quality
 from uqeval.names import MEASURES
 from uqeval.scoring.fitting import FitSetup, Fitted, read_sums
@@ -47,6 +48,9 @@ class BatchOptions:
     cells_by_image : bool
         Give the pooled equal-mass histograms' cells image by image (for the bootstrap's
         per-image histograms, :class:`uqeval.scoring.bootstrap.ImagePools`).
+    sample_scores : bool
+        Compute the image scores of the samples themselves
+        (:mod:`uqeval.metrics.sample_scores`) of each batch that has its probabilities.
     """
 
     n_classes: int
@@ -59,6 +63,7 @@ class BatchOptions:
     tasks: tuple[Task, ...] = ()
     predictive: bool = False
     cells_by_image: bool = False
+    sample_scores: bool = False
 
 
 @dataclass
@@ -73,6 +78,8 @@ class DecomposedBatch:
         ``labels`` (image, rater, y, x); None once spilled.
     raters : RaterStatistics or None
         None without labels, or once spilled.
+    sample_scores : dict or None
+        ``pairwise_dice`` and ``cov`` per image (:mod:`uqeval.metrics.sample_scores`).
     fit_sums : dict
         The ``read`` sums of each fitted quantity over its images fitted on
         (:func:`uqeval.scoring.fitting.read_sums`).
@@ -83,6 +90,7 @@ class DecomposedBatch:
     raters: RaterStatistics | None
     segmentation: SegmentationQuality | None = None
     risk: np.ndarray | None = None
+    sample_scores: dict[str, np.ndarray] | None = None
     fit_sums: dict[str, Any] = field(default_factory=dict)
     examples: list[ExampleMaps] = field(default_factory=list)
     task_sums: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -184,6 +192,8 @@ def decomposed_batch(
     result.task_sums = task_sums(
         options.tasks, loaded, maps, n_classes=options.n_classes, background=options.background
     )
+    if options.sample_scores and loaded.cubes is not None:
+        result.sample_scores = sample_scores(loaded.cubes, options.background)
     if fit is not None:
         result.fit_sums = read_sums(fit, result.maps, raters, loaded.cubes, fit.images[indices])
     return result
@@ -262,6 +272,7 @@ def score_batch(
             raters.valid,
             temperature=None if fitted.temperature is None else fitted.temperature.temperature,
         )
+    statistics.sample_scores = batch.sample_scores
     result = ScoredBatch(batch.indices, statistics, examples=batch.examples)
     if pooled:
         # Tables only for the groups in this batch (usually one), renumbered from 0.

@@ -304,7 +304,7 @@ def bootstrap(
 
     def tabulated_with(parts: tuple[dict, dict | None], resampled: ImageStatistics) -> Any:
         sums, histograms = parts
-        return retabulate(resampled, tasks=others, calibration_sums=sums, histograms=histograms)
+        return retabulate(resampled, tasks=others, calibration_sums=sums, histograms=histograms, sample_tasks=names)
 
     row_keys = [_row_key(row) for row in tabulated.results]
     delta_keys = [(row["task"], row["split"]) for row in tabulated.entanglement]

@@ -115,6 +115,7 @@ def run(
         ),
         predictive="pq" in plan.tasks and source.has_labels,
         cells_by_image=keep_pools,
+        sample_scores=source.has_probabilities and bool({"oodd", "fd"} & set(plan.tasks)),
     )
     setup = FitSetup(
         conventions=request.conventions,

@@ -29,6 +29,7 @@ from uqeval.image_statistics import rescaled
 from uqeval.metrics.ambiguity import RaterStatistics
 from uqeval.metrics.failure import VolumeRisk
 from uqeval.metrics.predictive import predictive_sums
+from uqeval.metrics.sample_scores import VolumeSampleScores
 from uqeval.metrics.segmentation import VolumeSegmentation
 from uqeval.names import MEASURES
 from uqeval.scoring.batch import BatchOptions, ScoredBatch, raters_of
@@ -188,6 +189,7 @@ def scored_volume(
     if options.failure_risk:
         risk = VolumeRisk(options.n_classes, background=options.background, empty=conventions.empty_iou)
     own_sums = VolumeTaskSums(options.tasks, n_classes=options.n_classes, background=options.background)
+    samples = VolumeSampleScores(options.background) if options.sample_scores else None
     shown = position in examples
     temperature = None if fitted.temperature is None else fitted.temperature.temperature
     predictive = None
@@ -203,10 +205,14 @@ def scored_volume(
         if options.predictive and loaded.labels is not None and raters is not None:
             sums = predictive_sums(maps["mean"], loaded.labels, raters.agree, raters.valid, temperature=temperature)
             predictive = sums if predictive is None else predictive + sums
+        if samples is not None and loaded.cubes is not None:
+            # Counts add up over voxels in any order: a slab's z-chunks as decoded will do.
+            samples.add(loaded.cubes)
     result, histograms = statistics.result()
     result.tasks = own_sums.result()
     result.segmentation = None if segmentation is None or not segmentation.added else segmentation.result()
     result.risk = None if risk is None or not risk.added else risk.result()
     result.predictive = predictive
+    result.sample_scores = None if samples is None or not samples.added else samples.result()
     kept = [statistics.example(position, str(ids[position]))] if shown else []
     return ScoredBatch(np.array([position]), result, histograms, examples=kept)

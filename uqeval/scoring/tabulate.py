@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from uqeval.builtin_tasks import FD_METRICS
 from uqeval.conventions import Conventions
 from uqeval.image_statistics import ImageStatistics
 from uqeval.metrics.ambiguity import NO_PIXELS
@@ -21,6 +22,7 @@ from uqeval.metrics.entanglement import collapse_ratio
 from uqeval.names import IGNORE_LABEL, NO_AGGREGATION, POOLED_OOD, TEST
 from uqeval.notes import Note, literal
 from uqeval.scoring.fitting import Fitted
+from uqeval.scoring.sample_rows import sample_score_rows
 from uqeval.task_tables import TaskTables, defined_mean, split_masks
 from uqeval.tasks import Task
 
@@ -56,6 +58,7 @@ def tabulate(
     fallbacks: Mapping[str, str] | None = None,
     calibration_sums: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     absent_measures: Sequence[str] = (),
+    sample_tasks: Sequence[str] | None = None,
 ) -> Tabulated:
     """Tidy rows, Δ and collapse from the per-image statistics of every image.
 
@@ -93,6 +96,9 @@ def tabulate(
         Measures a maps store does not give (their stand-ins' rows are dropped
         afterwards, :mod:`uqeval.scoring.given_measures`): notes that name measures
         one by one leave them out.
+    sample_tasks : sequence of str, optional
+        The tasks (``oodd``, ``fd``) whose rows of the sample scores are made; default
+        the names of ``tasks`` (the bootstrap makes OODD's and FD's other rows itself).
     """
     scored = roles == TEST
     splits = split_masks(domains, scored)
@@ -120,6 +126,19 @@ def tabulate(
             task.rows(tables)
     if not unlabelled_noted:
         _note_unlabelled(tables)
+
+    # The image scores of the samples themselves: OODD and FD rows beside the measures', no Δ.
+    sample_rows, sample_notes = sample_score_rows(
+        statistics.sample_scores,
+        splits,
+        tasks=[task.name for task in tasks] if sample_tasks is None else sample_tasks,
+        scored=scored,
+        risk=statistics.risk,
+        fd_metrics=FD_METRICS,
+        domain_mean=tables.domain_mean,
+    )
+    tables.rows += sample_rows
+    tables.notes += sample_notes
 
     if any(task.aggregated for task in tasks):
         _fallback_notes(tables, splits, fallbacks or {})
