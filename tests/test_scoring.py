@@ -428,13 +428,18 @@ def cluster():
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"aggregations": ("threshold",), "segmentation": True}],
-    ids=["default", "threshold-segmentation"],
+    [{}, {"aggregations": ("threshold",), "segmentation": True}, {"bootstrap": 40, "seed": 3}],
+    ids=["default", "threshold-segmentation", "bootstrap"],
 )
 def test_scheduler_gives_the_local_numbers(store, cluster, options, tmp_path):
     local = score(store, batch_bytes=TINY, **options)
     remote = score(store, batch_bytes=TINY, scheduler=cluster.scheduler_address, scratch=tmp_path, **options)
-    assert {"pavpu", "augrc", "eaugrc"} <= {row["metric"] for row in remote.results}
+    assert {"pavpu", "augrc", "eaugrc", "nll_ts"} <= {row["metric"] for row in remote.results}
+    assert {"pairwise_dice", "cov"} <= {row["measure"] for row in remote.results}
+    if "bootstrap" in options:  # the same seed gives the same intervals on the cluster
+        intervals = [(row["ci_low"], row["ci_high"]) for row in remote.results + remote.entanglement]
+        assert intervals == [(row["ci_low"], row["ci_high"]) for row in local.results + local.entanglement]
+        assert all(not np.isnan(low) for low, _ in intervals[:10])
     assert_same_scores(remote, local, tolerance=0.0)
     assert_rows_equal(remote.image_rows(), local.image_rows(), tolerance=0.0)
     assert [e.image_id for e in remote.examples] == [e.image_id for e in local.examples]

@@ -71,7 +71,10 @@ def test_auroc_interval_is_about_delong(bootstrapped):
     for row in scores.results:
         if row["metric"] != "auroc" or row["split"] in ("ood",) or not 0.55 < row["value"] < 0.95:
             continue
-        values = scores.images.scores[row["aggregation"]][row["measure"]]
+        if row["aggregation"] == "samples":  # pairwise_dice, cov: image scores of the samples themselves
+            values = scores.images.sample_scores[row["measure"]]
+        else:
+            values = scores.images.scores[row["aggregation"]][row["measure"]]
         positives = values[test & (scores.domains == row["split"])]
         negatives = values[test & (scores.domains == ID_DOMAIN)]
         half_width = (row["ci_high"] - row["ci_low"]) / 2
