@@ -246,28 +246,13 @@ def task_table(
     for aggregation in aggregations:
         for position, measure in enumerate(measures):
             label = _MEASURE_NAMES.get(measure, measure) + (" ✓" if measure == definition.correct else "")
-            cells = []
-            for split, _ in splits:
-                try:
-                    value = scores.value(task, split, measure, shown_metric, aggregation)
-                except KeyError:
-                    cells.append("")
-                else:
-                    low, high = scores.interval(task, split, measure, shown_metric, aggregation)
-                    cells.append(format_interval(value, low, high, digits=3))
+            cells = [_cell(scores, task, split, measure, shown_metric, aggregation) for split, _ in splits]
             first = [_name(aggregation) if position == 0 else ""] if blocks else []
             last = position == len(measures) - 1
             table.add_row(*first, label, *cells, end_section=last and (blocks or bool(sampled)))
     # The sample scores after a line: in a block of their own, or (one aggregation) as more rows.
     for position, measure in enumerate(sampled):
-        cells = []
-        for split, _ in splits:
-            try:
-                value = scores.value(task, split, measure, shown_metric, SAMPLE_AGGREGATION)
-            except KeyError:
-                cells.append("")
-            else:
-                cells.append(format_value(value, digits=3))
+        cells = [_cell(scores, task, split, measure, shown_metric, SAMPLE_AGGREGATION) for split, _ in splits]
         first = [SAMPLE_AGGREGATION if position == 0 else ""] if blocks else []
         table.add_row(*first, _MEASURE_NAMES[measure], *cells)
     return table
@@ -326,6 +311,16 @@ def _sample_measures(scores: Scores, task: str, metric: str) -> list[str]:
         if row["task"] == task and row["aggregation"] == SAMPLE_AGGREGATION and row["metric"] == metric
     }
     return [measure for measure in SAMPLE_MEASURES if measure in present]
+
+
+def _cell(scores: Scores, task: str, split: str, measure: str, metric: str, aggregation: str) -> str:
+    """One value of a task's table, with its bootstrap interval when the run has one; "" without a row."""
+    try:
+        value = scores.value(task, split, measure, metric, aggregation)
+    except KeyError:
+        return ""
+    low, high = scores.interval(task, split, measure, metric, aggregation)
+    return format_interval(value, low, high, digits=3)
 
 
 def entanglement_table(scores: Scores) -> Table | None:
