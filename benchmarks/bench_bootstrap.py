@@ -13,7 +13,6 @@ the same store without a bootstrap, timed in the same run.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import tempfile
@@ -25,10 +24,11 @@ import uqeval
 from uqeval.cube import open_cube
 from uqeval.names import TEST
 from uqeval.scoring import engine
+from uqeval.scoring.api import tabulation
 from uqeval.scoring.bootstrap import bootstrap
 from uqeval.scoring.prepare import plan, prepare
 from uqeval.scoring.sources import cube_source
-from uqeval.scoring.tabulate import split_masks, tabulate
+from uqeval.scoring.tabulate import split_masks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,17 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             n_raters=source.n_raters,
         )
         computed = engine.run(source, request, source_plan, keep_pools=True)
-        retabulate = functools.partial(
-            tabulate,
-            domains=source.domains,
-            roles=source.roles,
-            fitted=computed.fitted,
-            tasks=[request.definitions[name] for name in source_plan.tasks],
-            aggregations=request.aggregation_names,
-            primary=request.primary,
-            conventions=request.conventions,
-            histogram_domains=computed.histogram_domains,
-        )
+        retabulate = tabulation(source, request, source_plan, computed)
         tables = retabulate(
             computed.statistics, histograms=computed.histograms, calibration_sums=computed.calibration_sums
         )

@@ -29,7 +29,7 @@ from uqeval.scoring.given_measures import (
     statistics_without,
     tables_without,
 )
-from uqeval.scoring.prepare import Request, plan, prepare
+from uqeval.scoring.prepare import Plan, Request, plan, prepare
 from uqeval.scoring.slices import UNITS, slice_source
 from uqeval.scoring.sources import Source, cube_source, maps_source
 from uqeval.scoring.tabulate import split_masks, tabulate
@@ -188,6 +188,26 @@ def evaluate(
     return _run(source, request, bootstrap=bootstrap, seed=seed)
 
 
+def tabulation(source: Source, request: Request, source_plan: Plan, computed: engine.EngineResult) -> functools.partial:
+    """:func:`~uqeval.scoring.tabulate.tabulate` bound to everything of a run but the
+    statistics, the notes and the pooled sums, which the bootstrap gives anew per resample."""
+    return functools.partial(
+        tabulate,
+        domains=source.domains,
+        roles=source.roles,
+        fitted=computed.fitted,
+        tasks=[request.definitions[name] for name in source_plan.tasks],
+        aggregations=request.aggregation_names,
+        primary=request.primary,
+        conventions=request.conventions,
+        histogram_domains=computed.histogram_domains,
+        absent_measures=source.absent_measures,
+        fallbacks={
+            aggregator.name: aggregator.fallback.what for aggregator in request.aggregations if aggregator.fallback
+        },
+    )
+
+
 def _run(
     source: Source,
     request: Request,
@@ -228,21 +248,7 @@ def _run(
         batch_bytes=batch_bytes,
         keep_pools=bootstrap > 0,
     )
-    retabulate = functools.partial(
-        tabulate,
-        domains=source.domains,
-        roles=source.roles,
-        fitted=computed.fitted,
-        tasks=[request.definitions[name] for name in source_plan.tasks],
-        aggregations=request.aggregation_names,
-        primary=request.primary,
-        conventions=request.conventions,
-        histogram_domains=computed.histogram_domains,
-        absent_measures=source.absent_measures,
-        fallbacks={
-            aggregator.name: aggregator.fallback.what for aggregator in request.aggregations if aggregator.fallback
-        },
-    )
+    retabulate = tabulation(source, request, source_plan, computed)
     tables = retabulate(
         computed.statistics,
         notes=[*source.notes, *source_plan.notes, *computed.notes],
