@@ -1383,6 +1383,18 @@ def test_register_in_code_cannot_shadow_a_builtin():
     assert problem.error == "aggregation name 'mean' is a built-in one; not added"
 
 
+def test_aggregation_names_the_rows_use_are_reserved():
+    manager = PluginManager(load_entry_points=False)
+    assert manager.register(in_code_plugin("reserving", samples=constant(1.0), none=constant(2.0), own=constant(3.0)))
+    assert set(manager.aggregators()) == {*builtin_plugin.uqeval_aggregators(), "own"}
+    assert sorted(problem.error for problem in manager.problems) == [
+        "aggregation name 'none' is reserved: it marks the rows of per-pixel metrics, which aggregate nothing; "
+        "not added",
+        "aggregation name 'samples' is reserved: it marks the rows of the image scores of the samples "
+        "(pairwise Dice, CoV); not added",
+    ]
+
+
 def test_two_registrations_in_code_offering_one_name_clash():
     manager = PluginManager(load_entry_points=False)
     assert manager.register(in_code_plugin("scores_a", spread=constant(1.0)))

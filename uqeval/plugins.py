@@ -33,6 +33,7 @@ from uqeval.aggregation import AggregationParameters, Aggregator, per_image
 from uqeval.contracts import AUMethod, DatasetSource, EUMethod
 from uqeval.errors import UQEvalError
 from uqeval.importers.contract import Importer, first_line
+from uqeval.names import NO_AGGREGATION, SAMPLE_AGGREGATION
 from uqeval.tasks import Task
 
 #: Entry-point group that plugins register under.
@@ -41,6 +42,12 @@ ENTRY_POINT_GROUP = "uqeval"
 LOAD_PLUGINS_ENV = "UQEVAL_LOAD_PLUGINS"
 #: Name of the built-in plugin.
 BUILTIN = "uqeval"
+
+#: Aggregation names that the result rows use for something else, and what.
+RESERVED_AGGREGATIONS = {
+    NO_AGGREGATION: "it marks the rows of per-pixel metrics, which aggregate nothing",
+    SAMPLE_AGGREGATION: "it marks the rows of the image scores of the samples (pairwise Dice, CoV)",
+}
 
 #: One contribution of each hook, as messages name it.
 KINDS_SINGULAR = {
@@ -426,6 +433,8 @@ def _check_contribution(hook: str, name: Any, value: Any) -> str:
     if not isinstance(name, str) or not name:
         return f"a contribution is named {name!r}; names are non-empty strings"
     if hook == "uqeval_aggregators":
+        if name in RESERVED_AGGREGATIONS:
+            return f"aggregation name {name!r} is reserved: {RESERVED_AGGREGATIONS[name]}; not added"
         if not (isinstance(value, Aggregator) or callable(value)):
             return (
                 f"aggregation {name!r} is of type {type(value).__name__}; expected f(u, pred) -> float or an Aggregator"
