@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from uqeval.contracts import AUMethod  # noqa: E402
-from uqeval_torch.au.diffusion import (  # noqa: E402
-    Diffusion,
+from uqeval_torch.au.diffusion import Diffusion  # noqa: E402
+from uqeval_torch.au.diffusion_process import (  # noqa: E402
     cosine_gamma,
     ddim_step,
     input_scaled_gamma,

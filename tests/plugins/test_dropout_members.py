@@ -12,7 +12,8 @@ from torch import nn  # noqa: E402
 from uqeval_torch.au.diffusion import Diffusion  # noqa: E402
 from uqeval_torch.au.ssn import SSN  # noqa: E402
 from uqeval_torch.backbone import Backbone  # noqa: E402
-from uqeval_torch.eu.dropout import MCDropout, dropout_layers  # noqa: E402
+from uqeval_torch.eu.dropout import MCDropout  # noqa: E402
+from uqeval_torch.eu.dropout_masks import dropout_layers  # noqa: E402
 from uqeval_torch.writing import draw_samples  # noqa: E402
 
 IMAGES = 3

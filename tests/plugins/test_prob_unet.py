@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
 from uqeval.contracts import AUMethod
-from uqeval_torch.au.prob_unet import ProbUNet, ProbUNetNetwork, gaussian_kl
+from uqeval_torch.au.prob_unet import ProbUNet
+from uqeval_torch.au.prob_unet_network import ProbUNetNetwork, gaussian_kl
 from uqeval_torch.backbone import Backbone, ResBlock
-from uqeval_torch.eu.dropout import dropout_layers
+from uqeval_torch.eu.dropout_masks import dropout_layers
 
 IN_CHANNELS, N_CLASSES, SIDE, BATCH = 1, 2, 32, 2
 

@@ -11,7 +11,8 @@ from scipy.special import logsumexp
 
 from uqeval.contracts import AUMethod
 from uqeval_torch.au.common import IGNORE_LABEL
-from uqeval_torch.au.ssn import SSN, SSNNetwork, monte_carlo_nll, sample_logits
+from uqeval_torch.au.ssn import SSN
+from uqeval_torch.au.ssn_network import SSNNetwork, monte_carlo_nll, sample_logits
 from uqeval_torch.backbone import Backbone, Head
 
 N_CLASSES = 3

@@ -25,15 +25,36 @@ def uqeval_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_plugins_lists_the_reference_families():
-    result = uqeval_cli("plugins", "--json")
+#: ``uqeval plugins --json`` through the real entry point in a fresh interpreter; the last
+#: line says whether it imported torch.
+PLUGINS_LISTING = """
+import runpy, sys
+sys.argv = ["uqeval", "plugins", "--json"]
+try:
+    runpy.run_module("uqeval", run_name="__main__")
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+print("torch" in sys.modules)
+"""
+
+
+def test_plugins_lists_the_reference_families_without_importing_torch():
+    env = {key: value for key, value in os.environ.items() if key != LOAD_PLUGINS_ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", PLUGINS_LISTING], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
     assert result.returncode == 0, result.stderr
-    [row] = [row for row in json.loads(result.stdout) if row["name"] == "torch"]
+    listing, _, imported_torch = result.stdout.rstrip().rpartition("\n")
+    [row] = [row for row in json.loads(listing) if row["name"] == "torch"]
     assert row["distribution"] == "uqeval-torch"
     assert row["au_methods"] == ["softmax", "ssn", "prob_unet", "diffusion", "tta"]
     assert row["eu_methods"] == ["none", "dropout", "swag_diag", "swag", "ensemble"]
     assert row["datasets"] == ["synthetic", "lidc", "chaksu"]
     assert set(row["commands"]) == {"train", "predict", "study"}
+    assert list(row["options"]) == ["ssn", "prob_unet", "diffusion", "synthetic", "lidc", "chaksu"]
+    assert row["problems"] == []
+    # The methods' and datasets' classes import torch only inside the methods that need it.
+    assert imported_torch == "False"
 
 
 def test_train_predict_score(tmp_path):

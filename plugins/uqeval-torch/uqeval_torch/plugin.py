@@ -1,7 +1,9 @@
 """The ``uqeval`` entry point of uqeval-torch: its hook implementations.
 
-Nothing here imports torch at module level: the core loads this module on every
-``uqeval`` command, and only the hooks that hand out torch models import it.
+Nothing here imports torch: the core loads this module on every ``uqeval`` command. The
+hooks hand out the method and dataset classes, whose modules import torch (and scipy,
+OpenCV) only inside the methods that use them, so ``uqeval plugins`` lists them all,
+options included, without loading torch.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ from uqeval_torch.au.tta import (
     intensity,
     volume_flips,
 )
-from uqeval_torch.eu.dropout import DROPOUT_TYPES, MCDropout, dropout_layers
+from uqeval_torch.eu.dropout import MCDropout
+from uqeval_torch.eu.dropout_masks import DROPOUT_TYPES, dropout_layers
 from uqeval_torch.eu.ensemble import Ensemble
 from uqeval_torch.eu.none import SingleModel
 from uqeval_torch.members import check_probabilities

@@ -6,7 +6,8 @@ variance-preserving
 
     x_t = √γ(t)·x0 + √(1 − γ(t))·ε,     ε ~ N(0, I),
 
-with the study's schedule (:func:`schedule_gamma`), built in three steps as its code does:
+with the study's schedule (:func:`~uqeval_torch.au.diffusion_process.schedule_gamma`),
+built in three steps as its code does:
 
 1. the cosine schedule γ₀(t) = cos²(πt/2);
 2. input scaling by b = 0.1 (Chen 2023, "On the importance of noise scheduling for
@@ -24,18 +25,20 @@ are stratified, one in each of ``batch`` equal intervals of [0, 1], in random or
 Sampling is deterministic DDIM (η = 0, Song et al. 2021) over ``steps`` uniform steps
 from ``t = 1`` to ``t = 0``, starting from x_1 ~ N(0, I); a sample is the last step's p̂,
 a probability map that is not discretised (the study's A.3).
+
+The schedule, the noising and the DDIM step are in :mod:`uqeval_torch.au.diffusion_process`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from uqeval_torch.au.common import IGNORE_LABEL, one_hot
 from uqeval_torch.options import Options
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: b, the input scaling (the study: 0.1).
 INPUT_SCALE = 0.1
@@ -45,106 +48,12 @@ DDIM_STEPS = 10
 LOGSNR_RANGE = (-10.0, 10.0)
 
 
-def cosine_gamma(t: torch.Tensor) -> torch.Tensor:
-    """γ₀(t) = cos²(πt/2), the plain cosine schedule (no offset)."""
-    return torch.cos(t * (math.pi / 2)) ** 2
-
-
-def input_scaled_gamma(gamma: torch.Tensor, input_scale: float) -> torch.Tensor:
-    """γ' = b²γ / ((b² − 1)γ + 1): the schedule ``gamma`` with the clean sample scaled by b = ``input_scale``."""
-    b2 = input_scale**2
-    return b2 * gamma / ((b2 - 1) * gamma + 1)
-
-
-def schedule_gamma(
-    t: torch.Tensor | float, input_scale: float = INPUT_SCALE, logsnr_range: tuple[float, float] = LOGSNR_RANGE
-) -> torch.Tensor:
-    """The study's signal variance γ(t): cosine, input-scaled, with its log-SNR confined to ``logsnr_range``.
-
-    γ(t) = slope·γ'(t) + bias with γ' = :func:`input_scaled_gamma` of :func:`cosine_gamma`,
-    slope and bias chosen so that γ(0) = sigmoid(max) and γ(1) = sigmoid(min).
-
-    Parameters
-    ----------
-    t : times in [0, 1], any shape.
-    input_scale : b.
-    logsnr_range : (min, max) of log(γ/(1 − γ)), reached at t = 1 and t = 0.
-
-    Returns
-    -------
-    γ(t), float64 (computed in float64, as the study does), shaped like ``t``.
-
-    Examples
-    --------
-    >>> gamma = schedule_gamma(torch.tensor([0.0, 1.0]))
-    >>> torch.log(gamma / (1 - gamma))
-    tensor([ 10.0000, -10.0000], dtype=torch.float64)
-    """
-    t = torch.as_tensor(t).to(torch.float64)
-    low, high = logsnr_range
-    if not low < high:
-        raise ValueError(f"logsnr_range must be (min, max) with min < max; got {logsnr_range}")
-    end_points = input_scaled_gamma(cosine_gamma(torch.tensor([0.0, 1.0], dtype=torch.float64)), input_scale)
-    targets = torch.sigmoid(torch.tensor([high, low], dtype=torch.float64))
-    slope = float((targets[0] - targets[1]) / (end_points[0] - end_points[1]))
-    bias = float(targets[1] - end_points[1] * slope)
-    return input_scaled_gamma(cosine_gamma(t), input_scale) * slope + bias
-
-
-def stratified_times(batch: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """(batch,) times, one uniform in each interval [i/batch, (i+1)/batch), in random order.
-
-    Draws ``torch.randperm(batch)`` then ``torch.rand(batch)`` from torch's global RNG.
-    """
-    return ((torch.randperm(batch) + torch.rand(batch)) / batch).to(device)
-
-
-def _per_image(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
-    """A float or per-image values (batch,) as a tensor that broadcasts against maps (batch, class, y, x)."""
-    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    return value.reshape(-1, *([1] * (like.ndim - 1))) if value.ndim == 1 else value
-
-
-def noised(x0: torch.Tensor, gamma: torch.Tensor | float, noise: torch.Tensor) -> torch.Tensor:
-    """x_t = √γ·x0 + √(1 − γ)·ε.
-
-    Parameters
-    ----------
-    x0 : (batch, class, y, x) clean maps.
-    gamma : γ(t), a float or one per image (batch,).
-    noise : ε, shaped like ``x0``.
-    """
-    gamma = _per_image(gamma, x0)
-    return gamma.sqrt() * x0 + (1 - gamma).sqrt() * noise
-
-
-def ddim_step(
-    x_t: torch.Tensor, x0_prediction: torch.Tensor, gamma_t: torch.Tensor | float, gamma_s: torch.Tensor | float
-) -> torch.Tensor:
-    """One deterministic DDIM step (η = 0) from time t to an earlier time s.
-
-    ε̂ = (x_t − √γ_t·x̂0)/√(1 − γ_t),    x_s = √γ_s·x̂0 + √(1 − γ_s)·ε̂.
-
-    The noise estimate is kept, so with the true x0 and x_t built from it the step lands
-    on the same noise's x_s; with γ_s = 1 it returns x̂0 exactly.
-
-    Parameters
-    ----------
-    x_t : (batch, class, y, x) current sample.
-    x0_prediction : x̂0, the predicted clean sample.
-    gamma_t, gamma_s : γ at t and s, floats or one per image (batch,); γ_t < 1.
-    """
-    gamma_t, gamma_s = _per_image(gamma_t, x_t), _per_image(gamma_s, x_t)
-    noise_prediction = (x_t - gamma_t.sqrt() * x0_prediction) / (1 - gamma_t).sqrt()
-    return gamma_s.sqrt() * x0_prediction + (1 - gamma_s).sqrt() * noise_prediction
-
-
 class Diffusion(Options):
     """Conditional diffusion of categorical maps with a softmax x0-prediction head.
 
     Parameters
     ----------
-    input_scale : b of the schedule (:func:`schedule_gamma`); the study: 0.1.
+    input_scale : b of the schedule (:func:`~uqeval_torch.au.diffusion_process.schedule_gamma`); the study: 0.1.
     steps : DDIM steps of :meth:`sample`; the study: 10.
     logsnr_range : the log-SNR at t = 1 and t = 0; the study: (−10, 10).
 
@@ -179,7 +88,9 @@ class Diffusion(Options):
         self.logsnr_range = logsnr_range
 
     def gamma(self, t: torch.Tensor | float) -> torch.Tensor:
-        """γ(t) of this method's schedule (:func:`schedule_gamma`), float64."""
+        """γ(t) of this method's schedule (:func:`~uqeval_torch.au.diffusion_process.schedule_gamma`), float64."""
+        from uqeval_torch.au.diffusion_process import schedule_gamma
+
         return schedule_gamma(t, self.input_scale, self.logsnr_range)
 
     def build(
@@ -196,6 +107,8 @@ class Diffusion(Options):
         x_t : (batch, class, y, x) noised sample.
         t : (batch,) times in [0, 1].
         """
+        import torch
+
         logits = model(torch.cat([images, x_t.to(images.dtype)], dim=1), t)
         return torch.softmax(logits.float(), dim=1)
 
@@ -208,6 +121,9 @@ class Diffusion(Options):
         :meth:`denoise` of x_t = √γ(t)·x0 + √(1 − γ(t))·ε; then the mean over the batch
         (an image without labelled pixels adds 0).
         """
+        from uqeval_torch.au.common import IGNORE_LABEL, one_hot
+        from uqeval_torch.au.diffusion_process import noised
+
         n_classes = noise.shape[1]
         x0 = one_hot(labels, n_classes)
         x_t = noised(x0, self.gamma(t).float(), noise.float())
@@ -219,9 +135,14 @@ class Diffusion(Options):
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> torch.Tensor:
         """MSE of the softmax head against the one-hot labels, uniform weights over stratified t.
 
-        Draws t with :func:`stratified_times` and then ``ε = torch.randn(batch, class, y, x)``
-        (in that order, from torch's global RNG) and returns :meth:`loss_at`. ``epoch`` is unused.
+        Draws t with :func:`~uqeval_torch.au.diffusion_process.stratified_times` and then
+        ``ε = torch.randn(batch, class, y, x)`` (in that order, from torch's global RNG) and
+        returns :meth:`loss_at`. ``epoch`` is unused.
         """
+        import torch
+
+        from uqeval_torch.au.diffusion_process import stratified_times
+
         n_classes = model.out_channels
         batch, _, height, width = images.shape
         t = stratified_times(batch, images.device)
@@ -234,9 +155,13 @@ class Diffusion(Options):
         All ``n`` samples of all images run through the network together, as one batch of
         ``n``·batch (sample k of image j at index k·batch + j), so memory grows with
         ``n``·batch. Step i (from 0) predicts p̂ at t = 1 − i/steps and, but for the last,
-        takes :func:`ddim_step` with x̂0 = p̂ to t = 1 − (i + 1)/steps; the last step's p̂
-        is returned.
+        takes :func:`~uqeval_torch.au.diffusion_process.ddim_step` with x̂0 = p̂ to
+        t = 1 − (i + 1)/steps; the last step's p̂ is returned.
         """
+        import torch
+
+        from uqeval_torch.au.diffusion_process import ddim_step
+
         n_classes = model.out_channels
         batch, _, height, width = images.shape
         repeated = images.repeat(n, 1, 1, 1)

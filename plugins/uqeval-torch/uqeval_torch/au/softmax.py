@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from uqeval_torch.au.common import cross_entropy
 from uqeval_torch.options import Options
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class Softmax(Options):
@@ -32,9 +33,13 @@ class Softmax(Options):
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> torch.Tensor:
         """Cross-entropy, nats per labelled pixel."""
+        from uqeval_torch.au.common import cross_entropy
+
         return cross_entropy(model(images), labels)
 
     def sample(self, model: nn.Module, images: torch.Tensor, n: int) -> torch.Tensor:
         """The softmax map, repeated ``n`` times: (n, batch, class, y, x)."""
+        import torch
+
         probabilities = torch.softmax(model(images).float(), dim=1)
         return probabilities.unsqueeze(0).expand(n, *probabilities.shape)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from uqeval import UQEvalError
 from uqeval_torch.au.softmax import Softmax
-from uqeval_torch.members import check_probabilities
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def flips_and_rotations(square: bool = True) -> list[Transform]:
     flips along y and x, the transpose and the anti-transpose); otherwise the 4 that keep
     a rectangle's shape (identity, flips along y and x, 180° rotation).
     """
+    import torch
 
     def rotation(k: int) -> Transform:
         return Transform(
@@ -76,6 +78,7 @@ def volume_flips() -> list[Transform]:
     In order: identity, flips along z, y and x, then along (z, y), (z, x), (y, x) and
     all three; so the first 4 flip each axis once. They keep any volume's shape.
     """
+    import torch
 
     def flip(axes: tuple[str, ...]) -> Transform:
         dims = tuple(-3 + "zyx".index(axis) for axis in axes)
@@ -110,6 +113,8 @@ def gaussian_noise(relative_std: float = 0.05) -> Transform:
     The noise comes from the global torch generator, which the writer seeds per batch, so
     a rerun draws the same noise.
     """
+    import torch
+
     return Transform(
         f"noise {relative_std:g}σ",
         lambda t: t + relative_std * _image_std(t) * torch.randn_like(t),
@@ -174,6 +179,10 @@ class TestTimeAugmentation(Softmax):
 
     def sample(self, model: nn.Module, images: torch.Tensor, n: int) -> torch.Tensor:
         """The first ``n`` transforms' softmax maps, mapped back: (n, batch, class, [z,] y, x)."""
+        import torch
+
+        from uqeval_torch.members import check_probabilities
+
         draws = []
         for transform in self.chosen(images.shape[2:], n):
             probabilities = torch.softmax(model(transform.forward(images)).float(), dim=1)

@@ -86,7 +86,6 @@ from typing import ClassVar
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from uqeval import UQEvalError
 from uqeval.contracts import Sample
@@ -175,6 +174,8 @@ def kfold_split(
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 4-connected component of a boolean mask (the first in raster order on a tie)."""
+    from scipy import ndimage  # here, not at the top: listing the datasets (``uqeval plugins``) needs no scipy
+
     components, count = ndimage.label(mask)
     if count <= 1:
         return mask

@@ -77,7 +77,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 
 from uqeval import UQEvalError
@@ -161,6 +160,8 @@ def _blur(planes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _contrast(planes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    import cv2  # here, not at the top: listing the datasets (``uqeval plugins``) needs no OpenCV
+
     clahe = cv2.createCLAHE(clipLimit=rng.uniform(*CLAHE_CLIP_LIMIT), tileGridSize=CLAHE_TILES)
     return np.stack([_through_uint8(plane, clahe.apply) for plane in planes])
 
@@ -179,6 +180,8 @@ def gaussian_blur(plane: np.ndarray, sigma: float, size: int) -> np.ndarray:
     The kernel is normalised to sum 1 after truncation; borders are reflected without
     repeating the edge pixel (OpenCV's ``BORDER_REFLECT_101``, scipy's ``mirror``).
     """
+    import cv2
+
     return cv2.GaussianBlur(
         np.ascontiguousarray(plane),
         (size, size),
@@ -193,6 +196,8 @@ def jpeg_round_trip(grey: np.ndarray, quality: int) -> np.ndarray:
 
     The grey image is replicated to three channels first, as the study did.
     """
+    import cv2
+
     colour = np.repeat(np.ascontiguousarray(grey)[:, :, None], 3, axis=2)
     encoded, buffer = cv2.imencode(".jpg", colour, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not encoded:  # pragma: no cover - OpenCV encodes any 8-bit image

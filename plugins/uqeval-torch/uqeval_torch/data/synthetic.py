@@ -69,8 +69,6 @@ from typing import ClassVar
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
-from scipy.special import expit
 
 from uqeval import UQEvalError
 from uqeval.contracts import Sample
@@ -380,6 +378,8 @@ class SyntheticDataset(Options):
         The scene and the raters draw from separate streams, so the number of raters
         does not change the image, and neither does ``n_classes`` change the shapes.
         """
+        from scipy.special import expit  # here, not at the top: listing the datasets needs no scipy
+
         scene_seed, rater_seed = seed.spawn(2)
         rng, rater_rng = np.random.default_rng(scene_seed), np.random.default_rng(rater_seed)
         size, raters = self.size, self.raters
@@ -415,6 +415,8 @@ class SyntheticDataset(Options):
             return shift_image(image[None], domain, rng)[0]
         severity = self.severity
         if domain == "blur":
+            from scipy.ndimage import gaussian_filter
+
             shifted = gaussian_filter(image, sigma=1.5 * severity * self.size / 64, mode="reflect")
         elif domain == "noise":
             shifted = image + rng.normal(0.0, 0.25 * severity, image.shape)

@@ -14,81 +14,20 @@ with and without dropout.
 
 For the trained method the network is trained once with channel-wise dropout (p = 0.2,
 one per ResBlock, as the study) and predicted with its EMA weights. Any ``nn.Module``
-with dropout layers works the same way: ``MCDropout(model, members=10)``.
+with dropout layers works the same way: ``MCDropout(model, members=10)``. The dropout
+layers it finds and the hook that fixes their masks are in :mod:`uqeval_torch.eu.dropout_masks`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from uqeval import UQEvalError
 from uqeval.contracts import TrainRoutine
-from uqeval_torch.members import mix_seeds, prepared, shared_copy
 
-#: The dropout layers MC dropout samples (their subclasses too, e.g. in third-party models).
-DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
-#: Those whose mask covers whole channels (the others mask every element).
-_CHANNEL_WISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout)
-#: Those that keep SELU's mean and variance (torch's alpha dropout formula).
-_ALPHA_TYPES = (nn.AlphaDropout, nn.FeatureAlphaDropout)
-#: SELU's −λα, the value alpha dropout sets dropped units to.
-_SELU_ALPHA = 1.7580993408473766
-
-
-def dropout_layers(model: nn.Module) -> list[nn.Module]:
-    """Every dropout module of ``model`` (:data:`DROPOUT_TYPES` and their subclasses), in module order."""
-    return [module for module in model.modules() if isinstance(module, DROPOUT_TYPES)]
-
-
-class FixedMask:
-    """A forward hook that makes a dropout layer (in evaluation mode, so the identity) drop with one fixed mask.
-
-    The mask is drawn from a generator seeded by ``seed``, on the CPU (the same mask on
-    every device), of shape ``(1, channel, 1, …)`` for channel-wise dropout and
-    ``(1, *input.shape[1:])`` for element-wise dropout: shared by every image of a batch.
-    A kept unit is scaled by 1/(1 − p) (alpha dropout: torch's affine correction), as in
-    training.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
-
-    def mask(self, layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        """The 0/1 keep mask of ``layer`` for ``inputs``, in their dtype and on their device."""
-        if isinstance(layer, _CHANNEL_WISE):
-            shape = (1, inputs.shape[1], *([1] * (inputs.ndim - 2)))
-        else:
-            shape = (1, *inputs.shape[1:])
-        key = (shape, inputs.device, inputs.dtype)
-        if key not in self._masks:
-            generator = torch.Generator().manual_seed(self.seed)
-            keep = torch.rand(shape, generator=generator) >= layer.p
-            self._masks[key] = keep.to(device=inputs.device, dtype=inputs.dtype)
-        return self._masks[key]
-
-    def __call__(self, layer: nn.Module, args: tuple[Any, ...], output: Any) -> torch.Tensor:
-        inputs = args[0]
-        p = float(layer.p)
-        if p >= 1.0:
-            return torch.zeros_like(inputs)
-        mask = self.mask(layer, inputs)
-        if isinstance(layer, _ALPHA_TYPES):
-            a = 1.0 / math.sqrt((_SELU_ALPHA**2 * p + 1.0) * (1.0 - p))
-            return inputs * mask * a + (mask - 1.0) * (_SELU_ALPHA * a) + _SELU_ALPHA * a * p
-        return inputs * mask / (1.0 - p)
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class MCDropout:
@@ -132,9 +71,16 @@ class MCDropout:
         self.default_members = members
         self.probability = probability
         self.outputs = outputs
-        self.models = prepared([model], "MCDropout", outputs) if model is not None else None
-        self.n_dropout_layers = len(dropout_layers(model)) if model is not None else 0
-        if model is not None and not self.n_dropout_layers:
+        self.models = None
+        self.n_dropout_layers = 0
+        if model is None:
+            return
+        from uqeval_torch.eu.dropout_masks import DROPOUT_TYPES, dropout_layers
+        from uqeval_torch.members import prepared
+
+        self.models = prepared([model], "MCDropout", outputs)
+        self.n_dropout_layers = len(dropout_layers(model))
+        if not self.n_dropout_layers:
             raise UQEvalError(
                 f"MCDropout: model {type(model).__name__} has no dropout module "
                 f"({', '.join(kind.__name__ for kind in DROPOUT_TYPES)}); add dropout to the network, "
@@ -149,6 +95,8 @@ class MCDropout:
     ) -> Iterator[nn.Module]:
         """``n`` members (default :attr:`default_members`) of the ``trained`` network, or of
         your model: copies sharing its weights, member ``k`` with the masks of :meth:`mask_seed`."""
+        from uqeval_torch.eu.dropout_masks import dropout_layers
+
         network = (trained if trained is not None else self.models or [None])[0]
         n = self.default_members if n is None else n
         if network is None:
@@ -161,10 +109,15 @@ class MCDropout:
 
     def mask_seed(self, seed: int, member: int, layer: int) -> int:
         """The seed of member ``member``'s mask in dropout layer number ``layer`` (module order)."""
+        from uqeval_torch.members import mix_seeds
+
         return mix_seeds(seed, member, layer)
 
 
 def _thinned(source: MCDropout, network: nn.Module, n: int, seed: int) -> Iterator[nn.Module]:
+    from uqeval_torch.eu.dropout_masks import FixedMask, dropout_layers
+    from uqeval_torch.members import shared_copy
+
     for member in range(n):
         thinned = shared_copy(network).eval()
         for index, layer in enumerate(dropout_layers(thinned)):

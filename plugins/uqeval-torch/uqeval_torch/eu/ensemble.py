@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from uqeval import UQEvalError
 from uqeval.contracts import TrainRoutine
-from uqeval_torch.members import prepared, shared_copy
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class Ensemble:
@@ -36,6 +36,8 @@ class Ensemble:
         if models is not None:
             if len(models) < 2:
                 raise UQEvalError(f"Ensemble: a deep ensemble needs at least 2 models, got {len(models)}")
+            from uqeval_torch.members import prepared
+
             self.models = prepared(list(models), "Ensemble", outputs)
             self.default_members = len(self.models)
 
@@ -49,6 +51,9 @@ class Ensemble:
         ``"model"`` (as Lightning and many training scripts save them); it is read with
         ``torch.load(..., weights_only=True)``.
         """
+        import torch
+        from torch import nn
+
         models = []
         for path in paths:
             try:
@@ -78,6 +83,8 @@ class Ensemble:
         self, trained: Sequence[nn.Module] | None = None, *, n: int | None = None, seed: int = 0
     ) -> Iterator[nn.Module]:
         """The first ``n`` networks (default all), in evaluation mode."""
+        from uqeval_torch.members import shared_copy
+
         networks = list(trained if trained is not None else self.models or [])
         n = len(networks) if n is None else n
         if not 1 <= n <= len(networks):

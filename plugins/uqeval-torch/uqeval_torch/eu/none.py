@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from uqeval import UQEvalError
 from uqeval.contracts import TrainRoutine
-from uqeval_torch.members import prepared, shared_copy
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class SingleModel:
@@ -31,7 +32,11 @@ class SingleModel:
     default_members = 1
 
     def __init__(self, model: nn.Module | None = None, *, outputs: str = "logits") -> None:
-        self.models = prepared([model], "SingleModel", outputs) if model is not None else None
+        self.models = None
+        if model is not None:
+            from uqeval_torch.members import prepared
+
+            self.models = prepared([model], "SingleModel", outputs)
 
     def train(self, routine: TrainRoutine, *, n_members: int, seed: int) -> list[nn.Module]:
         if n_members != 1:
@@ -41,6 +46,8 @@ class SingleModel:
     def members(
         self, trained: Sequence[nn.Module] | None = None, *, n: int | None = None, seed: int = 0
     ) -> Iterator[nn.Module]:
+        from uqeval_torch.members import shared_copy
+
         if n not in (None, 1):
             raise UQEvalError(f"EU method `none` has exactly 1 member, not {n}")
         if trained is None and self.models is None:

@@ -24,13 +24,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from uqeval import UQEvalError
 from uqeval.contracts import TrainRoutine
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Snapshots kept (the study's K).
 SNAPSHOTS = 30
@@ -57,6 +58,8 @@ class SWAGMoments:
         self.deviations: list[dict[str, torch.Tensor]] = []
 
     def epoch_end(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        import torch
+
         if epoch < epochs - self.snapshots:
             return
         self.count += 1
@@ -91,6 +94,8 @@ class SWAGMoments:
 
     def draw(self, generator: torch.Generator, *, low_rank: bool, scale: float = 1.0) -> dict[str, torch.Tensor]:
         """One set of weights (float32, on the CPU) from the Gaussian."""
+        import torch
+
         if self.count < 2:
             raise UQEvalError(f"SWAG needs at least 2 snapshots (epochs) to draw from, not {self.count}")
         k = len(self.deviations)
@@ -173,6 +178,8 @@ class SWAG:
         return self._draws(model, moments, n, seed)
 
     def _draws(self, model: nn.Module, moments: SWAGMoments, n: int, seed: int) -> Iterator[nn.Module]:
+        import torch
+
         generator = torch.Generator().manual_seed(seed)
         device = next(model.parameters()).device
         for _ in range(n):
