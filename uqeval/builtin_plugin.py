@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from uqeval import aggregation
 from uqeval.aggregation import AggregationFallback, Aggregator
 from uqeval.hookspecs import hookimpl
 from uqeval.importers.contract import Importer
 from uqeval.tasks import TASKS, Task
+
+if TYPE_CHECKING:
+    from uqeval.task_tables import TaskTables
 
 
 @hookimpl
@@ -65,7 +70,19 @@ def uqeval_importers() -> dict[str, Importer]:
 
 @hookimpl
 def uqeval_tasks() -> dict[str, Task]:
-    """The built-in tasks (docs/metrics.md): OOD detection, ambiguity modelling, calibration, failure detection."""
-    from uqeval.builtin_tasks import BUILTIN_ROWS
+    """The built-in tasks (docs/metrics.md): OOD detection, ambiguity modelling, calibration,
+    failure detection and predictive quality."""
+    return {name: replace(task, rows=_rows_of(name)) for name, task in TASKS.items()}
 
-    return {name: replace(task, rows=BUILTIN_ROWS[name]) for name, task in TASKS.items()}
+
+def _rows_of(name: str) -> Callable[[TaskTables], None]:
+    """Task ``name``'s rows function, which imports the metrics (and with them numba) when
+    it is first called: listing the tasks (``uqeval plugins``) needs neither."""
+
+    def rows(tables: TaskTables) -> None:
+        from uqeval.builtin_tasks import BUILTIN_ROWS
+
+        BUILTIN_ROWS[name](tables)
+
+    rows.__name__ = rows.__qualname__ = f"{name}_rows"
+    return rows
