@@ -376,130 +376,150 @@ def decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block):
         _decompose_block(x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block, task // n_blocks, task % n_blocks)
 
 
-@numba.njit(nogil=True)
-def _decompose_block(x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block, image, block):
-    """One task of :func:`decompose_kernel`: pixels ``[block·pixel_block, …)`` of ``image``.
+@numba.njit(parallel=True, nogil=True, cache=True)
+def two_class_decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block):
+    """:func:`decompose_kernel` for two-class cubes, by a path of its own: it reads two
+    samples of both classes per pass. Identical maps; a store compiles one of the two."""
+    n_blocks = (x.shape[4] + pixel_block - 1) // pixel_block
+    for task in numba.prange(x.shape[0] * n_blocks):
+        _two_class_decompose_block(
+            x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block, task // n_blocks, task % n_blocks
+        )
+
+
+def _block_function(two_class: bool):
+    """One task of the decomposition kernels: pixels ``[block·pixel_block, …)`` of ``image``.
 
     A function of its own rather than the body of the parallel loop: numba's parallel
     passes then see one call, not a loop nest to analyse and outline, which cuts the
     first compilation of each input dtype from about 25 to about 14 CPU-seconds at the
-    same speed.
+    same speed. ``two_class`` is a constant of the compiled code, so each kernel compiles
+    only its own path.
     """
-    n_images, n_members, n_samples, n_classes, n_pixels = x.shape
-    draws = x.reshape(n_images, n_members * n_samples, n_classes, n_pixels)
-    inv_samples = np.float32(1.0 / n_samples)
-    inv_members = 1.0 / n_members
-    last_class = n_classes - 1
-    paired = n_samples - n_samples % 2
-    start = block * pixel_block
-    stop = min(n_pixels, start + pixel_block)
-    length = stop - start
-    member_sum = np.empty((n_classes, length), dtype=np.float32)
-    # Sums over members in float64: a float32 running sum of E·C entropy terms
-    # drifts by about E·C·2**-24·ln C, which for many members would exceed any
-    # fixed EU floor; the sums over samples and classes stay in float32.
-    total_mean = np.zeros((n_classes, length), dtype=np.float64)
-    expected_entropy = np.zeros(length, dtype=np.float64)
-    partial = np.empty(length, dtype=np.float32)
-    partial_other = np.empty(length, dtype=np.float32)
-    lowest_bits = np.int32(0x7FFFFFFF)
-    lowest_sum = np.int32(0x7FFFFFFF)
-    highest_sum = np.int32(0)
-    for e in range(n_members):
-        member_sum[:] = 0.0
-        # Two samples per pass halve the loads and stores of the member sums.
-        for a in range(0, paired, 2):
-            if n_classes == 2:
-                lowest_bits, lowest_sum, highest_sum = _add_two_class_samples(
-                    x[image, e, a, 0, start:stop],
-                    x[image, e, a, 1, start:stop],
-                    x[image, e, a + 1, 0, start:stop],
-                    x[image, e, a + 1, 1, start:stop],
+
+    @numba.njit(nogil=True)
+    def block_task(x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block, image, block):
+        n_images, n_members, n_samples, n_classes, n_pixels = x.shape
+        draws = x.reshape(n_images, n_members * n_samples, n_classes, n_pixels)
+        inv_samples = np.float32(1.0 / n_samples)
+        inv_members = 1.0 / n_members
+        last_class = n_classes - 1
+        paired = n_samples - n_samples % 2
+        start = block * pixel_block
+        stop = min(n_pixels, start + pixel_block)
+        length = stop - start
+        member_sum = np.empty((n_classes, length), dtype=np.float32)
+        # Sums over members in float64: a float32 running sum of E·C entropy terms
+        # drifts by about E·C·2**-24·ln C, which for many members would exceed any
+        # fixed EU floor; the sums over samples and classes stay in float32.
+        total_mean = np.zeros((n_classes, length), dtype=np.float64)
+        expected_entropy = np.zeros(length, dtype=np.float64)
+        partial = np.empty(length, dtype=np.float32)
+        partial_other = np.empty(length, dtype=np.float32)
+        lowest_bits = np.int32(0x7FFFFFFF)
+        lowest_sum = np.int32(0x7FFFFFFF)
+        highest_sum = np.int32(0)
+        for e in range(n_members):
+            member_sum[:] = 0.0
+            # Two samples per pass halve the loads and stores of the member sums.
+            for a in range(0, paired, 2):
+                if two_class:
+                    lowest_bits, lowest_sum, highest_sum = _add_two_class_samples(
+                        x[image, e, a, 0, start:stop],
+                        x[image, e, a, 1, start:stop],
+                        x[image, e, a + 1, 0, start:stop],
+                        x[image, e, a + 1, 1, start:stop],
+                        member_sum[0],
+                        member_sum[1],
+                        lowest_bits,
+                        lowest_sum,
+                        highest_sum,
+                    )
+                    continue
+                for c in range(n_classes):
+                    position = 0 if c == 0 else (2 if c == last_class else 1)
+                    lowest_bits, lowest_sum, highest_sum = _add_samples(
+                        x[image, e, a, c, start:stop],
+                        x[image, e, a + 1, c, start:stop],
+                        member_sum[c],
+                        partial,
+                        partial_other,
+                        position,
+                        lowest_bits,
+                        lowest_sum,
+                        highest_sum,
+                    )
+            if paired < n_samples and two_class:
+                lowest_bits, lowest_sum, highest_sum = _add_two_class_sample(
+                    x[image, e, paired, 0, start:stop],
+                    x[image, e, paired, 1, start:stop],
                     member_sum[0],
                     member_sum[1],
                     lowest_bits,
                     lowest_sum,
                     highest_sum,
                 )
-                continue
+            elif paired < n_samples:
+                for c in range(n_classes):
+                    position = 0 if c == 0 else (2 if c == last_class else 1)
+                    lowest_bits, lowest_sum, highest_sum = _add_sample(
+                        x[image, e, paired, c, start:stop],
+                        member_sum[c],
+                        partial,
+                        position,
+                        lowest_bits,
+                        lowest_sum,
+                        highest_sum,
+                    )
             for c in range(n_classes):
-                position = 0 if c == 0 else (2 if c == last_class else 1)
-                lowest_bits, lowest_sum, highest_sum = _add_samples(
-                    x[image, e, a, c, start:stop],
-                    x[image, e, a + 1, c, start:stop],
-                    member_sum[c],
-                    partial,
-                    partial_other,
-                    position,
-                    lowest_bits,
-                    lowest_sum,
-                    highest_sum,
-                )
-        if paired < n_samples and n_classes == 2:
-            lowest_bits, lowest_sum, highest_sum = _add_two_class_sample(
-                x[image, e, paired, 0, start:stop],
-                x[image, e, paired, 1, start:stop],
-                member_sum[0],
-                member_sum[1],
-                lowest_bits,
-                lowest_sum,
-                highest_sum,
-            )
-        elif paired < n_samples:
-            for c in range(n_classes):
-                position = 0 if c == 0 else (2 if c == last_class else 1)
-                lowest_bits, lowest_sum, highest_sum = _add_sample(
-                    x[image, e, paired, c, start:stop],
-                    member_sum[c],
-                    partial,
-                    position,
-                    lowest_bits,
-                    lowest_sum,
-                    highest_sum,
-                )
+                member_row = member_sum[c]
+                total_row = total_mean[c]
+                # The float32 logarithms in one loop (16 lanes), the float64 sums in the
+                # next: mixed in one loop, the float64 half sets the vector width.
+                for i in range(length):
+                    v = member_row[i] * inv_samples
+                    member_row[i] = v
+                    partial[i] = _xlogx(v)
+                for i in range(length):
+                    total_row[i] += member_row[i]
+                    expected_entropy[i] -= partial[i]
+        entropy = np.zeros(length, dtype=np.float64)
+        best_value = np.full(length, -np.inf, dtype=np.float32)
+        best_class = np.zeros(length, dtype=np.int32)
         for c in range(n_classes):
-            member_row = member_sum[c]
             total_row = total_mean[c]
-            # The float32 logarithms in one loop (16 lanes), the float64 sums in the
-            # next: mixed in one loop, the float64 half sets the vector width.
+            mean_row = mean[image, c, start:stop]
             for i in range(length):
-                v = member_row[i] * inv_samples
-                member_row[i] = v
-                partial[i] = _xlogx(v)
-            for i in range(length):
-                total_row[i] += member_row[i]
-                expected_entropy[i] -= partial[i]
-    entropy = np.zeros(length, dtype=np.float64)
-    best_value = np.full(length, -np.inf, dtype=np.float32)
-    best_class = np.zeros(length, dtype=np.int32)
-    for c in range(n_classes):
-        total_row = total_mean[c]
-        mean_row = mean[image, c, start:stop]
+                v = np.float32(total_row[i] * inv_members)
+                mean_row[i] = v
+                entropy[i] -= _xlogx(v)
+                better = v > best_value[i]
+                best_value[i] = v if better else best_value[i]
+                best_class[i] = c if better else best_class[i]
         for i in range(length):
-            v = np.float32(total_row[i] * inv_members)
-            mean_row[i] = v
-            entropy[i] -= _xlogx(v)
-            better = v > best_value[i]
-            best_value[i] = v if better else best_value[i]
-            best_class[i] = c if better else best_class[i]
-    for i in range(length):
-        aleatoric = expected_entropy[i] * inv_members
-        au[image, start + i] = aleatoric
-        tu[image, start + i] = entropy[i]
-        difference = entropy[i] - aleatoric
-        eu[image, start + i] = difference if difference >= eu_floor else 0.0
-        pred[image, start + i] = best_class[i]
-    if lowest_bits < 0 or highest_sum >= _SUSPECT_SUM_BITS:
-        n_bad, lowest, lowest_total, highest_total = _exact_value_stats(draws, image, start, length)
-        stats[image, block, 0] = n_bad
-        stats[image, block, 1] = lowest
-        stats[image, block, 2] = lowest_total
-        stats[image, block, 3] = highest_total
-    else:
-        stats[image, block, 0] = 0.0
-        stats[image, block, 1] = _float_of(lowest_bits)
-        stats[image, block, 2] = _float_of(lowest_sum)
-        stats[image, block, 3] = _float_of(highest_sum)
+            aleatoric = expected_entropy[i] * inv_members
+            au[image, start + i] = aleatoric
+            tu[image, start + i] = entropy[i]
+            difference = entropy[i] - aleatoric
+            eu[image, start + i] = difference if difference >= eu_floor else 0.0
+            pred[image, start + i] = best_class[i]
+        if lowest_bits < 0 or highest_sum >= _SUSPECT_SUM_BITS:
+            n_bad, lowest, lowest_total, highest_total = _exact_value_stats(draws, image, start, length)
+            stats[image, block, 0] = n_bad
+            stats[image, block, 1] = lowest
+            stats[image, block, 2] = lowest_total
+            stats[image, block, 3] = highest_total
+        else:
+            stats[image, block, 0] = 0.0
+            stats[image, block, 1] = _float_of(lowest_bits)
+            stats[image, block, 2] = _float_of(lowest_sum)
+            stats[image, block, 3] = _float_of(highest_sum)
+
+    return block_task
+
+
+_decompose_block = _block_function(two_class=False)
+_two_class_decompose_block = _block_function(two_class=True)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)

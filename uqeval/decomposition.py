@@ -137,7 +137,8 @@ def decompose_batch(
     pred = np.empty((n_images, n_pixels), dtype=np.uint8 if n_classes <= 256 else np.int16)
     pixel_block = _kernels.decompose_block(n_images, n_pixels, numba.get_num_threads())
     stats = np.empty((n_images, -(-n_pixels // pixel_block), 4))
-    _kernels.decompose_kernel(kernel_input, au, eu, tu, mean, pred, stats, np.float32(eu_floor), pixel_block)
+    kernel = _kernels.two_class_decompose_kernel if n_classes == 2 else _kernels.decompose_kernel
+    kernel(kernel_input, au, eu, tu, mean, pred, stats, np.float32(eu_floor), pixel_block)
     if check:
         raise_for_value_stats(reduce_block_stats(stats), image_ids)
     shape = (n_images, *spatial)

@@ -8,6 +8,8 @@ import pytest
 from helpers import reference_sample_scores
 from scipy.special import softmax
 
+from uqeval._kernels import as_kernel_input
+from uqeval.metrics._sample_kernels import sample_counts_kernel, two_class_sample_counts_kernel
 from uqeval.metrics.sample_scores import VolumeSampleScores, member_pairs, sample_counts, sample_scores
 
 
@@ -74,3 +76,18 @@ def test_a_volume_added_slab_by_slab_or_chunk_by_chunk_scores_as_held_whole():
             assert gathered[name] == pytest.approx(values, rel=1e-15, abs=0), name
     counts = sample_counts(volume)
     assert counts.foreground.dtype == np.int64 and counts.foreground.shape == (1, 6)
+
+
+@pytest.mark.parametrize("background", [0, 1])
+def test_the_two_class_kernel_counts_as_the_general_one(background):
+    """A two-class store compiles only the two-class kernel; its counts are those of the
+    general kernel, which a two-class cube never reaches otherwise."""
+    cube = as_kernel_input(_cubes((2, 3, 5, 2, 1, 70), dtype=np.float16).reshape(2, 3, 5, 2, 70))
+    counts = {}
+    for kernel in (sample_counts_kernel, two_class_sample_counts_kernel):
+        arrays = (np.empty((2, 1, 15), np.int64), np.empty((2, 1, 3, 2), np.int64), np.empty((2, 1, 3, 2), np.int64))
+        kernel(cube, background, *arrays)
+        counts[kernel] = arrays
+    for general, two_class in zip(*counts.values(), strict=True):
+        np.testing.assert_array_equal(general, two_class)
+    assert counts[sample_counts_kernel][0].sum() > 0  # some foreground, so the comparison is not of zeros

@@ -42,7 +42,7 @@ import numpy as np
 
 from uqeval._kernels import as_kernel_input
 from uqeval.errors import UQEvalError
-from uqeval.metrics._sample_kernels import SAMPLE_PIXEL_BLOCK, sample_counts_kernel
+from uqeval.metrics._sample_kernels import SAMPLE_PIXEL_BLOCK, sample_counts_kernel, two_class_sample_counts_kernel
 
 
 def member_pairs(n_members: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +143,8 @@ def sample_counts(cubes: np.ndarray, background: int = 0) -> SampleCounts:
     sizes = np.empty((n_images, n_blocks, n_members, n_classes), dtype=np.int64)
     intersections = np.empty((n_images, n_blocks, n_pairs, n_classes), dtype=np.int64)
     if n_pixels:
-        sample_counts_kernel(as_kernel_input(flat), background, foreground, sizes, intersections)
+        kernel = two_class_sample_counts_kernel if n_classes == 2 else sample_counts_kernel
+        kernel(as_kernel_input(flat), background, foreground, sizes, intersections)
     else:
         for counts in (foreground, sizes, intersections):
             counts[:] = 0
