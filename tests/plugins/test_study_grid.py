@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shlex
 import signal
 import sys
@@ -331,7 +330,11 @@ def test_cluster_tasks_carry_their_path_to_the_end_as_dask_priority(tmp_path, mo
 def test_a_stopped_study_stops_its_running_steps(tmp_path):
     """Ctrl-C or SIGTERM in the study process (here a real SIGINT, which, unlike
     ``_thread.interrupt_main``, wakes a main thread that waits on its steps) sends SIGTERM
-    to the running step at once, instead of waiting the step out, and starts no other step."""
+    to the running step at once, instead of waiting the step out, and starts no other step.
+
+    The SIGINT goes to the main thread (``pthread_kill``: a signal sent to the process may
+    land on a thread that is not waiting), and Python's own Ctrl-C handler is put in place
+    for the test, whatever a test before it in the same process left behind."""
     fake = tmp_path / "slow_uqeval.py"
     fake.write_text("import pathlib, sys, time\npathlib.Path(sys.argv[0] + '.started').touch()\ntime.sleep(120)\n")
     plan = plan_study(tmp_path / "study", au=["ssn"], eu=["none"])
@@ -342,17 +345,21 @@ def test_a_stopped_study_stops_its_running_steps(tmp_path):
             if (tmp_path / "slow_uqeval.py.started").exists():
                 break
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
-    threading.Thread(target=interrupt_once_the_step_runs, daemon=True).start()
-    begun = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_locally(
-            plan,
-            workers=1,
-            on_update=lambda outcome, step: started.append(step.name if step else outcome.status),
-            executable=[sys.executable, str(fake)],
-        )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_once_the_step_runs, daemon=True).start()
+        begun = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run_locally(
+                plan,
+                workers=1,
+                on_update=lambda outcome, step: started.append(step.name if step else outcome.status),
+                executable=[sys.executable, str(fake)],
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - begun < 60, "the study waited for its step to finish"
     assert started == [plan.steps[0].name]
     assert not any(plan.done_path(step).exists() for step in plan.steps)
