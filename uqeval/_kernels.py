@@ -346,7 +346,8 @@ def _add_sample(row, accumulator, partial, position, lowest_bits, lowest_sum, hi
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor, pixel_block):
-    """Entropy decomposition of a batch of sample cubes, in one pass.
+    """Entropy decomposition of a batch of sample cubes, in one pass (any number of
+    classes; :func:`two_class_decompose_kernel` is faster for two).
 
     Parameters
     ----------
@@ -388,7 +389,8 @@ def two_class_decompose_kernel(x, au, eu, tu, mean, pred, stats, eu_floor, pixel
 
 
 def _block_function(two_class: bool):
-    """One task of the decomposition kernels: pixels ``[block·pixel_block, …)`` of ``image``.
+    """The function that does one task of a decomposition kernel: the pixels
+    ``[block·pixel_block, …)`` of ``image``, for two-class cubes or for any number of classes.
 
     A function of its own rather than the body of the parallel loop: numba's parallel
     passes then see one call, not a loop nest to analyse and outline, which cuts the
