@@ -22,13 +22,11 @@ from _timing import best_times, print_table
 
 import uqeval
 from uqeval.cube import open_cube
-from uqeval.names import TEST
 from uqeval.scoring import engine
-from uqeval.scoring.api import tabulation
+from uqeval.scoring.api import bootstrap_options, tabulation
 from uqeval.scoring.bootstrap import bootstrap
 from uqeval.scoring.prepare import plan, prepare
 from uqeval.scoring.sources import cube_source
-from uqeval.scoring.tabulate import split_masks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,14 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 computed.statistics,
                 source.domains,
                 source.roles,
-                pools=computed.pools,
-                retabulate=retabulate,
-                splits=split_masks(source.domains, source.roles == TEST),
-                histogram_domains=computed.histogram_domains,
-                tasks=[request.definitions[name] for name in tasks],
-                aggregations=request.aggregation_names,
-                primary=request.primary,
-                conventions=request.conventions,
+                **bootstrap_options(source, request, computed, retabulate, tasks),
                 n=args.resamples,
                 seed=args.seed,
             )

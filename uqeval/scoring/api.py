@@ -8,6 +8,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -208,6 +209,28 @@ def tabulation(source: Source, request: Request, source_plan: Plan, computed: en
     )
 
 
+def bootstrap_options(
+    source: Source,
+    request: Request,
+    computed: engine.EngineResult,
+    retabulate: functools.partial,
+    tasks: Sequence[str],
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`~uqeval.scoring.bootstrap.bootstrap` that come from a
+    run: everything but the number of resamples and the seed. ``retabulate`` is the run's
+    :func:`tabulation`; ``tasks`` are the names of the tasks to resample."""
+    return {
+        "pools": computed.pools,
+        "retabulate": retabulate,
+        "splits": split_masks(source.domains, source.roles == TEST),
+        "histogram_domains": computed.histogram_domains,
+        "tasks": [request.definitions[name] for name in tasks],
+        "aggregations": request.aggregation_names,
+        "primary": request.primary,
+        "conventions": request.conventions,
+    }
+
+
 def _run(
     source: Source,
     request: Request,
@@ -262,14 +285,7 @@ def _run(
             computed.statistics,
             source.domains,
             source.roles,
-            pools=computed.pools,
-            retabulate=retabulate,
-            splits=split_masks(source.domains, source.roles == TEST),
-            histogram_domains=computed.histogram_domains,
-            tasks=[request.definitions[name] for name in source_plan.tasks],
-            aggregations=request.aggregation_names,
-            primary=request.primary,
-            conventions=request.conventions,
+            **bootstrap_options(source, request, computed, retabulate, source_plan.tasks),
             n=int(bootstrap),
             seed=int(seed),
         )
